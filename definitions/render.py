@@ -1,0 +1,91 @@
+"""Render a message template for one customer and channel.
+
+SMS bodies get the shop's signature (【shop】) and, for marketing, the opt-out text; email bodies are
+HTML-escaped where data is substituted. The locale is the customer's, else zh-CN, else any the
+template has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import pass_context
+from pydantic import BaseModel
+
+from definitions.expressions import TEMPLATES_HTML, TEMPLATES_TEXT, to_datetime
+from definitions.schema import Template
+
+OPT_OUT_TEXT = {"zh-CN": "退订回T", "en": "Reply STOP to opt out"}
+
+
+class TemplateRenderError(ValueError):
+    """A template that is missing for a channel, or failed to render."""
+
+
+class RenderedMessage(BaseModel):
+    locale: str
+    subject: str | None = None
+    body: str
+
+
+@pass_context
+def _localtime(ctx, value: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    tz = ZoneInfo((ctx.get("customer") or {}).get("timezone") or "Asia/Shanghai")
+    return to_datetime(value, tz).astimezone(tz).strftime(fmt)
+
+
+for _env in (TEMPLATES_TEXT, TEMPLATES_HTML):
+    _env.filters["localtime"] = _localtime
+
+
+def _pick_locale(available: Mapping[str, Any], wanted: str) -> str:
+    for locale in (wanted, "zh-CN", *available):
+        if locale in available:
+            return locale
+    raise TemplateRenderError("no text")
+
+
+def has_variant(template: Template, channel: str) -> bool:
+    return bool(_variants(template, channel))
+
+
+def _variants(template: Template, channel: str) -> Mapping[str, Any]:
+    if channel == "email":
+        return template.email
+    if channel == "webhook":
+        return template.webhook or template.sms
+    return template.sms  # sms, and the outbox standing in for it
+
+
+def render_message(
+    template: Template,
+    *,
+    name: str,
+    channel: str,
+    locale: str,
+    context: Mapping[str, Any],
+    shop_name: str,
+    marketing: bool,
+) -> RenderedMessage:
+    variants = _variants(template, channel)
+    if not variants:
+        raise TemplateRenderError(f"template {name!r} has no {channel} text")
+    chosen = _pick_locale(variants, locale)
+    data = {**context, "shop": {"name": shop_name}}
+    try:
+        if channel == "email":
+            email = variants[chosen]
+            subject = TEMPLATES_TEXT.from_string(email.subject).render(data).strip()
+            body = TEMPLATES_HTML.from_string(email.body).render(data).strip()
+            return RenderedMessage(locale=chosen, subject=subject, body=body)
+        text = TEMPLATES_TEXT.from_string(variants[chosen]).render(data).strip()
+    except Exception as err:  # a template can fail in any way; name it and the cause
+        raise TemplateRenderError(f"template {name!r} ({channel}, {chosen}) failed: {err}") from err
+    if channel == "sms":
+        signature = f"【{shop_name}】" if chosen == "zh-CN" else f"[{shop_name}] "
+        text = signature + text
+        if marketing:
+            text = f"{text} {OPT_OUT_TEXT.get(chosen, OPT_OUT_TEXT['en'])}"
+    return RenderedMessage(locale=chosen, body=text)

@@ -1,0 +1,271 @@
+"""The pydantic schema of a journey definition (one YAML file in definitions/).
+
+A journey is an entry (event, key, condition, re-entry rule), exit events, a goal and a list of
+steps. Each step is a mapping with exactly one key naming its kind:
+
+    - wait: 15m
+    - wait_until: {at: "time(order.closes_at)", offset: -2h}
+    - wait_for: {event: review.posted, timeout: 3d, on_event: [...], on_timeout: [...]}
+    - send: {id: remind, channel: sms, fallback: email, template: payment_reminder}
+    - if: {condition: "customer.tags and 'vip' in customer.tags", then: [...], else: [...]}
+    - split: {holdout: 0.1, branches: [{weight: 1, steps: [...]}, {weight: 1, steps: [...]}]}
+    - exit: "reason"
+    - repeat: true        # start the journey over as a fresh run (continue-as-new)
+
+The schema is also published as JSON Schema (`journeys schema`) so editors check YAML as it is typed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+from journeys.models import ChannelName, EventType, Locale
+
+_DURATION = re.compile(r"^(-)?((?:\d+[wdhms])+)$")
+_PART = re.compile(r"(\d+)([wdhms])")
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+Duration = Annotated[
+    str,
+    Field(
+        pattern=r"^-?(\d+[wdhms])+$",
+        description="A duration such as 15m, 2h, 3d, 1d12h or -2h (w, d, h, m, s).",
+        examples=["15m", "3d", "-2h"],
+    ),
+]
+Expression = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description="A sandboxed Jinja2 expression over event, order, customer and now.",
+    ),
+]
+Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=60)]
+Category = Literal["transactional", "marketing"]
+
+
+def parse_duration(text: str) -> timedelta:
+    """`'1d12h'` → `timedelta(days=1, hours=12)`; a leading `-` makes it negative."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 15m, 2h, 3d or -2h")
+    total = timedelta(**{_UNITS[unit]: int(n) for n, unit in _PART.findall(match.group(2))})
+    return -total if match.group(1) else total
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Entry(_Strict):
+    event: EventType | list[EventType] = Field(description="The event type (or types) that start an instance.")
+    key: Literal["order", "customer"] = Field(
+        description="One instance per order or per customer: the workflow id is '{journey}:{key}'."
+    )
+    condition: Expression | None = Field(
+        default=None, description="Start only when this is true (evaluated when the instance starts)."
+    )
+    reentry: Literal["once", "after_exit", "restart"] = Field(
+        default="once",
+        description=(
+            "once: one instance per key ever; after_exit: a new instance after the last one ended; "
+            "restart: also start over when triggered while running."
+        ),
+    )
+
+    @property
+    def events(self) -> list[str]:
+        return [self.event] if isinstance(self.event, str) else list(self.event)
+
+
+class SendSpec(_Strict):
+    id: Identifier | None = Field(
+        default=None,
+        description="Stable step id (the exactly-once key); defaults to the template name.",
+    )
+    channel: ChannelName = "sms"
+    fallback: ChannelName | None = None
+    template: Identifier
+    category: Category | None = Field(default=None, description="Defaults to the journey's category.")
+    deadline: Expression | None = Field(
+        default=None,
+        description="A time after which the message is pointless; a quiet-hours deferral past it skips.",
+    )
+
+    @property
+    def step_id(self) -> str:
+        return self.id or self.template
+
+
+class WaitUntilSpec(_Strict):
+    at: Expression = Field(
+        description=(
+            "A time computed from the data: a datetime, an RFC 3339 string, or a naive time read in "
+            "the customer's time zone."
+        )
+    )
+    offset: Duration | None = None
+
+
+class WaitForSpec(_Strict):
+    event: EventType
+    timeout: Duration
+    on_event: list[Step] = Field(default_factory=list)
+    on_timeout: list[Step] = Field(default_factory=list)
+
+
+class IfSpec(_Strict):
+    condition: Expression
+    then: list[Step] = Field(default_factory=list)
+    else_: list[Step] = Field(default_factory=list, alias="else")
+
+
+class Branch(_Strict):
+    name: Identifier | None = None
+    weight: float = Field(default=1, gt=0)
+    steps: list[Step] = Field(default_factory=list)
+
+
+class SplitSpec(_Strict):
+    holdout: float = Field(default=0, ge=0, lt=1, description="Share of keys that get nothing.")
+    branches: list[Branch] = Field(default_factory=list)
+
+
+class WaitStep(_Strict):
+    wait: Duration
+
+
+class WaitUntilStep(_Strict):
+    wait_until: WaitUntilSpec
+
+
+class WaitForStep(_Strict):
+    wait_for: WaitForSpec
+
+
+class SendStep(_Strict):
+    send: SendSpec
+
+
+class IfStep(_Strict):
+    if_: IfSpec = Field(alias="if")
+
+
+class SplitStep(_Strict):
+    split: SplitSpec
+
+
+class ExitStep(_Strict):
+    exit: str | None = Field(default=None, description="Why the journey ends here (for readers).")
+
+
+class RepeatStep(_Strict):
+    repeat: Literal[True] = Field(description="Start the journey over as a fresh run.")
+
+
+STEP_KINDS = ("wait", "wait_until", "wait_for", "send", "if", "split", "exit", "repeat")
+
+
+def _step_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        keys = [k for k in value if k in STEP_KINDS]
+        return keys[0] if len(keys) == 1 and len(value) == 1 else None
+    if isinstance(value, BaseModel):
+        return _KIND_OF_MODEL.get(type(value))
+    return None
+
+
+Step = Annotated[
+    Annotated[WaitStep, Tag("wait")]
+    | Annotated[WaitUntilStep, Tag("wait_until")]
+    | Annotated[WaitForStep, Tag("wait_for")]
+    | Annotated[SendStep, Tag("send")]
+    | Annotated[IfStep, Tag("if")]
+    | Annotated[SplitStep, Tag("split")]
+    | Annotated[ExitStep, Tag("exit")]
+    | Annotated[RepeatStep, Tag("repeat")],
+    Discriminator(
+        _step_kind,
+        custom_error_type="step_kind",
+        custom_error_message="a step is a mapping with exactly one of: " + ", ".join(STEP_KINDS),
+    ),
+]
+
+_KIND_OF_MODEL: dict[type, str] = {
+    WaitStep: "wait",
+    WaitUntilStep: "wait_until",
+    WaitForStep: "wait_for",
+    SendStep: "send",
+    IfStep: "if",
+    SplitStep: "split",
+    ExitStep: "exit",
+    RepeatStep: "repeat",
+}
+
+
+class Journey(_Strict):
+    """One journey definition."""
+
+    name: Identifier = Field(description="Part of the contract: records, metrics and workflow ids use it.")
+    title: str | None = Field(default=None, description="A human name, e.g. 首次催付.")
+    description: str | None = None
+    category: Category
+    entry: Entry
+    exit_on: list[EventType] = Field(default_factory=list, description="Events that end an instance.")
+    goal: EventType | None = Field(default=None, description="The conversion event.")
+    vars: dict[Identifier, Expression] = Field(
+        default_factory=dict,
+        description="Named expressions evaluated once when an instance starts, in order; usable as vars.NAME.",
+    )
+    conversion_window: Duration = "3d"
+    steps: list[Step]
+
+    @model_validator(mode="after")
+    def _durations_parse(self) -> Journey:
+        parse_duration(self.conversion_window)
+        return self
+
+
+class EmailTemplate(_Strict):
+    subject: str
+    body: str = Field(description="The email body; HTML is escaped in substituted values.")
+
+
+class Template(_Strict):
+    """One message template: an SMS text and an email per locale."""
+
+    sms: dict[Locale, str] = Field(default_factory=dict)
+    email: dict[Locale, EmailTemplate] = Field(default_factory=dict)
+    webhook: dict[Locale, str] = Field(default_factory=dict)
+
+
+class JourneySnapshot(BaseModel):
+    """What a journey instance runs: the definition and its templates, frozen at start."""
+
+    definition: Journey
+    templates: dict[str, Template]
+    version: str = Field(description="Content hash of the definition and its templates.")
+
+
+for _model in (WaitForSpec, IfSpec, Branch, SplitSpec, Journey):
+    _model.model_rebuild()
+
+
+def walk_steps(steps: list[Any], path: str = "steps"):
+    """Yield `(path, step)` for every step, nested branches included, in document order."""
+    for i, step in enumerate(steps):
+        here = f"{path}[{i}]"
+        yield here, step
+        if isinstance(step, WaitForStep):
+            yield from walk_steps(step.wait_for.on_event, f"{here}.wait_for.on_event")
+            yield from walk_steps(step.wait_for.on_timeout, f"{here}.wait_for.on_timeout")
+        elif isinstance(step, IfStep):
+            yield from walk_steps(step.if_.then, f"{here}.if.then")
+            yield from walk_steps(step.if_.else_, f"{here}.if.else")
+        elif isinstance(step, SplitStep):
+            for b, branch in enumerate(step.split.branches):
+                yield from walk_steps(branch.steps, f"{here}.split.branches[{b}].steps")

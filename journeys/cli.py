@@ -1,0 +1,113 @@
+"""The `journeys` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from definitions.loader import check_definitions, default_directory, json_schema
+from journeys.config import Settings
+
+app = typer.Typer(help="Journeys: durable, event-driven marketing automation on Temporal.", no_args_is_help=True)
+
+
+def _definitions_or_exit(directory: Path | None):
+    loaded, problems = check_definitions(directory or default_directory())
+    if problems:
+        for line in problems:
+            typer.echo(line, err=True)
+        raise typer.Exit(1)
+    return loaded
+
+
+@app.command()
+def validate(directory: Annotated[Path | None, typer.Argument(help="Default: ./definitions")] = None) -> None:
+    """Check journey definitions: exit 0 when all is well, else one line per problem and exit 1."""
+    directory = directory or default_directory()
+    loaded = _definitions_or_exit(directory)
+    typer.echo(f"{directory}: {len(loaded)} journeys OK ({', '.join(sorted(loaded.journeys))})")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of a journey definition (for editors)."""
+    typer.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+
+
+@app.command()
+def simulate(
+    customers: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="customers.jsonl")],
+    events: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="events.jsonl")],
+    until: Annotated[str, typer.Option(help="End of the simulation, RFC 3339, e.g. 2026-03-01T00:00:00Z")],
+    out: Annotated[Path, typer.Option(help="Where to write messages.jsonl")],
+    definitions: Annotated[Path | None, typer.Option(help="Journey definitions to dry-run")] = None,
+) -> None:
+    """Play events through the real engine on Temporal's time-skipping server."""
+    from journeys.models import Customer, Event
+    from journeys.simulate import SimulationInputError, read_jsonl, write_jsonl
+    from journeys.simulate import simulate as run_simulation
+
+    try:
+        end = datetime.fromisoformat(until.replace("Z", "+00:00"))
+    except ValueError:
+        typer.echo(f"--until: {until!r} is not an RFC 3339 time", err=True)
+        raise typer.Exit(2) from None
+    if end.tzinfo is None:
+        typer.echo(f"--until: {until!r} needs an offset (Z or +08:00)", err=True)
+        raise typer.Exit(2)
+    loaded = _definitions_or_exit(definitions)
+    try:
+        customer_list = read_jsonl(customers, Customer, "customer")
+        event_list = read_jsonl(events, Event, "event")
+    except SimulationInputError as err:
+        for line in err.problems:
+            typer.echo(line, err=True)
+        raise typer.Exit(1) from None
+    report = asyncio.run(
+        run_simulation(loaded, customer_list, event_list, end, shop_name=Settings.from_env().shop_name)
+    )
+    write_jsonl(report.messages, out)
+    for line in report.summary_lines():
+        typer.echo(line)
+    typer.echo(f"wrote {out} in {report.seconds:.1f} s")
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker against TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE and DATABASE_URL."""
+    from worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_worker(Settings.from_env()))
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database at DATABASE_URL to the newest schema."""
+    from store.db import Store
+
+    settings = Settings.from_env()
+    Store(settings.database_url).migrate().dispose()
+    typer.echo(f"migrated {settings.database_url}")
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path, typer.Option(help="Where the embedded server and store keep their files")] = Path(
+        ".data"
+    ),
+    port: Annotated[int, typer.Option(help="Temporal frontend port")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Temporal Web UI port")] = 8233,
+) -> None:
+    """Run the engine on embedded defaults: the Temporal dev server (SQLite file) and a worker."""
+    from journeys.up import run_up
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(asyncio.run(run_up(data_dir, port, ui_port)))

@@ -1,0 +1,41 @@
+"""Configuration from the environment, with embedded defaults that need nothing installed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel
+
+
+class Settings(BaseModel):
+    database_url: str = "sqlite:///.data/journeys.db"
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    temporal_api_key: str | None = None
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None
+    task_queue: str = "journeys"
+    shop_name: str = "Journeys"
+    definitions_dir: Path | None = None
+    outbox_path: Path | None = Path(".data/outbox.jsonl")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        names = {
+            "database_url": "DATABASE_URL",
+            "temporal_address": "TEMPORAL_ADDRESS",
+            "temporal_namespace": "TEMPORAL_NAMESPACE",
+            "temporal_api_key": "TEMPORAL_API_KEY",
+            "temporal_tls_cert": "TEMPORAL_TLS_CERT",
+            "temporal_tls_key": "TEMPORAL_TLS_KEY",
+            "temporal_tls_ca": "TEMPORAL_TLS_CA",
+            "task_queue": "JOURNEYS_TASK_QUEUE",
+            "shop_name": "JOURNEYS_SHOP_NAME",
+            "definitions_dir": "JOURNEYS_DEFINITIONS",
+            "outbox_path": "JOURNEYS_OUTBOX",
+        }
+        return cls.model_validate({field: env[var] for field, var in names.items() if env.get(var)})

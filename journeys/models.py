@@ -1,0 +1,119 @@
+"""The records that cross the project's boundaries: events from order systems and customer records.
+
+Both are validated here once, so everything behind them (the router, the workflows, the store) can
+trust their shape. Times are normalised to UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+EventType = Literal[
+    "order.created",
+    "order.paid",
+    "order.cancelled",
+    "order.closed",
+    "order.shipped",
+    "order.delivered",
+    "order.confirmed",
+    "order.refunded",
+    "review.posted",
+    "customer.created",
+    "customer.updated",
+]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+#: Event types that name an order: a journey keyed by order can be reached by these only.
+ORDER_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t.startswith("order.")) + (
+    "review.posted",
+)
+CUSTOMER_EVENT_TYPES: tuple[str, ...] = ("customer.created", "customer.updated")
+
+ChannelName = Literal["sms", "email", "webhook", "outbox"]
+CHANNELS: tuple[str, ...] = get_args(ChannelName)
+Locale = Literal["zh-CN", "en"]
+LOCALES: tuple[str, ...] = get_args(Locale)
+
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+_BIRTHDAY = re.compile(r"^(?:(\d{4})-|--)(\d{2})-(\d{2})$")
+
+
+class Event(BaseModel):
+    """One event from an order system. `event_id` is the idempotency key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(min_length=1, max_length=200)
+    type: EventType
+    occurred_at: AwareDatetime
+    customer_id: str = Field(min_length=1, max_length=200)
+    order_id: str | None = Field(default=None, min_length=1, max_length=200)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _order_id_where_needed(self) -> Event:
+        if self.type in ORDER_EVENT_TYPES and not self.order_id:
+            raise ValueError(f"order_id is required for {self.type} events")
+        return self
+
+
+class Customer(BaseModel):
+    """A customer record as JOURNEYS.md defines it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    customer_id: str = Field(min_length=1, max_length=200)
+    name: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    birthday: str | None = None
+    timezone: str = DEFAULT_TIMEZONE
+    locale: Locale = "zh-CN"
+    tags: list[str] = Field(default_factory=list)
+    unsubscribed: list[Literal["sms", "email"]] = Field(default_factory=list)
+    blacklisted: bool = False
+
+    @field_validator("birthday")
+    @classmethod
+    def _birthday_format(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        match = _BIRTHDAY.match(value)
+        if not match:
+            raise ValueError(f"birthday {value!r} is not YYYY-MM-DD or --MM-DD")
+        year = int(match.group(1) or 2000)  # 2000 is a leap year, so --02-29 is accepted
+        try:
+            datetime(year, int(match.group(2)), int(match.group(3)))
+        except ValueError as err:
+            raise ValueError(f"birthday {value!r} is not a real date") from err
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str:
+        if not value:
+            return DEFAULT_TIMEZONE
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"timezone {value!r} is not an IANA time zone") from err
+        return value
+
+    @field_validator("phone", "email")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value else None
+
+
+def customer_from_event(event: Event) -> Customer:
+    """The customer record carried by a `customer.*` event (its `data`, keyed by the event's customer)."""
+    return Customer.model_validate({**event.data, "customer_id": event.customer_id})

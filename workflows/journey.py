@@ -1,0 +1,312 @@
+"""The interpreter: one workflow that runs any journey definition.
+
+An instance runs the definition snapshot it was started with, so editing YAML never changes a
+running instance nor its replay. Events arrive as the `event` signal and are deduplicated by
+`event_id`; an exit event ends the instance at once, also during a wait or a quiet-hours deferral.
+
+Time: the journey's clock is `workflow.now()` less `clock_offset` (zero except in simulations,
+which replay past events on a test server whose clock starts today). Waits are measured from the
+journey's own cursor (the entry event's time, then each wait's end), so a late-dispatched event
+keeps its schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.models import SendOutcome, SendRequest
+    from definitions.expressions import ExpressionError, build_context, evaluate, evaluate_time, zone
+    from definitions.schema import (
+        ExitStep,
+        IfStep,
+        RepeatStep,
+        SendStep,
+        SplitStep,
+        WaitForStep,
+        WaitStep,
+        WaitUntilStep,
+        parse_duration,
+    )
+    from journeys.models import DEFAULT_TIMEZONE, Customer, Event
+    from workflows.models import (
+        CUSTOMER_ID,
+        EVENT_SIGNAL,
+        JOURNEY_NAME,
+        JOURNEY_STEP,
+        MAX_REMEMBERED_EVENT_IDS,
+        ORDER_ID,
+        JourneyInput,
+        JourneyResult,
+        JourneyStatus,
+    )
+
+ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
+
+
+class _Exited(Exception):
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+class _Restart(Exception):
+    """The journey starts over (re-entry 'restart', or a `repeat` step)."""
+
+
+@workflow.defn(name="Journey")
+class JourneyWorkflow:
+    @workflow.init
+    def __init__(self, input: JourneyInput) -> None:
+        self.input = input
+        self.definition = input.snapshot.definition
+        self.seen: list[str] = [*input.seen_event_ids, input.entry_event.event_id]
+        self.exit_event: Event | None = None
+        self.restart_event: Event | None = None
+        self.received: list[Event] = []
+        entry = input.entry_event
+        self.order: dict[str, Any] = {**entry.data, "order_id": entry.order_id}
+        self.step = "start"
+        self.wake: datetime | None = None
+        self.sends: dict[str, str] = {}
+        self.customer: Customer | None = None
+        for event in input.prior_events:
+            self.on_event(event)
+
+    # ---------------------------------------------------------------- signals and queries
+
+    @workflow.signal(name=EVENT_SIGNAL)
+    def on_event(self, event: Event) -> None:
+        if event.event_id in self.seen:
+            return
+        self.seen.append(event.event_id)
+        definition = self.definition
+        if event.type in definition.exit_on:
+            self.exit_event = self.exit_event or event
+        elif event.type in definition.entry.events:
+            if definition.entry.reentry == "restart":
+                self.restart_event = event
+        else:
+            if definition.entry.key == "order" and event.order_id == self.input.key:
+                self.order.update(event.data)
+            self.received.append(event)
+
+    @workflow.query(name="status")
+    def status(self) -> JourneyStatus:
+        entry = self.input.entry_event
+        return JourneyStatus(
+            journey=self.definition.name,
+            version=self.input.snapshot.version,
+            key=self.input.key,
+            customer_id=entry.customer_id,
+            order_id=entry.order_id,
+            step=self.step,
+            next_wake_up=self.wake,
+            sends=dict(self.sends),
+        )
+
+    # ---------------------------------------------------------------- the run
+
+    @workflow.run
+    async def run(self, input: JourneyInput) -> JourneyResult:
+        entry = input.entry_event
+        pairs = [JOURNEY_NAME.value_set(self.definition.name), CUSTOMER_ID.value_set(entry.customer_id)]
+        if entry.order_id:
+            pairs.append(ORDER_ID.value_set(entry.order_id))
+        workflow.upsert_search_attributes(pairs)
+        self.started = input.started_at or entry.occurred_at
+        self.cursor = self.started
+        try:
+            self._check()
+            self.customer = await workflow.execute_activity(
+                "load_customer",
+                entry.customer_id,
+                result_type=Customer | None,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=ACTIVITY_RETRY,
+            )
+            self.tz = zone(self.customer.timezone if self.customer else DEFAULT_TIMEZONE)
+            condition = self.definition.entry.condition
+            if condition and not evaluate(condition, self._context()):
+                raise _Exited("entry condition false")
+            self.vars: dict[str, Any] = {}
+            for name, source in self.definition.vars.items():
+                self.vars[name] = evaluate(source, self._context())
+            await self._run_steps(self.definition.steps)
+            outcome = "completed"
+        except _Exited as done:
+            outcome = done.reason
+        except ExpressionError as err:
+            workflow.logger.warning("journey %s ended: %s", self.definition.name, err)
+            outcome = f"expression error: {err}"
+        except _Restart:
+            self._set_step("restarting")
+            restart = self.restart_event
+            workflow.continue_as_new(
+                input.model_copy(
+                    update={
+                        "entry_event": restart or entry,
+                        "prior_events": [],
+                        "started_at": None if restart else self.now(),
+                        "seen_event_ids": self.seen[-MAX_REMEMBERED_EVENT_IDS:],
+                    }
+                )
+            )
+        self._set_step("done")
+        return JourneyResult(outcome=outcome, sends=self.sends)
+
+    async def _run_steps(self, steps: list[Any]) -> None:
+        for step in steps:
+            self._check()
+            if isinstance(step, WaitStep):
+                self._set_step("wait")
+                self.cursor = self.cursor + parse_duration(step.wait)
+                await self._sleep_until(self.cursor)
+            elif isinstance(step, WaitUntilStep):
+                self._set_step("wait_until")
+                spec = step.wait_until
+                target = evaluate_time(spec.at, self._context(), self.tz)
+                if spec.offset:
+                    target = target + parse_duration(spec.offset)
+                if target <= self.started:
+                    raise _Exited("wait_until is not after the journey's start")
+                self.cursor = max(self.cursor, target)
+                await self._sleep_until(target)
+            elif isinstance(step, WaitForStep):
+                await self._wait_for(step)
+            elif isinstance(step, SendStep):
+                await self._send(step)
+            elif isinstance(step, IfStep):
+                chosen = step.if_.then if evaluate(step.if_.condition, self._context()) else step.if_.else_
+                await self._run_steps(chosen)
+            elif isinstance(step, SplitStep):
+                await self._split(step)
+            elif isinstance(step, ExitStep):
+                raise _Exited(step.exit or "exit step")
+            elif isinstance(step, RepeatStep):
+                raise _Restart()
+        self._check()
+
+    async def _wait_for(self, step: WaitForStep) -> None:
+        spec = step.wait_for
+        self._set_step(f"wait_for:{spec.event}")
+        first_new = len(self.received)
+        deadline = max(self.cursor, self.now()) + parse_duration(spec.timeout)
+
+        def arrived() -> Event | None:
+            return next((e for e in self.received[first_new:] if e.type == spec.event), None)
+
+        await self._sleep_until(deadline, also=lambda: arrived() is not None)
+        event = arrived()
+        if event is not None:
+            self.cursor = max(self.cursor, self.now())
+            await self._run_steps(spec.on_event)
+        else:
+            self.cursor = deadline
+            await self._run_steps(spec.on_timeout)
+
+    async def _send(self, step: SendStep) -> None:
+        spec = step.send
+        self._set_step(f"send:{spec.step_id}")
+        context = self._context()
+        deadline = evaluate_time(spec.deadline, context, self.tz) if spec.deadline else None
+        info = workflow.info()
+        while True:
+            request = SendRequest(
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                journey=self.definition.name,
+                journey_version=self.input.snapshot.version,
+                step=spec.step_id,
+                customer_id=self.input.entry_event.customer_id,
+                order_id=self.input.entry_event.order_id,
+                category=spec.category or self.definition.category,
+                channel=spec.channel,
+                fallback=spec.fallback,
+                template_name=spec.template,
+                template=self.input.snapshot.templates[spec.template],
+                context={"event": context["event"], "order": self.order, "vars": self.vars},
+                at=self.now(),
+                deadline=deadline,
+            )
+            outcome: SendOutcome = await workflow.execute_activity(
+                "send_message",
+                request,
+                result_type=SendOutcome,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=ACTIVITY_RETRY,
+            )
+            if outcome.status != "deferred":
+                break
+            # Quiet hours: wait for the morning; an exit event meanwhile ends the journey, unrecorded.
+            self._set_step(f"quiet_hours:{spec.step_id}")
+            await self._sleep_until(outcome.defer_until)
+            self.cursor = max(self.cursor, outcome.defer_until)
+            self._set_step(f"send:{spec.step_id}")
+        self.sends[spec.step_id] = outcome.status + (f":{outcome.reason}" if outcome.reason else "")
+
+    async def _split(self, step: SplitStep) -> None:
+        spec = step.split
+        self._set_step("split")
+        digest = hashlib.sha256(f"{self.definition.name}:{self.input.key}:split".encode()).digest()
+        draw = int.from_bytes(digest[:8], "big") / 2**64  # deterministic per key: same group on re-entry
+        if draw < spec.holdout:
+            raise _Exited("holdout")
+        if not spec.branches:
+            return
+        point = (draw - spec.holdout) / (1 - spec.holdout) * sum(b.weight for b in spec.branches)
+        for branch in spec.branches:
+            point -= branch.weight
+            if point < 0:
+                await self._run_steps(branch.steps)
+                return
+        await self._run_steps(spec.branches[-1].steps)
+
+    # ---------------------------------------------------------------- helpers
+
+    def now(self) -> datetime:
+        """The journey's clock."""
+        return workflow.now() - self.input.clock_offset
+
+    def _interrupted(self) -> bool:
+        return self.exit_event is not None or self.restart_event is not None
+
+    def _check(self) -> None:
+        if self.exit_event is not None:
+            raise _Exited(f"exit on {self.exit_event.type}")
+        if self.restart_event is not None:
+            raise _Restart()
+
+    async def _sleep_until(self, target: datetime, also: Callable[[], bool] = lambda: False) -> None:
+        """Wait until `target` in the journey's clock, or until `also` holds; an exit or restart
+        event ends the wait at once."""
+        self.wake = target
+        remaining = target - self.now()
+        if remaining > timedelta(0):
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self._interrupted() or also(), timeout=remaining)
+        self.wake = None
+        self._check()
+
+    def _set_step(self, step: str) -> None:
+        if step != self.step:
+            self.step = step
+            workflow.upsert_search_attributes([JOURNEY_STEP.value_set(step)])
+
+    def _context(self) -> dict[str, Any]:
+        return build_context(
+            tz=getattr(self, "tz", None) or zone(DEFAULT_TIMEZONE),
+            now=self.now(),
+            event=self.input.entry_event.model_dump(mode="json"),
+            order=self.order,
+            customer=self.customer.model_dump(mode="json") if self.customer else {},
+            vars=getattr(self, "vars", {}),
+        )
+
+

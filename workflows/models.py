@@ -1,0 +1,53 @@
+"""The workflow's inputs, outputs and names, shared by the interpreter, the router and the tools."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, Field
+from temporalio.common import SearchAttributeKey
+
+from definitions.schema import JourneySnapshot
+from journeys.models import Event
+
+JOURNEY_NAME = SearchAttributeKey.for_keyword("JourneyName")
+CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
+ORDER_ID = SearchAttributeKey.for_keyword("OrderId")
+JOURNEY_STEP = SearchAttributeKey.for_keyword("JourneyStep")
+SEARCH_ATTRIBUTES = (JOURNEY_NAME, CUSTOMER_ID, ORDER_ID, JOURNEY_STEP)
+
+EVENT_SIGNAL = "event"
+MAX_REMEMBERED_EVENT_IDS = 500
+
+def workflow_id(journey: str, key: str) -> str:
+    return f"{journey}:{key}"
+
+
+class JourneyInput(BaseModel):
+    snapshot: JourneySnapshot
+    key: str
+    entry_event: Event
+    prior_events: list[Event] = Field(
+        default_factory=list, description="Events for this key already known when the instance starts."
+    )
+    clock_offset: timedelta = timedelta(0)
+    started_at: datetime | None = Field(default=None, description="Start of this run's clock (repeats).")
+    seen_event_ids: list[str] = Field(default_factory=list)
+
+
+class JourneyStatus(BaseModel):
+    journey: str
+    version: str
+    key: str
+    customer_id: str
+    order_id: str | None
+    step: str
+    next_wake_up: datetime | None
+    sends: dict[str, str]
+
+
+class JourneyResult(BaseModel):
+    outcome: str
+    sends: dict[str, str] = Field(default_factory=dict, description="step id → sent/skipped:reason/failed")
+
+
