@@ -99,6 +99,90 @@ def message_record(row: MessageRow) -> dict[str, Any]:
     }
 
 
+class Simulation:
+    """The real engine on a time-skipping test server, driven by events in their own time.
+
+        async with Simulation(definitions, store, begin) as sim:
+            await sim.emit(event)            # advances the clock to the event, then routes it
+            await sim.advance_to(moment)     # everything due before `moment` has run on return
+    """
+
+    def __init__(self, definitions: Definitions, store: Store, begin: datetime, shop_name: str = "Journeys"):
+        self.definitions = definitions
+        self.store = store
+        self.begin = begin
+        self.shop_name = shop_name
+
+    async def __aenter__(self) -> Simulation:
+        self.env = await WorkflowEnvironment.start_time_skipping(
+            data_converter=pydantic_data_converter,
+            test_server_existing_path=binary("temporal-test-server"),
+        )
+        try:
+            await ensure_search_attributes(self.env.client)
+            self.offset = (await self.env.get_current_time()) - self.begin
+            self.router = Router(self.env.client, self.definitions, self.store, TASK_QUEUE, clock_offset=self.offset)
+            activities = JourneyActivities(self.store, build_channels(None), self.shop_name)
+            self._executor = ThreadPoolExecutor(8)
+            self.worker = Worker(
+                self.env.client,
+                task_queue=TASK_QUEUE,
+                workflows=[JourneyWorkflow],
+                activities=[activities.load_customer, activities.send_message],
+                activity_executor=self._executor,
+            )
+            await self.worker.__aenter__()
+        except BaseException:
+            await self.env.shutdown()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        try:
+            await self.worker.__aexit__(*exc_info)
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            await self.env.shutdown()
+
+    @property
+    def client(self):
+        return self.env.client
+
+    async def now(self) -> datetime:
+        """The simulation's clock (the events' time)."""
+        return (await self.env.get_current_time()) - self.offset
+
+    async def advance_to(self, moment: datetime) -> None:
+        """Move the clock to `moment`. The test server does not move its clock past work that is
+        due, so everything due before `moment` has run when this returns."""
+        behind = moment - await self.now()
+        if behind > timedelta(0):
+            await self.env.sleep(behind)
+
+    async def emit(self, event: Event) -> list:
+        """Log the event (a duplicate event_id is dropped) and route it at its own time."""
+        await self.advance_to(event.occurred_at)
+        with self.store.transaction() as session:
+            fresh = queries.store_event(session, event, datetime.now(UTC))
+        return await self.router.route(event) if fresh else []
+
+    async def create_customer(self, customer: Customer, at: datetime) -> None:
+        """Upsert a customer as a `customer.created` event at `at`."""
+        await self.emit(
+            Event(
+                event_id=f"simulate:customer.created:{customer.customer_id}",
+                type="customer.created",
+                occurred_at=at,
+                customer_id=customer.customer_id,
+                data=customer.model_dump(mode="json", exclude={"customer_id"}),
+            )
+        )
+
+    def records(self, until: datetime | None = None) -> list[dict[str, Any]]:
+        with self.store.transaction() as session:
+            return [message_record(row) for row in queries.list_messages(session, until=until)]
+
+
 async def simulate(
     definitions: Definitions,
     customers: list[Customer],
@@ -106,65 +190,30 @@ async def simulate(
     until: datetime,
     shop_name: str = "Journeys",
 ) -> SimulationReport:
+    """Play `events` (any order; played in `occurred_at` order) for `customers` up to `until`."""
     started = datetime.now(UTC)
-    unique: dict[str, Event] = {}
-    for event in events:
-        unique.setdefault(event.event_id, event)  # the same event_id twice is processed once
-    ordered = sorted(unique.values(), key=lambda e: e.occurred_at)
+    ordered = sorted(events, key=lambda e: e.occurred_at)
     begin = ordered[0].occurred_at if ordered else until
 
     with tempfile.TemporaryDirectory(prefix="journeys-sim-") as scratch:
         store = Store(f"sqlite:///{scratch}/simulation.db").migrate()
-        env = await WorkflowEnvironment.start_time_skipping(
-            data_converter=pydantic_data_converter,
-            test_server_existing_path=binary("temporal-test-server"),
-        )
         try:
-            await ensure_search_attributes(env.client)
-            offset = (await env.get_current_time()) - begin
-            router = Router(env.client, definitions, store, TASK_QUEUE, clock_offset=offset)
-            activities = JourneyActivities(store, build_channels(None), shop_name)
-
-            async def advance_to(moment: datetime) -> None:
-                behind = moment - ((await env.get_current_time()) - offset)
-                if behind > timedelta(0):
-                    await env.sleep(behind)
-
-            with ThreadPoolExecutor(8) as executor:
-                async with Worker(
-                    env.client,
-                    task_queue=TASK_QUEUE,
-                    workflows=[JourneyWorkflow],
-                    activities=[activities.load_customer, activities.send_message],
-                    activity_executor=executor,
-                ):
-                    for customer in customers:
-                        created = Event(
-                            event_id=f"simulate:customer.created:{customer.customer_id}",
-                            type="customer.created",
-                            occurred_at=begin,
-                            customer_id=customer.customer_id,
-                            data=customer.model_dump(mode="json", exclude={"customer_id"}),
-                        )
-                        await _log_and_route(store, router, created)
-                    for event in ordered:
-                        if event.occurred_at > until:
-                            break
-                        await advance_to(event.occurred_at)
-                        await _log_and_route(store, router, event)
-                    # One second past the end: the test server does not move its clock past work
-                    # that is due, so everything due up to `until` has run when this returns.
-                    await advance_to(until + timedelta(seconds=1))
-            with store.transaction() as session:
-                rows = queries.list_messages(session, until=until)
-                records = [message_record(row) for row in rows]
+            async with Simulation(definitions, store, begin, shop_name) as sim:
+                for customer in customers:
+                    await sim.create_customer(customer, begin)
+                for event in ordered:
+                    if event.occurred_at > until:
+                        break
+                    await sim.emit(event)
+                # One second past the end, so everything due up to `until` has run.
+                await sim.advance_to(until + timedelta(seconds=1))
+                records = sim.records(until=until)
         finally:
-            await env.shutdown()
             store.dispose()
 
     report = SimulationReport(
         messages=records,
-        events=len(ordered),
+        events=len({e.event_id for e in ordered}),
         customers=len(customers),
         seconds=(datetime.now(UTC) - started).total_seconds(),
     )
@@ -172,13 +221,6 @@ async def simulate(
         status = record["status"] + (f":{record['reason']}" if record["status"] == "skipped" else "")
         report.per_journey[record["journey"]][status] += 1
     return report
-
-
-async def _log_and_route(store: Store, router: Router, event: Event) -> None:
-    with store.transaction() as session:
-        fresh = queries.store_event(session, event, datetime.now(UTC))
-    if fresh:
-        await router.route(event)
 
 
 def write_jsonl(records: list[dict[str, Any]], path: Path) -> None:

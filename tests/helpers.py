@@ -1,0 +1,56 @@
+"""Builders for the events and customers the tests play."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+from typing import Any
+
+from journeys.models import Customer, Event
+
+_ids = itertools.count(1)
+
+
+def at(text: str) -> datetime:
+    """`'2026-02-01 10:00+08:00'` → an aware datetime (an offset is required)."""
+    moment = datetime.fromisoformat(text)
+    assert moment.tzinfo is not None, f"{text!r} needs an offset"
+    return moment
+
+
+def event(
+    type: str,
+    when: str | datetime,
+    *,
+    customer: str = "c1",
+    order: str | None = None,
+    event_id: str | None = None,
+    **data: Any,
+) -> Event:
+    return Event(
+        event_id=event_id or f"evt-{next(_ids)}",
+        type=type,
+        occurred_at=at(when) if isinstance(when, str) else when,
+        customer_id=customer,
+        order_id=order,
+        data=data,
+    )
+
+
+def customer(customer_id: str = "c1", **fields: Any) -> Customer:
+    base = {
+        "name": "王芳",
+        "phone": "+8613800000001",
+        "email": "wangfang@example.com",
+        "timezone": "Asia/Shanghai",
+        "locale": "zh-CN",
+    }
+    return Customer(customer_id=customer_id, **{**base, **fields})
+
+
+def summary(records: list[dict]) -> list[tuple]:
+    """Records as (at, journey, order or customer, channel, status, reason), in time order."""
+    return [
+        (r["at"], r["journey"], r["order_id"] or r["customer_id"], r["channel"], r["status"], r["reason"])
+        for r in records
+    ]
