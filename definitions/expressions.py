@@ -26,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import ChainableUndefined, StrictUndefined, TemplateSyntaxError
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from definitions.schema import parse_duration
@@ -37,14 +38,18 @@ class ExpressionError(ValueError):
     """An expression that does not parse, or that failed or gave the wrong kind of value."""
 
 
-def _expression_env() -> ImmutableSandboxedEnvironment:
-    # Conditions read free-form data: a missing field is falsy rather than an error.
-    return ImmutableSandboxedEnvironment(undefined=ChainableUndefined)
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, refusing unsafe attribute access loudly instead of yielding an
+    undefined value, so an escape attempt fails with a message naming it."""
+
+    def unsafe_undefined(self, obj: Any, attribute: str):
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
 
 
-_CONDITIONS = _expression_env()
-TEMPLATES_TEXT = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-TEMPLATES_HTML = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+# Conditions read free-form data: a missing field is falsy rather than an error.
+_CONDITIONS = _Sandbox(undefined=ChainableUndefined)
+TEMPLATES_TEXT = _Sandbox(undefined=StrictUndefined, autoescape=False)
+TEMPLATES_HTML = _Sandbox(undefined=StrictUndefined, autoescape=True)
 
 
 @lru_cache(maxsize=1024)

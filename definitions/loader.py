@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,14 +106,23 @@ def _parse_loc(dotted: str) -> tuple:
     return tuple(loc)
 
 
+_UNION_MEMBER = re.compile(r"^(literal|list|dict|str|int|float|bool|function-[a-z]+)\[")
+
+
 def _pydantic_problems(err: ValidationError) -> list[tuple[tuple, str]]:
-    out = []
+    out: list[tuple[tuple, str]] = []
+    seen: set[tuple] = set()
     for item in err.errors():
         loc: list[Any] = []
         for part in item["loc"]:
             if loc and part == loc[-1] and isinstance(part, str):
                 continue  # a step's tag repeats its key: ('send', 'send') → ('send',)
+            if isinstance(part, str) and _UNION_MEMBER.match(part):
+                continue  # which member of a union (one event type or a list of them) failed
             loc.append(part)
+        if tuple(loc) in seen:
+            continue  # a union reports each member's failure: the first says it best
+        seen.add(tuple(loc))
         kind, given = item["type"], item.get("input")
         if kind == "literal_error":
             expected = item["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
@@ -152,9 +162,11 @@ def load_templates(directory: Path) -> tuple[dict[str, Template], list[str]]:
             continue
         for channel, variants in (("sms", template.sms), ("email", template.email), ("webhook", template.webhook)):
             for locale, text in variants.items():
-                parts = [("subject", text.subject, False), ("body", text.body, True)] if channel == "email" else [
-                    ("", text, False)
-                ]
+                parts = (
+                    [("subject", text.subject, False), ("body", text.body, True)]
+                    if channel == "email"
+                    else [("", text, False)]
+                )
                 for part, source, html in parts:
                     problem = check_template(source, html=html)
                     if problem:
@@ -184,9 +196,7 @@ def _journey_problems(journey: Journey, templates: dict[str, Template]) -> list[
 
     def routable(event_type: str, where: str) -> None:
         if order_keyed and event_type not in ORDER_EVENT_TYPES:
-            problems.append(
-                (where, f"{event_type} carries no order_id, so it cannot reach a journey keyed by order")
-            )
+            problems.append((where, f"{event_type} carries no order_id, so it cannot reach a journey keyed by order"))
 
     def expression(source: str | None, where: str) -> None:
         problem = check_expression(source) if source else None
@@ -213,9 +223,7 @@ def _journey_problems(journey: Journey, templates: dict[str, Template]) -> list[
             else:
                 for role, channel in (("channel", spec.channel), ("fallback", spec.fallback)):
                     if channel and not has_variant(template, channel):
-                        problems.append(
-                            (f"{path}.send.{role}", f"template {spec.template!r} has no {channel} text")
-                        )
+                        problems.append((f"{path}.send.{role}", f"template {spec.template!r} has no {channel} text"))
             if spec.step_id in seen_ids:
                 problems.append(
                     (

@@ -28,9 +28,7 @@ EventType = Literal[
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 #: Event types that name an order: a journey keyed by order can be reached by these only.
-ORDER_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t.startswith("order.")) + (
-    "review.posted",
-)
+ORDER_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t.startswith("order.")) + ("review.posted",)
 CUSTOMER_EVENT_TYPES: tuple[str, ...] = ("customer.created", "customer.updated")
 
 ChannelName = Literal["sms", "email", "webhook", "outbox"]

@@ -102,9 +102,9 @@ def message_record(row: MessageRow) -> dict[str, Any]:
 class Simulation:
     """The real engine on a time-skipping test server, driven by events in their own time.
 
-        async with Simulation(definitions, store, begin) as sim:
-            await sim.emit(event)            # advances the clock to the event, then routes it
-            await sim.advance_to(moment)     # everything due before `moment` has run on return
+    async with Simulation(definitions, store, begin) as sim:
+        await sim.emit(event)            # advances the clock to the event, then routes it
+        await sim.advance_to(moment)     # everything due before `moment` has run on return
     """
 
     def __init__(self, definitions: Definitions, store: Store, begin: datetime, shop_name: str = "Journeys"):

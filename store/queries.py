@@ -23,9 +23,7 @@ def upsert_customer(session: Session, customer: Customer, at: datetime) -> None:
 
 
 def _customer_of(row: CustomerRow) -> Customer:
-    return Customer.model_validate(
-        {c: getattr(row, c) for c in Customer.model_fields if hasattr(row, c)}
-    )
+    return Customer.model_validate({c: getattr(row, c) for c in Customer.model_fields if hasattr(row, c)})
 
 
 def get_customer(session: Session, customer_id: str, lock: bool = False) -> Customer | None:

@@ -229,9 +229,7 @@ async def test_review_posted_after_the_request_changes_nothing_sent(definitions,
         ],
         until="2026-02-10 00:00+08:00",
     )
-    assert only(records, "review_request") == [
-        ("2026-02-07T07:00:00Z", "review_request", "o1", "sms", "sent", None)
-    ]
+    assert only(records, "review_request") == [("2026-02-07T07:00:00Z", "review_request", "o1", "sms", "sent", None)]
 
 
 async def test_refund_cancels_the_review_request(definitions, sqlite_store):

@@ -308,5 +308,3 @@ class JourneyWorkflow:
             customer=self.customer.model_dump(mode="json") if self.customer else {},
             vars=getattr(self, "vars", {}),
         )
-
-

@@ -19,6 +19,7 @@ SEARCH_ATTRIBUTES = (JOURNEY_NAME, CUSTOMER_ID, ORDER_ID, JOURNEY_STEP)
 EVENT_SIGNAL = "event"
 MAX_REMEMBERED_EVENT_IDS = 500
 
+
 def workflow_id(journey: str, key: str) -> str:
     return f"{journey}:{key}"
 
@@ -49,5 +50,3 @@ class JourneyStatus(BaseModel):
 class JourneyResult(BaseModel):
     outcome: str
     sends: dict[str, str] = Field(default_factory=dict, description="step id → sent/skipped:reason/failed")
-
-

@@ -1,0 +1,70 @@
+"""Record workflow histories of every shipped journey for the replay test (tests/test_replay.py).
+
+    .venv/bin/python -m tests.record_histories
+
+Run it when a journey is added, never to make a failing replay pass: a replay failure means an
+interpreter change would break running instances; put that change behind `workflow.patched()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+
+from definitions.loader import PACKAGE_DIR, load_definitions
+from journeys.simulate import Simulation
+from store.db import Store
+from tests.helpers import at, customer, event
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+
+SCENARIO = [
+    # a paid order that ships, is delivered and reviewed late; a night order; a repurchase
+    event("order.created", "2026-02-01 10:00+08:00", order="o1", event_id="e1"),
+    event("order.paid", "2026-02-01 11:00+08:00", order="o1", event_id="e2"),
+    event("order.shipped", "2026-02-02 09:30+08:00", order="o1", event_id="e3", carrier="顺丰", tracking_no="SF1"),
+    event("order.delivered", "2026-02-04 15:00+08:00", order="o1", event_id="e4"),
+    event("order.created", "2026-02-05 23:00+08:00", order="o2", event_id="e5"),
+    event("order.delivered", "2026-02-10 15:00+08:00", order="o9", event_id="e6"),
+    event("review.posted", "2026-02-12 12:00+08:00", order="o1", event_id="e7"),
+    event("order.delivered", "2026-02-15 15:00+08:00", order="o10", event_id="e8"),  # restarts revisit_28d
+]
+UNTIL = "2026-03-20 00:00+08:00"
+
+
+async def record() -> list[Path]:
+    definitions = load_definitions(PACKAGE_DIR)
+    written = []
+    with tempfile.TemporaryDirectory() as scratch:
+        store = Store(f"sqlite:///{scratch}/record.db").migrate()
+        begin = SCENARIO[0].occurred_at
+        async with Simulation(definitions, store, begin) as sim:
+            await sim.create_customer(customer(birthday="1990-02-20"), begin)
+            for item in SCENARIO:
+                await sim.emit(item)
+            await sim.advance_to(at(UNTIL))
+            ids = {f"{name}:{key}" for name in definitions.journeys for key in ("o1", "o2", "o9", "o10", "c1")}
+            for workflow_id in sorted(ids):
+                handle = sim.client.get_workflow_handle(workflow_id)
+                try:
+                    description = await handle.describe()
+                except Exception:
+                    continue  # no such instance in this scenario
+                runs = {description.run_id}
+                first = description.raw_description.workflow_execution_info.first_run_id
+                if first:
+                    runs.add(first)
+                for run_id in sorted(runs):
+                    history = await sim.client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+                    path = HISTORIES / f"{workflow_id.replace(':', '__')}__{run_id[:8]}.json"
+                    path.write_text(json.dumps(json.loads(history.to_json()), indent=1, ensure_ascii=False))
+                    written.append(path)
+        store.dispose()
+    return written
+
+
+if __name__ == "__main__":
+    for path in asyncio.run(record()):
+        print(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)

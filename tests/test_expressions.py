@@ -1,0 +1,97 @@
+"""The expression language: computed times, yearly dates, and the sandbox."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from definitions.expressions import ExpressionError, build_context, evaluate, evaluate_time, next_yearly, zone
+from definitions.render import render_message
+from definitions.schema import Template, parse_duration
+
+SHANGHAI = zone("Asia/Shanghai")
+
+
+def context(**names):
+    return build_context(tz=SHANGHAI, now=datetime(2026, 2, 1, 2, 0, tzinfo=zone("UTC")), **names)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("15m", timedelta(minutes=15)), ("1d12h", timedelta(days=1, hours=12)), ("-2h", timedelta(hours=-2)),
+     ("2w", timedelta(days=14))],
+)  # fmt: skip
+def test_durations(text, expected):
+    assert parse_duration(text) == expected
+
+
+def test_close_time_default_and_explicit():
+    source = "time(order.closes_at) if order.closes_at else event.occurred_at + hours(72)"
+    created = {"occurred_at": "2026-02-01T02:00:00Z"}
+    assert evaluate_time(source, context(event=created, order={}), SHANGHAI) == datetime(
+        2026, 2, 4, 10, 0, tzinfo=SHANGHAI
+    )
+    explicit = context(event=created, order={"closes_at": "2026-02-01T12:30:00+08:00"})
+    assert evaluate_time(source, explicit, SHANGHAI) == datetime(2026, 2, 1, 12, 30, tzinfo=SHANGHAI)
+
+
+def test_naive_times_are_read_in_the_customers_zone():
+    assert evaluate_time("'2026-03-01T09:00:00'", context(), SHANGHAI) == datetime(2026, 3, 1, 9, 0, tzinfo=SHANGHAI)
+
+
+@pytest.mark.parametrize(
+    ("birthday", "now", "expected"),
+    [
+        ("1990-02-10", "2026-02-01 12:00", "2026-02-07 10:00"),
+        ("1990-02-10", "2026-02-07 10:00", "2027-02-07 10:00"),  # strictly after now
+        ("1990-01-02", "2026-12-01 12:00", "2026-12-30 10:00"),  # across the year boundary
+        ("--02-29", "2027-01-01 00:00", "2027-02-25 10:00"),  # kept on 28 February
+        ("--02-29", "2027-03-01 00:00", "2028-02-26 10:00"),  # a leap year
+    ],
+)
+def test_yearly(birthday, now, expected):
+    moment = datetime.fromisoformat(now).replace(tzinfo=SHANGHAI)
+    assert next_yearly(birthday, moment, SHANGHAI, "10:00", "3d") == datetime.fromisoformat(expected).replace(
+        tzinfo=SHANGHAI
+    )
+
+
+def test_conditions_are_lenient_about_missing_data():
+    assert evaluate("customer.birthday", context(customer={})) is None
+    assert evaluate("'vip' in customer.tags", context(customer={"tags": ["vip"]})) is True
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "().__class__.__mro__[1].__subclasses__()",
+        "event.__class__.__init__.__globals__",
+        "time.__globals__['os'].system('true')",
+        "order.update({'x': 1})",
+    ],
+)
+def test_sandbox_refuses_escapes(attack):
+    with pytest.raises(ExpressionError):
+        evaluate(attack, context(order={}))
+
+
+def test_templates_escape_html_in_email_only():
+    template = Template(
+        sms={"zh-CN": "{{ customer.name }}"}, email={"zh-CN": {"subject": "s", "body": "{{ customer.name }}"}}
+    )
+    ctx = {"customer": {"name": "<b>王</b>", "timezone": "Asia/Shanghai"}}
+    email = render_message(
+        template, name="t", channel="email", locale="zh-CN", context=ctx, shop_name="店", marketing=False
+    )
+    sms = render_message(template, name="t", channel="sms", locale="zh-CN", context=ctx, shop_name="店", marketing=True)
+    assert email.body == "&lt;b&gt;王&lt;/b&gt;"
+    assert sms.body == "【店】<b>王</b> 退订回T"
+
+
+def test_locale_falls_back_to_zh_cn():
+    template = Template(sms={"zh-CN": "中文"})
+    rendered = render_message(
+        template, name="t", channel="sms", locale="en", context={}, shop_name="店", marketing=False
+    )
+    assert (rendered.locale, rendered.body) == ("zh-CN", "【店】中文")

