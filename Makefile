@@ -27,7 +27,7 @@ test: setup lint
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python bench/simulate_month.py
+	$(BIN)/python -m bench.simulate_month
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.journey import JourneyActivities
 from channels import build_channels
@@ -107,7 +107,15 @@ class Simulation:
         await sim.advance_to(moment)     # everything due before `moment` has run on return
     """
 
-    def __init__(self, definitions: Definitions, store: Store, begin: datetime, shop_name: str = "Journeys"):
+    def __init__(
+        self,
+        definitions: Definitions,
+        store: Store,
+        begin: datetime,
+        shop_name: str = "Journeys",
+        sandboxed: bool = True,
+    ):
+        self.sandboxed = sandboxed
         self.definitions = definitions
         self.store = store
         self.begin = begin
@@ -130,6 +138,7 @@ class Simulation:
                 workflows=[JourneyWorkflow],
                 activities=[activities.load_customer, activities.send_message],
                 activity_executor=self._executor,
+                **({} if self.sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}),
             )
             await self.worker.__aenter__()
         except BaseException:
@@ -198,7 +207,9 @@ async def simulate(
     with tempfile.TemporaryDirectory(prefix="journeys-sim-") as scratch:
         store = Store(f"sqlite:///{scratch}/simulation.db").migrate()
         try:
-            async with Simulation(definitions, store, begin, shop_name) as sim:
+            # Without the workflow sandbox: the same workflow code, about a third faster. The tests,
+            # the replay checks and the worker run it sandboxed, so it stays sandbox-safe.
+            async with Simulation(definitions, store, begin, shop_name, sandboxed=False) as sim:
                 for customer in customers:
                     await sim.create_customer(customer, begin)
                 for event in ordered:

@@ -9,6 +9,7 @@ signal-with-start, and 'once' journeys refuse to reuse an id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from definitions.loader import Definitions
 from definitions.schema import JourneySnapshot, WaitForStep, walk_steps
-from journeys.models import CUSTOMER_EVENT_TYPES, Event, customer_from_event
+from journeys.models import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
 from store import queries
 from store.db import Store
 from workflows.models import EVENT_SIGNAL, JourneyInput, workflow_id
@@ -90,33 +91,40 @@ class Router:
         self.clock_offset = clock_offset
 
     async def route(self, event: Event) -> list[DispatchResult]:
-        """Apply one (already logged) event: update the customer record, then signal or start."""
-        if event.type in CUSTOMER_EVENT_TYPES:
-            with self.store.transaction() as session:
+        """Apply one (already logged) event: update the customer record, then signal or start
+        every instance it concerns (concurrently: they are different workflows)."""
+        dispatches = plan(event, self.definitions)
+        customer = await asyncio.to_thread(self._prepare, event, any(d.action == "start" for d in dispatches))
+        outcomes = await asyncio.gather(
+            *(self._start(d, event, customer) if d.action == "start" else self._signal(d, event) for d in dispatches)
+        )
+        await asyncio.to_thread(self._mark_dispatched, event)
+        return [DispatchResult(d, outcome) for d, outcome in zip(dispatches, outcomes, strict=True)]
+
+    def _prepare(self, event: Event, starts: bool) -> Customer | None:
+        with self.store.transaction() as session:
+            if event.type in CUSTOMER_EVENT_TYPES:
                 queries.upsert_customer(session, customer_from_event(event), event.occurred_at)
-        results = []
-        for dispatch in plan(event, self.definitions):
-            if dispatch.action == "start":
-                outcome = await self._start(dispatch, event)
-            else:
-                outcome = await self._signal(dispatch, event)
-            results.append(DispatchResult(dispatch, outcome))
+            return queries.get_customer(session, event.customer_id) if starts else None
+
+    def _mark_dispatched(self, event: Event) -> None:
         with self.store.transaction() as session:
             queries.mark_dispatched(session, event.event_id, datetime.now(UTC))
-        return results
 
-    async def _start(self, dispatch: Dispatch, event: Event):
-        snapshot = self.definitions[dispatch.journey]
-        definition = snapshot.definition
+    def _prior_events(self, snapshot: JourneySnapshot, key: str, event: Event) -> list[Event]:
         with self.store.transaction() as session:
-            prior = queries.events_for_key_since(
+            return queries.events_for_key_since(
                 session,
-                key_field=definition.entry.key,
-                key=dispatch.key,
+                key_field=snapshot.definition.entry.key,
+                key=key,
                 types=sorted(listened_events(snapshot)),
                 since=event.occurred_at,
                 exclude_id=event.event_id,
             )
+
+    async def _start(self, dispatch: Dispatch, event: Event, customer: Customer | None):
+        snapshot = self.definitions[dispatch.journey]
+        prior = await asyncio.to_thread(self._prior_events, snapshot, dispatch.key, event)
         try:
             await self.client.start_workflow(
                 "Journey",
@@ -125,11 +133,13 @@ class Router:
                     key=dispatch.key,
                     entry_event=event,
                     prior_events=prior,
+                    customer=customer,
+                    customer_given=True,
                     clock_offset=self.clock_offset,
                 ),
                 id=dispatch.workflow_id,
                 task_queue=self.task_queue,
-                id_reuse_policy=REUSE_POLICY[definition.entry.reentry],
+                id_reuse_policy=REUSE_POLICY[snapshot.definition.entry.reentry],
                 start_signal=EVENT_SIGNAL,
                 start_signal_args=[event],
             )

@@ -124,13 +124,16 @@ class JourneyWorkflow:
         self.cursor = self.started
         try:
             self._check()
-            self.customer = await workflow.execute_activity(
-                "load_customer",
-                entry.customer_id,
-                result_type=Customer | None,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=ACTIVITY_RETRY,
-            )
+            if input.customer_given:
+                self.customer = input.customer
+            else:  # a repeat: the record may have changed since the router saw it
+                self.customer = await workflow.execute_activity(
+                    "load_customer",
+                    entry.customer_id,
+                    result_type=Customer | None,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=ACTIVITY_RETRY,
+                )
             self.tz = zone(self.customer.timezone if self.customer else DEFAULT_TIMEZONE)
             condition = self.definition.entry.condition
             if condition and not evaluate(condition, self._context()):
@@ -153,6 +156,8 @@ class JourneyWorkflow:
                     update={
                         "entry_event": restart or entry,
                         "prior_events": [],
+                        "customer": None,
+                        "customer_given": False,
                         "started_at": None if restart else self.now(),
                         "seen_event_ids": self.seen[-MAX_REMEMBERED_EVENT_IDS:],
                     }

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from temporalio.common import SearchAttributeKey
 
 from definitions.schema import JourneySnapshot
-from journeys.models import Event
+from journeys.models import Customer, Event
 
 JOURNEY_NAME = SearchAttributeKey.for_keyword("JourneyName")
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
@@ -31,6 +31,10 @@ class JourneyInput(BaseModel):
     prior_events: list[Event] = Field(
         default_factory=list, description="Events for this key already known when the instance starts."
     )
+    customer: Customer | None = Field(
+        default=None, description="The customer as the router saw it; loaded by an activity when not given."
+    )
+    customer_given: bool = False
     clock_offset: timedelta = timedelta(0)
     started_at: datetime | None = Field(default=None, description="Start of this run's clock (repeats).")
     seen_event_ids: list[str] = Field(default_factory=list)
