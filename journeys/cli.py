@@ -18,6 +18,11 @@ from journeys.config import Settings
 app = typer.Typer(help="Journeys: durable, event-driven marketing automation on Temporal.", no_args_is_help=True)
 
 
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def _definitions_or_exit(directory: Path | None):
     loaded, problems = check_definitions(directory or default_directory())
     if problems:
@@ -84,7 +89,7 @@ def worker() -> None:
     """Run a worker against TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE and DATABASE_URL."""
     from worker import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     asyncio.run(run_worker(Settings.from_env()))
 
 
@@ -109,5 +114,5 @@ def up(
     """Run the engine on embedded defaults: the Temporal dev server (SQLite file) and a worker."""
     from journeys.up import run_up
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     sys.exit(asyncio.run(run_up(data_dir, port, ui_port)))

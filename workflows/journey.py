@@ -199,18 +199,20 @@ class JourneyWorkflow:
         self._check()
 
     async def _wait_for(self, step: WaitForStep) -> None:
+        """Wait for an event that occurred since this step began (in the journey's clock, so a
+        late-dispatched or already-known event counts), or for the timeout from that moment."""
         spec = step.wait_for
         self._set_step(f"wait_for:{spec.event}")
-        first_new = len(self.received)
-        deadline = max(self.cursor, self.now()) + parse_duration(spec.timeout)
+        began = self.cursor
+        deadline = began + parse_duration(spec.timeout)
 
         def arrived() -> Event | None:
-            return next((e for e in self.received[first_new:] if e.type == spec.event), None)
+            return next((e for e in self.received if e.type == spec.event and e.occurred_at >= began), None)
 
         await self._sleep_until(deadline, also=lambda: arrived() is not None)
         event = arrived()
-        if event is not None:
-            self.cursor = max(self.cursor, self.now())
+        if event is not None and event.occurred_at <= deadline:
+            self.cursor = max(began, event.occurred_at)
             await self._run_steps(spec.on_event)
         else:
             self.cursor = deadline

@@ -1,0 +1,144 @@
+"""The interpreter's step kinds that the shipped journeys don't use, end to end on the
+time-skipping server: wait_for with both outcomes, if/else, split with a holdout, exit, and the
+after_exit re-entry rule."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from definitions.loader import load_definitions
+from journeys.simulate import Simulation
+from tests.helpers import at, customer, event
+
+TEMPLATES = {name: f'sms:\n  zh-CN: "{name} {{{{ order.order_id }}}}"\n' for name in ("vip", "thanks", "nudge", "promo", "hello")}
+
+FOLLOW_UP = """\
+name: follow_up
+category: transactional
+entry: {event: order.created, key: order}
+exit_on: [order.cancelled]
+steps:
+  - if:
+      condition: "event.data.amount >= 500"
+      then:
+        - send: {template: vip}
+        - exit: vip handled by a person
+  - wait_for:
+      event: order.paid
+      timeout: 1h
+      on_event:
+        - wait: 10m
+        - send: {template: thanks}
+      on_timeout:
+        - send: {template: nudge}
+  - send: {id: after_branches, template: promo, channel: sms}
+"""
+
+SPLIT = """\
+name: promo_test
+category: transactional
+entry: {event: order.created, key: order}
+steps:
+  - split:
+      holdout: 0.5
+      branches:
+        - steps: [{send: {template: promo}}]
+"""
+
+WELCOME_BACK = """\
+name: welcome_back
+category: transactional
+entry: {event: order.paid, key: customer, reentry: after_exit}
+steps:
+  - send: {template: hello}
+  - wait: 1d
+"""
+
+
+@pytest.fixture
+def custom(tmp_path):
+    def make(*journeys: str):
+        folder = tmp_path / "definitions"
+        (folder / "templates").mkdir(parents=True, exist_ok=True)
+        for name, text in TEMPLATES.items():
+            (folder / "templates" / f"{name}.yaml").write_text(text)
+        for n, text in enumerate(journeys):
+            (folder / f"j{n}.yaml").write_text(textwrap.dedent(text))
+        return load_definitions(folder)
+
+    return make
+
+
+async def run(definitions, store, events, until):
+    begin = min(e.occurred_at for e in events)
+    async with Simulation(definitions, store, begin) as sim:
+        await sim.create_customer(customer(), begin)
+        for item in events:
+            await sim.emit(item)
+        await sim.advance_to(at(until))
+        return sim.records()
+
+
+async def test_if_else_wait_for_and_exit(custom, sqlite_store):
+    definitions = custom(FOLLOW_UP)
+    records = await run(
+        definitions,
+        sqlite_store,
+        [
+            event("order.created", "2026-02-02 10:00+08:00", order="big", amount=800),
+            event("order.created", "2026-02-02 10:00+08:00", order="paid", amount=50),
+            event("order.paid", "2026-02-02 10:30+08:00", order="paid"),
+            event("order.created", "2026-02-02 10:00+08:00", order="idle", amount=50),
+            event("order.created", "2026-02-02 10:00+08:00", order="gone", amount=50),
+            event("order.cancelled", "2026-02-02 10:20+08:00", order="gone"),
+        ],
+        until="2026-02-03 00:00+08:00",
+    )
+    assert [(r["at"], r["order_id"], r["step"], r["status"]) for r in records] == [
+        ("2026-02-02T02:00:00Z", "big", "vip", "sent"),  # then exit: nothing after
+        ("2026-02-02T02:40:00Z", "paid", "thanks", "sent"),  # paid at 10:30, +10 min
+        ("2026-02-02T02:40:00Z", "paid", "after_branches", "sent"),
+        ("2026-02-02T03:00:00Z", "idle", "nudge", "sent"),  # no payment within the hour
+        ("2026-02-02T03:00:00Z", "idle", "after_branches", "sent"),
+    ]
+    assert records[0]["body"] == "【Journeys】vip big"
+
+
+async def test_split_holdout_is_deterministic_per_key(custom, tmp_path):
+    from store.db import Store
+
+    definitions = custom(SPLIT)
+    orders = [f"o{n}" for n in range(16)]
+    groups = []
+    for attempt in range(2):
+        store = Store(f"sqlite:///{tmp_path}/split{attempt}.db").migrate()
+        records = await run(
+            definitions,
+            store,
+            [event("order.created", "2026-02-02 10:00+08:00", order=o) for o in orders],
+            until="2026-02-02 11:00+08:00",
+        )
+        groups.append({r["order_id"] for r in records})
+        store.dispose()
+    assert groups[0] == groups[1], "the same keys get the message in every run"
+    assert 0 < len(groups[0]) < len(orders), "some keys are held out, some are not"
+
+
+async def test_after_exit_starts_again_once_the_instance_ended(custom, sqlite_store):
+    definitions = custom(WELCOME_BACK)
+    records = await run(
+        definitions,
+        sqlite_store,
+        [
+            event("order.paid", "2026-02-02 10:00+08:00", order="o1"),
+            event("order.paid", "2026-02-02 15:00+08:00", order="o2"),  # instance still running: ignored
+            event("order.paid", "2026-02-04 10:00+08:00", order="o3"),  # ended a day after o1: starts anew
+        ],
+        until="2026-02-06 00:00+08:00",
+    )
+    assert [(r["at"], r["order_id"]) for r in records] == [
+        ("2026-02-02T02:00:00Z", "o1"),
+        ("2026-02-04T02:00:00Z", "o3"),
+    ]
