@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from bench.raw_journey import RawJourney, raw_send
 from definitions.loader import PACKAGE_DIR, load_definitions
@@ -103,7 +103,12 @@ async def raw_temporal(definitions, people, events) -> tuple[float, int]:
         offset = (await env.get_current_time()) - START
         with ThreadPoolExecutor(8) as executor:
             async with Worker(
-                env.client, task_queue="raw", workflows=[RawJourney], activities=[raw_send], activity_executor=executor
+                env.client,
+                task_queue="raw",
+                workflows=[RawJourney],
+                activities=[raw_send],
+                activity_executor=executor,
+                workflow_runner=UnsandboxedWorkflowRunner(),  # as journeys simulate runs
             ):
                 for event in created + ordered:
                     behind = event.occurred_at - ((await env.get_current_time()) - offset)

@@ -205,7 +205,7 @@ async def simulate(
     begin = ordered[0].occurred_at if ordered else until
 
     with tempfile.TemporaryDirectory(prefix="journeys-sim-") as scratch:
-        store = Store(f"sqlite:///{scratch}/simulation.db").migrate()
+        store = Store(f"sqlite:///{scratch}/simulation.db", durable=False).migrate()
         try:
             # Without the workflow sandbox: the same workflow code, about a third faster. The tests,
             # the replay checks and the worker run it sandboxed, so it stays sandbox-safe.

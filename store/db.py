@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, durable: bool = True) -> Engine:
     """An engine for `url`. SQLite transactions take the write lock at BEGIN (BEGIN IMMEDIATE), so
-    a read-check-write in one transaction is atomic across threads and processes."""
+    a read-check-write in one transaction is atomic across threads and processes. `durable=False`
+    (for throwaway stores such as a simulation's) skips SQLite's fsync on every commit."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     path = url.split("///", 1)[-1]
@@ -30,6 +31,7 @@ def make_engine(url: str) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=" + ("FULL" if durable else "OFF"))
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -52,9 +54,9 @@ def migrate(engine: Engine) -> None:
 class Store:
     """The engine and a session factory; activities and the API share one per process."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, durable: bool = True):
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, durable)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
