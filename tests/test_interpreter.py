@@ -12,7 +12,9 @@ from definitions.loader import load_definitions
 from journeys.simulate import Simulation
 from tests.helpers import at, customer, event
 
-TEMPLATES = {name: f'sms:\n  zh-CN: "{name} {{{{ order.order_id }}}}"\n' for name in ("vip", "thanks", "nudge", "promo", "hello")}
+TEMPLATES = {
+    name: f'sms:\n  zh-CN: "{name} {{{{ order.order_id }}}}"\n' for name in ("vip", "thanks", "nudge", "promo", "hello")
+}
 
 FOLLOW_UP = """\
 name: follow_up
