@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -161,10 +161,3 @@ def evaluate_time(source: str, context: Mapping[str, Any], tz: ZoneInfo) -> date
     if value is None:
         raise ExpressionError(f"expression {source!r} gave no time")
     return to_datetime(value, tz)
-
-
-def localtime_filter(tz: ZoneInfo) -> Callable[[Any, str], str]:
-    def localtime(value: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
-        return to_datetime(value, tz).astimezone(tz).strftime(fmt)
-
-    return localtime

@@ -31,7 +31,6 @@ from definitions.schema import (
 from journeys.models import ORDER_EVENT_TYPES
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-SCHEMA_FILE = "journey.schema.json"
 
 
 class DefinitionsError(Exception):

@@ -32,9 +32,7 @@ ORDER_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t.startswit
 CUSTOMER_EVENT_TYPES: tuple[str, ...] = ("customer.created", "customer.updated")
 
 ChannelName = Literal["sms", "email", "webhook", "outbox"]
-CHANNELS: tuple[str, ...] = get_args(ChannelName)
 Locale = Literal["zh-CN", "en"]
-LOCALES: tuple[str, ...] = get_args(Locale)
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 _BIRTHDAY = re.compile(r"^(?:(\d{4})-|--)(\d{2})-(\d{2})$")

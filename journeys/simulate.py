@@ -1,5 +1,5 @@
 """`journeys simulate`: play a shop's events through the real engine on Temporal's time-skipping
-test server, so a month of journeys runs in seconds.
+test server, so a month of journeys plays in a minute or two instead of a month.
 
 The real workflows and activities run against a throwaway SQLite store with the outbox channel.
 The test server's clock starts at today's date, so the simulation gives every instance a fixed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -133,7 +133,3 @@ def mark_dispatched(session: Session, event_id: str, at: datetime) -> None:
     row = session.get(EventRow, event_id)
     if row is not None:
         row.dispatched_at, row.attempts, row.last_error = at, row.attempts + 1, None
-
-
-def window_start(at: datetime, days: int = 7) -> datetime:
-    return at - timedelta(days=days)

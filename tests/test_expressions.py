@@ -95,3 +95,27 @@ def test_locale_falls_back_to_zh_cn():
         template, name="t", channel="sms", locale="en", context={}, shop_name="店", marketing=False
     )
     assert (rendered.locale, rendered.body) == ("zh-CN", "【店】中文")
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ customer.__init__.__globals__ }}",
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+        "{% for x in ().__class__.__base__.__subclasses__() %}{{ x }}{% endfor %}",
+    ],
+)
+def test_templates_refuse_sandbox_escapes(attack):
+    from definitions.render import TemplateRenderError
+
+    with pytest.raises(TemplateRenderError, match="unsafe|undefined"):
+        render_message(
+            Template(sms={"zh-CN": attack}),
+            name="evil",
+            channel="sms",
+            locale="zh-CN",
+            context={"customer": {"name": "x"}},
+            shop_name="店",
+            marketing=False,
+        )

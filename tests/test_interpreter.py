@@ -144,3 +144,26 @@ async def test_after_exit_starts_again_once_the_instance_ended(custom, sqlite_st
         ("2026-02-02T02:00:00Z", "o1"),
         ("2026-02-04T02:00:00Z", "o3"),
     ]
+
+
+async def test_running_instances_keep_their_definition_version(custom, sqlite_store, tmp_path):
+    """Editing a journey changes new instances only: a running one finishes on its own snapshot."""
+    reminder = "name: nudge\ncategory: transactional\nentry: {event: order.created, key: order}\nsteps:\n  - wait: 1h\n  - send: {template: nudge}\n"
+    old = custom(reminder)
+    (tmp_path / "definitions" / "templates" / "nudge.yaml").write_text(
+        'sms:\n  zh-CN: "new wording {{ order.order_id }}"\n'
+    )
+    new = load_definitions(tmp_path / "definitions")
+    assert old["nudge"].version != new["nudge"].version
+    begin = at("2026-02-02 10:00+08:00")
+    async with Simulation(old, sqlite_store, begin) as sim:
+        await sim.create_customer(customer(), begin)
+        await sim.emit(event("order.created", begin, order="before"))
+        sim.router.definitions = new  # a deploy while "before" is waiting
+        await sim.emit(event("order.created", "2026-02-02 10:30+08:00", order="after"))
+        await sim.advance_to(at("2026-02-02 12:00+08:00"))
+        records = sim.records()
+    assert [(r["order_id"], r["body"]) for r in records] == [
+        ("before", "【Journeys】nudge before"),
+        ("after", "【Journeys】new wording after"),
+    ]
