@@ -116,20 +116,46 @@ def events_for_key_since(
         .where(column == key, EventRow.type.in_(types), EventRow.occurred_at >= since, EventRow.event_id != exclude_id)
         .order_by(EventRow.occurred_at)
     )
-    return [
-        Event(
-            event_id=r.event_id,
-            type=r.type,
-            occurred_at=r.occurred_at,
-            customer_id=r.customer_id,
-            order_id=r.order_id,
-            data=r.data,
-        )
-        for r in rows
-    ]
+    return [_event_of(row) for row in rows]
+
+
+def _event_of(row: EventRow) -> Event:
+    return Event(
+        event_id=row.event_id,
+        type=row.type,
+        occurred_at=row.occurred_at,
+        customer_id=row.customer_id,
+        order_id=row.order_id,
+        data=row.data,
+    )
 
 
 def mark_dispatched(session: Session, event_id: str, at: datetime) -> None:
     row = session.get(EventRow, event_id)
     if row is not None:
         row.dispatched_at, row.attempts, row.last_error = at, row.attempts + 1, None
+
+
+def pending_events(session: Session, limit: int) -> list[Event]:
+    """Logged events not yet dispatched, oldest first (by when they occurred, then arrived)."""
+    rows = session.scalars(
+        select(EventRow)
+        .where(EventRow.dispatched_at.is_(None))
+        .order_by(EventRow.occurred_at, EventRow.received_at, EventRow.event_id)
+        .limit(limit)
+    )
+    return [_event_of(row) for row in rows]
+
+
+def count_pending(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(EventRow).where(EventRow.dispatched_at.is_(None)))
+
+
+def record_dispatch_failure(session: Session, event_id: str, error: str, give_up_at: datetime | None) -> None:
+    """Note a failed dispatch; with `give_up_at` the event is closed (a permanent error), else it
+    stays pending and is tried again."""
+    row = session.get(EventRow, event_id)
+    if row is not None:
+        row.attempts, row.last_error = row.attempts + 1, error[:2000]
+        if give_up_at is not None:
+            row.dispatched_at = give_up_at

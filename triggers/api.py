@@ -1,0 +1,232 @@
+"""The event API: how order systems hand events to Journeys.
+
+`POST /events` takes one event or a batch; every good event is written to the event log before
+the answer, so an accepted event is never lost (the dispatcher takes it to Temporal from there).
+The OpenAPI document at `/openapi.json` (and `/docs`) is the integration contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from journeys.models import Event
+from store import queries
+from store.db import Store
+
+MAX_BATCH = 1000
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="Where in the event, e.g. `occurred_at` or `data.amount`.")
+    message: str
+
+
+class RejectedEvent(BaseModel):
+    index: int = Field(description="Position in the batch (0 for a single event).")
+    event_id: str | None = None
+    problems: list[FieldProblem]
+
+
+class EventsAnswer(BaseModel):
+    accepted: list[str] = Field(default_factory=list, description="Event ids written to the log now.")
+    duplicates: list[str] = Field(default_factory=list, description="Event ids already in the log: unchanged.")
+    rejected: list[RejectedEvent] = Field(default_factory=list, description="Events that were not taken, and why.")
+    duplicate: bool = Field(default=False, description="A single event whose event_id was already taken.")
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+def _problems(err: ValidationError) -> list[FieldProblem]:
+    return [
+        FieldProblem(field=".".join(str(p) for p in item["loc"]) or "event", message=item["msg"])
+        for item in err.errors()
+    ]
+
+
+def create_app(
+    store: Store,
+    *,
+    api_keys: list[str] | None = None,
+    max_body_bytes: int = 1_048_576,
+    on_accepted: Callable[[], None] | None = None,
+    lifespan=None,
+) -> FastAPI:
+    """The API over `store`. `on_accepted` is called after new events are logged (the dispatcher's
+    wake-up); with `api_keys`, every request but the health checks needs `Authorization: Bearer`."""
+    app = FastAPI(
+        title="Journeys event API",
+        version="1",
+        description="Hand order and customer events to Journeys. Each event is stored before the answer.",
+        lifespan=lifespan,
+    )
+    keys = [key.encode() for key in (api_keys or []) if key]
+
+    def authorised(request: Request) -> None:
+        if not keys:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        # Compare with every key, in constant time, whatever matches first.
+        valid = scheme.lower() == "bearer" and sum(hmac.compare_digest(token.encode(), key) for key in keys) > 0
+        if not valid:
+            raise _Unauthorised()
+
+    @app.exception_handler(OperationalError)
+    async def _store_down(_request: Request, err: OperationalError) -> JSONResponse:
+        return JSONResponse({"detail": "the event store is unavailable; retry later"}, status_code=503)
+
+    @app.exception_handler(_Unauthorised)
+    async def _unauthorised(_request: Request, _err: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "missing or wrong API key (Authorization: Bearer KEY)"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    event_schema = Event.model_json_schema(ref_template="#/components/schemas/{model}")
+
+    @app.post(
+        "/events",
+        dependencies=[Depends(authorised)],
+        response_model=EventsAnswer,
+        status_code=202,
+        responses={
+            200: {"model": EventsAnswer, "description": "Nothing new: every event was already taken."},
+            202: {"model": EventsAnswer, "description": "Events written to the log (see `rejected` in a batch)."},
+            401: {"model": Problem, "description": "Missing or wrong API key."},
+            413: {"model": Problem, "description": f"Body over the size limit, or over {MAX_BATCH} events."},
+            422: {"model": EventsAnswer, "description": "Nothing taken: the body or every event is invalid."},
+            503: {"model": Problem, "description": "The store is unavailable; retry."},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                {"$ref": "#/components/schemas/Event"},
+                                {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/Event"},
+                                    "maxItems": MAX_BATCH,
+                                },
+                            ]
+                        }
+                    }
+                },
+            }
+        },
+        summary="Send one event or a batch",
+    )
+    async def post_events(request: Request) -> JSONResponse:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_body_bytes:
+            return _too_large(max_body_bytes)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body_bytes:
+                return _too_large(max_body_bytes)
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            return JSONResponse({"detail": f"the body is not JSON: {err}"}, status_code=422)
+        single = isinstance(payload, dict)
+        if not single and not isinstance(payload, list):
+            return JSONResponse({"detail": "send one event (an object) or a batch (an array)"}, status_code=422)
+        items: list[Any] = [payload] if single else payload
+        if len(items) > MAX_BATCH:
+            return JSONResponse({"detail": f"{len(items)} events in one batch; at most {MAX_BATCH}"}, status_code=413)
+
+        answer = EventsAnswer()
+        good: list[Event] = []
+        for index, item in enumerate(items):
+            try:
+                good.append(Event.model_validate(item))
+            except ValidationError as err:
+                event_id = item.get("event_id") if isinstance(item, dict) else None
+                answer.rejected.append(
+                    RejectedEvent(
+                        index=index, event_id=event_id if isinstance(event_id, str) else None, problems=_problems(err)
+                    )
+                )
+        if good:
+            accepted, duplicates = await _log(store, good)
+            answer.accepted, answer.duplicates = accepted, duplicates
+        if answer.accepted and on_accepted is not None:
+            on_accepted()
+        answer.duplicate = single and bool(answer.duplicates)
+        status = 202 if answer.accepted else 200 if answer.duplicates else 422
+        return JSONResponse(answer.model_dump(mode="json"), status_code=status)
+
+    @app.get("/healthz", summary="The API process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="The store answers", responses={503: {"model": Problem}})
+    async def readyz() -> JSONResponse:
+        try:
+            await _run(store, lambda session: session.execute(text("select 1")))
+        except OperationalError as err:
+            return JSONResponse({"detail": f"store unavailable: {err.orig}"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {})["Event"] = event_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app
+
+
+class _Unauthorised(Exception):
+    pass
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"the body is over {limit} bytes"}, status_code=413)
+
+
+async def _run(store: Store, work):
+    def in_transaction():
+        with store.transaction() as session:
+            return work(session)
+
+    return await asyncio.to_thread(in_transaction)
+
+
+async def _log(store: Store, events: list[Event]) -> tuple[list[str], list[str]]:
+    """Write events to the log, each in its own savepoint: (accepted ids, duplicate ids)."""
+
+    def write(session) -> tuple[list[str], list[str]]:
+        accepted, duplicates = [], []
+        now = datetime.now(UTC)
+        for event in events:
+            try:
+                with session.begin_nested():
+                    fresh = queries.store_event(session, event, now)
+            except IntegrityError:  # the same event_id logged by a concurrent request
+                fresh = False
+            (accepted if fresh else duplicates).append(event.event_id)
+        return accepted, duplicates
+
+    return await _run(store, write)

@@ -1,0 +1,119 @@
+"""Drain the event log into Temporal.
+
+The API stores every event before it answers; this loop dispatches what is pending through the
+router, oldest first and one at a time per customer (every journey key, order or customer,
+belongs to one customer, so that keeps each key's events in order), many customers at once.
+While Temporal is unreachable the events stay pending and are tried again with backoff; a
+restart loses nothing because the log is the queue. An error Temporal will repeat forever
+(a rejected request) closes the event with its error recorded instead of blocking its customer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from definitions.loader import Definitions
+from journeys.models import Event
+from store import queries
+from store.db import Store
+from triggers.router import Router
+
+log = logging.getLogger(__name__)
+
+#: Temporal answers that mean "not now": the event stays pending.
+TRANSIENT = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.ABORTED,
+    RPCStatusCode.INTERNAL,
+    RPCStatusCode.UNKNOWN,
+    RPCStatusCode.CANCELLED,
+}
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        definitions: Definitions,
+        connect: Callable[[], Awaitable[Client]],
+        task_queue: str,
+        *,
+        batch: int = 500,
+        concurrency: int = 32,
+        max_backoff: float = 30.0,
+    ):
+        self.store = store
+        self.definitions = definitions
+        self.connect = connect
+        self.task_queue = task_queue
+        self.batch = batch
+        self.concurrency = asyncio.Semaphore(concurrency)
+        self.max_backoff = max_backoff
+        self.wake = asyncio.Event()
+        self.router: Router | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch until `stop` is set; `wake` (set by the API on new events) skips the wait."""
+        backoff = 0.5
+        while not stop.is_set():
+            self.wake.clear()
+            try:
+                done, blocked = await self.dispatch_pending()
+            except Exception as err:  # Temporal or the database unreachable: try again later
+                log.warning("dispatch paused: %s", err)
+                self.router = None
+                done, blocked = 0, True
+            backoff = min(backoff * 2, self.max_backoff) if blocked else 0.5
+            if done and not blocked:
+                continue  # maybe more pending
+            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self.wake.wait())]
+            await asyncio.wait(waiters, timeout=backoff if blocked else 5.0, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def dispatch_pending(self) -> tuple[int, bool]:
+        """One pass over what is pending: how many were dispatched, and whether any had to wait."""
+        pending = await asyncio.to_thread(self._pending)
+        if not pending:
+            return 0, False
+        if self.router is None:
+            self.router = Router(await self.connect(), self.definitions, self.store, self.task_queue)
+        by_customer: dict[str, list[Event]] = defaultdict(list)
+        for event in pending:
+            by_customer[event.customer_id].append(event)
+        results = await asyncio.gather(*(self._dispatch_in_order(events) for events in by_customer.values()))
+        return sum(n for n, _ in results), any(blocked for _, blocked in results)
+
+    def _pending(self) -> list[Event]:
+        with self.store.transaction() as session:
+            return queries.pending_events(session, self.batch)
+
+    async def _dispatch_in_order(self, events: list[Event]) -> tuple[int, bool]:
+        async with self.concurrency:
+            for n, event in enumerate(events):
+                try:
+                    await self.router.route(event)
+                except RPCError as err:
+                    transient = err.status in TRANSIENT
+                    await asyncio.to_thread(self._failed, event, f"{err.status.name}: {err}", transient)
+                    if transient:
+                        return n, True  # keep this customer's order: the rest waits too
+                except Exception as err:  # e.g. the connection dropped: keep it pending
+                    await asyncio.to_thread(self._failed, event, f"{type(err).__name__}: {err}", True)
+                    return n, True
+            return len(events), False
+
+    def _failed(self, event: Event, error: str, transient: bool) -> None:
+        if not transient:
+            log.error("event %s (%s) cannot be dispatched: %s", event.event_id, event.type, error)
+        with self.store.transaction() as session:
+            queries.record_dispatch_failure(session, event.event_id, error, None if transient else datetime.now(UTC))
