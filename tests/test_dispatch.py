@@ -1,0 +1,93 @@
+"""Nothing accepted is lost: events taken while Temporal is down stay in the log and reach their
+journeys, each once and in order, when it comes back (a real dev server on a fixed port)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from datetime import UTC, datetime, timedelta
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from journeys.config import Settings
+from journeys.temporal import binary
+from store import queries
+from store.models import EventRow
+from tests.helpers import customer, event
+from triggers.dispatcher import Dispatcher
+from worker import run_worker
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def wait_until(check, seconds: float = 30) -> None:
+    for _ in range(int(seconds * 10)):
+        if await asyncio.to_thread(check):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def pending(store) -> int:
+    with store.transaction() as session:
+        return queries.count_pending(session)
+
+
+async def test_events_taken_while_temporal_is_down_are_dispatched_when_it_is_back(definitions, sqlite_store):
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+
+    async def connect() -> Client:
+        return await Client.connect(address, data_converter=pydantic_data_converter)
+
+    now = datetime.now(UTC)
+    with sqlite_store.transaction() as session:
+        queries.upsert_customer(session, customer(), now)
+        for item in [
+            event("order.created", now, order="o1", event_id="e1"),
+            event("order.paid", now + timedelta(seconds=1), order="o1", event_id="e2"),
+            event("order.created", now + timedelta(seconds=2), order="o2", event_id="e3"),
+        ]:
+            queries.store_event(session, item, now)
+
+    dispatcher = Dispatcher(sqlite_store, definitions, connect, "dispatch-test", max_backoff=0.5)
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    try:
+        await asyncio.sleep(1.5)  # Temporal is down: several attempts, nothing lost, nothing done
+        assert pending(sqlite_store) == 3
+        with sqlite_store.transaction() as session:
+            first = session.get(EventRow, "e1")
+            assert first.attempts == 0 or first.last_error  # a failed connect never closes an event
+        async with await WorkflowEnvironment.start_local(
+            dev_server_existing_path=binary("temporal"),
+            port=port,
+            data_converter=pydantic_data_converter,
+            dev_server_extra_args=["--log-level", "error"],
+        ) as env:
+            settings = Settings(temporal_address=address, database_url=sqlite_store.url, task_queue="dispatch-test")
+            worker_stop = asyncio.Event()
+            worker = asyncio.create_task(run_worker(settings, worker_stop))
+            dispatcher.wake.set()
+            await wait_until(lambda: pending(sqlite_store) == 0)
+            reminder = await env.client.get_workflow_handle("payment_reminder:o1").describe()
+            second = await env.client.get_workflow_handle("payment_reminder:o2").describe()
+            assert reminder.search_attributes["OrderId"] == ["o1"]
+            assert second.search_attributes["OrderId"] == ["o2"]
+            # e2 (paid) reached o1's instances after e1 started them: the reminder exited at once
+            result = await asyncio.wait_for(env.client.get_workflow_handle("payment_reminder:o1").result(), 30)
+            assert result["outcome"] == "exit on order.paid"
+            with sqlite_store.transaction() as session:
+                rows = {r.event_id: r for r in session.query(EventRow)}
+            assert all(r.dispatched_at is not None for r in rows.values())
+            worker_stop.set()
+            await asyncio.wait_for(worker, timeout=40)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)

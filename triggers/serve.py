@@ -1,0 +1,71 @@
+"""Serve the event API with its dispatcher: `journeys api`, and the API part of `journeys up`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import uvicorn
+from fastapi import FastAPI
+
+from definitions.loader import default_directory, load_definitions
+from journeys.config import Settings
+from journeys.temporal import connect
+from store.db import Store
+from triggers.api import create_app
+from triggers.dispatcher import Dispatcher
+
+log = logging.getLogger("journeys.api")
+
+
+class UnsafeBinding(ValueError):
+    """An API without keys may only listen on the loopback interface."""
+
+
+def build_api(settings: Settings) -> FastAPI:
+    """The API over the configured store, with a dispatcher that runs as long as the API does."""
+    if not settings.api_keys and settings.api_host not in ("127.0.0.1", "localhost", "::1"):
+        raise UnsafeBinding(
+            f"no API keys are configured (JOURNEYS_API_KEYS), so the API listens on 127.0.0.1 only, "
+            f"not {settings.api_host}"
+        )
+    store = Store(settings.database_url).migrate()
+    definitions = load_definitions(settings.definitions_dir or default_directory())
+    dispatcher = Dispatcher(store, definitions, lambda: connect(settings), settings.task_queue)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+            store.dispose()
+
+    return create_app(
+        store,
+        api_keys=settings.api_keys,
+        max_body_bytes=settings.api_max_body_bytes,
+        on_accepted=dispatcher.wake.set,
+        lifespan=lifespan,
+    )
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A server inside `journeys up`, which owns Ctrl-C and stops the server itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+def api_server(settings: Settings, embedded: bool = False) -> uvicorn.Server:
+    if not settings.api_keys:
+        log.warning("no API keys configured (JOURNEYS_API_KEYS): listening on %s only", settings.api_host)
+    config = uvicorn.Config(
+        build_api(settings), host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="on"
+    )
+    return (_EmbeddedServer if embedded else uvicorn.Server)(config)
