@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import itertools
+import socket
 from datetime import datetime
 from typing import Any
 
 from journeys.models import Customer, Event
 
 _ids = itertools.count(1)
+
+
+def free_port() -> int:
+    """A TCP port nothing on 127.0.0.1 listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def at(text: str) -> datetime:

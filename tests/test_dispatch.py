@@ -4,7 +4,6 @@ journeys, each once and in order, when it comes back (a real dev server on a fix
 from __future__ import annotations
 
 import asyncio
-import socket
 from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client
@@ -15,15 +14,9 @@ from journeys.config import Settings
 from journeys.temporal import binary
 from store import queries
 from store.models import EventRow
-from tests.helpers import customer, event
+from tests.helpers import customer, event, free_port
 from triggers.dispatcher import Dispatcher
 from worker import run_worker
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def wait_until(check, seconds: float = 30) -> None:

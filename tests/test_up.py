@@ -15,12 +15,7 @@ import httpx
 
 from store import queries
 from store.db import Store
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import free_port
 
 
 def test_up_starts_and_stops_cleanly(tmp_path):
