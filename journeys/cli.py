@@ -110,6 +110,118 @@ def api() -> None:
 
 
 @app.command()
+def emit(
+    type: Annotated[str, typer.Argument(help="Event type, e.g. order.created")],
+    customer: Annotated[str, typer.Option(help="customer_id")],
+    order: Annotated[str | None, typer.Option(help="order_id (required for order.* and review.posted)")] = None,
+    data: Annotated[str, typer.Option(help="The event's data as JSON")] = "{}",
+    event_id: Annotated[str | None, typer.Option(help="Default: a new UUID")] = None,
+    occurred_at: Annotated[str | None, typer.Option(help="RFC 3339; default: now")] = None,
+) -> None:
+    """Post one event to the event API (JOURNEYS_API_URL, JOURNEYS_API_KEY)."""
+    import uuid
+    from datetime import UTC
+
+    import httpx
+
+    settings = Settings.from_env()
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as err:
+        typer.echo(f"--data is not JSON: {err}", err=True)
+        raise typer.Exit(2) from None
+    event = {
+        "event_id": event_id or str(uuid.uuid4()),
+        "type": type,
+        "occurred_at": occurred_at or datetime.now(UTC).isoformat(),
+        "customer_id": customer,
+        "order_id": order,
+        "data": payload,
+    }
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    try:
+        answer = httpx.post(f"{settings.api_url}/events", json=event, headers=headers, timeout=30)
+    except httpx.HTTPError as err:
+        typer.echo(f"cannot reach the event API at {settings.api_url}: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{answer.status_code} {answer.text}")
+    raise typer.Exit(0 if answer.status_code in (200, 202) else 1)
+
+
+@app.command()
+def history(
+    customer: Annotated[str | None, typer.Option(help="A customer_id")] = None,
+    order: Annotated[str | None, typer.Option(help="An order_id")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a timeline")] = False,
+) -> None:
+    """What every journey did for a customer or an order, newest first."""
+    from journeys.temporal import connect
+    from store.db import Store
+    from triggers.history import BadId, timeline
+    from triggers.history import history as load_history
+
+    if bool(customer) == bool(order):
+        typer.echo("give one of --customer or --order", err=True)
+        raise typer.Exit(2)
+    settings = Settings.from_env()
+
+    async def load():
+        store = Store(settings.database_url)
+        try:
+            client = await connect(settings)
+            return await load_history(
+                client, store, ui_url=settings.temporal_ui_url, customer_id=customer, order_id=order
+            )
+        finally:
+            store.dispose()
+
+    try:
+        found = asyncio.run(load())
+    except BadId as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    except RuntimeError as err:  # Client.connect: the server is unreachable
+        typer.echo(f"cannot reach Temporal at {settings.temporal_address}: {err}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(found.model_dump_json(indent=2))
+    else:
+        for line in timeline(found):
+            typer.echo(line)
+
+
+@app.command()
+def events(
+    pending: Annotated[bool, typer.Option("--pending", help="Only events waiting for dispatch")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many")] = 50,
+) -> None:
+    """The event log: what was received and whether it reached Temporal."""
+    from sqlalchemy import select
+
+    from store.db import Store
+    from store.models import EventRow
+
+    settings = Settings.from_env()
+    store = Store(settings.database_url)
+    try:
+        with store.transaction() as session:
+            query = select(EventRow).order_by(EventRow.received_at.desc()).limit(limit)
+            if pending:
+                query = query.where(EventRow.dispatched_at.is_(None))
+            rows = list(session.scalars(query))
+    finally:
+        store.dispose()
+    typer.echo(f"{len(rows)} {'pending ' if pending else ''}events (newest first, at most {limit})")
+    for row in rows:
+        state = "pending" if row.dispatched_at is None else f"dispatched {row.dispatched_at.isoformat()}"
+        error = f"  last error: {row.last_error}" if row.last_error else ""
+        typer.echo(
+            f"  {row.received_at.isoformat()}  {row.event_id}  {row.type}  customer {row.customer_id}"
+            f"{'  order ' + row.order_id if row.order_id else ''}  {state}, {row.attempts} attempts{error}"
+        )
+
+
+@app.command()
 def migrate() -> None:
     """Bring the database at DATABASE_URL to the newest schema."""
     from store.db import Store

@@ -25,6 +25,9 @@ class Settings(BaseModel):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_max_body_bytes: int = 1_048_576
+    api_url: str = "http://127.0.0.1:8000"
+    api_key: str | None = None
+    temporal_ui_url: str = "http://127.0.0.1:8233"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -44,6 +47,9 @@ class Settings(BaseModel):
             "api_host": "JOURNEYS_API_HOST",
             "api_port": "JOURNEYS_API_PORT",
             "api_max_body_bytes": "JOURNEYS_API_MAX_BODY_BYTES",
+            "api_url": "JOURNEYS_API_URL",
+            "api_key": "JOURNEYS_API_KEY",
+            "temporal_ui_url": "JOURNEYS_TEMPORAL_UI",
         }
         values: dict = {field: env[var] for field, var in names.items() if env.get(var)}
         if env.get("JOURNEYS_API_KEYS"):

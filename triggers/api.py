@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,10 +19,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
+from temporalio.client import Client
 
+from definitions.loader import Definitions
 from journeys.models import Event
 from store import queries
 from store.db import Store
+from triggers.history import BadId, History, history
 
 MAX_BATCH = 1000
 
@@ -56,16 +59,30 @@ def _problems(err: ValidationError) -> list[FieldProblem]:
     ]
 
 
+class JourneyView(BaseModel):
+    name: str
+    title: str | None
+    category: str
+    version: str = Field(description="The version new instances start with (content hash).")
+    running: int = Field(description="Running instances, all versions.")
+    running_this_version: int
+    running_older_versions: int = Field(description="Instances finishing on a version they started with.")
+
+
 def create_app(
     store: Store,
     *,
+    temporal: Callable[[], Awaitable[Client]] | None = None,
+    definitions: Definitions | None = None,
+    ui_url: str = "http://127.0.0.1:8233",
     api_keys: list[str] | None = None,
     max_body_bytes: int = 1_048_576,
     on_accepted: Callable[[], None] | None = None,
     lifespan=None,
 ) -> FastAPI:
-    """The API over `store`. `on_accepted` is called after new events are logged (the dispatcher's
-    wake-up); with `api_keys`, every request but the health checks needs `Authorization: Bearer`."""
+    """The API over `store` (and Temporal, through `temporal`, for history and /journeys).
+    `on_accepted` is called after new events are logged (the dispatcher's wake-up); with
+    `api_keys`, every request but the health checks needs `Authorization: Bearer`."""
     app = FastAPI(
         title="Journeys event API",
         version="1",
@@ -173,16 +190,88 @@ def create_app(
         status = 202 if answer.accepted else 200 if answer.duplicates else 422
         return JSONResponse(answer.model_dump(mode="json"), status_code=status)
 
+    async def client_or_503() -> Client:
+        if temporal is None:
+            raise _TemporalDown("this API has no Temporal connection configured")
+        try:
+            return await asyncio.wait_for(temporal(), timeout=5)
+        except Exception as err:
+            raise _TemporalDown(f"Temporal is unreachable: {err}") from err
+
+    @app.exception_handler(_TemporalDown)
+    async def _temporal_down(_request: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=503)
+
+    @app.exception_handler(BadId)
+    async def _bad_id(_request: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=422)
+
+    history_responses = {401: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}}
+
+    @app.get(
+        "/customers/{customer_id}/history",
+        dependencies=[Depends(authorised)],
+        response_model=History,
+        responses=history_responses,
+        summary="Every journey instance and message for a customer, newest first",
+    )
+    async def customer_history(customer_id: str) -> History:
+        return await history(await client_or_503(), store, ui_url=ui_url, customer_id=customer_id)
+
+    @app.get(
+        "/orders/{order_id}/history",
+        dependencies=[Depends(authorised)],
+        response_model=History,
+        responses=history_responses,
+        summary="Every journey instance and message for an order, newest first",
+    )
+    async def order_history(order_id: str) -> History:
+        return await history(await client_or_503(), store, ui_url=ui_url, order_id=order_id)
+
+    @app.get(
+        "/journeys",
+        dependencies=[Depends(authorised)],
+        response_model=list[JourneyView],
+        responses={401: {"model": Problem}, 503: {"model": Problem}},
+        summary="The loaded journey definitions, their versions and running instances",
+    )
+    async def journeys() -> list[JourneyView]:
+        client = await client_or_503()
+        views = []
+        for snapshot in definitions or []:
+            name = snapshot.definition.name
+            running = f"JourneyName = '{name}' AND ExecutionStatus = 'Running'"
+            total = (await client.count_workflows(running)).count
+            current = (await client.count_workflows(f"{running} AND JourneyVersion = '{snapshot.version}'")).count
+            views.append(
+                JourneyView(
+                    name=name,
+                    title=snapshot.definition.title,
+                    category=snapshot.definition.category,
+                    version=snapshot.version,
+                    running=total,
+                    running_this_version=current,
+                    running_older_versions=total - current,
+                )
+            )
+        return views
+
     @app.get("/healthz", summary="The API process is up")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="The store answers", responses={503: {"model": Problem}})
+    @app.get("/readyz", summary="The store and Temporal answer", responses={503: {"model": Problem}})
     async def readyz() -> JSONResponse:
         try:
             await _run(store, lambda session: session.execute(text("select 1")))
         except OperationalError as err:
             return JSONResponse({"detail": f"store unavailable: {err.orig}"}, status_code=503)
+        if temporal is not None:
+            try:
+                client = await client_or_503()
+                await asyncio.wait_for(client.service_client.check_health(), timeout=5)
+            except Exception as err:
+                return JSONResponse({"detail": f"Temporal unavailable: {err}"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     original_openapi = app.openapi
@@ -199,6 +288,10 @@ def create_app(
 
 
 class _Unauthorised(Exception):
+    pass
+
+
+class _TemporalDown(Exception):
     pass
 
 

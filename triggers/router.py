@@ -16,16 +16,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from definitions.loader import Definitions
 from definitions.schema import JourneySnapshot, WaitForStep, walk_steps
 from journeys.models import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
+from journeys.temporal import ensure_search_attributes
 from store import queries
 from store.db import Store
-from workflows.models import EVENT_SIGNAL, JourneyInput, workflow_id
+from workflows.models import (
+    CUSTOMER_ID,
+    EVENT_SIGNAL,
+    JOURNEY_NAME,
+    JOURNEY_VERSION,
+    ORDER_ID,
+    JourneyInput,
+    workflow_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +98,8 @@ class Router:
         self.store = store
         self.task_queue = task_queue
         self.clock_offset = clock_offset
+        self._attributes_registered = asyncio.Lock()
+        self._attributes_ready = False
 
     async def route(self, event: Event) -> list[DispatchResult]:
         """Apply one (already logged) event: update the customer record, then signal or start
@@ -123,6 +134,11 @@ class Router:
             )
 
     async def _start(self, dispatch: Dispatch, event: Event, customer: Customer | None):
+        if not self._attributes_ready:  # instances start with search attributes the server must know
+            async with self._attributes_registered:
+                if not self._attributes_ready:
+                    await ensure_search_attributes(self.client)
+                    self._attributes_ready = True
         snapshot = self.definitions[dispatch.journey]
         prior = await asyncio.to_thread(self._prior_events, snapshot, dispatch.key, event)
         try:
@@ -140,6 +156,15 @@ class Router:
                 id=dispatch.workflow_id,
                 task_queue=self.task_queue,
                 id_reuse_policy=REUSE_POLICY[snapshot.definition.entry.reentry],
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(JOURNEY_NAME, snapshot.definition.name),
+                        SearchAttributePair(CUSTOMER_ID, event.customer_id),
+                        SearchAttributePair(JOURNEY_VERSION, snapshot.version),
+                        *([SearchAttributePair(ORDER_ID, event.order_id)] if event.order_id else []),
+                    ]
+                ),
+                memo={"journey_version": snapshot.version},
                 start_signal=EVENT_SIGNAL,
                 start_signal_args=[event],
             )

@@ -8,6 +8,7 @@ import logging
 
 import uvicorn
 from fastapi import FastAPI
+from temporalio.client import Client
 
 from definitions.loader import default_directory, load_definitions
 from journeys.config import Settings
@@ -32,7 +33,18 @@ def build_api(settings: Settings) -> FastAPI:
         )
     store = Store(settings.database_url).migrate()
     definitions = load_definitions(settings.definitions_dir or default_directory())
-    dispatcher = Dispatcher(store, definitions, lambda: connect(settings), settings.task_queue)
+    client: Client | None = None
+    connecting = asyncio.Lock()
+
+    async def temporal() -> Client:
+        """One client for the process, made on first use (the API starts while Temporal is down)."""
+        nonlocal client
+        async with connecting:
+            if client is None:
+                client = await connect(settings)
+        return client
+
+    dispatcher = Dispatcher(store, definitions, temporal, settings.task_queue)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -47,6 +59,9 @@ def build_api(settings: Settings) -> FastAPI:
 
     return create_app(
         store,
+        temporal=temporal,
+        definitions=definitions,
+        ui_url=settings.temporal_ui_url,
         api_keys=settings.api_keys,
         max_body_bytes=settings.api_max_body_bytes,
         on_accepted=dispatcher.wake.set,

@@ -14,7 +14,9 @@ JOURNEY_NAME = SearchAttributeKey.for_keyword("JourneyName")
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 ORDER_ID = SearchAttributeKey.for_keyword("OrderId")
 JOURNEY_STEP = SearchAttributeKey.for_keyword("JourneyStep")
-SEARCH_ATTRIBUTES = (JOURNEY_NAME, CUSTOMER_ID, ORDER_ID, JOURNEY_STEP)
+#: Set by the router when it starts an instance (not by the workflow), so old histories replay.
+JOURNEY_VERSION = SearchAttributeKey.for_keyword("JourneyVersion")
+SEARCH_ATTRIBUTES = (JOURNEY_NAME, CUSTOMER_ID, ORDER_ID, JOURNEY_STEP, JOURNEY_VERSION)
 
 EVENT_SIGNAL = "event"
 MAX_REMEMBERED_EVENT_IDS = 500

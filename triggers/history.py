@@ -1,0 +1,136 @@
+"""What every journey did for a customer or an order: instances from Temporal's visibility,
+messages from the ledger, newest first. The API's history endpoints and `journeys history` share it."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import datetime
+from urllib.parse import quote
+
+from pydantic import BaseModel, Field
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
+
+from store import queries
+from store.db import Store
+from store.models import MessageRow
+from workflows.models import JourneyStatus
+
+_SAFE_ID = re.compile(r"^[^'\"\\\\]{1,200}$")
+
+
+class InstanceView(BaseModel):
+    journey: str
+    workflow_id: str
+    run_id: str
+    status: str = Field(description="running, completed, continued_as_new, failed, terminated, ...")
+    step: str | None = Field(default=None, description="The current step of a running instance.")
+    next_wake_up: datetime | None = None
+    started_at: datetime
+    ended_at: datetime | None = None
+    version: str | None = Field(default=None, description="The definition version the instance runs.")
+    temporal_ui: str = Field(description="The instance's page in the Temporal Web UI.")
+
+
+class MessageView(BaseModel):
+    id: str
+    journey: str
+    step: str
+    customer_id: str
+    order_id: str | None
+    channel: str | None
+    address: str | None
+    template: str
+    category: str
+    status: str
+    reason: str | None
+    at: datetime
+    subject: str | None
+    body: str | None
+    provider_id: str | None
+    error: str | None
+
+
+class History(BaseModel):
+    customer_id: str | None = None
+    order_id: str | None = None
+    instances: list[InstanceView]
+    messages: list[MessageView]
+
+
+class BadId(ValueError):
+    pass
+
+
+def _message_view(row: MessageRow) -> MessageView:
+    return MessageView.model_validate(row, from_attributes=True)
+
+
+async def history(
+    client: Client,
+    store: Store,
+    *,
+    ui_url: str,
+    customer_id: str | None = None,
+    order_id: str | None = None,
+) -> History:
+    key, value = ("CustomerId", customer_id) if customer_id else ("OrderId", order_id)
+    if not value or not _SAFE_ID.match(value):
+        raise BadId(f"{key} {value!r} is empty, too long, or holds a quote or backslash")
+    instances = []
+    async for execution in client.list_workflows(f"{key} = '{value}'"):
+        status = execution.status or WorkflowExecutionStatus.RUNNING
+        view = InstanceView(
+            journey=execution.id.split(":", 1)[0],
+            workflow_id=execution.id,
+            run_id=execution.run_id,
+            status=status.name.lower(),
+            started_at=execution.start_time,
+            ended_at=execution.close_time,
+            version=(await execution.memo()).get("journey_version") if execution.raw_info.memo.fields else None,
+            temporal_ui=(
+                f"{ui_url.rstrip('/')}/namespaces/{quote(client.namespace)}/workflows/"
+                f"{quote(execution.id, safe='')}/{execution.run_id}/history"
+            ),
+        )
+        if status == WorkflowExecutionStatus.RUNNING:
+            try:
+                current = await client.get_workflow_handle(execution.id, run_id=execution.run_id).query(
+                    "status", result_type=JourneyStatus
+                )
+                view.step, view.next_wake_up = current.step, current.next_wake_up
+            except RPCError:
+                pass  # it closed meanwhile, or its worker is not running: the listing stays
+        instances.append(view)
+    instances.sort(key=lambda i: i.started_at, reverse=True)
+
+    def messages() -> list[MessageView]:
+        with store.transaction() as session:
+            rows = queries.list_messages(session, customer_id=customer_id, order_id=order_id)
+            return [_message_view(row) for row in reversed(rows)]
+
+    return History(
+        customer_id=customer_id, order_id=order_id, instances=instances, messages=await asyncio.to_thread(messages)
+    )
+
+
+def timeline(h: History) -> list[str]:
+    """The history as lines a person reads: instances, then messages, newest first."""
+    who = f"customer {h.customer_id}" if h.customer_id else f"order {h.order_id}"
+    lines = [f"{who}: {len(h.instances)} journey instances, {len(h.messages)} messages"]
+    for i in h.instances:
+        state = (
+            i.status
+            if i.status != "running"
+            else f"running at {i.step}" + (f", next wake-up {i.next_wake_up.isoformat()}" if i.next_wake_up else "")
+        )
+        ended = f", ended {i.ended_at.isoformat()}" if i.ended_at else ""
+        lines.append(f"  {i.started_at.isoformat()}  {i.workflow_id}  {state}{ended}  (version {i.version})")
+        lines.append(f"      {i.temporal_ui}")
+    for m in h.messages:
+        outcome = m.status + (f" ({m.reason})" if m.reason else "")
+        lines.append(f"  {m.at.isoformat()}  {m.journey}/{m.step}  {m.channel or '-'}  {outcome}")
+        if m.body:
+            lines.append(f"      {m.body[:120]}")
+    return lines
