@@ -1,5 +1,6 @@
-"""`journeys up` (what `make up` runs): starts the dev server and a worker, says where they are,
-and stops everything on Ctrl-C."""
+"""`journeys up` (what `make up` runs) as an operator uses it: start it, emit an order with
+`journeys emit`, watch it with `journeys history` and `journeys events`, stop it with Ctrl-C,
+start it again on the same data."""
 
 from __future__ import annotations
 
@@ -11,60 +12,87 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
-from store import queries
-from store.db import Store
 from tests.helpers import free_port
 
+JOURNEYS = str(Path(sys.executable).parent / "journeys")
 
-def test_up_starts_and_stops_cleanly(tmp_path):
-    port, ui_port, api_port = free_port(), free_port(), free_port()
-    command = [
-        str(Path(sys.executable).parent / "journeys"), "up",
-        "--port", str(port), "--ui-port", str(ui_port), "--api-port", str(api_port),
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ}
-    )
+
+def start_up(tmp_path: Path, port: int, ui_port: int, api_port: int) -> tuple[subprocess.Popen, str]:
+    command = [JOURNEYS, "up", "--port", str(port), "--ui-port", str(ui_port), "--api-port", str(api_port)]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "worker polling" in line:
+            break
+    return process, "".join(lines)
+
+
+def stop_up(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, rest
+    return rest
+
+
+def run(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([JOURNEYS, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+
+def until_printed(tmp_path: Path, env: dict, args: list[str], wanted: str) -> str:
+    for _ in range(100):
+        out = run(tmp_path, env, *args)
+        if wanted in out.stdout:
+            return out.stdout
+        time.sleep(0.1)
+    raise AssertionError(f"{wanted!r} never appeared in: {out.stdout}{out.stderr}")
+
+
+def test_up_emit_history_restart(tmp_path):
+    port, ui_port, api_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "JOURNEYS_API_URL": f"http://127.0.0.1:{api_port}",
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+    }
+    process, output = start_up(tmp_path, port, ui_port, api_port)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "worker polling" in line:
-                break
-        output = "".join(lines)
         assert f"Temporal      127.0.0.1:{port}" in output, output
         assert f"Temporal UI   http://127.0.0.1:{ui_port}" in output
-        assert "worker polling 'journeys'" in output
         assert f"Event API     http://127.0.0.1:{api_port}" in output
-        event = {
-            "event_id": "up-1", "type": "order.shipped", "occurred_at": "2026-02-01T10:00:00+08:00",
-            "customer_id": "c1", "order_id": "o1", "data": {"carrier": "顺丰"},
-        }  # fmt: skip
-        answer = httpx.post(f"http://127.0.0.1:{api_port}/events", json=event, timeout=10)
-        assert answer.status_code == 202, answer.text
-        assert httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=10).json() == {"status": "ready"}
-        store = Store(f"sqlite:///{tmp_path}/.data/journeys.db")
-        try:
-            for _ in range(100):  # the dispatcher hands it to Temporal, the worker runs the journey
-                with store.transaction() as session:
-                    rows = queries.list_messages(session)
-                if rows:
-                    break
-                time.sleep(0.1)
-            assert [(r.journey, r.status, r.reason) for r in rows] == [("shipped_notice", "skipped", "no_contact")]
-        finally:
-            store.dispose()
+        assert "worker polling 'journeys'" in output
+
+        emitted = run(
+            tmp_path, env, "emit", "order.created", "--customer", "c1", "--order", "o1", "--data", '{"amount": 99}'
+        )
+        assert emitted.returncode == 0, emitted.stderr
+        assert emitted.stdout.startswith("202 ")
+        printed = until_printed(tmp_path, env, ["history", "--order", "o1"], "payment_reminder:o1  running at wait")
+        assert "next wake-up" in printed and "pre_close_reminder:o1  running at wait_until" in printed
+        listed = run(tmp_path, env, "events")
+        assert "order.created  customer c1  order o1  dispatched" in listed.stdout
+        assert run(tmp_path, env, "events", "--pending").stdout.startswith("0 pending events")
+        bad = run(tmp_path, env, "emit", "order.created", "--customer", "c1")
+        assert bad.returncode == 1 and "order_id is required" in bad.stdout
     finally:
-        process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, rest
-    assert (tmp_path / ".data" / "temporal.db").exists() and (tmp_path / ".data" / "journeys.db").exists()
+        stop_up(process)
     for stopped in (port, api_port):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", stopped)) != 0, f"port {stopped} is still listening"
+
+    # Emitting while everything is down fails loudly; a second `up` finds the same instances.
+    down = run(tmp_path, env, "emit", "order.paid", "--customer", "c1", "--order", "o1")
+    assert down.returncode == 1 and "cannot reach the event API" in down.stderr
+    process, output = start_up(tmp_path, port, ui_port, api_port)
+    try:
+        assert "worker polling" in output, output
+        assert "payment_reminder:o1  running at wait" in run(tmp_path, env, "history", "--order", "o1").stdout
+        assert run(tmp_path, env, "emit", "order.paid", "--customer", "c1", "--order", "o1").returncode == 0
+        printed = until_printed(tmp_path, env, ["history", "--order", "o1"], "payment_reminder:o1  completed")
+        assert "pre_close_reminder:o1  completed" in printed
+    finally:
+        stop_up(process)
