@@ -84,3 +84,54 @@ async def test_events_taken_while_temporal_is_down_are_dispatched_when_it_is_bac
     finally:
         stop.set()
         await asyncio.wait_for(running, timeout=10)
+
+
+async def test_a_temporal_restart_loses_nothing(definitions, sqlite_store):
+    """Temporal goes away while the API keeps taking events; they go out once it is back."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    clients: list[Client] = []
+
+    async def connect() -> Client:  # one client for the process, as the API has
+        if not clients:
+            clients.append(await Client.connect(address, data_converter=pydantic_data_converter))
+        return clients[0]
+
+    def log(*items):
+        with sqlite_store.transaction() as session:
+            for item in items:
+                queries.store_event(session, item, datetime.now(UTC))
+
+    now = datetime.now(UTC)
+    dispatcher = Dispatcher(sqlite_store, definitions, connect, "restart-test", max_backoff=0.5)
+    stop = asyncio.Event()
+    server = dict(
+        dev_server_existing_path=binary("temporal"),
+        port=port,
+        data_converter=pydantic_data_converter,
+        dev_server_extra_args=["--log-level", "error"],
+    )
+    running = None
+    try:
+        async with await WorkflowEnvironment.start_local(**server):
+            running = asyncio.create_task(dispatcher.run(stop))
+            log(event("order.shipped", now, order="before", event_id="r1"))
+            dispatcher.wake.set()
+            await wait_until(lambda: pending(sqlite_store) == 0)
+        # the server is gone: events keep coming
+        log(*(event("order.shipped", now, order=f"during{n}", event_id=f"r{n + 2}") for n in range(3)))
+        dispatcher.wake.set()
+        await asyncio.sleep(1)
+        assert pending(sqlite_store) == 3
+        async with await WorkflowEnvironment.start_local(**server) as env:
+            dispatcher.wake.set()
+            await wait_until(lambda: pending(sqlite_store) == 0, seconds=60)
+            with sqlite_store.transaction() as session:
+                assert [r.last_error for r in session.query(EventRow) if r.last_error and r.dispatched_at] == []
+            for n in range(3):
+                described = await env.client.get_workflow_handle(f"shipped_notice:during{n}").describe()
+                assert described.search_attributes["OrderId"] == [f"during{n}"]
+    finally:
+        stop.set()
+        if running is not None:
+            await asyncio.wait_for(running, timeout=30)

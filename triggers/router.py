@@ -134,43 +134,63 @@ class Router:
             )
 
     async def _start(self, dispatch: Dispatch, event: Event, customer: Customer | None):
-        if not self._attributes_ready:  # instances start with search attributes the server must know
-            async with self._attributes_registered:
-                if not self._attributes_ready:
-                    await ensure_search_attributes(self.client)
-                    self._attributes_ready = True
         snapshot = self.definitions[dispatch.journey]
         prior = await asyncio.to_thread(self._prior_events, snapshot, dispatch.key, event)
-        try:
+        journey_input = JourneyInput(
+            snapshot=snapshot,
+            key=dispatch.key,
+            entry_event=event,
+            prior_events=prior,
+            customer=customer,
+            customer_given=True,
+            clock_offset=self.clock_offset,
+        )
+        attributes = TypedSearchAttributes(
+            [
+                SearchAttributePair(JOURNEY_NAME, snapshot.definition.name),
+                SearchAttributePair(CUSTOMER_ID, event.customer_id),
+                SearchAttributePair(JOURNEY_VERSION, snapshot.version),
+                *([SearchAttributePair(ORDER_ID, event.order_id)] if event.order_id else []),
+            ]
+        )
+
+        async def start() -> None:
             await self.client.start_workflow(
                 "Journey",
-                JourneyInput(
-                    snapshot=snapshot,
-                    key=dispatch.key,
-                    entry_event=event,
-                    prior_events=prior,
-                    customer=customer,
-                    customer_given=True,
-                    clock_offset=self.clock_offset,
-                ),
+                journey_input,
                 id=dispatch.workflow_id,
                 task_queue=self.task_queue,
                 id_reuse_policy=REUSE_POLICY[snapshot.definition.entry.reentry],
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(JOURNEY_NAME, snapshot.definition.name),
-                        SearchAttributePair(CUSTOMER_ID, event.customer_id),
-                        SearchAttributePair(JOURNEY_VERSION, snapshot.version),
-                        *([SearchAttributePair(ORDER_ID, event.order_id)] if event.order_id else []),
-                    ]
-                ),
+                search_attributes=attributes,
                 memo={"journey_version": snapshot.version},
                 start_signal=EVENT_SIGNAL,
                 start_signal_args=[event],
             )
+
+        try:
+            await self._register_search_attributes(again=False)
+            try:
+                await start()
+            except RPCError as err:
+                # A server that lost its registrations (a fresh dev server on the same address):
+                # register them again and retry once; anything else goes to the caller.
+                if err.status != RPCStatusCode.INVALID_ARGUMENT or "search attribute" not in str(err):
+                    raise
+                await self._register_search_attributes(again=True)
+                await start()
         except WorkflowAlreadyStartedError:
             return "already_ran"
         return "started"
+
+    async def _register_search_attributes(self, again: bool) -> None:
+        """Instances start with search attributes the server must know: register them once (and
+        again when the server says it does not know them)."""
+        if self._attributes_ready and not again:
+            return
+        async with self._attributes_registered:
+            if again or not self._attributes_ready:
+                await ensure_search_attributes(self.client)
+                self._attributes_ready = True
 
     async def _signal(self, dispatch: Dispatch, event: Event):
         try:
