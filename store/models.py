@@ -109,3 +109,14 @@ class SuppressionRow(Base):
     scope: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str] = mapped_column(String(60))
     created_at: Mapped[datetime]
+
+
+class DispatchLeaseRow(Base):
+    """A dispatcher's claim on one customer's pending events, so several API processes never
+    dispatch one customer's events at once (which would break their order)."""
+
+    __tablename__ = "dispatch_leases"
+
+    customer_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from journeys.models import Customer, Event
-from store.models import CustomerRow, EventRow, MessageRow, SuppressionRow
+from store.models import CustomerRow, DispatchLeaseRow, EventRow, MessageRow, SuppressionRow
 
 #: Statuses of a message that reached, or is reaching, the customer: these count toward the cap.
 COUNTED_STATUSES = ("sending", "sent", "delivered", "clicked")
@@ -159,3 +161,35 @@ def record_dispatch_failure(session: Session, event_id: str, error: str, give_up
         row.attempts, row.last_error = row.attempts + 1, error[:2000]
         if give_up_at is not None:
             row.dispatched_at = give_up_at
+
+
+def claim_customer(session: Session, customer_id: str, owner: str, now: datetime, ttl: timedelta) -> bool:
+    """Take (or extend) the dispatch lease on a customer; False while another owner holds it."""
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    table = DispatchLeaseRow.__table__
+    statement = (
+        insert(table)
+        .values(customer_id=customer_id, owner=owner, expires_at=now + ttl)
+        .on_conflict_do_update(
+            index_elements=[table.c.customer_id],
+            set_={"owner": owner, "expires_at": now + ttl},
+            where=(table.c.owner == owner) | (table.c.expires_at < now),
+        )
+        .returning(table.c.owner)
+    )
+    return session.execute(statement).scalar() == owner
+
+
+def release_customer(session: Session, customer_id: str, owner: str) -> None:
+    session.execute(
+        delete(DispatchLeaseRow).where(DispatchLeaseRow.customer_id == customer_id, DispatchLeaseRow.owner == owner)
+    )
+
+
+def pending_events_of(session: Session, customer_id: str) -> list[Event]:
+    rows = session.scalars(
+        select(EventRow)
+        .where(EventRow.dispatched_at.is_(None), EventRow.customer_id == customer_id)
+        .order_by(EventRow.occurred_at, EventRow.received_at, EventRow.event_id)
+    )
+    return [_event_of(row) for row in rows]

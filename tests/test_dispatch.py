@@ -16,6 +16,7 @@ from store import queries
 from store.models import EventRow
 from tests.helpers import customer, event, free_port
 from triggers.dispatcher import Dispatcher
+from triggers.router import Router
 from worker import run_worker
 
 
@@ -135,3 +136,41 @@ async def test_a_temporal_restart_loses_nothing(definitions, sqlite_store):
         stop.set()
         if running is not None:
             await asyncio.wait_for(running, timeout=30)
+
+
+async def test_two_dispatchers_share_the_log_without_reordering(definitions, pg_store):
+    """Two API processes' dispatchers drain one PostgreSQL log at once: every event goes out
+    once, and each customer's events in the order they occurred."""
+    routed: list[tuple[str, str, datetime]] = []
+
+    class RecordingRouter(Router):
+        async def route(self, event):
+            routed.append((event.customer_id, event.event_id, event.occurred_at))
+            await asyncio.sleep(0.01)  # widen the window for a race
+            return await super().route(event)
+
+    now = datetime.now(UTC)
+    with pg_store.transaction() as session:
+        for c in range(6):
+            for n in range(5):
+                item = event("order.shipped", now + timedelta(seconds=n), customer=f"c{c}", order=f"o{c}-{n}")
+                queries.store_event(session, item, now)
+    async with await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=binary("temporal-test-server")
+    ) as env:
+
+        async def connect() -> Client:
+            return env.client
+
+        dispatchers = [Dispatcher(pg_store, definitions, connect, "share-test") for _ in range(2)]
+        for dispatcher in dispatchers:
+            dispatcher.router = RecordingRouter(env.client, definitions, pg_store, "share-test")
+        for _ in range(20):
+            await asyncio.gather(*(d.dispatch_pending() for d in dispatchers))
+            if pending(pg_store) == 0:
+                break
+    assert pending(pg_store) == 0
+    assert len(routed) == 30 and len({event_id for _, event_id, _ in routed}) == 30
+    for c in range(6):
+        times = [when for customer_id, _, when in routed if customer_id == f"c{c}"]
+        assert times == sorted(times), f"c{c} dispatched out of order"

@@ -66,3 +66,22 @@ def test_times_come_back_aware_utc(store):
             session, key_field="customer", key="c1", types=["order.created"], since=at("2026-01-01 00:00+00:00"), exclude_id="-"
         )  # fmt: skip
     assert found.occurred_at.utcoffset() == timedelta(0)
+
+
+def test_dispatch_leases(store):
+    now = datetime.now(UTC)
+    minute = timedelta(minutes=1)
+    with store.transaction() as session:
+        assert queries.claim_customer(session, "c1", "a", now, minute) is True
+    with store.transaction() as session:
+        assert queries.claim_customer(session, "c1", "b", now, minute) is False  # a holds it
+        assert queries.claim_customer(session, "c1", "a", now, minute) is True  # a extends it
+        assert queries.claim_customer(session, "c2", "b", now, minute) is True  # other customers are free
+    with store.transaction() as session:
+        assert queries.claim_customer(session, "c1", "b", now + 2 * minute, minute) is True  # expired: b takes it
+        assert queries.claim_customer(session, "c1", "a", now + 2 * minute, minute) is False
+    with store.transaction() as session:
+        queries.release_customer(session, "c1", "a")  # not a's any more: nothing happens
+        assert queries.claim_customer(session, "c1", "a", now + 2 * minute, minute) is False
+        queries.release_customer(session, "c1", "b")
+        assert queries.claim_customer(session, "c1", "a", now + 2 * minute, minute) is True

@@ -3,6 +3,8 @@
 The API stores every event before it answers; this loop dispatches what is pending through the
 router, oldest first and one at a time per customer (every journey key, order or customer,
 belongs to one customer, so that keeps each key's events in order), many customers at once.
+Several dispatchers (several API processes) share the log: a lease per customer in the store
+lets one at a time work on a customer.
 While Temporal is unreachable the events stay pending and are tried again with backoff; a
 restart loses nothing because the log is the queue. An error Temporal will repeat forever
 (a rejected request) closes the event with its error recorded instead of blocking its customer.
@@ -12,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+import os
+import socket
+import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -26,6 +30,9 @@ from store.db import Store
 from triggers.router import Router
 
 log = logging.getLogger(__name__)
+
+#: How long a dispatcher holds a customer without renewing (renewed before each event).
+LEASE = timedelta(minutes=2)
 
 #: Temporal answers that mean "not now": the event stays pending.
 TRANSIENT = {
@@ -60,6 +67,7 @@ class Dispatcher:
         self.max_backoff = max_backoff
         self.wake = asyncio.Event()
         self.router: Router | None = None
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until `stop` is set; `wake` (set by the API on new events) skips the wait."""
@@ -87,30 +95,56 @@ class Dispatcher:
             return 0, False
         if self.router is None:
             self.router = Router(await self.connect(), self.definitions, self.store, self.task_queue)
-        by_customer: dict[str, list[Event]] = defaultdict(list)
-        for event in pending:
-            by_customer[event.customer_id].append(event)
-        results = await asyncio.gather(*(self._dispatch_in_order(events) for events in by_customer.values()))
+        customers = list(dict.fromkeys(event.customer_id for event in pending))
+        results = await asyncio.gather(*(self._dispatch_customer(customer_id) for customer_id in customers))
         return sum(n for n, _ in results), any(blocked for _, blocked in results)
 
     def _pending(self) -> list[Event]:
         with self.store.transaction() as session:
             return queries.pending_events(session, self.batch)
 
-    async def _dispatch_in_order(self, events: list[Event]) -> tuple[int, bool]:
+    async def _dispatch_customer(self, customer_id: str) -> tuple[int, bool]:
+        """Dispatch one customer's pending events in order, under a lease so that no other
+        dispatcher (another API process) works on this customer at the same time."""
         async with self.concurrency:
-            for n, event in enumerate(events):
-                try:
-                    await self.router.route(event)
-                except RPCError as err:
-                    transient = err.status in TRANSIENT
-                    await asyncio.to_thread(self._failed, event, f"{err.status.name}: {err}", transient)
-                    if transient:
-                        return n, True  # keep this customer's order: the rest waits too
-                except Exception as err:  # e.g. the connection dropped: keep it pending
-                    await asyncio.to_thread(self._failed, event, f"{type(err).__name__}: {err}", True)
-                    return n, True
-            return len(events), False
+            events = await asyncio.to_thread(self._claim, customer_id)
+            if events is None:
+                return 0, False  # another dispatcher has this customer now
+            try:
+                return await self._dispatch_in_order(customer_id, events)
+            finally:
+                await asyncio.to_thread(self._release, customer_id)
+
+    def _claim(self, customer_id: str) -> list[Event] | None:
+        with self.store.transaction() as session:
+            if not queries.claim_customer(session, customer_id, self.owner, datetime.now(UTC), LEASE):
+                return None
+        with self.store.transaction() as session:  # read after the claim: another may just have sent some
+            return queries.pending_events_of(session, customer_id)
+
+    def _extend(self, customer_id: str) -> bool:
+        with self.store.transaction() as session:
+            return queries.claim_customer(session, customer_id, self.owner, datetime.now(UTC), LEASE)
+
+    def _release(self, customer_id: str) -> None:
+        with self.store.transaction() as session:
+            queries.release_customer(session, customer_id, self.owner)
+
+    async def _dispatch_in_order(self, customer_id: str, events: list[Event]) -> tuple[int, bool]:
+        for n, event in enumerate(events):
+            if n and not await asyncio.to_thread(self._extend, customer_id):
+                return n, False  # the lease ran out and another dispatcher took over
+            try:
+                await self.router.route(event)
+            except RPCError as err:
+                transient = err.status in TRANSIENT
+                await asyncio.to_thread(self._failed, event, f"{err.status.name}: {err}", transient)
+                if transient:
+                    return n, True  # keep this customer's order: the rest waits too
+            except Exception as err:  # e.g. the connection dropped: keep it pending
+                await asyncio.to_thread(self._failed, event, f"{type(err).__name__}: {err}", True)
+                return n, True
+        return len(events), False
 
     def _failed(self, event: Event, error: str, transient: bool) -> None:
         if not transient:
