@@ -9,7 +9,7 @@ or the provider failed retryably) is sent again with the same message id.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from temporalio import activity
@@ -40,77 +40,82 @@ class JourneyActivities:
 
     @activity.defn(name="send_message")
     def send_message(self, request: SendRequest) -> SendOutcome:
-        decided, row = self._decide(request)
+        decided, row, retry = self._decide(request)
         if decided is not None:
             return decided
-        return self._deliver(row)
+        return self._deliver(row, retry)
 
     # -----------------------------------------------------------------------------------------
 
-    def _decide(self, req: SendRequest) -> tuple[SendOutcome | None, MessageRow | None]:
-        """Apply the policy and write the ledger row, atomically per customer."""
+    def _decide(self, req: SendRequest) -> tuple[SendOutcome | None, MessageRow | None, bool]:
+        """Apply the policy and write the ledger row, atomically per customer. The flag says the
+        row was already there: an earlier attempt may have reached the provider."""
         with self.store.transaction() as session:
             row = queries.find_ledger_row(session, req.workflow_id, req.run_id, req.step)
             if row is not None:
-                return (None, row) if row.status == "sending" else (_outcome(row), None)
+                return (None, row, True) if row.status == "sending" else (_outcome(row), None, True)
+            decided, row = self._decide_new(session, req)
+            return decided, row, False
 
-            # Locks the customer's row: two sends to one customer are decided one after the other,
-            # so the frequency cap holds across journeys and workers.
-            customer = queries.get_customer(session, req.customer_id, lock=True)
+    def _decide_new(self, session, req: SendRequest) -> tuple[SendOutcome | None, MessageRow | None]:
+        """The policy for a send not decided before."""
+        # Locks the customer's row: two sends to one customer are decided one after the other,
+        # so the frequency cap holds across journeys and workers.
+        customer = queries.get_customer(session, req.customer_id, lock=True)
 
-            def skip(reason: str, channel: str | None = None, address: str | None = None) -> SendOutcome:
-                session.add(_ledger_row(req, status="skipped", reason=reason, channel=channel, address=address))
-                return SendOutcome(status="skipped", reason=reason, channel=channel)
+        def skip(reason: str, channel: str | None = None, address: str | None = None) -> SendOutcome:
+            session.add(_ledger_row(req, status="skipped", reason=reason, channel=channel, address=address))
+            return SendOutcome(status="skipped", reason=reason, channel=channel)
 
-            if customer is None:
-                return skip("no_contact"), None
-            if customer.blacklisted:
-                return skip("blacklisted"), None
-            choice = choose_channel(
-                customer,
-                req.channel,
-                req.fallback,
-                req.category,
-                lambda channel, address: queries.suppression_scope(session, channel, address),
+        if customer is None:
+            return skip("no_contact"), None
+        if customer.blacklisted:
+            return skip("blacklisted"), None
+        choice = choose_channel(
+            customer,
+            req.channel,
+            req.fallback,
+            req.category,
+            lambda channel, address: queries.suppression_scope(session, channel, address),
+        )
+        if choice.channel is None:
+            return skip(choice.skip_reason or "no_contact"), None
+
+        tz = ZoneInfo(customer.timezone)
+        resume_at = QUIET_HOURS.deferral(req.at, tz)
+        if resume_at is not None:
+            if req.deadline is not None and resume_at >= req.deadline:
+                return skip("quiet_hours", choice.channel, choice.address), None
+            return SendOutcome(status="deferred", channel=choice.channel, defer_until=resume_at), None
+
+        if req.category == "marketing":
+            recent = queries.counted_marketing_since(session, customer.customer_id, req.at - FREQUENCY_WINDOW)
+            if recent >= FREQUENCY_CAP:
+                return skip("frequency_cap", choice.channel, choice.address), None
+
+        try:
+            rendered = render_message(
+                req.template,
+                name=req.template_name,
+                channel=choice.channel,
+                locale=customer.locale,
+                context={**req.context, "customer": customer.model_dump(mode="json")},
+                shop_name=self.shop_name,
+                marketing=req.category == "marketing",
             )
-            if choice.channel is None:
-                return skip(choice.skip_reason or "no_contact"), None
-
-            tz = ZoneInfo(customer.timezone)
-            resume_at = QUIET_HOURS.deferral(req.at, tz)
-            if resume_at is not None:
-                if req.deadline is not None and resume_at >= req.deadline:
-                    return skip("quiet_hours", choice.channel, choice.address), None
-                return SendOutcome(status="deferred", channel=choice.channel, defer_until=resume_at), None
-
-            if req.category == "marketing":
-                recent = queries.counted_marketing_since(session, customer.customer_id, req.at - FREQUENCY_WINDOW)
-                if recent >= FREQUENCY_CAP:
-                    return skip("frequency_cap", choice.channel, choice.address), None
-
-            try:
-                rendered = render_message(
-                    req.template,
-                    name=req.template_name,
-                    channel=choice.channel,
-                    locale=customer.locale,
-                    context={**req.context, "customer": customer.model_dump(mode="json")},
-                    shop_name=self.shop_name,
-                    marketing=req.category == "marketing",
-                )
-            except TemplateRenderError as err:
-                activity.logger.warning("template error in %s/%s: %s", req.journey, req.step, err)
-                row = _ledger_row(req, status="failed", reason="template_error", channel=choice.channel)
-                row.address, row.error = choice.address, str(err)
-                session.add(row)
-                return SendOutcome(status="failed", reason="template_error", channel=choice.channel), None
-
-            row = _ledger_row(req, status="sending", reason=None, channel=choice.channel, address=choice.address)
-            row.locale, row.subject, row.body = rendered.locale, rendered.subject, rendered.body
+        except TemplateRenderError as err:
+            activity.logger.warning("template error in %s/%s: %s", req.journey, req.step, err)
+            row = _ledger_row(req, status="failed", reason="template_error", channel=choice.channel)
+            row.address, row.error = choice.address, str(err)
             session.add(row)
-            return None, row
+            return SendOutcome(status="failed", reason="template_error", channel=choice.channel), None
 
-    def _deliver(self, row: MessageRow) -> SendOutcome:
+        row = _ledger_row(req, status="sending", reason=None, channel=choice.channel, address=choice.address)
+        row.locale, row.subject, row.body = rendered.locale, rendered.subject, rendered.body
+        session.add(row)
+        return None, row
+
+    def _deliver(self, row: MessageRow, retry: bool) -> SendOutcome:
         """Hand a decided message to its channel and record what the provider said."""
         message = OutgoingMessage(
             message_id=row.id,
@@ -122,14 +127,21 @@ class JourneyActivities:
             step=row.step,
             customer_id=row.customer_id,
             category=row.category,
+            earlier_attempt_at=row.updated_at if retry else None,
         )
         try:
             receipt = self.channels[row.channel].send(message)
         except PermanentChannelError as err:
             self._finish(row.id, status="failed", reason="provider_rejected", error=f"{err.code}: {err}")
+            if err.unsubscribed:
+                with self.store.transaction() as session:
+                    queries.add_suppression(session, row.channel, row.address, "all", f"provider {err.code}", row.at)
             return SendOutcome(status="failed", reason="provider_rejected", channel=row.channel, message_id=row.id)
         except RetryableChannelError as err:
-            raise ApplicationError(f"{row.channel} send of {row.id} failed, will retry: {err}") from err
+            raise ApplicationError(
+                f"{row.channel} send of {row.id} failed, will retry: {err}",
+                next_retry_delay=timedelta(seconds=err.retry_after) if err.retry_after else None,
+            ) from err
         self._finish(row.id, status="sent", provider_id=receipt.provider_id)
         return SendOutcome(status="sent", channel=row.channel, message_id=row.id)
 

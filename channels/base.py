@@ -7,9 +7,10 @@ message so a provider can deduplicate and its status callbacks can find the reco
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class OutgoingMessage(BaseModel):
@@ -22,6 +23,11 @@ class OutgoingMessage(BaseModel):
     step: str
     customer_id: str
     category: str
+    earlier_attempt_at: datetime | None = Field(
+        default=None,
+        description="Set when an earlier attempt of this message may have reached the provider (its outcome "
+        "is unknown): an adapter that can, looks it up before sending again.",
+    )
 
 
 class SendReceipt(BaseModel):
@@ -33,9 +39,13 @@ class ChannelError(Exception):
 
     retryable: bool = True
 
-    def __init__(self, message: str, *, code: str | None = None):
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after: float | None = None, unsubscribed: bool = False
+    ):
         super().__init__(message)
         self.code = code
+        self.retry_after = retry_after  # seconds the provider asked us to wait (rate limits)
+        self.unsubscribed = unsubscribed  # the recipient opted out at the provider
 
 
 class RetryableChannelError(ChannelError):

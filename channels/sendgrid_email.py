@@ -1,0 +1,95 @@
+"""Email through SendGrid's v3 mail-send API, with the `sendgrid` SDK.
+
+An explicit timeout; the rendered subject with HTML and text bodies; `custom_args` carrying the
+ledger id (SendGrid's event webhook returns it); `categories` with the journey; for marketing
+mail the ASM unsubscribe group and `List-Unsubscribe` headers. 202 is sent (the provider id is
+`X-Message-Id`); 400, 401, 403 and 413 are permanent; 429 waits for `X-RateLimit-Reset`; 5xx and
+network errors are retried.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+import urllib.error
+
+from python_http_client import exceptions as http_errors
+from sendgrid import SendGridAPIClient
+
+from channels.base import OutgoingMessage, PermanentChannelError, RetryableChannelError, SendReceipt
+
+PERMANENT_STATUSES = {400, 401, 403, 413}
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def text_of(body_html: str) -> str:
+    """A plain-text alternative of an HTML body."""
+    spaced = re.sub(r"</p>|<br\s*/?>", "\n", body_html, flags=re.IGNORECASE)
+    return html.unescape(_TAGS.sub("", spaced)).strip()
+
+
+class SendGridEmailChannel:
+    name = "email"
+
+    def __init__(
+        self,
+        api_key: str,
+        from_email: str,
+        *,
+        unsubscribe_group_id: int | None = None,
+        unsubscribe_url: str | None = None,
+        timeout: float = 10.0,
+        host: str = "https://api.sendgrid.com",
+    ):
+        self.client = SendGridAPIClient(api_key=api_key, host=host)
+        self.client.client.timeout = timeout
+        self.from_email = from_email
+        self.unsubscribe_group_id = unsubscribe_group_id
+        self.unsubscribe_url = unsubscribe_url
+
+    def request_body(self, message: OutgoingMessage) -> dict:
+        body = {
+            "personalizations": [{"to": [{"email": message.to}], "subject": message.subject or ""}],
+            "from": {"email": self.from_email},
+            "content": [
+                {"type": "text/plain", "value": text_of(message.body)},
+                {"type": "text/html", "value": message.body},
+            ],
+            "custom_args": {"message_id": message.message_id, "journey": message.journey, "step": message.step},
+            "categories": [message.journey],
+        }
+        if message.category == "marketing":
+            if self.unsubscribe_group_id is not None:
+                body["asm"] = {"group_id": self.unsubscribe_group_id}
+            if self.unsubscribe_url:
+                body["headers"] = {
+                    "List-Unsubscribe": f"<{self.unsubscribe_url}?message_id={message.message_id}>",
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                }
+        return body
+
+    def send(self, message: OutgoingMessage) -> SendReceipt:
+        try:
+            answer = self.client.client.mail.send.post(request_body=self.request_body(message))
+        except http_errors.HTTPError as err:
+            raise _classify(err) from err
+        except TimeoutError as err:
+            raise RetryableChannelError(f"SendGrid did not answer in time ({err})", code="timeout") from err
+        except urllib.error.URLError as err:
+            raise RetryableChannelError(f"cannot reach SendGrid: {err.reason}", code="connection") from err
+        provider_id = answer.headers.get("X-Message-Id") or f"sendgrid:{message.message_id}"
+        return SendReceipt(provider_id=provider_id)
+
+
+def _classify(err: http_errors.HTTPError):
+    status = err.status_code
+    detail = err.body.decode(errors="replace") if isinstance(err.body, bytes) else str(err.body)
+    if status in PERMANENT_STATUSES:
+        return PermanentChannelError(f"SendGrid {status}: {detail[:300]}", code=str(status))
+    retry_after = None
+    if status == 429:
+        reset = (err.headers or {}).get("X-RateLimit-Reset")
+        if reset and reset.isdigit():
+            retry_after = max(1.0, int(reset) - time.time())
+    return RetryableChannelError(f"SendGrid {status}: {detail[:300]}", code=str(status), retry_after=retry_after)

@@ -1,0 +1,106 @@
+"""SMS through Twilio's Messages API, with the `twilio` SDK.
+
+Always an explicit HTTP timeout and never the SDK's own retries (they would repeat a POST):
+Temporal's retry policy decides. Permanent refusals (a bad or landline number, an opted-out
+recipient, bad credentials) fail the message with Twilio's code; 429, 5xx, connection errors and
+timeouts are retried. A timeout leaves the outcome unknown, so a retry first looks the message
+up at Twilio (same recipient and body, since the first attempt) and never sends it twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from channels.base import OutgoingMessage, PermanentChannelError, RetryableChannelError, SendReceipt
+
+#: Twilio error codes that no retry will change.
+PERMANENT_CODES = {
+    20003: "authentication failed",
+    21211: "invalid 'To' number",
+    21408: "no permission to send to this region",
+    21606: "the 'From' number cannot send this message",
+    21610: "the recipient replied STOP (unsubscribed)",
+    21612: "the 'To' number cannot be reached from this 'From' number",
+    21614: "the 'To' number is not a mobile number",
+    21617: "the body is too long",
+}
+UNSUBSCRIBED = 21610
+
+
+class TwilioSmsChannel:
+    name = "sms"
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        *,
+        messaging_service_sid: str | None = None,
+        from_number: str | None = None,
+        status_callback_url: str | None = None,
+        timeout: float = 10.0,
+        api_base_url: str | None = None,
+    ):
+        if not (messaging_service_sid or from_number):
+            raise ValueError("Twilio needs TWILIO_MESSAGING_SERVICE_SID or TWILIO_FROM")
+        self.client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
+        if api_base_url:  # a local test provider or a proxy
+            self.client.api.base_url = api_base_url
+        self.messaging_service_sid = messaging_service_sid
+        self.from_number = from_number
+        self.status_callback_url = status_callback_url
+
+    def send(self, message: OutgoingMessage) -> SendReceipt:
+        if message.earlier_attempt_at is not None:
+            earlier = self._find_earlier(message)
+            if earlier is not None:
+                return SendReceipt(provider_id=earlier)
+        sender = (
+            {"messaging_service_sid": self.messaging_service_sid}
+            if self.messaging_service_sid
+            else {"from_": self.from_number}
+        )
+        callback = (
+            {"status_callback": f"{self.status_callback_url}?message_id={message.message_id}"}
+            if self.status_callback_url
+            else {}
+        )
+        try:
+            created = self.client.messages.create(to=message.to, body=message.body, **sender, **callback)
+        except TwilioRestException as err:
+            raise _classify(err) from err
+        except requests.Timeout as err:
+            raise RetryableChannelError(
+                f"Twilio did not answer in time ({err}); outcome unknown", code="timeout"
+            ) from err
+        except requests.RequestException as err:
+            raise RetryableChannelError(f"cannot reach Twilio: {err}", code="connection") from err
+        return SendReceipt(provider_id=created.sid)
+
+    def _find_earlier(self, message: OutgoingMessage) -> str | None:
+        """The sid of this message if an earlier attempt reached Twilio after all."""
+        since: datetime = message.earlier_attempt_at - timedelta(minutes=1)
+        try:
+            sent = self.client.messages.list(to=message.to, date_sent_after=since, limit=50)
+        except (TwilioRestException, requests.RequestException) as err:
+            raise RetryableChannelError(f"cannot check Twilio for an earlier attempt: {err}", code="lookup") from err
+        for candidate in sent:
+            if candidate.body == message.body and (candidate.date_created is None or candidate.date_created >= since):
+                return candidate.sid
+        return None
+
+
+def _classify(err: TwilioRestException):
+    code = err.code or 0
+    if code in PERMANENT_CODES:
+        return PermanentChannelError(
+            f"Twilio {code}: {PERMANENT_CODES[code]} ({err.msg})", code=str(code), unsubscribed=code == UNSUBSCRIBED
+        )
+    if err.status == 429 or err.status >= 500:
+        return RetryableChannelError(f"Twilio {err.status}: {err.msg}", code=str(code or err.status))
+    return PermanentChannelError(f"Twilio {err.status} {code}: {err.msg}", code=str(code or err.status))
