@@ -1,0 +1,123 @@
+"""A local stand-in for Twilio's Messages API and SendGrid's mail-send API, so the real SDKs can
+be tested here. Each recipient can be scripted to answer with an error, a rate limit, or slowly."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+
+@dataclass
+class Answer:
+    """What the provider does with one request: an HTTP status and, for errors, Twilio's code;
+    `delay` answers late (after creating the message: the caller times out, the send happened)."""
+
+    status: int = 0
+    code: int | None = None
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FakeProvider:
+    def __init__(self):
+        self.sms: list[dict] = []  # messages Twilio accepted
+        self.mail: list[dict] = []  # requests SendGrid accepted
+        self.posts = 0
+        self.script: dict[str, list[Answer]] = {}  # recipient → the next answers, in order
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> FakeProvider:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def answer_for(self, recipient: str) -> Answer:
+        with self._lock:
+            queue = self.script.get(recipient) or []
+            return queue.pop(0) if queue else Answer()
+
+    def _handler(self):
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _reply(self, status: int, body: dict | None, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(body).encode() if body is not None else b""
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # Twilio: list messages
+                query = parse_qs(urlparse(self.path).query)
+                to = query.get("To", [None])[0]
+                found = [m for m in provider.sms if to is None or m["to"] == to]
+                self._reply(200, {"messages": found, "next_page_uri": None, "page": 0, "page_size": 50})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode()
+                with provider._lock:
+                    provider.posts += 1
+                if self.path.startswith("/2010-04-01/Accounts/"):
+                    self._twilio(dict((k, v[0]) for k, v in parse_qs(raw).items()))
+                elif self.path == "/v3/mail/send":
+                    self._sendgrid(json.loads(raw))
+                else:
+                    self._reply(404, {"message": "not found"})
+
+            def _twilio(self, form: dict) -> None:
+                answer = provider.answer_for(form.get("To", ""))
+                if answer.status >= 400:
+                    body = {"code": answer.code, "message": f"fake error {answer.code}", "status": answer.status}
+                    self._reply(answer.status, body, answer.headers)
+                    return
+                now = datetime.now(UTC)
+                message = {
+                    "sid": "SM" + uuid.uuid4().hex,
+                    "to": form.get("To"),
+                    "from": form.get("From"),
+                    "messaging_service_sid": form.get("MessagingServiceSid"),
+                    "body": form.get("Body"),
+                    "status": "queued",
+                    "status_callback": form.get("StatusCallback"),
+                    "date_created": format_datetime(now),
+                    "date_sent": format_datetime(now),
+                }
+                with provider._lock:
+                    provider.sms.append(message)
+                time.sleep(answer.delay)
+                self._reply(201, message)
+
+            def _sendgrid(self, body: dict) -> None:
+                answer = provider.answer_for(body["personalizations"][0]["to"][0]["email"])
+                if answer.status >= 400:
+                    self._reply(answer.status, {"errors": [{"message": f"fake {answer.status}"}]}, answer.headers)
+                    return
+                with provider._lock:
+                    provider.mail.append(body)
+                time.sleep(answer.delay)
+                self._reply(202, None, {"X-Message-Id": "sg-" + uuid.uuid4().hex[:16]})
+
+        return Handler

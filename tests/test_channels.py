@@ -1,0 +1,208 @@
+"""The Twilio and SendGrid adapters through the real SDKs, against a local fake provider that
+answers with each class of error, rate limits and slow responses."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.journey import JourneyActivities
+from channels.base import OutgoingMessage, PermanentChannelError, RetryableChannelError
+from channels.sendgrid_email import SendGridEmailChannel
+from channels.twilio_sms import TwilioSmsChannel
+from store import queries
+from tests.fake_provider import Answer, FakeProvider
+from tests.helpers import customer, free_port
+from tests.test_policy import NOON, request, rows, save
+
+PHONE = "+8613800000001"
+EMAIL = "wangfang@example.com"
+
+
+@pytest.fixture
+def provider():
+    with FakeProvider() as fake:
+        yield fake
+
+
+def twilio(provider, timeout: float = 2.0) -> TwilioSmsChannel:
+    return TwilioSmsChannel(
+        "AC" + "0" * 32,
+        "token",
+        messaging_service_sid="MG" + "1" * 32,
+        status_callback_url="https://journeys.example.com/webhooks/twilio/status",
+        timeout=timeout,
+        api_base_url=provider.url,
+    )
+
+
+def sendgrid(provider) -> SendGridEmailChannel:
+    return SendGridEmailChannel(
+        "SG.key",
+        "shop@example.com",
+        unsubscribe_group_id=42,
+        unsubscribe_url="https://journeys.example.com/unsubscribe",
+        host=provider.url,
+    )
+
+
+def message(channel="sms", to=PHONE, category="transactional", **changes) -> OutgoingMessage:
+    fields = dict(
+        message_id="m-1",
+        channel=channel,
+        to=to,
+        subject="订单o1" if channel == "email" else None,
+        body="<p>您好 &amp; 再见</p>" if channel == "email" else "【小店】您好",
+        journey="review_request",
+        step="review_request",
+        customer_id="c1",
+        category=category,
+    )
+    return OutgoingMessage(**{**fields, **changes})
+
+
+# ------------------------------------------------------------------ Twilio
+
+
+def test_twilio_sends_with_service_and_status_callback(provider):
+    receipt = twilio(provider).send(message())
+    [sent] = provider.sms
+    assert receipt.provider_id == sent["sid"]
+    assert (sent["to"], sent["body"], sent["messaging_service_sid"]) == (PHONE, "【小店】您好", "MG" + "1" * 32)
+    assert sent["status_callback"] == "https://journeys.example.com/webhooks/twilio/status?message_id=m-1"
+
+
+@pytest.mark.parametrize("code", [21211, 21614, 21612, 21408, 21606, 21617, 20003])
+def test_twilio_permanent_errors(provider, code):
+    provider.script[PHONE] = [Answer(status=400 if code != 20003 else 401, code=code)]
+    with pytest.raises(PermanentChannelError) as raised:
+        twilio(provider).send(message())
+    assert raised.value.code == str(code) and raised.value.unsubscribed is False
+
+
+def test_twilio_opt_out_is_permanent_and_unsubscribes(provider):
+    provider.script[PHONE] = [Answer(status=400, code=21610)]
+    with pytest.raises(PermanentChannelError) as raised:
+        twilio(provider).send(message())
+    assert raised.value.unsubscribed is True
+
+
+@pytest.mark.parametrize("answer", [Answer(status=429, code=20429), Answer(status=500), Answer(status=503)])
+def test_twilio_rate_limits_and_outages_are_retried(provider, answer):
+    provider.script[PHONE] = [answer]
+    with pytest.raises(RetryableChannelError):
+        twilio(provider).send(message())
+    assert provider.sms == []
+
+
+def test_twilio_unreachable_is_retried():
+    channel = TwilioSmsChannel(
+        "AC" + "0" * 32, "t", from_number="+15005550006", api_base_url=f"http://127.0.0.1:{free_port()}"
+    )
+    with pytest.raises(RetryableChannelError, match="cannot reach Twilio"):
+        channel.send(message())
+
+
+def test_twilio_timeout_is_never_sent_twice(provider):
+    """Twilio took the message but answered too late: the retry finds it instead of resending."""
+    provider.script[PHONE] = [Answer(delay=1.5)]
+    channel = twilio(provider, timeout=0.5)
+    started = datetime.now(UTC)
+    with pytest.raises(RetryableChannelError, match="outcome unknown"):
+        channel.send(message())
+    time.sleep(1.2)  # the slow answer completes at the provider
+    receipt = channel.send(message(earlier_attempt_at=started))
+    assert len(provider.sms) == 1
+    assert receipt.provider_id == provider.sms[0]["sid"]
+    assert provider.posts == 1
+
+
+def test_twilio_retry_sends_when_the_earlier_attempt_never_arrived(provider):
+    provider.script[PHONE] = [Answer(status=503)]
+    channel = twilio(provider)
+    started = datetime.now(UTC)
+    with pytest.raises(RetryableChannelError):
+        channel.send(message())
+    receipt = channel.send(message(earlier_attempt_at=started))
+    assert [m["sid"] for m in provider.sms] == [receipt.provider_id]
+
+
+# ------------------------------------------------------------------ SendGrid
+
+
+def test_sendgrid_sends_a_transactional_email(provider):
+    receipt = sendgrid(provider).send(message("email", EMAIL))
+    [sent] = provider.mail
+    assert receipt.provider_id.startswith("sg-")
+    assert sent["personalizations"] == [{"to": [{"email": EMAIL}], "subject": "订单o1"}]
+    assert sent["from"] == {"email": "shop@example.com"}
+    assert sent["content"] == [
+        {"type": "text/plain", "value": "您好 & 再见"},
+        {"type": "text/html", "value": "<p>您好 &amp; 再见</p>"},
+    ]
+    assert sent["custom_args"] == {"message_id": "m-1", "journey": "review_request", "step": "review_request"}
+    assert sent["categories"] == ["review_request"]
+    assert "asm" not in sent and "headers" not in sent  # transactional mail has no unsubscribe group
+
+
+def test_sendgrid_marketing_email_carries_unsubscribe(provider):
+    sendgrid(provider).send(message("email", EMAIL, category="marketing"))
+    [sent] = provider.mail
+    assert sent["asm"] == {"group_id": 42}
+    assert sent["headers"]["List-Unsubscribe"] == "<https://journeys.example.com/unsubscribe?message_id=m-1>"
+    assert sent["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 413])
+def test_sendgrid_permanent_errors(provider, status):
+    provider.script[EMAIL] = [Answer(status=status)]
+    with pytest.raises(PermanentChannelError) as raised:
+        sendgrid(provider).send(message("email", EMAIL))
+    assert raised.value.code == str(status)
+
+
+def test_sendgrid_rate_limit_waits_for_the_reset(provider):
+    reset = int(time.time()) + 30
+    provider.script[EMAIL] = [Answer(status=429, headers={"X-RateLimit-Reset": str(reset)})]
+    with pytest.raises(RetryableChannelError) as raised:
+        sendgrid(provider).send(message("email", EMAIL))
+    assert 25 <= raised.value.retry_after <= 31
+
+
+def test_sendgrid_outage_is_retried(provider):
+    provider.script[EMAIL] = [Answer(status=500)]
+    with pytest.raises(RetryableChannelError):
+        sendgrid(provider).send(message("email", EMAIL))
+
+
+# ------------------------------------------------------------------ through the send activity
+
+
+def test_opt_out_at_twilio_blocks_the_next_sms(provider, store):
+    save(store, customer())
+    provider.script[PHONE] = [Answer(status=400, code=21610)]
+    activities = JourneyActivities(store, {"sms": twilio(provider), "email": sendgrid(provider)}, "小店")
+    first = ActivityEnvironment().run(activities.send_message, request(step="one"))
+    assert (first.status, first.reason) == ("failed", "provider_rejected")
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "sms", PHONE) == "all"
+    second = ActivityEnvironment().run(activities.send_message, request(step="two"))
+    assert (second.status, second.channel) == ("sent", "email")  # the fallback
+    assert [r.error for r in rows(store) if r.status == "failed"] == [
+        "21610: Twilio 21610: the recipient replied STOP (unsubscribed) (Unable to create record: fake error 21610)"
+    ]
+
+
+def test_rate_limit_sets_temporals_next_retry_delay(provider, store):
+    save(store, customer(phone=None))
+    provider.script[EMAIL] = [Answer(status=429, headers={"X-RateLimit-Reset": str(int(time.time()) + 20)})]
+    activities = JourneyActivities(store, {"sms": twilio(provider), "email": sendgrid(provider)}, "小店")
+    with pytest.raises(ApplicationError) as raised:
+        ActivityEnvironment().run(activities.send_message, request(when=NOON))
+    assert 15 <= raised.value.next_retry_delay.total_seconds() <= 21
+    retried = ActivityEnvironment().run(activities.send_message, request(when=NOON))
+    assert retried.status == "sent" and len(provider.mail) == 1
