@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.journey import JourneyActivities
-from channels import build_channels
+from channels import build_channels, describe_channels
 from journeys.config import Settings
 from journeys.temporal import connect, ensure_search_attributes
 from store.db import Store
@@ -30,7 +30,9 @@ ACTIVITY_THREADS = 16
 
 
 def build_worker(client: Client, settings: Settings, store: Store, executor: ThreadPoolExecutor) -> Worker:
-    activities = JourneyActivities(store, build_channels(settings.outbox_path), settings.shop_name)
+    channels = build_channels(settings.outbox_path, settings)
+    log.info("channels: %s", describe_channels(channels))
+    activities = JourneyActivities(store, channels, settings.shop_name)
     return Worker(
         client,
         task_queue=settings.task_queue,

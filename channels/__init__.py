@@ -3,12 +3,46 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from channels.base import Channel
 from channels.outbox import OutboxChannel
 
+if TYPE_CHECKING:
+    from journeys.config import Settings
 
-def build_channels(outbox_path: Path | None = None) -> dict[str, Channel]:
-    """The adapter for each channel name. With no provider configured, the outbox stands in for
-    SMS, email and webhooks alike, recording under the channel's own name."""
-    return {name: OutboxChannel(name, outbox_path) for name in ("sms", "email", "webhook", "outbox")}
+
+def build_channels(outbox_path: Path | None = None, settings: Settings | None = None) -> dict[str, Channel]:
+    """The adapter for each channel name: Twilio for SMS and SendGrid for email where `settings`
+    configure them, else the outbox, which stands in for every channel and records under the
+    channel's own name."""
+    channels: dict[str, Channel] = {
+        name: OutboxChannel(name, outbox_path) for name in ("sms", "email", "webhook", "outbox")
+    }
+    if settings is None:
+        return channels
+    if settings.twilio_account_sid and settings.twilio_auth_token:
+        from channels.twilio_sms import TwilioSmsChannel
+
+        channels["sms"] = TwilioSmsChannel(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token,
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            from_number=settings.twilio_from,
+            api_base_url=settings.twilio_api_base_url,
+        )
+    if settings.sendgrid_api_key and settings.sendgrid_from:
+        from channels.sendgrid_email import SendGridEmailChannel
+
+        channels["email"] = SendGridEmailChannel(
+            settings.sendgrid_api_key,
+            settings.sendgrid_from,
+            unsubscribe_group_id=settings.sendgrid_unsubscribe_group_id,
+            host=settings.sendgrid_api_host,
+        )
+    return channels
+
+
+def describe_channels(channels: dict[str, Channel]) -> str:
+    """`sms: twilio, email: outbox, ...` for start-up messages."""
+    return ", ".join(f"{name}: {adapter.provider}" for name, adapter in channels.items())

@@ -61,6 +61,7 @@ class PermanentChannelError(ChannelError):
 
 
 class Channel(Protocol):
-    name: str
+    name: str  # the channel it serves: sms, email, webhook, outbox
+    provider: str  # who delivers: twilio, sendgrid, outbox
 
     def send(self, message: OutgoingMessage) -> SendReceipt: ...

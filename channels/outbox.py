@@ -14,6 +14,8 @@ from channels.base import OutgoingMessage, SendReceipt
 
 
 class OutboxChannel:
+    provider = "outbox"
+
     def __init__(self, name: str = "outbox", path: Path | None = None):
         self.name = name
         self.path = path

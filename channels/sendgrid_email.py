@@ -31,6 +31,7 @@ def text_of(body_html: str) -> str:
 
 class SendGridEmailChannel:
     name = "email"
+    provider = "sendgrid"
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ UNSUBSCRIBED = 21610
 
 class TwilioSmsChannel:
     name = "sms"
+    provider = "twilio"
 
     def __init__(
         self,

@@ -28,6 +28,15 @@ class Settings(BaseModel):
     api_url: str = "http://127.0.0.1:8000"
     api_key: str | None = None
     temporal_ui_url: str = "http://127.0.0.1:8233"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_from: str | None = None
+    twilio_api_base_url: str | None = None
+    sendgrid_api_key: str | None = None
+    sendgrid_from: str | None = None
+    sendgrid_unsubscribe_group_id: int | None = None
+    sendgrid_api_host: str = "https://api.sendgrid.com"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -50,6 +59,15 @@ class Settings(BaseModel):
             "api_url": "JOURNEYS_API_URL",
             "api_key": "JOURNEYS_API_KEY",
             "temporal_ui_url": "JOURNEYS_TEMPORAL_UI",
+            "twilio_account_sid": "TWILIO_ACCOUNT_SID",
+            "twilio_auth_token": "TWILIO_AUTH_TOKEN",
+            "twilio_messaging_service_sid": "TWILIO_MESSAGING_SERVICE_SID",
+            "twilio_from": "TWILIO_FROM",
+            "twilio_api_base_url": "TWILIO_API_BASE_URL",
+            "sendgrid_api_key": "SENDGRID_API_KEY",
+            "sendgrid_from": "SENDGRID_FROM",
+            "sendgrid_unsubscribe_group_id": "SENDGRID_UNSUBSCRIBE_GROUP_ID",
+            "sendgrid_api_host": "SENDGRID_API_HOST",
         }
         values: dict = {field: env[var] for field, var in names.items() if env.get(var)}
         if env.get("JOURNEYS_API_KEYS"):

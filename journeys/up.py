@@ -14,6 +14,7 @@ import signal
 import socket
 from pathlib import Path
 
+from channels import build_channels, describe_channels
 from journeys.config import Settings
 from journeys.temporal import binary
 from workflows.models import SEARCH_ATTRIBUTES
@@ -71,6 +72,7 @@ async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:
         print(f"Temporal      127.0.0.1:{port} (state in {data_dir / 'temporal.db'})", flush=True)
         print(f"Temporal UI   http://127.0.0.1:{ui_port}", flush=True)
         print(f"Store         {settings.database_url}", flush=True)
+        print(f"Channels      {describe_channels(build_channels(settings.outbox_path, settings))}", flush=True)
         print(f"Outbox        {settings.outbox_path}", flush=True)
         api = api_server(settings, embedded=True)
         serving = asyncio.create_task(api.serve())

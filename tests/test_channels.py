@@ -206,3 +206,24 @@ def test_rate_limit_sets_temporals_next_retry_delay(provider, store):
     assert 15 <= raised.value.next_retry_delay.total_seconds() <= 21
     retried = ActivityEnvironment().run(activities.send_message, request(when=NOON))
     assert retried.status == "sent" and len(provider.mail) == 1
+
+
+def test_configuration_picks_the_live_channels(tmp_path):
+    from channels import build_channels, describe_channels
+    from journeys.config import Settings
+
+    outbox_only = build_channels(tmp_path / "o.jsonl", Settings.from_env({}))
+    assert describe_channels(outbox_only) == "sms: outbox, email: outbox, webhook: outbox, outbox: outbox"
+    live = Settings.from_env(
+        {
+            "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+            "TWILIO_AUTH_TOKEN": "t",
+            "TWILIO_FROM": "+15005550006",
+            "SENDGRID_API_KEY": "SG.k",
+            "SENDGRID_FROM": "shop@example.com",
+            "SENDGRID_UNSUBSCRIBE_GROUP_ID": "42",
+        }
+    )
+    channels = build_channels(tmp_path / "o.jsonl", live)
+    assert describe_channels(channels) == "sms: twilio, email: sendgrid, webhook: outbox, outbox: outbox"
+    assert channels["email"].unsubscribe_group_id == 42
