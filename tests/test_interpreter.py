@@ -167,3 +167,40 @@ async def test_running_instances_keep_their_definition_version(custom, sqlite_st
         ("before", "【Journeys】nudge before"),
         ("after", "【Journeys】new wording after"),
     ]
+
+
+FIRST_BIG_ORDER = """\
+name: first_big_order
+category: transactional
+entry: {event: order.paid, key: customer, condition: "event.data.amount >= 500"}
+steps:
+  - send: {template: vip}
+"""
+
+
+async def test_entry_condition_is_checked_before_an_instance_starts(custom, sqlite_store):
+    """A once-per-customer journey whose condition fails on the first event still starts on a later
+    one that meets it: a failed condition uses up nothing."""
+    definitions = custom(FIRST_BIG_ORDER)
+    records = await run(
+        definitions,
+        sqlite_store,
+        [
+            event("order.paid", "2026-02-02 10:00+08:00", order="small", amount=80),
+            event("order.paid", "2026-02-03 10:00+08:00", order="big", amount=800),
+            event("order.paid", "2026-02-04 10:00+08:00", order="bigger", amount=900),  # once: no second
+        ],
+        until="2026-02-05 00:00+08:00",
+    )
+    assert [(r["order_id"], r["at"]) for r in records] == [("big", "2026-02-03T02:00:00Z")]
+
+
+async def test_removing_a_birthday_cancels_the_greeting(definitions, sqlite_store):
+    begin = at("2026-03-01 12:00+08:00")
+    async with Simulation(definitions, sqlite_store, begin) as sim:
+        await sim.create_customer(customer(birthday="1990-06-10"), begin)
+        gone = customer(birthday=None).model_dump(mode="json", exclude={"customer_id"})
+        results = await sim.emit(event("customer.updated", "2026-04-01 12:00+08:00", **gone))
+        assert [(r.dispatch.journey, r.outcome) for r in results] == [("birthday_greeting", "signalled")]
+        await sim.advance_to(at("2026-07-01 00:00+08:00"))
+        assert sim.records() == []

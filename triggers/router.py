@@ -20,6 +20,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from definitions.expressions import ExpressionError, build_context, evaluate, zone
 from definitions.loader import Definitions
 from definitions.schema import JourneySnapshot, WaitForStep, walk_steps
 from journeys.models import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
@@ -58,7 +59,8 @@ class DispatchResult:
     dispatch: Dispatch
     #: started: signal-with-start (a running instance just gets the signal); already_ran: a 'once'
     #: journey whose instance for this key has ended; not_running: nothing to signal.
-    outcome: Literal["started", "signalled", "already_ran", "not_running"]
+    #: condition_false: the entry condition does not hold, nothing started.
+    outcome: Literal["started", "signalled", "already_ran", "not_running", "condition_false"]
 
 
 def listened_events(snapshot: JourneySnapshot) -> set[str]:
@@ -106,11 +108,41 @@ class Router:
         every instance it concerns (concurrently: they are different workflows)."""
         dispatches = plan(event, self.definitions)
         customer = await asyncio.to_thread(self._prepare, event, any(d.action == "start" for d in dispatches))
-        outcomes = await asyncio.gather(
-            *(self._start(d, event, customer) if d.action == "start" else self._signal(d, event) for d in dispatches)
-        )
+        outcomes = await asyncio.gather(*(self._dispatch(d, event, customer) for d in dispatches))
         await asyncio.to_thread(self._mark_dispatched, event)
         return [DispatchResult(d, outcome) for d, outcome in zip(dispatches, outcomes, strict=True)]
+
+    async def _dispatch(self, dispatch: Dispatch, event: Event, customer: Customer | None):
+        if dispatch.action == "signal":
+            return await self._signal(dispatch, event)
+        if self._entry_condition_holds(dispatch, event, customer):
+            return await self._start(dispatch, event, customer)
+        if self.definitions[dispatch.journey].definition.entry.reentry == "restart":
+            # A running instance still hears it: it starts over, finds the condition false and ends
+            # (a customer whose birthday was removed gets no greeting for the old date).
+            outcome = await self._signal(dispatch, event)
+            return "condition_false" if outcome == "not_running" else outcome
+        return "condition_false"
+
+    def _entry_condition_holds(self, dispatch: Dispatch, event: Event, customer: Customer | None) -> bool:
+        """The definition's entry condition at the event's time. A condition that fails to evaluate
+        counts as true: the instance starts and ends with the error on record."""
+        source = self.definitions[dispatch.journey].definition.entry.condition
+        if not source:
+            return True
+        tz = zone(customer.timezone if customer else None)
+        context = build_context(
+            tz=tz,
+            now=event.occurred_at,
+            event=event.model_dump(mode="json"),
+            order={**event.data, "order_id": event.order_id},
+            customer=customer.model_dump(mode="json") if customer else {},
+        )
+        try:
+            return bool(evaluate(source, context))
+        except ExpressionError as err:
+            log.warning("entry condition of %s failed for event %s: %s", dispatch.journey, event.event_id, err)
+            return True
 
     def _prepare(self, event: Event, starts: bool) -> Customer | None:
         with self.store.transaction() as session:
