@@ -64,12 +64,18 @@ async def ensure_search_attributes(client: Client) -> None:
                 raise
             missing = wanted
         if missing:
-            await client.operator_service.add_search_attributes(
-                AddSearchAttributesRequest(
-                    namespace=client.namespace,
-                    search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in sorted(missing)},
+            try:
+                await client.operator_service.add_search_attributes(
+                    AddSearchAttributesRequest(
+                        namespace=client.namespace,
+                        search_attributes={
+                            name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in sorted(missing)
+                        },
+                    )
                 )
-            )
+            except RPCError as err:
+                if err.status != RPCStatusCode.ALREADY_EXISTS:  # registered before: what we wanted
+                    raise
     except RPCError as err:  # e.g. Temporal Cloud: attributes are added in its console, not by API
         log.warning(
             "could not check or register search attributes %s (%s); register them on the namespace", wanted, err
