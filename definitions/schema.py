@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -228,6 +229,12 @@ class Journey(_Strict):
     def _durations_parse(self) -> Journey:
         parse_duration(self.conversion_window)
         return self
+
+    @cached_property
+    def listened_events(self) -> frozenset[str]:
+        """The non-entry event types a running instance reacts to: exits and awaited events."""
+        waits = {step.wait_for.event for _, step in walk_steps(self.steps) if isinstance(step, WaitForStep)}
+        return frozenset(self.exit_on) | waits
 
 
 class EmailTemplate(_Strict):

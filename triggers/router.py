@@ -22,7 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from definitions.expressions import ExpressionError, build_context, evaluate, zone
 from definitions.loader import Definitions
-from definitions.schema import JourneySnapshot, WaitForStep, walk_steps
+from definitions.schema import JourneySnapshot
 from journeys.models import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
 from journeys.temporal import ensure_search_attributes
 from store import queries
@@ -63,13 +63,6 @@ class DispatchResult:
     outcome: Literal["started", "signalled", "already_ran", "not_running", "condition_false"]
 
 
-def listened_events(snapshot: JourneySnapshot) -> set[str]:
-    """The non-entry event types a running instance of this journey reacts to."""
-    definition = snapshot.definition
-    waits = {step.wait_for.event for _, step in walk_steps(definition.steps) if isinstance(step, WaitForStep)}
-    return set(definition.exit_on) | waits
-
-
 def plan(event: Event, definitions: Definitions) -> list[Dispatch]:
     """What this event means for each journey, without touching Temporal."""
     out = []
@@ -81,7 +74,7 @@ def plan(event: Event, definitions: Definitions) -> list[Dispatch]:
         wid = workflow_id(definition.name, key)
         if event.type in definition.entry.events:
             out.append(Dispatch("start", definition.name, wid, key))
-        elif event.type in listened_events(snapshot):
+        elif event.type in definition.listened_events:
             out.append(Dispatch("signal", definition.name, wid, key))
     return out
 
@@ -160,7 +153,7 @@ class Router:
                 session,
                 key_field=snapshot.definition.entry.key,
                 key=key,
-                types=sorted(listened_events(snapshot)),
+                types=sorted(snapshot.definition.listened_events),
                 since=event.occurred_at,
                 exclude_id=event.event_id,
             )
