@@ -76,6 +76,8 @@ class JourneyWorkflow:
         self.wake: datetime | None = None
         self.sends: dict[str, str] = {}
         self.customer: Customer | None = None
+        self.tz = zone(DEFAULT_TIMEZONE)  # the customer's, once loaded
+        self.vars: dict[str, Any] = {}  # the definition's vars, once evaluated
         for event in input.prior_events:
             self.on_event(event)
 
@@ -138,7 +140,6 @@ class JourneyWorkflow:
             condition = self.definition.entry.condition
             if condition and not evaluate(condition, self._context()):
                 raise _Exited("entry condition false")
-            self.vars: dict[str, Any] = {}
             for name, source in self.definition.vars.items():
                 self.vars[name] = evaluate(source, self._context())
             await self._run_steps(self.definition.steps)
@@ -308,10 +309,10 @@ class JourneyWorkflow:
 
     def _context(self) -> dict[str, Any]:
         return build_context(
-            tz=getattr(self, "tz", None) or zone(DEFAULT_TIMEZONE),
+            tz=self.tz,
             now=self.now(),
             event=self.input.entry_event.model_dump(mode="json"),
             order=self.order,
             customer=self.customer.model_dump(mode="json") if self.customer else {},
-            vars=getattr(self, "vars", {}),
+            vars=self.vars,
         )
