@@ -27,7 +27,7 @@ from activities.journey import JourneyActivities
 from channels import build_channels
 from definitions.loader import Definitions
 from journeys.models import Customer, Event
-from journeys.temporal import binary, ensure_search_attributes
+from journeys.temporal import binary
 from store import queries
 from store.db import Store
 from store.models import MessageRow
@@ -127,7 +127,6 @@ class Simulation:
             test_server_existing_path=binary("temporal-test-server"),
         )
         try:
-            await ensure_search_attributes(self.env.client)
             self.offset = (await self.env.get_current_time()) - self.begin
             self.router = Router(self.env.client, self.definitions, self.store, TASK_QUEUE, clock_offset=self.offset)
             activities = JourneyActivities(self.store, build_channels(None), self.shop_name)
