@@ -138,15 +138,18 @@ def mark_dispatched(session: Session, event_id: str, at: datetime) -> None:
         row.dispatched_at, row.attempts, row.last_error = at, row.attempts + 1, None
 
 
-def pending_events(session: Session, limit: int) -> list[Event]:
-    """Logged events not yet dispatched, oldest first (by when they occurred, then arrived)."""
-    rows = session.scalars(
-        select(EventRow)
-        .where(EventRow.dispatched_at.is_(None))
-        .order_by(EventRow.occurred_at, EventRow.received_at, EventRow.event_id)
-        .limit(limit)
+def customers_with_pending_events(session: Session, limit: int) -> list[str]:
+    """Customers whose events wait for dispatch, the longest-waiting first."""
+    oldest = func.min(EventRow.occurred_at)
+    return list(
+        session.scalars(
+            select(EventRow.customer_id)
+            .where(EventRow.dispatched_at.is_(None))
+            .group_by(EventRow.customer_id)
+            .order_by(oldest, EventRow.customer_id)
+            .limit(limit)
+        )
     )
-    return [_event_of(row) for row in rows]
 
 
 def count_pending(session: Session) -> int:

@@ -54,7 +54,7 @@ class Dispatcher:
         connect: Callable[[], Awaitable[Client]],
         task_queue: str,
         *,
-        batch: int = 500,
+        batch: int = 500,  # customers per pass
         concurrency: int = 32,
         max_backoff: float = 30.0,
     ):
@@ -90,18 +90,17 @@ class Dispatcher:
 
     async def dispatch_pending(self) -> tuple[int, bool]:
         """One pass over what is pending: how many were dispatched, and whether any had to wait."""
-        pending = await asyncio.to_thread(self._pending)
-        if not pending:
+        customers = await asyncio.to_thread(self._customers_waiting)
+        if not customers:
             return 0, False
         if self.router is None:
             self.router = Router(await self.connect(), self.definitions, self.store, self.task_queue)
-        customers = list(dict.fromkeys(event.customer_id for event in pending))
         results = await asyncio.gather(*(self._dispatch_customer(customer_id) for customer_id in customers))
         return sum(n for n, _ in results), any(blocked for _, blocked in results)
 
-    def _pending(self) -> list[Event]:
+    def _customers_waiting(self) -> list[str]:
         with self.store.transaction() as session:
-            return queries.pending_events(session, self.batch)
+            return queries.customers_with_pending_events(session, self.batch)
 
     async def _dispatch_customer(self, customer_id: str) -> tuple[int, bool]:
         """Dispatch one customer's pending events in order, under a lease so that no other
