@@ -142,8 +142,18 @@ class JourneyActivities:
                 f"{row.channel} send of {row.id} failed, will retry: {err}",
                 next_retry_delay=timedelta(seconds=err.retry_after) if err.retry_after else None,
             ) from err
-        self._finish(row.id, status="sent", provider_id=receipt.provider_id)
+        self._record_sent(row.id, receipt.provider_id)
         return SendOutcome(status="sent", channel=row.channel, message_id=row.id)
+
+    def _record_sent(self, message_id: str, provider_id: str) -> None:
+        """The provider took the message. Its status callback may have come first (delivered):
+        the status only moves forward."""
+        with self.store.transaction() as session:
+            row = session.get(MessageRow, message_id)
+            row.provider_id = provider_id
+            now = datetime.now(UTC)
+            if not queries.advance_status(row, "sent", now):
+                row.updated_at = now
 
     def _finish(self, message_id: str, **changes) -> None:
         with self.store.transaction() as session:

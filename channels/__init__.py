@@ -30,6 +30,9 @@ def build_channels(outbox_path: Path | None = None, settings: Settings | None = 
             messaging_service_sid=settings.twilio_messaging_service_sid,
             from_number=settings.twilio_from,
             api_base_url=settings.twilio_api_base_url,
+            status_callback_url=f"{settings.public_url.rstrip('/')}/webhooks/twilio/status"
+            if settings.public_url
+            else None,
         )
     if settings.sendgrid_api_key and settings.sendgrid_from:
         from channels.sendgrid_email import SendGridEmailChannel

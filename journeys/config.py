@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from triggers.webhooks import WebhookConfig
+
 
 class Settings(BaseModel):
     database_url: str = "sqlite:///.data/journeys.db"
@@ -37,6 +39,17 @@ class Settings(BaseModel):
     sendgrid_from: str | None = None
     sendgrid_unsubscribe_group_id: int | None = None
     sendgrid_api_host: str = "https://api.sendgrid.com"
+    sendgrid_webhook_public_key: str | None = None
+    public_url: str | None = None
+
+    def webhooks(self) -> WebhookConfig:
+        """How the API verifies provider webhooks."""
+        return WebhookConfig(
+            public_url=self.public_url,
+            twilio_auth_token=self.twilio_auth_token,
+            sendgrid_public_key=self.sendgrid_webhook_public_key,
+            max_body_bytes=self.api_max_body_bytes,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,6 +81,8 @@ class Settings(BaseModel):
             "sendgrid_from": "SENDGRID_FROM",
             "sendgrid_unsubscribe_group_id": "SENDGRID_UNSUBSCRIBE_GROUP_ID",
             "sendgrid_api_host": "SENDGRID_API_HOST",
+            "sendgrid_webhook_public_key": "SENDGRID_WEBHOOK_PUBLIC_KEY",
+            "public_url": "JOURNEYS_PUBLIC_URL",
         }
         values: dict = {field: env[var] for field, var in names.items() if env.get(var)}
         if env.get("JOURNEYS_API_KEYS"):

@@ -94,8 +94,10 @@ class MessageRow(Base):
     locale: Mapped[str | None] = mapped_column(String(10))
     subject: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str | None] = mapped_column(Text)
-    provider_id: Mapped[str | None] = mapped_column(String(120))
+    provider_id: Mapped[str | None] = mapped_column(String(120), index=True)
     error: Mapped[str | None] = mapped_column(Text)
+    segments: Mapped[int | None] = mapped_column(Integer)
+    delivered_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
 
 
@@ -109,6 +111,19 @@ class SuppressionRow(Base):
     scope: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str] = mapped_column(String(60))
     created_at: Mapped[datetime]
+
+
+class ProviderEventRow(Base):
+    """A provider webhook event already applied, by the provider's own id for it (SendGrid's
+    `sg_event_id`, Twilio's idempotency token): a delivery of it again is dropped."""
+
+    __tablename__ = "provider_events"
+
+    provider: Mapped[str] = mapped_column(String(20), primary_key=True)
+    event_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    message_id: Mapped[str | None] = mapped_column(String(36))
+    received_at: Mapped[datetime]
 
 
 class DispatchLeaseRow(Base):

@@ -10,10 +10,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from journeys.models import Customer, Event
-from store.models import CustomerRow, DispatchLeaseRow, EventRow, MessageRow, SuppressionRow
+from store.models import CustomerRow, DispatchLeaseRow, EventRow, MessageRow, ProviderEventRow, SuppressionRow
 
 #: Statuses of a message that reached, or is reaching, the customer: these count toward the cap.
-COUNTED_STATUSES = ("sending", "sent", "delivered", "clicked")
+COUNTED_STATUSES = ("sending", "sent", "delivered", "opened", "clicked")
+
+#: How far along a message is. A provider status moves a message only to a higher rank, so a late
+#: `sent` never overwrites `delivered`, and a final status (delivered, failed) is never reopened.
+STATUS_RANK = {"sending": 0, "sent": 1, "delivered": 2, "undelivered": 2, "failed": 2, "opened": 3, "clicked": 4}
 
 
 def upsert_customer(session: Session, customer: Customer, at: datetime) -> None:
@@ -47,6 +51,56 @@ def add_suppression(session: Session, channel: str, address: str, scope: str, re
     row = session.get(SuppressionRow, (channel, address)) or SuppressionRow(channel=channel, address=address)
     row.scope, row.reason, row.created_at = scope, reason, at
     session.add(row)
+
+
+def remove_suppression(session: Session, channel: str, address: str) -> bool:
+    """Lift a suppression (an SMS START reply); False when there was none."""
+    row = session.get(SuppressionRow, (channel, address))
+    if row is None:
+        return False
+    session.delete(row)
+    return True
+
+
+def message_for_provider(session: Session, message_id: str | None, provider_id: str | None) -> MessageRow | None:
+    """The ledger row a provider callback is about: by our id where the callback carries it, else
+    by the provider's id for the message."""
+    if message_id:
+        row = session.get(MessageRow, message_id)
+        if row is not None:
+            return row
+    if provider_id:
+        return session.scalars(select(MessageRow).where(MessageRow.provider_id == provider_id)).first()
+    return None
+
+
+def advance_status(
+    row: MessageRow, status: str, at: datetime, *, reason: str | None = None, error: str | None = None
+) -> bool:
+    """Move a message forward to `status` (never back); False when the status is not news."""
+    if row.status not in STATUS_RANK or STATUS_RANK[status] <= STATUS_RANK[row.status]:
+        return False
+    row.status, row.updated_at = status, at
+    if status == "delivered":
+        row.delivered_at = at
+    if reason is not None:
+        row.reason = reason
+    if error is not None:
+        row.error = error[:2000]
+    return True
+
+
+def seen_provider_event(
+    session: Session, provider: str, key: str, kind: str, message_id: str | None, at: datetime
+) -> bool:
+    """Record a provider event by its id; True when it was recorded before (a duplicate delivery)."""
+    if session.get(ProviderEventRow, (provider, key[:200])) is not None:
+        return True
+    session.add(
+        ProviderEventRow(provider=provider, event_key=key[:200], kind=kind, message_id=message_id, received_at=at)
+    )
+    session.flush()
+    return False
 
 
 def counted_marketing_since(session: Session, customer_id: str, since: datetime) -> int:

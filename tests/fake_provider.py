@@ -1,8 +1,14 @@
 """A local stand-in for Twilio's Messages API and SendGrid's mail-send API, so the real SDKs can
-be tested here. Each recipient can be scripted to answer with an error, a rate limit, or slowly."""
+be tested here. Each recipient can be scripted to answer with an error, a rate limit, or slowly.
+
+It also plays the providers' side of the webhooks, signed exactly as they sign them: Twilio's
+status callbacks and inbound SMS (X-Twilio-Signature, HMAC-SHA1 of the URL and sorted form with
+the Auth Token), and SendGrid's Event Webhook (ECDSA P-256 over timestamp + body).
+"""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -11,7 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
+
+import httpx
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from twilio.request_validator import RequestValidator
+
+AUTH_TOKEN = "fake-twilio-auth-token"
 
 
 @dataclass
@@ -25,8 +38,39 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class FakeProvider:
+def twilio_signed(url: str, form: dict[str, str], auth_token: str = AUTH_TOKEN) -> dict[str, str]:
+    """The headers Twilio sends with a webhook to `url` carrying `form`."""
+    return {
+        "X-Twilio-Signature": RequestValidator(auth_token).compute_signature(url, form),
+        "Content-Type": "application/x-www-form-urlencoded",
+        "I-Twilio-Idempotency-Token": uuid.uuid4().hex,
+    }
+
+
+class SendGridSigner:
+    """SendGrid's Event Webhook signing key: `public_key` is what its settings page shows."""
+
     def __init__(self):
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        der = self._key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.public_key = base64.b64encode(der).decode()
+
+    def headers(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        signature = self._key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        return {
+            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
+            "Content-Type": "application/json",
+        }
+
+
+class FakeProvider:
+    def __init__(self, auth_token: str = AUTH_TOKEN):
+        self.auth_token = auth_token
+        self.signer = SendGridSigner()
         self.sms: list[dict] = []  # messages Twilio accepted
         self.mail: list[dict] = []  # requests SendGrid accepted
         self.posts = 0
@@ -46,6 +90,34 @@ class FakeProvider:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def status_callback(self, message: dict, status: str, error_code: str | None = None) -> httpx.Response:
+        """Twilio reporting a message's status to the StatusCallback URL it was sent with."""
+        form = {
+            "AccountSid": "AC" + "0" * 32,
+            "MessageSid": message["sid"],
+            "SmsSid": message["sid"],
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "To": message["to"],
+            "From": message["from"] or "+15005550006",
+            "ApiVersion": "2010-04-01",
+        }
+        if error_code:
+            form["ErrorCode"] = error_code
+        return self.twilio_webhook(message["status_callback"], form)
+
+    def twilio_webhook(self, url: str, form: dict[str, str], sign_url: str | None = None) -> httpx.Response:
+        """POST a form to `url` signed as Twilio signs it (for `sign_url`, where the public URL differs)."""
+        return httpx.post(url, content=urlencode(form), headers=twilio_signed(sign_url or url, form, self.auth_token))
+
+    def inbound_sms(self, url: str, sender: str, body: str, **extra: str) -> httpx.Response:
+        form = {"MessageSid": "SM" + uuid.uuid4().hex, "From": sender, "To": "+15005550006", "Body": body, **extra}
+        return self.twilio_webhook(url, form)
+
+    def sendgrid_events(self, url: str, events: list[dict]) -> httpx.Response:
+        body = json.dumps(events).encode()
+        return httpx.post(url, content=body, headers=self.signer.headers(body))
 
     def answer_for(self, recipient: str) -> Answer:
         with self._lock:

@@ -26,6 +26,7 @@ from journeys.models import Event
 from store import queries
 from store.db import Store
 from triggers.history import BadId, History, history
+from triggers.webhooks import WebhookConfig, webhook_routes
 
 MAX_BATCH = 1000
 
@@ -78,11 +79,13 @@ def create_app(
     api_keys: list[str] | None = None,
     max_body_bytes: int = 1_048_576,
     on_accepted: Callable[[], None] | None = None,
+    webhooks: WebhookConfig | None = None,
     lifespan=None,
 ) -> FastAPI:
     """The API over `store` (and Temporal, through `temporal`, for history and /journeys).
     `on_accepted` is called after new events are logged (the dispatcher's wake-up); with
-    `api_keys`, every request but the health checks needs `Authorization: Bearer`."""
+    `api_keys`, every request but the health checks and the provider webhooks (which carry the
+    providers' signatures instead) needs `Authorization: Bearer`."""
     app = FastAPI(
         title="Journeys event API",
         version="1",
@@ -284,6 +287,7 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi
+    app.include_router(webhook_routes(store, webhooks or WebhookConfig(max_body_bytes=max_body_bytes)))
     return app
 
 

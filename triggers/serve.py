@@ -65,6 +65,7 @@ def build_api(settings: Settings) -> FastAPI:
         api_keys=settings.api_keys,
         max_body_bytes=settings.api_max_body_bytes,
         on_accepted=dispatcher.wake.set,
+        webhooks=settings.webhooks(),
         lifespan=lifespan,
     )
 

@@ -1,0 +1,312 @@
+"""Provider webhooks on a real store (SQLite and PostgreSQL): signed exactly as Twilio and SendGrid
+sign them, they move messages forward and unsubscribe people; tampered, replayed and unsigned
+requests are refused and change nothing; the next send obeys an opt-out."""
+
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.journey import JourneyActivities
+from channels import build_channels
+from channels.sendgrid_email import SendGridEmailChannel
+from channels.twilio_sms import TwilioSmsChannel
+from store import queries
+from tests.fake_provider import AUTH_TOKEN, FakeProvider, SendGridSigner, twilio_signed
+from tests.helpers import customer
+from tests.test_policy import request, rows, save
+from triggers.api import create_app
+from triggers.webhooks import WebhookConfig
+
+PUBLIC = "https://journeys.example.com"
+PHONE = "+8613800000001"
+EMAIL = "wangfang@example.com"
+
+
+@pytest.fixture(scope="module")
+def signer():
+    return SendGridSigner()
+
+
+@pytest.fixture
+def provider():
+    with FakeProvider() as fake:
+        yield fake
+
+
+@pytest.fixture
+def api(store, signer):
+    config = WebhookConfig(public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN, sendgrid_public_key=signer.public_key)
+    app = create_app(store, webhooks=config, api_keys=["order-system-key"])
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://internal:8000")
+
+
+@pytest.fixture
+def send(store, provider, tmp_path):
+    """The real send activity with Twilio and SendGrid pointed at the fake provider."""
+    channels = build_channels(tmp_path / "outbox.jsonl")
+    channels["sms"] = TwilioSmsChannel(
+        "AC" + "0" * 32,
+        AUTH_TOKEN,
+        from_number="+15005550006",
+        status_callback_url=f"{PUBLIC}/webhooks/twilio/status",
+        api_base_url=provider.url,
+    )
+    channels["email"] = SendGridEmailChannel("SG.key", "shop@example.com", host=provider.url)
+    activities = JourneyActivities(store, channels, "小店")
+    env = ActivityEnvironment()
+    return lambda req: env.run(activities.send_message, req)
+
+
+async def twilio_post(api, path: str, form: dict[str, str], **header_changes) -> httpx.Response:
+    headers = {**twilio_signed(PUBLIC + path, form), **header_changes}
+    return await api.post(path, content=urlencode(form), headers=headers)
+
+
+async def status(api, message: dict, value: str, error_code: str | None = None, **headers) -> httpx.Response:
+    form = {"MessageSid": message["sid"], "MessageStatus": value, "To": message["to"], "From": "+15005550006"}
+    if error_code:
+        form["ErrorCode"] = error_code
+    path = message["status_callback"].removeprefix(PUBLIC)
+    return await twilio_post(api, path, form, **headers)
+
+
+async def sendgrid_post(api, signer, events: list[dict], timestamp: int | None = None) -> httpx.Response:
+    body = json.dumps(events).encode()
+    return await api.post("/webhooks/sendgrid/events", content=body, headers=signer.headers(body, timestamp))
+
+
+def by_step(store) -> dict:
+    return {row.step: row for row in rows(store)}
+
+
+# ------------------------------------------------------------------ Twilio status callbacks
+
+
+async def test_status_callbacks_move_an_sms_to_delivered(api, store, provider, send):
+    save(store, customer())
+    send(request())
+    [sms] = provider.sms
+    assert sms["status_callback"].startswith(f"{PUBLIC}/webhooks/twilio/status?message_id=")
+    for value in ("queued", "sent", "delivered"):
+        answer = await status(api, sms, value)
+        assert answer.status_code == 200
+    row = by_step(store)["remind"]
+    assert (row.status, row.provider_id) == ("delivered", sms["sid"])
+    assert row.delivered_at is not None
+
+
+async def test_a_late_sent_never_overwrites_delivered(api, store, provider, send):
+    save(store, customer())
+    send(request())
+    [sms] = provider.sms
+    await status(api, sms, "delivered")
+    late = await status(api, sms, "sent")
+    assert late.json() == {"applied": 0, "duplicates": 0, "ignored": 1}
+    assert by_step(store)["remind"].status == "delivered"
+
+
+async def test_a_repeated_callback_is_dropped(api, store, provider, send):
+    save(store, customer())
+    send(request())
+    [sms] = provider.sms
+    first = await status(api, sms, "delivered", **{"I-Twilio-Idempotency-Token": "tok-1"})
+    again = await status(api, sms, "delivered", **{"I-Twilio-Idempotency-Token": "tok-1"})
+    assert first.json() == {"applied": 1, "duplicates": 0, "ignored": 0}
+    assert again.json() == {"applied": 0, "duplicates": 1, "ignored": 0}
+
+
+async def test_undelivered_records_twilios_error_code(api, store, provider, send):
+    save(store, customer())
+    send(request())
+    [sms] = provider.sms
+    await status(api, sms, "undelivered", error_code="30003")
+    row = by_step(store)["remind"]
+    assert (row.status, row.reason, row.error) == ("undelivered", "undelivered", "Twilio 30003")
+    assert (await status(api, sms, "delivered")).json()["ignored"] == 1  # final: not reopened
+
+
+async def test_a_callback_that_arrives_before_the_send_returns_is_kept(api, store, provider, send):
+    """Twilio can call back before our worker records the send: `sent` must not overwrite it."""
+    save(store, customer())
+    send(request())
+    row = by_step(store)["remind"]
+    with store.transaction() as session:
+        queries.advance_status(session.get(type(row), row.id), "delivered", row.updated_at)
+    JourneyActivities(store, {}, "x")._record_sent(row.id, "SM-again")
+    assert by_step(store)["remind"].status == "delivered"
+
+
+# ------------------------------------------------------------------ signatures
+
+
+async def test_tampered_unsigned_and_misaddressed_twilio_requests_are_refused(api, store, provider, send):
+    save(store, customer())
+    send(request())
+    [sms] = provider.sms
+    path = sms["status_callback"].removeprefix(PUBLIC)
+    form = {"MessageSid": sms["sid"], "MessageStatus": "delivered"}
+    signed = twilio_signed(PUBLIC + path, form)
+    tampered = await api.post(path, content=urlencode({**form, "MessageStatus": "failed"}), headers=signed)
+    unsigned = await api.post(path, content=urlencode(form), headers={"Content-Type": signed["Content-Type"]})
+    other_url = await api.post(
+        path, content=urlencode(form), headers=twilio_signed("https://evil.example" + path, form)
+    )
+    wrong_token = await api.post(path, content=urlencode(form), headers=twilio_signed(PUBLIC + path, form, "guess"))
+    assert [a.status_code for a in (tampered, unsigned, other_url, wrong_token)] == [403, 403, 403, 403]
+    assert by_step(store)["remind"].status == "sent"
+
+
+async def test_webhooks_without_keys_refuse_everything(store, signer):
+    bare = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(store)), base_url="http://internal")
+    form = {"From": PHONE, "Body": "STOP"}
+    twilio = await bare.post(
+        "/webhooks/twilio/inbound",
+        content=urlencode(form),
+        headers=twilio_signed(PUBLIC + "/webhooks/twilio/inbound", form),
+    )
+    body = json.dumps([{"event": "bounce", "email": EMAIL, "sg_event_id": "e1"}]).encode()
+    sendgrid = await bare.post("/webhooks/sendgrid/events", content=body, headers=signer.headers(body))
+    assert (twilio.status_code, sendgrid.status_code) == (403, 403)
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "sms", PHONE) is None
+        assert queries.suppression_scope(session, "email", EMAIL) is None
+
+
+async def test_tampered_replayed_and_unsigned_sendgrid_events_are_refused(api, store, signer):
+    events = [{"event": "bounce", "email": EMAIL, "sg_event_id": "e1", "timestamp": int(time.time())}]
+    body = json.dumps(events).encode()
+    headers = signer.headers(body)
+    tampered = await api.post("/webhooks/sendgrid/events", content=body.replace(b"e1", b"e2"), headers=headers)
+    stale = await sendgrid_post(api, signer, events, timestamp=int(time.time()) - 301)
+    unsigned = await api.post("/webhooks/sendgrid/events", content=body, headers={"Content-Type": "application/json"})
+    other_key = SendGridSigner()
+    forged = await api.post("/webhooks/sendgrid/events", content=body, headers=other_key.headers(body))
+    assert [a.status_code for a in (tampered, stale, unsigned, forged)] == [403, 403, 403, 403]
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "email", EMAIL) is None
+    # The same request again within the five minutes is applied once.
+    first = await api.post("/webhooks/sendgrid/events", content=body, headers=headers)
+    replay = await api.post("/webhooks/sendgrid/events", content=body, headers=headers)
+    assert first.json()["applied"] == 1 and replay.json() == {"applied": 0, "duplicates": 1, "ignored": 0}
+
+
+# ------------------------------------------------------------------ inbound SMS: STOP and START
+
+
+@pytest.mark.parametrize("reply", ["STOP", "stop", " Unsubscribe ", "T", "td", "退订", "Quit.", "END", "cancel"])
+async def test_a_stop_reply_blocks_the_next_sms(api, store, provider, send, reply):
+    save(store, customer())
+    answer = await twilio_post(api, "/webhooks/twilio/inbound", {"MessageSid": "SM1", "From": PHONE, "Body": reply})
+    assert answer.status_code == 200 and "<Response>" in answer.text
+    outcome = send(request())
+    assert (outcome.status, outcome.channel) == ("sent", "email")  # SMS blocked: the fallback
+    assert provider.sms == [] and len(provider.mail) == 1
+
+
+async def test_start_subscribes_again_and_chatter_changes_nothing(api, store, provider, send):
+    save(store, customer())
+    await twilio_post(api, "/webhooks/twilio/inbound", {"MessageSid": "SM1", "From": PHONE, "Body": "STOP"})
+    await twilio_post(
+        api, "/webhooks/twilio/inbound", {"MessageSid": "SM2", "From": PHONE, "Body": "when does it ship?"}
+    )
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "sms", PHONE) == "all"
+    await twilio_post(api, "/webhooks/twilio/inbound", {"MessageSid": "SM3", "From": PHONE, "Body": "UNSTOP"})
+    assert send(request()).channel == "sms"
+
+
+async def test_twilio_opt_out_type_wins_over_the_words(api, store):
+    """With Advanced Opt-Out, Twilio classifies the reply itself (custom keywords included)."""
+    await twilio_post(
+        api,
+        "/webhooks/twilio/inbound",
+        {"MessageSid": "SM1", "From": PHONE, "Body": "不要再发了", "OptOutType": "STOP"},
+    )
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "sms", PHONE) == "all"
+    await twilio_post(
+        api, "/webhooks/twilio/inbound", {"MessageSid": "SM2", "From": PHONE, "Body": "STOP", "OptOutType": "HELP"}
+    )
+    await twilio_post(
+        api, "/webhooks/twilio/inbound", {"MessageSid": "SM3", "From": PHONE, "Body": "好的", "OptOutType": "START"}
+    )
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "sms", PHONE) is None
+
+
+# ------------------------------------------------------------------ SendGrid events
+
+
+def sg_event(kind: str, row, event_id: str, **extra) -> dict:
+    return {
+        "event": kind,
+        "email": row.address,
+        "timestamp": int(time.time()),
+        "sg_event_id": event_id,
+        "sg_message_id": f"{row.provider_id}.filter0001",
+        "message_id": row.id,
+        **extra,
+    }
+
+
+async def test_sendgrid_events_move_an_email_forward(api, store, provider, send, signer):
+    save(store, customer(phone=None))
+    send(request())
+    row = by_step(store)["remind"]
+    assert (row.channel, row.status) == ("email", "sent")
+    answer = await sendgrid_post(
+        api, signer, [sg_event("processed", row, "e0"), sg_event("delivered", row, "e1"), sg_event("open", row, "e2")]
+    )
+    assert answer.json() == {"applied": 2, "duplicates": 0, "ignored": 1}
+    assert by_step(store)["remind"].status == "opened"
+    await sendgrid_post(api, signer, [sg_event("click", row, "e3", url="https://shop.example.com")])
+    await sendgrid_post(api, signer, [sg_event("delivered", row, "e4")])  # late: ignored
+    assert by_step(store)["remind"].status == "clicked"
+
+
+async def test_an_event_without_our_id_is_found_by_sendgrids_message_id(api, store, provider, send, signer):
+    save(store, customer(phone=None))
+    send(request())
+    row = by_step(store)["remind"]
+    event = sg_event("delivered", row, "e1")
+    del event["message_id"]
+    await sendgrid_post(api, signer, [event])
+    assert by_step(store)["remind"].status == "delivered"
+
+
+async def test_a_hard_bounce_suppresses_the_next_email(api, store, provider, send, signer):
+    save(store, customer(phone=None))
+    send(request(step="first"))
+    row = by_step(store)["first"]
+    await sendgrid_post(
+        api, signer, [sg_event("bounce", row, "e1", type="bounce", status="5.1.1", reason="no such user")]
+    )
+    bounced = by_step(store)["first"]
+    assert (bounced.status, bounced.reason, bounced.error) == ("undelivered", "bounced", "5.1.1 no such user")
+    outcome = send(request(step="second"))
+    assert (outcome.status, outcome.reason) == ("skipped", "unsubscribed")
+    assert len(provider.mail) == 1
+
+
+async def test_a_soft_bounce_does_not_suppress(api, store, provider, send, signer):
+    save(store, customer(phone=None))
+    send(request(step="first"))
+    row = by_step(store)["first"]
+    await sendgrid_post(api, signer, [sg_event("bounce", row, "e1", type="blocked", reason="mailbox full")])
+    assert send(request(step="second")).status == "sent"
+
+
+@pytest.mark.parametrize("kind", ["unsubscribe", "group_unsubscribe", "spamreport"])
+async def test_an_email_unsubscribe_blocks_marketing_email_only(api, store, provider, send, signer, kind):
+    save(store, customer(phone=None))
+    send(request(step="first"))
+    row = by_step(store)["first"]
+    await sendgrid_post(api, signer, [sg_event(kind, row, "e1")])
+    assert send(request(step="offer", category="marketing")).reason == "unsubscribed"
+    assert send(request(step="shipped")).status == "sent"  # transactional mail still goes

@@ -1,0 +1,287 @@
+"""Provider webhooks: what Twilio and SendGrid tell us after a send.
+
+- `POST /webhooks/twilio/status`: a message's delivery status (StatusCallback).
+- `POST /webhooks/twilio/inbound`: an SMS reply; STOP and its kin unsubscribe the number, START
+  and UNSTOP subscribe it again (Twilio's `OptOutType` is honoured where Twilio sends it).
+- `POST /webhooks/sendgrid/events`: SendGrid's signed Event Webhook (delivered, open, click,
+  bounce, dropped, unsubscribe, group_unsubscribe, spamreport).
+
+Every request's signature is checked over the raw body before anything in it is read: Twilio's
+`X-Twilio-Signature` with the account's Auth Token and the public URL the request was made to,
+SendGrid's ECDSA signature with the Event Webhook's public key and a timestamp no older than five
+minutes. A bad, missing or uncheckable signature (no key configured) answers 403 and changes
+nothing. Statuses only move a message forward; an event delivered twice is applied once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from sendgrid.helpers.eventwebhook import EventWebhook
+from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
+from sqlalchemy.exc import IntegrityError
+from twilio.request_validator import RequestValidator
+
+from store import queries
+from store.db import Store
+
+log = logging.getLogger("journeys.webhooks")
+
+#: Replies that unsubscribe a number from SMS, and that subscribe it again (compared upper-case,
+#: trimmed, trailing punctuation dropped).
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "T", "TD", "退订", "退订回T"})
+START_WORDS = frozenset({"START", "UNSTOP"})
+
+#: Twilio message statuses as ledger statuses (the rest, such as queued or sending, say nothing new).
+TWILIO_STATUS = {
+    "sent": "sent",
+    "delivered": "delivered",
+    "undelivered": "undelivered",
+    "failed": "failed",
+    "canceled": "failed",
+    "read": "opened",
+}
+
+#: SendGrid events that move a message, and the ledger status they move it to.
+SENDGRID_STATUS = {"delivered": "delivered", "open": "opened", "click": "clicked", "dropped": "failed"}
+
+#: How old a SendGrid signature's timestamp may be, in seconds, before the request counts as a replay.
+MAX_SIGNATURE_AGE = 300
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+class WebhookConfig(BaseModel):
+    """What verifying provider webhooks needs; a webhook whose key is missing refuses every request."""
+
+    public_url: str | None = Field(default=None, description="The base URL providers call (JOURNEYS_PUBLIC_URL).")
+    twilio_auth_token: str | None = None
+    sendgrid_public_key: str | None = Field(default=None, description="SendGrid's Event Webhook verification key.")
+    max_body_bytes: int = 1_048_576
+
+
+class WebhookAnswer(BaseModel):
+    applied: int = Field(0, description="Events that changed a message or a subscription.")
+    duplicates: int = Field(0, description="Events already applied before: dropped.")
+    ignored: int = Field(0, description="Events that say nothing new (an earlier status, an unknown message).")
+
+
+def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float] = time.time) -> APIRouter:
+    router = APIRouter(prefix="/webhooks", tags=["provider webhooks"])
+    twilio = RequestValidator(config.twilio_auth_token) if config.twilio_auth_token else None
+    sendgrid = _sendgrid_verifier(config.sendgrid_public_key)
+    refused = {403: {"description": "Missing or bad signature, or no verification key configured."}}
+
+    async def raw_body(request: Request) -> bytes | None:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > config.max_body_bytes:
+                return None
+        return bytes(body)
+
+    def twilio_verified(request: Request, body: bytes) -> dict[str, list[str]] | None:
+        """The form Twilio posted, or None when its signature does not hold."""
+        signature = request.headers.get("x-twilio-signature")
+        if twilio is None or not config.public_url or not signature:
+            return None
+        url = config.public_url.rstrip("/") + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        try:
+            form = _Form(parse_qs(body.decode(), keep_blank_values=True, strict_parsing=False))
+        except UnicodeDecodeError:
+            return None
+        return form if twilio.validate(url, form, signature) else None
+
+    def forbidden(what: str) -> JSONResponse:
+        log.warning("refused a %s webhook: bad, missing or unverifiable signature", what)
+        return JSONResponse({"detail": f"{what} signature missing or invalid"}, status_code=403)
+
+    @router.post("/twilio/status", response_model=WebhookAnswer, responses=refused, summary="Twilio message status")
+    async def twilio_status(request: Request) -> Response:
+        body = await raw_body(request)
+        form = twilio_verified(request, body) if body is not None else None
+        if form is None:
+            return forbidden("Twilio")
+        sid, status = form.first("MessageSid"), form.first("MessageStatus") or form.first("SmsStatus")
+        key = request.headers.get("i-twilio-idempotency-token") or f"{sid}:{status}"
+        error_code = form.first("ErrorCode")
+        new_status = TWILIO_STATUS.get(status or "")
+
+        def apply(session) -> str:
+            row = queries.message_for_provider(session, request.query_params.get("message_id"), sid)
+            if queries.seen_provider_event(session, "twilio", key, f"status:{status}", row.id if row else None, _now()):
+                return "duplicates"
+            if row is None or new_status is None:
+                return "ignored"
+            error = f"Twilio {error_code}" if error_code and error_code != "0" else None
+            reason = status if new_status in ("undelivered", "failed") else None
+            changed = queries.advance_status(row, new_status, _now(), reason=reason, error=error)
+            return "applied" if changed else "ignored"
+
+        return _answer(await _apply(store, apply))
+
+    @router.post("/twilio/inbound", responses=refused, summary="Twilio inbound SMS (STOP, START)")
+    async def twilio_inbound(request: Request) -> Response:
+        body = await raw_body(request)
+        form = twilio_verified(request, body) if body is not None else None
+        if form is None:
+            return forbidden("Twilio")
+        number, text = form.first("From"), form.first("Body") or ""
+        action = _opt_action(form.first("OptOutType"), text)
+        if number and action:
+            key = form.first("MessageSid") or f"{number}:{text}:{time.time_ns()}"
+
+            def apply(session) -> str:
+                if queries.seen_provider_event(session, "twilio", key, f"inbound:{action}", None, _now()):
+                    return "duplicates"
+                if action == "stop":
+                    queries.add_suppression(session, "sms", number, "all", f"replied {text.strip()[:40]!r}", _now())
+                else:
+                    queries.remove_suppression(session, "sms", number)
+                return "applied"
+
+            outcome = await _apply(store, apply)
+            log.info("SMS %s from %s (%s)", action, number, outcome)
+        return Response(EMPTY_TWIML, media_type="text/xml")
+
+    @router.post("/sendgrid/events", response_model=WebhookAnswer, responses=refused, summary="SendGrid Event Webhook")
+    async def sendgrid_events(request: Request) -> Response:
+        body = await raw_body(request)
+        signature = request.headers.get(EventWebhookHeader.SIGNATURE)
+        timestamp = request.headers.get(EventWebhookHeader.TIMESTAMP)
+        if body is None or sendgrid is None or not signature or not timestamp or not timestamp.isdigit():
+            return forbidden("SendGrid")
+        if abs(now() - int(timestamp)) > MAX_SIGNATURE_AGE:
+            return forbidden("SendGrid (timestamp too old)")
+        try:
+            valid = sendgrid.verify_signature(body.decode(), signature, timestamp)
+        except (UnicodeDecodeError, binascii.Error, ValueError):
+            valid = False
+        if not valid:
+            return forbidden("SendGrid")
+        try:
+            events = json.loads(body)
+        except json.JSONDecodeError as err:
+            return JSONResponse({"detail": f"the body is not JSON: {err}"}, status_code=422)
+        if not isinstance(events, list):
+            return JSONResponse({"detail": "SendGrid posts an array of events"}, status_code=422)
+
+        def apply(session) -> WebhookAnswer:
+            answer = WebhookAnswer()
+            for event in events:
+                outcome = _sendgrid_event(session, event) if isinstance(event, dict) else "ignored"
+                setattr(answer, outcome, getattr(answer, outcome) + 1)
+            return answer
+
+        answer = await asyncio.to_thread(_in_transaction, store, apply)
+        return JSONResponse(answer.model_dump())
+
+    return router
+
+
+def _sendgrid_event(session, event: dict) -> str:
+    kind = str(event.get("event") or "")
+    key = str(event.get("sg_event_id") or "")
+    provider_id = str(event.get("sg_message_id") or "").split(".", 1)[0] or None
+    row = queries.message_for_provider(session, event.get("message_id"), provider_id)
+    if key:
+        try:
+            with session.begin_nested():
+                duplicate = queries.seen_provider_event(session, "sendgrid", key, kind, row.id if row else None, _now())
+        except IntegrityError:  # the same event, applied by a concurrent delivery
+            duplicate = True
+        if duplicate:
+            return "duplicates"
+    address = str(event.get("email") or "").strip().lower() or (row.address if row else None)
+    at = _event_time(event)
+    if kind in ("unsubscribe", "group_unsubscribe", "spamreport") and address:
+        queries.add_suppression(session, "email", address, "marketing", f"sendgrid {kind}", at)
+        return "applied"
+    if kind == "group_resubscribe" and address:
+        return "applied" if queries.remove_suppression(session, "email", address) else "ignored"
+    if kind == "bounce":
+        hard = event.get("type", "bounce") != "blocked"  # "blocked" is a soft bounce: the address may work later
+        if hard and address:
+            queries.add_suppression(session, "email", address, "all", "sendgrid hard bounce", at)
+        error = f"{event.get('status') or ''} {event.get('reason') or ''}".strip() or None
+        moved = row is not None and queries.advance_status(
+            row, "undelivered", at, reason="bounced" if hard else "blocked", error=error
+        )
+        return "applied" if moved or hard else "ignored"
+    status = SENDGRID_STATUS.get(kind)
+    if row is None or status is None:
+        return "ignored"
+    reason = "dropped" if kind == "dropped" else None
+    return "applied" if queries.advance_status(row, status, at, reason=reason, error=event.get("reason")) else "ignored"
+
+
+class _Form(dict):
+    """A parsed form as Twilio's validator reads it (several values a name)."""
+
+    def getlist(self, name: str) -> list[str]:
+        return self.get(name, [])
+
+    def first(self, name: str) -> str | None:
+        values = self.get(name)
+        return values[0] if values else None
+
+
+def _opt_action(opt_out_type: str | None, text: str) -> str | None:
+    """'stop', 'start' or None for an inbound SMS; Twilio's own classification wins when given."""
+    if opt_out_type:
+        return {"STOP": "stop", "START": "start"}.get(opt_out_type.upper())
+    word = text.strip().rstrip(".!。！ ").upper()
+    if word in STOP_WORDS:
+        return "stop"
+    if word in START_WORDS:
+        return "start"
+    return None
+
+
+def _sendgrid_verifier(public_key: str | None) -> EventWebhook | None:
+    if not public_key:
+        return None
+    try:
+        return EventWebhook(public_key.strip())
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"SENDGRID_WEBHOOK_PUBLIC_KEY is not a usable public key: {err}") from err
+
+
+def _event_time(event: dict) -> datetime:
+    stamp = event.get("timestamp")
+    if isinstance(stamp, int | float) and stamp > 0:
+        return datetime.fromtimestamp(stamp, UTC)
+    return _now()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _in_transaction(store: Store, work):
+    with store.transaction() as session:
+        return work(session)
+
+
+async def _apply(store: Store, work) -> str:
+    """Run `work` in a transaction; a concurrent delivery of the same event is a duplicate."""
+    try:
+        return await asyncio.to_thread(_in_transaction, store, work)
+    except IntegrityError:
+        return "duplicates"
+
+
+def _answer(outcome: str) -> JSONResponse:
+    answer = WebhookAnswer()
+    setattr(answer, outcome, 1)
+    return JSONResponse(answer.model_dump())
