@@ -28,10 +28,11 @@ from store.models import MessageRow
 class JourneyActivities:
     """Activities with their dependencies: the store, the channel adapters, the shop's name."""
 
-    def __init__(self, store: Store, channels: dict[str, Channel], shop_name: str):
+    def __init__(self, store: Store, channels: dict[str, Channel], shop_name: str, *, default_region: str = "CN"):
         self.store = store
         self.channels = channels
         self.shop_name = shop_name
+        self.default_region = default_region  # where national phone numbers are read
 
     @activity.defn(name="load_customer")
     def load_customer(self, customer_id: str) -> Customer | None:
@@ -63,8 +64,12 @@ class JourneyActivities:
         # so the frequency cap holds across journeys and workers.
         customer = queries.get_customer(session, req.customer_id, lock=True)
 
+        notes: list[str] = []  # unusable contacts passed over, recorded with the outcome
+
         def skip(reason: str, channel: str | None = None, address: str | None = None) -> SendOutcome:
-            session.add(_ledger_row(req, status="skipped", reason=reason, channel=channel, address=address))
+            row = _ledger_row(req, status="skipped", reason=reason, channel=channel, address=address)
+            row.error = "; ".join(notes) or None
+            session.add(row)
             return SendOutcome(status="skipped", reason=reason, channel=channel)
 
         if customer is None:
@@ -77,7 +82,9 @@ class JourneyActivities:
             req.fallback,
             req.category,
             lambda channel, address: queries.suppression_scope(session, channel, address),
+            self.default_region,
         )
+        notes.extend(choice.problems)
         if choice.channel is None:
             return skip(choice.skip_reason or "no_contact"), None
 
@@ -112,6 +119,7 @@ class JourneyActivities:
 
         row = _ledger_row(req, status="sending", reason=None, channel=choice.channel, address=choice.address)
         row.locale, row.subject, row.body = rendered.locale, rendered.subject, rendered.body
+        row.error = "; ".join(notes) or None  # e.g. why the fallback channel was used
         session.add(row)
         return None, row
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from activities.contacts import DEFAULT_REGION, UnusableContact, address_for
 from journeys.models import Customer
 
 FREQUENCY_CAP = 2
@@ -38,14 +39,7 @@ class ChannelChoice:
     channel: str | None
     address: str | None
     skip_reason: str | None = None
-
-
-def address_for(customer: Customer, channel: str) -> str | None:
-    if channel == "sms":
-        return customer.phone
-    if channel == "email":
-        return customer.email
-    return customer.customer_id  # webhook and outbox address the customer by id
+    problems: tuple[str, ...] = ()  # unusable contacts passed over (a bad phone number), for the record
 
 
 def choose_channel(
@@ -54,15 +48,22 @@ def choose_channel(
     fallback: str | None,
     category: str,
     suppression_scope: Callable[[str, str], str | None],
+    default_region: str = DEFAULT_REGION,
 ) -> ChannelChoice:
     """The step's channel, else its fallback. An SMS unsubscribe blocks every SMS; an email
-    unsubscribe blocks marketing email only. Nothing usable: `unsubscribed` if an address was
-    there but blocked, else `no_contact`."""
+    unsubscribe blocks marketing email only; an unusable address (not a valid mobile number or
+    email) counts as none. Nothing usable: `unsubscribed` if an address was there but blocked,
+    else `no_contact`."""
     blocked = False
+    problems: list[str] = []
     for candidate in (channel, fallback):
         if not candidate:
             continue
-        address = address_for(customer, candidate)
+        try:
+            address = address_for(customer, candidate, default_region)
+        except UnusableContact as err:
+            problems.append(str(err))
+            continue
         if not address:
             continue
         scope = suppression_scope(candidate, address)
@@ -71,5 +72,5 @@ def choose_channel(
         if scope == "all" or (scope == "marketing" and category == "marketing"):
             blocked = True
             continue
-        return ChannelChoice(candidate, address)
-    return ChannelChoice(None, None, "unsubscribed" if blocked else "no_contact")
+        return ChannelChoice(candidate, address, problems=tuple(problems))
+    return ChannelChoice(None, None, "unsubscribed" if blocked else "no_contact", tuple(problems))

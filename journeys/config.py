@@ -21,6 +21,7 @@ class Settings(BaseModel):
     temporal_tls_ca: Path | None = None
     task_queue: str = "journeys"
     shop_name: str = "Journeys"
+    default_region: str = "CN"
     definitions_dir: Path | None = None
     outbox_path: Path | None = Path(".data/outbox.jsonl")
     api_keys: list[str] = []
@@ -64,6 +65,7 @@ class Settings(BaseModel):
             "temporal_tls_ca": "TEMPORAL_TLS_CA",
             "task_queue": "JOURNEYS_TASK_QUEUE",
             "shop_name": "JOURNEYS_SHOP_NAME",
+            "default_region": "JOURNEYS_DEFAULT_REGION",
             "definitions_dir": "JOURNEYS_DEFINITIONS",
             "outbox_path": "JOURNEYS_OUTBOX",
             "api_host": "JOURNEYS_API_HOST",

@@ -74,6 +74,12 @@ class Customer(BaseModel):
     birthday: str | None = None
     timezone: str = DEFAULT_TIMEZONE
     locale: Locale = "zh-CN"
+    region: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z]{2}$",
+        description="ISO 3166 country the customer's phone number is read in when it has no +country code "
+        "(default: the locale's country, else JOURNEYS_DEFAULT_REGION).",
+    )
     tags: list[str] = Field(default_factory=list)
     unsubscribed: list[Literal["sms", "email"]] = Field(default_factory=list)
     blacklisted: bool = False

@@ -44,6 +44,7 @@ class CustomerRow(Base):
     birthday: Mapped[str | None] = mapped_column(String(10))
     timezone: Mapped[str] = mapped_column(String(64))
     locale: Mapped[str] = mapped_column(String(10))
+    region: Mapped[str | None] = mapped_column(String(2))
     tags: Mapped[list[str]] = mapped_column(default=list)
     unsubscribed: Mapped[list[str]] = mapped_column(default=list)
     blacklisted: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,5 +1,6 @@
 """Delivery status from provider webhooks: when a message was delivered, its SMS segment count,
-a look-up by provider id, and the provider events already applied (so a duplicate is dropped).
+a look-up by provider id, and the provider events already applied (so a duplicate is dropped);
+and the customer's region, for reading national phone numbers.
 
 Revision ID: 0003
 Revises: 0002
@@ -15,6 +16,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("customers") as batch:
+        batch.add_column(sa.Column("region", sa.String(2), nullable=True))
     with op.batch_alter_table("messages") as batch:
         batch.add_column(sa.Column("segments", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True))
@@ -35,3 +38,5 @@ def downgrade() -> None:
         batch.drop_index("ix_messages_provider_id")
         batch.drop_column("delivered_at")
         batch.drop_column("segments")
+    with op.batch_alter_table("customers") as batch:
+        batch.drop_column("region")
