@@ -32,7 +32,9 @@ ACTIVITY_THREADS = 16
 def build_worker(client: Client, settings: Settings, store: Store, executor: ThreadPoolExecutor) -> Worker:
     channels = build_channels(settings.outbox_path, settings)
     log.info("channels: %s", describe_channels(channels))
-    activities = JourneyActivities(store, channels, settings.shop_name, default_region=settings.default_region)
+    activities = JourneyActivities(
+        store, channels, settings.shop_name, default_region=settings.default_region, opt_out=settings.sms_opt_out
+    )
     return Worker(
         client,
         task_queue=settings.task_queue,

@@ -28,11 +28,20 @@ from store.models import MessageRow
 class JourneyActivities:
     """Activities with their dependencies: the store, the channel adapters, the shop's name."""
 
-    def __init__(self, store: Store, channels: dict[str, Channel], shop_name: str, *, default_region: str = "CN"):
+    def __init__(
+        self,
+        store: Store,
+        channels: dict[str, Channel],
+        shop_name: str,
+        *,
+        default_region: str = "CN",
+        opt_out: dict[str, str] | None = None,
+    ):
         self.store = store
         self.channels = channels
         self.shop_name = shop_name
         self.default_region = default_region  # where national phone numbers are read
+        self.opt_out = opt_out or {}  # marketing SMS opt-out text per locale, over the defaults
 
     @activity.defn(name="load_customer")
     def load_customer(self, customer_id: str) -> Customer | None:
@@ -109,6 +118,7 @@ class JourneyActivities:
                 context={**req.context, "customer": customer.model_dump(mode="json")},
                 shop_name=self.shop_name,
                 marketing=req.category == "marketing",
+                opt_out=self.opt_out,
             )
         except TemplateRenderError as err:
             activity.logger.warning("template error in %s/%s: %s", req.journey, req.step, err)
@@ -119,6 +129,7 @@ class JourneyActivities:
 
         row = _ledger_row(req, status="sending", reason=None, channel=choice.channel, address=choice.address)
         row.locale, row.subject, row.body = rendered.locale, rendered.subject, rendered.body
+        row.segments = rendered.segments
         row.error = "; ".join(notes) or None  # e.g. why the fallback channel was used
         session.add(row)
         return None, row

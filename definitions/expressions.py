@@ -18,8 +18,11 @@ Everything here is deterministic (no clock, no I/O) so workflows may evaluate ex
 from __future__ import annotations
 
 import calendar
+import functools
 import re
-from collections.abc import Mapping
+import time as _time
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -38,18 +41,146 @@ class ExpressionError(ValueError):
     """An expression that does not parse, or that failed or gave the wrong kind of value."""
 
 
+#: Resource limits for marketers' code. Sizes and counts hold in workflows too (they are
+#: deterministic); the render time limit applies to templates, which render in activities.
+MAX_VALUE_CHARS = 100_000  # the longest string or list an operator may build
+MAX_ITERATIONS = 10_000  # range() items one evaluation or render may go through, nested loops included
+MAX_WIDTH = 1_000  # padding and wrapping widths (center, indent, wordwrap, format, ljust, ...)
+MAX_TEMPLATE_CHARS = 20_000  # the source of one template
+MAX_OUTPUT_CHARS = 100_000  # what one template may render
+RENDER_SECONDS = 1.0  # how long one template may take to render
+
+_WIDE = re.compile(r"\d{5,}")
+_PADDING_METHODS = {"ljust", "rjust", "center", "zfill", "expandtabs", "format", "format_map"}
+
+
+class _Budget:
+    """What one evaluation or render may still spend: loop iterations, and for templates time."""
+
+    def __init__(self, deadline: float | None = None):
+        self.left = MAX_ITERATIONS
+        self.deadline = deadline
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise SecurityError(f"more than {MAX_ITERATIONS} loop iterations")
+        if self.deadline is not None and self.left % 64 == 0 and _time.monotonic() > self.deadline:
+            raise SecurityError(f"rendering took longer than {RENDER_SECONDS} s")
+
+    def check_time(self) -> None:
+        if self.deadline is not None and _time.monotonic() > self.deadline:
+            raise SecurityError(f"rendering took longer than {RENDER_SECONDS} s")
+
+
+_budget: ContextVar[_Budget | None] = ContextVar("journeys_sandbox_budget", default=None)
+
+
+def _counted_range(*args: int) -> Iterator[int]:
+    items = range(*args)
+    if len(items) > MAX_ITERATIONS:
+        raise SecurityError(f"range of {len(items)} items is over the limit of {MAX_ITERATIONS}")
+    budget = _budget.get() or _Budget()
+    for item in items:
+        budget.spend()
+        yield item
+
+
+def _sized(value: Any) -> int | None:
+    return len(value) if isinstance(value, str | list | tuple) else None
+
+
+def _check_widths(name: str, args: tuple, kwargs: dict) -> None:
+    for arg in (*args, *kwargs.values()):
+        if isinstance(arg, int) and not isinstance(arg, bool) and arg > MAX_WIDTH:
+            raise SecurityError(f"{name} width {arg} is over the limit of {MAX_WIDTH}")
+        if name in ("format", "format_map") and isinstance(arg, str) and _WIDE.search(arg):
+            raise SecurityError(f"{name} width in {arg[:40]!r} is over the limit of {MAX_WIDTH}")
+
+
+def _width_checked(name: str, function):
+    """A filter that refuses huge widths before it allocates them (Jinja's markers kept)."""
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        _check_widths(name, args, kwargs)
+        return function(*args, **kwargs)
+
+    return checked
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """Jinja2's immutable sandbox, refusing unsafe attribute access loudly instead of yielding an
-    undefined value, so an escape attempt fails with a message naming it."""
+    undefined value, so an escape attempt fails with a message naming it; and refusing resource
+    abuse: string or list repetition past MAX_VALUE_CHARS, huge powers, huge paddings, loops past
+    MAX_ITERATIONS. Intercepting the operators also stops Jinja folding `'x' * 10**9` at parse time."""
+
+    intercepted_binops = frozenset({"*", "**", "+"})
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        self.globals["range"] = _counted_range
+        for name in ("center", "indent", "wordwrap", "format"):
+            self.filters[name] = _width_checked(name, self.filters[name])
 
     def unsafe_undefined(self, obj: Any, attribute: str):
         raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
+
+    def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                size = _sized(seq)
+                if size is not None and isinstance(times, int) and size * times > MAX_VALUE_CHARS:
+                    raise SecurityError(f"repetition to {size * times} items is over the limit of {MAX_VALUE_CHARS}")
+        elif operator == "**":
+            if isinstance(left, int) and isinstance(right, int) and max(left.bit_length(), 1) * right > 10_000:
+                raise SecurityError(f"{left} ** {right} is too large a number")
+        elif operator == "+":
+            sizes = _sized(left), _sized(right)
+            if None not in sizes and sum(sizes) > MAX_VALUE_CHARS:
+                raise SecurityError(f"joining to {sum(sizes)} items is over the limit of {MAX_VALUE_CHARS}")
+        return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any):
+        """`'{:>9}'.format(x)` in a template: the sandbox wraps str.format here; refuse huge widths."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        _check_widths(value.__name__, (value.__self__,), {})
+        return wrapped
+
+    def call(__self, __context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's signature)
+        if getattr(__obj, "__name__", None) in _PADDING_METHODS and isinstance(getattr(__obj, "__self__", None), str):
+            _check_widths(__obj.__name__, (__obj.__self__, *args), kwargs)
+        budget = _budget.get()
+        if budget is not None:
+            budget.check_time()
+        return super().call(__context, __obj, *args, **kwargs)
 
 
 # Conditions read free-form data: a missing field is falsy rather than an error.
 _CONDITIONS = _Sandbox(undefined=ChainableUndefined)
 TEMPLATES_TEXT = _Sandbox(undefined=StrictUndefined, autoescape=False)
 TEMPLATES_HTML = _Sandbox(undefined=StrictUndefined, autoescape=True)
+
+
+def render_limited(source: str, data: Mapping[str, Any], html: bool = False) -> str:
+    """Render a template under the limits: its size, its output, its loops and its time."""
+    if len(source) > MAX_TEMPLATE_CHARS:
+        raise SecurityError(f"the template is {len(source)} characters, over the limit of {MAX_TEMPLATE_CHARS}")
+    template = (TEMPLATES_HTML if html else TEMPLATES_TEXT).from_string(source)
+    token = _budget.set(_Budget(deadline=_time.monotonic() + RENDER_SECONDS))
+    try:
+        parts, size = [], 0
+        for chunk in template.generate(data):
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                raise SecurityError(f"the output is over the limit of {MAX_OUTPUT_CHARS} characters")
+            parts.append(chunk)
+            _budget.get().check_time()
+        return "".join(parts)
+    finally:
+        _budget.reset(token)
 
 
 @lru_cache(maxsize=1024)
@@ -67,7 +198,9 @@ def check_expression(source: str) -> str | None:
 
 
 def check_template(source: str, html: bool = False) -> str | None:
-    """The parse error of a template, or None when it parses."""
+    """The parse error of a template (or its size over the limit), or None when it parses."""
+    if len(source) > MAX_TEMPLATE_CHARS:
+        return f"the template is {len(source)} characters, over the limit of {MAX_TEMPLATE_CHARS}"
     try:
         (TEMPLATES_HTML if html else TEMPLATES_TEXT).parse(source)
     except TemplateSyntaxError as err:
@@ -148,12 +281,15 @@ def build_context(
 
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     """The value of an expression; any failure becomes an ExpressionError naming the expression."""
+    token = _budget.set(_Budget())
     try:
         return _compiled(source)(**context)
     except ExpressionError:
         raise
     except Exception as err:  # a marketer's expression can fail in any way; name it
         raise ExpressionError(f"expression {source!r} failed: {err}") from err
+    finally:
+        _budget.reset(token)
 
 
 def evaluate_time(source: str, context: Mapping[str, Any], tz: ZoneInfo) -> datetime:

@@ -14,9 +14,11 @@ from zoneinfo import ZoneInfo
 from jinja2 import pass_context
 from pydantic import BaseModel
 
-from definitions.expressions import TEMPLATES_HTML, TEMPLATES_TEXT, to_datetime
+from channels.segments import MAX_SMS_CHARS, sms_segments
+from definitions.expressions import TEMPLATES_HTML, TEMPLATES_TEXT, render_limited, to_datetime
 from definitions.schema import Template
 
+#: The opt-out text marketing SMS end with, per locale (JOURNEYS_SMS_OPT_OUT changes it).
 OPT_OUT_TEXT = {"zh-CN": "退订回T", "en": "Reply STOP to opt out"}
 
 
@@ -28,6 +30,8 @@ class RenderedMessage(BaseModel):
     locale: str
     subject: str | None = None
     body: str
+    encoding: str | None = None  # SMS: GSM-7 or UCS-2
+    segments: int | None = None  # SMS: the segments carriers bill
 
 
 @pass_context
@@ -68,6 +72,7 @@ def render_message(
     context: Mapping[str, Any],
     shop_name: str,
     marketing: bool,
+    opt_out: Mapping[str, str] | None = None,
 ) -> RenderedMessage:
     variants = _variants(template, channel)
     if not variants:
@@ -77,15 +82,22 @@ def render_message(
     try:
         if channel == "email":
             email = variants[chosen]
-            subject = TEMPLATES_TEXT.from_string(email.subject).render(data).strip()
-            body = TEMPLATES_HTML.from_string(email.body).render(data).strip()
+            subject = render_limited(email.subject, data).strip()
+            body = render_limited(email.body, data, html=True).strip()
             return RenderedMessage(locale=chosen, subject=subject, body=body)
-        text = TEMPLATES_TEXT.from_string(variants[chosen]).render(data).strip()
+        text = render_limited(variants[chosen], data).strip()
     except Exception as err:  # a template can fail in any way; name it and the cause
         raise TemplateRenderError(f"template {name!r} ({channel}, {chosen}) failed: {err}") from err
-    if channel == "sms":
-        signature = f"【{shop_name}】" if chosen == "zh-CN" else f"[{shop_name}] "
-        text = signature + text
-        if marketing:
-            text = f"{text} {OPT_OUT_TEXT.get(chosen, OPT_OUT_TEXT['en'])}"
-    return RenderedMessage(locale=chosen, body=text)
+    if channel != "sms":
+        return RenderedMessage(locale=chosen, body=text)
+    signature = f"【{shop_name}】" if chosen == "zh-CN" else f"[{shop_name}] "
+    text = signature + text
+    if marketing:
+        texts = {**OPT_OUT_TEXT, **(opt_out or {})}
+        text = f"{text} {texts.get(chosen, texts['en'])}".rstrip()
+    if len(text) > MAX_SMS_CHARS:
+        raise TemplateRenderError(
+            f"template {name!r} (sms, {chosen}) gave {len(text)} characters, over the SMS limit of {MAX_SMS_CHARS}"
+        )
+    segments = sms_segments(text)
+    return RenderedMessage(locale=chosen, body=text, encoding=segments.encoding, segments=segments.count)

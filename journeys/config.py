@@ -22,6 +22,7 @@ class Settings(BaseModel):
     task_queue: str = "journeys"
     shop_name: str = "Journeys"
     default_region: str = "CN"
+    sms_opt_out: dict[str, str] = {}
     definitions_dir: Path | None = None
     outbox_path: Path | None = Path(".data/outbox.jsonl")
     api_keys: list[str] = []
@@ -87,6 +88,9 @@ class Settings(BaseModel):
             "public_url": "JOURNEYS_PUBLIC_URL",
         }
         values: dict = {field: env[var] for field, var in names.items() if env.get(var)}
+        if env.get("JOURNEYS_SMS_OPT_OUT"):  # zh-CN=回T退订;en=Text STOP to opt out
+            pairs = (item.partition("=") for item in env["JOURNEYS_SMS_OPT_OUT"].split(";") if "=" in item)
+            values["sms_opt_out"] = {locale.strip(): text.strip() for locale, _, text in pairs}
         if env.get("JOURNEYS_API_KEYS"):
             values["api_keys"] = [key.strip() for key in env["JOURNEYS_API_KEYS"].split(",") if key.strip()]
         return cls.model_validate(values)
