@@ -34,6 +34,19 @@ async def _wait_for_port(port: int, process: asyncio.subprocess.Process, seconds
     raise RuntimeError(f"the Temporal dev server did not open port {port} in {seconds:.0f} s")
 
 
+def _webhooks_line(settings: Settings) -> str:
+    """Where providers should call back, or why they would be refused."""
+    if not settings.public_url:
+        return "refused (set JOURNEYS_PUBLIC_URL, the base URL providers call back)"
+    base = settings.public_url.rstrip("/")
+    parts = []
+    twilio = "" if settings.twilio_auth_token else " (refused: no TWILIO_AUTH_TOKEN)"
+    parts.append(f"{base}/webhooks/twilio/status and /webhooks/twilio/inbound{twilio}")
+    sendgrid = "" if settings.sendgrid_webhook_public_key else " (refused: no SENDGRID_WEBHOOK_PUBLIC_KEY)"
+    parts.append(f"{base}/webhooks/sendgrid/events{sendgrid}")
+    return "; ".join(parts)
+
+
 async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:
     from triggers.serve import api_server
     from worker import run_worker
@@ -74,6 +87,7 @@ async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:
         print(f"Store         {settings.database_url}", flush=True)
         print(f"Channels      {describe_channels(build_channels(settings.outbox_path, settings))}", flush=True)
         print(f"Outbox        {settings.outbox_path}", flush=True)
+        print(f"Webhooks      {_webhooks_line(settings)}", flush=True)
         api = api_server(settings, embedded=True)
         serving = asyncio.create_task(api.serve())
         print(f"Event API     http://{settings.api_host}:{api_port} (OpenAPI at /docs)", flush=True)

@@ -17,9 +17,13 @@ from tests.helpers import free_port
 JOURNEYS = str(Path(sys.executable).parent / "journeys")
 
 
-def start_up(tmp_path: Path, port: int, ui_port: int, api_port: int) -> tuple[subprocess.Popen, str]:
+def start_up(
+    tmp_path: Path, port: int, ui_port: int, api_port: int, env: dict | None = None
+) -> tuple[subprocess.Popen, str]:
     command = [JOURNEYS, "up", "--port", str(port), "--ui-port", str(ui_port), "--api-port", str(api_port)]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     lines = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -49,7 +49,10 @@ class MessageView(BaseModel):
     subject: str | None
     body: str | None
     provider_id: str | None
-    error: str | None
+    error: str | None = Field(default=None, description="The provider's error, or why a contact was passed over.")
+    segments: int | None = Field(default=None, description="SMS segments billed.")
+    delivered_at: datetime | None = None
+    updated_at: datetime | None = Field(default=None, description="When the status last changed.")
 
 
 class History(BaseModel):
@@ -130,7 +133,13 @@ def timeline(h: History) -> list[str]:
         lines.append(f"      {i.temporal_ui}")
     for m in h.messages:
         outcome = m.status + (f" ({m.reason})" if m.reason else "")
-        lines.append(f"  {m.at.isoformat()}  {m.journey}/{m.step}  {m.channel or '-'}  {outcome}")
+        if m.delivered_at:
+            outcome += f" at {m.delivered_at.isoformat()}"
+        to = f" to {m.address}" if m.address else ""
+        segments = f", {m.segments} segment{'s' if m.segments != 1 else ''}" if m.segments else ""
+        lines.append(f"  {m.at.isoformat()}  {m.journey}/{m.step}  {m.channel or '-'}{to}  {outcome}{segments}")
+        if m.error:
+            lines.append(f"      ! {m.error}")
         if m.body:
             lines.append(f"      {m.body[:120]}")
     return lines
