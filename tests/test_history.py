@@ -129,7 +129,7 @@ async def test_history_after_an_order_lifecycle(definitions, sqlite_store):
             assert printed.returncode == 0, printed.stderr
             assert "order o1: 6 journey instances, 2 messages" in printed.stdout
             assert "review_request:o1  running at wait, next wake-up" in printed.stdout
-            assert "delivered_care/delivered  sms  sent" in printed.stdout
+            assert "delivered_care/delivered  sms to +8613800000001  sent, 1 segment" in printed.stdout
         finally:
             stop.set()
             await asyncio.wait_for(asyncio.gather(*tasks), timeout=40)
