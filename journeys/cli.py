@@ -191,6 +191,43 @@ def history(
 
 
 @app.command()
+def preview(
+    journey: Annotated[str, typer.Argument(help="A journey name, e.g. payment_reminder")],
+    step: Annotated[str, typer.Argument(help="A send step id, e.g. first_reminder")],
+    customer: Annotated[str, typer.Option(help="A customer_id in the store")],
+    order: Annotated[str | None, typer.Option(help="An order_id: its data comes from the event log")] = None,
+    definitions: Annotated[Path | None, typer.Option(help="Default: ./definitions")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """A message exactly as a customer would get it on each channel, and the channel the policy would pick."""
+    from journeys.preview import PreviewError, describe
+    from journeys.preview import preview as build_preview
+    from store.db import Store
+
+    settings = Settings.from_env()
+    loaded = _definitions_or_exit(definitions or settings.definitions_dir)
+    store = Store(settings.database_url)
+    try:
+        found = build_preview(
+            loaded,
+            store,
+            journey=journey,
+            step=step,
+            customer_id=customer,
+            order_id=order,
+            shop_name=settings.shop_name,
+            default_region=settings.default_region,
+            opt_out=settings.sms_opt_out,
+        )
+    except PreviewError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    finally:
+        store.dispose()
+    typer.echo(found.model_dump_json(indent=2) if as_json else "\n".join(describe(found)))
+
+
+@app.command()
 def events(
     pending: Annotated[bool, typer.Option("--pending", help="Only events waiting for dispatch")] = False,
     limit: Annotated[int, typer.Option(help="At most this many")] = 50,

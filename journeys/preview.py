@@ -1,0 +1,202 @@
+"""`journeys preview JOURNEY STEP --customer C [--order O]`: a message exactly as that customer
+would get it, on each channel its template has, and the channel the contact policy would pick.
+
+The customer comes from the store; the order is what the event log knows of it (every event's
+data, oldest first, as a running journey gathers it); with no order logged, the entry event is
+made up from the order id alone. Nothing is sent and nothing is written.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from activities.policy import FREQUENCY_CAP, FREQUENCY_WINDOW, choose_channel
+from definitions.expressions import build_context, evaluate, zone
+from definitions.loader import Definitions
+from definitions.render import TemplateRenderError, has_variant, render_message
+from definitions.schema import SendStep, walk_steps
+from journeys.models import Event
+from store import queries
+from store.db import Store
+from store.models import EventRow
+
+
+class PreviewError(ValueError):
+    """A journey, step, customer or order that is not there; the message names it."""
+
+
+class ChannelPreview(BaseModel):
+    channel: str
+    locale: str | None = None
+    subject: str | None = None
+    body: str | None = None
+    encoding: str | None = None
+    segments: int | None = None
+    error: str | None = Field(default=None, description="Why this channel's text does not render.")
+
+
+class Preview(BaseModel):
+    journey: str
+    step: str
+    template: str
+    category: str
+    customer_id: str
+    order_id: str | None
+    policy: str = Field(description="What the contact policy would do now: the channel and address, or the skip.")
+    notes: list[str] = Field(default_factory=list)
+    channels: list[ChannelPreview]
+
+
+def _find_step(definitions: Definitions, journey: str, step: str) -> tuple[Any, Any]:
+    try:
+        snapshot = definitions[journey]
+    except KeyError:
+        names = ", ".join(s.definition.name for s in definitions)
+        raise PreviewError(f"no journey {journey!r} (there are: {names})") from None
+    sends = [s.send for _, s in walk_steps(snapshot.definition.steps) if isinstance(s, SendStep)]
+    for spec in sends:
+        if spec.step_id == step:
+            return snapshot, spec
+    known = ", ".join(spec.step_id for spec in sends) or "none"
+    raise PreviewError(f"journey {journey!r} has no send step {step!r} (its send steps: {known})")
+
+
+def preview(
+    definitions: Definitions,
+    store: Store,
+    *,
+    journey: str,
+    step: str,
+    customer_id: str,
+    order_id: str | None = None,
+    shop_name: str = "Journeys",
+    default_region: str = "CN",
+    opt_out: dict[str, str] | None = None,
+    now: datetime | None = None,
+) -> Preview:
+    snapshot, spec = _find_step(definitions, journey, step)
+    definition = snapshot.definition
+    now = now or datetime.now(UTC)
+    with store.transaction() as session:
+        customer = queries.get_customer(session, customer_id)
+        if customer is None:
+            raise PreviewError(f"no customer {customer_id!r} in the store (send a customer.created event first)")
+        order_events = (
+            list(session.query(EventRow).filter(EventRow.order_id == order_id).order_by(EventRow.occurred_at))
+            if order_id
+            else []
+        )
+        category = spec.category or definition.category
+        choice = choose_channel(
+            customer,
+            spec.channel,
+            spec.fallback,
+            category,
+            lambda channel, address: queries.suppression_scope(session, channel, address),
+            default_region,
+        )
+        recent = queries.counted_marketing_since(session, customer_id, now - FREQUENCY_WINDOW)
+
+    entry_types = set(definition.entry.events)
+    entry_rows = [row for row in order_events if row.type in entry_types] or order_events
+    entry = (
+        Event.model_validate(
+            {
+                c: getattr(entry_rows[-1], c)
+                for c in ("event_id", "type", "occurred_at", "customer_id", "order_id", "data")
+            }
+        )
+        if entry_rows
+        else Event(
+            event_id="preview",
+            type=definition.entry.events[0],
+            occurred_at=now,
+            customer_id=customer_id,
+            order_id=order_id or ("preview-order" if definition.entry.key == "order" else None),
+        )
+    )
+    order: dict[str, Any] = {"order_id": entry.order_id}
+    for row in order_events:
+        order.update(row.data or {})
+    tz = zone(customer.timezone)
+    context = build_context(
+        tz=tz, now=now, event=entry.model_dump(mode="json"), order=order, customer=customer.model_dump(mode="json")
+    )
+    notes = list(choice.problems)
+    variables: dict[str, Any] = {}
+    for name, source in definition.vars.items():
+        try:
+            variables[name] = evaluate(source, {**context, "vars": variables})
+        except Exception as err:  # shown, not raised: the preview is for finding such problems
+            notes.append(f"vars.{name}: {err}")
+    if order_id and not order_events:
+        notes.append(f"order {order_id!r} has no events in the log: only its id is known")
+
+    if customer.blacklisted:
+        policy = "skipped (blacklisted)"
+    elif choice.channel is None:
+        policy = f"skipped ({choice.skip_reason})"
+    else:
+        policy = f"{choice.channel} to {choice.address}"
+        if category == "marketing" and recent >= FREQUENCY_CAP:
+            policy = f"skipped (frequency_cap: {recent} marketing messages in the last 7 days)"
+    template = snapshot.templates[spec.template]
+    message_context = {"event": context["event"], "order": order, "vars": variables}
+    channels = []
+    for channel in ("sms", "email", "webhook"):
+        if not has_variant(template, channel) or (channel == "webhook" and not template.webhook):
+            continue
+        try:
+            rendered = render_message(
+                template,
+                name=spec.template,
+                channel=channel,
+                locale=customer.locale,
+                context={**message_context, "customer": customer.model_dump(mode="json")},
+                shop_name=shop_name,
+                marketing=category == "marketing",
+                opt_out=opt_out,
+            )
+        except TemplateRenderError as err:
+            channels.append(ChannelPreview(channel=channel, error=str(err)))
+            continue
+        channels.append(ChannelPreview(channel=channel, **rendered.model_dump()))
+    return Preview(
+        journey=journey,
+        step=step,
+        template=spec.template,
+        category=category,
+        customer_id=customer_id,
+        order_id=entry.order_id,
+        policy=policy,
+        notes=notes,
+        channels=channels,
+    )
+
+
+def describe(found: Preview) -> list[str]:
+    """The preview as lines a person reads."""
+    lines = [
+        f"{found.journey}/{found.step}  template {found.template}  ({found.category})",
+        f"customer {found.customer_id}" + (f", order {found.order_id}" if found.order_id else ""),
+        f"policy now: {found.policy}",
+    ]
+    lines += [f"note: {note}" for note in found.notes]
+    for channel in found.channels:
+        lines.append("")
+        if channel.error:
+            lines.append(f"[{channel.channel}] cannot render: {channel.error}")
+            continue
+        detail = f"{channel.locale}"
+        if channel.segments:
+            detail += f", {len(channel.body)} characters, {channel.encoding}, {channel.segments} segment" + (
+                "s" if channel.segments != 1 else ""
+            )
+        lines.append(f"[{channel.channel}] ({detail})")
+        if channel.subject is not None:
+            lines.append(f"Subject: {channel.subject}")
+        lines.append(channel.body or "")
+    return lines
