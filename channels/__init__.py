@@ -43,6 +43,10 @@ def build_channels(outbox_path: Path | None = None, settings: Settings | None = 
             unsubscribe_group_id=settings.sendgrid_unsubscribe_group_id,
             host=settings.sendgrid_api_host,
         )
+    if settings.webhook_url:
+        from channels.webhook import WebhookChannel
+
+        channels["webhook"] = WebhookChannel(settings.webhook_url, settings.webhook_secret or "")
     return channels
 
 

@@ -43,6 +43,8 @@ class Settings(BaseModel):
     sendgrid_api_host: str = "https://api.sendgrid.com"
     sendgrid_webhook_public_key: str | None = None
     public_url: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
 
     def webhooks(self) -> WebhookConfig:
         """How the API verifies provider webhooks."""
@@ -86,6 +88,8 @@ class Settings(BaseModel):
             "sendgrid_api_host": "SENDGRID_API_HOST",
             "sendgrid_webhook_public_key": "SENDGRID_WEBHOOK_PUBLIC_KEY",
             "public_url": "JOURNEYS_PUBLIC_URL",
+            "webhook_url": "JOURNEYS_WEBHOOK_URL",
+            "webhook_secret": "JOURNEYS_WEBHOOK_SECRET",
         }
         values: dict = {field: env[var] for field, var in names.items() if env.get(var)}
         if env.get("JOURNEYS_SMS_OPT_OUT"):  # zh-CN=回T退订;en=Text STOP to opt out

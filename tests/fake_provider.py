@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import threading
 import time
 import uuid
@@ -67,16 +68,24 @@ class SendGridSigner:
         }
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A client that gave up (a timeout test) is expected; anything else is printed."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class FakeProvider:
     def __init__(self, auth_token: str = AUTH_TOKEN):
         self.auth_token = auth_token
         self.signer = SendGridSigner()
         self.sms: list[dict] = []  # messages Twilio accepted
         self.mail: list[dict] = []  # requests SendGrid accepted
+        self.hooks: list[dict] = []  # webhook-channel requests accepted
         self.posts = 0
         self.script: dict[str, list[Answer]] = {}  # recipient → the next answers, in order
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -156,8 +165,22 @@ class FakeProvider:
                     self._twilio(dict((k, v[0]) for k, v in parse_qs(raw).items()))
                 elif self.path == "/v3/mail/send":
                     self._sendgrid(json.loads(raw))
+                elif self.path == "/hook":
+                    self._hook(raw)
                 else:
                     self._reply(404, {"message": "not found"})
+
+            def _hook(self, raw: str) -> None:
+                """A push or chat bridge taking webhook-channel messages."""
+                body = json.loads(raw)
+                answer = provider.answer_for(body["to"])
+                if answer.status >= 400:
+                    self._reply(answer.status, {"error": f"fake {answer.status}"}, answer.headers)
+                    return
+                with provider._lock:
+                    provider.hooks.append({"body": body, "raw": raw, "headers": dict(self.headers)})
+                time.sleep(answer.delay)
+                self._reply(200, {"id": "push-" + uuid.uuid4().hex[:8]})
 
             def _twilio(self, form: dict) -> None:
                 answer = provider.answer_for(form.get("To", ""))

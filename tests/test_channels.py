@@ -14,6 +14,7 @@ from activities.journey import JourneyActivities
 from channels.base import OutgoingMessage, PermanentChannelError, RetryableChannelError
 from channels.sendgrid_email import SendGridEmailChannel
 from channels.twilio_sms import TwilioSmsChannel
+from channels.webhook import WebhookChannel, verify_signature
 from store import queries
 from tests.fake_provider import Answer, FakeProvider
 from tests.helpers import customer, free_port
@@ -179,6 +180,47 @@ def test_sendgrid_outage_is_retried(provider):
         sendgrid(provider).send(message("email", EMAIL))
 
 
+# ------------------------------------------------------------------ signed webhook channel
+
+
+def hook(provider, timeout: float = 2.0) -> WebhookChannel:
+    return WebhookChannel(f"{provider.url}/hook", "hook-secret", timeout=timeout)
+
+
+def test_webhook_posts_signed_json(provider):
+    receipt = hook(provider).send(message("webhook", "c1", body="您的订单已发货"))
+    [sent] = provider.hooks
+    assert receipt.provider_id.startswith("push-")
+    assert (sent["body"]["to"], sent["body"]["body"], sent["body"]["message_id"]) == ("c1", "您的订单已发货", "m-1")
+    assert sent["headers"]["Idempotency-Key"] == "m-1"
+    signature = sent["headers"]["X-Journeys-Signature"]
+    assert verify_signature("hook-secret", signature, sent["raw"].encode())
+    assert not verify_signature("other-secret", signature, sent["raw"].encode())
+    assert not verify_signature("hook-secret", signature, sent["raw"].replace("c1", "c2").encode())
+    assert not verify_signature("hook-secret", signature, sent["raw"].encode(), now=time.time() + 301)
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [(400, False), (401, False), (404, False), (408, True), (429, True), (500, True), (503, True)],
+)
+def test_webhook_error_classes(provider, status, retryable):
+    provider.script["c1"] = [Answer(status=status, headers={"Retry-After": "7"})]
+    with pytest.raises(RetryableChannelError if retryable else PermanentChannelError) as raised:
+        hook(provider).send(message("webhook", "c1"))
+    assert raised.value.code == str(status)
+    if status == 429:
+        assert raised.value.retry_after == 7
+
+
+def test_webhook_timeout_and_unreachable_are_retried(provider):
+    provider.script["c1"] = [Answer(delay=1.0)]
+    with pytest.raises(RetryableChannelError, match="did not answer in time"):
+        hook(provider, timeout=0.3).send(message("webhook", "c1"))
+    with pytest.raises(RetryableChannelError, match="cannot reach"):
+        WebhookChannel(f"http://127.0.0.1:{free_port()}/hook", "s").send(message("webhook", "c1"))
+
+
 # ------------------------------------------------------------------ through the send activity
 
 
@@ -222,8 +264,10 @@ def test_configuration_picks_the_live_channels(tmp_path):
             "SENDGRID_API_KEY": "SG.k",
             "SENDGRID_FROM": "shop@example.com",
             "SENDGRID_UNSUBSCRIBE_GROUP_ID": "42",
+            "JOURNEYS_WEBHOOK_URL": "https://push.example.com/journeys",
+            "JOURNEYS_WEBHOOK_SECRET": "s",
         }
     )
     channels = build_channels(tmp_path / "o.jsonl", live)
-    assert describe_channels(channels) == "sms: twilio, email: sendgrid, webhook: outbox, outbox: outbox"
+    assert describe_channels(channels) == "sms: twilio, email: sendgrid, webhook: webhook, outbox: outbox"
     assert channels["email"].unsubscribe_group_id == 42
