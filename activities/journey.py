@@ -53,7 +53,21 @@ class JourneyActivities:
         decided, row, retry = self._decide(request)
         if decided is not None:
             return decided
+        if not request.deliver:
+            return SendOutcome(status="ready", channel=row.channel, message_id=row.id)
         return self._deliver(row, retry)
+
+    @activity.defn(name="deliver_message")
+    def deliver_message(self, message_id: str) -> SendOutcome:
+        """Hand a message decided by send_message to its channel. Runs on the channel's own task
+        queue, whose rate limit keeps every worker together under the provider's limit."""
+        with self.store.transaction() as session:
+            row = session.get(MessageRow, message_id)
+        if row is None:
+            raise ApplicationError(f"no message {message_id} in the ledger", non_retryable=True)
+        if row.status != "sending":  # delivered by an earlier attempt
+            return _outcome(row)
+        return self._deliver(row, retry=activity.info().attempt > 1)
 
     # -----------------------------------------------------------------------------------------
 

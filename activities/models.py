@@ -28,10 +28,15 @@ class SendRequest(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict, description="event, order and vars for the template")
     at: datetime = Field(description="The time of the send in the journey's clock (never wall-clock).")
     deadline: datetime | None = None
+    deliver: bool = Field(
+        default=True,
+        description="False: decide and record only, answering `ready`; the workflow then hands the message "
+        "to its channel's task queue (rate-limited) with deliver_message.",
+    )
 
 
 class SendOutcome(BaseModel):
-    status: Literal["sent", "skipped", "failed", "deferred"]
+    status: Literal["sent", "skipped", "failed", "deferred", "ready"]
     reason: str | None = None
     channel: str | None = None
     message_id: str | None = None

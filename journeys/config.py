@@ -44,6 +44,7 @@ class Settings(BaseModel):
     sendgrid_webhook_public_key: str | None = None
     public_url: str | None = None
     webhook_url: str | None = None
+    rate_limits: dict[str, float] = {"sms": 10, "email": 100, "webhook": 50}
     webhook_secret: str | None = None
 
     def webhooks(self) -> WebhookConfig:
@@ -95,6 +96,9 @@ class Settings(BaseModel):
         if env.get("JOURNEYS_SMS_OPT_OUT"):  # zh-CN=回T退订;en=Text STOP to opt out
             pairs = (item.partition("=") for item in env["JOURNEYS_SMS_OPT_OUT"].split(";") if "=" in item)
             values["sms_opt_out"] = {locale.strip(): text.strip() for locale, _, text in pairs}
+        if env.get("JOURNEYS_RATE_LIMITS"):  # sms=10,email=100 (per second; 0 = unlimited)
+            pairs = (item.partition("=") for item in env["JOURNEYS_RATE_LIMITS"].split(",") if "=" in item)
+            values["rate_limits"] = {channel.strip(): float(rate) for channel, _, rate in pairs}
         if env.get("JOURNEYS_API_KEYS"):
             values["api_keys"] = [key.strip() for key in env["JOURNEYS_API_KEYS"].split(",") if key.strip()]
         return cls.model_validate(values)

@@ -32,6 +32,7 @@ from store import queries
 from store.db import Store
 from store.models import MessageRow
 from triggers.router import Router
+from worker import channel_workers
 from workflows.journey import JourneyWorkflow
 
 TASK_QUEUE = "journeys-simulation"
@@ -120,6 +121,7 @@ class Simulation:
         self.store = store
         self.begin = begin
         self.shop_name = shop_name
+        self.channel_workers: list[Worker] = []
 
     async def __aenter__(self) -> Simulation:
         self.env = await WorkflowEnvironment.start_time_skipping(
@@ -140,6 +142,9 @@ class Simulation:
                 **({} if self.sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}),
             )
             await self.worker.__aenter__()
+            self.channel_workers = channel_workers(self.env.client, TASK_QUEUE, activities, self._executor)
+            for worker in self.channel_workers:
+                await worker.__aenter__()
         except BaseException:
             await self.env.shutdown()
             raise
@@ -147,6 +152,8 @@ class Simulation:
 
     async def __aexit__(self, *exc_info) -> None:
         try:
+            for worker in self.channel_workers:
+                await worker.__aexit__(*exc_info)
             await self.worker.__aexit__(*exc_info)
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)

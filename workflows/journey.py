@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from journeys.models import DEFAULT_TIMEZONE, Customer, Event
     from workflows.models import (
+        CHANNEL_QUEUES_PATCH,
         CUSTOMER_ID,
         EVENT_SIGNAL,
         JOURNEY_NAME,
@@ -46,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         JourneyInput,
         JourneyResult,
         JourneyStatus,
+        channel_queue,
     )
 
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
@@ -225,6 +227,9 @@ class JourneyWorkflow:
         context = self._context()
         deadline = evaluate_time(spec.deadline, context, self.tz) if spec.deadline else None
         info = workflow.info()
+        # Histories from before channel queues deliver inside send_message; new runs deliver on
+        # the channel's own (rate-limited) task queue.
+        on_channel_queue = workflow.patched(CHANNEL_QUEUES_PATCH)
         while True:
             request = SendRequest(
                 workflow_id=info.workflow_id,
@@ -242,6 +247,7 @@ class JourneyWorkflow:
                 context={"event": context["event"], "order": self.order, "vars": self.vars},
                 at=self.now(),
                 deadline=deadline,
+                deliver=not on_channel_queue,
             )
             outcome: SendOutcome = await workflow.execute_activity(
                 "send_message",
@@ -250,6 +256,15 @@ class JourneyWorkflow:
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=ACTIVITY_RETRY,
             )
+            if outcome.status == "ready":
+                outcome = await workflow.execute_activity(
+                    "deliver_message",
+                    outcome.message_id,
+                    task_queue=channel_queue(info.task_queue, outcome.channel),
+                    result_type=SendOutcome,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=ACTIVITY_RETRY,
+                )
             if outcome.status != "deferred":
                 break
             # Quiet hours: wait for the morning; an exit event meanwhile ends the journey, unrecorded.

@@ -19,6 +19,17 @@ JOURNEY_VERSION = SearchAttributeKey.for_keyword("JourneyVersion")
 SEARCH_ATTRIBUTES = (JOURNEY_NAME, CUSTOMER_ID, ORDER_ID, JOURNEY_STEP, JOURNEY_VERSION)
 
 EVENT_SIGNAL = "event"
+#: The channels messages are delivered on, each from its own task queue (`channel_queue`).
+CHANNELS = ("sms", "email", "webhook", "outbox")
+#: Workflow patch: messages are delivered by deliver_message on the channel's queue.
+CHANNEL_QUEUES_PATCH = "deliver-on-channel-queue"
+
+
+def channel_queue(task_queue: str, channel: str) -> str:
+    """The task queue a channel's deliveries run on: rate limits are set per task queue."""
+    return f"{task_queue}-{channel}"
+
+
 MAX_REMEMBERED_EVENT_IDS = 500
 
 
