@@ -82,6 +82,7 @@ class FakeProvider:
         self.sms: list[dict] = []  # messages Twilio accepted
         self.mail: list[dict] = []  # requests SendGrid accepted
         self.hooks: list[dict] = []  # webhook-channel requests accepted
+        self.mail_log: list[dict] = []  # when each mail request arrived
         self.posts = 0
         self.script: dict[str, list[Answer]] = {}  # recipient → the next answers, in order
         self._lock = threading.Lock()
@@ -199,6 +200,7 @@ class FakeProvider:
                     "status_callback": form.get("StatusCallback"),
                     "date_created": format_datetime(now),
                     "date_sent": format_datetime(now),
+                    "received": time.monotonic(),
                 }
                 with provider._lock:
                     provider.sms.append(message)
@@ -212,6 +214,7 @@ class FakeProvider:
                     return
                 with provider._lock:
                     provider.mail.append(body)
+                    provider.mail_log.append({"received": time.monotonic()})
                 time.sleep(answer.delay)
                 self._reply(202, None, {"X-Message-Id": "sg-" + uuid.uuid4().hex[:16]})
 
