@@ -144,6 +144,7 @@ class JourneyActivities:
         row = _ledger_row(req, status="sending", reason=None, channel=choice.channel, address=choice.address)
         row.locale, row.subject, row.body = rendered.locale, rendered.subject, rendered.body
         row.segments = rendered.segments
+        row.provider_template, row.template_data = rendered.provider_template, rendered.template_data
         row.error = "; ".join(notes) or None  # e.g. why the fallback channel was used
         session.add(row)
         return None, row
@@ -160,6 +161,8 @@ class JourneyActivities:
             step=row.step,
             customer_id=row.customer_id,
             category=row.category,
+            provider_template=row.provider_template,
+            template_data=row.template_data,
             earlier_attempt_at=row.updated_at if retry else None,
         )
         try:

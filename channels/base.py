@@ -8,7 +8,7 @@ message so a provider can deduplicate and its status callbacks can find the reco
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -23,6 +23,8 @@ class OutgoingMessage(BaseModel):
     step: str
     customer_id: str
     category: str
+    provider_template: str | None = Field(default=None, description="A provider-side template (SendGrid d-...).")
+    template_data: dict[str, Any] | None = Field(default=None, description="The data a provider template renders.")
     earlier_attempt_at: datetime | None = Field(
         default=None,
         description="Set when an earlier attempt of this message may have reached the provider (its outcome "

@@ -3,7 +3,8 @@
 An explicit timeout; the rendered subject with HTML and text bodies; `custom_args` carrying the
 ledger id (SendGrid's event webhook returns it); `categories` with the journey; for marketing
 mail the ASM unsubscribe group and `List-Unsubscribe` headers. 202 is sent (the provider id is
-`X-Message-Id`); 400, 401, 403 and 413 are permanent; 429 waits for `X-RateLimit-Reset`; 5xx and
+`X-Message-Id`); a definition's `sendgrid_template_id` sends that dynamic template with the
+message's data instead of our HTML; 400, 401, 403 and 413 are permanent; 429 waits for `X-RateLimit-Reset`; 5xx and
 network errors are retried.
 """
 
@@ -60,6 +61,12 @@ class SendGridEmailChannel:
             "custom_args": {"message_id": message.message_id, "journey": message.journey, "step": message.step},
             "categories": [message.journey],
         }
+        if message.provider_template:  # SendGrid renders its dynamic template with our data
+            body["template_id"] = message.provider_template
+            del body["content"]
+            personalization = body["personalizations"][0]
+            del personalization["subject"]
+            personalization["dynamic_template_data"] = message.template_data or {}
         if message.category == "marketing":
             if self.unsubscribe_group_id is not None:
                 body["asm"] = {"group_id": self.unsubscribe_group_id}

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import pass_context
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from channels.segments import MAX_SMS_CHARS, sms_segments
 from definitions.expressions import TEMPLATES_HTML, TEMPLATES_TEXT, render_limited, to_datetime
@@ -32,6 +33,8 @@ class RenderedMessage(BaseModel):
     body: str
     encoding: str | None = None  # SMS: GSM-7 or UCS-2
     segments: int | None = None  # SMS: the segments carriers bill
+    provider_template: str | None = None  # email: a SendGrid dynamic template id
+    template_data: dict[str, Any] | None = None  # ... and the data it renders with
 
 
 @pass_context
@@ -84,7 +87,16 @@ def render_message(
             email = variants[chosen]
             subject = render_limited(email.subject, data).strip()
             body = render_limited(email.body, data, html=True).strip()
-            return RenderedMessage(locale=chosen, subject=subject, body=body)
+            if not email.sendgrid_template_id:
+                return RenderedMessage(locale=chosen, subject=subject, body=body)
+            dynamic = to_jsonable_python({**data, "subject": subject, "body": body}, fallback=str)
+            return RenderedMessage(
+                locale=chosen,
+                subject=subject,
+                body=body,
+                provider_template=email.sendgrid_template_id,
+                template_data=dynamic,
+            )
         text = render_limited(variants[chosen], data).strip()
     except Exception as err:  # a template can fail in any way; name it and the cause
         raise TemplateRenderError(f"template {name!r} ({channel}, {chosen}) failed: {err}") from err

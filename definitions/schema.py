@@ -240,6 +240,13 @@ class Journey(_Strict):
 class EmailTemplate(_Strict):
     subject: str
     body: str = Field(description="The email body; HTML is escaped in substituted values.")
+    sendgrid_template_id: str | None = Field(
+        default=None,
+        pattern=r"^d-[0-9a-f]{32}$",
+        description="A SendGrid dynamic template (d-...) to send instead of `body` when SendGrid is live. It "
+        "gets `customer`, `order`, `event`, `vars`, `shop`, and the rendered `subject` and `body` as its "
+        "dynamic_template_data; subject and body still render for the ledger, the preview and the outbox.",
+    )
 
 
 class Template(_Strict):

@@ -98,6 +98,8 @@ class MessageRow(Base):
     provider_id: Mapped[str | None] = mapped_column(String(120), index=True)
     error: Mapped[str | None] = mapped_column(Text)
     segments: Mapped[int | None] = mapped_column(Integer)
+    provider_template: Mapped[str | None] = mapped_column(String(60))
+    template_data: Mapped[dict[str, Any] | None]
     delivered_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
 

@@ -158,6 +158,36 @@ def test_sendgrid_marketing_email_carries_unsubscribe(provider):
     assert sent["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
+def test_sendgrid_dynamic_template_from_a_definition(provider, store):
+    """A definition naming a SendGrid dynamic template: SendGrid renders it with the message's data,
+    while the ledger keeps our own rendering of subject and body."""
+    from definitions.schema import Template
+    from tests.test_policy import NOON
+
+    template = Template(
+        email={
+            "zh-CN": {
+                "subject": "订单{{ order.order_id }}",
+                "body": "<p>{{ customer.name }}</p>",
+                "sendgrid_template_id": "d-" + "0123456789abcdef" * 2,
+            }
+        }
+    )
+    save(store, customer(phone=None))
+    activities = JourneyActivities(store, {"email": sendgrid(provider)}, "小店")
+    closes_at = NOON.replace(hour=20)
+    req = request(template=template, context={"order": {"order_id": "o1"}, "vars": {"closes_at": closes_at}})
+    assert ActivityEnvironment().run(activities.send_message, req).status == "sent"
+    [sent] = provider.mail
+    assert sent["template_id"] == "d-" + "0123456789abcdef" * 2
+    assert "content" not in sent and "subject" not in sent["personalizations"][0]
+    data = sent["personalizations"][0]["dynamic_template_data"]
+    assert (data["subject"], data["body"], data["customer"]["name"]) == ("订单o1", "<p>王芳</p>", "王芳")
+    assert data["vars"]["closes_at"] == closes_at.isoformat() and data["shop"] == {"name": "小店"}
+    [row] = rows(store)
+    assert (row.subject, row.body, row.provider_template) == ("订单o1", "<p>王芳</p>", "d-" + "0123456789abcdef" * 2)
+
+
 @pytest.mark.parametrize("status", [400, 401, 403, 413])
 def test_sendgrid_permanent_errors(provider, status):
     provider.script[EMAIL] = [Answer(status=status)]

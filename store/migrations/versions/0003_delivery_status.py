@@ -1,6 +1,7 @@
 """Delivery status from provider webhooks: when a message was delivered, its SMS segment count,
 a look-up by provider id, and the provider events already applied (so a duplicate is dropped);
-and the customer's region, for reading national phone numbers.
+the SendGrid dynamic template a message names and its data; and the customer's region, for
+reading national phone numbers.
 
 Revision ID: 0003
 Revises: 0002
@@ -21,6 +22,8 @@ def upgrade() -> None:
     with op.batch_alter_table("messages") as batch:
         batch.add_column(sa.Column("segments", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("provider_template", sa.String(60), nullable=True))
+        batch.add_column(sa.Column("template_data", sa.JSON(), nullable=True))
         batch.create_index("ix_messages_provider_id", ["provider_id"])
     op.create_table(
         "provider_events",
@@ -37,6 +40,8 @@ def downgrade() -> None:
     with op.batch_alter_table("messages") as batch:
         batch.drop_index("ix_messages_provider_id")
         batch.drop_column("delivered_at")
+        batch.drop_column("provider_template")
+        batch.drop_column("template_data")
         batch.drop_column("segments")
     with op.batch_alter_table("customers") as batch:
         batch.drop_column("region")
