@@ -41,6 +41,8 @@ def build_channels(outbox_path: Path | None = None, settings: Settings | None = 
             settings.sendgrid_api_key,
             settings.sendgrid_from,
             unsubscribe_group_id=settings.sendgrid_unsubscribe_group_id,
+            unsubscribe_url=f"{settings.public_url.rstrip('/')}/unsubscribe" if settings.public_url else None,
+            unsubscribe_secret=settings.secret,
             host=settings.sendgrid_api_host,
         )
     if settings.webhook_url:

@@ -10,6 +10,8 @@ network errors are retried.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
 import re
 import time
@@ -22,6 +24,11 @@ from channels.base import OutgoingMessage, PermanentChannelError, RetryableChann
 
 PERMANENT_STATUSES = {400, 401, 403, 413}
 _TAGS = re.compile(r"<[^>]+>")
+
+
+def unsubscribe_token(secret: str, message_id: str) -> str:
+    """The token of a one-click unsubscribe link: only we can make one for a message."""
+    return hmac.new(secret.encode(), f"unsubscribe:{message_id}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def text_of(body_html: str) -> str:
@@ -41,6 +48,7 @@ class SendGridEmailChannel:
         *,
         unsubscribe_group_id: int | None = None,
         unsubscribe_url: str | None = None,
+        unsubscribe_secret: str | None = None,
         timeout: float = 10.0,
         host: str = "https://api.sendgrid.com",
     ):
@@ -49,6 +57,7 @@ class SendGridEmailChannel:
         self.from_email = from_email
         self.unsubscribe_group_id = unsubscribe_group_id
         self.unsubscribe_url = unsubscribe_url
+        self.unsubscribe_secret = unsubscribe_secret
 
     def request_body(self, message: OutgoingMessage) -> dict:
         body = {
@@ -70,9 +79,11 @@ class SendGridEmailChannel:
         if message.category == "marketing":
             if self.unsubscribe_group_id is not None:
                 body["asm"] = {"group_id": self.unsubscribe_group_id}
-            if self.unsubscribe_url:
+            if self.unsubscribe_url and self.unsubscribe_secret:
+                token = unsubscribe_token(self.unsubscribe_secret, message.message_id)
+                link = f"{self.unsubscribe_url}?message_id={message.message_id}&token={token}"
                 body["headers"] = {
-                    "List-Unsubscribe": f"<{self.unsubscribe_url}?message_id={message.message_id}>",
+                    "List-Unsubscribe": f"<{link}>",
                     "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                 }
         return body

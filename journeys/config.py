@@ -44,6 +44,7 @@ class Settings(BaseModel):
     sendgrid_webhook_public_key: str | None = None
     public_url: str | None = None
     webhook_url: str | None = None
+    secret: str | None = None
     rate_limits: dict[str, float] = {"sms": 10, "email": 100, "webhook": 50}
     webhook_secret: str | None = None
 
@@ -53,6 +54,7 @@ class Settings(BaseModel):
             public_url=self.public_url,
             twilio_auth_token=self.twilio_auth_token,
             sendgrid_public_key=self.sendgrid_webhook_public_key,
+            unsubscribe_secret=self.secret,
             max_body_bytes=self.api_max_body_bytes,
         )
 
@@ -90,6 +92,7 @@ class Settings(BaseModel):
             "sendgrid_webhook_public_key": "SENDGRID_WEBHOOK_PUBLIC_KEY",
             "public_url": "JOURNEYS_PUBLIC_URL",
             "webhook_url": "JOURNEYS_WEBHOOK_URL",
+            "secret": "JOURNEYS_SECRET",
             "webhook_secret": "JOURNEYS_WEBHOOK_SECRET",
         }
         values: dict = {field: env[var] for field, var in names.items() if env.get(var)}

@@ -12,7 +12,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.journey import JourneyActivities
 from channels.base import OutgoingMessage, PermanentChannelError, RetryableChannelError
-from channels.sendgrid_email import SendGridEmailChannel
+from channels.sendgrid_email import SendGridEmailChannel, unsubscribe_token
 from channels.twilio_sms import TwilioSmsChannel
 from channels.webhook import WebhookChannel, verify_signature
 from store import queries
@@ -47,6 +47,7 @@ def sendgrid(provider) -> SendGridEmailChannel:
         "shop@example.com",
         unsubscribe_group_id=42,
         unsubscribe_url="https://journeys.example.com/unsubscribe",
+        unsubscribe_secret="s3cret",
         host=provider.url,
     )
 
@@ -154,7 +155,11 @@ def test_sendgrid_marketing_email_carries_unsubscribe(provider):
     sendgrid(provider).send(message("email", EMAIL, category="marketing"))
     [sent] = provider.mail
     assert sent["asm"] == {"group_id": 42}
-    assert sent["headers"]["List-Unsubscribe"] == "<https://journeys.example.com/unsubscribe?message_id=m-1>"
+    token = unsubscribe_token("s3cret", "m-1")
+    assert (
+        sent["headers"]["List-Unsubscribe"]
+        == f"<https://journeys.example.com/unsubscribe?message_id=m-1&token={token}>"
+    )
     assert sent["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 

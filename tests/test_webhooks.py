@@ -41,7 +41,12 @@ def provider():
 
 @pytest.fixture
 def api(store, signer):
-    config = WebhookConfig(public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN, sendgrid_public_key=signer.public_key)
+    config = WebhookConfig(
+        public_url=PUBLIC,
+        twilio_auth_token=AUTH_TOKEN,
+        sendgrid_public_key=signer.public_key,
+        unsubscribe_secret="s3cret",
+    )
     app = create_app(store, webhooks=config, api_keys=["order-system-key"])
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://internal:8000")
 
@@ -57,7 +62,13 @@ def send(store, provider, tmp_path):
         status_callback_url=f"{PUBLIC}/webhooks/twilio/status",
         api_base_url=provider.url,
     )
-    channels["email"] = SendGridEmailChannel("SG.key", "shop@example.com", host=provider.url)
+    channels["email"] = SendGridEmailChannel(
+        "SG.key",
+        "shop@example.com",
+        host=provider.url,
+        unsubscribe_url=f"{PUBLIC}/unsubscribe",
+        unsubscribe_secret="s3cret",
+    )
     activities = JourneyActivities(store, channels, "小店")
     env = ActivityEnvironment()
     return lambda req: env.run(activities.send_message, req)
@@ -310,3 +321,24 @@ async def test_an_email_unsubscribe_blocks_marketing_email_only(api, store, prov
     await sendgrid_post(api, signer, [sg_event(kind, row, "e1")])
     assert send(request(step="offer", category="marketing")).reason == "unsubscribed"
     assert send(request(step="shipped")).status == "sent"  # transactional mail still goes
+
+
+# ------------------------------------------------------------------ one-click unsubscribe link
+
+
+async def test_the_list_unsubscribe_link_stops_marketing_email(api, store, provider, send):
+    save(store, customer(phone=None))
+    send(request(step="offer", category="marketing"))
+    [mail] = provider.mail
+    link = mail["headers"]["List-Unsubscribe"].strip("<>").removeprefix(PUBLIC)
+    assert mail["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    page = await api.get(link)  # a mail scanner following the link changes nothing
+    assert page.status_code == 200 and '<form method="post"' in page.text
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "email", EMAIL) is None
+    forged = await api.post(link.replace("token=", "token=0"))
+    assert forged.status_code == 403
+    done = await api.post(link, content="List-Unsubscribe=One-Click")
+    assert done.status_code == 200 and EMAIL in done.text
+    assert send(request(step="next_offer", category="marketing")).reason == "unsubscribed"
+    assert send(request(step="receipt")).status == "sent"  # transactional mail still goes

@@ -5,6 +5,8 @@
   and UNSTOP subscribe it again (Twilio's `OptOutType` is honoured where Twilio sends it).
 - `POST /webhooks/sendgrid/events`: SendGrid's signed Event Webhook (delivered, open, click,
   bounce, dropped, unsubscribe, group_unsubscribe, spamreport).
+- `GET`/`POST /unsubscribe`: the List-Unsubscribe link of a marketing email (RFC 8058 one-click
+  POST; a GET only shows a button, as mail scanners follow links), signed with JOURNEYS_SECRET.
 
 Every request's signature is checked over the raw body before anything in it is read: Twilio's
 `X-Twilio-Signature` with the account's Auth Token and the public URL the request was made to,
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import hmac
+import html
 import json
 import logging
 import time
@@ -25,13 +29,14 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
 from sqlalchemy.exc import IntegrityError
 from twilio.request_validator import RequestValidator
 
+from channels.sendgrid_email import unsubscribe_token
 from store import queries
 from store.db import Store
 
@@ -67,6 +72,9 @@ class WebhookConfig(BaseModel):
     public_url: str | None = Field(default=None, description="The base URL providers call (JOURNEYS_PUBLIC_URL).")
     twilio_auth_token: str | None = None
     sendgrid_public_key: str | None = Field(default=None, description="SendGrid's Event Webhook verification key.")
+    unsubscribe_secret: str | None = Field(
+        default=None, description="Signs one-click unsubscribe links (JOURNEYS_SECRET)."
+    )
     max_body_bytes: int = 1_048_576
 
 
@@ -77,7 +85,7 @@ class WebhookAnswer(BaseModel):
 
 
 def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float] = time.time) -> APIRouter:
-    router = APIRouter(prefix="/webhooks", tags=["provider webhooks"])
+    router = APIRouter(tags=["provider webhooks"])
     twilio = RequestValidator(config.twilio_auth_token) if config.twilio_auth_token else None
     sendgrid = _sendgrid_verifier(config.sendgrid_public_key)
     refused = {403: {"description": "Missing or bad signature, or no verification key configured."}}
@@ -106,7 +114,9 @@ def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float]
         log.warning("refused a %s webhook: bad, missing or unverifiable signature", what)
         return JSONResponse({"detail": f"{what} signature missing or invalid"}, status_code=403)
 
-    @router.post("/twilio/status", response_model=WebhookAnswer, responses=refused, summary="Twilio message status")
+    @router.post(
+        "/webhooks/twilio/status", response_model=WebhookAnswer, responses=refused, summary="Twilio message status"
+    )
     async def twilio_status(request: Request) -> Response:
         body = await raw_body(request)
         form = twilio_verified(request, body) if body is not None else None
@@ -130,7 +140,7 @@ def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float]
 
         return _answer(await _apply(store, apply))
 
-    @router.post("/twilio/inbound", responses=refused, summary="Twilio inbound SMS (STOP, START)")
+    @router.post("/webhooks/twilio/inbound", responses=refused, summary="Twilio inbound SMS (STOP, START)")
     async def twilio_inbound(request: Request) -> Response:
         body = await raw_body(request)
         form = twilio_verified(request, body) if body is not None else None
@@ -154,7 +164,9 @@ def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float]
             log.info("SMS %s from %s (%s)", action, number, outcome)
         return Response(EMPTY_TWIML, media_type="text/xml")
 
-    @router.post("/sendgrid/events", response_model=WebhookAnswer, responses=refused, summary="SendGrid Event Webhook")
+    @router.post(
+        "/webhooks/sendgrid/events", response_model=WebhookAnswer, responses=refused, summary="SendGrid Event Webhook"
+    )
     async def sendgrid_events(request: Request) -> Response:
         body = await raw_body(request)
         signature = request.headers.get(EventWebhookHeader.SIGNATURE)
@@ -186,7 +198,42 @@ def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float]
         answer = await asyncio.to_thread(_in_transaction, store, apply)
         return JSONResponse(answer.model_dump())
 
+    def unsubscribe_row(session, message_id: str, token: str):
+        """The message a link was made for, when its token is ours."""
+        if not config.unsubscribe_secret:
+            return None
+        if not hmac.compare_digest(unsubscribe_token(config.unsubscribe_secret, message_id), token):
+            return None
+        return queries.message_for_provider(session, message_id, None)
+
+    @router.get("/unsubscribe", response_class=HTMLResponse, summary="The unsubscribe link in a marketing email")
+    async def unsubscribe_page(message_id: str = "", token: str = "") -> HTMLResponse:
+        # A GET never unsubscribes (mail scanners follow links): it shows a button that POSTs.
+        row = await asyncio.to_thread(_in_transaction, store, lambda s: unsubscribe_row(s, message_id, token))
+        if row is None:
+            return HTMLResponse(_PAGE.format(text="This unsubscribe link is not valid."), status_code=403)
+        action = html.escape(f"/unsubscribe?message_id={message_id}&token={token}")
+        form = f'<form method="post" action="{action}"><button type="submit">Unsubscribe</button></form>'
+        return HTMLResponse(_PAGE.format(text=f"Stop marketing email to {html.escape(row.address or '')}? {form}"))
+
+    @router.post("/unsubscribe", response_class=HTMLResponse, summary="One-click unsubscribe (RFC 8058)")
+    async def unsubscribe_now(message_id: str = "", token: str = "") -> HTMLResponse:
+        def apply(session) -> str | None:
+            row = unsubscribe_row(session, message_id, token)
+            if row is None or not row.address:
+                return None
+            queries.add_suppression(session, "email", row.address, "marketing", "unsubscribe link", _now())
+            return row.address
+
+        address = await asyncio.to_thread(_in_transaction, store, apply)
+        if address is None:
+            return HTMLResponse(_PAGE.format(text="This unsubscribe link is not valid."), status_code=403)
+        return HTMLResponse(_PAGE.format(text=f"{html.escape(address)} will get no more marketing email."))
+
     return router
+
+
+_PAGE = '<!doctype html><meta charset="utf-8"><title>Unsubscribe</title><p>{text}</p>'
 
 
 def _sendgrid_event(session, event: dict) -> str:
