@@ -97,11 +97,15 @@ class Settings(BaseModel):
         }
         values: dict = {field: env[var] for field, var in names.items() if env.get(var)}
         if env.get("JOURNEYS_SMS_OPT_OUT"):  # zh-CN=回T退订;en=Text STOP to opt out
-            pairs = (item.partition("=") for item in env["JOURNEYS_SMS_OPT_OUT"].split(";") if "=" in item)
-            values["sms_opt_out"] = {locale.strip(): text.strip() for locale, _, text in pairs}
+            values["sms_opt_out"] = _pairs(env["JOURNEYS_SMS_OPT_OUT"], ";")
         if env.get("JOURNEYS_RATE_LIMITS"):  # sms=10,email=100 (per second; 0 = unlimited)
-            pairs = (item.partition("=") for item in env["JOURNEYS_RATE_LIMITS"].split(",") if "=" in item)
-            values["rate_limits"] = {channel.strip(): float(rate) for channel, _, rate in pairs}
+            values["rate_limits"] = _pairs(env["JOURNEYS_RATE_LIMITS"], ",")
         if env.get("JOURNEYS_API_KEYS"):
             values["api_keys"] = [key.strip() for key in env["JOURNEYS_API_KEYS"].split(",") if key.strip()]
         return cls.model_validate(values)
+
+
+def _pairs(text: str, separator: str) -> dict[str, str]:
+    """`a=1<separator>b=2` as {"a": "1", "b": "2"} (pydantic converts the values)."""
+    pairs = (item.partition("=") for item in text.split(separator) if "=" in item)
+    return {key.strip(): value.strip() for key, _, value in pairs}

@@ -21,7 +21,6 @@ from definitions.schema import SendStep, walk_steps
 from journeys.models import Event
 from store import queries
 from store.db import Store
-from store.models import EventRow
 
 
 class PreviewError(ValueError):
@@ -84,11 +83,7 @@ def preview(
         customer = queries.get_customer(session, customer_id)
         if customer is None:
             raise PreviewError(f"no customer {customer_id!r} in the store (send a customer.created event first)")
-        order_events = (
-            list(session.query(EventRow).filter(EventRow.order_id == order_id).order_by(EventRow.occurred_at))
-            if order_id
-            else []
-        )
+        order_events = queries.events_of_order(session, order_id) if order_id else []
         category = spec.category or definition.category
         choice = choose_channel(
             customer,
@@ -119,8 +114,8 @@ def preview(
         )
     )
     order: dict[str, Any] = {"order_id": entry.order_id}
-    for row in order_events:
-        order.update(row.data or {})
+    for item in order_events:
+        order.update(item.data)
     tz = zone(customer.timezone)
     context = build_context(
         tz=tz, now=now, event=entry.model_dump(mode="json"), order=order, customer=customer.model_dump(mode="json")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -64,6 +68,15 @@ class Store:
         """A session in one transaction, committed on success and rolled back on error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """`work(session)` in one transaction, in a thread, for async callers (the API)."""
+
+        def in_transaction() -> T:
+            with self.transaction() as session:
+                return work(session)
+
+        return await asyncio.to_thread(in_transaction)
 
     def migrate(self) -> Store:
         migrate(self.engine)

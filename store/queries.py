@@ -175,6 +175,12 @@ def events_for_key_since(
     return [_event_of(row) for row in rows]
 
 
+def events_of_order(session: Session, order_id: str) -> list[Event]:
+    """Every logged event of an order, oldest first."""
+    rows = session.scalars(select(EventRow).where(EventRow.order_id == order_id).order_by(EventRow.occurred_at))
+    return [_event_of(row) for row in rows]
+
+
 def _event_of(row: EventRow) -> Event:
     return Event(
         event_id=row.event_id,

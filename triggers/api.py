@@ -266,7 +266,7 @@ def create_app(
     @app.get("/readyz", summary="The store and Temporal answer", responses={503: {"model": Problem}})
     async def readyz() -> JSONResponse:
         try:
-            await _run(store, lambda session: session.execute(text("select 1")))
+            await store.run(lambda session: session.execute(text("select 1")))
         except OperationalError as err:
             return JSONResponse({"detail": f"store unavailable: {err.orig}"}, status_code=503)
         if temporal is not None:
@@ -303,14 +303,6 @@ def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"detail": f"the body is over {limit} bytes"}, status_code=413)
 
 
-async def _run(store: Store, work):
-    def in_transaction():
-        with store.transaction() as session:
-            return work(session)
-
-    return await asyncio.to_thread(in_transaction)
-
-
 async def _log(store: Store, events: list[Event]) -> tuple[list[str], list[str]]:
     """Write events to the log, each in its own savepoint: (accepted ids, duplicate ids)."""
 
@@ -326,4 +318,4 @@ async def _log(store: Store, events: list[Event]) -> tuple[list[str], list[str]]
             (accepted if fresh else duplicates).append(event.event_id)
         return accepted, duplicates
 
-    return await _run(store, write)
+    return await store.run(write)

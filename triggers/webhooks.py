@@ -17,7 +17,6 @@ nothing. Statuses only move a message forward; an event delivered twice is appli
 
 from __future__ import annotations
 
-import asyncio
 import binascii
 import hmac
 import html
@@ -195,7 +194,7 @@ def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float]
                 setattr(answer, outcome, getattr(answer, outcome) + 1)
             return answer
 
-        answer = await asyncio.to_thread(_in_transaction, store, apply)
+        answer = await store.run(apply)
         return JSONResponse(answer.model_dump())
 
     def unsubscribe_row(session, message_id: str, token: str):
@@ -209,7 +208,7 @@ def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float]
     @router.get("/unsubscribe", response_class=HTMLResponse, summary="The unsubscribe link in a marketing email")
     async def unsubscribe_page(message_id: str = "", token: str = "") -> HTMLResponse:
         # A GET never unsubscribes (mail scanners follow links): it shows a button that POSTs.
-        row = await asyncio.to_thread(_in_transaction, store, lambda s: unsubscribe_row(s, message_id, token))
+        row = await store.run(lambda session: unsubscribe_row(session, message_id, token))
         if row is None:
             return HTMLResponse(_PAGE.format(text="This unsubscribe link is not valid."), status_code=403)
         action = html.escape(f"/unsubscribe?message_id={message_id}&token={token}")
@@ -225,7 +224,7 @@ def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float]
             queries.add_suppression(session, "email", row.address, "marketing", "unsubscribe link", _now())
             return row.address
 
-        address = await asyncio.to_thread(_in_transaction, store, apply)
+        address = await store.run(apply)
         if address is None:
             return HTMLResponse(_PAGE.format(text="This unsubscribe link is not valid."), status_code=403)
         return HTMLResponse(_PAGE.format(text=f"{html.escape(address)} will get no more marketing email."))
@@ -315,15 +314,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _in_transaction(store: Store, work):
-    with store.transaction() as session:
-        return work(session)
-
-
 async def _apply(store: Store, work) -> str:
     """Run `work` in a transaction; a concurrent delivery of the same event is a duplicate."""
     try:
-        return await asyncio.to_thread(_in_transaction, store, work)
+        return await store.run(work)
     except IntegrityError:
         return "duplicates"
 
