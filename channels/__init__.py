@@ -30,9 +30,7 @@ def build_channels(outbox_path: Path | None = None, settings: Settings | None = 
             messaging_service_sid=settings.twilio_messaging_service_sid,
             from_number=settings.twilio_from,
             api_base_url=settings.twilio_api_base_url,
-            status_callback_url=f"{settings.public_url.rstrip('/')}/webhooks/twilio/status"
-            if settings.public_url
-            else None,
+            status_callback_url=settings.public_endpoint("/webhooks/twilio/status"),
         )
     if settings.sendgrid_api_key and settings.sendgrid_from:
         from channels.sendgrid_email import SendGridEmailChannel
@@ -41,7 +39,7 @@ def build_channels(outbox_path: Path | None = None, settings: Settings | None = 
             settings.sendgrid_api_key,
             settings.sendgrid_from,
             unsubscribe_group_id=settings.sendgrid_unsubscribe_group_id,
-            unsubscribe_url=f"{settings.public_url.rstrip('/')}/unsubscribe" if settings.public_url else None,
+            unsubscribe_url=settings.public_endpoint("/unsubscribe"),
             unsubscribe_secret=settings.secret,
             host=settings.sendgrid_api_host,
         )

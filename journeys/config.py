@@ -48,6 +48,10 @@ class Settings(BaseModel):
     rate_limits: dict[str, float] = {"sms": 10, "email": 100, "webhook": 50}
     webhook_secret: str | None = None
 
+    def public_endpoint(self, path: str) -> str | None:
+        """The URL providers call for `path` (`/webhooks/twilio/status`), or None without JOURNEYS_PUBLIC_URL."""
+        return f"{self.public_url.rstrip('/')}{path}" if self.public_url else None
+
     def webhooks(self) -> WebhookConfig:
         """How the API verifies provider webhooks."""
         return WebhookConfig(

@@ -38,13 +38,12 @@ def _webhooks_line(settings: Settings) -> str:
     """Where providers should call back, or why they would be refused."""
     if not settings.public_url:
         return "refused (set JOURNEYS_PUBLIC_URL, the base URL providers call back)"
-    base = settings.public_url.rstrip("/")
-    parts = []
     twilio = "" if settings.twilio_auth_token else " (refused: no TWILIO_AUTH_TOKEN)"
-    parts.append(f"{base}/webhooks/twilio/status and /webhooks/twilio/inbound{twilio}")
     sendgrid = "" if settings.sendgrid_webhook_public_key else " (refused: no SENDGRID_WEBHOOK_PUBLIC_KEY)"
-    parts.append(f"{base}/webhooks/sendgrid/events{sendgrid}")
-    return "; ".join(parts)
+    return (
+        f"{settings.public_endpoint('/webhooks/twilio/status')} and /webhooks/twilio/inbound{twilio}; "
+        f"{settings.public_endpoint('/webhooks/sendgrid/events')}{sendgrid}"
+    )
 
 
 async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:

@@ -1,4 +1,4 @@
-"""Shared fixtures: stores on SQLite and on the real PostgreSQL, the shipped definitions."""
+"""Shared fixtures: stores on SQLite and on the real PostgreSQL, the shipped definitions, the send activity."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
+from temporalio.testing import ActivityEnvironment
 
+from activities.journey import JourneyActivities
+from channels import build_channels
 from definitions.loader import PACKAGE_DIR, load_definitions
 from store.db import Store
 
@@ -58,3 +61,17 @@ def pg_store(pg_admin):
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request):
     return request.getfixturevalue(f"{request.param}_store" if request.param == "sqlite" else "pg_store")
+
+
+@pytest.fixture
+def outbox(tmp_path):
+    """Where the outbox channel writes in a test."""
+    return tmp_path / "outbox.jsonl"
+
+
+@pytest.fixture
+def send(store, outbox):
+    """The real send activity on `store`, every channel the outbox, the shop 小店."""
+    activities = JourneyActivities(store, build_channels(outbox), "小店")
+    env = ActivityEnvironment()
+    return lambda req: env.run(activities.send_message, req)

@@ -5,26 +5,11 @@ channel or are skipped `no_contact` with the reason recorded, and opt-outs match
 from __future__ import annotations
 
 import pytest
-from temporalio.testing import ActivityEnvironment
 
 from activities.contacts import UnusableContact, email_address, sms_number
-from activities.journey import JourneyActivities
-from channels import build_channels
 from store import queries
 from tests.helpers import customer
 from tests.test_policy import NOON, request, rows, save, sent_lines
-
-
-@pytest.fixture
-def outbox(tmp_path):
-    return tmp_path / "outbox.jsonl"
-
-
-@pytest.fixture
-def send(store, outbox):
-    activities = JourneyActivities(store, build_channels(outbox), "小店", default_region="CN")
-    env = ActivityEnvironment()
-    return lambda req: env.run(activities.send_message, req)
 
 
 @pytest.mark.parametrize(

@@ -60,18 +60,6 @@ def rows(store) -> list[MessageRow]:
         return queries.list_messages(session)
 
 
-@pytest.fixture
-def outbox(tmp_path):
-    return tmp_path / "outbox.jsonl"
-
-
-@pytest.fixture
-def send(store, outbox):
-    activities = JourneyActivities(store, build_channels(outbox), "小店")
-    env = ActivityEnvironment()
-    return lambda req: env.run(activities.send_message, req)
-
-
 def sent_lines(outbox) -> list[dict]:
     return [json.loads(line) for line in outbox.read_text().splitlines()] if outbox.exists() else []
 

@@ -26,6 +26,7 @@ from journeys.models import Event
 from store import queries
 from store.db import Store
 from triggers.history import BadId, History, history
+from triggers.http import read_body
 from triggers.webhooks import WebhookConfig, webhook_routes
 
 MAX_BATCH = 1000
@@ -153,14 +154,9 @@ def create_app(
         summary="Send one event or a batch",
     )
     async def post_events(request: Request) -> JSONResponse:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_body_bytes:
+        body = await read_body(request, max_body_bytes)
+        if body is None:
             return _too_large(max_body_bytes)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body_bytes:
-                return _too_large(max_body_bytes)
         try:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -38,6 +38,7 @@ from twilio.request_validator import RequestValidator
 from channels.sendgrid_email import unsubscribe_token
 from store import queries
 from store.db import Store
+from triggers.http import read_body
 
 log = logging.getLogger("journeys.webhooks")
 
@@ -89,14 +90,6 @@ def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float]
     sendgrid = _sendgrid_verifier(config.sendgrid_public_key)
     refused = {403: {"description": "Missing or bad signature, or no verification key configured."}}
 
-    async def raw_body(request: Request) -> bytes | None:
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > config.max_body_bytes:
-                return None
-        return bytes(body)
-
     def twilio_verified(request: Request, body: bytes) -> dict[str, list[str]] | None:
         """The form Twilio posted, or None when its signature does not hold."""
         signature = request.headers.get("x-twilio-signature")
@@ -117,7 +110,7 @@ def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float]
         "/webhooks/twilio/status", response_model=WebhookAnswer, responses=refused, summary="Twilio message status"
     )
     async def twilio_status(request: Request) -> Response:
-        body = await raw_body(request)
+        body = await read_body(request, config.max_body_bytes)
         form = twilio_verified(request, body) if body is not None else None
         if form is None:
             return forbidden("Twilio")
@@ -141,7 +134,7 @@ def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float]
 
     @router.post("/webhooks/twilio/inbound", responses=refused, summary="Twilio inbound SMS (STOP, START)")
     async def twilio_inbound(request: Request) -> Response:
-        body = await raw_body(request)
+        body = await read_body(request, config.max_body_bytes)
         form = twilio_verified(request, body) if body is not None else None
         if form is None:
             return forbidden("Twilio")
@@ -167,7 +160,7 @@ def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float]
         "/webhooks/sendgrid/events", response_model=WebhookAnswer, responses=refused, summary="SendGrid Event Webhook"
     )
     async def sendgrid_events(request: Request) -> Response:
-        body = await raw_body(request)
+        body = await read_body(request, config.max_body_bytes)
         signature = request.headers.get(EventWebhookHeader.SIGNATURE)
         timestamp = request.headers.get(EventWebhookHeader.TIMESTAMP)
         if body is None or sendgrid is None or not signature or not timestamp or not timestamp.isdigit():
