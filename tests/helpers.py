@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import socket
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from journeys.models import Customer, Event
@@ -17,6 +17,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def daytime_zone(now: datetime) -> str:
+    """A fixed-offset time zone where `now` is between 12:00 and 13:59 local: at least eight hours
+    from quiet hours (22:00-08:00) either way, so end-to-end tests with real clocks pass at any hour."""
+    for offset in range(-12, 15):
+        if 12 <= (now + timedelta(hours=offset)).hour <= 13:
+            return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+    raise AssertionError("unreachable: every hour is 12 or 13 somewhere")
 
 
 def at(text: str) -> datetime:

@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from journeys.config import Settings
 from journeys.temporal import binary
 from store import queries
-from tests.helpers import free_port
+from tests.helpers import daytime_zone, free_port
 from triggers.api import create_app
 from triggers.dispatcher import Dispatcher
 from worker import run_worker
@@ -62,7 +62,7 @@ async def test_history_after_an_order_lifecycle(definitions, sqlite_store):
                         "customer_id": "c1", "order_id": order, "data": data,
                     }  # fmt: skip
 
-                person = {"name": "王芳", "phone": "+8613800000001", "timezone": "UTC"}
+                person = {"name": "王芳", "phone": "+8613800000001", "timezone": daytime_zone(now)}
                 batch = [
                     ev(0, "customer.created", **person),
                     ev(1, "order.created", "o1", amount=99),

@@ -13,16 +13,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from tests.fake_provider import AUTH_TOKEN, FakeProvider
-from tests.helpers import free_port
+from tests.helpers import daytime_zone, free_port
 from tests.test_up import run, start_up, stop_up, until_printed
-
-
-def daytime_zone(now: datetime) -> str:
-    """A time zone where it is now between 09:00 and 20:59, outside quiet hours."""
-    for offset in range(-11, 13):
-        if 9 <= (now + timedelta(hours=offset)).hour <= 20:
-            return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
-    raise AssertionError("unreachable")
 
 
 def wait_for(check, seconds: float = 30):
