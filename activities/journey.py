@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.models import SendOutcome, SendRequest
+from activities.models import FailureRecord, SendOutcome, SendRequest
 from activities.policy import FREQUENCY_CAP, FREQUENCY_WINDOW, QUIET_HOURS, choose_channel
 from channels.base import Channel, OutgoingMessage, PermanentChannelError, RetryableChannelError
 from definitions.render import TemplateRenderError, render_message
@@ -68,6 +68,36 @@ class JourneyActivities:
         if row.status != "sending":  # delivered by an earlier attempt
             return _outcome(row)
         return self._deliver(row, retry=activity.info().attempt > 1)
+
+    @activity.defn(name="record_failure")
+    def record_failure(self, failure: FailureRecord) -> str:
+        """Write a `failed` ledger row for a run that stopped on an error in its data; a retry
+        finds the row and writes nothing. Returns the row's id."""
+        with self.store.transaction() as session:
+            row = queries.find_ledger_row(session, failure.workflow_id, failure.run_id, failure.step)
+            if row is not None:
+                return row.id
+            row = MessageRow(
+                id=str(uuid.uuid4()),
+                workflow_id=failure.workflow_id,
+                run_id=failure.run_id,
+                step=failure.step,
+                journey=failure.journey,
+                journey_version=failure.journey_version,
+                customer_id=failure.customer_id,
+                order_id=failure.order_id,
+                channel=None,
+                address=None,
+                template=failure.template or "-",
+                category=failure.category,
+                status="failed",
+                reason=failure.reason,
+                error=failure.error[:2000],
+                at=failure.at,
+                updated_at=datetime.now(UTC),
+            )
+            session.add(row)
+            return row.id
 
     # -----------------------------------------------------------------------------------------
 

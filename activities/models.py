@@ -41,3 +41,21 @@ class SendOutcome(BaseModel):
     channel: str | None = None
     message_id: str | None = None
     defer_until: datetime | None = None
+
+
+class FailureRecord(BaseModel):
+    """A journey run that could not go on because an expression failed on its data: recorded in
+    the ledger as a `failed` row with the reason and the error, where operators look."""
+
+    workflow_id: str
+    run_id: str
+    journey: str
+    journey_version: str
+    step: str = Field(description="Where it failed: a send step's id, or e.g. `vars.closes_at`, `steps[1].if`.")
+    customer_id: str
+    order_id: str | None = None
+    category: Literal["transactional", "marketing"]
+    template: str | None = None
+    reason: str = "expression_error"
+    error: str
+    at: datetime = Field(description="The journey's time of the failure.")

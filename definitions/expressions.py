@@ -12,7 +12,8 @@ these helpers:
 
 Templates add the filter `localtime(fmt)` (a time shown in the customer's time zone).
 
-Everything here is deterministic (no clock, no I/O) so workflows may evaluate expressions.
+Everything here is deterministic (no clock, no I/O) so workflows may evaluate expressions; they
+are compiled when their definition loads, never in a workflow (see `_expression`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import ChainableUndefined, StrictUndefined, TemplateSyntaxError
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, TemplateSyntaxError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from temporalio import workflow as _workflow
 
 from definitions.schema import parse_duration
 
@@ -164,11 +166,58 @@ TEMPLATES_TEXT = _Sandbox(undefined=StrictUndefined, autoescape=False)
 TEMPLATES_HTML = _Sandbox(undefined=StrictUndefined, autoescape=True)
 
 
+# ---------------------------------------------------------------------------------------------
+# Compiled once: every expression and template is compiled when its definition loads (validate,
+# worker start-up, the router's and the API's snapshots) and kept here by its source. Evaluating in
+# a workflow is then a dictionary lookup and a call: no parsing, no code generation, no import, no
+# lock. The dictionaries are plain dicts (a lookup or an insert is atomic in CPython), shared by the
+# workflow sandbox because workflows import this module passed through.
+
+_EXPRESSIONS: dict[str, Any] = {}
+_TEMPLATES: dict[tuple[str, bool], Any] = {}
+
+
+def _compile_expression(source: str):
+    compiled = _EXPRESSIONS.get(source)
+    if compiled is None:
+        compiled = _EXPRESSIONS[source] = _CONDITIONS.compile_expression(source, undefined_to_none=True)
+    return compiled
+
+
+def _compile_template(source: str, html: bool):
+    compiled = _TEMPLATES.get((source, html))
+    if compiled is None:
+        environment = TEMPLATES_HTML if html else TEMPLATES_TEXT
+        compiled = _TEMPLATES[(source, html)] = environment.from_string(source)
+    return compiled
+
+
+def _expression(source: str):
+    """The compiled expression. An instance running a snapshot this process did not load (one
+    started before the definitions changed) compiles it here once per process; in a workflow that
+    happens outside the sandbox's restrictions and import machinery, so it cannot deadlock."""
+    compiled = _EXPRESSIONS.get(source)
+    if compiled is not None:
+        return compiled
+    try:
+        if _workflow.in_workflow():
+            with _workflow.unsafe.sandbox_unrestricted(), _workflow.unsafe.imports_passed_through():
+                return _compile_expression(source)
+        return _compile_expression(source)
+    except TemplateSyntaxError as err:
+        raise ExpressionError(f"expression {source!r} does not parse: {err.message}") from err
+
+
+def compiled_counts() -> tuple[int, int]:
+    """How many expressions and templates this process has compiled (for tests and the worker log)."""
+    return len(_EXPRESSIONS), len(_TEMPLATES)
+
+
 def render_limited(source: str, data: Mapping[str, Any], html: bool = False) -> str:
     """Render a template under the limits: its size, its output, its loops and its time."""
     if len(source) > MAX_TEMPLATE_CHARS:
         raise SecurityError(f"the template is {len(source)} characters, over the limit of {MAX_TEMPLATE_CHARS}")
-    template = (TEMPLATES_HTML if html else TEMPLATES_TEXT).from_string(source)
+    template = _compile_template(source, html)
     token = _budget.set(_Budget(deadline=_time.monotonic() + RENDER_SECONDS))
     try:
         parts, size = [], 0
@@ -183,26 +232,22 @@ def render_limited(source: str, data: Mapping[str, Any], html: bool = False) -> 
         _budget.reset(token)
 
 
-@lru_cache(maxsize=1024)
-def _compiled(source: str):
-    return _CONDITIONS.compile_expression(source, undefined_to_none=True)
-
-
 def check_expression(source: str) -> str | None:
-    """The parse error of an expression, or None when it parses."""
+    """Compile an expression for later evaluation: its parse error, or None when it compiled."""
     try:
-        _compiled(source)
+        _compile_expression(source)
     except TemplateSyntaxError as err:
         return f"expression {source!r} does not parse: {err.message}"
     return None
 
 
 def check_template(source: str, html: bool = False) -> str | None:
-    """The parse error of a template (or its size over the limit), or None when it parses."""
+    """Compile a template for later rendering: its parse error (or its size over the limit), or
+    None when it compiled."""
     if len(source) > MAX_TEMPLATE_CHARS:
         return f"the template is {len(source)} characters, over the limit of {MAX_TEMPLATE_CHARS}"
     try:
-        (TEMPLATES_HTML if html else TEMPLATES_TEXT).parse(source)
+        _compile_template(source, html)
     except TemplateSyntaxError as err:
         return f"line {err.lineno}: {err.message}"
     return None
@@ -279,14 +324,30 @@ def build_context(
     }
 
 
+#: What an expression raises when it meets data it cannot handle (a missing field, a wrong type, a
+#: limit): a fault of the definition or the data, recorded as the instance's outcome. Anything
+#: else (the workflow sandbox refusing an access, an import, a bug) is not the marketer's: it
+#: propagates, so in a workflow it fails the workflow task and Temporal retries it after a fix.
+DATA_ERRORS: tuple[type[Exception], ...] = (
+    TemplateError,
+    TypeError,
+    ValueError,
+    LookupError,
+    ArithmeticError,
+    AttributeError,
+)
+
+
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:
-    """The value of an expression; any failure becomes an ExpressionError naming the expression."""
+    """The value of an expression. A failure on the data becomes an ExpressionError naming the
+    expression; any other error (see DATA_ERRORS) is raised as it is."""
+    compiled = _expression(source)
     token = _budget.set(_Budget())
     try:
-        return _compiled(source)(**context)
-    except ExpressionError:
-        raise
-    except Exception as err:  # a marketer's expression can fail in any way; name it
+        return compiled(**context)
+    except _workflow.NondeterminismError:
+        raise  # the sandbox refused something: a fault of the code, not of the data
+    except DATA_ERRORS as err:  # ExpressionError from a helper (time(), yearly()) included
         raise ExpressionError(f"expression {source!r} failed: {err}") from err
     finally:
         _budget.reset(token)
