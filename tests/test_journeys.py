@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from temporalio.api.enums.v1 import EventType
+
 from journeys.simulate import Simulation
 from tests.helpers import at, customer, event, summary
 from workflows.models import JourneyStatus
@@ -349,10 +351,15 @@ async def test_status_query_and_search_attributes(definitions, sqlite_store):
         attributes = (await handle.describe()).search_attributes
         assert attributes["JourneyName"] == ["payment_reminder"]
         assert attributes["CustomerId"] == ["c1"] and attributes["OrderId"] == ["o1"]
-        assert attributes["JourneyStep"] == ["wait"]
+        assert attributes["JourneyVersion"] == [definitions["payment_reminder"].version]
+        assert "JourneyStep" not in attributes  # the step is in the status query, not indexed
         await sim.advance_to(begin + timedelta(minutes=20))
         status = await handle.query("status", result_type=JourneyStatus)
         assert status.sends == {"first_reminder": "sent"}
+        # The attributes came with the start: the history holds no upsert (each one is billed).
+        kinds = [e.event_type for e in (await handle.fetch_history()).events]
+        assert EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES not in kinds
+        assert EventType.EVENT_TYPE_TIMER_STARTED in kinds
 
 
 async def test_engine_on_postgresql(definitions, pg_store):

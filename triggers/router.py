@@ -33,6 +33,7 @@ from workflows.models import (
     JOURNEY_NAME,
     JOURNEY_VERSION,
     ORDER_ID,
+    REVISION,
     JourneyInput,
     workflow_id,
 )
@@ -169,6 +170,7 @@ class Router:
             customer=customer,
             customer_given=True,
             clock_offset=self.clock_offset,
+            revision=REVISION,  # search attributes come with the start, below
         )
         attributes = TypedSearchAttributes(
             [

@@ -22,7 +22,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import SendOutcome, SendRequest
+    from activities.models import FailureRecord, SendOutcome, SendRequest
     from definitions.expressions import ExpressionError, build_context, evaluate, evaluate_time, zone
     from definitions.schema import (
         ExitStep,
@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         JOURNEY_STEP,
         MAX_REMEMBERED_EVENT_IDS,
         ORDER_ID,
+        REVISION,
         JourneyInput,
         JourneyResult,
         JourneyStatus,
@@ -80,6 +81,8 @@ class JourneyWorkflow:
         self.customer: Customer | None = None
         self.tz = zone(DEFAULT_TIMEZONE)  # the customer's, once loaded
         self.vars: dict[str, Any] = {}  # the definition's vars, once evaluated
+        self.where = "entry"  # what is being evaluated, for the record when an expression fails
+        self.template: str | None = None  # ... and the template of the send step it belongs to
         for event in input.prior_events:
             self.on_event(event)
 
@@ -119,11 +122,15 @@ class JourneyWorkflow:
 
     @workflow.run
     async def run(self, input: JourneyInput) -> JourneyResult:
+        # The search attributes (journey, customer, order, version) come with the start: the router
+        # sets them, and a continued run inherits them. No upserts: each is an event in the history
+        # and a billed action on Temporal Cloud. The current step is in the `status` query.
         entry = input.entry_event
-        pairs = [JOURNEY_NAME.value_set(self.definition.name), CUSTOMER_ID.value_set(entry.customer_id)]
-        if entry.order_id:
-            pairs.append(ORDER_ID.value_set(entry.order_id))
-        workflow.upsert_search_attributes(pairs)
+        if input.revision < 1:  # an instance started before that: replay what it did
+            pairs = [JOURNEY_NAME.value_set(self.definition.name), CUSTOMER_ID.value_set(entry.customer_id)]
+            if entry.order_id:
+                pairs.append(ORDER_ID.value_set(entry.order_id))
+            workflow.upsert_search_attributes(pairs)
         self.started = input.started_at or entry.occurred_at
         self.cursor = self.started
         try:
@@ -140,17 +147,16 @@ class JourneyWorkflow:
                 )
             self.tz = zone(self.customer.timezone if self.customer else DEFAULT_TIMEZONE)
             condition = self.definition.entry.condition
-            if condition and not evaluate(condition, self._context()):
+            if condition and not self._evaluate(condition, "entry.condition"):
                 raise _Exited("entry condition false")
             for name, source in self.definition.vars.items():
-                self.vars[name] = evaluate(source, self._context())
+                self.vars[name] = self._evaluate(source, f"vars.{name}")
             await self._run_steps(self.definition.steps)
             outcome = "completed"
         except _Exited as done:
             outcome = done.reason
         except ExpressionError as err:
-            workflow.logger.warning("journey %s ended: %s", self.definition.name, err)
-            outcome = f"expression error: {err}"
+            outcome = await self._expression_failed(err)
         except _Restart:
             self._set_step("restarting")
             restart = self.restart_event
@@ -163,14 +169,16 @@ class JourneyWorkflow:
                         "customer_given": False,
                         "started_at": None if restart else self.now(),
                         "seen_event_ids": self.seen[-MAX_REMEMBERED_EVENT_IDS:],
+                        "revision": REVISION,  # a new history: the search attributes carry over
                     }
                 )
             )
         self._set_step("done")
         return JourneyResult(outcome=outcome, sends=self.sends)
 
-    async def _run_steps(self, steps: list[Any]) -> None:
-        for step in steps:
+    async def _run_steps(self, steps: list[Any], path: str = "steps") -> None:
+        for i, step in enumerate(steps):
+            here = f"{path}[{i}]"
             self._check()
             if isinstance(step, WaitStep):
                 self._set_step("wait")
@@ -179,6 +187,7 @@ class JourneyWorkflow:
             elif isinstance(step, WaitUntilStep):
                 self._set_step("wait_until")
                 spec = step.wait_until
+                self._at(f"{here}.wait_until.at")
                 target = evaluate_time(spec.at, self._context(), self.tz)
                 if spec.offset:
                     target = target + parse_duration(spec.offset)
@@ -187,21 +196,23 @@ class JourneyWorkflow:
                 self.cursor = max(self.cursor, target)
                 await self._sleep_until(target)
             elif isinstance(step, WaitForStep):
-                await self._wait_for(step)
+                await self._wait_for(step, f"{here}.wait_for")
             elif isinstance(step, SendStep):
                 await self._send(step)
             elif isinstance(step, IfStep):
-                chosen = step.if_.then if evaluate(step.if_.condition, self._context()) else step.if_.else_
-                await self._run_steps(chosen)
+                if self._evaluate(step.if_.condition, f"{here}.if.condition"):
+                    await self._run_steps(step.if_.then, f"{here}.if.then")
+                else:
+                    await self._run_steps(step.if_.else_, f"{here}.if.else")
             elif isinstance(step, SplitStep):
-                await self._split(step)
+                await self._split(step, f"{here}.split")
             elif isinstance(step, ExitStep):
                 raise _Exited(step.exit or "exit step")
             elif isinstance(step, RepeatStep):
                 raise _Restart()
         self._check()
 
-    async def _wait_for(self, step: WaitForStep) -> None:
+    async def _wait_for(self, step: WaitForStep, path: str) -> None:
         """Wait for an event that occurred since this step began (in the journey's clock, so a
         late-dispatched or already-known event counts), or for the timeout from that moment."""
         spec = step.wait_for
@@ -216,20 +227,21 @@ class JourneyWorkflow:
         event = arrived()
         if event is not None and event.occurred_at <= deadline:
             self.cursor = max(began, event.occurred_at)
-            await self._run_steps(spec.on_event)
+            await self._run_steps(spec.on_event, f"{path}.on_event")
         else:
             self.cursor = deadline
-            await self._run_steps(spec.on_timeout)
+            await self._run_steps(spec.on_timeout, f"{path}.on_timeout")
 
     async def _send(self, step: SendStep) -> None:
         spec = step.send
         self._set_step(f"send:{spec.step_id}")
         context = self._context()
+        self._at(spec.step_id, spec.template)
         deadline = evaluate_time(spec.deadline, context, self.tz) if spec.deadline else None
         info = workflow.info()
         # Histories from before channel queues deliver inside send_message; new runs deliver on
         # the channel's own (rate-limited) task queue.
-        on_channel_queue = workflow.patched(CHANNEL_QUEUES_PATCH)
+        on_channel_queue = self.input.revision >= 1 or workflow.patched(CHANNEL_QUEUES_PATCH)
         while True:
             request = SendRequest(
                 workflow_id=info.workflow_id,
@@ -274,7 +286,7 @@ class JourneyWorkflow:
             self._set_step(f"send:{spec.step_id}")
         self.sends[spec.step_id] = outcome.status + (f":{outcome.reason}" if outcome.reason else "")
 
-    async def _split(self, step: SplitStep) -> None:
+    async def _split(self, step: SplitStep, path: str) -> None:
         spec = step.split
         self._set_step("split")
         digest = hashlib.sha256(f"{self.definition.name}:{self.input.key}:split".encode()).digest()
@@ -284,12 +296,13 @@ class JourneyWorkflow:
         if not spec.branches:
             return
         point = (draw - spec.holdout) / (1 - spec.holdout) * sum(b.weight for b in spec.branches)
-        for branch in spec.branches:
+        chosen = len(spec.branches) - 1
+        for b, branch in enumerate(spec.branches):
             point -= branch.weight
             if point < 0:
-                await self._run_steps(branch.steps)
-                return
-        await self._run_steps(spec.branches[-1].steps)
+                chosen = b
+                break
+        await self._run_steps(spec.branches[chosen].steps, f"{path}.branches[{chosen}].steps")
 
     # ---------------------------------------------------------------- helpers
 
@@ -318,9 +331,49 @@ class JourneyWorkflow:
         self._check()
 
     def _set_step(self, step: str) -> None:
-        if step != self.step:
-            self.step = step
+        if step != self.step and self.input.revision < 1:
             workflow.upsert_search_attributes([JOURNEY_STEP.value_set(step)])
+        self.step = step
+
+    def _at(self, where: str, template: str | None = None) -> None:
+        self.where, self.template = where, template
+
+    def _evaluate(self, source: str, where: str) -> Any:
+        self._at(where)
+        return evaluate(source, self._context())
+
+    async def _expression_failed(self, err: ExpressionError) -> str:
+        """An expression failed on this instance's data: the run ends, and says so where operators
+        look (a `failed` ledger row with reason expression_error, and an ERROR in the worker log)."""
+        entry, info = self.input.entry_event, workflow.info()
+        workflow.logger.error(
+            "journey %s for %s %s stopped at %s: %s",
+            self.definition.name,
+            self.definition.entry.key,
+            self.input.key,
+            self.where,
+            err,
+        )
+        await workflow.execute_activity(
+            "record_failure",
+            FailureRecord(
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                journey=self.definition.name,
+                journey_version=self.input.snapshot.version,
+                step=self.where[:60],
+                customer_id=entry.customer_id,
+                order_id=entry.order_id,
+                category=self.definition.category,
+                template=self.template,
+                error=str(err),
+                at=self.now(),
+            ),
+            result_type=str,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=ACTIVITY_RETRY,
+        )
+        return f"expression_error at {self.where}: {err}"
 
     def _context(self) -> dict[str, Any]:
         return build_context(
