@@ -53,6 +53,14 @@ def simulate(
     until: Annotated[str, typer.Option(help="End of the simulation, RFC 3339, e.g. 2026-03-01T00:00:00Z")],
     out: Annotated[Path, typer.Option(help="Where to write messages.jsonl")],
     definitions: Annotated[Path | None, typer.Option(help="Journey definitions to dry-run")] = None,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox/--no-sandbox",
+            help="Run workflows in Temporal's sandbox, as the worker does (default). --no-sandbox is a "
+            "faster mode that no longer checks the workflow code is deterministic.",
+        ),
+    ] = True,
 ) -> None:
     """Play events through the real engine on Temporal's time-skipping server."""
     from journeys.models import Customer, Event
@@ -76,7 +84,9 @@ def simulate(
             typer.echo(line, err=True)
         raise typer.Exit(1) from None
     report = asyncio.run(
-        run_simulation(loaded, customer_list, event_list, end, shop_name=Settings.from_env().shop_name)
+        run_simulation(
+            loaded, customer_list, event_list, end, shop_name=Settings.from_env().shop_name, sandboxed=sandbox
+        )
     )
     write_jsonl(report.messages, out)
     for line in report.summary_lines():
@@ -87,7 +97,7 @@ def simulate(
 @app.command()
 def worker() -> None:
     """Run a worker against TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE and DATABASE_URL."""
-    from worker import run_worker
+    from journeys.worker import run_worker
 
     _configure_logging()
     asyncio.run(run_worker(Settings.from_env()))

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from triggers.webhooks import WebhookConfig
 
@@ -46,6 +46,13 @@ class Settings(BaseModel):
     webhook_url: str | None = None
     secret: str | None = None
     rate_limits: dict[str, float] = {"sms": 10, "email": 100, "webhook": 50}
+    # Worker sizing, for a 2-core machine: more workflow tasks at once than cores only make each
+    # one slower (they share the GIL) and nearer Temporal's 2 s deadlock detector.
+    worker_workflow_tasks: int = Field(default=4, ge=1)
+    worker_activities: int = Field(default=16, ge=1)
+    worker_cached_workflows: int = Field(default=2000, ge=0)
+    worker_shutdown_seconds: float = Field(default=30, ge=0)
+    worker_sandbox: bool = True
     webhook_secret: str | None = None
 
     def public_endpoint(self, path: str) -> str | None:
@@ -98,6 +105,11 @@ class Settings(BaseModel):
             "webhook_url": "JOURNEYS_WEBHOOK_URL",
             "secret": "JOURNEYS_SECRET",
             "webhook_secret": "JOURNEYS_WEBHOOK_SECRET",
+            "worker_workflow_tasks": "JOURNEYS_WORKER_WORKFLOW_TASKS",
+            "worker_activities": "JOURNEYS_WORKER_ACTIVITIES",
+            "worker_cached_workflows": "JOURNEYS_WORKER_CACHED_WORKFLOWS",
+            "worker_shutdown_seconds": "JOURNEYS_WORKER_SHUTDOWN_SECONDS",
+            "worker_sandbox": "JOURNEYS_WORKER_SANDBOX",
         }
         values: dict = {field: env[var] for field, var in names.items() if env.get(var)}
         if env.get("JOURNEYS_SMS_OPT_OUT"):  # zh-CN=回T退订;en=Text STOP to opt out

@@ -21,19 +21,18 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import Worker
 
-from activities.journey import JourneyActivities
 from channels import build_channels
 from definitions.loader import Definitions
+from journeys.config import Settings
 from journeys.models import Customer, Event
 from journeys.temporal import binary
+from journeys.worker import activity_threads, build_workers
 from store import queries
 from store.db import Store
 from store.models import MessageRow
 from triggers.router import Router
-from worker import channel_workers
-from workflows.journey import JourneyWorkflow
 
 TASK_QUEUE = "journeys-simulation"
 
@@ -121,7 +120,7 @@ class Simulation:
         self.store = store
         self.begin = begin
         self.shop_name = shop_name
-        self.channel_workers: list[Worker] = []
+        self.workers: list[Worker] = []
 
     async def __aenter__(self) -> Simulation:
         self.env = await WorkflowEnvironment.start_time_skipping(
@@ -131,19 +130,14 @@ class Simulation:
         try:
             self.offset = (await self.env.get_current_time()) - self.begin
             self.router = Router(self.env.client, self.definitions, self.store, TASK_QUEUE, clock_offset=self.offset)
-            activities = JourneyActivities(self.store, build_channels(None), self.shop_name)
-            self._executor = ThreadPoolExecutor(8)
-            self.worker = Worker(
-                self.env.client,
-                task_queue=TASK_QUEUE,
-                workflows=[JourneyWorkflow],
-                activities=[activities.load_customer, activities.send_message],
-                activity_executor=self._executor,
-                **({} if self.sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}),
+            # The production worker, as `journeys worker` builds it; no rate limits (the test
+            # server's clock skips, so a per-second limit means nothing), the outbox for every channel.
+            settings = Settings(
+                task_queue=TASK_QUEUE, shop_name=self.shop_name, rate_limits={}, worker_sandbox=self.sandboxed
             )
-            await self.worker.__aenter__()
-            self.channel_workers = channel_workers(self.env.client, TASK_QUEUE, activities, self._executor)
-            for worker in self.channel_workers:
+            self._executor = ThreadPoolExecutor(activity_threads(settings))
+            self.workers = build_workers(self.env.client, settings, self.store, self._executor, build_channels(None))
+            for worker in self.workers:
                 await worker.__aenter__()
         except BaseException:
             await self.env.shutdown()
@@ -152,9 +146,8 @@ class Simulation:
 
     async def __aexit__(self, *exc_info) -> None:
         try:
-            for worker in self.channel_workers:
+            for worker in reversed(self.workers):
                 await worker.__aexit__(*exc_info)
-            await self.worker.__aexit__(*exc_info)
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
             await self.env.shutdown()
@@ -204,8 +197,10 @@ async def simulate(
     events: list[Event],
     until: datetime,
     shop_name: str = "Journeys",
+    sandboxed: bool = True,
 ) -> SimulationReport:
-    """Play `events` (any order; played in `occurred_at` order) for `customers` up to `until`."""
+    """Play `events` (any order; played in `occurred_at` order) for `customers` up to `until`, on
+    the production worker (sandboxed); `sandboxed=False` is the explicit fast mode."""
     started = datetime.now(UTC)
     ordered = sorted(events, key=lambda e: e.occurred_at)
     begin = ordered[0].occurred_at if ordered else until
@@ -213,9 +208,7 @@ async def simulate(
     with tempfile.TemporaryDirectory(prefix="journeys-sim-") as scratch:
         store = Store(f"sqlite:///{scratch}/simulation.db", durable=False).migrate()
         try:
-            # Without the workflow sandbox: the same workflow code, about a third faster. The tests,
-            # the replay checks and the worker run it sandboxed, so it stays sandbox-safe.
-            async with Simulation(definitions, store, begin, shop_name, sandboxed=False) as sim:
+            async with Simulation(definitions, store, begin, shop_name, sandboxed=sandboxed) as sim:
                 for customer in customers:
                     await sim.create_customer(customer, begin)
                 for event in ordered:

@@ -47,8 +47,8 @@ def _webhooks_line(settings: Settings) -> str:
 
 
 async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:
+    from journeys.worker import run_worker
     from triggers.serve import api_server
-    from worker import run_worker
 
     data_dir.mkdir(parents=True, exist_ok=True)
     args = [

@@ -12,12 +12,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from journeys.config import Settings
 from journeys.temporal import binary
+from journeys.worker import run_worker
 from store import queries
 from store.models import EventRow
 from tests.helpers import customer, event, free_port
 from triggers.dispatcher import Dispatcher
 from triggers.router import Router
-from worker import run_worker
 
 
 async def wait_until(check, seconds: float = 30) -> None:

@@ -17,11 +17,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from journeys.config import Settings
 from journeys.temporal import binary
+from journeys.worker import run_worker
 from store import queries
 from tests.helpers import daytime_zone, free_port
 from triggers.api import create_app
 from triggers.dispatcher import Dispatcher
-from worker import run_worker
 
 
 async def eventually(check, seconds: float = 30):

@@ -19,11 +19,12 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.journey import JourneyActivities
 from channels.sendgrid_email import SendGridEmailChannel
 from channels.twilio_sms import TwilioSmsChannel
+from journeys.config import Settings
 from journeys.temporal import binary
+from journeys.worker import build_workers
 from tests.fake_provider import AUTH_TOKEN, FakeProvider
 from tests.helpers import customer, free_port
 from tests.test_policy import request, save
-from worker import channel_workers
 from workflows.models import channel_queue
 
 QUEUE = "rate-test"
@@ -79,13 +80,13 @@ async def test_each_channel_queue_keeps_its_rate_limit(sqlite_store):
             # A second worker process: its own connection to the server.
             other = await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
             with ThreadPoolExecutor(16) as executor:
-                limits = {"sms": 4}
+                settings = Settings(task_queue=QUEUE, rate_limits={"sms": 4})
                 workers = [
-                    *channel_workers(env.client, QUEUE, activities, executor, limits),
-                    *channel_workers(other, QUEUE, activities, executor, limits),
+                    *build_workers(env.client, settings, sqlite_store, executor, channels),
+                    *build_workers(other, settings, sqlite_store, executor, channels),
                     Worker(
                         env.client,
-                        task_queue=QUEUE,
+                        task_queue=f"{QUEUE}-driver",
                         workflows=[DeliverAll],
                         workflow_runner=UnsandboxedWorkflowRunner(),
                     ),
@@ -95,7 +96,7 @@ async def test_each_channel_queue_keeps_its_rate_limit(sqlite_store):
                 try:
                     started = time.monotonic()
                     statuses = await env.client.execute_workflow(
-                        DeliverAll.run, deliveries, id="deliver-all", task_queue=QUEUE
+                        DeliverAll.run, deliveries, id="deliver-all", task_queue=f"{QUEUE}-driver"
                     )
                     took = time.monotonic() - started
                 finally:

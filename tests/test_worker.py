@@ -11,10 +11,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from journeys.config import Settings
 from journeys.temporal import binary
+from journeys.worker import run_worker
 from store import queries
 from tests.helpers import customer, event
 from triggers.router import Router
-from worker import run_worker
 from workflows.models import JourneyResult
 
 

@@ -1,0 +1,175 @@
+"""The one way Journeys builds its Temporal workers: `journeys worker`, `journeys up`, `journeys
+simulate`, the benchmarks and the tests all call `build_workers`, so they run the same sandbox,
+passthrough modules, activities and limits.
+
+    journeys worker          # or: python worker.py
+
+A worker process runs the journey worker (the interpreter workflow, the policy decision and the
+record of failures) and one delivery worker per channel task queue (rate-limited by the server).
+Temporal address, namespace, TLS certificate or API key, the database and the limits below come
+from the environment (journeys/config.py); SIGINT or SIGTERM lets running activities finish first,
+for at most the graceful timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.journey import JourneyActivities
+from channels import build_channels, describe_channels
+from channels.base import Channel
+from definitions.expressions import compiled_counts
+from definitions.loader import check_definitions, default_directory
+from journeys.config import Settings
+from journeys.temporal import connect, ensure_search_attributes
+from store.db import Store
+from workflows.journey import JourneyWorkflow
+from workflows.models import CHANNELS, channel_queue
+
+log = logging.getLogger("journeys.worker")
+
+#: Modules the workflow sandbox shares with the worker instead of importing them again for each
+#: workflow run: the project's vocabulary the interpreter reads, and Jinja2 with what it needs, so
+#: an expression compiled outside the sandbox runs inside it without importing anything.
+PASSTHROUGH_MODULES = (
+    "jinja2",
+    "markupsafe",
+    "tzdata",
+    "definitions",
+    "activities.models",
+    "journeys.models",
+    "workflows.models",
+)
+
+
+def workflow_runner(sandboxed: bool = True) -> WorkflowRunner:
+    """Temporal's sandbox with the project's passthrough modules; unsandboxed only when asked."""
+    if not sandboxed:
+        return UnsandboxedWorkflowRunner()
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    )
+
+
+def compile_definitions(settings: Settings) -> None:
+    """Compile the expressions and templates of the configured definitions before polling, so the
+    instances that run them never compile in workflow code. A worker whose definitions have
+    problems still runs: every instance carries its own snapshot."""
+    directory = settings.definitions_dir or default_directory()
+    loaded, problems = check_definitions(directory)
+    for problem in problems:
+        log.error("definition problem (instances of other journeys are unaffected): %s", problem)
+    expressions, templates = compiled_counts()
+    log.info(
+        "compiled %d expressions and %d templates of %d journeys in %s", expressions, templates, len(loaded), directory
+    )
+
+
+def build_workers(
+    client: Client,
+    settings: Settings,
+    store: Store,
+    executor: ThreadPoolExecutor,
+    channels: dict[str, Channel] | None = None,
+) -> list[Worker]:
+    """The journey worker and one delivery worker per channel, on `settings.task_queue`. A channel's
+    rate limit is enforced by the Temporal server across all workers of its queue, so adding
+    workers never exceeds a provider's limit. `channels` defaults to those `settings` configure."""
+    channels = channels if channels is not None else build_channels(settings.outbox_path, settings)
+    log.info("channels: %s", describe_channels(channels))
+    log.info("send rate limits per second: %s", describe_rate_limits(settings.rate_limits))
+    activities = JourneyActivities(
+        store, channels, settings.shop_name, default_region=settings.default_region, opt_out=settings.sms_opt_out
+    )
+    options = {
+        "max_concurrent_activities": settings.worker_activities,
+        "graceful_shutdown_timeout": timedelta(seconds=settings.worker_shutdown_seconds),
+        "activity_executor": executor,
+    }
+    journeys = Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[JourneyWorkflow],
+        activities=[activities.load_customer, activities.send_message, activities.record_failure],
+        workflow_runner=workflow_runner(settings.worker_sandbox),
+        max_concurrent_workflow_tasks=settings.worker_workflow_tasks,
+        max_cached_workflows=settings.worker_cached_workflows,
+        **options,
+    )
+    delivery = [
+        Worker(
+            client,
+            task_queue=channel_queue(settings.task_queue, channel),
+            activities=[activities.deliver_message],
+            max_task_queue_activities_per_second=settings.rate_limits.get(channel) or None,
+            **options,
+        )
+        for channel in CHANNELS
+    ]
+    return [journeys, *delivery]
+
+
+def activity_threads(settings: Settings) -> int:
+    """Threads for the activities of all the process's workers: the journey worker's and the
+    channels' slots may all be busy at once."""
+    return settings.worker_activities * 2
+
+
+def describe_rate_limits(limits: dict[str, float]) -> str:
+    return ", ".join(f"{channel}: {limits.get(channel) or 'unlimited'}" for channel in CHANNELS)
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set (or SIGINT/SIGTERM when none is given), then drain: every worker
+    shuts down at once, each letting its running activities finish for the graceful timeout."""
+    store = Store(settings.database_url).migrate()
+    compile_definitions(settings)
+    client = await connect(settings)
+    await ensure_search_attributes(client)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(activity_threads(settings), thread_name_prefix="activity") as executor:
+        workers = build_workers(client, settings, store, executor)
+        log.info(
+            "worker polling %r on %s (namespace %s): %s",
+            settings.task_queue,
+            settings.temporal_address,
+            settings.temporal_namespace,
+            describe_limits(settings),
+        )
+        running = [asyncio.create_task(worker.run()) for worker in workers]
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopped, *running], return_when=asyncio.FIRST_COMPLETED)
+        failed = [task for task in done if task is not stopped and task.exception() is not None]
+        log.info("stopping: letting running activities finish (at most %s s)", settings.worker_shutdown_seconds)
+        await asyncio.gather(*(worker.shutdown() for worker in workers), return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
+        stopped.cancel()
+    store.dispose()
+    log.info("worker stopped")
+    if failed:
+        raise failed[0].exception()
+
+
+def describe_limits(settings: Settings) -> str:
+    return (
+        f"{settings.worker_workflow_tasks} workflow tasks, {settings.worker_activities} activities at once, "
+        f"{settings.worker_cached_workflows} cached workflows, "
+        f"sandbox {'on' if settings.worker_sandbox else 'OFF (JOURNEYS_WORKER_SANDBOX=false)'}"
+    )
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_worker(Settings.from_env()))
