@@ -161,6 +161,31 @@ def store_event(session: Session, event: Event, received_at: datetime) -> bool:
     return True
 
 
+def store_events(session: Session, events: list[Event], received_at: datetime) -> set[str]:
+    """Write a batch of events to the log in one statement; the ids written now (the others were
+    already there, or came twice in the batch: duplicates). Safe against concurrent writers: a
+    conflicting id is skipped by the database, never an error."""
+    if not events:
+        return set()
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    table = EventRow.__table__
+    rows = [
+        {
+            "event_id": event.event_id,
+            "type": event.type,
+            "customer_id": event.customer_id,
+            "order_id": event.order_id,
+            "occurred_at": event.occurred_at,
+            "data": event.data,
+            "received_at": received_at,
+            "attempts": 0,
+        }
+        for event in events
+    ]
+    statement = insert(table).values(rows).on_conflict_do_nothing(index_elements=[table.c.event_id])
+    return set(session.scalars(statement.returning(table.c.event_id)))
+
+
 def events_for_key_since(
     session: Session, *, key_field: str, key: str, types: list[str], since: datetime, exclude_id: str
 ) -> list[Event]:

@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
 from definitions.loader import Definitions
@@ -300,18 +300,17 @@ def _too_large(limit: int) -> JSONResponse:
 
 
 async def _log(store: Store, events: list[Event]) -> tuple[list[str], list[str]]:
-    """Write events to the log, each in its own savepoint: (accepted ids, duplicate ids)."""
+    """Write events to the log in one statement: (accepted ids, duplicate ids), in batch order."""
 
     def write(session) -> tuple[list[str], list[str]]:
+        written = queries.store_events(session, events, datetime.now(UTC))
         accepted, duplicates = [], []
-        now = datetime.now(UTC)
         for event in events:
-            try:
-                with session.begin_nested():
-                    fresh = queries.store_event(session, event, now)
-            except IntegrityError:  # the same event_id logged by a concurrent request
-                fresh = False
-            (accepted if fresh else duplicates).append(event.event_id)
+            if event.event_id in written:
+                written.discard(event.event_id)  # a second copy in the same batch is a duplicate
+                accepted.append(event.event_id)
+            else:
+                duplicates.append(event.event_id)
         return accepted, duplicates
 
     return await store.run(write)
