@@ -1,0 +1,172 @@
+"""The engine as it is deployed, for the load test and the production benchmark: a Temporal dev
+server, `journeys api` (the event API and its dispatcher) and one or more `journeys worker`
+processes, each its own OS process with its log in a file, over one database."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import free_port
+
+JOURNEYS = str(Path(sys.executable).parent / "journeys")
+TEMPORAL = str(Path(sys.executable).parent / "temporal")
+
+#: What a healthy worker log never holds: deadlocks in the sandbox, failed evictions, journeys that
+#: ended on an error, workflow tasks that failed.
+WORKER_LOG_ALARMS = (
+    "TMPRL1101",
+    "Potential deadlock",
+    "could not be evicted",
+    "Failed running eviction",
+    "Eviction processed",
+    "expression error",
+    "Failed activation",
+    "Traceback",
+)
+
+
+def wait_until(check, seconds: float, what: str, interval: float = 0.2):
+    """Poll `check` until it returns something truthy; fail naming `what` after `seconds` (a bound
+    against hanging forever, never a performance assertion)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {seconds:.0f} s")
+        time.sleep(interval)
+
+
+@dataclass
+class Stack:
+    """Start with `start()`, stop with `stop()` (or use it as a context manager)."""
+
+    directory: Path
+    database_url: str
+    workers: int = 1
+    task_queue: str = "journeys"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.port, self.ui_port, self.api_port = free_port(), free_port(), free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.outbox = self.directory / "outbox.jsonl"
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.drain_seconds: dict[str, float] = {}
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "TEMPORAL_ADDRESS": self.address,
+            "DATABASE_URL": self.database_url,
+            "JOURNEYS_TASK_QUEUE": self.task_queue,
+            "JOURNEYS_OUTBOX": str(self.outbox),
+            "JOURNEYS_API_PORT": str(self.api_port),
+            "JOURNEYS_API_URL": self.api,
+            "JOURNEYS_SHOP_NAME": "小店",
+            **self.extra_env,
+        }
+
+    def log(self, name: str) -> Path:
+        return self.directory / f"{name}.log"
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+        with self.log(name).open("ab") as out:
+            process = subprocess.Popen(command, cwd=self.directory, env=self.env, stdout=out, stderr=out)
+        self.processes[name] = process
+        return process
+
+    def _port_open(self, port: int) -> bool:
+        import socket
+
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    def start_server(self) -> None:
+        self._spawn(
+            "temporal",
+            [TEMPORAL, "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(self.port),
+             "--ui-port", str(self.ui_port), "--log-level", "error"],
+        )  # fmt: skip
+        wait_until(lambda: self._port_open(self.port), 60, "the Temporal dev server")
+
+    def start_worker(self, n: int) -> None:
+        self._spawn(f"worker{n}", [JOURNEYS, "worker"])
+        wait_until(lambda: "worker polling" in self.log(f"worker{n}").read_text(), 90, f"worker {n} to poll")
+
+    def start_api(self) -> None:
+        self._spawn("api", [JOURNEYS, "api"])
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{self.api}/readyz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 90, "the API to be ready")
+
+    def start(self) -> Stack:
+        self.start_server()
+        for n in range(self.workers):
+            self.start_worker(n)
+        self.start_api()
+        return self
+
+    def worker_logs(self) -> str:
+        return "".join(self.log(f"worker{n}").read_text(errors="replace") for n in range(self.workers))
+
+    def stop_worker(self, n: int, grace: float = 60) -> float:
+        """SIGTERM a worker and return how long it took to exit."""
+        process = self.processes.pop(f"worker{n}")
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"worker {n} was still running {grace:.0f} s after SIGTERM") from None
+        self.drain_seconds[f"worker{n}"] = time.monotonic() - began
+        return self.drain_seconds[f"worker{n}"]
+
+    def stop(self) -> None:
+        for name in ("api", *[f"worker{n}" for n in range(self.workers)], "temporal"):
+            process = self.processes.pop(name, None)
+            if process is None or process.poll() is not None:
+                continue
+            process.send_signal(signal.SIGINT if name == "api" else signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=40)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> Stack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def post(self, events: list[dict], batch: int = 100) -> None:
+        """Post events in batches; every one must be accepted."""
+        with httpx.Client(base_url=self.api, timeout=60) as client:
+            for start in range(0, len(events), batch):
+                answer = client.post("/events", json=events[start : start + batch])
+                assert answer.status_code == 202, answer.text
+                assert not answer.json()["rejected"], answer.text
