@@ -77,24 +77,14 @@ class JourneyActivities:
             row = queries.find_ledger_row(session, failure.workflow_id, failure.run_id, failure.step)
             if row is not None:
                 return row.id
-            row = MessageRow(
-                id=str(uuid.uuid4()),
-                workflow_id=failure.workflow_id,
-                run_id=failure.run_id,
+            row = _new_row(
+                failure,
                 step=failure.step,
-                journey=failure.journey,
-                journey_version=failure.journey_version,
-                customer_id=failure.customer_id,
-                order_id=failure.order_id,
-                channel=None,
-                address=None,
                 template=failure.template or "-",
-                category=failure.category,
                 status="failed",
                 reason=failure.reason,
+                channel=None,
                 error=failure.error[:2000],
-                at=failure.at,
-                updated_at=datetime.now(UTC),
             )
             session.add(row)
             return row.id
@@ -230,23 +220,25 @@ class JourneyActivities:
 
 
 def _ledger_row(req: SendRequest, *, status: str, reason: str | None, channel: str | None, address=None) -> MessageRow:
+    return _new_row(
+        req, step=req.step, template=req.template_name, status=status, reason=reason, channel=channel, address=address
+    )
+
+
+def _new_row(origin: SendRequest | FailureRecord, **fields) -> MessageRow:
+    """A new ledger row for one step of one journey run."""
     return MessageRow(
         id=str(uuid.uuid4()),
-        workflow_id=req.workflow_id,
-        run_id=req.run_id,
-        step=req.step,
-        journey=req.journey,
-        journey_version=req.journey_version,
-        customer_id=req.customer_id,
-        order_id=req.order_id,
-        channel=channel,
-        address=address,
-        template=req.template_name,
-        category=req.category,
-        status=status,
-        reason=reason,
-        at=req.at,
+        workflow_id=origin.workflow_id,
+        run_id=origin.run_id,
+        journey=origin.journey,
+        journey_version=origin.journey_version,
+        customer_id=origin.customer_id,
+        order_id=origin.order_id,
+        category=origin.category,
+        at=origin.at,
         updated_at=datetime.now(UTC),
+        **fields,
     )
 
 

@@ -144,21 +144,7 @@ def list_messages(
 
 def store_event(session: Session, event: Event, received_at: datetime) -> bool:
     """Write an event to the log; False when its event_id is already there (a duplicate)."""
-    if session.get(EventRow, event.event_id) is not None:
-        return False
-    session.add(
-        EventRow(
-            event_id=event.event_id,
-            type=event.type,
-            customer_id=event.customer_id,
-            order_id=event.order_id,
-            occurred_at=event.occurred_at,
-            data=event.data,
-            received_at=received_at,
-            attempts=0,
-        )
-    )
-    return True
+    return bool(store_events(session, [event], received_at))
 
 
 def store_events(session: Session, events: list[Event], received_at: datetime) -> set[str]:
