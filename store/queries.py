@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -207,6 +207,16 @@ def mark_dispatched(session: Session, event_id: str, at: datetime) -> None:
     row = session.get(EventRow, event_id)
     if row is not None:
         row.dispatched_at, row.attempts, row.last_error = at, row.attempts + 1, None
+
+
+def mark_all_dispatched(session: Session, event_ids: list[str], at: datetime) -> None:
+    """Close a customer's dispatched events in one statement."""
+    if event_ids:
+        session.execute(
+            update(EventRow)
+            .where(EventRow.event_id.in_(event_ids))
+            .values(dispatched_at=at, attempts=EventRow.attempts + 1, last_error=None)
+        )
 
 
 def customers_with_pending_events(session: Session, limit: int) -> list[str]:

@@ -25,7 +25,7 @@ from definitions.loader import Definitions
 from journeys.models import Event
 from store import queries
 from store.db import Store
-from triggers.history import BadId, History, history
+from triggers.history import BadId, History, count_instances, history
 from triggers.http import read_body
 from triggers.webhooks import WebhookConfig, webhook_routes
 
@@ -240,8 +240,8 @@ def create_app(
         for snapshot in definitions or []:
             name = snapshot.definition.name
             running = f"JourneyName = '{name}' AND ExecutionStatus = 'Running'"
-            total = (await client.count_workflows(running)).count
-            current = (await client.count_workflows(f"{running} AND JourneyVersion = '{snapshot.version}'")).count
+            total = await count_instances(client, running)
+            current = await count_instances(client, f"{running} AND JourneyVersion = '{snapshot.version}'")
             views.append(
                 JourneyView(
                     name=name,

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -104,49 +105,78 @@ class Dispatcher:
 
     async def _dispatch_customer(self, customer_id: str) -> tuple[int, bool]:
         """Dispatch one customer's pending events in order, under a lease so that no other
-        dispatcher (another API process) works on this customer at the same time."""
+        dispatcher (another API process) works on this customer at the same time. The store is
+        touched three times for the whole run of events, not per event: the claim with the read,
+        each event's own reads in the router, and the marks with the release."""
         async with self.concurrency:
             events = await asyncio.to_thread(self._claim, customer_id)
             if events is None:
                 return 0, False  # another dispatcher has this customer now
+            run = _Run()
             try:
-                return await self._dispatch_in_order(customer_id, events)
+                await self._dispatch_in_order(customer_id, events, run)
             finally:
-                await asyncio.to_thread(self._release, customer_id)
+                await asyncio.to_thread(self._finish, customer_id, run)
+            return len(run.done), run.blocked
 
     def _claim(self, customer_id: str) -> list[Event] | None:
         with self.store.transaction() as session:
             if not queries.claim_customer(session, customer_id, self.owner, datetime.now(UTC), LEASE):
                 return None
-        with self.store.transaction() as session:  # read after the claim: another may just have sent some
+            # Read after the claim: each statement sees what was committed before it began.
             return queries.pending_events_of(session, customer_id)
 
-    def _extend(self, customer_id: str) -> bool:
-        with self.store.transaction() as session:
-            return queries.claim_customer(session, customer_id, self.owner, datetime.now(UTC), LEASE)
-
-    def _release(self, customer_id: str) -> None:
-        with self.store.transaction() as session:
-            queries.release_customer(session, customer_id, self.owner)
-
-    async def _dispatch_in_order(self, customer_id: str, events: list[Event]) -> tuple[int, bool]:
-        for n, event in enumerate(events):
-            if n and not await asyncio.to_thread(self._extend, customer_id):
-                return n, False  # the lease ran out and another dispatcher took over
+    async def _dispatch_in_order(self, customer_id: str, events: list[Event], run: _Run) -> None:
+        renewed = time.monotonic()
+        for event in events:
+            if time.monotonic() - renewed > LEASE.total_seconds() / 2:
+                if not await asyncio.to_thread(self._renew, customer_id, run):
+                    return  # the lease ran out and another dispatcher took over
+                renewed = time.monotonic()
             try:
-                await self.router.route(event)
+                await self.router.route(event, mark=False)
             except RPCError as err:
                 transient = err.status in TRANSIENT
-                await asyncio.to_thread(self._failed, event, f"{err.status.name}: {err}", transient)
+                run.failed(event, f"{err.status.name}: {err}", transient)
                 if transient:
-                    return n, True  # keep this customer's order: the rest waits too
+                    return  # keep this customer's order: the rest waits too
+                continue
             except Exception as err:  # e.g. the connection dropped: keep it pending
-                await asyncio.to_thread(self._failed, event, f"{type(err).__name__}: {err}", True)
-                return n, True
-        return len(events), False
+                run.failed(event, f"{type(err).__name__}: {err}", True)
+                return
+            run.done.append(event.event_id)
 
-    def _failed(self, event: Event, error: str, transient: bool) -> None:
-        if not transient:
-            log.error("event %s (%s) cannot be dispatched: %s", event.event_id, event.type, error)
+    def _renew(self, customer_id: str, run: _Run) -> bool:
+        """Extend the lease on a long run of events, closing those done so far."""
         with self.store.transaction() as session:
-            queries.record_dispatch_failure(session, event.event_id, error, None if transient else datetime.now(UTC))
+            self._record(session, run)
+            return queries.claim_customer(session, customer_id, self.owner, datetime.now(UTC), LEASE)
+
+    def _finish(self, customer_id: str, run: _Run) -> None:
+        with self.store.transaction() as session:
+            self._record(session, run)
+            queries.release_customer(session, customer_id, self.owner)
+
+    def _record(self, session, run: _Run) -> None:
+        now = datetime.now(UTC)
+        queries.mark_all_dispatched(session, run.done[run.recorded :], now)
+        run.recorded = len(run.done)
+        for event, error, transient in run.failures:
+            if not transient:
+                log.error("event %s (%s) cannot be dispatched: %s", event.event_id, event.type, error)
+            queries.record_dispatch_failure(session, event.event_id, error, None if transient else now)
+        run.failures.clear()
+
+
+class _Run:
+    """What one pass did with one customer's events, recorded together."""
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+        self.recorded = 0
+        self.failures: list[tuple[Event, str, bool]] = []
+        self.blocked = False
+
+    def failed(self, event: Event, error: str, transient: bool) -> None:
+        self.failures.append((event, error, transient))
+        self.blocked = self.blocked or transient

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from store import queries
 from store.db import Store
@@ -82,7 +82,7 @@ async def history(
     if not value or not _SAFE_ID.match(value):
         raise BadId(f"{key} {value!r} is empty, too long, or holds a quote or backslash")
     instances = []
-    async for execution in client.list_workflows(f"{key} = '{value}'"):
+    async for execution in _executions(client, f"{key} = '{value}'"):
         status = execution.status or WorkflowExecutionStatus.RUNNING
         view = InstanceView(
             journey=execution.id.split(":", 1)[0],
@@ -116,6 +116,31 @@ async def history(
     return History(
         customer_id=customer_id, order_id=order_id, instances=instances, messages=await asyncio.to_thread(messages)
     )
+
+
+def _unknown_attribute(err: RPCError) -> bool:
+    return err.status == RPCStatusCode.INVALID_ARGUMENT and "search attribute" in str(err)
+
+
+async def _executions(client: Client, query: str):
+    """The executions a visibility query finds. A server that does not know the search attribute
+    yet (none registered before the first start) holds no instance with it: nothing to list."""
+    try:
+        async for execution in client.list_workflows(query):
+            yield execution
+    except RPCError as err:
+        if not _unknown_attribute(err):
+            raise
+
+
+async def count_instances(client: Client, query: str) -> int:
+    """How many executions a visibility query finds (0 where the server knows no such attribute yet)."""
+    try:
+        return (await client.count_workflows(query)).count
+    except RPCError as err:
+        if not _unknown_attribute(err):
+            raise
+        return 0
 
 
 def timeline(h: History) -> list[str]:

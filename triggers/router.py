@@ -97,20 +97,23 @@ class Router:
         self._attributes_registered = asyncio.Lock()
         self._attributes_ready = False
 
-    async def route(self, event: Event) -> list[DispatchResult]:
+    async def route(self, event: Event, mark: bool = True) -> list[DispatchResult]:
         """Apply one (already logged) event: update the customer record, then signal or start
-        every instance it concerns (concurrently: they are different workflows)."""
+        every instance it concerns (concurrently: they are different workflows). With `mark`, the
+        event is marked dispatched here; the dispatcher marks a customer's events together."""
         dispatches = plan(event, self.definitions)
-        customer = await asyncio.to_thread(self._prepare, event, any(d.action == "start" for d in dispatches))
-        outcomes = await asyncio.gather(*(self._dispatch(d, event, customer) for d in dispatches))
-        await asyncio.to_thread(self._mark_dispatched, event)
+        starts = [d for d in dispatches if d.action == "start"]
+        customer, prior = await asyncio.to_thread(self._prepare, event, starts)
+        outcomes = await asyncio.gather(*(self._dispatch(d, event, customer, prior.get(d.journey)) for d in dispatches))
+        if mark:
+            await asyncio.to_thread(self._mark_dispatched, event)
         return [DispatchResult(d, outcome) for d, outcome in zip(dispatches, outcomes, strict=True)]
 
-    async def _dispatch(self, dispatch: Dispatch, event: Event, customer: Customer | None):
+    async def _dispatch(self, dispatch: Dispatch, event: Event, customer: Customer | None, prior: list[Event] | None):
         if dispatch.action == "signal":
             return await self._signal(dispatch, event)
         if self._entry_condition_holds(dispatch, event, customer):
-            return await self._start(dispatch, event, customer)
+            return await self._start(dispatch, event, customer, prior or [])
         if self.definitions[dispatch.journey].definition.entry.reentry == "restart":
             # A running instance still hears it: it starts over, finds the condition false and ends
             # (a customer whose birthday was removed gets no greeting for the old date).
@@ -138,30 +141,37 @@ class Router:
             log.warning("entry condition of %s failed for event %s: %s", dispatch.journey, event.event_id, err)
             return True
 
-    def _prepare(self, event: Event, starts: bool) -> Customer | None:
+    def _prepare(self, event: Event, starts: list[Dispatch]) -> tuple[Customer | None, dict[str, list[Event]]]:
+        """In one transaction: apply a customer event to the record; for the journeys the event
+        starts, read the customer and the events each instance must already know about."""
         with self.store.transaction() as session:
             if event.type in CUSTOMER_EVENT_TYPES:
                 queries.upsert_customer(session, customer_from_event(event), event.occurred_at)
-            return queries.get_customer(session, event.customer_id) if starts else None
+            if not starts:
+                return None, {}
+            customer = queries.get_customer(session, event.customer_id)
+            prior = {d.journey: self._prior_events(session, self.definitions[d.journey], d.key, event) for d in starts}
+            return customer, prior
 
     def _mark_dispatched(self, event: Event) -> None:
         with self.store.transaction() as session:
             queries.mark_dispatched(session, event.event_id, datetime.now(UTC))
 
-    def _prior_events(self, snapshot: JourneySnapshot, key: str, event: Event) -> list[Event]:
-        with self.store.transaction() as session:
-            return queries.events_for_key_since(
-                session,
-                key_field=snapshot.definition.entry.key,
-                key=key,
-                types=sorted(snapshot.definition.listened_events),
-                since=event.occurred_at,
-                exclude_id=event.event_id,
-            )
+    @staticmethod
+    def _prior_events(session, snapshot: JourneySnapshot, key: str, event: Event) -> list[Event]:
+        """Logged events an instance starting on `event` must know about (a payment logged before
+        the order's creation was dispatched)."""
+        return queries.events_for_key_since(
+            session,
+            key_field=snapshot.definition.entry.key,
+            key=key,
+            types=sorted(snapshot.definition.listened_events),
+            since=event.occurred_at,
+            exclude_id=event.event_id,
+        )
 
-    async def _start(self, dispatch: Dispatch, event: Event, customer: Customer | None):
+    async def _start(self, dispatch: Dispatch, event: Event, customer: Customer | None, prior: list[Event]):
         snapshot = self.definitions[dispatch.journey]
-        prior = await asyncio.to_thread(self._prior_events, snapshot, dispatch.key, event)
         journey_input = JourneyInput(
             snapshot=snapshot,
             key=dispatch.key,
