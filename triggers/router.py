@@ -22,7 +22,6 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from definitions.expressions import ExpressionError, build_context, evaluate, zone
 from definitions.loader import Definitions
-from definitions.schema import JourneySnapshot
 from journeys.models import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
 from journeys.temporal import ensure_search_attributes
 from store import queries
@@ -150,25 +149,37 @@ class Router:
             if not starts:
                 return None, {}
             customer = queries.get_customer(session, event.customer_id)
-            prior = {d.journey: self._prior_events(session, self.definitions[d.journey], d.key, event) for d in starts}
-            return customer, prior
+            return customer, self._prior_events(session, starts, event)
 
     def _mark_dispatched(self, event: Event) -> None:
         with self.store.transaction() as session:
             queries.mark_dispatched(session, event.event_id, datetime.now(UTC))
 
-    @staticmethod
-    def _prior_events(session, snapshot: JourneySnapshot, key: str, event: Event) -> list[Event]:
-        """Logged events an instance starting on `event` must know about (a payment logged before
-        the order's creation was dispatched)."""
-        return queries.events_for_key_since(
-            session,
-            key_field=snapshot.definition.entry.key,
-            key=key,
-            types=sorted(snapshot.definition.listened_events),
-            since=event.occurred_at,
-            exclude_id=event.event_id,
-        )
+    def _prior_events(self, session, starts: list[Dispatch], event: Event) -> dict[str, list[Event]]:
+        """For each journey `event` starts, the logged events its instance must know about (a
+        payment logged before the order's creation was dispatched): one query per key, not per
+        journey (an order's creation starts both payment reminders)."""
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for dispatch in starts:
+            definition = self.definitions[dispatch.journey].definition
+            wanted.setdefault((definition.entry.key, dispatch.key), set()).update(definition.listened_events)
+        found = {
+            (key_field, key): queries.events_for_key_since(
+                session,
+                key_field=key_field,
+                key=key,
+                types=sorted(types),
+                since=event.occurred_at,
+                exclude_id=event.event_id,
+            )  # fmt: skip
+            for (key_field, key), types in wanted.items()
+        }
+        prior = {}
+        for dispatch in starts:
+            definition = self.definitions[dispatch.journey].definition
+            events = found[(definition.entry.key, dispatch.key)]
+            prior[dispatch.journey] = [e for e in events if e.type in definition.listened_events]
+        return prior
 
     async def _start(self, dispatch: Dispatch, event: Event, customer: Customer | None, prior: list[Event]):
         snapshot = self.definitions[dispatch.journey]

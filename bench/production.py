@@ -1,0 +1,405 @@
+"""Benchmark: the production path, as deployed, against raw Temporal on the same dev server.
+
+    .venv/bin/python -m bench.production [--intake 10000] [--starts 2000] [--rate 20] [--seconds 30]
+                                         [--scale 400] [--rss 10000,100000]
+
+Everything runs as it does for a shop: `journeys api` (intake and dispatch) and `journeys worker`
+processes, a `temporal server start-dev` (in memory) and PostgreSQL (JOURNEYS_TEST_DATABASE_URL,
+default the local `test` database; each run works in a schema of its own, dropped afterwards).
+Customers live where it is midday now, so no send waits for quiet hours, and the channels have no
+rate limit (JOURNEYS_RATE_LIMITS throttles to a provider's contract; it would be measured instead).
+It prints:
+
+1. intake: events/s accepted by POST /events in batches of 100, 4 clients at once (the dispatcher
+   of that API process has no Temporal to talk to, so this is the insert alone);
+2. dispatch: workflow starts/s from order.created events (2 journeys each) through the API's
+   dispatcher, against signal-with-start of a minimal workflow from one process with the same
+   concurrency (32), each with its worker process running;
+3. latency: event-to-send p50/p99 for order.shipped (an immediate SMS) posted one by one at a
+   fixed rate: from the POST to the ledger recording the provider's acceptance;
+4. history: events and billable actions of one payment reminder (a timer, then a send) against
+   MinimalReminder (bench/raw_journey.py), the same timer and one activity written by hand;
+5. scale-out: dispatch and send throughput of a burst of order.shipped with one worker process,
+   then with two;
+6. worker RSS with N waiting instances (order.created starts two that wait).
+
+Billable actions are counted from the history as Temporal Cloud counts them: the start, each
+signal, timer, activity attempt, search-attribute upsert, marker, child start and continue-as-new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, func, select, text
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+
+from store import queries
+from store.db import Store
+from store.models import MessageRow
+from tests.helpers import daytime_zone, free_port
+from tests.stack import Stack, wait_until
+
+PG_URL = os.environ.get("JOURNEYS_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+RAW_QUEUE = "raw-bench"
+
+BILLABLE = {
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+    EventType.EVENT_TYPE_TIMER_STARTED,
+    EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
+    EventType.EVENT_TYPE_MARKER_RECORDED,
+    EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+}
+
+
+class Schema:
+    """A PostgreSQL schema of its own for one part of the run."""
+
+    def __init__(self) -> None:
+        self.admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        self.name = f"journeys_bench_{uuid.uuid4().hex[:10]}"
+        with self.admin.connect() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{self.name}"'))
+        self.url = f"{PG_URL}?options=-csearch_path%3D{self.name}"
+        self.store = Store(self.url).migrate()
+
+    def drop(self) -> None:
+        self.store.dispose()
+        with self.admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{self.name}" CASCADE'))
+        self.admin.dispose()
+
+
+class Shop:
+    """Events for customers who live where it is midday now."""
+
+    def __init__(self, customers: int = 200) -> None:
+        self.customers = customers
+        self.zone = daytime_zone(datetime.now(UTC))
+        self.serial = 0
+
+    def event(self, type: str, customer: int, order: str | None = None, when: datetime | None = None, **data) -> dict:
+        self.serial += 1
+        return {
+            "event_id": f"bench-{self.serial}-{uuid.uuid4().hex[:6]}", "type": type,
+            "occurred_at": (when or datetime.now(UTC)).isoformat(), "customer_id": f"c{customer % self.customers}",
+            "order_id": order, "data": data,
+        }  # fmt: skip
+
+    def people(self) -> list[dict]:
+        return [
+            self.event("customer.created", n, name=f"顾客{n}", phone=f"+86138{n:08d}", timezone=self.zone)
+            for n in range(self.customers)
+        ]
+
+    def orders(self, prefix: str, count: int, type: str = "order.created", **data) -> list[dict]:
+        return [self.event(type, n, f"{prefix}{n}", **data) for n in range(count)]
+
+
+def post_all(api: str, events: list[dict], batch: int = 100, clients: int = 4) -> float:
+    """Post events in batches from `clients` threads; the seconds it took."""
+    batches = [events[i : i + batch] for i in range(0, len(events), batch)]
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with httpx.Client(base_url=api, timeout=120) as client:
+            while True:
+                with lock:
+                    if not batches:
+                        return
+                    chunk = batches.pop()
+                answer = client.post("/events", json=chunk)
+                assert answer.status_code in (200, 202), answer.text
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - began
+
+
+def pending(store: Store) -> int:
+    with store.transaction() as session:
+        return queries.count_pending(session)
+
+
+def sent_count(store: Store, journey: str) -> int:
+    with store.transaction() as session:
+        return session.scalar(select(func.count()).where(MessageRow.journey == journey, MessageRow.status == "sent"))
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def billable(history) -> int:
+    count = 0
+    for event in history.events:
+        if event.event_type in BILLABLE or event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            count += 1
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            count += max(0, event.activity_task_started_event_attributes.attempt - 1)  # retries
+    return count
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def intake(count: int) -> float:
+    schema = Schema()
+    directory = Path(tempfile.mkdtemp(prefix="journeys-intake-"))
+    port = free_port()
+    env = {
+        **os.environ, "DATABASE_URL": schema.url, "JOURNEYS_API_PORT": str(port),
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",  # nothing there: the insert alone
+    }  # fmt: skip
+    api = f"http://127.0.0.1:{port}"
+    with (directory / "api.log").open("ab") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "journeys"), "api"], env=env, stdout=log, stderr=log
+        )
+    try:
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{api}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, 60, "the intake API")
+        shop = Shop()
+        post_all(api, shop.orders("warm", 500))  # warm up connections and code paths
+        events = shop.orders("o", count)
+        seconds = post_all(api, events)
+        assert pending(schema.store) == count + 500
+        return count / seconds
+    finally:
+        process.terminate()
+        process.wait(30)
+        schema.drop()
+
+
+async def raw_starts(address: str, count: int, concurrency: int = 32) -> float:
+    client = await Client.connect(address)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def start(n: int) -> None:
+        async with gate:
+            await client.start_workflow(
+                "MinimalReminder", 900.0, id=f"raw-{uuid.uuid4().hex}-{n}", task_queue=RAW_QUEUE,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                start_signal="event", start_signal_args=[{"type": "order.created", "n": n}],
+            )  # fmt: skip
+
+    began = time.perf_counter()
+    await asyncio.gather(*(start(n) for n in range(count)))
+    return count / (time.perf_counter() - began)
+
+
+def dispatch(stack: Stack, store: Store, shop: Shop, starts: int) -> tuple[float, float]:
+    before = pending(store)
+    assert before == 0
+    events = shop.orders(f"d{uuid.uuid4().hex[:4]}-", starts // 2)
+    began = time.perf_counter()
+    post_all(stack.api, events)
+    wait_until(lambda: pending(store) == 0, 1800, "dispatch", interval=0.05)
+    ours = starts / (time.perf_counter() - began)
+    raw = asyncio.run(raw_starts(stack.address, starts))
+    return ours, raw
+
+
+def latency(stack: Stack, store: Store, shop: Shop, rate: float, seconds: float) -> tuple[float, float, int]:
+    count = int(rate * seconds)
+    prefix = f"l{uuid.uuid4().hex[:4]}-"
+    posted: dict[str, datetime] = {}
+    with httpx.Client(base_url=stack.api, timeout=30) as client:
+        began = time.perf_counter()
+        for n in range(count):
+            due = began + n / rate
+            time.sleep(max(0.0, due - time.perf_counter()))
+            event = shop.event("order.shipped", n, f"{prefix}{n}", carrier="顺丰", tracking_no=f"SF{n}")
+            posted[event["order_id"]] = datetime.now(UTC)
+            assert client.post("/events", json=event).status_code == 202
+
+    def all_sent():
+        with store.transaction() as session:
+            rows = session.execute(
+                select(MessageRow.order_id, MessageRow.updated_at).where(
+                    MessageRow.journey == "shipped_notice", MessageRow.status == "sent",
+                    MessageRow.order_id.startswith(prefix),
+                )
+            ).all()  # fmt: skip
+        return rows if len(rows) == count else None
+
+    rows = wait_until(all_sent, 600, "the latency run's sends")
+    waits = sorted((sent_at - posted[order]).total_seconds() for order, sent_at in rows)
+    return statistics.median(waits), waits[min(len(waits) - 1, int(len(waits) * 0.99))], count
+
+
+async def history_costs(stack: Stack, shop: Shop) -> tuple[tuple[int, int], tuple[int, int]]:
+    """One payment reminder due 5 s from now, and the hand-written MinimalReminder with a 5 s timer."""
+    client = await Client.connect(stack.address)
+    order = f"h{uuid.uuid4().hex[:6]}"
+    created = datetime.now(UTC) - timedelta(minutes=15) + timedelta(seconds=5)
+    async with httpx.AsyncClient(base_url=stack.api, timeout=30) as api:
+        answer = await api.post("/events", json=shop.event("order.created", 0, order, when=created, amount=99))
+        assert answer.status_code == 202, answer.text
+    ours: WorkflowHandle = client.get_workflow_handle(f"payment_reminder:{order}")
+    for _ in range(600):
+        try:
+            await ours.result()
+            break
+        except Exception:  # not started yet
+            await asyncio.sleep(0.1)
+    raw = await client.start_workflow(
+        "MinimalReminder", 5.0, id=f"raw-history-{order}", task_queue=RAW_QUEUE,
+        start_signal="event", start_signal_args=[{"type": "order.created"}],
+    )  # fmt: skip
+    await raw.result()
+    ours_history, raw_history = await ours.fetch_history(), await raw.fetch_history()
+    return (len(ours_history.events), billable(ours_history)), (len(raw_history.events), billable(raw_history))
+
+
+def burst(stack: Stack, store: Store, shop: Shop, count: int) -> tuple[float, float]:
+    """Post `count` order.shipped at once: (dispatched/s, sent/s) until each is done."""
+    before = sent_count(store, "shipped_notice")
+    events = shop.orders(f"s{uuid.uuid4().hex[:4]}-", count, "order.shipped", carrier="顺丰", tracking_no="SF")
+    began = time.perf_counter()
+    post_all(stack.api, events)
+    wait_until(lambda: pending(store) == 0, 1800, "the burst's dispatch", interval=0.05)
+    dispatched = count / (time.perf_counter() - began)
+    wait_until(lambda: sent_count(store, "shipped_notice") >= before + count, 1800, "the burst's sends", interval=0.05)
+    return dispatched, count / (time.perf_counter() - began)
+
+
+def waiting_rss(stack: Stack, store: Store, shop: Shop, targets: list[int]) -> list[tuple[int, float, float]]:
+    """Grow to each target of waiting instances; (instances, worker RSS MB, seconds to get there)."""
+    out = []
+    made = asyncio.run(_running(stack.address))
+    print(f"  {made} waiting instances: worker RSS {rss_mb(stack.processes['worker0'].pid):.0f} MB", flush=True)
+    for target in targets:
+        began = time.perf_counter()
+        orders = max(0, (target - made + 1) // 2)
+        prefix = f"w{uuid.uuid4().hex[:4]}-"
+        for start in range(0, orders, 5000):
+            post_all(stack.api, shop.orders(f"{prefix}{start}-", min(5000, orders - start)))
+            wait_until(lambda: pending(store) < 5000, 3600, "dispatch to catch up", interval=0.5)
+        wait_until(lambda: pending(store) == 0, 3600, "the waiting instances", interval=0.5)
+        time.sleep(5)  # their first workflow tasks
+        made = asyncio.run(_running(stack.address))
+        out.append((made, rss_mb(stack.processes["worker0"].pid), time.perf_counter() - began))
+        print(f"  {made} waiting instances: worker RSS {out[-1][1]:.0f} MB", flush=True)
+    return out
+
+
+async def _running(address: str) -> int:
+    client = await Client.connect(address)
+    return (await client.count_workflows("ExecutionStatus = 'Running' AND JourneyName IS NOT NULL")).count
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        "unknown CPU",
+    )
+    memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, Python {sys.version.split()[0]}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--intake", type=int, default=10_000, help="events for the intake figure")
+    parser.add_argument("--starts", type=int, default=2_000, help="workflow starts for the dispatch figure")
+    parser.add_argument("--rate", type=float, default=20, help="events/s for the latency figure")
+    parser.add_argument("--seconds", type=float, default=30, help="how long the latency run posts")
+    parser.add_argument("--scale", type=int, default=400, help="order.shipped per scale-out burst")
+    parser.add_argument("--rss", default="10000,100000", help="waiting instances at which to read worker RSS")
+    args = parser.parse_args()
+    print(f"machine: {machine()}", flush=True)
+
+    events_per_second = intake(args.intake)
+    print(f"intake: {events_per_second:.0f} events/s (batches of 100, 4 clients, PostgreSQL)", flush=True)
+
+    schema = Schema()
+    directory = Path(tempfile.mkdtemp(prefix="journeys-bench-"))
+    shop = Shop()
+    # No per-channel rate limits: they throttle to a provider's contract, and would be measured instead.
+    stack = Stack(directory, schema.url, workers=1, extra_env={"JOURNEYS_RATE_LIMITS": "sms=0,email=0,webhook=0"})
+    raw_worker = None
+    try:
+        stack.start()
+        raw_worker = subprocess.Popen(
+            [sys.executable, "-m", "bench.raw_worker", stack.address, RAW_QUEUE],
+            stdout=(directory / "raw.log").open("ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        stack.post(shop.people())
+        wait_until(lambda: pending(schema.store) == 0, 300, "the customers")
+
+        (ours_events, ours_actions), (raw_events, raw_actions) = asyncio.run(history_costs(stack, shop))
+        print(
+            f"history per payment reminder: {ours_events} events, {ours_actions} billable actions; "
+            f"hand-written minimal: {raw_events} events, {raw_actions} actions "
+            f"(+{ours_actions - raw_actions} actions)",
+            flush=True,
+        )
+
+        p50, p99, sent = latency(stack, schema.store, shop, args.rate, args.seconds)
+        print(f"event-to-send at {args.rate:.0f} events/s ({sent} sends): p50 {p50:.3f} s, p99 {p99:.3f} s", flush=True)
+
+        ours, raw = dispatch(stack, schema.store, shop, args.starts)
+        print(
+            f"dispatch: {ours:.0f} workflow starts/s; raw signal-with-start {raw:.0f}/s; ratio {ours / raw:.2f}",
+            flush=True,
+        )
+
+        one = burst(stack, schema.store, shop, args.scale)
+        stack.workers = 2
+        stack.start_worker(1)
+        two = burst(stack, schema.store, shop, args.scale)
+        print(
+            f"scale-out ({args.scale} order.shipped at once): "
+            f"one worker {one[0]:.0f} dispatched/s, {one[1]:.0f} sent/s; "
+            f"two workers {two[0]:.0f} dispatched/s, {two[1]:.0f} sent/s ({two[1] / one[1]:.2f}x sends)",
+            flush=True,
+        )
+        stack.stop_worker(1)
+        stack.workers = 1
+
+        targets = [int(n) for n in args.rss.split(",") if n.strip()]
+        for made, rss, seconds in waiting_rss(stack, schema.store, shop, targets):
+            print(f"worker RSS with {made} waiting instances: {rss:.0f} MB (reached in {seconds:.0f} s)", flush=True)
+    finally:
+        if raw_worker is not None:
+            raw_worker.terminate()
+            raw_worker.wait(30)
+        stack.stop()
+        schema.drop()
+
+
+if __name__ == "__main__":
+    main()
