@@ -36,12 +36,16 @@ class JourneyActivities:
         *,
         default_region: str = "CN",
         opt_out: dict[str, str] | None = None,
+        deliver_inline: frozenset[str] = frozenset(),
     ):
         self.store = store
         self.channels = channels
         self.shop_name = shop_name
         self.default_region = default_region  # where national phone numbers are read
         self.opt_out = opt_out or {}  # marketing SMS opt-out text per locale, over the defaults
+        # Channels with no rate limit: delivered by send_message itself, saving the workflow an
+        # activity and a workflow task per message (a rate-limited channel delivers from its queue).
+        self.deliver_inline = deliver_inline
 
     @activity.defn(name="load_customer")
     def load_customer(self, customer_id: str) -> Customer | None:
@@ -53,7 +57,7 @@ class JourneyActivities:
         decided, row, retry = self._decide(request)
         if decided is not None:
             return decided
-        if not request.deliver:
+        if not request.deliver and row.channel not in self.deliver_inline:
             return SendOutcome(status="ready", channel=row.channel, message_id=row.id)
         return self._deliver(row, retry)
 

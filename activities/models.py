@@ -30,8 +30,9 @@ class SendRequest(BaseModel):
     deadline: datetime | None = None
     deliver: bool = Field(
         default=True,
-        description="False: decide and record only, answering `ready`; the workflow then hands the message "
-        "to its channel's task queue (rate-limited) with deliver_message.",
+        description="False: decide and record only, answering `ready`, and the workflow hands the message "
+        "to its channel's task queue (rate-limited) with deliver_message; a channel the worker runs without a "
+        "rate limit is delivered at once all the same (the answer is then `sent`).",
     )
 
 

@@ -14,7 +14,9 @@ for at most the graceful timeout.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
+import py_compile
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -23,6 +25,8 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+import workflows as workflows_package
+import workflows.journey as workflows_journey
 from activities.journey import JourneyActivities
 from channels import build_channels, describe_channels
 from channels.base import Channel
@@ -59,6 +63,21 @@ def workflow_runner(sandboxed: bool = True) -> WorkflowRunner:
     )
 
 
+def write_workflow_bytecode() -> None:
+    """Write the bytecode of the modules the sandbox imports afresh for every workflow instance.
+    The sandbox re-executes the workflow module per instance, reading its .pyc; without one (under
+    PYTHONDONTWRITEBYTECODE, common in container images) it compiled the source every time, about
+    a tenth of the worker's CPU. A read-only install keeps whatever bytecode it shipped with."""
+    for module in (workflows_journey, workflows_package):
+        source = module.__file__
+        if not source or not source.endswith(".py"):
+            continue
+        try:
+            py_compile.compile(source, cfile=importlib.util.cache_from_source(source), doraise=True)
+        except (OSError, py_compile.PyCompileError) as err:
+            log.info("could not write the bytecode of %s (%s): each workflow instance compiles it", source, err)
+
+
 def compile_definitions(settings: Settings) -> None:
     """Compile the expressions and templates of the configured definitions before polling, so the
     instances that run them never compile in workflow code. A worker whose definitions have
@@ -83,11 +102,17 @@ def build_workers(
     """The journey worker and one delivery worker per channel, on `settings.task_queue`. A channel's
     rate limit is enforced by the Temporal server across all workers of its queue, so adding
     workers never exceeds a provider's limit. `channels` defaults to those `settings` configure."""
+    write_workflow_bytecode()
     channels = channels if channels is not None else build_channels(settings.outbox_path, settings)
     log.info("channels: %s", describe_channels(channels))
     log.info("send rate limits per second: %s", describe_rate_limits(settings.rate_limits))
     activities = JourneyActivities(
-        store, channels, settings.shop_name, default_region=settings.default_region, opt_out=settings.sms_opt_out
+        store,
+        channels,
+        settings.shop_name,
+        default_region=settings.default_region,
+        opt_out=settings.sms_opt_out,
+        deliver_inline=frozenset(channel for channel in CHANNELS if not settings.rate_limits.get(channel)),
     )
     options = {
         "max_concurrent_activities": settings.worker_activities,
