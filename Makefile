@@ -27,6 +27,7 @@ test: setup lint
 	$(BIN)/python -m pytest -q
 
 bench: setup
+	$(BIN)/python -m bench.production
 	$(BIN)/python -m bench.simulate_month
 
 clean:

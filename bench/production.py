@@ -1,6 +1,6 @@
 """Benchmark: the production path, as deployed, against raw Temporal on the same dev server.
 
-    .venv/bin/python -m bench.production [--intake 10000] [--starts 2000] [--rate 20] [--seconds 30]
+    .venv/bin/python -m bench.production [--intake 10000] [--starts 2000] [--rate 5,20] [--seconds 30]
                                          [--scale 400] [--rss 10000,100000]
 
 Everything runs as it does for a shop: `journeys api` (intake and dispatch) and `journeys worker`
@@ -14,9 +14,11 @@ It prints:
    of that API process has no Temporal to talk to, so this is the insert alone);
 2. dispatch: workflow starts/s from order.created events (2 journeys each) through the API's
    dispatcher, against signal-with-start of a minimal workflow from one process with the same
-   concurrency (32), each with its worker process running;
+   concurrency (32); the worker processes are paused meanwhile (SIGSTOP), so each measures the
+   start path alone on the same server;
 3. latency: event-to-send p50/p99 for order.shipped (an immediate SMS) posted one by one at a
-   fixed rate: from the POST to the ledger recording the provider's acceptance;
+   fixed rate: from the POST to the ledger recording the provider's acceptance; and the floor,
+   MinimalReminder started at the same rate with nothing to wait for, to its completion;
 4. history: events and billable actions of one payment reminder (a timer, then a send) against
    MinimalReminder (bench/raw_journey.py), the same timer and one activity written by hand;
 5. scale-out: dispatch and send throughput of a burst of order.shipped with one worker process,
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -217,15 +220,22 @@ async def raw_starts(address: str, count: int, concurrency: int = 32) -> float:
     return count / (time.perf_counter() - began)
 
 
-def dispatch(stack: Stack, store: Store, shop: Shop, starts: int) -> tuple[float, float]:
-    before = pending(store)
-    assert before == 0
+def dispatch(stack: Stack, store: Store, shop: Shop, starts: int, workers: list[int]) -> tuple[float, float]:
+    """Starts/s of each, with every worker process paused (SIGSTOP) so that neither measurement
+    pays for the other's workflow tasks: the start path alone, on the same server."""
+    assert pending(store) == 0
     events = shop.orders(f"d{uuid.uuid4().hex[:4]}-", starts // 2)
-    began = time.perf_counter()
-    post_all(stack.api, events)
-    wait_until(lambda: pending(store) == 0, 1800, "dispatch", interval=0.05)
-    ours = starts / (time.perf_counter() - began)
-    raw = asyncio.run(raw_starts(stack.address, starts))
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        began = time.perf_counter()
+        post_all(stack.api, events)
+        wait_until(lambda: pending(store) == 0, 1800, "dispatch", interval=0.05)
+        ours = starts / (time.perf_counter() - began)
+        raw = asyncio.run(raw_starts(stack.address, starts))
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
     return ours, raw
 
 
@@ -255,6 +265,29 @@ def latency(stack: Stack, store: Store, shop: Shop, rate: float, seconds: float)
     rows = wait_until(all_sent, 600, "the latency run's sends")
     waits = sorted((sent_at - posted[order]).total_seconds() for order, sent_at in rows)
     return statistics.median(waits), waits[min(len(waits) - 1, int(len(waits) * 0.99))], count
+
+
+async def raw_latency(address: str, rate: float, seconds: float) -> tuple[float, float]:
+    """The floor: signal-with-start of MinimalReminder with nothing to wait for (its one activity
+    at once), at the same rate; from the start call to the workflow's completion."""
+    client = await Client.connect(address)
+    count = int(rate * seconds)
+    began = time.perf_counter()
+    waits: list[float] = []
+
+    async def one(n: int) -> None:
+        await asyncio.sleep(max(0.0, began + n / rate - time.perf_counter()))
+        sent = time.perf_counter()
+        handle = await client.start_workflow(
+            "MinimalReminder", 0.0, id=f"raw-latency-{uuid.uuid4().hex}", task_queue=RAW_QUEUE,
+            start_signal="event", start_signal_args=[{"type": "order.shipped"}],
+        )  # fmt: skip
+        await handle.result()
+        waits.append(time.perf_counter() - sent)
+
+    await asyncio.gather(*(one(n) for n in range(count)))
+    waits.sort()
+    return statistics.median(waits), waits[min(len(waits) - 1, int(len(waits) * 0.99))]
 
 
 async def history_costs(stack: Stack, shop: Shop) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -335,7 +368,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--intake", type=int, default=10_000, help="events for the intake figure")
     parser.add_argument("--starts", type=int, default=2_000, help="workflow starts for the dispatch figure")
-    parser.add_argument("--rate", type=float, default=20, help="events/s for the latency figure")
+    parser.add_argument("--rate", default="5,20", help="events/s for the latency figures")
     parser.add_argument("--seconds", type=float, default=30, help="how long the latency run posts")
     parser.add_argument("--scale", type=int, default=400, help="order.shipped per scale-out burst")
     parser.add_argument("--rss", default="10000,100000", help="waiting instances at which to read worker RSS")
@@ -368,10 +401,16 @@ def main() -> None:
             flush=True,
         )
 
-        p50, p99, sent = latency(stack, schema.store, shop, args.rate, args.seconds)
-        print(f"event-to-send at {args.rate:.0f} events/s ({sent} sends): p50 {p50:.3f} s, p99 {p99:.3f} s", flush=True)
+        for rate in [float(r) for r in args.rate.split(",") if r.strip()]:
+            p50, p99, sent = latency(stack, schema.store, shop, rate, args.seconds)
+            raw50, raw99 = asyncio.run(raw_latency(stack.address, rate, args.seconds))
+            print(
+                f"event-to-send at {rate:.0f} events/s ({sent} sends): p50 {p50:.3f} s, p99 {p99:.3f} s; "
+                f"raw start-to-activity p50 {raw50:.3f} s, p99 {raw99:.3f} s",
+                flush=True,
+            )
 
-        ours, raw = dispatch(stack, schema.store, shop, args.starts)
+        ours, raw = dispatch(stack, schema.store, shop, args.starts, [stack.processes["worker0"].pid, raw_worker.pid])
         print(
             f"dispatch: {ours:.0f} workflow starts/s; raw signal-with-start {raw:.0f}/s; ratio {ours / raw:.2f}",
             flush=True,
@@ -390,7 +429,7 @@ def main() -> None:
         stack.stop_worker(1)
         stack.workers = 1
 
-        targets = [int(n) for n in args.rss.split(",") if n.strip()]
+        targets = [int(n) for n in args.rss.split(",") if n.strip() and int(n) > 0]
         for made, rss, seconds in waiting_rss(stack, schema.store, shop, targets):
             print(f"worker RSS with {made} waiting instances: {rss:.0f} MB (reached in {seconds:.0f} s)", flush=True)
     finally:

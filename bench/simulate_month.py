@@ -25,13 +25,14 @@ from datetime import UTC, datetime, timedelta
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import Worker
 
 from bench.raw_journey import RawJourney, raw_send
 from definitions.loader import PACKAGE_DIR, load_definitions
 from journeys.models import Customer, Event
 from journeys.simulate import simulate
 from journeys.temporal import binary
+from journeys.worker import workflow_runner
 from triggers.router import plan
 
 START = datetime(2026, 2, 1, tzinfo=UTC)
@@ -108,7 +109,7 @@ async def raw_temporal(definitions, people, events) -> tuple[float, int]:
                 workflows=[RawJourney],
                 activities=[raw_send],
                 activity_executor=executor,
-                workflow_runner=UnsandboxedWorkflowRunner(),  # as journeys simulate runs
+                workflow_runner=workflow_runner(),  # sandboxed, as journeys simulate runs
             ):
                 for event in created + ordered:
                     behind = event.occurred_at - ((await env.get_current_time()) - offset)
