@@ -6,9 +6,10 @@ trust their shape. Times are normalised to UTC.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -38,22 +39,67 @@ DEFAULT_TIMEZONE = "Asia/Shanghai"
 _BIRTHDAY = re.compile(r"^(?:(\d{4})-|--)(\d{2})-(\d{2})$")
 
 
+#: An id: 1 to 200 characters, none of them a control character (NUL and the like break stores,
+#: logs and visibility queries).
+Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+#: How deep an event's `data` may nest: deeper is refused at intake, not stored to fail later.
+MAX_DATA_DEPTH = 32
+
+
+def check_storable(value: Any, path: str = "data", depth: int = 0) -> None:
+    """Refuse JSON the store and the engine cannot keep as it is: nesting deeper than
+    MAX_DATA_DEPTH, numbers that are not finite (NaN, Infinity, 1e400), and text with NUL or
+    unpaired surrogates (PostgreSQL refuses both). The error names the place, e.g. `data.items[2]`."""
+    if depth > MAX_DATA_DEPTH:
+        raise ValueError(f"{path} nests deeper than {MAX_DATA_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(str(key), f"{path} key {str(key)[:40]!r}")
+            check_storable(item, f"{path}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_storable(item, f"{path}[{index}]", depth + 1)
+    elif isinstance(value, str):
+        _check_text(value, path)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path} is {value}: JSON numbers must be finite")
+
+
+def _check_text(text: str, path: str) -> None:
+    if "\x00" in text:
+        raise ValueError(f"{path} holds a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{path} holds an unpaired surrogate ({err.reason})") from err
+
+
 class Event(BaseModel):
     """One event from an order system. `event_id` is the idempotency key."""
 
     model_config = ConfigDict(extra="forbid")
 
-    event_id: str = Field(min_length=1, max_length=200)
+    event_id: Identifier
     type: EventType
     occurred_at: AwareDatetime
-    customer_id: str = Field(min_length=1, max_length=200)
-    order_id: str | None = Field(default=None, min_length=1, max_length=200)
+    customer_id: Identifier
+    order_id: Identifier | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("occurred_at")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError as err:
+            raise ValueError(f"{value.isoformat()} is out of range once converted to UTC") from err
+
+    @field_validator("data")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_storable(value)
+        return value
 
     @model_validator(mode="after")
     def _order_id_where_needed(self) -> Event:
@@ -67,12 +113,12 @@ class Customer(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    customer_id: str = Field(min_length=1, max_length=200)
-    name: str | None = None
-    phone: str | None = None
-    email: str | None = None
+    customer_id: Identifier
+    name: str | None = Field(default=None, max_length=200)
+    phone: str | None = Field(default=None, max_length=40)
+    email: str | None = Field(default=None, max_length=320)
     birthday: str | None = None
-    timezone: str = DEFAULT_TIMEZONE
+    timezone: str = Field(default=DEFAULT_TIMEZONE, max_length=64)
     locale: Locale = "zh-CN"
     region: str | None = Field(
         default=None,

@@ -22,10 +22,10 @@ from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
 from definitions.loader import Definitions
-from journeys.models import Event
+from journeys.models import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
 from store import queries
 from store.db import Store
-from triggers.history import BadId, History, count_instances, history
+from triggers.history import BadId, History, check_id, count_instances, history
 from triggers.http import read_body
 from triggers.webhooks import WebhookConfig, webhook_routes
 
@@ -54,11 +54,20 @@ class Problem(BaseModel):
     detail: str
 
 
-def _problems(err: ValidationError) -> list[FieldProblem]:
+def _problems(err: ValidationError, prefix: str = "") -> list[FieldProblem]:
     return [
-        FieldProblem(field=".".join(str(p) for p in item["loc"]) or "event", message=item["msg"])
-        for item in err.errors()
+        FieldProblem(field=prefix + (".".join(str(p) for p in item["loc"]) or "event"), message=item["msg"])
+        for item in err.errors(include_input=False)
     ]
+
+
+def _printable(text: str) -> bool:
+    """An id safe to echo back in JSON (no unpaired surrogate, no control character)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return text.isprintable()
 
 
 class JourneyView(BaseModel):
@@ -159,7 +168,9 @@ def create_app(
             return _too_large(max_body_bytes)
         try:
             payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        except RecursionError:
+            return JSONResponse({"detail": "the body is not JSON we can read: it nests too deeply"}, status_code=422)
+        except ValueError as err:  # not JSON, not UTF-8, or an integer past Python's 4,300 digits
             return JSONResponse({"detail": f"the body is not JSON: {err}"}, status_code=422)
         single = isinstance(payload, dict)
         if not single and not isinstance(payload, list):
@@ -172,12 +183,18 @@ def create_app(
         good: list[Event] = []
         for index, item in enumerate(items):
             try:
-                good.append(Event.model_validate(item))
+                event = Event.model_validate(item)
+                if event.type in CUSTOMER_EVENT_TYPES:  # the record it carries must be one the store can keep
+                    customer_from_event(event)
+                good.append(event)
             except ValidationError as err:
                 event_id = item.get("event_id") if isinstance(item, dict) else None
+                in_data = isinstance(err.title, str) and err.title == Customer.__name__
                 answer.rejected.append(
                     RejectedEvent(
-                        index=index, event_id=event_id if isinstance(event_id, str) else None, problems=_problems(err)
+                        index=index,
+                        event_id=event_id if isinstance(event_id, str) and _printable(event_id) else None,
+                        problems=_problems(err, prefix="data." if in_data else ""),
                     )
                 )
         if good:
@@ -215,6 +232,7 @@ def create_app(
         summary="Every journey instance and message for a customer, newest first",
     )
     async def customer_history(customer_id: str) -> History:
+        check_id(customer_id=customer_id)
         return await history(await client_or_503(), store, ui_url=ui_url, customer_id=customer_id)
 
     @app.get(
@@ -225,6 +243,7 @@ def create_app(
         summary="Every journey instance and message for an order, newest first",
     )
     async def order_history(order_id: str) -> History:
+        check_id(order_id=order_id)
         return await history(await client_or_503(), store, ui_url=ui_url, order_id=order_id)
 
     @app.get(

@@ -17,7 +17,7 @@ from store.db import Store
 from store.models import MessageRow
 from workflows.models import JourneyStatus
 
-_SAFE_ID = re.compile(r"^[^'\"\\\\]{1,200}$")
+_SAFE_ID = re.compile(r"^[^'\"\\\\\x00-\x1f\x7f]{1,200}$")
 
 
 class InstanceView(BaseModel):
@@ -66,6 +66,14 @@ class BadId(ValueError):
     pass
 
 
+def check_id(*, customer_id: str | None = None, order_id: str | None = None) -> tuple[str, str]:
+    """The search attribute and value a history lists by, or BadId for an id no event can have."""
+    key, value = ("CustomerId", customer_id) if customer_id else ("OrderId", order_id)
+    if not value or not _SAFE_ID.match(value):
+        raise BadId(f"{key} {value!r} is empty, too long, or holds a quote, a backslash or a control character")
+    return key, value
+
+
 def _message_view(row: MessageRow) -> MessageView:
     return MessageView.model_validate(row, from_attributes=True)
 
@@ -78,9 +86,7 @@ async def history(
     customer_id: str | None = None,
     order_id: str | None = None,
 ) -> History:
-    key, value = ("CustomerId", customer_id) if customer_id else ("OrderId", order_id)
-    if not value or not _SAFE_ID.match(value):
-        raise BadId(f"{key} {value!r} is empty, too long, or holds a quote or backslash")
+    key, value = check_id(customer_id=customer_id, order_id=order_id)
     instances = []
     async for execution in _executions(client, f"{key} = '{value}'"):
         status = execution.status or WorkflowExecutionStatus.RUNNING

@@ -1,0 +1,164 @@
+"""The event API never answers 5xx, on SQLite and PostgreSQL: every odd request seen in the field
+gets 422 naming what is wrong, a batch takes its good events and rejects the bad ones (a client
+retrying the batch never loops), and a seeded random fuzz of malformed bodies gets no 5xx."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from tests.test_api import GOOD, client_for, logged
+from triggers.api import create_app
+
+
+def body(**changes) -> dict:
+    return {**GOOD, **changes}
+
+
+def raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+#: (name, raw request body, the field the answer must name or a phrase of its detail)
+FIELD_CASES = [
+    ("nul in event_id", json.dumps(body(event_id="a\x00b")), "event_id"),
+    ("nul in customer_id", json.dumps(body(customer_id="c\x00")), "customer_id"),
+    ("nul in order_id", json.dumps(body(order_id="\x00")), "order_id"),
+    (
+        "lone surrogate in data",
+        '{"event_id": "s1", "type": "order.created", "occurred_at": "2026-02-01T10:00:00Z", "customer_id": "c1", "order_id": "o1", "data": {"note": "\\ud800"}}',
+        "data",
+    ),
+    (
+        "lone surrogate in a data key",
+        '{"event_id": "s2", "type": "order.created", "occurred_at": "2026-02-01T10:00:00Z", "customer_id": "c1", "order_id": "o1", "data": {"\\udfff": 1}}',
+        "data",
+    ),
+    (
+        "lone surrogate in an id",
+        '{"event_id": "\\ud800", "type": "order.created", "occurred_at": "2026-02-01T10:00:00Z", "customer_id": "c1", "order_id": "o1"}',
+        "event_id",
+    ),
+    ("time overflowing below", json.dumps(body(occurred_at="0001-01-01T00:00:00+14:00")), "occurred_at"),
+    ("time overflowing above", json.dumps(body(occurred_at="9999-12-31T23:59:59-14:00")), "occurred_at"),
+    (
+        "NaN in data",
+        '{"event_id": "n1", "type": "order.created", "occurred_at": "2026-02-01T10:00:00Z", "customer_id": "c1", "order_id": "o1", "data": {"amount": NaN}}',
+        "data",
+    ),
+    (
+        "Infinity in data",
+        '{"event_id": "n2", "type": "order.created", "occurred_at": "2026-02-01T10:00:00Z", "customer_id": "c1", "order_id": "o1", "data": {"amount": -Infinity}}',
+        "data",
+    ),
+    (
+        "1e400 in data",
+        '{"event_id": "n3", "type": "order.created", "occurred_at": "2026-02-01T10:00:00Z", "customer_id": "c1", "order_id": "o1", "data": {"items": [1, 1e400]}}',
+        "data",
+    ),
+    ("data nested 500 deep", json.dumps(body(data={"a": json.loads("[" * 500 + "]" * 500)})), "data"),
+    ("nul in data text", json.dumps(body(data={"note": "a\x00b"})), "data"),
+    (
+        "customer timezone on Mars",
+        json.dumps(body(type="customer.updated", order_id=None, data={"timezone": "Mars/Phobos"})),
+        "data.timezone",
+    ),
+    (
+        "customer locale fr",
+        json.dumps(body(type="customer.updated", order_id=None, data={"locale": "fr"})),
+        "data.locale",
+    ),
+    (
+        "customer phone of 41 characters",
+        json.dumps(body(type="customer.created", order_id=None, data={"phone": "1" * 41})),
+        "data.phone",
+    ),
+    (
+        "customer birthday not a date",
+        json.dumps(body(type="customer.created", order_id=None, data={"birthday": "2026-02-30"})),
+        "data.birthday",
+    ),
+]
+
+BODY_CASES = [
+    ("JSON nested 5,000 deep", '{"a":' * 5000 + "1" + "}" * 5000, "nests too deeply"),
+    ("a 5,000-digit integer", '{"event_id": "big", "data": {"n": ' + "9" * 5000 + "}}", "not JSON"),
+    ("not UTF-8", None, "not JSON"),
+    ("empty", "", "not JSON"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "field"), FIELD_CASES, ids=[c[0] for c in FIELD_CASES])
+async def test_a_bad_event_is_a_422_naming_its_field(store, name, text, field):
+    async with client_for(create_app(store)) as api:
+        answer = await api.post("/events", content=raw(text), headers={"content-type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    problems = answer.json()["rejected"][0]["problems"]
+    assert any(p["field"].startswith(field) for p in problems), problems
+    assert logged(store) == []
+
+
+@pytest.mark.parametrize(("name", "text", "phrase"), BODY_CASES, ids=[c[0] for c in BODY_CASES])
+async def test_an_unusable_body_is_a_422(store, name, text, phrase):
+    content = b"\xff\xfe{}" if text is None else raw(text)
+    async with client_for(create_app(store)) as api:
+        answer = await api.post("/events", content=content, headers={"content-type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert phrase in answer.json()["detail"]
+
+
+async def test_a_batch_keeps_its_good_events_and_names_the_bad_ones(store):
+    bad = [json.loads(text) for _, text, _ in FIELD_CASES]  # Python's json reads NaN and lone surrogates
+    batch = [body(event_id="good-1"), *bad, body(event_id="good-2", order_id="o2")]
+    async with client_for(create_app(store)) as api:
+        answer = await api.post("/events", content=json.dumps(batch), headers={"content-type": "application/json"})
+        again = await api.post("/events", content=json.dumps(batch), headers={"content-type": "application/json"})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["accepted"] == ["good-1", "good-2"]
+    assert sorted(r["index"] for r in answer.json()["rejected"]) == list(range(1, len(batch) - 1))
+    assert again.status_code == 200 and again.json()["duplicates"] == ["good-1", "good-2"]  # a retry is safe
+    assert [row.event_id for row in logged(store)] == ["good-1", "good-2"]
+
+
+async def test_history_ids_with_control_characters_are_a_422(store):
+    async with client_for(create_app(store)) as api:
+        for path in ("/customers/a%00b/history", "/orders/o%0A1/history", "/orders/o'1/history"):
+            answer = await api.get(path)
+            assert answer.status_code == 422, (path, answer.text)
+
+
+def _mutations(rng: random.Random):
+    """Malformed requests: GOOD with fields swapped for odd values, truncated, or random bytes."""
+    odd = [None, 0, -1, 10**30, 1.5, float("nan"), True, "", " ", "\x00", "\u202e", "\ud800", "x" * 300, [], {}, [[[]]], {"a": {"b": {}}}, "2026-13-45T99:99:99Z", "9999-12-31T23:59:59-14:00"]  # fmt: skip
+    keys = [*GOOD, "extra", ""]
+    for _ in range(300):
+        choice = rng.random()
+        if choice < 0.6:
+            event = dict(GOOD, event_id=f"f{rng.randrange(10**6)}")
+            for _ in range(rng.randint(1, 3)):
+                key = rng.choice(keys)
+                value = rng.choice(odd)
+                if key == "data":
+                    value = {"v": value, "nested": [value]}
+                event[key] = value
+            if rng.random() < 0.3:
+                event = [event, dict(GOOD, event_id=f"g{rng.randrange(10**6)}")]
+            yield json.dumps(event, allow_nan=True).encode("utf-8", "surrogatepass")
+        elif choice < 0.8:
+            text = json.dumps(GOOD).encode()
+            yield text[: rng.randrange(len(text))]
+        else:
+            yield bytes(rng.randrange(256) for _ in range(rng.randint(1, 64)))
+
+
+async def test_fuzzed_bodies_never_get_a_5xx(store):
+    rng = random.Random(20261124)
+    statuses = []
+    async with client_for(create_app(store)) as api:
+        for content in _mutations(rng):
+            answer = await api.post("/events", content=content, headers={"content-type": "application/json"})
+            assert answer.status_code < 500, (content[:200], answer.text)
+            statuses.append(answer.status_code)
+    assert {202, 422} <= set(statuses)  # the fuzz reached both the store and the validation
