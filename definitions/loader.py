@@ -75,8 +75,19 @@ def _line_map(node: yaml.Node, path: tuple = (), lines: dict | None = None) -> d
     return lines
 
 
+class _AliasRefused(yaml.YAMLError):
+    """A definition used a YAML alias: refused, so a 'billion laughs' file cannot blow up."""
+
+    def __init__(self, mark: yaml.Mark):
+        self.problem_mark = mark
+        self.problem = "YAML anchors and aliases (&name, *name) are not allowed in definitions; write the value out"
+
+
 def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     text = path.read_text(encoding="utf-8")
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):  # a linear scan, before anything is built
+        if isinstance(event, yaml.AliasEvent):
+            raise _AliasRefused(event.start_mark)
     node = yaml.compose(text, Loader=yaml.SafeLoader)
     data = yaml.safe_load(text)
     return data, (_line_map(node) if node is not None else {(): 1})

@@ -158,3 +158,30 @@ def test_validate_command_exit_codes(tmp_path):
     bad = subprocess.run([*journeys, "validate", str(tmp_path / "defs")], capture_output=True, text=True)
     assert bad.returncode == 1
     assert "x.yaml:9: steps[1].send.channel: 'fax' is not one of sms, email, webhook, outbox" in bad.stderr
+
+
+LAUGHS = "\n".join(
+    ['lol: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    + [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 10)]
+)
+
+
+@pytest.mark.parametrize("where", ["x.yaml", "templates/x.yaml"])
+def test_yaml_aliases_are_refused_before_anything_is_built(tmp_path, where):
+    """A 'billion laughs' definition (9^10 strings through aliases) grew validate to 6.7 GB; aliases
+    are refused while the file is scanned, naming the line of the first one."""
+    import tracemalloc
+
+    (tmp_path / "templates").mkdir()
+    (tmp_path / where).write_text(LAUGHS + "\n")
+    tracemalloc.start()
+    try:
+        _, problems = check_definitions(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (
+        f"{tmp_path / where}:2: not valid YAML: YAML anchors and aliases (&name, *name) are not allowed"
+        in "\n".join(problems)
+    )
+    assert peak < 20 * 2**20, f"peak {peak / 2**20:.0f} MiB"
