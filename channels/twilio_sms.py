@@ -9,6 +9,7 @@ up at Twilio (same recipient and body, since the first attempt) and never sends 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 import requests
@@ -17,6 +18,10 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from channels.base import OutgoingMessage, PermanentChannelError, RetryableChannelError, SendReceipt
+
+#: The SDK logs every request's URL and form at INFO: the recipient's number and the body. Logs
+#: must hold no contact data, so only its warnings and errors pass.
+logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 #: Twilio error codes that no retry will change.
 PERMANENT_CODES = {

@@ -98,4 +98,16 @@ def test_reminders_through_twilio_and_sendgrid_with_callbacks_and_stop(tmp_path)
             assert forged.status_code == 403
             assert run(tmp_path, env, "history", "--order", "o2").returncode == 0
         finally:
-            stop_up(process)
+            rest = stop_up(process)
+    # The engine's own log (API, dispatcher, worker, SDKs) holds no contact data nor message text.
+    log = output + rest
+    assert "worker polling" in log
+    for secret in (
+        "8613800000001",
+        "13800000001",
+        "138 0000 0001",
+        "wangfang@example.com",
+        "WangFang@Example.com",
+        "王芳",
+    ):
+        assert secret not in log, f"{secret!r} appears in the log:\n{log}"

@@ -153,7 +153,7 @@ def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float]
                 return "applied"
 
             outcome = await _apply(store, apply)
-            log.info("SMS %s from %s (%s)", action, number, outcome)
+            log.info("SMS %s reply %s (%s)", action, form.first("MessageSid") or "without a MessageSid", outcome)
         return Response(EMPTY_TWIML, media_type="text/xml")
 
     @router.post(
