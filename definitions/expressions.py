@@ -24,7 +24,7 @@ import re
 import time as _time
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -260,6 +260,54 @@ def zone(name: str | None) -> ZoneInfo:
     return ZoneInfo(name or "Asia/Shanghai")
 
 
+class LocalTime(datetime):
+    """A moment shown in the customer's time zone whose arithmetic is elapsed time: adding
+    `hours(72)` is 72 real hours, also across a daylight-saving change (Python's own aware datetimes
+    add wall-clock time in their zone), and subtracting two moments gives the real time between
+    them. Calendar alignment happens only where a function says so (`yearly()`, local formatting)."""
+
+    @classmethod
+    def of(cls, moment: datetime, tz: ZoneInfo) -> LocalTime:
+        local = moment.astimezone(tz)
+        return cls(
+            local.year, local.month, local.day, local.hour, local.minute, local.second, local.microsecond,
+            tzinfo=tz, fold=local.fold,
+        )  # fmt: skip
+
+    def __add__(self, other: Any) -> LocalTime:
+        if isinstance(other, timedelta):
+            return LocalTime.of(_utc(self) + other, self.tzinfo)
+        return NotImplemented
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Any) -> Any:
+        if isinstance(other, timedelta):
+            return LocalTime.of(_utc(self) - other, self.tzinfo)
+        if isinstance(other, datetime) and other.tzinfo is not None:
+            return _utc(self) - _utc(other)
+        return NotImplemented
+
+    def __rsub__(self, other: Any) -> Any:
+        if isinstance(other, datetime) and other.tzinfo is not None:
+            return _utc(other) - _utc(self)
+        return NotImplemented
+
+
+def _utc(moment: datetime) -> datetime:
+    """`moment` in UTC as a plain datetime (a LocalTime's own astimezone would stay a LocalTime)."""
+    plain = datetime(
+        moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second, moment.microsecond,
+        tzinfo=moment.tzinfo, fold=moment.fold,
+    )  # fmt: skip
+    return plain.astimezone(UTC)
+
+
+def local_time(value: Any, tz: ZoneInfo) -> LocalTime:
+    """A time as a LocalTime in `tz` (see to_datetime for what is read)."""
+    return LocalTime.of(to_datetime(value, tz), tz)
+
+
 def to_datetime(value: Any, tz: ZoneInfo) -> datetime:
     """A datetime, date or RFC 3339 string as an aware datetime; naive values are read in `tz`."""
     if isinstance(value, datetime):
@@ -305,22 +353,24 @@ def build_context(
     vars: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The names an expression can use."""
-    local_now = now.astimezone(tz)
+    local_now = LocalTime.of(now, tz)
     event = dict(event or {})
     if "occurred_at" in event:
-        event["occurred_at"] = to_datetime(event["occurred_at"], tz).astimezone(tz)
+        event["occurred_at"] = local_time(event["occurred_at"], tz)
     return {
         "event": event,
         "order": dict(order or {}),
         "customer": dict(customer or {}),
         "vars": dict(vars or {}),
         "now": local_now,
-        "time": lambda value: to_datetime(value, tz).astimezone(tz),
+        "time": lambda value: local_time(value, tz),
         "minutes": lambda n: timedelta(minutes=n),
         "hours": lambda n: timedelta(hours=n),
         "days": lambda n: timedelta(days=n),
         "duration": parse_duration,
-        "yearly": lambda value, time="00:00", before="0d": next_yearly(value, local_now, tz, time, before),
+        "yearly": lambda value, time="00:00", before="0d": LocalTime.of(
+            next_yearly(value, local_now, tz, time, before), tz
+        ),
     }
 
 

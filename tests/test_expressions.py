@@ -119,3 +119,63 @@ def test_templates_refuse_sandbox_escapes(attack):
             shop_name="店",
             marketing=False,
         )
+
+
+# ------------------------------------------------------------------ durations are elapsed time
+
+UTC_ZONE = zone("UTC")
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@pytest.mark.parametrize(
+    ("zone_name", "source", "occurred", "expected"),
+    [
+        # New York springs forward on 2026-03-08: 72 real hours, not 72 hours on the wall clock.
+        ("America/New_York", "event.occurred_at + hours(72)", "2026-03-06T02:04:00Z", "2026-03-09T02:04:00Z"),
+        (
+            "America/New_York",
+            "event.occurred_at + hours(72) - hours(2)",
+            "2026-03-06T02:04:00Z",
+            "2026-03-09T00:04:00Z",
+        ),
+        # ... and falls back on 2026-11-01.
+        ("America/New_York", "event.occurred_at + days(3)", "2026-10-30T12:00:00Z", "2026-11-02T12:00:00Z"),
+        ("America/New_York", "event.occurred_at + minutes(90)", "2026-11-01T05:30:00Z", "2026-11-01T07:00:00Z"),
+        # Berlin: CET to CEST on 2026-03-29, back on 2026-10-25.
+        ("Europe/Berlin", "event.occurred_at + days(1)", "2026-03-28T11:00:00Z", "2026-03-29T11:00:00Z"),
+        (
+            "Europe/Berlin",
+            "time('2026-10-24T12:00:00') + duration('1d')",
+            "2026-10-20T00:00:00Z",
+            "2026-10-25T10:00:00Z",
+        ),
+        ("Europe/Berlin", "event.occurred_at - hours(24)", "2026-10-25T12:00:00Z", "2026-10-24T12:00:00Z"),
+    ],
+)
+def test_durations_are_elapsed_time_across_daylight_saving(zone_name, source, occurred, expected):
+    tz = zone(zone_name)
+    ctx = build_context(tz=tz, now=utc(occurred), event={"occurred_at": occurred})
+    assert evaluate_time(source, ctx, tz).astimezone(UTC_ZONE) == utc(expected)
+
+
+def test_the_time_between_two_moments_is_real_time():
+    tz = zone("America/New_York")
+    ctx = build_context(tz=tz, now=utc("2026-03-09T12:00:00Z"), event={"occurred_at": "2026-03-08T06:00:00Z"})
+    # 01:00 EST to 01:00 EDT the next day is 23 hours; `now - event.occurred_at` likewise.
+    assert evaluate("time('2026-03-09T01:00:00') - time('2026-03-08T01:00:00')", ctx) == timedelta(hours=23)
+    assert evaluate("now - event.occurred_at", ctx) == timedelta(hours=30)
+    morning = build_context(tz=tz, now=utc("2026-03-08T12:00:00Z"))  # 08:00 EDT, the first day of DST
+    assert evaluate("(now - hours(24)).hour", morning) == 7  # 24 real hours earlier it was 07:00 EST
+
+
+def test_calendar_alignment_stays_where_a_function_says_so():
+    """yearly() keeps 10:00 local across the change; adding time after it is elapsed again."""
+    tz = zone("Europe/Berlin")
+    ctx = build_context(tz=tz, now=utc("2026-03-20T00:00:00Z"))
+    greeting = evaluate_time("yearly('--03-30', time='10:00', before='3d')", ctx, tz)
+    assert greeting.astimezone(tz).hour == 10 and greeting.astimezone(UTC_ZONE) == utc("2026-03-27T09:00:00Z")
+    later = evaluate_time("yearly('--03-30', time='10:00', before='3d') + days(3)", ctx, tz)
+    assert later.astimezone(UTC_ZONE) == utc("2026-03-30T09:00:00Z")  # 11:00 CEST: 72 real hours on

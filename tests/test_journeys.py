@@ -370,3 +370,18 @@ async def test_engine_on_postgresql(definitions, pg_store):
         until="2026-02-03 00:00+08:00",
     )
     assert summary(records) == [("2026-02-02T00:00:00Z", "payment_reminder", "o1", "sms", "sent", None)]
+
+
+async def test_the_pre_close_reminder_counts_real_hours_across_daylight_saving(definitions, sqlite_store):
+    """A New York order created 72 real hours before it closes, over the March change: the last
+    call goes 2 hours before the close, at 00:04Z, not an hour early."""
+    records = await play(
+        definitions,
+        sqlite_store,
+        [event("order.created", "2026-03-06T02:04:00+00:00", order="o1")],
+        until="2026-03-09T03:00:00+00:00",
+        customers=[customer(timezone="America/New_York", locale="en", phone="+14155550100")],
+    )
+    assert only(records, "pre_close_reminder") == [
+        ("2026-03-09T00:04:00Z", "pre_close_reminder", "o1", "sms", "sent", None)
+    ]
