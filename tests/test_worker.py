@@ -13,7 +13,7 @@ from journeys.config import Settings
 from journeys.temporal import binary
 from journeys.worker import run_worker
 from store import queries
-from tests.helpers import customer, event
+from tests.helpers import customer, daytime_zone, event
 from triggers.router import Router
 from workflows.models import JourneyResult
 
@@ -33,7 +33,8 @@ async def test_worker_runs_a_journey_on_the_dev_server(definitions, sqlite_store
             shop_name="小店",
         )
         with sqlite_store.transaction() as session:
-            queries.upsert_customer(session, customer(), datetime.now(UTC))
+            # Where it is midday now: the shipped notice goes at once at any hour the test runs.
+            queries.upsert_customer(session, customer(timezone=daytime_zone(datetime.now(UTC))), datetime.now(UTC))
         stop = asyncio.Event()
         worker = asyncio.create_task(run_worker(settings, stop))
         try:
