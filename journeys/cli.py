@@ -240,11 +240,19 @@ def preview(
 @app.command()
 def events(
     pending: Annotated[bool, typer.Option("--pending", help="Only events waiting for dispatch")] = False,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Only dead letters: events that could not be applied")
+    ] = False,
+    replay: Annotated[
+        list[str] | None, typer.Option("--replay", help="Put this dead letter back in the queue (repeatable)")
+    ] = None,
+    all_failed: Annotated[bool, typer.Option("--all-failed", help="Put every dead letter back in the queue")] = False,
     limit: Annotated[int, typer.Option(help="At most this many")] = 50,
 ) -> None:
-    """The event log: what was received and whether it reached Temporal."""
+    """The event log: what was received and whether it reached Temporal; dead letters and their replay."""
     from sqlalchemy import select
 
+    from store import queries
     from store.db import Store
     from store.models import EventRow
 
@@ -252,15 +260,32 @@ def events(
     store = Store(settings.database_url)
     try:
         with store.transaction() as session:
-            query = select(EventRow).order_by(EventRow.received_at.desc()).limit(limit)
-            if pending:
-                query = query.where(EventRow.dispatched_at.is_(None))
-            rows = list(session.scalars(query))
+            if replay or all_failed:
+                ids = queries.replay_events(session, None if all_failed else list(replay or []))
+                missing = sorted(set(replay or []) - set(ids))
+                typer.echo(f"{len(ids)} dead letters back in the queue: {', '.join(ids) or '-'}")
+                if missing:
+                    typer.echo(f"not dead letters (unknown, pending or dispatched): {', '.join(missing)}", err=True)
+                    raise typer.Exit(1)
+                return
+            if failed:
+                rows = queries.failed_events(session, limit)
+            else:
+                query = select(EventRow).order_by(EventRow.received_at.desc()).limit(limit)
+                if pending:
+                    query = query.where(EventRow.dispatched_at.is_(None), EventRow.failed_at.is_(None))
+                rows = list(session.scalars(query))
     finally:
         store.dispose()
-    typer.echo(f"{len(rows)} {'pending ' if pending else ''}events (newest first, at most {limit})")
+    kind = "failed " if failed else "pending " if pending else ""
+    typer.echo(f"{len(rows)} {kind}events (newest first, at most {limit})")
     for row in rows:
-        state = "pending" if row.dispatched_at is None else f"dispatched {row.dispatched_at.isoformat()}"
+        if row.failed_at is not None:
+            state = f"FAILED {row.failed_at.isoformat()}"
+        elif row.dispatched_at is None:
+            state = "pending" + (f" (retry at {row.retry_at.isoformat()})" if row.retry_at else "")
+        else:
+            state = f"dispatched {row.dispatched_at.isoformat()}"
         error = f"  last error: {row.last_error}" if row.last_error else ""
         typer.echo(
             f"  {row.received_at.isoformat()}  {row.event_id}  {row.type}  customer {row.customer_id}"

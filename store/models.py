@@ -66,6 +66,10 @@ class EventRow(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: A dead letter: the dispatcher could not apply it and will not try again until it is replayed.
+    failed_at: Mapped[datetime | None] = mapped_column(index=True)
+    #: After a passing failure (Temporal or the database away), its customer waits until then.
+    retry_at: Mapped[datetime | None]
 
 
 class MessageRow(Base):

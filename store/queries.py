@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
@@ -209,24 +210,31 @@ def mark_dispatched(session: Session, event_id: str, at: datetime) -> None:
         row.dispatched_at, row.attempts, row.last_error = at, row.attempts + 1, None
 
 
+def _pending():
+    return EventRow.dispatched_at.is_(None) & EventRow.failed_at.is_(None)
+
+
 def mark_all_dispatched(session: Session, event_ids: list[str], at: datetime) -> None:
     """Close a customer's dispatched events in one statement."""
     if event_ids:
         session.execute(
             update(EventRow)
             .where(EventRow.event_id.in_(event_ids))
-            .values(dispatched_at=at, attempts=EventRow.attempts + 1, last_error=None)
+            .values(dispatched_at=at, attempts=EventRow.attempts + 1, last_error=None, retry_at=None)
         )
 
 
-def customers_with_pending_events(session: Session, limit: int) -> list[str]:
-    """Customers whose events wait for dispatch, the longest-waiting first."""
+def customers_with_pending_events(session: Session, limit: int, now: datetime) -> list[str]:
+    """Customers whose events wait for dispatch, the longest-waiting first; a customer held back
+    after a passing failure (retry_at in the future) waits its turn without taking a place."""
     oldest = func.min(EventRow.occurred_at)
+    held = func.max(EventRow.retry_at)
     return list(
         session.scalars(
             select(EventRow.customer_id)
-            .where(EventRow.dispatched_at.is_(None))
+            .where(_pending())
             .group_by(EventRow.customer_id)
+            .having(held.is_(None) | (held <= now))
             .order_by(oldest, EventRow.customer_id)
             .limit(limit)
         )
@@ -234,17 +242,48 @@ def customers_with_pending_events(session: Session, limit: int) -> list[str]:
 
 
 def count_pending(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(EventRow).where(EventRow.dispatched_at.is_(None)))
+    return session.scalar(select(func.count()).select_from(EventRow).where(_pending()))
 
 
-def record_dispatch_failure(session: Session, event_id: str, error: str, give_up_at: datetime | None) -> None:
-    """Note a failed dispatch; with `give_up_at` the event is closed (a permanent error), else it
-    stays pending and is tried again."""
+def record_dispatch_failure(
+    session: Session,
+    event_id: str,
+    error: str,
+    at: datetime,
+    *,
+    permanent: bool,
+    backoff: Callable[[int], timedelta] = lambda _attempts: timedelta(0),
+) -> None:
+    """Note a failed dispatch. A permanent error makes the event a dead letter (`failed_at`);
+    a passing one leaves it pending, its customer held for `backoff(attempts so far)`."""
     row = session.get(EventRow, event_id)
-    if row is not None:
-        row.attempts, row.last_error = row.attempts + 1, error[:2000]
-        if give_up_at is not None:
-            row.dispatched_at = give_up_at
+    if row is None:
+        return
+    row.attempts, row.last_error = row.attempts + 1, error[:2000]
+    if permanent:
+        row.failed_at, row.retry_at = at, None
+    else:
+        row.retry_at = at + backoff(row.attempts)
+
+
+def failed_events(session: Session, limit: int) -> list[EventRow]:
+    """Dead letters, newest first."""
+    return list(
+        session.scalars(
+            select(EventRow).where(EventRow.failed_at.is_not(None)).order_by(EventRow.failed_at.desc()).limit(limit)
+        )
+    )
+
+
+def replay_events(session: Session, event_ids: list[str] | None) -> list[str]:
+    """Put dead letters (the given ones, or all with None) back in the queue; the ids replayed."""
+    query = select(EventRow.event_id).where(EventRow.failed_at.is_not(None))
+    if event_ids is not None:
+        query = query.where(EventRow.event_id.in_(event_ids))
+    ids = list(session.scalars(query))
+    if ids:
+        session.execute(update(EventRow).where(EventRow.event_id.in_(ids)).values(failed_at=None, retry_at=None))
+    return ids
 
 
 def claim_customer(session: Session, customer_id: str, owner: str, now: datetime, ttl: timedelta) -> bool:
@@ -273,7 +312,7 @@ def release_customer(session: Session, customer_id: str, owner: str) -> None:
 def pending_events_of(session: Session, customer_id: str) -> list[Event]:
     rows = session.scalars(
         select(EventRow)
-        .where(EventRow.dispatched_at.is_(None), EventRow.customer_id == customer_id)
+        .where(_pending(), EventRow.customer_id == customer_id)
         .order_by(EventRow.occurred_at, EventRow.received_at, EventRow.event_id)
     )
     return [_event_of(row) for row in rows]

@@ -12,7 +12,7 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -68,6 +68,27 @@ def _printable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return text.isprintable()
+
+
+class DeadLetter(BaseModel):
+    event_id: str
+    type: str
+    customer_id: str
+    order_id: str | None
+    occurred_at: datetime
+    received_at: datetime
+    failed_at: datetime
+    attempts: int
+    last_error: str | None = Field(description="Why it could not be applied.")
+
+
+class ReplayRequest(BaseModel):
+    event_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=1000)
+    all_failed: bool = Field(default=False, description="Replay every dead letter.")
+
+
+class Replayed(BaseModel):
+    replayed: list[str] = Field(description="The dead letters put back in the queue.")
 
 
 class JourneyView(BaseModel):
@@ -273,6 +294,32 @@ def create_app(
                 )
             )
         return views
+
+    @app.get(
+        "/events/failed",
+        dependencies=[Depends(authorised)],
+        response_model=list[DeadLetter],
+        responses={401: {"model": Problem}},
+        summary="Dead letters: events the dispatcher could not apply, newest first",
+    )
+    async def failed_events(limit: int = 100) -> list[DeadLetter]:
+        rows = await store.run(lambda session: queries.failed_events(session, max(1, min(limit, 1000))))
+        return [DeadLetter.model_validate(row, from_attributes=True) for row in rows]
+
+    @app.post(
+        "/events/replay",
+        dependencies=[Depends(authorised)],
+        response_model=Replayed,
+        responses={401: {"model": Problem}, 422: {"model": Problem}},
+        summary="Put dead letters back in the queue (after a fix), by id or all of them",
+    )
+    async def replay_events(request: ReplayRequest) -> Replayed:
+        ids = await store.run(
+            lambda session: queries.replay_events(session, None if request.all_failed else request.event_ids)
+        )
+        if ids and on_accepted is not None:
+            on_accepted()
+        return Replayed(replayed=ids)
 
     @app.get("/healthz", summary="The API process is up")
     async def healthz() -> dict[str, str]:

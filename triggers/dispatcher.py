@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -101,7 +102,7 @@ class Dispatcher:
 
     def _customers_waiting(self) -> list[str]:
         with self.store.transaction() as session:
-            return queries.customers_with_pending_events(session, self.batch)
+            return queries.customers_with_pending_events(session, self.batch, datetime.now(UTC))
 
     async def _dispatch_customer(self, customer_id: str) -> tuple[int, bool]:
         """Dispatch one customer's pending events in order, under a lease so that no other
@@ -135,15 +136,12 @@ class Dispatcher:
                 renewed = time.monotonic()
             try:
                 await self.router.route(event, mark=False)
-            except RPCError as err:
-                transient = err.status in TRANSIENT
-                run.failed(event, f"{err.status.name}: {err}", transient)
+            except Exception as err:
+                transient = passing(err)
+                run.failed(event, describe(err), transient)
                 if transient:
-                    return  # keep this customer's order: the rest waits too
-                continue
-            except Exception as err:  # e.g. the connection dropped: keep it pending
-                run.failed(event, f"{type(err).__name__}: {err}", True)
-                return
+                    return  # keep this customer's order: the rest waits, and others go on meanwhile
+                continue  # a dead letter: the customer's later events go on
             run.done.append(event.event_id)
 
     def _renew(self, customer_id: str, run: _Run) -> bool:
@@ -162,10 +160,49 @@ class Dispatcher:
         queries.mark_all_dispatched(session, run.done[run.recorded :], now)
         run.recorded = len(run.done)
         for event, error, transient in run.failures:
-            if not transient:
-                log.error("event %s (%s) cannot be dispatched: %s", event.event_id, event.type, error)
-            queries.record_dispatch_failure(session, event.event_id, error, None if transient else now)
+            if transient:
+                log.warning("event %s (%s) waits for a retry: %s", event.event_id, event.type, error)
+            else:
+                log.error(
+                    "event %s (%s) of customer %s cannot be dispatched, kept as a dead letter "
+                    "(journeys events --failed; --replay after a fix): %s",
+                    event.event_id, event.type, event.customer_id, error,
+                )  # fmt: skip
+            queries.record_dispatch_failure(
+                session, event.event_id, error, now, permanent=not transient, backoff=customer_backoff
+            )
         run.failures.clear()
+
+
+#: Errors that pass: Temporal or the database unreachable or overloaded. Anything else (a
+#: rejected request, data the router cannot apply, a bug) will fail the same way every time.
+PASSING_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+def passing(err: BaseException) -> bool:
+    """Whether a dispatch error may go away by itself (the event stays pending)."""
+    if isinstance(err, RPCError):
+        return err.status in TRANSIENT
+    return isinstance(err, PASSING_ERRORS)
+
+
+def describe(err: BaseException) -> str:
+    if isinstance(err, RPCError):
+        return f"{err.status.name}: {err}"
+    return f"{type(err).__name__}: {err}"
+
+
+def customer_backoff(attempts: int) -> timedelta:
+    """How long a customer waits after its event's `attempts`-th failure for a passing reason:
+    1 s, doubling, at most 5 minutes. Other customers' events go on meanwhile."""
+    return timedelta(seconds=min(2**attempts, 300))
 
 
 class _Run:
