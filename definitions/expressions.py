@@ -29,7 +29,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, TemplateSyntaxError, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from temporalio import workflow as _workflow
@@ -111,6 +112,58 @@ def _width_checked(name: str, function):
     return checked
 
 
+def _over(what: str, size: int) -> None:
+    if size > MAX_VALUE_CHARS:
+        raise SecurityError(f"{what} would make {size} items, over the limit of {MAX_VALUE_CHARS}")
+
+
+def _checked_result(what: str, value: Any) -> Any:
+    size = _sized(value)
+    if size is not None:
+        _over(what, size)
+    return value
+
+
+def _check_replace(text: Any, old: Any, new: Any, count: Any = None) -> None:
+    """Refuse a replace before it allocates: its result's size is known from the counts."""
+    text, old, new = str(text), str(old), str(new)
+    hits = text.count(old) if old else len(text) + 1
+    if isinstance(count, int) and count >= 0:
+        hits = min(hits, count)
+    _over("replace", len(text) + hits * (len(new) - len(old)))
+
+
+def _check_join(items: Any, separator: Any = "") -> None:
+    if isinstance(items, list | tuple):
+        _over("join", sum(len(str(item)) for item in items) + len(str(separator)) * max(0, len(items) - 1))
+
+
+def _size_checked(name: str, function):
+    """A filter whose result may not pass MAX_VALUE_CHARS; replace and join are checked before
+    they allocate (Jinja's pass_* markers kept)."""
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        values = args[1:] if getattr(function, "jinja_pass_arg", None) else args
+        if name == "replace" and len(values) >= 3:
+            _check_replace(*values[:3], values[3] if len(values) > 3 else kwargs.get("count"))
+        elif name == "join" and values:
+            _check_join(values[0], values[1] if len(values) > 1 else kwargs.get("d", ""))
+        return _checked_result(name, function(*args, **kwargs))
+
+    return checked
+
+
+class _Generator(CodeGenerator):
+    """Jinja's code generator, with every `~` concatenation's result checked against the limit
+    (a `~` doubling in a loop grew to gigabytes)."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.checked_concat(")
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """Jinja2's immutable sandbox, refusing unsafe attribute access loudly instead of yielding an
     undefined value, so an escape attempt fails with a message naming it; and refusing resource
@@ -118,12 +171,19 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     MAX_ITERATIONS. Intercepting the operators also stops Jinja folding `'x' * 10**9` at parse time."""
 
     intercepted_binops = frozenset({"*", "**", "+"})
+    code_generator_class = _Generator
 
     def __init__(self, **options: Any):
         super().__init__(**options)
         self.globals["range"] = _counted_range
+        del self.globals["lipsum"]  # placeholder text, and 55 s for lipsum(n=100000)
         for name in ("center", "indent", "wordwrap", "format"):
             self.filters[name] = _width_checked(name, self.filters[name])
+        for name, function in list(self.filters.items()):
+            self.filters[name] = _size_checked(name, function)
+
+    def checked_concat(self, value: Any) -> Any:
+        return _checked_result("~", value)
 
     def unsafe_undefined(self, obj: Any, attribute: str):
         raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
@@ -152,12 +212,18 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return wrapped
 
     def call(__self, __context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's signature)
-        if getattr(__obj, "__name__", None) in _PADDING_METHODS and isinstance(getattr(__obj, "__self__", None), str):
-            _check_widths(__obj.__name__, (__obj.__self__, *args), kwargs)
+        name, target = getattr(__obj, "__name__", None), getattr(__obj, "__self__", None)
+        if isinstance(target, str):
+            if name in _PADDING_METHODS:
+                _check_widths(name, (target, *args), kwargs)
+            elif name == "replace" and len(args) >= 2:
+                _check_replace(target, *args[:3])
+            elif name == "join" and args:
+                _check_join(args[0], target)
         budget = _budget.get()
         if budget is not None:
             budget.check_time()
-        return super().call(__context, __obj, *args, **kwargs)
+        return _checked_result(str(name or "call"), super().call(__context, __obj, *args, **kwargs))
 
 
 # Conditions read free-form data: a missing field is falsy rather than an error.

@@ -5,6 +5,7 @@ template before deploy, and SMS bodies carry their segment count and the configu
 from __future__ import annotations
 
 import time
+import tracemalloc
 
 import pytest
 from typer.testing import CliRunner
@@ -50,7 +51,23 @@ def render(source: str, channel: str = "sms", marketing: bool = False, **options
         ("{{ '{:>99999999}'.format(1) }}", "format width"),
         ("{% for i in range(9000) %}{{ 'x' * 90000 }}{% endfor %}", "output is over the limit"),
         ("{{ customer.name.__class__.__mro__ }}", "unsafe"),
-        ("{{ lipsum.__globals__['os'] }}", "unsafe"),
+        ("{{ lipsum.__globals__['os'] }}", "'lipsum' is undefined"),  # not offered at all
+        ("{{ cycler.__init__.__globals__ }}", "unsafe"),
+        # The bypasses of the limits found by fuzzing: each refused before it allocates much.
+        (
+            "{% set n = namespace(s='x') %}{% for i in range(60) %}{% set n.s = n.s ~ n.s %}{% endfor %}{{ n.s|length }}",
+            "~ would make",
+        ),
+        (
+            "{% set n = namespace(s='x') %}{% for i in range(60) %}{% set n.s = n.s ~ n.s ~ n.s %}{% endfor %}",
+            "~ would make",
+        ),
+        ("{% set s = 'x' * 90000 %}{{ s|replace('x', 'yyyyyyyyyy') }}", "replace would make"),
+        ("{% set s = 'x' * 90000 %}{{ s.replace('x', 'yyyyyyyyyy') }}", "replace would make"),
+        ("{% set s = 'x' * 90000 %}{{ [s, s, s]|join }}", "join would make"),
+        ("{% set s = 'x' * 90000 %}{{ '-'.join([s, s]) }}", "join would make"),
+        ("{% set s = 'ab' * 40000 %}{{ s|replace('a', s)|length }}", "replace would make"),
+        ("{{ lipsum(n=100000) }}", "'lipsum' is undefined"),
         ("{{ self._TemplateReference__context }}", "unsafe|undefined"),
         ("{% set x = [] %}{{ x.append(1) }}", "unsafe"),
         ("{{ {}.update(a=1) }}", "unsafe"),
@@ -58,9 +75,15 @@ def render(source: str, channel: str = "sms", marketing: bool = False, **options
 )
 def test_resource_abuse_and_escapes_are_refused_quickly(abuse, named):
     started = time.monotonic()
-    with pytest.raises(TemplateRenderError, match=named):
-        render(abuse, channel="email")
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateRenderError, match=named):
+            render(abuse, channel="email")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert time.monotonic() - started < 2
+    assert peak < 200 * 2**20, f"{peak / 2**20:.0f} MiB"
 
 
 def test_ordinary_loops_and_formatting_still_work():
