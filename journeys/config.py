@@ -50,7 +50,7 @@ class Settings(BaseModel):
     # one slower (they share the GIL) and nearer Temporal's 2 s deadlock detector.
     worker_workflow_tasks: int = Field(default=4, ge=1)
     worker_activities: int = Field(default=16, ge=1)
-    worker_cached_workflows: int = Field(default=1000, ge=0)
+    worker_cached_workflows: int = Field(default=500, ge=0)
     worker_shutdown_seconds: float = Field(default=30, ge=0)
     worker_sandbox: bool = True
     webhook_secret: str | None = None
