@@ -140,7 +140,18 @@ def list_messages(
         query = query.where(MessageRow.order_id == order_id)
     if until:
         query = query.where(MessageRow.at <= until)
-    return list(session.scalars(query.order_by(MessageRow.at, MessageRow.journey, MessageRow.id)))
+    return list(
+        session.scalars(
+            query.order_by(
+                MessageRow.at,
+                MessageRow.journey,
+                MessageRow.customer_id,
+                MessageRow.order_id,
+                MessageRow.step,
+                MessageRow.id,
+            )
+        )
+    )
 
 
 def store_event(session: Session, event: Event, received_at: datetime) -> bool:
