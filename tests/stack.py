@@ -29,6 +29,8 @@ WORKER_LOG_ALARMS = (
     "Failed running eviction",
     "Eviction processed",
     "expression error",
+    "stopped at",  # a journey ended by an expression failing on its data (logged at ERROR)
+    " ERROR ",
     "Failed activation",
     "Traceback",
 )
