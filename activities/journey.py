@@ -18,8 +18,8 @@ from temporalio.exceptions import ApplicationError
 from activities.models import FailureRecord, SendOutcome, SendRequest
 from activities.policy import FREQUENCY_CAP, FREQUENCY_WINDOW, QUIET_HOURS, choose_channel
 from channels.base import Channel, OutgoingMessage, PermanentChannelError, RetryableChannelError
+from core.models import Customer
 from definitions.render import TemplateRenderError, render_message
-from journeys.models import Customer
 from store import queries
 from store.db import Store
 from store.models import MessageRow

@@ -9,7 +9,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from activities.contacts import DEFAULT_REGION, UnusableContact, address_for
-from journeys.models import Customer
+from core.models import Customer
 
 FREQUENCY_CAP = 2
 FREQUENCY_WINDOW = timedelta(days=7)

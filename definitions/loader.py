@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from core.models import ORDER_EVENT_TYPES
 from definitions.expressions import check_expression, check_template
 from definitions.render import has_variant
 from definitions.schema import (
@@ -28,7 +29,6 @@ from definitions.schema import (
     WaitUntilStep,
     walk_steps,
 )
-from journeys.models import ORDER_EVENT_TYPES
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 

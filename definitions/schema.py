@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from journeys.models import ChannelName, EventType, Locale
+from core.models import ChannelName, EventType, Locale
 
 _DURATION = re.compile(r"^(-)?((?:\d+[wdhms])+)$")
 _PART = re.compile(r"(\d+)([wdhms])")

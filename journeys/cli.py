@@ -63,7 +63,7 @@ def simulate(
     ] = True,
 ) -> None:
     """Play events through the real engine on Temporal's time-skipping server."""
-    from journeys.models import Customer, Event
+    from core.models import Customer, Event
     from journeys.simulate import SimulationInputError, read_jsonl, write_jsonl
     from journeys.simulate import simulate as run_simulation
 

@@ -52,6 +52,8 @@ class Settings(BaseModel):
     worker_activities: int = Field(default=16, ge=1)
     worker_cached_workflows: int = Field(default=500, ge=0)
     worker_shutdown_seconds: float = Field(default=30, ge=0)
+    #: Workflows in Temporal's sandbox. Only `journeys simulate --no-sandbox` turns it off: a
+    #: production worker is always sandboxed, so what the tests check is what runs.
     worker_sandbox: bool = True
     webhook_secret: str | None = None
 
@@ -109,7 +111,6 @@ class Settings(BaseModel):
             "worker_activities": "JOURNEYS_WORKER_ACTIVITIES",
             "worker_cached_workflows": "JOURNEYS_WORKER_CACHED_WORKFLOWS",
             "worker_shutdown_seconds": "JOURNEYS_WORKER_SHUTDOWN_SECONDS",
-            "worker_sandbox": "JOURNEYS_WORKER_SANDBOX",
         }
         values: dict = {field: env[var] for field, var in names.items() if env.get(var)}
         if env.get("JOURNEYS_SMS_OPT_OUT"):  # zh-CN=回T退订;en=Text STOP to opt out

@@ -14,11 +14,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from activities.policy import FREQUENCY_CAP, FREQUENCY_WINDOW, choose_channel
+from core.models import Event
 from definitions.expressions import build_context, evaluate, zone
 from definitions.loader import Definitions
 from definitions.render import TemplateRenderError, has_variant, render_message
 from definitions.schema import SendStep, walk_steps
-from journeys.models import Event
 from store import queries
 from store.db import Store
 

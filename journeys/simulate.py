@@ -24,9 +24,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from channels import build_channels
+from core.models import Customer, Event
 from definitions.loader import Definitions
 from journeys.config import Settings
-from journeys.models import Customer, Event
 from journeys.temporal import binary
 from journeys.worker import activity_threads, build_workers
 from store import queries

@@ -49,13 +49,14 @@ PASSTHROUGH_MODULES = (
     "tzdata",
     "definitions",
     "activities.models",
-    "journeys.models",
+    "core",
     "workflows.models",
 )
 
 
 def workflow_runner(sandboxed: bool = True) -> WorkflowRunner:
-    """Temporal's sandbox with the project's passthrough modules; unsandboxed only when asked."""
+    """Temporal's sandbox with the project's passthrough modules. `sandboxed=False` exists for
+    `journeys simulate --no-sandbox` alone, the explicit fast mode."""
     if not sandboxed:
         return UnsandboxedWorkflowRunner()
     return SandboxedWorkflowRunner(
@@ -191,7 +192,7 @@ def describe_limits(settings: Settings) -> str:
     return (
         f"{settings.worker_workflow_tasks} workflow tasks, {settings.worker_activities} activities at once, "
         f"{settings.worker_cached_workflows} cached workflows, "
-        f"sandbox {'on' if settings.worker_sandbox else 'OFF (JOURNEYS_WORKER_SANDBOX=false)'}"
+        f"sandbox {'on' if settings.worker_sandbox else 'OFF (journeys simulate --no-sandbox)'}"
     )
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from journeys.models import Customer, Event
+from core.models import Customer, Event
 from store.models import CustomerRow, DispatchLeaseRow, EventRow, MessageRow, ProviderEventRow, SuppressionRow
 
 #: Statuses of a message that reached, or is reaching, the customer: these count toward the cap.

@@ -52,3 +52,19 @@ async def test_worker_runs_a_journey_on_the_dev_server(definitions, sqlite_store
         finally:
             stop.set()
             await asyncio.wait_for(worker, timeout=40)
+
+
+def test_the_sandbox_is_on_unless_a_simulation_asks_otherwise():
+    """The worker, journeys up and the tests build sandboxed workers; no environment variable
+    turns the sandbox off. Only `journeys simulate --no-sandbox` does, explicitly."""
+    import inspect
+
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+    from journeys.simulate import Simulation, simulate
+    from journeys.worker import workflow_runner
+
+    assert Settings.from_env({"JOURNEYS_WORKER_SANDBOX": "false"}).worker_sandbox is True
+    assert isinstance(workflow_runner(Settings().worker_sandbox), SandboxedWorkflowRunner)
+    assert inspect.signature(Simulation).parameters["sandboxed"].default is True
+    assert inspect.signature(simulate).parameters["sandboxed"].default is True

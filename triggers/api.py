@@ -21,8 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
+from core.models import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
 from definitions.loader import Definitions
-from journeys.models import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
 from store import queries
 from store.db import Store
 from triggers.history import BadId, History, check_id, count_instances, history

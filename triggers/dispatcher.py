@@ -25,8 +25,8 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.models import Event
 from definitions.loader import Definitions
-from journeys.models import Event
 from store import queries
 from store.db import Store
 from triggers.router import Router

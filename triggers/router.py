@@ -20,9 +20,9 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.models import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
 from definitions.expressions import ExpressionError, build_context, evaluate, zone
 from definitions.loader import Definitions
-from journeys.models import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
 from journeys.temporal import ensure_search_attributes
 from store import queries
 from store.db import Store

@@ -23,6 +23,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import FailureRecord, SendOutcome, SendRequest
+    from core.models import DEFAULT_TIMEZONE, Customer, Event
     from definitions.expressions import ExpressionError, build_context, evaluate, evaluate_time, zone
     from definitions.schema import (
         ExitStep,
@@ -35,7 +36,6 @@ with workflow.unsafe.imports_passed_through():
         WaitUntilStep,
         parse_duration,
     )
-    from journeys.models import DEFAULT_TIMEZONE, Customer, Event
     from workflows.models import (
         CHANNEL_QUEUES_PATCH,
         CUSTOMER_ID,

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, Field
 from temporalio.common import SearchAttributeKey
 
+from core.models import Customer, Event
 from definitions.schema import JourneySnapshot
-from journeys.models import Customer, Event
 
 JOURNEY_NAME = SearchAttributeKey.for_keyword("JourneyName")
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
