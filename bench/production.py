@@ -46,16 +46,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, select, text
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 
-from store import queries
 from store.db import Store
 from store.models import MessageRow
 from tests.helpers import daytime_zone, free_port
-from tests.stack import Stack, wait_until
+from tests.stack import Stack, pending, sent, wait_until
 
 PG_URL = os.environ.get("JOURNEYS_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 RAW_QUEUE = "raw-bench"
@@ -139,16 +138,6 @@ def post_all(api: str, events: list[dict], batch: int = 100, clients: int = 4) -
     return time.perf_counter() - began
 
 
-def pending(store: Store) -> int:
-    with store.transaction() as session:
-        return queries.count_pending(session)
-
-
-def sent_count(store: Store, journey: str) -> int:
-    with store.transaction() as session:
-        return session.scalar(select(func.count()).where(MessageRow.journey == journey, MessageRow.status == "sent"))
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -170,36 +159,19 @@ def billable(history) -> int:
 
 
 def intake(count: int) -> float:
+    """Events/s into an API process whose dispatcher has no Temporal to talk to: the insert alone."""
     schema = Schema()
-    directory = Path(tempfile.mkdtemp(prefix="journeys-intake-"))
-    port = free_port()
-    env = {
-        **os.environ, "DATABASE_URL": schema.url, "JOURNEYS_API_PORT": str(port),
-        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",  # nothing there: the insert alone
-    }  # fmt: skip
-    api = f"http://127.0.0.1:{port}"
-    with (directory / "api.log").open("ab") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "journeys"), "api"], env=env, stdout=log, stderr=log
-        )
+    stack = Stack(Path(tempfile.mkdtemp(prefix="journeys-intake-")), schema.url)
+    stack.extra_env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{free_port()}"  # nothing listens there
     try:
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"{api}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(up, 60, "the intake API")
+        stack.start_api(probe="/healthz")
         shop = Shop()
-        post_all(api, shop.orders("warm", 500))  # warm up connections and code paths
-        events = shop.orders("o", count)
-        seconds = post_all(api, events)
+        post_all(stack.api, shop.orders("warm", 500))  # warm up connections and code paths
+        seconds = post_all(stack.api, shop.orders("o", count))
         assert pending(schema.store) == count + 500
         return count / seconds
     finally:
-        process.terminate()
-        process.wait(30)
+        stack.stop()
         schema.drop()
 
 
@@ -316,13 +288,13 @@ async def history_costs(stack: Stack, shop: Shop) -> tuple[tuple[int, int], tupl
 
 def burst(stack: Stack, store: Store, shop: Shop, count: int) -> tuple[float, float]:
     """Post `count` order.shipped at once: (dispatched/s, sent/s) until each is done."""
-    before = sent_count(store, "shipped_notice")
+    before = sent(store, "shipped_notice")
     events = shop.orders(f"s{uuid.uuid4().hex[:4]}-", count, "order.shipped", carrier="顺丰", tracking_no="SF")
     began = time.perf_counter()
     post_all(stack.api, events)
     wait_until(lambda: pending(store) == 0, 1800, "the burst's dispatch", interval=0.05)
     dispatched = count / (time.perf_counter() - began)
-    wait_until(lambda: sent_count(store, "shipped_notice") >= before + count, 1800, "the burst's sends", interval=0.05)
+    wait_until(lambda: sent(store, "shipped_notice") >= before + count, 1800, "the burst's sends", interval=0.05)
     return dispatched, count / (time.perf_counter() - began)
 
 

@@ -14,6 +14,7 @@ for at most the graceful timeout.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import logging
 import py_compile
@@ -64,11 +65,13 @@ def workflow_runner(sandboxed: bool = True) -> WorkflowRunner:
     )
 
 
+@functools.cache
 def write_workflow_bytecode() -> None:
     """Write the bytecode of the modules the sandbox imports afresh for every workflow instance.
     The sandbox re-executes the workflow module per instance, reading its .pyc; without one (under
     PYTHONDONTWRITEBYTECODE, common in container images) it compiled the source every time, about
-    a tenth of the worker's CPU. A read-only install keeps whatever bytecode it shipped with."""
+    a tenth of the worker's CPU. A read-only install keeps whatever bytecode it shipped with.
+    Once per process: every later build_workers finds it done."""
     for module in (workflows_journey, workflows_package):
         source = module.__file__
         if not source or not source.endswith(".py"):

@@ -215,12 +215,6 @@ def _event_of(row: EventRow) -> Event:
     )
 
 
-def mark_dispatched(session: Session, event_id: str, at: datetime) -> None:
-    row = session.get(EventRow, event_id)
-    if row is not None:
-        row.dispatched_at, row.attempts, row.last_error = at, row.attempts + 1, None
-
-
 def _pending():
     return EventRow.dispatched_at.is_(None) & EventRow.failed_at.is_(None)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy import func, select
 
+from store import queries
+from store.db import Store
+from store.models import MessageRow
 from tests.helpers import free_port
 
 JOURNEYS = str(Path(sys.executable).parent / "journeys")
@@ -91,8 +96,6 @@ class Stack:
         return process
 
     def _port_open(self, port: int) -> bool:
-        import socket
-
         with socket.socket() as sock:
             return sock.connect_ex(("127.0.0.1", port)) == 0
 
@@ -108,16 +111,18 @@ class Stack:
         self._spawn(f"worker{n}", [JOURNEYS, "worker"])
         wait_until(lambda: "worker polling" in self.log(f"worker{n}").read_text(), 90, f"worker {n} to poll")
 
-    def start_api(self) -> None:
+    def start_api(self, probe: str = "/readyz") -> None:
+        """Start `journeys api` and wait until `probe` answers 200 (`/healthz` for an API without
+        Temporal, whose /readyz says 503)."""
         self._spawn("api", [JOURNEYS, "api"])
 
         def ready() -> bool:
             try:
-                return httpx.get(f"{self.api}/readyz", timeout=5).status_code == 200
+                return httpx.get(f"{self.api}{probe}", timeout=5).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_until(ready, 90, "the API to be ready")
+        wait_until(ready, 90, f"the API's {probe}")
 
     def start(self) -> Stack:
         self.start_server()
@@ -172,3 +177,15 @@ class Stack:
                 answer = client.post("/events", json=events[start : start + batch])
                 assert answer.status_code == 202, answer.text
                 assert not answer.json()["rejected"], answer.text
+
+
+def pending(store: Store) -> int:
+    """Events in the log not yet dispatched (nor dead letters)."""
+    with store.transaction() as session:
+        return queries.count_pending(session)
+
+
+def sent(store: Store, journey: str) -> int:
+    """Messages of `journey` the ledger records as sent."""
+    with store.transaction() as session:
+        return session.scalar(select(func.count()).where(MessageRow.journey == journey, MessageRow.status == "sent"))

@@ -6,6 +6,7 @@ everyone else, delay a valid event by at most a pass or two, on SQLite and Postg
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -40,6 +41,21 @@ def row(store, event_id: str) -> EventRow:
         return session.get(EventRow, event_id)
 
 
+@contextlib.asynccontextmanager
+async def dispatcher_on_test_server(store, definitions, router: type[Router] = Router):
+    """A dispatcher over `store`, routing through `router` to a time-skipping test server."""
+    async with await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=binary("temporal-test-server")
+    ) as env:
+
+        async def connect():
+            return env.client
+
+        dispatcher = Dispatcher(store, definitions, connect, "dead-letters")
+        dispatcher.router = router(env.client, definitions, store, "dead-letters")
+        yield dispatcher
+
+
 async def drain(dispatcher: Dispatcher, store, wanted: str, passes: int = 3) -> int:
     """Run dispatch passes until `wanted` is dispatched; how many it took."""
     for n in range(1, passes + 1):
@@ -68,14 +84,7 @@ async def test_unappliable_events_become_dead_letters_and_block_nobody(definitio
         event("order.shipped", datetime.now(UTC), customer="c1", order="o1", event_id="good", carrier="顺丰"),
         event("order.shipped", datetime.now(UTC), customer="mars0", order="o2", event_id="after-bad"),
     )
-    async with await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=binary("temporal-test-server")
-    ) as env:
-
-        async def connect():
-            return env.client
-
-        dispatcher = Dispatcher(store, definitions, connect, "dead-letters")
+    async with dispatcher_on_test_server(store, definitions) as dispatcher:
         passes = await drain(dispatcher, store, "good")
     assert passes <= 2
     assert row(store, "after-bad").dispatched_at is not None  # a dead letter does not hold its own customer
@@ -126,15 +135,7 @@ async def test_a_passing_failure_holds_only_its_own_customer(definitions, store)
                 raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
             return await super().route(item, mark)
 
-    async with await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=binary("temporal-test-server")
-    ) as env:
-
-        async def connect():
-            return env.client
-
-        dispatcher = Dispatcher(store, definitions, connect, "passing")
-        dispatcher.router = FlakyStore(env.client, definitions, store, "passing")
+    async with dispatcher_on_test_server(store, definitions, FlakyStore) as dispatcher:
         passes = await drain(dispatcher, store, "good")
     assert passes <= 2
     stuck = row(store, "s3")

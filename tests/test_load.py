@@ -11,14 +11,13 @@ import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from store import queries
 from store.models import MessageRow
 from tests.helpers import daytime_zone
-from tests.stack import WORKER_LOG_ALARMS, Stack, wait_until
+from tests.stack import WORKER_LOG_ALARMS, Stack, pending, sent, wait_until
 from workflows.models import JourneyStatus
 
 ORDERS, SHIPPED, CUSTOMERS = 500, 200, 100
@@ -69,19 +68,8 @@ def test_500_orders_and_200_shipments_through_the_production_worker(pg_store, tm
         stack.post(orders)
         stack.post(shipped)
 
-        def shipped_sent() -> int:
-            with pg_store.transaction() as session:
-                return session.scalar(
-                    select(func.count()).where(MessageRow.journey == "shipped_notice", MessageRow.status == "sent")
-                )
-
-        wait_until(lambda: shipped_sent() >= SHIPPED, 600, f"{SHIPPED} shipped notices")
-
-        def all_dispatched() -> bool:
-            with pg_store.transaction() as session:
-                return queries.count_pending(session) == 0
-
-        wait_until(all_dispatched, 300, "every event to be dispatched")
+        wait_until(lambda: sent(pg_store, "shipped_notice") >= SHIPPED, 600, f"{SHIPPED} shipped notices")
+        wait_until(lambda: pending(pg_store) == 0, 300, "every event to be dispatched")
 
         # Every payment reminder waits: the first for its 15 minutes, the last until 2 h before closing.
         first = asyncio.run(statuses(stack.address, [f"payment_reminder:o{n}" for n in range(ORDERS)]))
@@ -108,10 +96,10 @@ def test_500_orders_and_200_shipments_through_the_production_worker(pg_store, tm
         rows = list(session.scalars(select(MessageRow).where(MessageRow.journey == "shipped_notice")))
     assert Counter(r.status for r in rows) == {"sent": SHIPPED}
     assert sorted(r.order_id for r in rows) == sorted(f"o{n}" for n in range(SHIPPED))
-    sent = [json.loads(line) for line in stack.outbox.read_text().splitlines()]
-    assert Counter(m["journey"] for m in sent) == {"shipped_notice": SHIPPED}
-    assert len({m["message_id"] for m in sent}) == SHIPPED
-    assert all("顺丰单号SF" in m["body"] for m in sent)
+    delivered = [json.loads(line) for line in stack.outbox.read_text().splitlines()]
+    assert Counter(m["journey"] for m in delivered) == {"shipped_notice": SHIPPED}
+    assert len({m["message_id"] for m in delivered}) == SHIPPED
+    assert all("顺丰单号SF" in m["body"] for m in delivered)
 
     alarms = {alarm: log.count(alarm) for alarm in WORKER_LOG_ALARMS if alarm in log}
     assert not alarms, f"worker log alarms {alarms}:\n{log[-5000:]}"

@@ -153,7 +153,7 @@ class Router:
 
     def _mark_dispatched(self, event: Event) -> None:
         with self.store.transaction() as session:
-            queries.mark_dispatched(session, event.event_id, datetime.now(UTC))
+            queries.mark_all_dispatched(session, [event.event_id], datetime.now(UTC))
 
     def _prior_events(self, session, starts: list[Dispatch], event: Event) -> dict[str, list[Event]]:
         """For each journey `event` starts, the logged events its instance must know about (a
