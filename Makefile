@@ -21,6 +21,7 @@ up: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 test: setup lint
 	$(BIN)/journeys validate definitions

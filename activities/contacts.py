@@ -10,7 +10,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from phonenumbers import PhoneNumberType
 
-from core.models import Customer
+from core.records import Customer
 
 #: Numbers that cannot take an SMS whatever the provider.
 NOT_FOR_SMS = {PhoneNumberType.FIXED_LINE, PhoneNumberType.PREMIUM_RATE, PhoneNumberType.VOICEMAIL}

@@ -1,28 +1,30 @@
-"""The side effects a journey asks for: load the customer, and send one message under the contact policy.
+"""The side effects a journey asks for: load the customer, decide one message under the contact
+policy, deliver it, record a failure.
 
-`send_message` is safe to retry: the ledger row for `(workflow_id, run_id, step)` is written, in
-the same transaction as the policy checks, before the channel is called. A retry finds the row:
-a decided row (sent, skipped, failed) is returned as it is; a row still `sending` (the worker died
-or the provider failed retryably) is sent again with the same message id.
+`decide_message` (registered as `send_message`) is safe to retry: the ledger row for
+`(workflow_id, run_id, step)` is written, in the same transaction as the policy checks, before the
+channel is called. A retry finds the row: a decided row (sent, skipped, failed) is returned as it
+is; a row still `sending` is delivered again only once any earlier unanswered provider call is
+settled (`_begin_attempt`), with the same message id.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.models import FailureRecord, SendOutcome, SendRequest
-from activities.policy import FREQUENCY_CAP, FREQUENCY_WINDOW, QUIET_HOURS, choose_channel
-from channels.base import Channel, OutgoingMessage, PermanentChannelError, RetryableChannelError
-from core.models import Customer
+from activities.payloads import FailureRecord, SendOutcome, SendRequest
+from activities.policy import decide
+from core.channel import Channel, OutgoingMessage, PermanentChannelError, RetryableChannelError
+from core.records import Customer
+from core.vocabulary import Reason
 from definitions.render import TemplateRenderError, render_message
 from store import queries
 from store.db import Store
-from store.models import MessageRow
+from store.tables import MessageRow
 
 
 class JourneyActivities:
@@ -43,7 +45,7 @@ class JourneyActivities:
         self.shop_name = shop_name
         self.default_region = default_region  # where national phone numbers are read
         self.opt_out = opt_out or {}  # marketing SMS opt-out text per locale, over the defaults
-        # Channels with no rate limit: delivered by send_message itself, saving the workflow an
+        # Channels with no rate limit: delivered by decide_message itself, saving the workflow an
         # activity and a workflow task per message (a rate-limited channel delivers from its queue).
         self.deliver_inline = deliver_inline
 
@@ -52,26 +54,23 @@ class JourneyActivities:
         with self.store.transaction() as session:
             return queries.get_customer(session, customer_id)
 
-    @activity.defn(name="send_message")
-    def send_message(self, request: SendRequest) -> SendOutcome:
+    @activity.defn(name="send_message")  # its name in histories since the first release
+    def decide_message(self, request: SendRequest) -> SendOutcome:
+        """Decide a send under the contact policy and record it in the ledger. A message for a
+        rate-limited channel is left `ready` for deliver_message on the channel's queue; one for a
+        channel without a limit is delivered here at once."""
         decided, row, retry = self._decide(request)
         if decided is not None:
             return decided
         if not request.deliver and row.channel not in self.deliver_inline:
             return SendOutcome(status="ready", channel=row.channel, message_id=row.id)
-        return self._deliver(row, retry)
+        return self._deliver(row.id, fresh=None if retry else row)
 
     @activity.defn(name="deliver_message")
     def deliver_message(self, message_id: str) -> SendOutcome:
-        """Hand a message decided by send_message to its channel. Runs on the channel's own task
+        """Hand a message decided by decide_message to its channel. Runs on the channel's own task
         queue, whose rate limit keeps every worker together under the provider's limit."""
-        with self.store.transaction() as session:
-            row = session.get(MessageRow, message_id)
-        if row is None:
-            raise ApplicationError(f"no message {message_id} in the ledger", non_retryable=True)
-        if row.status != "sending":  # delivered by an earlier attempt
-            return _outcome(row)
-        return self._deliver(row, retry=activity.info().attempt > 1)
+        return self._deliver(message_id)
 
     @activity.defn(name="record_failure")
     def record_failure(self, failure: FailureRecord) -> str:
@@ -111,47 +110,33 @@ class JourneyActivities:
         # so the frequency cap holds across journeys and workers.
         customer = queries.get_customer(session, req.customer_id, lock=True)
 
-        notes: list[str] = []  # unusable contacts passed over, recorded with the outcome
-
-        def skip(reason: str, channel: str | None = None, address: str | None = None) -> SendOutcome:
-            row = _ledger_row(req, status="skipped", reason=reason, channel=channel, address=address)
-            row.error = "; ".join(notes) or None
-            session.add(row)
-            return SendOutcome(status="skipped", reason=reason, channel=channel)
-
-        if customer is None:
-            return skip("no_contact"), None
-        if customer.blacklisted:
-            return skip("blacklisted"), None
-        choice = choose_channel(
+        decision = decide(
             customer,
-            req.channel,
-            req.fallback,
-            req.category,
-            lambda channel, address: queries.suppression_scope(session, channel, address),
-            self.default_region,
+            channel=req.channel,
+            fallback=req.fallback,
+            category=req.category,
+            at=req.at,
+            deadline=req.deadline,
+            suppression_scope=lambda channel, address: queries.suppression_scope(session, channel, address),
+            marketing_since=lambda since: queries.counted_marketing_since(session, req.customer_id, since),
+            default_region=self.default_region,
         )
-        notes.extend(choice.problems)
-        if choice.channel is None:
-            return skip(choice.skip_reason or "no_contact"), None
-
-        tz = ZoneInfo(customer.timezone)
-        resume_at = QUIET_HOURS.deferral(req.at, tz)
-        if resume_at is not None:
-            if req.deadline is not None and resume_at >= req.deadline:
-                return skip("quiet_hours", choice.channel, choice.address), None
-            return SendOutcome(status="deferred", channel=choice.channel, defer_until=resume_at), None
-
-        if req.category == "marketing":
-            recent = queries.counted_marketing_since(session, customer.customer_id, req.at - FREQUENCY_WINDOW)
-            if recent >= FREQUENCY_CAP:
-                return skip("frequency_cap", choice.channel, choice.address), None
+        notes = "; ".join(decision.notes) or None  # unusable contacts passed over, recorded with the outcome
+        if decision.action == "skip":
+            row = _ledger_row(
+                req, status="skipped", reason=decision.reason, channel=decision.channel, address=decision.address
+            )
+            row.error = notes
+            session.add(row)
+            return SendOutcome(status="skipped", reason=decision.reason, channel=decision.channel), None
+        if decision.action == "defer":
+            return SendOutcome(status="deferred", channel=decision.channel, defer_until=decision.resume_at), None
 
         try:
             rendered = render_message(
                 req.template,
                 name=req.template_name,
-                channel=choice.channel,
+                channel=decision.channel,
                 locale=customer.locale,
                 context={**req.context, "customer": customer.model_dump(mode="json")},
                 shop_name=self.shop_name,
@@ -160,37 +145,35 @@ class JourneyActivities:
             )
         except TemplateRenderError as err:
             activity.logger.warning("template error in %s/%s: %s", req.journey, req.step, err)
-            row = _ledger_row(req, status="failed", reason="template_error", channel=choice.channel)
-            row.address, row.error = choice.address, str(err)
+            row = _ledger_row(req, status="failed", reason=Reason.TEMPLATE_ERROR, channel=decision.channel)
+            row.address, row.error = decision.address, str(err)
             session.add(row)
-            return SendOutcome(status="failed", reason="template_error", channel=choice.channel), None
+            return SendOutcome(status="failed", reason=Reason.TEMPLATE_ERROR, channel=decision.channel), None
 
-        row = _ledger_row(req, status="sending", reason=None, channel=choice.channel, address=choice.address)
+        row = _ledger_row(req, status="sending", reason=None, channel=decision.channel, address=decision.address)
         row.locale, row.subject, row.body = rendered.locale, rendered.subject, rendered.body
         row.segments = rendered.segments
         row.provider_template, row.template_data = rendered.provider_template, rendered.template_data
-        row.error = "; ".join(notes) or None  # e.g. why the fallback channel was used
+        row.error = notes  # e.g. why the fallback channel was used
+        if req.deliver or decision.channel in self.deliver_inline:
+            row.attempted_at = datetime.now(UTC)  # this attempt calls the provider next
         session.add(row)
         return None, row
 
-    def _deliver(self, row: MessageRow, retry: bool) -> SendOutcome:
-        """Hand a decided message to its channel and record what the provider said."""
-        message = OutgoingMessage(
-            message_id=row.id,
-            channel=row.channel,
-            to=row.address,
-            subject=row.subject,
-            body=row.body,
-            journey=row.journey,
-            step=row.step,
-            customer_id=row.customer_id,
-            category=row.category,
-            provider_template=row.provider_template,
-            template_data=row.template_data,
-            earlier_attempt_at=row.updated_at if retry else None,
-        )
+    def _deliver(self, message_id: str, fresh: MessageRow | None = None) -> SendOutcome:
+        """Hand a decided message to its channel and record what the provider said. `fresh` is
+        the row this very attempt just wrote; otherwise the row is read, and an earlier call the
+        provider never answered is settled first (`_begin_attempt`)."""
+        if fresh is not None:
+            row, earlier = fresh, None
+        else:
+            begun = self._begin_attempt(message_id)
+            if isinstance(begun, SendOutcome):
+                return begun
+            row, earlier = begun
+        channel = self.channels[row.channel]
         try:
-            receipt = self.channels[row.channel].send(message)
+            receipt = channel.send(_outgoing(row, earlier))
         except PermanentChannelError as err:
             self._finish(row.id, status="failed", reason="provider_rejected", error=f"{err.code}: {err}")
             if err.unsubscribed:
@@ -198,6 +181,10 @@ class JourneyActivities:
                     queries.add_suppression(session, row.channel, row.address, "all", f"provider {err.code}", row.at)
             return SendOutcome(status="failed", reason="provider_rejected", channel=row.channel, message_id=row.id)
         except RetryableChannelError as err:
+            # A refusal settles the doubt (the provider said no); a lost answer keeps the message
+            # in doubt since its earliest unanswered call.
+            changes = {"error": f"{err.code}: {err}"[:2000]} | ({} if err.in_doubt else {"attempted_at": None})
+            self._finish(row.id, **changes)
             raise ApplicationError(
                 f"{row.channel} send of {row.id} failed, will retry: {err}",
                 next_retry_delay=timedelta(seconds=err.retry_after) if err.retry_after else None,
@@ -205,12 +192,56 @@ class JourneyActivities:
         self._record_sent(row.id, receipt.provider_id)
         return SendOutcome(status="sent", channel=row.channel, message_id=row.id)
 
+    def _begin_attempt(self, message_id: str) -> SendOutcome | tuple[MessageRow, datetime | None]:
+        """Mark a provider call as begun, before making it, so that if its answer is lost (a
+        timeout, this worker killed) the next attempt knows the message is in doubt. A message
+        in doubt is settled the channel's way (`core.channel.DoubtPolicy`) before it is sent
+        again. Returns the outcome when there is nothing to send, else the row and, for a channel
+        that looks earlier attempts up, since when to look."""
+        with self.store.transaction() as session:
+            row = session.get(MessageRow, message_id)
+            if row is None:
+                raise ApplicationError(f"no message {message_id} in the ledger", non_retryable=True)
+            if row.status != "sending":  # decided by an earlier attempt, or a provider event settled it
+                return _outcome(row)
+            now = datetime.now(UTC)
+            doubt = row.attempted_at
+            if doubt is None:
+                row.attempted_at = now
+                return row, None
+            channel = self.channels[row.channel]
+            policy = channel.settles_doubt
+            if policy == "lookup":  # the adapter looks for the earliest unanswered call itself
+                return row, doubt
+            if policy == "resend":
+                row.attempted_at = now
+                return row, None
+            if policy == "never":
+                row.status, row.reason, row.updated_at = "unknown", "in_doubt", now
+                row.error = (
+                    f"{channel.provider} did not answer a send begun at {doubt.isoformat()} and cannot be asked "
+                    "whether it took it; not sent again (at most once). Configure its event webhook to settle this."
+                )
+                activity.logger.warning("message %s left unknown: %s", row.id, row.error)
+                return _outcome(row)
+            waited = (now - doubt).total_seconds()
+            if waited >= channel.reconcile_seconds:  # no `processed` event came: SendGrid never took it
+                row.attempted_at = now
+                row.error = f"no {channel.provider} event for a send begun at {doubt.isoformat()}: sent again"
+                return row, None
+        wait = min(channel.reconcile_seconds - waited, 10.0)
+        raise ApplicationError(
+            f"{row.channel} send of {message_id} is in doubt since {doubt.isoformat()}: waiting for "
+            f"{channel.provider}'s event before sending again ({waited:.0f} of {channel.reconcile_seconds:.0f} s)",
+            next_retry_delay=timedelta(seconds=max(wait, 0.5)),
+        )
+
     def _record_sent(self, message_id: str, provider_id: str) -> None:
         """The provider took the message. Its status callback may have come first (delivered):
         the status only moves forward."""
         with self.store.transaction() as session:
             row = session.get(MessageRow, message_id)
-            row.provider_id = provider_id
+            row.provider_id, row.attempted_at = provider_id, None
             now = datetime.now(UTC)
             if not queries.advance_status(row, "sent", now):
                 row.updated_at = now
@@ -246,7 +277,24 @@ def _new_row(origin: SendRequest | FailureRecord, **fields) -> MessageRow:
     )
 
 
+def _outgoing(row: MessageRow, earlier_attempt_at: datetime | None) -> OutgoingMessage:
+    return OutgoingMessage(
+        message_id=row.id,
+        channel=row.channel,
+        to=row.address,
+        subject=row.subject,
+        body=row.body,
+        journey=row.journey,
+        step=row.step,
+        customer_id=row.customer_id,
+        category=row.category,
+        provider_template=row.provider_template,
+        template_data=row.template_data,
+        earlier_attempt_at=earlier_attempt_at,
+    )
+
+
 def _outcome(row: MessageRow) -> SendOutcome:
     """A decided row as the workflow sees it: later provider statuses (delivered, clicked) were sent."""
-    status = row.status if row.status in ("skipped", "failed") else "sent"
+    status = row.status if row.status in ("skipped", "failed", "unknown") else "sent"
     return SendOutcome(status=status, reason=row.reason, channel=row.channel, message_id=row.id)

@@ -1,15 +1,19 @@
-"""The contact policy's rules, as pure functions the send activity applies in JOURNEYS.md's order:
-blacklist, channel choice, quiet hours, frequency cap (exactly-once is the ledger's job)."""
+"""The contact policy, as one pure function, `decide`: blacklist, channel choice, quiet hours,
+frequency cap, in that order (exactly-once is the ledger's job). The send activity records what it
+decides; `journeys preview` shows what it would decide now. Lookups in the store (suppressions, the
+recent marketing count) come in as functions, so the rule itself touches nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from activities.contacts import DEFAULT_REGION, UnusableContact, address_for
-from core.models import Customer
+from core.records import Customer
+from core.vocabulary import Reason
 
 FREQUENCY_CAP = 2
 FREQUENCY_WINDOW = timedelta(days=7)
@@ -74,3 +78,53 @@ def choose_channel(
             continue
         return ChannelChoice(candidate, address, problems=tuple(problems))
     return ChannelChoice(None, None, "unsubscribed" if blocked else "no_contact", tuple(problems))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy says about one send: `send` on `channel` to `address`; `skip` with a
+    `reason`; or `defer` until `resume_at` (quiet hours). `notes` are unusable contacts passed over."""
+
+    action: Literal["send", "skip", "defer"]
+    channel: str | None = None
+    address: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    resume_at: datetime | None = None
+    notes: tuple[str, ...] = ()
+
+
+def decide(
+    customer: Customer | None,
+    *,
+    channel: str,
+    fallback: str | None,
+    category: str,
+    at: datetime,
+    deadline: datetime | None,
+    suppression_scope: Callable[[str, str], str | None],
+    marketing_since: Callable[[datetime], int],
+    default_region: str = DEFAULT_REGION,
+) -> Decision:
+    """The contact policy for a send due `at` (the journey's clock). A send deferred past its
+    `deadline` is skipped instead. `marketing_since(t)` counts the customer's marketing messages
+    after t (asked only for marketing sends)."""
+    if customer is None:
+        return Decision("skip", reason=Reason.NO_CONTACT)
+    if customer.blacklisted:
+        return Decision("skip", reason=Reason.BLACKLISTED)
+    choice = choose_channel(customer, channel, fallback, category, suppression_scope, default_region)
+    if choice.channel is None:
+        return Decision("skip", reason=choice.skip_reason or Reason.NO_CONTACT, notes=choice.problems)
+    chosen = {"channel": choice.channel, "address": choice.address, "notes": choice.problems}
+    resume_at = QUIET_HOURS.deferral(at, ZoneInfo(customer.timezone))
+    if resume_at is not None:
+        if deadline is not None and resume_at >= deadline:
+            return Decision("skip", reason=Reason.QUIET_HOURS, detail=f"quiet until {resume_at}", **chosen)
+        return Decision("defer", resume_at=resume_at, **chosen)
+    if category == "marketing":
+        recent = marketing_since(at - FREQUENCY_WINDOW)
+        if recent >= FREQUENCY_CAP:
+            detail = f"{recent} marketing messages in the last {FREQUENCY_WINDOW.days} days"
+            return Decision("skip", reason=Reason.FREQUENCY_CAP, detail=detail, **chosen)
+    return Decision("send", **chosen)

@@ -52,7 +52,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 
 from store.db import Store
-from store.models import MessageRow
+from store.tables import MessageRow
 from tests.helpers import daytime_zone, free_port
 from tests.stack import Stack, pending, sent, wait_until
 

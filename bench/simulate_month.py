@@ -28,10 +28,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.raw_journey import RawJourney, raw_send
-from core.models import Customer, Event
+from core.records import Customer, Event
+from core.temporal import binary
 from definitions.loader import PACKAGE_DIR, load_definitions
 from journeys.simulate import simulate
-from journeys.temporal import binary
 from journeys.worker import workflow_runner
 from triggers.router import plan
 

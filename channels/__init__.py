@@ -1,24 +1,23 @@
-"""Channel adapters behind one interface (channels.base.Channel); the outbox is the default."""
+"""Channel adapters behind one interface (core.channel.Channel); the outbox is the default."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from channels.base import Channel
 from channels.outbox import OutboxChannel
+from core.channel import Channel
+from core.vocabulary import CHANNELS
 
 if TYPE_CHECKING:
-    from journeys.config import Settings
+    from core.config import Settings
 
 
 def build_channels(outbox_path: Path | None = None, settings: Settings | None = None) -> dict[str, Channel]:
     """The adapter for each channel name: Twilio for SMS and SendGrid for email where `settings`
     configure them, else the outbox, which stands in for every channel and records under the
     channel's own name."""
-    channels: dict[str, Channel] = {
-        name: OutboxChannel(name, outbox_path) for name in ("sms", "email", "webhook", "outbox")
-    }
+    channels: dict[str, Channel] = {name: OutboxChannel(name, outbox_path) for name in CHANNELS}
     if settings is None:
         return channels
     if settings.twilio_account_sid and settings.twilio_auth_token:
@@ -30,6 +29,7 @@ def build_channels(outbox_path: Path | None = None, settings: Settings | None = 
             messaging_service_sid=settings.twilio_messaging_service_sid,
             from_number=settings.twilio_from,
             api_base_url=settings.twilio_api_base_url,
+            timeout=settings.twilio_timeout,
             status_callback_url=settings.public_endpoint("/webhooks/twilio/status"),
         )
     if settings.sendgrid_api_key and settings.sendgrid_from:
@@ -42,6 +42,9 @@ def build_channels(outbox_path: Path | None = None, settings: Settings | None = 
             unsubscribe_url=settings.public_endpoint("/unsubscribe"),
             unsubscribe_secret=settings.secret,
             host=settings.sendgrid_api_host,
+            timeout=settings.sendgrid_timeout,
+            event_webhook=bool(settings.sendgrid_webhook_public_key),
+            reconcile_seconds=settings.sendgrid_reconcile_seconds,
         )
     if settings.webhook_url:
         from channels.webhook import WebhookChannel
@@ -51,5 +54,10 @@ def build_channels(outbox_path: Path | None = None, settings: Settings | None = 
 
 
 def describe_channels(channels: dict[str, Channel]) -> str:
-    """`sms: twilio, email: outbox, ...` for start-up messages."""
-    return ", ".join(f"{name}: {adapter.provider}" for name, adapter in channels.items())
+    """`sms: twilio, email: outbox, ...` for start-up messages, with a note where a send whose
+    answer is lost cannot be settled (it is then sent at most once and marked `unknown`)."""
+    described = []
+    for name, adapter in channels.items():
+        note = " (at most once: no event webhook to settle a lost answer)" if adapter.settles_doubt == "never" else ""
+        described.append(f"{name}: {adapter.provider}{note}")
+    return ", ".join(described)

@@ -6,12 +6,16 @@ mail the ASM unsubscribe group and `List-Unsubscribe` headers. 202 is sent (the 
 `X-Message-Id`); a definition's `sendgrid_template_id` sends that dynamic template with the
 message's data instead of our HTML; 400, 401, 403 and 413 are permanent; 429 waits for `X-RateLimit-Reset`; 5xx and
 network errors are retried.
+
+SendGrid has no idempotency key and no way to look a message up by our id, so a send whose answer
+was lost (a timeout: SendGrid may have taken it) is never simply sent again. With the signed event
+webhook configured, SendGrid's `processed` event carries our ledger id in `custom_args` and settles
+it: the send waits for that event up to `reconcile_seconds`, and only then sends again. Without
+the webhook nothing can settle it, so the message is not sent again: it is marked `unknown`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import html
 import re
 import time
@@ -20,15 +24,11 @@ import urllib.error
 from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
 
-from channels.base import OutgoingMessage, PermanentChannelError, RetryableChannelError, SendReceipt
+from core.channel import OutgoingMessage, PermanentChannelError, RetryableChannelError, SendReceipt
+from core.signing import unsubscribe_token
 
 PERMANENT_STATUSES = {400, 401, 403, 413}
 _TAGS = re.compile(r"<[^>]+>")
-
-
-def unsubscribe_token(secret: str, message_id: str) -> str:
-    """The token of a one-click unsubscribe link: only we can make one for a message."""
-    return hmac.new(secret.encode(), f"unsubscribe:{message_id}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def text_of(body_html: str) -> str:
@@ -51,6 +51,8 @@ class SendGridEmailChannel:
         unsubscribe_secret: str | None = None,
         timeout: float = 10.0,
         host: str = "https://api.sendgrid.com",
+        event_webhook: bool = False,
+        reconcile_seconds: float = 900.0,
     ):
         self.client = SendGridAPIClient(api_key=api_key, host=host)
         self.client.client.timeout = timeout
@@ -58,6 +60,9 @@ class SendGridEmailChannel:
         self.unsubscribe_group_id = unsubscribe_group_id
         self.unsubscribe_url = unsubscribe_url
         self.unsubscribe_secret = unsubscribe_secret
+        # Only the signed event webhook can tell whether a send in doubt reached SendGrid.
+        self.settles_doubt = "event" if event_webhook else "never"
+        self.reconcile_seconds = reconcile_seconds
 
     def request_body(self, message: OutgoingMessage) -> dict:
         body = {
@@ -94,9 +99,18 @@ class SendGridEmailChannel:
         except http_errors.HTTPError as err:
             raise _classify(err) from err
         except TimeoutError as err:
-            raise RetryableChannelError(f"SendGrid did not answer in time ({err})", code="timeout") from err
+            raise RetryableChannelError(
+                f"SendGrid did not answer in time ({err}); outcome unknown", code="timeout", in_doubt=True
+            ) from err
         except urllib.error.URLError as err:
-            raise RetryableChannelError(f"cannot reach SendGrid: {err.reason}", code="connection") from err
+            refused = isinstance(err.reason, ConnectionRefusedError)  # never connected: nothing was sent
+            raise RetryableChannelError(
+                f"cannot reach SendGrid: {err.reason}", code="connection", in_doubt=not refused
+            ) from err
+        except (ConnectionError, OSError) as err:  # the connection dropped mid-request
+            raise RetryableChannelError(
+                f"SendGrid's connection failed ({err}); outcome unknown", code="connection", in_doubt=True
+            ) from err
         provider_id = answer.headers.get("X-Message-Id") or f"sendgrid:{message.message_id}"
         return SendReceipt(provider_id=provider_id)
 

@@ -17,7 +17,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from channels.base import OutgoingMessage, PermanentChannelError, RetryableChannelError, SendReceipt
+from core.channel import OutgoingMessage, PermanentChannelError, RetryableChannelError, SendReceipt
 
 #: The SDK logs every request's URL and form at INFO: the recipient's number and the body. Logs
 #: must hold no contact data, so only its warnings and errors pass.
@@ -40,6 +40,8 @@ UNSUBSCRIBED = 21610
 class TwilioSmsChannel:
     name = "sms"
     provider = "twilio"
+    settles_doubt = "lookup"
+    reconcile_seconds = 0.0
 
     def __init__(
         self,
@@ -80,12 +82,15 @@ class TwilioSmsChannel:
             created = self.client.messages.create(to=message.to, body=message.body, **sender, **callback)
         except TwilioRestException as err:
             raise _classify(err) from err
+        except requests.ConnectTimeout as err:  # never connected: nothing was sent
+            raise RetryableChannelError(f"cannot reach Twilio: {err}", code="connection") from err
         except requests.Timeout as err:
             raise RetryableChannelError(
-                f"Twilio did not answer in time ({err}); outcome unknown", code="timeout"
+                f"Twilio did not answer in time ({err}); outcome unknown", code="timeout", in_doubt=True
             ) from err
         except requests.RequestException as err:
-            raise RetryableChannelError(f"cannot reach Twilio: {err}", code="connection") from err
+            refused = "NewConnectionError" in repr(err) or "Connection refused" in str(err)
+            raise RetryableChannelError(f"cannot reach Twilio: {err}", code="connection", in_doubt=not refused) from err
         return SendReceipt(provider_id=created.sid)
 
     def _find_earlier(self, message: OutgoingMessage) -> str | None:
@@ -94,7 +99,9 @@ class TwilioSmsChannel:
         try:
             sent = self.client.messages.list(to=message.to, date_sent_after=since, limit=50)
         except (TwilioRestException, requests.RequestException) as err:
-            raise RetryableChannelError(f"cannot check Twilio for an earlier attempt: {err}", code="lookup") from err
+            raise RetryableChannelError(
+                f"cannot check Twilio for an earlier attempt: {err}", code="lookup", in_doubt=True
+            ) from err
         for candidate in sent:
             if candidate.body == message.body and (candidate.date_created is None or candidate.date_created >= since):
                 return candidate.sid

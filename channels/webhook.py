@@ -6,44 +6,30 @@ configured URL, signed with HMAC-SHA256 so the receiver can tell it came from Jo
     Idempotency-Key: <message_id>              (the same on every retry of one message)
     X-Journeys-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>
 
-The receiver recomputes the HMAC over the raw body with the shared secret (`verify_signature`
-below does it) and refuses stale timestamps. Error classes as for the providers: 2xx is sent;
+The receiver recomputes the HMAC over the raw body with the shared secret (`core.signing.
+verify_signature` does it) and refuses stale timestamps. Error classes as for the providers: 2xx is sent;
 408, 429 (honouring Retry-After), 5xx, timeouts and connection errors are retried; any other 4xx
 is a permanent refusal.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 
 import requests
 
-from channels.base import OutgoingMessage, PermanentChannelError, RetryableChannelError, SendReceipt
+from core.channel import OutgoingMessage, PermanentChannelError, RetryableChannelError, SendReceipt
+from core.signing import SIGNATURE_HEADER, sign
 
-SIGNATURE_HEADER = "X-Journeys-Signature"
 RETRYABLE_STATUSES = {408, 425, 429}
-
-
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
-def verify_signature(secret: str, header: str, body: bytes, *, now: float | None = None, tolerance: int = 300) -> bool:
-    """For receivers: does `header` sign `body` with `secret`, within `tolerance` seconds?"""
-    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    stamp = parts.get("t", "")
-    if not stamp.isdigit() or abs((now if now is not None else time.time()) - int(stamp)) > tolerance:
-        return False
-    return hmac.compare_digest(sign(secret, body, int(stamp)), f"t={stamp},v1={parts.get('v1', '')}")
 
 
 class WebhookChannel:
     name = "webhook"
     provider = "webhook"
+    settles_doubt = "resend"  # the receiver deduplicates by the Idempotency-Key, our ledger id
+    reconcile_seconds = 0.0
 
     def __init__(self, url: str, secret: str, *, timeout: float = 10.0):
         if not secret:
@@ -64,7 +50,9 @@ class WebhookChannel:
         try:
             answer = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout)
         except requests.Timeout as err:
-            raise RetryableChannelError(f"the webhook at {self.url} did not answer in time", code="timeout") from err
+            raise RetryableChannelError(
+                f"the webhook at {self.url} did not answer in time", code="timeout", in_doubt=True
+            ) from err
         except requests.RequestException as err:
             raise RetryableChannelError(f"cannot reach the webhook at {self.url}: {err}", code="connection") from err
         if 200 <= answer.status_code < 300:

@@ -185,6 +185,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def checked_concat(self, value: Any) -> Any:
         return _checked_result("~", value)
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """`order.items` is the order's items, not the dict method: on a mapping (the order,
+        the event's data, a customer's traits) a key wins over a method of the same name."""
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def unsafe_undefined(self, obj: Any, attribute: str):
         raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from core.models import ORDER_EVENT_TYPES
+from core.records import ORDER_EVENT_TYPES
 from definitions.expressions import check_expression, check_template
 from definitions.render import has_variant
 from definitions.schema import (

@@ -20,11 +20,12 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from core.models import ChannelName, EventType, Locale
+from core.records import EventType, Locale
+from core.vocabulary import ChannelName
 
 _DURATION = re.compile(r"^(-)?((?:\d+[wdhms])+)$")
 _PART = re.compile(r"(\d+)([wdhms])")
@@ -168,7 +169,24 @@ class RepeatStep(_Strict):
     repeat: Literal[True] = Field(description="Start the journey over as a fresh run.")
 
 
-STEP_KINDS = ("wait", "wait_until", "wait_for", "send", "if", "split", "exit", "repeat")
+# The step kinds, listed once: the union below. To add a kind:
+#   1. its model above and a tagged line here (the tag is its YAML key);
+#   2. a `case` in workflows/journey.py `_run_steps` (its `match` ends in assert_never);
+#   3. `walk_steps` below if it holds steps of its own;
+#   4. regenerate definitions/journey.schema.json (`journeys schema`; a test compares them);
+#   5. the README's journey reference.
+_TaggedStep = (
+    Annotated[WaitStep, Tag("wait")]
+    | Annotated[WaitUntilStep, Tag("wait_until")]
+    | Annotated[WaitForStep, Tag("wait_for")]
+    | Annotated[SendStep, Tag("send")]
+    | Annotated[IfStep, Tag("if")]
+    | Annotated[SplitStep, Tag("split")]
+    | Annotated[ExitStep, Tag("exit")]
+    | Annotated[RepeatStep, Tag("repeat")]
+)
+_KIND_OF_MODEL: dict[type, str] = {get_args(member)[0]: get_args(member)[1].tag for member in get_args(_TaggedStep)}
+STEP_KINDS = tuple(_KIND_OF_MODEL.values())
 
 
 def _step_kind(value: Any) -> str | None:
@@ -181,31 +199,13 @@ def _step_kind(value: Any) -> str | None:
 
 
 Step = Annotated[
-    Annotated[WaitStep, Tag("wait")]
-    | Annotated[WaitUntilStep, Tag("wait_until")]
-    | Annotated[WaitForStep, Tag("wait_for")]
-    | Annotated[SendStep, Tag("send")]
-    | Annotated[IfStep, Tag("if")]
-    | Annotated[SplitStep, Tag("split")]
-    | Annotated[ExitStep, Tag("exit")]
-    | Annotated[RepeatStep, Tag("repeat")],
+    _TaggedStep,
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
         custom_error_message="a step is a mapping with exactly one of: " + ", ".join(STEP_KINDS),
     ),
 ]
-
-_KIND_OF_MODEL: dict[type, str] = {
-    WaitStep: "wait",
-    WaitUntilStep: "wait_until",
-    WaitForStep: "wait_for",
-    SendStep: "send",
-    IfStep: "if",
-    SplitStep: "split",
-    ExitStep: "exit",
-    RepeatStep: "repeat",
-}
 
 
 class Journey(_Strict):

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
+from core.config import Settings
 from definitions.loader import check_definitions, default_directory, json_schema
-from journeys.config import Settings
 
 app = typer.Typer(help="Journeys: durable, event-driven marketing automation on Temporal.", no_args_is_help=True)
 
@@ -63,7 +63,7 @@ def simulate(
     ] = True,
 ) -> None:
     """Play events through the real engine on Temporal's time-skipping server."""
-    from core.models import Customer, Event
+    from core.records import Customer, Event
     from journeys.simulate import SimulationInputError, read_jsonl, write_jsonl
     from journeys.simulate import simulate as run_simulation
 
@@ -84,9 +84,7 @@ def simulate(
             typer.echo(line, err=True)
         raise typer.Exit(1) from None
     report = asyncio.run(
-        run_simulation(
-            loaded, customer_list, event_list, end, shop_name=Settings.from_env().shop_name, sandboxed=sandbox
-        )
+        run_simulation(loaded, customer_list, event_list, end, shop_name=Settings().shop_name, sandboxed=sandbox)
     )
     write_jsonl(report.messages, out)
     for line in report.summary_lines():
@@ -100,7 +98,7 @@ def worker() -> None:
     from journeys.worker import run_worker
 
     _configure_logging()
-    asyncio.run(run_worker(Settings.from_env()))
+    asyncio.run(run_worker(Settings()))
 
 
 @app.command()
@@ -109,7 +107,7 @@ def api() -> None:
     from triggers.serve import UnsafeBinding, api_server
 
     _configure_logging()
-    settings = Settings.from_env()
+    settings = Settings()
     try:
         server = api_server(settings)
     except UnsafeBinding as err:
@@ -134,7 +132,7 @@ def emit(
 
     import httpx
 
-    settings = Settings.from_env()
+    settings = Settings()
     try:
         payload = json.loads(data)
     except json.JSONDecodeError as err:
@@ -165,15 +163,15 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a timeline")] = False,
 ) -> None:
     """What every journey did for a customer or an order, newest first."""
-    from journeys.temporal import connect
+    from core.temporal import connect, target
     from store.db import Store
-    from triggers.history import BadId, timeline
-    from triggers.history import history as load_history
+    from views.history import BadId, timeline
+    from views.history import history as load_history
 
     if bool(customer) == bool(order):
         typer.echo("give one of --customer or --order", err=True)
         raise typer.Exit(2)
-    settings = Settings.from_env()
+    settings = Settings()
 
     async def load():
         store = Store(settings.database_url)
@@ -191,7 +189,7 @@ def history(
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
     except RuntimeError as err:  # Client.connect: the server is unreachable
-        typer.echo(f"cannot reach Temporal at {settings.temporal_address}: {err}", err=True)
+        typer.echo(f"cannot reach Temporal at {target(settings)}: {err}", err=True)
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(found.model_dump_json(indent=2))
@@ -214,7 +212,7 @@ def preview(
     from journeys.preview import preview as build_preview
     from store.db import Store
 
-    settings = Settings.from_env()
+    settings = Settings()
     loaded = _definitions_or_exit(definitions or settings.definitions_dir)
     store = Store(settings.database_url)
     try:
@@ -254,9 +252,9 @@ def events(
 
     from store import queries
     from store.db import Store
-    from store.models import EventRow
+    from store.tables import EventRow
 
-    settings = Settings.from_env()
+    settings = Settings()
     store = Store(settings.database_url)
     try:
         with store.transaction() as session:
@@ -293,12 +291,53 @@ def events(
         )
 
 
+customer_app = typer.Typer(help="One customer's data: erasure on request.", no_args_is_help=True)
+app.add_typer(customer_app, name="customer")
+
+
+@customer_app.command("erase")
+def customer_erase(
+    customer_id: Annotated[str, typer.Argument(help="The customer to erase")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+    by: Annotated[str, typer.Option(help="Who asks, for the record")] = "cli",
+) -> None:
+    """Erase a customer (PIPL, GDPR): stop their journeys and remove their personal data."""
+    from core.temporal import connect, target
+    from store import queries
+    from store.db import Store
+    from triggers.erasure import erase
+    from views.history import BadId
+
+    if not yes:
+        typer.confirm(f"Erase customer {customer_id!r}? This cannot be undone", abort=True)
+    settings = Settings()
+
+    async def run():
+        store = Store(settings.database_url).migrate()
+        queries.configure_salt(settings.secret)
+        try:
+            return await erase(await connect(settings), store, customer_id, by)
+        finally:
+            store.dispose()
+
+    try:
+        done = asyncio.run(run())
+    except BadId as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    except RuntimeError as err:
+        typer.echo(f"cannot reach Temporal at {target(settings)}: {err}; nothing was erased", err=True)
+        raise typer.Exit(1) from None
+    removed = ", ".join(f"{name} {count}" for name, count in done.removed.items())
+    typer.echo(f"erased {customer_id}: {len(done.terminated)} journeys stopped; {removed}")
+
+
 @app.command()
 def migrate() -> None:
     """Bring the database at DATABASE_URL to the newest schema."""
     from store.db import Store
 
-    settings = Settings.from_env()
+    settings = Settings()
     Store(settings.database_url).migrate().dispose()
     typer.echo(f"migrated {settings.database_url}")
 

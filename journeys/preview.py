@@ -1,9 +1,9 @@
 """`journeys preview JOURNEY STEP --customer C [--order O]`: a message exactly as that customer
 would get it, on each channel its template has, and the channel the contact policy would pick.
 
-The customer comes from the store; the order is what the event log knows of it (every event's
-data, oldest first, as a running journey gathers it); with no order logged, the entry event is
-made up from the order id alone. Nothing is sent and nothing is written.
+The customer comes from the store; the order is what the event log knows of it, built by the same
+function as a running journey's (core.orders.order_context); with no order logged, the entry event
+is made up from the order id alone. Nothing is sent and nothing is written.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from activities.policy import FREQUENCY_CAP, FREQUENCY_WINDOW, choose_channel
-from core.models import Event
+from activities.policy import Decision, decide
+from core.orders import order_context
+from core.records import Event
+from core.vocabulary import CHANNELS
 from definitions.expressions import build_context, evaluate, zone
 from definitions.loader import Definitions
 from definitions.render import TemplateRenderError, has_variant, render_message
@@ -85,15 +87,17 @@ def preview(
             raise PreviewError(f"no customer {customer_id!r} in the store (send a customer.created event first)")
         order_events = queries.events_of_order(session, order_id) if order_id else []
         category = spec.category or definition.category
-        choice = choose_channel(
+        decision = decide(  # the very rule the send activity applies, as if the step ran now
             customer,
-            spec.channel,
-            spec.fallback,
-            category,
-            lambda channel, address: queries.suppression_scope(session, channel, address),
-            default_region,
+            channel=spec.channel,
+            fallback=spec.fallback,
+            category=category,
+            at=now,
+            deadline=None,
+            suppression_scope=lambda channel, address: queries.suppression_scope(session, channel, address),
+            marketing_since=lambda since: queries.counted_marketing_since(session, customer_id, since),
+            default_region=default_region,
         )
-        recent = queries.counted_marketing_since(session, customer_id, now - FREQUENCY_WINDOW)
 
     entry_types = set(definition.entry.events)
     entry_rows = [row for row in order_events if row.type in entry_types] or order_events
@@ -113,14 +117,12 @@ def preview(
             order_id=order_id or ("preview-order" if definition.entry.key == "order" else None),
         )
     )
-    order: dict[str, Any] = {"order_id": entry.order_id}
-    for item in order_events:
-        order.update(item.data)
+    order = order_context(entry.order_id, order_events or [entry])  # as the workflow and the router see it
     tz = zone(customer.timezone)
     context = build_context(
         tz=tz, now=now, event=entry.model_dump(mode="json"), order=order, customer=customer.model_dump(mode="json")
     )
-    notes = list(choice.problems)
+    notes = list(decision.notes)
     variables: dict[str, Any] = {}
     for name, source in definition.vars.items():
         try:
@@ -130,18 +132,11 @@ def preview(
     if order_id and not order_events:
         notes.append(f"order {order_id!r} has no events in the log: only its id is known")
 
-    if customer.blacklisted:
-        policy = "skipped (blacklisted)"
-    elif choice.channel is None:
-        policy = f"skipped ({choice.skip_reason})"
-    else:
-        policy = f"{choice.channel} to {choice.address}"
-        if category == "marketing" and recent >= FREQUENCY_CAP:
-            policy = f"skipped (frequency_cap: {recent} marketing messages in the last 7 days)"
+    policy = _policy_line(decision, tz)
     template = snapshot.templates[spec.template]
     message_context = {"event": context["event"], "order": order, "vars": variables}
     channels = []
-    for channel in ("sms", "email", "webhook"):
+    for channel in (name for name in CHANNELS if name != "outbox"):
         if not has_variant(template, channel) or (channel == "webhook" and not template.webhook):
             continue
         try:
@@ -170,6 +165,16 @@ def preview(
         notes=notes,
         channels=channels,
     )
+
+
+def _policy_line(decision: Decision, tz) -> str:
+    if decision.action == "skip":
+        return f"skipped ({decision.reason}" + (f": {decision.detail})" if decision.detail else ")")
+    target = f"{decision.channel} to {decision.address}"
+    if decision.action == "defer":
+        resume = decision.resume_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        return f"{target}, held by quiet hours until {resume} (customer's time)"
+    return target
 
 
 def describe(found: Preview) -> list[str]:

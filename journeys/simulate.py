@@ -24,14 +24,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from channels import build_channels
-from core.models import Customer, Event
+from core.config import Settings
+from core.records import Customer, Event
+from core.temporal import binary
 from definitions.loader import Definitions
-from journeys.config import Settings
-from journeys.temporal import binary
 from journeys.worker import activity_threads, build_workers
 from store import queries
 from store.db import Store
-from store.models import MessageRow
+from store.tables import MessageRow
 from triggers.router import Router
 
 TASK_QUEUE = "journeys-simulation"
@@ -132,11 +132,11 @@ class Simulation:
             self.router = Router(self.env.client, self.definitions, self.store, TASK_QUEUE, clock_offset=self.offset)
             # The production worker, as `journeys worker` builds it; no rate limits (the test
             # server's clock skips, so a per-second limit means nothing), the outbox for every channel.
-            settings = Settings(
-                task_queue=TASK_QUEUE, shop_name=self.shop_name, rate_limits={}, worker_sandbox=self.sandboxed
-            )
+            settings = Settings.embedded(task_queue=TASK_QUEUE, shop_name=self.shop_name, rate_limits={})
             self._executor = ThreadPoolExecutor(activity_threads(settings))
-            self.workers = build_workers(self.env.client, settings, self.store, self._executor, build_channels(None))
+            self.workers = build_workers(
+                self.env.client, settings, self.store, self._executor, build_channels(None), sandboxed=self.sandboxed
+            )
             for worker in self.workers:
                 await worker.__aenter__()
         except BaseException:

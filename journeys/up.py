@@ -15,9 +15,10 @@ import socket
 from pathlib import Path
 
 from channels import build_channels, describe_channels
-from journeys.config import Settings
-from journeys.temporal import binary
-from workflows.models import SEARCH_ATTRIBUTES
+from core.config import Settings
+from core.encryption import ensure_key_file
+from core.temporal import binary
+from core.vocabulary import SEARCH_ATTRIBUTES
 
 log = logging.getLogger("journeys.up")
 
@@ -32,6 +33,12 @@ async def _wait_for_port(port: int, process: asyncio.subprocess.Process, seconds
         except OSError:
             await asyncio.sleep(0.1)
     raise RuntimeError(f"the Temporal dev server did not open port {port} in {seconds:.0f} s")
+
+
+def _encryption_line(settings: Settings) -> str:
+    if settings.encryption_keys:
+        return "AES-256-GCM, keys from JOURNEYS_ENCRYPTION_KEYS"
+    return f"AES-256-GCM, key in {settings.encryption_key_file} (back it up: histories need it)"
 
 
 def _webhooks_line(settings: Settings) -> str:
@@ -76,14 +83,16 @@ async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await _wait_for_port(port, server)
-        settings = Settings.from_env().model_copy(
-            update={"temporal_address": f"127.0.0.1:{port}", "api_port": api_port}
-        )
-        if settings.database_url == Settings().database_url:
+        settings = Settings().model_copy(update={"temporal_address": f"127.0.0.1:{port}", "api_port": api_port})
+        if settings.database_url == Settings.default("database_url"):
             settings = settings.model_copy(update={"database_url": f"sqlite:///{data_dir}/journeys.db"})
+        if not settings.encryption_keys:  # the embedded default is encrypted too: a key of its own
+            key_file = ensure_key_file(data_dir / "encryption.keys")
+            settings = settings.model_copy(update={"encryption_key_file": key_file})
         print(f"Temporal      127.0.0.1:{port} (state in {data_dir / 'temporal.db'})", flush=True)
         print(f"Temporal UI   http://127.0.0.1:{ui_port}", flush=True)
         print(f"Store         {settings.database_url}", flush=True)
+        print(f"Encryption    {_encryption_line(settings)}", flush=True)
         print(f"Channels      {describe_channels(build_channels(settings.outbox_path, settings))}", flush=True)
         print(f"Outbox        {settings.outbox_path}", flush=True)
         print(f"Webhooks      {_webhooks_line(settings)}", flush=True)

@@ -30,14 +30,16 @@ import workflows as workflows_package
 import workflows.journey as workflows_journey
 from activities.journey import JourneyActivities
 from channels import build_channels, describe_channels
-from channels.base import Channel
+from core.channel import Channel
+from core.config import Settings
+from core.temporal import connect, describe, ensure_search_attributes
+from core.vocabulary import CHANNELS
 from definitions.expressions import compiled_counts
 from definitions.loader import check_definitions, default_directory
-from journeys.config import Settings
-from journeys.temporal import connect, ensure_search_attributes
+from store import queries
 from store.db import Store
+from workflows.contract import channel_queue
 from workflows.journey import JourneyWorkflow
-from workflows.models import CHANNELS, channel_queue
 
 log = logging.getLogger("journeys.worker")
 
@@ -49,9 +51,9 @@ PASSTHROUGH_MODULES = (
     "markupsafe",
     "tzdata",
     "definitions",
-    "activities.models",
+    "activities.payloads",
     "core",
-    "workflows.models",
+    "workflows.contract",
 )
 
 
@@ -102,10 +104,14 @@ def build_workers(
     store: Store,
     executor: ThreadPoolExecutor,
     channels: dict[str, Channel] | None = None,
+    *,
+    sandboxed: bool = True,
 ) -> list[Worker]:
     """The journey worker and one delivery worker per channel, on `settings.task_queue`. A channel's
     rate limit is enforced by the Temporal server across all workers of its queue, so adding
-    workers never exceeds a provider's limit. `channels` defaults to those `settings` configure."""
+    workers never exceeds a provider's limit. `channels` defaults to those `settings` configure.
+    Workflows run in Temporal's sandbox; no setting turns it off, only this argument, which
+    `journeys simulate --no-sandbox` alone passes."""
     write_workflow_bytecode()
     channels = channels if channels is not None else build_channels(settings.outbox_path, settings)
     log.info("channels: %s", describe_channels(channels))
@@ -127,8 +133,8 @@ def build_workers(
         client,
         task_queue=settings.task_queue,
         workflows=[JourneyWorkflow],
-        activities=[activities.load_customer, activities.send_message, activities.record_failure],
-        workflow_runner=workflow_runner(settings.worker_sandbox),
+        activities=[activities.load_customer, activities.decide_message, activities.record_failure],
+        workflow_runner=workflow_runner(sandboxed),
         max_concurrent_workflow_tasks=settings.worker_workflow_tasks,
         max_cached_workflows=settings.worker_cached_workflows,
         **options,
@@ -160,6 +166,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     """Run until `stop` is set (or SIGINT/SIGTERM when none is given), then drain: every worker
     shuts down at once, each letting its running activities finish for the graceful timeout."""
     store = Store(settings.database_url).migrate()
+    queries.configure_salt(settings.secret)  # erased addresses' suppression hashes
     compile_definitions(settings)
     client = await connect(settings)
     await ensure_search_attributes(client)
@@ -171,10 +178,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     with ThreadPoolExecutor(activity_threads(settings), thread_name_prefix="activity") as executor:
         workers = build_workers(client, settings, store, executor)
         log.info(
-            "worker polling %r on %s (namespace %s): %s",
+            "worker polling %r on %s: %s",
             settings.task_queue,
-            settings.temporal_address,
-            settings.temporal_namespace,
+            describe(client),
             describe_limits(settings),
         )
         running = [asyncio.create_task(worker.run()) for worker in workers]
@@ -194,11 +200,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
 def describe_limits(settings: Settings) -> str:
     return (
         f"{settings.worker_workflow_tasks} workflow tasks, {settings.worker_activities} activities at once, "
-        f"{settings.worker_cached_workflows} cached workflows, "
-        f"sandbox {'on' if settings.worker_sandbox else 'OFF (journeys simulate --no-sandbox)'}"
+        f"{settings.worker_cached_workflows} cached workflows, sandbox on"
     )
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_worker(Settings.from_env()))
+    asyncio.run(run_worker(Settings()))

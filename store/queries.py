@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -10,15 +12,17 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from core.models import Customer, Event
-from store.models import CustomerRow, DispatchLeaseRow, EventRow, MessageRow, ProviderEventRow, SuppressionRow
-
-#: Statuses of a message that reached, or is reaching, the customer: these count toward the cap.
-COUNTED_STATUSES = ("sending", "sent", "delivered", "opened", "clicked")
-
-#: How far along a message is. A provider status moves a message only to a higher rank, so a late
-#: `sent` never overwrites `delivered`, and a final status (delivered, failed) is never reopened.
-STATUS_RANK = {"sending": 0, "sent": 1, "delivered": 2, "undelivered": 2, "failed": 2, "opened": 3, "clicked": 4}
+from core.records import Customer, Event
+from core.vocabulary import COUNTED_STATUSES, STATUS_RANK
+from store.tables import (
+    CustomerRow,
+    DispatchLeaseRow,
+    ErasureRow,
+    EventRow,
+    MessageRow,
+    ProviderEventRow,
+    SuppressionRow,
+)
 
 
 def upsert_customer(session: Session, customer: Customer, at: datetime) -> None:
@@ -44,8 +48,86 @@ def get_customer(session: Session, customer_id: str, lock: bool = False) -> Cust
 
 
 def suppression_scope(session: Session, channel: str, address: str) -> str | None:
-    row = session.get(SuppressionRow, (channel, address))
+    """How far `address` is suppressed on `channel`: by its own row, or by the salted hash an
+    erasure left of it (an erased number that opted out stays opted out)."""
+    row = session.get(SuppressionRow, (channel, address)) or session.get(
+        SuppressionRow, (channel, suppression_hash(channel, address))
+    )
     return row.scope if row else None
+
+
+#: The salt of erased addresses' suppression hashes. `configure_salt` sets it from JOURNEYS_SECRET.
+_DEFAULT_SALT = b"journeys-suppression"
+_SALT = [_DEFAULT_SALT]
+
+
+def configure_salt(secret: str | None) -> None:
+    """Salt erased addresses' hashes with the shop's secret (a fixed salt without one)."""
+    _SALT[0] = secret.encode() if secret else _DEFAULT_SALT
+
+
+def suppression_hash(channel: str, address: str) -> str:
+    digest = hmac.new(_SALT[0], f"{channel}:{address}".encode(), hashlib.sha256).hexdigest()
+    return f"hmac-sha256:{digest}"
+
+
+def erase_customer(session: Session, customer_id: str, at: datetime, requested_by: str) -> dict[str, int]:
+    """Remove a customer's personal data from the store; returns what was removed, as counts.
+    Message rows stay, for effect reports, without address, body, subject or template data;
+    logged events stay without their data; suppressions of the customer's addresses are kept as
+    salted hashes. The erasure is recorded."""
+    addresses: set[tuple[str, str]] = set()
+    customer = session.get(CustomerRow, customer_id)
+    if customer is not None:
+        addresses |= {("sms", customer.phone)} if customer.phone else set()
+        addresses |= {("email", customer.email.lower())} if customer.email else set()
+        session.delete(customer)
+    messages = list(session.scalars(select(MessageRow).where(MessageRow.customer_id == customer_id)))
+    for row in messages:
+        if row.channel and row.address:
+            addresses.add((row.channel, row.address))
+        row.address = row.body = row.subject = row.template_data = row.error = None
+        if row.status in ("sending", "unknown"):
+            row.status, row.reason = "failed", "erased"
+    scrubbed = session.execute(update(EventRow).where(EventRow.customer_id == customer_id).values(data={})).rowcount
+    hashed = 0
+    for channel, address in addresses:
+        row = session.get(SuppressionRow, (channel, address))
+        if row is None:
+            continue
+        key = suppression_hash(channel, address)
+        if session.get(SuppressionRow, (channel, key)) is None:
+            session.add(SuppressionRow(channel=channel, address=key, scope=row.scope, reason=row.reason[:60],
+                                       created_at=row.created_at))  # fmt: skip
+        session.delete(row)
+        hashed += 1
+    removed = {
+        "customer_record": int(customer is not None),
+        "messages_scrubbed": len(messages),
+        "events_scrubbed": scrubbed,
+        "suppressions_hashed": hashed,
+    }
+    record = session.get(ErasureRow, customer_id) or ErasureRow(customer_id=customer_id)
+    record.erased_at, record.requested_by, record.removed, record.recreated_at = at, requested_by[:200], removed, None
+    session.add(record)
+    return removed
+
+
+def erased_at(session: Session, customer_id: str) -> datetime | None:
+    """When the customer was erased, unless a new customer.created has come since."""
+    record = session.get(ErasureRow, customer_id)
+    return record.erased_at if record is not None and record.recreated_at is None else None
+
+
+def scrub_event(session: Session, event_id: str) -> None:
+    """Keep a logged event's type and time, drop its data."""
+    session.execute(update(EventRow).where(EventRow.event_id == event_id).values(data={}))
+
+
+def recreate_customer(session: Session, customer_id: str, at: datetime) -> None:
+    record = session.get(ErasureRow, customer_id)
+    if record is not None:
+        record.recreated_at = at
 
 
 def add_suppression(session: Session, channel: str, address: str, scope: str, reason: str, at: datetime) -> None:
@@ -82,6 +164,7 @@ def advance_status(
     if row.status not in STATUS_RANK or STATUS_RANK[status] <= STATUS_RANK[row.status]:
         return False
     row.status, row.updated_at = status, at
+    row.attempted_at = None  # the provider has reported on it: nothing is in doubt any more
     if status == "delivered":
         row.delivered_at = at
     if reason is not None:
@@ -230,20 +313,22 @@ def mark_all_dispatched(session: Session, event_ids: list[str], at: datetime) ->
 
 
 def customers_with_pending_events(session: Session, limit: int, now: datetime) -> list[str]:
-    """Customers whose events wait for dispatch, the longest-waiting first; a customer held back
-    after a passing failure (retry_at in the future) waits its turn without taking a place."""
+    """Customers whose events wait for dispatch, the longest-waiting first. A customer held back
+    after a passing failure waits out its `retry_at` without taking a place; once due it takes one
+    of a tenth of the places kept for retries, so any number of failing customers never crowds
+    out the others (nor do the others starve the retries)."""
     oldest = func.min(EventRow.occurred_at)
     held = func.max(EventRow.retry_at)
-    return list(
+    waiting = select(EventRow.customer_id).where(_pending()).group_by(EventRow.customer_id)
+    retries = list(
         session.scalars(
-            select(EventRow.customer_id)
-            .where(_pending())
-            .group_by(EventRow.customer_id)
-            .having(held.is_(None) | (held <= now))
-            .order_by(oldest, EventRow.customer_id)
-            .limit(limit)
+            waiting.having(held.is_not(None) & (held <= now)).order_by(held, EventRow.customer_id).limit(limit)
         )
     )
+    fresh = list(session.scalars(waiting.having(held.is_(None)).order_by(oldest, EventRow.customer_id).limit(limit)))
+    kept = max(1, limit // 10)
+    retried = retries[: max(kept, limit - len(fresh))]
+    return (retried + fresh)[:limit]
 
 
 def count_pending(session: Session) -> int:

@@ -74,4 +74,4 @@ def send(store, outbox):
     """The real send activity on `store`, every channel the outbox, the shop 小店."""
     activities = JourneyActivities(store, build_channels(outbox), "小店")
     env = ActivityEnvironment()
-    return lambda req: env.run(activities.send_message, req)
+    return lambda req: env.run(activities.decide_message, req)

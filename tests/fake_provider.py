@@ -31,12 +31,41 @@ AUTH_TOKEN = "fake-twilio-auth-token"
 @dataclass
 class Answer:
     """What the provider does with one request: an HTTP status and, for errors, Twilio's code;
-    `delay` answers late (after creating the message: the caller times out, the send happened)."""
+    `delay` answers late (after creating the message: the caller times out, the send happened);
+    `lost` waits `delay` without creating anything (the request never reached the provider)."""
 
     status: int = 0
     code: int | None = None
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    lost: bool = False
+
+
+@dataclass
+class Faults:
+    """Random faults for every request nobody scripted: at `rate`, an equal share of 500, 503, 429
+    and an answer `slow` seconds late after accepting the message. Seeded, so a run can be repeated."""
+
+    rate: float
+    slow: float
+    seed: int = 7
+    drawn: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import random
+
+        self._random = random.Random(self.seed)
+
+    def draw(self) -> Answer:
+        if self._random.random() >= self.rate:
+            return Answer()
+        kind = self._random.choice(["500", "503", "429", "slow"])
+        self.drawn[kind] = self.drawn.get(kind, 0) + 1
+        if kind == "slow":
+            return Answer(delay=self.slow)
+        code = int(kind)
+        reset = {"Retry-After": "1", "X-RateLimit-Reset": str(int(time.time()) + 1)}
+        return Answer(status=code, code=20429 if code == 429 else None, headers=reset)
 
 
 def twilio_signed(url: str, form: dict[str, str], auth_token: str = AUTH_TOKEN) -> dict[str, str]:
@@ -85,6 +114,11 @@ class FakeProvider:
         self.mail_log: list[dict] = []  # when each mail request arrived
         self.posts = 0
         self.script: dict[str, list[Answer]] = {}  # recipient → the next answers, in order
+        self.faults: Faults | None = None  # random faults for requests nobody scripted
+        # Where SendGrid posts its signed Event Webhook: each accepted mail's `processed` event.
+        self.sendgrid_events_url: str | None = None
+        self.sendgrid_event_delay = 0.0  # SendGrid batches its events: they come seconds later
+        self.event_posts: list[int] = []  # the status of each event post
         self._lock = threading.Lock()
         self.server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -132,7 +166,36 @@ class FakeProvider:
     def answer_for(self, recipient: str) -> Answer:
         with self._lock:
             queue = self.script.get(recipient) or []
-            return queue.pop(0) if queue else Answer()
+            if queue:
+                return queue.pop(0)
+            return self.faults.draw() if self.faults else Answer()
+
+    def mail_ids(self) -> list[str]:
+        """The ledger id of every mail SendGrid took, once per acceptance (a duplicate shows twice)."""
+        with self._lock:
+            return [body["custom_args"]["message_id"] for body in self.mail]
+
+    def _processed(self, body: dict, provider_id: str) -> None:
+        """SendGrid's `processed` event for a mail it took, posted signed to the event webhook,
+        with the mail's custom_args at the top level as SendGrid sends them."""
+        event = {
+            "event": "processed",
+            "email": body["personalizations"][0]["to"][0]["email"],
+            "timestamp": int(time.time()),
+            "sg_event_id": uuid.uuid4().hex,
+            "sg_message_id": f"{provider_id}.filter0001.1.0",
+            **body.get("custom_args", {}),
+        }
+        time.sleep(self.sendgrid_event_delay)
+        for _ in range(20):  # SendGrid retries a failed post
+            try:
+                answer = self.sendgrid_events(self.sendgrid_events_url, [event])
+                self.event_posts.append(answer.status_code)
+                if answer.status_code < 500:
+                    return
+            except httpx.HTTPError:
+                self.event_posts.append(0)
+            time.sleep(0.5)
 
     def _handler(self):
         provider = self
@@ -185,6 +248,10 @@ class FakeProvider:
 
             def _twilio(self, form: dict) -> None:
                 answer = provider.answer_for(form.get("To", ""))
+                if answer.lost:
+                    time.sleep(answer.delay)
+                    self._reply(503, {"code": None, "message": "lost", "status": 503})
+                    return
                 if answer.status >= 400:
                     body = {"code": answer.code, "message": f"fake error {answer.code}", "status": answer.status}
                     self._reply(answer.status, body, answer.headers)
@@ -209,13 +276,20 @@ class FakeProvider:
 
             def _sendgrid(self, body: dict) -> None:
                 answer = provider.answer_for(body["personalizations"][0]["to"][0]["email"])
+                if answer.lost:
+                    time.sleep(answer.delay)
+                    self._reply(503, {"errors": [{"message": "lost"}]})
+                    return
                 if answer.status >= 400:
                     self._reply(answer.status, {"errors": [{"message": f"fake {answer.status}"}]}, answer.headers)
                     return
+                provider_id = "sg-" + uuid.uuid4().hex[:16]
                 with provider._lock:
                     provider.mail.append(body)
                     provider.mail_log.append({"received": time.monotonic()})
+                if provider.sendgrid_events_url:
+                    threading.Thread(target=provider._processed, args=(body, provider_id), daemon=True).start()
                 time.sleep(answer.delay)
-                self._reply(202, None, {"X-Message-Id": "sg-" + uuid.uuid4().hex[:16]})
+                self._reply(202, None, {"X-Message-Id": provider_id})
 
         return Handler

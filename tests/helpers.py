@@ -7,7 +7,7 @@ import socket
 from datetime import datetime, timedelta
 from typing import Any
 
-from core.models import Customer, Event
+from core.records import Customer, Event
 
 _ids = itertools.count(1)
 

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from store import queries
 from store.db import Store
-from store.models import MessageRow
+from store.tables import MessageRow
 from tests.helpers import free_port
 
 JOURNEYS = str(Path(sys.executable).parent / "journeys")
@@ -63,6 +63,9 @@ class Stack:
     workers: int = 1
     task_queue: str = "journeys"
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Keep the dev server's state in this SQLite file, so the server can be stopped and started
+    #: again with its workflows (in memory when None).
+    server_db: Path | None = None
 
     def __post_init__(self) -> None:
         self.port, self.ui_port, self.api_port = free_port(), free_port(), free_port()
@@ -100,16 +103,37 @@ class Stack:
             return sock.connect_ex(("127.0.0.1", port)) == 0
 
     def start_server(self) -> None:
+        persist = ["--db-filename", str(self.server_db)] if self.server_db else []
         self._spawn(
             "temporal",
             [TEMPORAL, "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(self.port),
-             "--ui-port", str(self.ui_port), "--log-level", "error"],
+             "--ui-port", str(self.ui_port), "--log-level", "error", *persist],
         )  # fmt: skip
         wait_until(lambda: self._port_open(self.port), 60, "the Temporal dev server")
 
+    def stop_server(self) -> None:
+        """Stop the Temporal server (its state stays in `server_db`); `start_server` brings it back."""
+        process = self.processes.pop("temporal")
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        wait_until(lambda: not self._port_open(self.port), 30, "the Temporal port to close")
+
+    def kill_worker(self, n: int) -> None:
+        """kill -9: the worker gets no chance to finish anything it was doing."""
+        process = self.processes.pop(f"worker{n}")
+        process.kill()
+        process.wait()
+
     def start_worker(self, n: int) -> None:
+        """Start worker `n` (again, after it was stopped: its log goes on in the same file)."""
+        log = self.log(f"worker{n}")
+        before = log.read_text(errors="replace").count("worker polling") if log.exists() else 0
         self._spawn(f"worker{n}", [JOURNEYS, "worker"])
-        wait_until(lambda: "worker polling" in self.log(f"worker{n}").read_text(), 90, f"worker {n} to poll")
+        wait_until(lambda: log.read_text(errors="replace").count("worker polling") > before, 90, f"worker {n} to poll")
 
     def start_api(self, probe: str = "/readyz") -> None:
         """Start `journeys api` and wait until `probe` answers 200 (`/healthz` for an API without
@@ -177,6 +201,14 @@ class Stack:
                 answer = client.post("/events", json=events[start : start + batch])
                 assert answer.status_code == 202, answer.text
                 assert not answer.json()["rejected"], answer.text
+
+
+def api_event(now, event_id: str, type: str, customer: str, order: str | None = None, **data) -> dict:
+    """One event as an order system posts it to `POST /events`, occurring at `now`."""
+    return {
+        "event_id": event_id, "type": type, "occurred_at": now.isoformat(), "customer_id": customer,
+        "order_id": order, "data": data,
+    }  # fmt: skip
 
 
 def pending(store: Store) -> int:

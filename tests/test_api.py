@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from store.models import EventRow
+from store.tables import EventRow
 from triggers.api import create_app
 
 GOOD = {

@@ -12,10 +12,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.journey import JourneyActivities
-from channels.base import OutgoingMessage, PermanentChannelError, RetryableChannelError
-from channels.sendgrid_email import SendGridEmailChannel, unsubscribe_token
+from channels.sendgrid_email import SendGridEmailChannel
 from channels.twilio_sms import TwilioSmsChannel
-from channels.webhook import WebhookChannel, verify_signature
+from channels.webhook import WebhookChannel
+from core.channel import OutgoingMessage, PermanentChannelError, RetryableChannelError
+from core.signing import unsubscribe_token, verify_signature
 from store import queries
 from tests.fake_provider import Answer, FakeProvider
 from tests.helpers import customer, free_port
@@ -187,7 +188,7 @@ def test_sendgrid_dynamic_template_from_a_definition(provider, store):
     activities = JourneyActivities(store, {"email": sendgrid(provider)}, "小店")
     closes_at = NOON.replace(hour=20)
     req = request(template=template, context={"order": {"order_id": "o1"}, "vars": {"closes_at": closes_at}})
-    assert ActivityEnvironment().run(activities.send_message, req).status == "sent"
+    assert ActivityEnvironment().run(activities.decide_message, req).status == "sent"
     [sent] = provider.mail
     assert sent["template_id"] == "d-" + "0123456789abcdef" * 2
     assert "content" not in sent and "subject" not in sent["personalizations"][0]
@@ -268,11 +269,11 @@ def test_opt_out_at_twilio_blocks_the_next_sms(provider, store):
     save(store, customer())
     provider.script[PHONE] = [Answer(status=400, code=21610)]
     activities = JourneyActivities(store, {"sms": twilio(provider), "email": sendgrid(provider)}, "小店")
-    first = ActivityEnvironment().run(activities.send_message, request(step="one"))
+    first = ActivityEnvironment().run(activities.decide_message, request(step="one"))
     assert (first.status, first.reason) == ("failed", "provider_rejected")
     with store.transaction() as session:
         assert queries.suppression_scope(session, "sms", PHONE) == "all"
-    second = ActivityEnvironment().run(activities.send_message, request(step="two"))
+    second = ActivityEnvironment().run(activities.decide_message, request(step="two"))
     assert (second.status, second.channel) == ("sent", "email")  # the fallback
     assert [r.error for r in rows(store) if r.status == "failed"] == [
         "21610: Twilio 21610: the recipient replied STOP (unsubscribed) (Unable to create record: fake error 21610)"
@@ -284,30 +285,36 @@ def test_rate_limit_sets_temporals_next_retry_delay(provider, store):
     provider.script[EMAIL] = [Answer(status=429, headers={"X-RateLimit-Reset": str(int(time.time()) + 20)})]
     activities = JourneyActivities(store, {"sms": twilio(provider), "email": sendgrid(provider)}, "小店")
     with pytest.raises(ApplicationError) as raised:
-        ActivityEnvironment().run(activities.send_message, request(when=NOON))
+        ActivityEnvironment().run(activities.decide_message, request(when=NOON))
     assert 15 <= raised.value.next_retry_delay.total_seconds() <= 21
-    retried = ActivityEnvironment().run(activities.send_message, request(when=NOON))
+    retried = ActivityEnvironment().run(activities.decide_message, request(when=NOON))
     assert retried.status == "sent" and len(provider.mail) == 1
 
 
 def test_configuration_picks_the_live_channels(tmp_path):
     from channels import build_channels, describe_channels
-    from journeys.config import Settings
+    from core.config import Settings
 
     outbox_only = build_channels(tmp_path / "o.jsonl", Settings.from_env({}))
     assert describe_channels(outbox_only) == "sms: outbox, email: outbox, webhook: outbox, outbox: outbox"
-    live = Settings.from_env(
-        {
-            "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-            "TWILIO_AUTH_TOKEN": "t",
-            "TWILIO_FROM": "+15005550006",
-            "SENDGRID_API_KEY": "SG.k",
-            "SENDGRID_FROM": "shop@example.com",
-            "SENDGRID_UNSUBSCRIBE_GROUP_ID": "42",
-            "JOURNEYS_WEBHOOK_URL": "https://push.example.com/journeys",
-            "JOURNEYS_WEBHOOK_SECRET": "s",
-        }
-    )
+    live_env = {
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN": "t",
+        "TWILIO_FROM": "+15005550006",
+        "SENDGRID_API_KEY": "SG.k",
+        "SENDGRID_FROM": "shop@example.com",
+        "SENDGRID_UNSUBSCRIBE_GROUP_ID": "42",
+        "JOURNEYS_WEBHOOK_URL": "https://push.example.com/journeys",
+        "JOURNEYS_WEBHOOK_SECRET": "s",
+    }
+    live = Settings.from_env(live_env)
     channels = build_channels(tmp_path / "o.jsonl", live)
-    assert describe_channels(channels) == "sms: twilio, email: sendgrid, webhook: webhook, outbox: outbox"
+    assert describe_channels(channels) == (
+        "sms: twilio, email: sendgrid (at most once: no event webhook to settle a lost answer), "
+        "webhook: webhook, outbox: outbox"
+    )
     assert channels["email"].unsubscribe_group_id == 42
+    assert (channels["sms"].settles_doubt, channels["email"].settles_doubt) == ("lookup", "never")
+    webhook_env = {"SENDGRID_WEBHOOK_PUBLIC_KEY": "MFkw", "JOURNEYS_SENDGRID_RECONCILE_SECONDS": "120"}
+    signed = build_channels(tmp_path / "o.jsonl", Settings.from_env(live_env | webhook_env))
+    assert (signed["email"].settles_doubt, signed["email"].reconcile_seconds) == ("event", 120.0)

@@ -19,9 +19,9 @@ from sqlalchemy.exc import OperationalError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from journeys.temporal import binary
+from core.temporal import binary
 from store import queries
-from store.models import EventRow
+from store.tables import EventRow
 from tests.helpers import event
 from triggers.api import create_app
 from triggers.dispatcher import Dispatcher
@@ -145,3 +145,26 @@ async def test_a_passing_failure_holds_only_its_own_customer(definitions, store)
     with store.transaction() as session:
         assert queries.count_pending(session) == STUCK
         assert list(session.scalars(select(EventRow.event_id).where(EventRow.failed_at.is_not(None)))) == []
+
+
+def test_customers_due_a_retry_never_crowd_out_the_others(store):
+    """On a loaded machine a pass over 500 failing customers outlasts their 1 s backoff: they are
+    due again at the next pass. They get a tenth of the places; the rest go to customers waiting
+    for their first try, and the other way round a flood of new customers leaves retries room."""
+    now = datetime.now(UTC)
+    long_ago = datetime(2026, 1, 1, tzinfo=UTC)
+    shipped = [
+        event("order.shipped", long_ago, customer=f"stuck{n}", order=f"s{n}", event_id=f"s{n}") for n in range(STUCK)
+    ]
+    log(store, *shipped, event("order.shipped", now, customer="c1", order="o1", event_id="good"))
+    with store.transaction() as session:
+        for n in range(STUCK):
+            session.get(EventRow, f"s{n}").retry_at = now - timedelta(seconds=1)  # failed once, due again
+    with store.transaction() as session:
+        picked = queries.customers_with_pending_events(session, 500, now)
+    assert "c1" in picked and len(picked) == 500
+
+    log(store, *[event("order.shipped", now, customer=f"new{n}", order=f"n{n}", event_id=f"n{n}") for n in range(600)])
+    with store.transaction() as session:
+        picked = queries.customers_with_pending_events(session, 500, now)
+    assert sum(c.startswith("stuck") for c in picked) == 50 and "c1" in picked

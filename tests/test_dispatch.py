@@ -10,11 +10,11 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from journeys.config import Settings
-from journeys.temporal import binary
+from core.config import Settings
+from core.temporal import binary
 from journeys.worker import run_worker
 from store import queries
-from store.models import EventRow
+from store.tables import EventRow
 from tests.helpers import customer, event, free_port
 from triggers.dispatcher import Dispatcher
 from triggers.router import Router

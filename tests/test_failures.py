@@ -18,7 +18,7 @@ from definitions import expressions
 from definitions.loader import load_definitions
 from journeys.simulate import Simulation
 from tests.helpers import at, customer, event
-from workflows.models import JourneyResult
+from workflows.contract import JourneyResult
 
 DUE = """\
 name: due_reminder

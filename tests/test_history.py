@@ -15,8 +15,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from journeys.config import Settings
-from journeys.temporal import binary
+from core.config import Settings
+from core.temporal import binary
 from journeys.worker import run_worker
 from store import queries
 from tests.helpers import daytime_zone, free_port

@@ -10,7 +10,7 @@ from temporalio.api.enums.v1 import EventType
 
 from journeys.simulate import Simulation
 from tests.helpers import at, customer, event, summary
-from workflows.models import JourneyStatus
+from workflows.journey import JourneyWorkflow
 
 
 async def play(definitions, store, events, until, customers=None, begin=None):
@@ -345,7 +345,7 @@ async def test_status_query_and_search_attributes(definitions, sqlite_store):
         await sim.emit(event("order.created", begin, order="o1"))
         await sim.advance_to(begin + timedelta(minutes=5))
         handle = sim.client.get_workflow_handle("payment_reminder:o1")
-        status = await handle.query("status", result_type=JourneyStatus)
+        status = await handle.query(JourneyWorkflow.status)
         assert (status.journey, status.key, status.step) == ("payment_reminder", "o1", "wait")
         assert status.next_wake_up == begin + timedelta(minutes=15)
         attributes = (await handle.describe()).search_attributes
@@ -354,7 +354,7 @@ async def test_status_query_and_search_attributes(definitions, sqlite_store):
         assert attributes["JourneyVersion"] == [definitions["payment_reminder"].version]
         assert "JourneyStep" not in attributes  # the step is in the status query, not indexed
         await sim.advance_to(begin + timedelta(minutes=20))
-        status = await handle.query("status", result_type=JourneyStatus)
+        status = await handle.query(JourneyWorkflow.status)
         assert status.sends == {"first_reminder": "sent"}
         # The attributes came with the start: the history holds no upsert (each one is billed).
         kinds = [e.event_type for e in (await handle.fetch_history()).events]

@@ -10,27 +10,24 @@ import asyncio
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from sqlalchemy import select
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from store.models import MessageRow
+from store.tables import MessageRow
 from tests.helpers import daytime_zone
-from tests.stack import WORKER_LOG_ALARMS, Stack, pending, sent, wait_until
-from workflows.models import JourneyStatus
+from tests.stack import WORKER_LOG_ALARMS, Stack, api_event, pending, sent, wait_until
+from workflows.contract import JourneyStatus
+from workflows.journey import JourneyWorkflow
 
 ORDERS, SHIPPED, CUSTOMERS = 500, 200, 100
 
 
 def shop_events(now: datetime) -> tuple[list[dict], list[dict], list[dict]]:
     zone = daytime_zone(now)
-
-    def event(event_id: str, type: str, customer: str, order: str | None = None, **data) -> dict:
-        return {
-            "event_id": event_id, "type": type, "occurred_at": now.isoformat(), "customer_id": customer,
-            "order_id": order, "data": data,
-        }  # fmt: skip
+    event = partial(api_event, now)
 
     customers = [
         event(f"cust-{n}", "customer.created", f"c{n}", name=f"顾客{n}", phone=f"+86138{n:08d}", timezone=zone)
@@ -50,7 +47,7 @@ async def statuses(address: str, workflow_ids: list[str]) -> list[JourneyStatus]
 
     async def one(workflow_id: str) -> JourneyStatus:
         async with gate:
-            return await client.get_workflow_handle(workflow_id).query("status", result_type=JourneyStatus)
+            return await client.get_workflow_handle(workflow_id).query(JourneyWorkflow.status)
 
     return await asyncio.gather(*(one(w) for w in workflow_ids))
 

@@ -12,14 +12,14 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.journey import JourneyActivities
-from activities.models import SendRequest
+from activities.payloads import SendRequest
 from activities.policy import QuietHours
 from channels import build_channels
-from channels.base import OutgoingMessage, PermanentChannelError, RetryableChannelError, SendReceipt
+from core.channel import OutgoingMessage, PermanentChannelError, RetryableChannelError, SendReceipt
 from definitions.expressions import zone
 from definitions.schema import Template
 from store import queries
-from store.models import MessageRow
+from store.tables import MessageRow
 from tests.helpers import at, customer
 
 TEMPLATE = Template(
@@ -201,7 +201,9 @@ def test_cap_holds_under_concurrent_sends(store, outbox):
     activities = JourneyActivities(store, build_channels(outbox), "小店")
     env = ActivityEnvironment()
     for person in people:
-        env.run(activities.send_message, request(step="earlier", category="marketing", customer_id=person.customer_id))
+        env.run(
+            activities.decide_message, request(step="earlier", category="marketing", customer_id=person.customer_id)
+        )
     results: list[tuple[str, str]] = []
     barrier = threading.Barrier(len(people) * 2)
 
@@ -213,7 +215,7 @@ def test_cap_holds_under_concurrent_sends(store, outbox):
             customer_id=person.customer_id,
             workflow_id=f"{journey}:{person.customer_id}",
         )
-        outcome = ActivityEnvironment().run(activities.send_message, req)
+        outcome = ActivityEnvironment().run(activities.decide_message, req)
         results.append((person.customer_id, outcome.status))
 
     threads = [threading.Thread(target=race, args=(p, j)) for p in people for j in ("review_request", "revisit_28d")]
@@ -264,10 +266,10 @@ def test_retryable_failure_is_retried_with_the_same_message_id(store):
     activities = JourneyActivities(store, {"sms": channel}, "小店")
     env = ActivityEnvironment()
     with pytest.raises(ApplicationError, match="will retry"):
-        env.run(activities.send_message, request())
+        env.run(activities.decide_message, request())
     [row] = rows(store)
     assert row.status == "sending"  # written before the channel was called
-    outcome = env.run(activities.send_message, request())
+    outcome = env.run(activities.decide_message, request())
     assert outcome.status == "sent"
     assert [m.message_id for m in channel.calls] == [row.id, row.id]
     [row] = rows(store)
@@ -278,9 +280,9 @@ def test_permanent_failure_is_recorded_and_not_retried(store):
     save(store, customer())
     channel = FlakyChannel([PermanentChannelError("invalid number", code="21211")])
     activities = JourneyActivities(store, {"sms": channel}, "小店")
-    outcome = ActivityEnvironment().run(activities.send_message, request())
+    outcome = ActivityEnvironment().run(activities.decide_message, request())
     assert (outcome.status, outcome.reason) == ("failed", "provider_rejected")
-    assert ActivityEnvironment().run(activities.send_message, request()).status == "failed"
+    assert ActivityEnvironment().run(activities.decide_message, request()).status == "failed"
     assert len(channel.calls) == 1
     [row] = rows(store)
     assert row.error == "21211: invalid number"

@@ -67,6 +67,14 @@ def test_preview_names_why_the_policy_would_skip(definitions, store):
     )
 
 
+def test_preview_applies_quiet_hours_as_the_send_would(definitions, store):
+    """The preview decides with the send activity's own rule: at 23:00 in Shanghai the SMS waits."""
+    save(store, customer(phone="13800000001"))
+    night = datetime(2026, 2, 1, 15, 0, tzinfo=UTC)  # 23:00 in Asia/Shanghai
+    found = preview(definitions, store, journey="payment_reminder", step="first_reminder", customer_id="c1", now=night)
+    assert found.policy == "sms to +8613800000001, held by quiet hours until 2026-02-02 08:00 (customer's time)"
+
+
 def test_preview_refuses_unknown_names(definitions, store):
     save(store, customer())
     with pytest.raises(PreviewError, match="no journey 'nope'"):

@@ -5,47 +5,26 @@ one limit."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 
-from temporalio import workflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import Worker
 
 from activities.journey import JourneyActivities
 from channels.sendgrid_email import SendGridEmailChannel
 from channels.twilio_sms import TwilioSmsChannel
-from journeys.config import Settings
-from journeys.temporal import binary
-from journeys.worker import build_workers
+from core.config import Settings
+from core.temporal import binary
+from journeys.worker import build_workers, workflow_runner
+from tests.driver_workflows import DeliverAll
 from tests.fake_provider import AUTH_TOKEN, FakeProvider
 from tests.helpers import customer, free_port
 from tests.test_policy import request, save
-from workflows.models import channel_queue
 
 QUEUE = "rate-test"
-
-
-@workflow.defn(sandboxed=False)
-class DeliverAll:
-    @workflow.run
-    async def run(self, deliveries: list[list[str]]) -> list[str]:
-        outcomes = await asyncio.gather(
-            *(
-                workflow.execute_activity(
-                    "deliver_message",
-                    message_id,
-                    task_queue=channel_queue(QUEUE, channel),
-                    start_to_close_timeout=timedelta(seconds=30),
-                )
-                for channel, message_id in deliveries
-            )
-        )
-        return [outcome["status"] for outcome in outcomes]
 
 
 def spread(times: list[float]) -> float:
@@ -65,7 +44,7 @@ async def test_each_channel_queue_keeps_its_rate_limit(sqlite_store):
                 person = customer(f"{channel}{n}", phone=f"+86138000000{n:02d}" if channel == "sms" else None)
                 save(sqlite_store, person)
                 ready = ActivityEnvironment().run(
-                    activities.send_message, request(customer_id=person.customer_id, deliver=False)
+                    activities.decide_message, request(customer_id=person.customer_id, deliver=False)
                 )
                 assert (ready.status, ready.channel) == ("ready", channel)
                 deliveries.append([channel, ready.message_id])
@@ -88,7 +67,7 @@ async def test_each_channel_queue_keeps_its_rate_limit(sqlite_store):
                         env.client,
                         task_queue=f"{QUEUE}-driver",
                         workflows=[DeliverAll],
-                        workflow_runner=UnsandboxedWorkflowRunner(),
+                        workflow_runner=workflow_runner(),
                     ),
                 ]
                 for worker in workers:
@@ -96,7 +75,7 @@ async def test_each_channel_queue_keeps_its_rate_limit(sqlite_store):
                 try:
                     started = time.monotonic()
                     statuses = await env.client.execute_workflow(
-                        DeliverAll.run, deliveries, id="deliver-all", task_queue=f"{QUEUE}-driver"
+                        DeliverAll.run, args=[QUEUE, deliveries], id="deliver-all", task_queue=f"{QUEUE}-driver"
                     )
                     took = time.monotonic() - started
                 finally:

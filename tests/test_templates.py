@@ -158,9 +158,9 @@ def test_the_ledger_records_segments_and_refused_templates(store, tmp_path):
     env = ActivityEnvironment()
     save(store, customer())
     long_text = Template(sms={"zh-CN": "{{ '好' * 100 }}"})
-    env.run(activities.send_message, request(step="long", template=long_text, category="marketing"))
+    env.run(activities.decide_message, request(step="long", template=long_text, category="marketing"))
     abusive = Template(sms={"zh-CN": "{{ 'x' * 10000000 }}"})
-    outcome = env.run(activities.send_message, request(step="abuse", template=abusive))
+    outcome = env.run(activities.decide_message, request(step="abuse", template=abusive))
     assert (outcome.status, outcome.reason) == ("failed", "template_error")
     by_step = {row.step: row for row in rows(store)}
     assert (by_step["long"].segments, by_step["long"].body.endswith(" 回T退订")) == (2, True)

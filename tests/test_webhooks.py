@@ -4,12 +4,14 @@ requests are refused and change nothing; the next send obeys an opt-out."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from urllib.parse import urlencode
 
 import httpx
 import pytest
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.journey import JourneyActivities
@@ -17,7 +19,7 @@ from channels import build_channels
 from channels.sendgrid_email import SendGridEmailChannel
 from channels.twilio_sms import TwilioSmsChannel
 from store import queries
-from tests.fake_provider import AUTH_TOKEN, FakeProvider, SendGridSigner, twilio_signed
+from tests.fake_provider import AUTH_TOKEN, Answer, FakeProvider, SendGridSigner, twilio_signed
 from tests.helpers import customer
 from tests.test_policy import request, rows, save
 from triggers.api import create_app
@@ -71,7 +73,7 @@ def send(store, provider, tmp_path):
     )
     activities = JourneyActivities(store, channels, "小店")
     env = ActivityEnvironment()
-    return lambda req: env.run(activities.send_message, req)
+    return lambda req: env.run(activities.decide_message, req)
 
 
 async def twilio_post(api, path: str, form: dict[str, str], **header_changes) -> httpx.Response:
@@ -342,3 +344,125 @@ async def test_the_list_unsubscribe_link_stops_marketing_email(api, store, provi
     assert done.status_code == 200 and EMAIL in done.text
     assert send(request(step="next_offer", category="marketing")).reason == "unsubscribed"
     assert send(request(step="receipt")).status == "sent"  # transactional mail still goes
+
+
+# ------------------------------------------------------------------ SendGrid sends in doubt
+
+
+def in_doubt_activities(store, provider, *, event_webhook: bool, reconcile_seconds: float = 60) -> JourneyActivities:
+    """SendGrid answering within half a second; the fake provider's scripted slow answers come later."""
+    email = SendGridEmailChannel(
+        "SG.key",
+        "shop@example.com",
+        host=provider.url,
+        timeout=0.5,
+        event_webhook=event_webhook,
+        reconcile_seconds=reconcile_seconds,
+    )
+    return JourneyActivities(store, {"sms": email, "email": email}, "小店")
+
+
+def attempt(activities: JourneyActivities, number: int):
+    """One attempt of the send activity, as Temporal's retry would run it."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=number)
+    return env.run(activities.decide_message, request())
+
+
+async def test_an_email_whose_answer_was_lost_waits_for_sendgrids_processed_event(api, store, provider, signer):
+    """SendGrid took the email but answered after our timeout. The retry does not send it again:
+    it waits, and SendGrid's signed `processed` event (our ledger id in custom_args) settles it."""
+    save(store, customer(phone=None))
+    provider.script[EMAIL] = [Answer(delay=1.5)]
+    activities = in_doubt_activities(store, provider, event_webhook=True)
+    with pytest.raises(ApplicationError, match="outcome unknown"):
+        attempt(activities, 1)
+    with pytest.raises(ApplicationError, match="in doubt since .* waiting for sendgrid's event"):
+        attempt(activities, 2)
+    [mail] = provider.mail
+    row = by_step(store)["remind"]
+    assert (row.status, row.attempted_at is not None) == ("sending", True)
+
+    processed = {**sg_event("processed", row, "p1"), "sg_message_id": "sg-abc.filter0001.1.0"}
+    assert (await sendgrid_post(api, signer, [processed])).json()["applied"] == 1
+    outcome = attempt(activities, 3)
+    assert (outcome.status, outcome.channel) == ("sent", "email")
+    assert provider.mail_ids() == [mail["custom_args"]["message_id"]]  # one email, never two
+    row = by_step(store)["remind"]
+    assert (row.status, row.provider_id, row.attempted_at) == ("sent", "sg-abc", None)
+
+
+def test_an_email_sendgrid_never_got_is_sent_again_after_the_wait(store, provider):
+    """No `processed` event within the wait: SendGrid never took the email, so it goes again."""
+    save(store, customer(phone=None))
+    provider.script[EMAIL] = [Answer(delay=1.0, lost=True)]
+    activities = in_doubt_activities(store, provider, event_webhook=True, reconcile_seconds=0.8)
+    with pytest.raises(ApplicationError, match="outcome unknown"):
+        attempt(activities, 1)
+    assert provider.mail == []
+    time.sleep(0.9)
+    outcome = attempt(activities, 2)
+    assert outcome.status == "sent" and len(provider.mail) == 1
+    row = by_step(store)["remind"]
+    assert row.status == "sent" and row.error.startswith("no sendgrid event for a send begun at")
+
+
+async def test_without_the_event_webhook_an_email_in_doubt_is_sent_at_most_once(api, store, provider, signer):
+    """Nothing can tell whether SendGrid took it: the message is marked `unknown` for an operator
+    and never sent twice. A `processed` event arriving later settles it as sent."""
+    save(store, customer(phone=None))
+    provider.script[EMAIL] = [Answer(delay=1.5)]
+    activities = in_doubt_activities(store, provider, event_webhook=False)
+    with pytest.raises(ApplicationError, match="outcome unknown"):
+        attempt(activities, 1)
+    outcome = attempt(activities, 2)
+    assert (outcome.status, outcome.channel) == ("unknown", "email")
+    assert attempt(activities, 3).status == "unknown"
+    assert len(provider.mail) == 1
+    row = by_step(store)["remind"]
+    assert (row.status, row.reason) == ("unknown", "in_doubt")
+    assert "not sent again (at most once)" in row.error
+
+    await sendgrid_post(api, signer, [sg_event("processed", row, "p1")])
+    row = by_step(store)["remind"]
+    assert (row.status, row.reason) == ("sent", None)
+
+
+def test_after_the_wait_a_refusal_settles_the_email_and_the_next_attempt_sends_at_once(store, provider):
+    """Attempt 1's request never reached SendGrid (no answer, no event); after the wait attempt 2
+    got a 503, a clear no: nothing is in doubt any more, so attempt 3 sends without waiting."""
+    save(store, customer(phone=None))
+    provider.script[EMAIL] = [Answer(delay=1.0, lost=True), Answer(status=503)]
+    activities = in_doubt_activities(store, provider, event_webhook=True, reconcile_seconds=0.5)
+    with pytest.raises(ApplicationError, match="outcome unknown"):
+        attempt(activities, 1)
+    time.sleep(0.6)
+    with pytest.raises(ApplicationError, match="SendGrid 503"):
+        attempt(activities, 2)
+    assert by_step(store)["remind"].attempted_at is None  # SendGrid said no: nothing in doubt
+    assert attempt(activities, 3).status == "sent"
+    assert len(provider.mail) == 1
+
+
+def test_a_worker_killed_mid_send_leaves_the_email_in_doubt(store, provider):
+    """The worker died after SendGrid took the email and before the answer was recorded: the
+    next attempt finds the call begun and unanswered, and does not send blind."""
+    save(store, customer(phone=None))
+    activities = in_doubt_activities(store, provider, event_webhook=False)
+    real = activities.channels["email"]
+
+    class DiesAfterSending:
+        name, provider, settles_doubt, reconcile_seconds = "email", "sendgrid", "never", 0.0
+
+        def send(self, message):
+            real.send(message)
+            raise SystemExit("killed")  # nothing after the provider call runs
+
+    ready = ActivityEnvironment().run(activities.decide_message, request(deliver=False))
+    assert ready.status == "ready"
+    activities.channels["email"] = DiesAfterSending()
+    with pytest.raises(SystemExit):
+        ActivityEnvironment().run(activities.deliver_message, ready.message_id)
+    activities.channels["email"] = real
+    assert ActivityEnvironment().run(activities.deliver_message, ready.message_id).status == "unknown"
+    assert len(provider.mail) == 1

@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from journeys.config import Settings
-from journeys.temporal import binary
+from core.config import Settings
+from core.temporal import binary
 from journeys.worker import run_worker
 from store import queries
 from tests.helpers import customer, daytime_zone, event
 from triggers.router import Router
-from workflows.models import JourneyResult
+from workflows.contract import JourneyResult
 
 
 async def test_worker_runs_a_journey_on_the_dev_server(definitions, sqlite_store, tmp_path):
@@ -62,9 +62,10 @@ def test_the_sandbox_is_on_unless_a_simulation_asks_otherwise():
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
     from journeys.simulate import Simulation, simulate
-    from journeys.worker import workflow_runner
+    from journeys.worker import build_workers, workflow_runner
 
-    assert Settings.from_env({"JOURNEYS_WORKER_SANDBOX": "false"}).worker_sandbox is True
-    assert isinstance(workflow_runner(Settings().worker_sandbox), SandboxedWorkflowRunner)
+    assert "worker_sandbox" not in Settings.model_fields  # no setting, so no variable, turns it off
+    assert inspect.signature(build_workers).parameters["sandboxed"].default is True
+    assert isinstance(workflow_runner(), SandboxedWorkflowRunner)
     assert inspect.signature(Simulation).parameters["sandboxed"].default is True
     assert inspect.signature(simulate).parameters["sandboxed"].default is True

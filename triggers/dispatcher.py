@@ -25,7 +25,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.models import Event
+from core.records import Event
 from definitions.loader import Definitions
 from store import queries
 from store.db import Store

@@ -20,22 +20,16 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.models import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
+from core.orders import order_context, order_history
+from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
+from core.temporal import ensure_search_attributes
+from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_VERSION, ORDER_ID
 from definitions.expressions import ExpressionError, build_context, evaluate, zone
 from definitions.loader import Definitions
-from journeys.temporal import ensure_search_attributes
 from store import queries
 from store.db import Store
-from workflows.models import (
-    CUSTOMER_ID,
-    EVENT_SIGNAL,
-    JOURNEY_NAME,
-    JOURNEY_VERSION,
-    ORDER_ID,
-    REVISION,
-    JourneyInput,
-    workflow_id,
-)
+from workflows.contract import EVENT_SIGNAL, REVISION, JourneyInput, workflow_id
+from workflows.journey import JourneyWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +96,31 @@ class Router:
         event is marked dispatched here; the dispatcher marks a customer's events together."""
         dispatches = plan(event, self.definitions)
         starts = [d for d in dispatches if d.action == "start"]
-        customer, prior = await asyncio.to_thread(self._prepare, event, starts)
-        outcomes = await asyncio.gather(*(self._dispatch(d, event, customer, prior.get(d.journey)) for d in dispatches))
+        prepared = await asyncio.to_thread(self._prepare, event, starts)
+        if prepared is None:  # the customer was erased: nothing may start or go on for them
+            if mark:
+                await asyncio.to_thread(self._mark_dispatched, event)
+            return []
+        customer, prior, history = prepared
+        outcomes = await asyncio.gather(
+            *(self._dispatch(d, event, customer, prior.get(d.journey), history) for d in dispatches)
+        )
         if mark:
             await asyncio.to_thread(self._mark_dispatched, event)
         return [DispatchResult(d, outcome) for d, outcome in zip(dispatches, outcomes, strict=True)]
 
-    async def _dispatch(self, dispatch: Dispatch, event: Event, customer: Customer | None, prior: list[Event] | None):
+    async def _dispatch(
+        self,
+        dispatch: Dispatch,
+        event: Event,
+        customer: Customer | None,
+        prior: list[Event] | None,
+        history: list[Event],
+    ):
         if dispatch.action == "signal":
             return await self._signal(dispatch, event)
-        if self._entry_condition_holds(dispatch, event, customer):
-            return await self._start(dispatch, event, customer, prior or [])
+        if self._entry_condition_holds(dispatch, event, customer, history):
+            return await self._start(dispatch, event, customer, prior or [], history)
         if self.definitions[dispatch.journey].definition.entry.reentry == "restart":
             # A running instance still hears it: it starts over, finds the condition false and ends
             # (a customer whose birthday was removed gets no greeting for the old date).
@@ -120,7 +128,9 @@ class Router:
             return "condition_false" if outcome == "not_running" else outcome
         return "condition_false"
 
-    def _entry_condition_holds(self, dispatch: Dispatch, event: Event, customer: Customer | None) -> bool:
+    def _entry_condition_holds(
+        self, dispatch: Dispatch, event: Event, customer: Customer | None, history: list[Event]
+    ) -> bool:
         """The definition's entry condition at the event's time. A condition that fails to evaluate
         counts as true: the instance starts and ends with the error on record."""
         source = self.definitions[dispatch.journey].definition.entry.condition
@@ -131,7 +141,7 @@ class Router:
             tz=tz,
             now=event.occurred_at,
             event=event.model_dump(mode="json"),
-            order={**event.data, "order_id": event.order_id},
+            order=order_context(event.order_id, [*history, event]),
             customer=customer.model_dump(mode="json") if customer else {},
         )
         try:
@@ -140,40 +150,54 @@ class Router:
             log.warning("entry condition of %s failed for event %s: %s", dispatch.journey, event.event_id, err)
             return True
 
-    def _prepare(self, event: Event, starts: list[Dispatch]) -> tuple[Customer | None, dict[str, list[Event]]]:
+    def _prepare(
+        self, event: Event, starts: list[Dispatch]
+    ) -> tuple[Customer | None, dict[str, list[Event]], list[Event]] | None:
         """In one transaction: apply a customer event to the record; for the journeys the event
-        starts, read the customer and the events each instance must already know about."""
+        starts, read the customer, the events each instance must already know about, and the
+        order's history up to the event (for its `order` context; core.orders.order_history).
+        None for an erased customer: the event is kept without its data and applied to nothing,
+        unless it is a new `customer.created`, which brings the customer back."""
         with self.store.transaction() as session:
+            if queries.erased_at(session, event.customer_id) is not None:
+                if event.type != "customer.created":
+                    queries.scrub_event(session, event.event_id)
+                    return None
+                queries.recreate_customer(session, event.customer_id, event.occurred_at)
             if event.type in CUSTOMER_EVENT_TYPES:
                 queries.upsert_customer(session, customer_from_event(event), event.occurred_at)
             if not starts:
-                return None, {}
+                return None, {}, []
             customer = queries.get_customer(session, event.customer_id)
-            return customer, self._prior_events(session, starts, event)
+            order = queries.events_of_order(session, event.order_id) if event.order_id else []
+            return customer, self._prior_events(session, starts, event, order), order_history(order, until=event)
 
     def _mark_dispatched(self, event: Event) -> None:
         with self.store.transaction() as session:
             queries.mark_all_dispatched(session, [event.event_id], datetime.now(UTC))
 
-    def _prior_events(self, session, starts: list[Dispatch], event: Event) -> dict[str, list[Event]]:
+    def _prior_events(
+        self, session, starts: list[Dispatch], event: Event, order: list[Event]
+    ) -> dict[str, list[Event]]:
         """For each journey `event` starts, the logged events its instance must know about (a
-        payment logged before the order's creation was dispatched): one query per key, not per
-        journey (an order's creation starts both payment reminders)."""
+        payment logged before the order's creation was dispatched). An order's are among its
+        events, read already (`order`); a customer's take one query per key, not per journey."""
         wanted: dict[tuple[str, str], set[str]] = {}
         for dispatch in starts:
             definition = self.definitions[dispatch.journey].definition
             wanted.setdefault((definition.entry.key, dispatch.key), set()).update(definition.listened_events)
-        found = {
-            (key_field, key): queries.events_for_key_since(
-                session,
-                key_field=key_field,
-                key=key,
-                types=sorted(types),
-                since=event.occurred_at,
-                exclude_id=event.event_id,
-            )  # fmt: skip
-            for (key_field, key), types in wanted.items()
-        }
+        found = {}
+        for (key_field, key), types in wanted.items():
+            if key_field == "order":  # the key is the event's order, whose events `order` holds
+                found[key_field, key] = [
+                    e for e in order
+                    if e.type in types and e.occurred_at >= event.occurred_at and e.event_id != event.event_id
+                ]  # fmt: skip
+            else:
+                found[key_field, key] = queries.events_for_key_since(
+                    session, key_field=key_field, key=key, types=sorted(types), since=event.occurred_at,
+                    exclude_id=event.event_id,
+                )  # fmt: skip
         prior = {}
         for dispatch in starts:
             definition = self.definitions[dispatch.journey].definition
@@ -181,13 +205,16 @@ class Router:
             prior[dispatch.journey] = [e for e in events if e.type in definition.listened_events]
         return prior
 
-    async def _start(self, dispatch: Dispatch, event: Event, customer: Customer | None, prior: list[Event]):
+    async def _start(
+        self, dispatch: Dispatch, event: Event, customer: Customer | None, prior: list[Event], history: list[Event]
+    ):
         snapshot = self.definitions[dispatch.journey]
         journey_input = JourneyInput(
             snapshot=snapshot,
             key=dispatch.key,
             entry_event=event,
             prior_events=prior,
+            order_history=[e for e in history if e.event_id not in {p.event_id for p in prior}],
             customer=customer,
             customer_given=True,
             clock_offset=self.clock_offset,
@@ -204,7 +231,7 @@ class Router:
 
         async def start() -> None:
             await self.client.start_workflow(
-                "Journey",
+                JourneyWorkflow.run,
                 journey_input,
                 id=dispatch.workflow_id,
                 task_queue=self.task_queue,
@@ -242,7 +269,7 @@ class Router:
 
     async def _signal(self, dispatch: Dispatch, event: Event):
         try:
-            await self.client.get_workflow_handle(dispatch.workflow_id).signal(EVENT_SIGNAL, event)
+            await self.client.get_workflow_handle(dispatch.workflow_id).signal(JourneyWorkflow.on_event, event)
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return "not_running"

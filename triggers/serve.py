@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI
 from temporalio.client import Client
 
+from core.config import Settings
+from core.temporal import connect, payload_codec
 from definitions.loader import default_directory, load_definitions
-from journeys.config import Settings
-from journeys.temporal import connect
+from store import queries
 from store.db import Store
 from triggers.api import create_app
 from triggers.dispatcher import Dispatcher
+from triggers.webhooks import WebhookConfig
 
 log = logging.getLogger("journeys.api")
 
@@ -32,6 +35,7 @@ def build_api(settings: Settings) -> FastAPI:
             f"not {settings.api_host}"
         )
     store = Store(settings.database_url).migrate()
+    queries.configure_salt(settings.secret)  # erased addresses' suppression hashes
     definitions = load_definitions(settings.definitions_dir or default_directory())
     client: Client | None = None
     connecting = asyncio.Lock()
@@ -65,8 +69,26 @@ def build_api(settings: Settings) -> FastAPI:
         api_keys=settings.api_keys,
         max_body_bytes=settings.api_max_body_bytes,
         on_accepted=dispatcher.wake.set,
-        webhooks=settings.webhooks(),
+        webhooks=webhook_config(settings),
+        codec=payload_codec(settings),
+        ui_origins=[_origin(settings.temporal_ui_url)],
         lifespan=lifespan,
+    )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def webhook_config(settings: Settings) -> WebhookConfig:
+    """How the API verifies provider webhooks."""
+    return WebhookConfig(
+        public_url=settings.public_url,
+        twilio_auth_token=settings.twilio_auth_token,
+        sendgrid_public_key=settings.sendgrid_webhook_public_key,
+        unsubscribe_secret=settings.secret,
+        max_body_bytes=settings.api_max_body_bytes,
     )
 
 

@@ -35,7 +35,7 @@ from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
 from sqlalchemy.exc import IntegrityError
 from twilio.request_validator import RequestValidator
 
-from channels.sendgrid_email import unsubscribe_token
+from core.signing import unsubscribe_token
 from store import queries
 from store.db import Store
 from triggers.http import read_body
@@ -58,7 +58,14 @@ TWILIO_STATUS = {
 }
 
 #: SendGrid events that move a message, and the ledger status they move it to.
-SENDGRID_STATUS = {"delivered": "delivered", "open": "opened", "click": "clicked", "dropped": "failed"}
+#: `processed` is SendGrid taking the message: it settles a send whose answer was lost.
+SENDGRID_STATUS = {
+    "processed": "sent",
+    "delivered": "delivered",
+    "open": "opened",
+    "click": "clicked",
+    "dropped": "failed",
+}
 
 #: How old a SendGrid signature's timestamp may be, in seconds, before the request counts as a replay.
 MAX_SIGNATURE_AGE = 300
@@ -261,6 +268,10 @@ def _sendgrid_event(session, event: dict) -> str:
     if row is None or status is None:
         return "ignored"
     reason = "dropped" if kind == "dropped" else None
+    if row.provider_id is None and provider_id:
+        row.provider_id = provider_id
+    if row.status == "unknown" and status != "failed":  # SendGrid had it after all
+        row.reason = None
     return "applied" if queries.advance_status(row, status, at, reason=reason, error=event.get("reason")) else "ignored"
 
 

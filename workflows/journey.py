@@ -16,14 +16,17 @@ import contextlib
 import hashlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import FailureRecord, SendOutcome, SendRequest
-    from core.models import DEFAULT_TIMEZONE, Customer, Event
+    from activities.journey import JourneyActivities
+    from activities.payloads import FailureRecord, SendOutcome, SendRequest
+    from core.orders import MAX_ORDER_EVENTS, order_context
+    from core.records import DEFAULT_TIMEZONE, Customer, Event
+    from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_STEP, ORDER_ID
     from definitions.expressions import ExpressionError, build_context, evaluate, evaluate_time, zone
     from definitions.schema import (
         ExitStep,
@@ -31,19 +34,16 @@ with workflow.unsafe.imports_passed_through():
         RepeatStep,
         SendStep,
         SplitStep,
+        Step,
         WaitForStep,
         WaitStep,
         WaitUntilStep,
         parse_duration,
     )
-    from workflows.models import (
+    from workflows.contract import (
         CHANNEL_QUEUES_PATCH,
-        CUSTOMER_ID,
         EVENT_SIGNAL,
-        JOURNEY_NAME,
-        JOURNEY_STEP,
         MAX_REMEMBERED_EVENT_IDS,
-        ORDER_ID,
         REVISION,
         JourneyInput,
         JourneyResult,
@@ -74,7 +74,15 @@ class JourneyWorkflow:
         self.restart_event: Event | None = None
         self.received: list[Event] = []
         entry = input.entry_event
-        self.order: dict[str, Any] = {**entry.data, "order_id": entry.order_id}
+        # The order this run is about: the entry event's (none for a customer event). Revision 2
+        # sees the whole order; older runs replay with the context they were recorded with.
+        self.whole_order = input.revision >= 2
+        self.order_events: list[Event] = [*input.order_history, entry] if entry.order_id else []
+        self.order: dict[str, Any] = (
+            order_context(entry.order_id, self.order_events)
+            if self.whole_order
+            else {**entry.data, "order_id": entry.order_id}
+        )
         self.step = "start"
         self.wake: datetime | None = None
         self.sends: dict[str, str] = {}
@@ -94,13 +102,17 @@ class JourneyWorkflow:
             return
         self.seen.append(event.event_id)
         definition = self.definition
+        order_id = self.input.entry_event.order_id
+        if self.whole_order and order_id and event.order_id == order_id:
+            self.order_events.append(event)
+            self.order = order_context(order_id, self.order_events)
         if event.type in definition.exit_on:
             self.exit_event = self.exit_event or event
         elif event.type in definition.entry.events:
             if definition.entry.reentry == "restart":
                 self.restart_event = event
         else:
-            if definition.entry.key == "order" and event.order_id == self.input.key:
+            if not self.whole_order and definition.entry.key == "order" and event.order_id == self.input.key:
                 self.order.update(event.data)
             self.received.append(event)
 
@@ -138,10 +150,9 @@ class JourneyWorkflow:
             if input.customer_given:
                 self.customer = input.customer
             else:  # a repeat: the record may have changed since the router saw it
-                self.customer = await workflow.execute_activity(
-                    "load_customer",
+                self.customer = await workflow.execute_activity_method(
+                    JourneyActivities.load_customer,
                     entry.customer_id,
-                    result_type=Customer | None,
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=ACTIVITY_RETRY,
                 )
@@ -165,6 +176,7 @@ class JourneyWorkflow:
                     update={
                         "entry_event": restart or entry,
                         "prior_events": [],
+                        "order_history": self._history_for(restart or entry),
                         "customer": None,
                         "customer_given": False,
                         "started_at": None if restart else self.now(),
@@ -176,41 +188,52 @@ class JourneyWorkflow:
         self._set_step("done")
         return JourneyResult(outcome=outcome, sends=self.sends)
 
-    async def _run_steps(self, steps: list[Any], path: str = "steps") -> None:
+    def _history_for(self, entry: Event) -> list[Event]:
+        """What the next run knows of `entry`'s order: the events of it this run saw."""
+        same = [e for e in self.order_events if e.order_id == entry.order_id and e.event_id != entry.event_id]
+        return same[-MAX_ORDER_EVENTS:] if entry.order_id else []
+
+    async def _run_steps(self, steps: list[Step], path: str = "steps") -> None:
         for i, step in enumerate(steps):
             here = f"{path}[{i}]"
             self._check()
-            if isinstance(step, WaitStep):
-                self._set_step("wait")
-                self.cursor = self.cursor + parse_duration(step.wait)
-                await self._sleep_until(self.cursor)
-            elif isinstance(step, WaitUntilStep):
-                self._set_step("wait_until")
-                spec = step.wait_until
-                self._at(f"{here}.wait_until.at")
-                target = evaluate_time(spec.at, self._context(), self.tz)
-                if spec.offset:
-                    target = target + parse_duration(spec.offset)
-                if target <= self.started:
-                    raise _Exited("wait_until is not after the journey's start")
-                self.cursor = max(self.cursor, target)
-                await self._sleep_until(target)
-            elif isinstance(step, WaitForStep):
-                await self._wait_for(step, f"{here}.wait_for")
-            elif isinstance(step, SendStep):
-                await self._send(step)
-            elif isinstance(step, IfStep):
-                if self._evaluate(step.if_.condition, f"{here}.if.condition"):
-                    await self._run_steps(step.if_.then, f"{here}.if.then")
-                else:
-                    await self._run_steps(step.if_.else_, f"{here}.if.else")
-            elif isinstance(step, SplitStep):
-                await self._split(step, f"{here}.split")
-            elif isinstance(step, ExitStep):
-                raise _Exited(step.exit or "exit step")
-            elif isinstance(step, RepeatStep):
-                raise _Restart()
+            match step:
+                case WaitStep():
+                    self._set_step("wait")
+                    self.cursor = self.cursor + parse_duration(step.wait)
+                    await self._sleep_until(self.cursor)
+                case WaitUntilStep():
+                    await self._wait_until(step, f"{here}.wait_until")
+                case WaitForStep():
+                    await self._wait_for(step, f"{here}.wait_for")
+                case SendStep():
+                    await self._send(step)
+                case IfStep():
+                    if self._evaluate(step.if_.condition, f"{here}.if.condition"):
+                        await self._run_steps(step.if_.then, f"{here}.if.then")
+                    else:
+                        await self._run_steps(step.if_.else_, f"{here}.if.else")
+                case SplitStep():
+                    await self._split(step, f"{here}.split")
+                case ExitStep():
+                    raise _Exited(step.exit or "exit step")
+                case RepeatStep():
+                    raise _Restart()
+                case _:  # a step kind this interpreter does not know: fail the task, never skip it
+                    assert_never(step)
         self._check()
+
+    async def _wait_until(self, step: WaitUntilStep, path: str) -> None:
+        self._set_step("wait_until")
+        spec = step.wait_until
+        self._at(f"{path}.at")
+        target = evaluate_time(spec.at, self._context(), self.tz)
+        if spec.offset:
+            target = target + parse_duration(spec.offset)
+        if target <= self.started:
+            raise _Exited("wait_until is not after the journey's start")
+        self.cursor = max(self.cursor, target)
+        await self._sleep_until(target)
 
     async def _wait_for(self, step: WaitForStep, path: str) -> None:
         """Wait for an event that occurred since this step began (in the journey's clock, so a
@@ -239,7 +262,7 @@ class JourneyWorkflow:
         self._at(spec.step_id, spec.template)
         deadline = evaluate_time(spec.deadline, context, self.tz) if spec.deadline else None
         info = workflow.info()
-        # Histories from before channel queues deliver inside send_message; new runs deliver on
+        # Histories from before channel queues deliver inside send_message (decide_message); new runs deliver on
         # the channel's own (rate-limited) task queue.
         on_channel_queue = self.input.revision >= 1 or workflow.patched(CHANNEL_QUEUES_PATCH)
         while True:
@@ -261,19 +284,17 @@ class JourneyWorkflow:
                 deadline=deadline,
                 deliver=not on_channel_queue,
             )
-            outcome: SendOutcome = await workflow.execute_activity(
-                "send_message",
+            outcome: SendOutcome = await workflow.execute_activity_method(
+                JourneyActivities.decide_message,
                 request,
-                result_type=SendOutcome,
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=ACTIVITY_RETRY,
             )
             if outcome.status == "ready":
-                outcome = await workflow.execute_activity(
-                    "deliver_message",
+                outcome = await workflow.execute_activity_method(
+                    JourneyActivities.deliver_message,
                     outcome.message_id,
                     task_queue=channel_queue(info.task_queue, outcome.channel),
-                    result_type=SendOutcome,
                     start_to_close_timeout=timedelta(seconds=60),
                     retry_policy=ACTIVITY_RETRY,
                 )
@@ -354,8 +375,8 @@ class JourneyWorkflow:
             self.where,
             err,
         )
-        await workflow.execute_activity(
-            "record_failure",
+        await workflow.execute_activity_method(
+            JourneyActivities.record_failure,
             FailureRecord(
                 workflow_id=info.workflow_id,
                 run_id=info.run_id,
@@ -369,7 +390,6 @@ class JourneyWorkflow:
                 error=str(err),
                 at=self.now(),
             ),
-            result_type=str,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=ACTIVITY_RETRY,
         )

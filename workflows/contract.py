@@ -5,23 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
-from temporalio.common import SearchAttributeKey
 
-from core.models import Customer, Event
+from core.records import Customer, Event
 from definitions.schema import JourneySnapshot
 
-JOURNEY_NAME = SearchAttributeKey.for_keyword("JourneyName")
-CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
-ORDER_ID = SearchAttributeKey.for_keyword("OrderId")
-#: Only upserted by revision-0 instances (see REVISION); the step is in the `status` query.
-JOURNEY_STEP = SearchAttributeKey.for_keyword("JourneyStep")
-#: Set by the router when it starts an instance (not by the workflow), so old histories replay.
-JOURNEY_VERSION = SearchAttributeKey.for_keyword("JourneyVersion")
-SEARCH_ATTRIBUTES = (JOURNEY_NAME, CUSTOMER_ID, ORDER_ID, JOURNEY_STEP, JOURNEY_VERSION)
-
 EVENT_SIGNAL = "event"
-#: The channels messages are delivered on, each from its own task queue (`channel_queue`).
-CHANNELS = ("sms", "email", "webhook", "outbox")
 #: Workflow patch: messages are delivered by deliver_message on the channel's queue. Only
 #: revision-0 instances ask for it (see REVISION).
 CHANNEL_QUEUES_PATCH = "deliver-on-channel-queue"
@@ -30,7 +18,9 @@ CHANNEL_QUEUES_PATCH = "deliver-on-channel-queue"
 #: patch costs a marker and a search-attribute upsert in every history, each a billed action):
 #: 0   search attributes upserted by the workflow, the step on every step; channel queues patched
 #: 1   search attributes only with the start (the router's), none upserted; channel queues always
-REVISION = 1
+#: 2   `order` is the whole order (core.orders.order_context over `order_history` and every event
+#:     of the order signalled since); before, it was the entry event's data and later events' data
+REVISION = 2
 
 
 def channel_queue(task_queue: str, channel: str) -> str:
@@ -51,6 +41,10 @@ class JourneyInput(BaseModel):
     entry_event: Event
     prior_events: list[Event] = Field(
         default_factory=list, description="Events for this key already known when the instance starts."
+    )
+    order_history: list[Event] = Field(
+        default_factory=list,
+        description="The order's logged events up to the entry event (trimmed to fit: core.orders.order_history).",
     )
     customer: Customer | None = Field(
         default=None, description="The customer as the router saw it; loaded by an activity when not given."

@@ -105,6 +105,9 @@ class MessageRow(Base):
     provider_template: Mapped[str | None] = mapped_column(String(60))
     template_data: Mapped[dict[str, Any] | None]
     delivered_at: Mapped[datetime | None]
+    # When the earliest provider call not yet answered began: set, the provider may have the
+    # message (a timeout, a worker killed mid-request), and a retry settles that before sending.
+    attempted_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
 
 
@@ -142,3 +145,16 @@ class DispatchLeaseRow(Base):
     customer_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     owner: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime]
+
+
+class ErasureRow(Base):
+    """A customer erased on request: who asked, when, and what was removed (counts, never data).
+    Events arriving later for the id are dropped, unless a new `customer.created` comes after."""
+
+    __tablename__ = "erasures"
+
+    customer_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    erased_at: Mapped[datetime]
+    requested_by: Mapped[str] = mapped_column(String(200))
+    removed: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    recreated_at: Mapped[datetime | None]

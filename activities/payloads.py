@@ -37,7 +37,7 @@ class SendRequest(BaseModel):
 
 
 class SendOutcome(BaseModel):
-    status: Literal["sent", "skipped", "failed", "deferred", "ready"]
+    status: Literal["sent", "skipped", "failed", "unknown", "deferred", "ready"]
     reason: str | None = None
     channel: str | None = None
     message_id: str | None = None

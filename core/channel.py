@@ -3,14 +3,27 @@
 An adapter sends one rendered message and returns the provider's id for it, or raises a
 ChannelError saying whether trying again can help. The ledger id (`message_id`) travels with the
 message so a provider can deduplicate and its status callbacks can find the record.
+
+A send whose answer was lost (a timeout, a worker killed mid-request) leaves the message *in
+doubt*: the provider may have taken it. Each adapter says how such a doubt is settled before any
+second attempt (`settles_doubt`), and the send activity follows it; see `activities.journey`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
+
+#: How a channel settles a send in doubt before it sends again:
+#: - `lookup`: the adapter asks the provider for the earlier attempt (Twilio's message list);
+#: - `event`: the provider's signed event webhook reports the ledger id of every message it took
+#:   (SendGrid's `processed`); the send waits for it, up to the channel's `reconcile_seconds`;
+#: - `resend`: the receiver deduplicates by the ledger id (the signed webhook's Idempotency-Key,
+#:   the outbox), so sending again is safe;
+#: - `never`: nothing can tell, so the message is not sent again and is marked `unknown`.
+DoubtPolicy = Literal["lookup", "event", "resend", "never"]
 
 
 class OutgoingMessage(BaseModel):
@@ -42,12 +55,21 @@ class ChannelError(Exception):
     retryable: bool = True
 
     def __init__(
-        self, message: str, *, code: str | None = None, retry_after: float | None = None, unsubscribed: bool = False
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+        unsubscribed: bool = False,
+        in_doubt: bool = False,
     ):
         super().__init__(message)
         self.code = code
         self.retry_after = retry_after  # seconds the provider asked us to wait (rate limits)
         self.unsubscribed = unsubscribed  # the recipient opted out at the provider
+        # The provider may have taken the message all the same (no answer came, or an earlier
+        # attempt could not be looked up): it stays in doubt until settled.
+        self.in_doubt = in_doubt
 
 
 class RetryableChannelError(ChannelError):
@@ -65,5 +87,7 @@ class PermanentChannelError(ChannelError):
 class Channel(Protocol):
     name: str  # the channel it serves: sms, email, webhook, outbox
     provider: str  # who delivers: twilio, sendgrid, outbox
+    settles_doubt: DoubtPolicy
+    reconcile_seconds: float  # `event`: how long to wait for the provider's event before sending again
 
     def send(self, message: OutgoingMessage) -> SendReceipt: ...

@@ -32,7 +32,6 @@ EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 ORDER_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t.startswith("order.")) + ("review.posted",)
 CUSTOMER_EVENT_TYPES: tuple[str, ...] = ("customer.created", "customer.updated")
 
-ChannelName = Literal["sms", "email", "webhook", "outbox"]
 Locale = Literal["zh-CN", "en"]
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"

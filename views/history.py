@@ -14,8 +14,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from store import queries
 from store.db import Store
-from store.models import MessageRow
-from workflows.models import JourneyStatus
+from store.tables import MessageRow
+from workflows.journey import JourneyWorkflow
 
 _SAFE_ID = re.compile(r"^[^'\"\\\\\x00-\x1f\x7f]{1,200}$")
 
@@ -88,7 +88,7 @@ async def history(
 ) -> History:
     key, value = check_id(customer_id=customer_id, order_id=order_id)
     instances = []
-    async for execution in _executions(client, f"{key} = '{value}'"):
+    async for execution in executions(client, f"{key} = '{value}'"):
         status = execution.status or WorkflowExecutionStatus.RUNNING
         view = InstanceView(
             journey=execution.id.split(":", 1)[0],
@@ -106,7 +106,7 @@ async def history(
         if status == WorkflowExecutionStatus.RUNNING:
             try:
                 current = await client.get_workflow_handle(execution.id, run_id=execution.run_id).query(
-                    "status", result_type=JourneyStatus
+                    JourneyWorkflow.status
                 )
                 view.step, view.next_wake_up = current.step, current.next_wake_up
             except RPCError:
@@ -128,7 +128,7 @@ def _unknown_attribute(err: RPCError) -> bool:
     return err.status == RPCStatusCode.INVALID_ARGUMENT and "search attribute" in str(err)
 
 
-async def _executions(client: Client, query: str):
+async def executions(client: Client, query: str):
     """The executions a visibility query finds. A server that does not know the search attribute
     yet (none registered before the first start) holds no instance with it: nothing to list."""
     try:

@@ -1,0 +1,111 @@
+"""The HTTP API: how order systems hand events to Journeys, and how operators read what happened.
+
+One router per resource: events (`events.py`), history (`history.py`), journeys (`journeys.py`),
+health (`health.py`), the payload codec for the Temporal Web UI (`codec.py`), and the providers'
+webhooks (`triggers.webhooks`). What they share (the store, the Temporal connection, the API keys)
+comes in through FastAPI dependencies (`deps.py`). The OpenAPI document at `/openapi.json` (and
+`/docs`) is the integration contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from temporalio.client import Client
+
+from core.encryption import EncryptionCodec
+from core.records import Event
+from definitions.loader import Definitions
+from store.db import Store
+from triggers.api import codec as codec_routes
+from triggers.api import customers, events, health, history, journeys
+from triggers.api.deps import ApiContext, TemporalDown, Unauthorised
+from triggers.webhooks import WebhookConfig, webhook_routes
+from views.history import BadId
+
+
+def create_app(
+    store: Store,
+    *,
+    temporal: Callable[[], Awaitable[Client]] | None = None,
+    definitions: Definitions | None = None,
+    ui_url: str = "http://127.0.0.1:8233",
+    api_keys: list[str] | None = None,
+    max_body_bytes: int = 1_048_576,
+    on_accepted: Callable[[], None] | None = None,
+    webhooks: WebhookConfig | None = None,
+    codec: EncryptionCodec | None = None,
+    ui_origins: list[str] | None = None,
+    lifespan=None,
+) -> FastAPI:
+    """The API over `store` (and Temporal, through `temporal`, for history and /journeys).
+    `on_accepted` is called after new events are logged (the dispatcher's wake-up); with
+    `api_keys`, every request but the health checks and the provider webhooks (which carry the
+    providers' signatures instead) needs `Authorization: Bearer`. With `codec`, `/codec/*` decrypts
+    payloads for the Temporal Web UI, which may call from `ui_origins` (CORS)."""
+    app = FastAPI(
+        title="Journeys event API",
+        version="1",
+        description="Hand order and customer events to Journeys. Each event is stored before the answer.",
+        lifespan=lifespan,
+    )
+    app.state.journeys = ApiContext(
+        store=store,
+        temporal=temporal,
+        definitions=definitions,
+        ui_url=ui_url,
+        keys=[key.encode() for key in (api_keys or []) if key],
+        max_body_bytes=max_body_bytes,
+        on_accepted=on_accepted,
+        codec=codec,
+    )
+    if ui_origins:  # the Temporal Web UI calls the codec endpoint from the operator's browser
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=ui_origins,
+            allow_credentials=True,
+            allow_methods=["POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _store_down(_request: Request, err: OperationalError) -> JSONResponse:
+        return JSONResponse({"detail": "the event store is unavailable; retry later"}, status_code=503)
+
+    @app.exception_handler(Unauthorised)
+    async def _unauthorised(_request: Request, _err: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "missing or wrong API key (Authorization: Bearer KEY)"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.exception_handler(TemporalDown)
+    async def _temporal_down(_request: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=503)
+
+    @app.exception_handler(BadId)
+    async def _bad_id(_request: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=422)
+
+    for module in (events, history, customers, journeys, health, codec_routes):
+        app.include_router(module.router)
+    app.include_router(webhook_routes(store, webhooks or WebhookConfig(max_body_bytes=max_body_bytes)))
+
+    event_schema = Event.model_json_schema(ref_template="#/components/schemas/{model}")
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {})["Event"] = event_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app

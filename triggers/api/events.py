@@ -1,0 +1,230 @@
+"""`POST /events` takes one event or a batch; every good event is written to the event log before
+the answer, so an accepted event is never lost (the dispatcher takes it to Temporal from there).
+Dead letters (events the dispatcher could not apply) are listed and replayed here too."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
+from store import queries
+from store.db import Store
+from triggers.api.deps import Context, Problem, authorised
+from triggers.http import read_body
+
+MAX_BATCH = 1000
+
+router = APIRouter(dependencies=[Depends(authorised)], tags=["events"])
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="Where in the event, e.g. `occurred_at` or `data.amount`.")
+    message: str
+
+
+class RejectedEvent(BaseModel):
+    index: int = Field(description="Position in the batch (0 for a single event).")
+    event_id: str | None = None
+    problems: list[FieldProblem]
+
+
+class EventsAnswer(BaseModel):
+    accepted: list[str] = Field(default_factory=list, description="Event ids written to the log now.")
+    duplicates: list[str] = Field(default_factory=list, description="Event ids already in the log: unchanged.")
+    rejected: list[RejectedEvent] = Field(default_factory=list, description="Events that were not taken, and why.")
+    duplicate: bool = Field(default=False, description="A single event whose event_id was already taken.")
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "accepted": ["evt-1001"],
+                    "duplicates": ["evt-1000"],
+                    "rejected": [
+                        {
+                            "index": 2,
+                            "event_id": "evt-1002",
+                            "problems": [{"field": "occurred_at", "message": "Input should have timezone info"}],
+                        }
+                    ],
+                    "duplicate": False,
+                }
+            ]
+        }
+    }
+
+
+class DeadLetter(BaseModel):
+    event_id: str
+    type: str
+    customer_id: str
+    order_id: str | None
+    occurred_at: datetime
+    received_at: datetime
+    failed_at: datetime
+    attempts: int
+    last_error: str | None = Field(description="Why it could not be applied.")
+
+
+class ReplayRequest(BaseModel):
+    event_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=1000, examples=[["evt-1002", "evt-1003"]]
+    )
+    all_failed: bool = Field(default=False, description="Replay every dead letter.")
+
+
+class Replayed(BaseModel):
+    replayed: list[str] = Field(description="The dead letters put back in the queue.")
+
+
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/Event"},
+                        {"type": "array", "items": {"$ref": "#/components/schemas/Event"}, "maxItems": MAX_BATCH},
+                    ]
+                },
+                "examples": {
+                    "one event": {
+                        "value": {
+                            "event_id": "evt-1001",
+                            "type": "order.created",
+                            "occurred_at": "2026-11-24T10:00:00+08:00",
+                            "customer_id": "c-42",
+                            "order_id": "o-7",
+                            "data": {"amount": 199, "items": [{"sku": "tea-01", "qty": 2}]},
+                        }
+                    }
+                },
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/events",
+    response_model=EventsAnswer,
+    status_code=202,
+    responses={
+        200: {"model": EventsAnswer, "description": "Nothing new: every event was already taken."},
+        202: {"model": EventsAnswer, "description": "Events written to the log (see `rejected` in a batch)."},
+        401: {"model": Problem, "description": "Missing or wrong API key."},
+        413: {"model": Problem, "description": f"Body over the size limit, or over {MAX_BATCH} events."},
+        422: {"model": EventsAnswer, "description": "Nothing taken: the body or every event is invalid."},
+        503: {"model": Problem, "description": "The store is unavailable; retry."},
+    },
+    openapi_extra=_BODY,
+    summary="Send one event or a batch",
+)
+async def post_events(request: Request, api: Context) -> JSONResponse:
+    body = await read_body(request, api.max_body_bytes)
+    if body is None:
+        return JSONResponse({"detail": f"the body is over {api.max_body_bytes} bytes"}, status_code=413)
+    try:
+        payload = json.loads(body)
+    except RecursionError:
+        return JSONResponse({"detail": "the body is not JSON we can read: it nests too deeply"}, status_code=422)
+    except ValueError as err:  # not JSON, not UTF-8, or an integer past Python's 4,300 digits
+        return JSONResponse({"detail": f"the body is not JSON: {err}"}, status_code=422)
+    single = isinstance(payload, dict)
+    if not single and not isinstance(payload, list):
+        return JSONResponse({"detail": "send one event (an object) or a batch (an array)"}, status_code=422)
+    items: list[Any] = [payload] if single else payload
+    if len(items) > MAX_BATCH:
+        return JSONResponse({"detail": f"{len(items)} events in one batch; at most {MAX_BATCH}"}, status_code=413)
+
+    answer = EventsAnswer()
+    good: list[Event] = []
+    for index, item in enumerate(items):
+        try:
+            event = Event.model_validate(item)
+            if event.type in CUSTOMER_EVENT_TYPES:  # the record it carries must be one the store can keep
+                customer_from_event(event)
+            good.append(event)
+        except ValidationError as err:
+            event_id = item.get("event_id") if isinstance(item, dict) else None
+            in_data = isinstance(err.title, str) and err.title == Customer.__name__
+            answer.rejected.append(
+                RejectedEvent(
+                    index=index,
+                    event_id=event_id if isinstance(event_id, str) and _printable(event_id) else None,
+                    problems=_problems(err, prefix="data." if in_data else ""),
+                )
+            )
+    if good:
+        answer.accepted, answer.duplicates = await _log(api.store, good)
+    if answer.accepted and api.on_accepted is not None:
+        api.on_accepted()
+    answer.duplicate = single and bool(answer.duplicates)
+    status = 202 if answer.accepted else 200 if answer.duplicates else 422
+    return JSONResponse(answer.model_dump(mode="json"), status_code=status)
+
+
+@router.get(
+    "/events/failed",
+    response_model=list[DeadLetter],
+    responses={401: {"model": Problem}},
+    summary="Dead letters: events the dispatcher could not apply, newest first",
+)
+async def failed_events(api: Context, limit: int = 100) -> list[DeadLetter]:
+    rows = await api.store.run(lambda session: queries.failed_events(session, max(1, min(limit, 1000))))
+    return [DeadLetter.model_validate(row, from_attributes=True) for row in rows]
+
+
+@router.post(
+    "/events/replay",
+    response_model=Replayed,
+    responses={401: {"model": Problem}, 422: {"model": Problem}},
+    summary="Put dead letters back in the queue (after a fix), by id or all of them",
+)
+async def replay_events(replay: ReplayRequest, api: Context) -> Replayed:
+    ids = await api.store.run(
+        lambda session: queries.replay_events(session, None if replay.all_failed else replay.event_ids)
+    )
+    if ids and api.on_accepted is not None:
+        api.on_accepted()
+    return Replayed(replayed=ids)
+
+
+def _problems(err: ValidationError, prefix: str = "") -> list[FieldProblem]:
+    return [
+        FieldProblem(field=prefix + (".".join(str(p) for p in item["loc"]) or "event"), message=item["msg"])
+        for item in err.errors(include_input=False)
+    ]
+
+
+def _printable(text: str) -> bool:
+    """An id safe to echo back in JSON (no unpaired surrogate, no control character)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return text.isprintable()
+
+
+async def _log(store: Store, events: list[Event]) -> tuple[list[str], list[str]]:
+    """Write events to the log in one statement: (accepted ids, duplicate ids), in batch order."""
+
+    def write(session) -> tuple[list[str], list[str]]:
+        written = queries.store_events(session, events, datetime.now(UTC))
+        accepted, duplicates = [], []
+        for event in events:
+            if event.event_id in written:
+                written.discard(event.event_id)  # a second copy in the same batch is a duplicate
+                accepted.append(event.event_id)
+            else:
+                duplicates.append(event.event_id)
+        return accepted, duplicates
+
+    return await store.run(write)

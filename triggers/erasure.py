@@ -1,0 +1,53 @@
+"""Erasing a customer on request (PIPL, GDPR): stop their journeys, then remove their personal
+data from the store. Used by `DELETE /customers/{id}` and `journeys customer erase ID`.
+
+Running instances are terminated first, with reason `erased`, so nothing more is sent (a message
+still in flight is closed `failed`, reason `erased`); only then is the store scrubbed
+(store.queries.erase_customer), and the erasure recorded: who, when, and what was removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from store import queries
+from store.db import Store
+from views.history import check_id, executions
+
+REASON = "erased"
+
+
+class Erasure(BaseModel):
+    customer_id: str
+    erased_at: datetime
+    requested_by: str
+    terminated: list[str] = Field(description="Workflow ids of the journey instances stopped.")
+    removed: dict[str, int] = Field(description="What the store no longer holds, as counts.")
+
+
+async def erase(client: Client, store: Store, customer_id: str, requested_by: str) -> Erasure:
+    key, value = check_id(customer_id=customer_id)
+    query = f"{key} = '{value}' AND ExecutionStatus = 'Running'"
+    terminated = []
+    async for execution in executions(client, query):
+        try:
+            await client.get_workflow_handle(execution.id, run_id=execution.run_id).terminate(reason=REASON)
+            terminated.append(execution.id)
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:  # it ended meanwhile: nothing to stop
+                raise
+    at = datetime.now(UTC)
+    removed = await asyncio.to_thread(_scrub, store, customer_id, at, requested_by)
+    return Erasure(
+        customer_id=customer_id, erased_at=at, requested_by=requested_by, terminated=terminated, removed=removed
+    )
+
+
+def _scrub(store: Store, customer_id: str, at: datetime, requested_by: str) -> dict[str, int]:
+    with store.transaction() as session:
+        return queries.erase_customer(session, customer_id, at, requested_by)
