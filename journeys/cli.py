@@ -352,7 +352,11 @@ def up(
     api_port: Annotated[int, typer.Option(help="Event API port")] = 8000,
 ) -> None:
     """Run the engine on embedded defaults: the Temporal dev server (SQLite file), a worker and the API."""
-    from journeys.up import run_up
+    from journeys.up import StartupError, run_up
 
     _configure_logging()
-    sys.exit(asyncio.run(run_up(data_dir, port, ui_port, api_port)))
+    try:
+        sys.exit(asyncio.run(run_up(data_dir, port, ui_port, api_port)))
+    except StartupError as error:
+        typer.echo(f"journeys up: {error}", err=True)
+        raise typer.Exit(1) from None

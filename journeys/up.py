@@ -23,16 +23,36 @@ from core.vocabulary import SEARCH_ATTRIBUTES
 log = logging.getLogger("journeys.up")
 
 
-async def _wait_for_port(port: int, process: asyncio.subprocess.Process, seconds: float = 60) -> None:
+class StartupError(RuntimeError):
+    """`journeys up` could not start a part; the message says which and why."""
+
+
+def _tail(log_file: Path, since: int, lines: int = 5) -> str:
+    """The last lines the server wrote to its log after byte `since` (the log is appended to)."""
+    try:
+        with log_file.open("rb") as log:
+            log.seek(since)
+            written = log.read().decode(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(written[-lines:]) or "(nothing)"
+
+
+async def _wait_for_port(
+    port: int, process: asyncio.subprocess.Process, log_file: Path, since: int, seconds: float = 60
+) -> None:
     for _ in range(int(seconds * 10)):
         if process.returncode is not None:
-            raise RuntimeError(f"the Temporal dev server exited with code {process.returncode}")
+            raise StartupError(
+                f"the Temporal dev server exited with code {process.returncode}; "
+                f"the end of {log_file}:\n{_tail(log_file, since)}"
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             await asyncio.sleep(0.1)
-    raise RuntimeError(f"the Temporal dev server did not open port {port} in {seconds:.0f} s")
+    raise StartupError(f"the Temporal dev server did not open port {port} in {seconds:.0f} s")
 
 
 def _encryption_line(settings: Settings) -> str:
@@ -75,14 +95,16 @@ async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:
     ]
     for key in SEARCH_ATTRIBUTES:
         args += ["--search-attribute", f"{key.name}=Keyword"]
-    with (data_dir / "temporal.log").open("ab") as server_log:
+    log_file = data_dir / "temporal.log"
+    with log_file.open("ab") as server_log:
+        log_start = server_log.tell()
         server = await asyncio.create_subprocess_exec(*args, stdout=server_log, stderr=server_log)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await _wait_for_port(port, server)
+        await _wait_for_port(port, server, log_file, log_start)
         settings = Settings().model_copy(update={"temporal_address": f"127.0.0.1:{port}", "api_port": api_port})
         if settings.database_url == Settings.default("database_url"):
             settings = settings.model_copy(update={"database_url": f"sqlite:///{data_dir}/journeys.db"})

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import random
 import socket
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from core.records import Customer, Event
@@ -13,10 +15,26 @@ _ids = itertools.count(1)
 
 
 def free_port() -> int:
-    """A TCP port nothing on 127.0.0.1 listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port nothing on 127.0.0.1 listens on right now, below the kernel's ephemeral range.
+
+    `temporal server start-dev` binds five more ports of its own (history, matching, worker,
+    HTTP, metrics), each found by binding port 0 and closing it, so they come from the ephemeral
+    range. A port a test picked the same way and handed to a process that binds it later can be
+    one of those: the dev server then exits with code 1 (seen once in CI). Ports below the range
+    are never handed out by the kernel, so they cannot collide with the server's own picks."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    for _ in range(1000):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port below the ephemeral range")
 
 
 def daytime_zone(now: datetime) -> str:

@@ -100,3 +100,25 @@ def test_up_emit_history_restart(tmp_path):
         assert "pre_close_reminder:o1  completed" in printed
     finally:
         stop_up(process)
+
+
+def test_up_names_the_port_it_could_not_take(tmp_path):
+    """A port already in use stops `up` with one line naming the port and the server's own
+    words, not a traceback; nothing is left running."""
+    port, ui_port, api_port = free_port(), free_port(), free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ui_port))
+        taken.listen()
+        failed = subprocess.run(
+            [JOURNEYS, "up", "--port", str(port), "--ui-port", str(ui_port), "--api-port", str(api_port)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("journeys up: the Temporal dev server exited with code 1"), failed.stderr
+    assert f"can't set UI port {ui_port}" in failed.stderr and "address already in use" in failed.stderr
+    assert "Traceback" not in failed.stderr + failed.stdout
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0, "the dev server is still listening"
