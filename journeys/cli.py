@@ -104,13 +104,14 @@ def worker() -> None:
 @app.command()
 def api() -> None:
     """Serve the event API (JOURNEYS_API_HOST:JOURNEYS_API_PORT) and dispatch events to Temporal."""
+    from core.access import ApiKeyError
     from triggers.serve import UnsafeBinding, api_server
 
     _configure_logging()
     settings = Settings()
     try:
         server = api_server(settings)
-    except UnsafeBinding as err:
+    except (UnsafeBinding, ApiKeyError) as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
     typer.echo(f"Event API     http://{settings.api_host}:{settings.api_port} (OpenAPI at /docs)")
@@ -352,11 +353,12 @@ def up(
     api_port: Annotated[int, typer.Option(help="Event API port")] = 8000,
 ) -> None:
     """Run the engine on embedded defaults: the Temporal dev server (SQLite file), a worker and the API."""
+    from core.access import ApiKeyError
     from journeys.up import StartupError, run_up
 
     _configure_logging()
     try:
         sys.exit(asyncio.run(run_up(data_dir, port, ui_port, api_port)))
-    except StartupError as error:
+    except (StartupError, ApiKeyError) as error:
         typer.echo(f"journeys up: {error}", err=True)
         raise typer.Exit(1) from None

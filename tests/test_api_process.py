@@ -56,3 +56,17 @@ def test_api_without_keys_stays_on_loopback(tmp_path):
     refused = subprocess.run([JOURNEYS, "api"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
     assert refused.returncode == 2
     assert "no API keys are configured (JOURNEYS_API_KEYS), so the API listens on 127.0.0.1 only" in refused.stderr
+
+
+def test_api_refuses_a_malformed_key_list_without_showing_a_secret(tmp_path):
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/journeys.db",
+        "JOURNEYS_API_KEYS": "shop:ingest:s3cret-one,ops:superuser:s3cret-two",
+    }
+    refused = subprocess.run([JOURNEYS, "api"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        "JOURNEYS_API_KEYS entry 2 has the unknown role 'superuser'; roles are ingest, read, operator, admin"
+    )
+    assert "s3cret" not in refused.stderr + refused.stdout

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from typer.main import get_command
 
+from core.access import Role, parse_api_keys
 from core.config import Settings
 from core.temporal import SDK_ENVIRONMENT
 from journeys.cli import app as cli
@@ -110,3 +111,14 @@ def test_workers_get_longer_to_stop_than_they_take_to_drain():
 def test_the_image_copies_every_package(package):
     assert re.search(rf"^COPY {package} {package}$", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE)
     assert (DEPLOY.parent / package / "__init__.py").exists()
+
+
+def test_the_example_api_keys_parse_with_a_role_each():
+    """The key lists an operator copies from the example Secret and the compose file are ones the
+    API starts with, each key with a role (core.access)."""
+    [secret] = [doc for doc in kubernetes() if doc["kind"] == "Secret"]
+    keys = parse_api_keys(secret["stringData"]["JOURNEYS_API_KEYS"].split(","))
+    assert {key.role for key in keys} == set(Role)
+    compose = documents(DEPLOY / "compose.yaml")[0]["services"]["api"]["environment"]["JOURNEYS_API_KEYS"]
+    default = re.fullmatch(r"\$\{JOURNEYS_API_KEYS:-(.+)\}", compose)
+    assert default and [key.role for key in parse_api_keys(default.group(1).split(","))] == [Role.ADMIN]

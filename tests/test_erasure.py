@@ -16,7 +16,10 @@ from tests.helpers import daytime_zone
 from tests.stack import Stack, api_event, pending, sent, wait_until
 
 PHONE, EMAIL, NAME = "+8613911112222", "wang.fang@example.com", "王芳"
-KEY = {"Authorization": "Bearer ops"}
+KEY = {"Authorization": "Bearer ops"}  # the privacy officer's admin key
+ORDERS = {"Authorization": "Bearer order-system"}
+VIEWER = {"Authorization": "Bearer viewer-key"}
+API_KEYS = "ingest:order-system,support:read:viewer-key,dpo:admin:ops"
 
 
 def everything_in(store) -> str:
@@ -31,10 +34,10 @@ def test_an_erased_customer_leaves_no_contact_data_and_gets_nothing_more(pg_stor
     now = datetime.now(UTC).replace(microsecond=0)
     created = now - timedelta(minutes=20)  # the first payment reminder is due at once
     person = {"name": NAME, "phone": PHONE, "email": EMAIL, "timezone": daytime_zone(now)}
-    with Stack(tmp_path, pg_store.url, extra_env={"JOURNEYS_API_KEYS": "ops", "JOURNEYS_SECRET": "salt"}) as stack:
+    with Stack(tmp_path, pg_store.url, extra_env={"JOURNEYS_API_KEYS": API_KEYS, "JOURNEYS_SECRET": "salt"}) as stack:
 
         def post(*events) -> None:
-            answer = httpx.post(f"{stack.api}/events", json=list(events), headers=KEY, timeout=30)
+            answer = httpx.post(f"{stack.api}/events", json=list(events), headers=ORDERS, timeout=30)
             assert answer.status_code == 202, answer.text
 
         post(
@@ -46,6 +49,10 @@ def test_an_erased_customer_leaves_no_contact_data_and_gets_nothing_more(pg_stor
             queries.add_suppression(session, "sms", PHONE, "all", "twilio STOP", now)
         assert PHONE in everything_in(pg_store) and NAME in everything_in(pg_store)
 
+        for not_allowed in (ORDERS, VIEWER):  # a read-only key, and the order systems', cannot erase
+            refused = httpx.delete(f"{stack.api}/customers/c1", headers=not_allowed, timeout=30)
+            assert refused.status_code == 403 and "may not erase customers" in refused.json()["detail"]
+        assert PHONE in everything_in(pg_store)
         erased = httpx.delete(f"{stack.api}/customers/c1", headers=KEY, timeout=60)
         assert erased.status_code == 200, erased.text
         assert "pre_close_reminder:o1" in erased.json()["terminated"]
@@ -76,6 +83,6 @@ def test_an_erased_customer_leaves_no_contact_data_and_gets_nothing_more(pg_stor
     with pg_store.transaction() as session:
         assert queries.get_customer(session, "c1") is None
         record = session.get(ErasureRow, "c1")
-        assert record.requested_by.startswith("api-key:") and "ops" not in record.requested_by
+        assert record.requested_by.startswith("dpo [") and "ops" not in record.requested_by
         queries.recreate_customer(session, "c1", now)
         assert queries.erased_at(session, "c1") is None  # a new customer.created brings them back

@@ -11,6 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 from temporalio.client import Client
 
+from core.access import parse_api_keys
 from core.config import Settings
 from core.temporal import connect, payload_codec
 from definitions.loader import default_directory, load_definitions
@@ -28,7 +29,9 @@ class UnsafeBinding(ValueError):
 
 
 def build_api(settings: Settings) -> FastAPI:
-    """The API over the configured store, with a dispatcher that runs as long as the API does."""
+    """The API over the configured store, with a dispatcher that runs as long as the API does.
+    Raises ApiKeyError for a malformed JOURNEYS_API_KEYS before anything starts."""
+    parse_api_keys(settings.api_keys)
     if not settings.api_keys and settings.api_host not in ("127.0.0.1", "localhost", "::1"):
         raise UnsafeBinding(
             f"no API keys are configured (JOURNEYS_API_KEYS), so the API listens on 127.0.0.1 only, "

@@ -18,13 +18,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
+from core.access import parse_api_keys
 from core.encryption import EncryptionCodec
 from core.records import Event
 from definitions.loader import Definitions
 from store.db import Store
 from triggers.api import codec as codec_routes
 from triggers.api import customers, events, health, history, journeys
-from triggers.api.deps import ApiContext, TemporalDown, Unauthorised
+from triggers.api.deps import ApiContext, Forbidden, TemporalDown, Unauthorised
 from triggers.webhooks import WebhookConfig, webhook_routes
 from views.history import BadId
 
@@ -45,8 +46,9 @@ def create_app(
 ) -> FastAPI:
     """The API over `store` (and Temporal, through `temporal`, for history and /journeys).
     `on_accepted` is called after new events are logged (the dispatcher's wake-up); with
-    `api_keys`, every request but the health checks and the provider webhooks (which carry the
-    providers' signatures instead) needs `Authorization: Bearer`. With `codec`, `/codec/*` decrypts
+    `api_keys` (`[NAME:]ROLE:SECRET` entries, core.access), every request but the health checks
+    and the provider webhooks (which carry the providers' signatures instead) needs
+    `Authorization: Bearer SECRET` with a key whose role allows it. With `codec`, `/codec/*` decrypts
     payloads for the Temporal Web UI, which may call from `ui_origins` (CORS)."""
     app = FastAPI(
         title="Journeys event API",
@@ -59,7 +61,7 @@ def create_app(
         temporal=temporal,
         definitions=definitions,
         ui_url=ui_url,
-        keys=[key.encode() for key in (api_keys or []) if key],
+        keys=parse_api_keys(api_keys or []),
         max_body_bytes=max_body_bytes,
         on_accepted=on_accepted,
         codec=codec,
@@ -84,6 +86,10 @@ def create_app(
             status_code=401,
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_request: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=403)
 
     @app.exception_handler(TemporalDown)
     async def _temporal_down(_request: Request, err: Exception) -> JSONResponse:

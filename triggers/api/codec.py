@@ -10,12 +10,14 @@ from fastapi.responses import JSONResponse
 from google.protobuf.json_format import MessageToDict, Parse, ParseError
 from temporalio.api.common.v1 import Payloads
 
+from core.access import Permission
 from core.encryption import EncryptionKeyError
-from triggers.api.deps import Context, Problem, authorised
+from triggers.api.deps import Context, Problem, allowed
 
-router = APIRouter(prefix="/codec", dependencies=[Depends(authorised)], tags=["codec"])
+# Encoding too: it would let a key seal payloads the workers then trust.
+router = APIRouter(prefix="/codec", dependencies=[Depends(allowed(Permission.DECODE_PAYLOADS))], tags=["codec"])
 
-_RESPONSES = {401: {"model": Problem}, 404: {"model": Problem}, 422: {"model": Problem}}
+_RESPONSES = {401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}, 422: {"model": Problem}}
 
 
 async def _payloads(request: Request) -> Payloads | JSONResponse:

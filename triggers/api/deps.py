@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -13,6 +12,7 @@ from fastapi import Depends, Request
 from pydantic import BaseModel
 from temporalio.client import Client
 
+from core.access import ApiKey, Permission, find_key, least_role
 from core.encryption import EncryptionCodec
 from definitions.loader import Definitions
 from store.db import Store
@@ -25,7 +25,7 @@ class ApiContext:
     temporal: Callable[[], Awaitable[Client]] | None
     definitions: Definitions | None
     ui_url: str
-    keys: list[bytes]
+    keys: list[ApiKey]
     max_body_bytes: int
     on_accepted: Callable[[], None] | None
     codec: EncryptionCodec | None = None
@@ -39,6 +39,10 @@ class Unauthorised(Exception):
     pass
 
 
+class Forbidden(Exception):
+    """A right key for the wrong thing: the message names what it may not do and the role that may."""
+
+
 class TemporalDown(Exception):
     pass
 
@@ -50,15 +54,37 @@ def context(request: Request) -> ApiContext:
 Context = Annotated[ApiContext, Depends(context)]
 
 
-def authorised(request: Request) -> None:
-    """With API keys configured, `Authorization: Bearer KEY` with one of them."""
-    keys = context(request).keys
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    # Compare with every key, in constant time, whatever matches first.
-    if not (scheme.lower() == "bearer" and sum(hmac.compare_digest(token.encode(), key) for key in keys) > 0):
-        raise Unauthorised()
+def allowed(permission: Permission) -> Callable[[Request], ApiKey | None]:
+    """A dependency: with API keys configured, `Authorization: Bearer KEY` with a key whose role
+    allows `permission` (core.access); 401 without a known key, 403 with one not allowed. It
+    gives the key (None when no keys are configured: the API then listens on loopback only)."""
+
+    def check(request: Request) -> ApiKey | None:
+        keys = context(request).keys
+        if not keys:
+            return None
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        key = find_key(keys, token.encode()) if scheme.lower() == "bearer" else None
+        if key is None:
+            raise Unauthorised()
+        if not key.allows(permission):
+            raise Forbidden(
+                f"this API key ({key.name}, role {key.role.value}) may not {permission.value}; "
+                f"that needs the role {least_role(permission).value} or above"
+            )
+        request.state.api_key = key
+        return key
+
+    return check
+
+
+def requester(request: Request) -> str:
+    """Who made the request, for records: the API key's name and fingerprint (never the key),
+    or the client's address when no keys are configured."""
+    key: ApiKey | None = getattr(request.state, "api_key", None)
+    if key is not None:
+        return f"{key.name} [{key.fingerprint}]"
+    return f"unauthenticated:{request.client.host if request.client else '-'}"
 
 
 async def temporal_client(request: Request) -> Client:

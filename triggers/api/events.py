@@ -12,15 +12,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from core.access import Permission
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
 from store import queries
 from store.db import Store
-from triggers.api.deps import Context, Problem, authorised
+from triggers.api.deps import Context, Problem, allowed
 from triggers.http import read_body
 
 MAX_BATCH = 1000
 
-router = APIRouter(dependencies=[Depends(authorised)], tags=["events"])
+router = APIRouter(tags=["events"])
 
 
 class FieldProblem(BaseModel):
@@ -120,11 +121,13 @@ _BODY = {
         200: {"model": EventsAnswer, "description": "Nothing new: every event was already taken."},
         202: {"model": EventsAnswer, "description": "Events written to the log (see `rejected` in a batch)."},
         401: {"model": Problem, "description": "Missing or wrong API key."},
+        403: {"model": Problem, "description": "The key's role may not send events."},
         413: {"model": Problem, "description": f"Body over the size limit, or over {MAX_BATCH} events."},
         422: {"model": EventsAnswer, "description": "Nothing taken: the body or every event is invalid."},
         503: {"model": Problem, "description": "The store is unavailable; retry."},
     },
     openapi_extra=_BODY,
+    dependencies=[Depends(allowed(Permission.SEND_EVENTS))],
     summary="Send one event or a batch",
 )
 async def post_events(request: Request, api: Context) -> JSONResponse:
@@ -174,7 +177,8 @@ async def post_events(request: Request, api: Context) -> JSONResponse:
 @router.get(
     "/events/failed",
     response_model=list[DeadLetter],
-    responses={401: {"model": Problem}},
+    responses={401: {"model": Problem}, 403: {"model": Problem}},
+    dependencies=[Depends(allowed(Permission.READ_EVENTS))],
     summary="Dead letters: events the dispatcher could not apply, newest first",
 )
 async def failed_events(api: Context, limit: int = 100) -> list[DeadLetter]:
@@ -185,7 +189,8 @@ async def failed_events(api: Context, limit: int = 100) -> list[DeadLetter]:
 @router.post(
     "/events/replay",
     response_model=Replayed,
-    responses={401: {"model": Problem}, 422: {"model": Problem}},
+    responses={401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Problem}},
+    dependencies=[Depends(allowed(Permission.REPLAY_EVENTS))],
     summary="Put dead letters back in the queue (after a fix), by id or all of them",
 )
 async def replay_events(replay: ReplayRequest, api: Context) -> Replayed:

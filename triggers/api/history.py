@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from triggers.api.deps import Context, CustomerId, OrderId, Problem, Temporal, authorised
+from core.access import Permission
+from triggers.api.deps import Context, CustomerId, OrderId, Problem, Temporal, allowed
 from views.history import History, history
 
-router = APIRouter(dependencies=[Depends(authorised)], tags=["history"])
+router = APIRouter(dependencies=[Depends(allowed(Permission.READ_HISTORY))], tags=["history"])
 
 
-_RESPONSES = {401: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}}
+_RESPONSES = {401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}}
 
 
 @router.get(

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from triggers.api.deps import Context, Problem, Temporal, authorised
+from core.access import Permission
+from triggers.api.deps import Context, Problem, Temporal, allowed
 from views.history import count_instances
 
-router = APIRouter(dependencies=[Depends(authorised)], tags=["journeys"])
+router = APIRouter(dependencies=[Depends(allowed(Permission.READ_JOURNEYS))], tags=["journeys"])
 
 
 class JourneyView(BaseModel):
@@ -24,7 +25,7 @@ class JourneyView(BaseModel):
 @router.get(
     "/journeys",
     response_model=list[JourneyView],
-    responses={401: {"model": Problem}, 503: {"model": Problem}},
+    responses={401: {"model": Problem}, 403: {"model": Problem}, 503: {"model": Problem}},
     summary="The loaded journey definitions, their versions and running instances",
 )
 async def journeys(api: Context, client: Temporal) -> list[JourneyView]:
