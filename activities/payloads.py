@@ -60,3 +60,20 @@ class FailureRecord(BaseModel):
     reason: str = "expression_error"
     error: str
     at: datetime = Field(description="The journey's time of the failure.")
+
+
+class RetentionRequest(BaseModel):
+    """Remove personal data recorded before `before` (fixed by the workflow, so a retry removes
+    the same)."""
+
+    before: datetime
+    batch: int = Field(1000, ge=1)
+
+
+class RetentionReport(BaseModel):
+    """What one retention run removed."""
+
+    before: datetime
+    messages: int = Field(0, description="Message rows that lost address, body, subject, template data and error.")
+    provider_events: int = Field(0, description="Provider webhook events deleted.")
+    events: int = Field(0, description="customer.* events that lost their data.")

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     sendgrid_reconcile_seconds: float = Field(900.0, ge=0)
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    #: Days personal data is kept: older message bodies, addresses and template data, provider
+    #: webhook events and the data of customer.* events are removed daily (a Temporal schedule),
+    #: and the namespace's history retention is kept within it where the server allows. 0: off.
+    retention_days: int = Field(180, ge=0)
 
     #: Sends a second per channel (`sms=10,email=100`; 0 = unlimited), kept by the Temporal server
     #: on each channel's task queue across all workers.

@@ -334,6 +334,36 @@ def customer_erase(
 
 
 @app.command()
+def retention(
+    run_now: Annotated[bool, typer.Option("--run-now", help="Run it now and print what it removed")] = False,
+) -> None:
+    """The retention schedule (JOURNEYS_RETENTION_DAYS): its next run and what its last runs removed."""
+    from temporalio.service import RPCError
+
+    from core.temporal import connect, target
+    from journeys.retention import describe_report, retention_status, run_retention_now
+
+    settings = Settings()
+
+    async def run() -> list[str]:
+        client = await connect(settings)
+        if run_now:
+            return ["ran now: " + describe_report(await run_retention_now(client, settings))]
+        return await retention_status(client, settings)
+
+    try:
+        lines = asyncio.run(run())
+    except RuntimeError as err:  # the server unreachable, or no run started
+        typer.echo(f"{err} (Temporal at {target(settings)})", err=True)
+        raise typer.Exit(1) from None
+    except RPCError as err:  # no schedule to trigger
+        typer.echo(f"cannot run retention: {err.message}", err=True)
+        raise typer.Exit(1) from None
+    for line in lines:
+        typer.echo(line)
+
+
+@app.command()
 def migrate() -> None:
     """Bring the database at DATABASE_URL to the newest schema."""
     from store.db import Store

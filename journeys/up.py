@@ -61,6 +61,12 @@ def _encryption_line(settings: Settings) -> str:
     return f"AES-256-GCM, key in {settings.encryption_key_file} (back it up: histories need it)"
 
 
+def _retention_line(settings: Settings) -> str:
+    if not settings.retention_days:
+        return "off (JOURNEYS_RETENTION_DAYS=0): message bodies and addresses are kept"
+    return f"{settings.retention_days} days, then message bodies and addresses are removed (daily, 03:00 UTC)"
+
+
 def _webhooks_line(settings: Settings) -> str:
     """Where providers should call back, or why they would be refused."""
     if not settings.public_url:
@@ -118,6 +124,7 @@ async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:
         print(f"Channels      {describe_channels(build_channels(settings.outbox_path, settings))}", flush=True)
         print(f"Outbox        {settings.outbox_path}", flush=True)
         print(f"Webhooks      {_webhooks_line(settings)}", flush=True)
+        print(f"Retention     {_retention_line(settings)}", flush=True)
         api = api_server(settings, embedded=True)
         serving = asyncio.create_task(api.serve())
         print(f"Event API     http://{settings.api_host}:{api_port} (OpenAPI at /docs)", flush=True)

@@ -23,12 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import workflows as workflows_package
 import workflows.journey as workflows_journey
+import workflows.retention as workflows_retention
 from activities.journey import JourneyActivities
+from activities.retention import RetentionActivities
 from channels import build_channels, describe_channels
 from core.channel import Channel
 from core.config import Settings
@@ -36,10 +39,12 @@ from core.temporal import connect, describe, ensure_search_attributes
 from core.vocabulary import CHANNELS
 from definitions.expressions import compiled_counts
 from definitions.loader import check_definitions, default_directory
+from journeys.retention import ensure_retention_schedule, limit_history_retention
 from store import queries
 from store.db import Store
 from workflows.contract import channel_queue
 from workflows.journey import JourneyWorkflow
+from workflows.retention import RetentionWorkflow
 
 log = logging.getLogger("journeys.worker")
 
@@ -74,7 +79,7 @@ def write_workflow_bytecode() -> None:
     PYTHONDONTWRITEBYTECODE, common in container images) it compiled the source every time, about
     a tenth of the worker's CPU. A read-only install keeps whatever bytecode it shipped with.
     Once per process: every later build_workers finds it done."""
-    for module in (workflows_journey, workflows_package):
+    for module in (workflows_journey, workflows_retention, workflows_package):
         source = module.__file__
         if not source or not source.endswith(".py"):
             continue
@@ -132,8 +137,13 @@ def build_workers(
     journeys = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[JourneyWorkflow],
-        activities=[activities.load_customer, activities.decide_message, activities.record_failure],
+        workflows=[JourneyWorkflow, RetentionWorkflow],
+        activities=[
+            activities.load_customer,
+            activities.decide_message,
+            activities.record_failure,
+            RetentionActivities(store).expire_personal_data,
+        ],
         workflow_runner=workflow_runner(sandboxed),
         max_concurrent_workflow_tasks=settings.worker_workflow_tasks,
         max_cached_workflows=settings.worker_cached_workflows,
@@ -170,6 +180,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     compile_definitions(settings)
     client = await connect(settings)
     await ensure_search_attributes(client)
+    try:
+        log.info("retention: %s", await ensure_retention_schedule(client, settings))
+    except RPCError as err:  # journeys still run; the operator must see that retention does not
+        log.error("retention: could not register the schedule (%s); personal data is not expired", err.message)
+    log.info("retention: %s", await limit_history_retention(client, settings.retention_days))
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

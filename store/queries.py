@@ -7,12 +7,12 @@ import hmac
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import String, cast, delete, func, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from core.records import Customer, Event
+from core.records import CUSTOMER_EVENT_TYPES, Customer, Event
 from core.vocabulary import COUNTED_STATUSES, STATUS_RANK
 from store.tables import (
     CustomerRow,
@@ -86,7 +86,8 @@ def erase_customer(session: Session, customer_id: str, at: datetime, requested_b
     for row in messages:
         if row.channel and row.address:
             addresses.add((row.channel, row.address))
-        row.address = row.body = row.subject = row.template_data = row.error = None
+        for column in MESSAGE_PERSONAL_DATA:
+            setattr(row, column, None)
         if row.status in ("sending", "unknown"):
             row.status, row.reason = "failed", "erased"
     scrubbed = session.execute(update(EventRow).where(EventRow.customer_id == customer_id).values(data={})).rowcount
@@ -111,6 +112,56 @@ def erase_customer(session: Session, customer_id: str, at: datetime, requested_b
     record.erased_at, record.requested_by, record.removed, record.recreated_at = at, requested_by[:200], removed, None
     session.add(record)
     return removed
+
+
+#: The columns of a message row that hold personal data: the address, what was said, the
+#: template's data and the provider's error text (which may quote the address). Erasure and
+#: retention clear them; the rest of the row stays for effect reports.
+MESSAGE_PERSONAL_DATA = ("address", "body", "subject", "template_data", "error")
+
+
+def expire_personal_data(session: Session, before: datetime, batch: int = 1000) -> dict[str, int]:
+    """One batch of retention: messages sent before `before` lose their personal data, provider
+    webhook events received before it are deleted, and `customer.*` events logged before it that
+    are done with (dispatched or dead) lose their `data` (the contact details they carried; the
+    customer record keeps the current ones). Order events keep their data: RFM and effect reports
+    read a year of orders. Returns the counts; call again while any reaches `batch`."""
+    columns = [getattr(MessageRow, column) for column in MESSAGE_PERSONAL_DATA]
+    message_ids = list(
+        session.scalars(
+            select(MessageRow.id)
+            .where(MessageRow.at < before, or_(*(column.is_not(None) for column in columns)))
+            .limit(batch)
+        )
+    )
+    if message_ids:
+        cleared = {column: null() for column in MESSAGE_PERSONAL_DATA}  # SQL NULL, not JSON null
+        session.execute(update(MessageRow).where(MessageRow.id.in_(message_ids)).values(**cleared))
+    provider_keys = list(
+        session.execute(
+            select(ProviderEventRow.provider, ProviderEventRow.event_key)
+            .where(ProviderEventRow.received_at < before)
+            .limit(batch)
+        )
+    )
+    for provider, event_key in provider_keys:
+        key = (ProviderEventRow.provider == provider, ProviderEventRow.event_key == event_key)
+        session.execute(delete(ProviderEventRow).where(*key))
+    event_ids = list(
+        session.scalars(
+            select(EventRow.event_id)
+            .where(
+                EventRow.type.in_(CUSTOMER_EVENT_TYPES),
+                EventRow.received_at < before,
+                or_(EventRow.dispatched_at.is_not(None), EventRow.failed_at.is_not(None)),
+                cast(EventRow.data, String) != "{}",  # not scrubbed yet (json has no equality in PostgreSQL)
+            )
+            .limit(batch)
+        )
+    )
+    if event_ids:
+        session.execute(update(EventRow).where(EventRow.event_id.in_(event_ids)).values(data={}))
+    return {"messages": len(message_ids), "provider_events": len(provider_keys), "events": len(event_ids)}
 
 
 def erased_at(session: Session, customer_id: str) -> datetime | None:

@@ -74,3 +74,15 @@ class JourneyStatus(BaseModel):
 class JourneyResult(BaseModel):
     outcome: str
     sends: dict[str, str] = Field(default_factory=dict, description="step id → sent/skipped:reason/failed")
+
+
+def retention_schedule_id(task_queue: str) -> str:
+    """The retention schedule of the deployment on `task_queue` (several may share a namespace);
+    the workflows it starts have this id and their scheduled time."""
+    return f"journeys-retention:{task_queue}"
+
+
+class RetentionPolicy(BaseModel):
+    """The retention schedule's argument: personal data older than `days` goes."""
+
+    days: int = Field(ge=1)
