@@ -138,7 +138,10 @@ class JourneyActivities:
                 name=req.template_name,
                 channel=decision.channel,
                 locale=customer.locale,
-                context={**req.context, "customer": customer.model_dump(mode="json")},
+                context={
+                    **req.context,
+                    "customer": {**req.context.get("customer", {}), **customer.model_dump(mode="json")},
+                },
                 shop_name=self.shop_name,
                 marketing=req.category == "marketing",
                 opt_out=self.opt_out,

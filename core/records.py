@@ -6,6 +6,7 @@ trust their shape. Times are normalised to UTC.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import UTC, datetime
@@ -35,6 +36,9 @@ CUSTOMER_EVENT_TYPES: tuple[str, ...] = ("customer.created", "customer.updated")
 Locale = Literal["zh-CN", "en"]
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
+#: A trait's name: what conditions and templates write after `customer.traits.`.
+TRAIT_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_TRAITS_BYTES = 16 * 1024
 _BIRTHDAY = re.compile(r"^(?:(\d{4})-|--)(\d{2})-(\d{2})$")
 
 
@@ -128,6 +132,26 @@ class Customer(BaseModel):
     tags: list[str] = Field(default_factory=list)
     unsubscribed: list[Literal["sms", "email"]] = Field(default_factory=list)
     blacklisted: bool = False
+    traits: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The shop's own attributes (member level, points, preferred store...): JSON, at most "
+        "16 KB, names of letters, digits and _. Read as customer.traits.NAME.",
+    )
+
+    @field_validator("traits")
+    @classmethod
+    def _checked_traits(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if not TRAIT_KEY.match(key):
+                raise ValueError(
+                    f"trait name {key[:70]!r} must start with a letter or _ and hold only letters, digits "
+                    "and _ (at most 64)"
+                )
+        check_storable(value, "traits")
+        size = len(json.dumps(value, ensure_ascii=False).encode())
+        if size > MAX_TRAITS_BYTES:
+            raise ValueError(f"traits take {size} bytes as JSON; at most {MAX_TRAITS_BYTES}")
+        return value
 
     @field_validator("birthday")
     @classmethod
@@ -161,6 +185,34 @@ class Customer(BaseModel):
         return value.strip() or None if value else None
 
 
-def customer_from_event(event: Event) -> Customer:
-    """The customer record carried by a `customer.*` event (its `data`, keyed by the event's customer)."""
-    return Customer.model_validate({**event.data, "customer_id": event.customer_id})
+#: The record's own fields, which a `customer.*` event's `data` sets by name; any other key of
+#: `data` is a trait.
+RECORD_FIELDS = frozenset(Customer.model_fields) - {"customer_id", "traits"}
+
+
+def apply_customer_event(current: Customer | None, event: Event) -> Customer:
+    """The customer record after a `customer.*` event. `customer.created` gives the whole record
+    (what `data` leaves out takes its default); `customer.updated` changes only what `data`
+    names, over `current`. A field set to null goes back to its default (no phone, no tags).
+    Traits are the keys of `data` that are not record fields, and those of `data.traits`; they
+    merge into the current traits, and a null value deletes one. Raises ValidationError naming
+    the field at fault."""
+    changes = {key: value for key, value in event.data.items() if key not in ("traits", "customer_id")}
+    trait_changes = {key: changes.pop(key) for key in list(changes) if key not in RECORD_FIELDS}
+    given = event.data.get("traits")
+    if given is not None and not isinstance(given, dict):
+        Customer.model_validate({"customer_id": event.customer_id, "traits": given})  # raises, naming traits
+    trait_changes.update(given or {})
+    replace = event.type == "customer.created" or current is None
+    base = {} if replace else current.model_dump(exclude={"customer_id", "traits"})
+    fields = {**base, **{key: value for key, value in changes.items() if value is not None}}
+    for key, value in changes.items():
+        if value is None:
+            fields.pop(key, None)  # back to its default
+    traits = {} if replace else dict(current.traits)
+    for key, value in trait_changes.items():
+        if value is None:
+            traits.pop(key, None)
+        else:
+            traits[key] = value
+    return Customer.model_validate({**fields, "customer_id": event.customer_id, "traits": traits})

@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from core.records import ORDER_EVENT_TYPES
+from core.rfm import DEFAULT_TABLE, RfmTable
 from definitions.expressions import check_expression, check_template
 from definitions.render import has_variant
 from definitions.schema import (
@@ -31,6 +32,9 @@ from definitions.schema import (
 )
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+#: Files of a definitions directory that are not journeys.
+RFM_FILE = "rfm.yaml"
+RESERVED_FILES = frozenset({RFM_FILE})
 
 
 class DefinitionsError(Exception):
@@ -46,6 +50,8 @@ class Definitions:
     """The journeys of one directory, frozen into snapshots, and the event types they react to."""
 
     journeys: dict[str, JourneySnapshot] = field(default_factory=dict)
+    #: RFM thresholds, weights and tiers (`rfm.yaml`; the practice's table without one).
+    rfm: RfmTable = field(default_factory=RfmTable)
 
     def __iter__(self):
         return iter(self.journeys.values())
@@ -275,8 +281,13 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
         return Definitions(), [f"{directory}: no such directory"]
     templates, problems = load_templates(directory)
     loaded = Definitions()
+    loaded.rfm = _load_rfm(directory, problems)
     where_defined: dict[str, str] = {}
-    files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
+    files = [
+        path
+        for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
+        if path.name not in RESERVED_FILES
+    ]
     if not files:
         problems.append(f"{directory}: no journey definitions (*.yaml)")
     for path in files:
@@ -308,6 +319,24 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
         if not own:
             loaded.journeys[journey.name] = snapshot_of(journey, templates)
     return loaded, problems
+
+
+def _load_rfm(directory: Path, problems: list[str]) -> RfmTable:
+    """`rfm.yaml`: the shop's RFM table, or the practice's default without the file."""
+    path = directory / RFM_FILE
+    if not path.is_file():
+        return DEFAULT_TABLE
+    try:
+        data, lines = _read_yaml(path)
+    except yaml.YAMLError as err:
+        problems.append(f"{path}:{_yaml_line(err)}: {_yaml_message(err)}")
+        return DEFAULT_TABLE
+    try:
+        return RfmTable.model_validate(data or {})
+    except ValidationError as err:
+        for loc, message in _pydantic_problems(err):
+            problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {message}")
+        return DEFAULT_TABLE
 
 
 def load_definitions(directory: Path | str) -> Definitions:

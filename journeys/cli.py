@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from core.config import Settings
 from definitions.loader import check_definitions, default_directory, json_schema
@@ -292,8 +293,61 @@ def events(
         )
 
 
-customer_app = typer.Typer(help="One customer's data: erasure on request.", no_args_is_help=True)
+class _CustomerGroup(TyperGroup):
+    """`journeys customer ID` shows the profile; `journeys customer erase ID` erases."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+customer_app = typer.Typer(
+    cls=_CustomerGroup,
+    help="One customer: `journeys customer ID` shows the profile; `journeys customer erase ID` erases.",
+    no_args_is_help=True,
+)
 app.add_typer(customer_app, name="customer")
+
+
+@customer_app.command("show")
+def customer_show(
+    customer_id: Annotated[str, typer.Argument(help="The customer")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """The profile: record, traits, tags, RFM now, segments and suppressions."""
+    from datetime import UTC
+
+    from store.db import Store
+    from views.profile import profile
+
+    settings = Settings()
+    definitions = _definitions_or_exit(settings.definitions_dir)
+    store = Store(settings.database_url)
+    try:
+        with store.transaction() as session:
+            found = profile(session, customer_id, definitions.rfm, datetime.now(UTC), settings.default_region)
+    finally:
+        store.dispose()
+    if found is None:
+        typer.echo(f"no customer {customer_id!r}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(found.model_dump_json(indent=2))
+        return
+    rfm = found.rfm
+    record = found.record
+    typer.echo(f"customer {found.customer_id}  {record.get('name') or '-'}  {record.get('phone') or '-'}  "
+               f"{record.get('email') or '-'}  ({record['timezone']}, {record['locale']})")  # fmt: skip
+    typer.echo(f"  rfm        {rfm.tier}  score {rfm.score}  R{rfm.r} F{rfm.f} M{rfm.m}  "
+               f"({rfm.purchases} purchases, {rfm.amount:g} in the year)")  # fmt: skip
+    typer.echo(f"  tags       {', '.join(found.tags) or '-'}")
+    typer.echo(f"  traits     {json.dumps(found.traits, ensure_ascii=False) if found.traits else '-'}")
+    typer.echo(f"  segments   {', '.join(found.segments) or '-'}")
+    held = [f"unsubscribed from {c}" for c in found.unsubscribed] + (["blacklisted"] if found.blacklisted else [])
+    held += [f"{s.channel} {s.address} suppressed ({s.scope}: {s.reason})" for s in found.suppressions]
+    held += found.contact_problems
+    typer.echo(f"  held back  {'; '.join(held) or 'nothing'}")
 
 
 @customer_app.command("erase")

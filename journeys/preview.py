@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from activities.policy import Decision, decide
 from core.orders import order_context
 from core.records import Event
+from core.rfm import customer_context
 from core.vocabulary import CHANNELS
 from definitions.expressions import build_context, evaluate, zone
 from definitions.loader import Definitions
@@ -86,6 +87,7 @@ def preview(
         if customer is None:
             raise PreviewError(f"no customer {customer_id!r} in the store (send a customer.created event first)")
         order_events = queries.events_of_order(session, order_id) if order_id else []
+        purchases = queries.purchases_of(session, customer_id, now)
         category = spec.category or definition.category
         decision = decide(  # the very rule the send activity applies, as if the step ran now
             customer,
@@ -119,9 +121,8 @@ def preview(
     )
     order = order_context(entry.order_id, order_events or [entry])  # as the workflow and the router see it
     tz = zone(customer.timezone)
-    context = build_context(
-        tz=tz, now=now, event=entry.model_dump(mode="json"), order=order, customer=customer.model_dump(mode="json")
-    )
+    seen = customer_context(customer, purchases, definitions.rfm, now)  # as the workflow sees it
+    context = build_context(tz=tz, now=now, event=entry.model_dump(mode="json"), order=order, customer=seen)
     notes = list(decision.notes)
     variables: dict[str, Any] = {}
     for name, source in definition.vars.items():
@@ -145,7 +146,7 @@ def preview(
                 name=spec.template,
                 channel=channel,
                 locale=customer.locale,
-                context={**message_context, "customer": customer.model_dump(mode="json")},
+                context={**message_context, "customer": seen},
                 shop_name=shop_name,
                 marketing=category == "marketing",
                 opt_out=opt_out,

@@ -13,6 +13,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event
+from core.rfm import PURCHASE_EVENT_TYPES, Purchase, purchases_from
+from core.rfm import WINDOW as RFM_WINDOW
 from core.vocabulary import COUNTED_STATUSES, STATUS_RANK
 from store.tables import (
     CustomerRow,
@@ -50,10 +52,15 @@ def get_customer(session: Session, customer_id: str, lock: bool = False) -> Cust
 def suppression_scope(session: Session, channel: str, address: str) -> str | None:
     """How far `address` is suppressed on `channel`: by its own row, or by the salted hash an
     erasure left of it (an erased number that opted out stays opted out)."""
-    row = session.get(SuppressionRow, (channel, address)) or session.get(
+    row = suppression_of(session, channel, address)
+    return row.scope if row else None
+
+
+def suppression_of(session: Session, channel: str, address: str) -> SuppressionRow | None:
+    """The row suppressing `address`: its own, or the salted hash an erasure left of it."""
+    return session.get(SuppressionRow, (channel, address)) or session.get(
         SuppressionRow, (channel, suppression_hash(channel, address))
     )
-    return row.scope if row else None
 
 
 #: The salt of erased addresses' suppression hashes. `configure_salt` sets it from JOURNEYS_SECRET.
@@ -336,6 +343,30 @@ def events_of_order(session: Session, order_id: str) -> list[Event]:
     """Every logged event of an order, oldest first."""
     rows = session.scalars(select(EventRow).where(EventRow.order_id == order_id).order_by(EventRow.occurred_at))
     return [_event_of(row) for row in rows]
+
+
+def purchases_of(session: Session, customer_id: str, at: datetime) -> list[Purchase]:
+    """The customer's orders paid in the year before `at` (core.rfm's window), as RFM reads
+    them: from their created, paid and refunded events up to `at`. One query."""
+    paid_in_year = (
+        select(EventRow.order_id)
+        .where(
+            EventRow.customer_id == customer_id,
+            EventRow.type == "order.paid",
+            EventRow.occurred_at > at - RFM_WINDOW,
+            EventRow.occurred_at <= at,
+        )
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(EventRow.type, EventRow.order_id, EventRow.occurred_at, EventRow.data).where(
+            EventRow.customer_id == customer_id,
+            EventRow.type.in_(PURCHASE_EVENT_TYPES),
+            EventRow.order_id.in_(paid_in_year),
+            EventRow.occurred_at <= at,
+        )
+    )
+    return purchases_from(rows)
 
 
 def _event_of(row: EventRow) -> Event:

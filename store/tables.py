@@ -48,6 +48,8 @@ class CustomerRow(Base):
     tags: Mapped[list[str]] = mapped_column(default=list)
     unsubscribed: Mapped[list[str]] = mapped_column(default=list)
     blacklisted: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The shop's own attributes (core.records.Customer.traits), at most 16 KB.
+    traits: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     updated_at: Mapped[datetime]
 
 

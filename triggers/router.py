@@ -21,7 +21,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.orders import order_context, order_history
-from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
+from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_event
+from core.rfm import Purchase, customer_context
 from core.temporal import ensure_search_attributes
 from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_VERSION, ORDER_ID
 from definitions.expressions import ExpressionError, build_context, evaluate, zone
@@ -101,9 +102,9 @@ class Router:
             if mark:
                 await asyncio.to_thread(self._mark_dispatched, event)
             return []
-        customer, prior, history = prepared
+        customer, prior, history, purchases = prepared
         outcomes = await asyncio.gather(
-            *(self._dispatch(d, event, customer, prior.get(d.journey), history) for d in dispatches)
+            *(self._dispatch(d, event, customer, prior.get(d.journey), history, purchases) for d in dispatches)
         )
         if mark:
             await asyncio.to_thread(self._mark_dispatched, event)
@@ -116,11 +117,12 @@ class Router:
         customer: Customer | None,
         prior: list[Event] | None,
         history: list[Event],
+        purchases: list[Purchase],
     ):
         if dispatch.action == "signal":
             return await self._signal(dispatch, event)
-        if self._entry_condition_holds(dispatch, event, customer, history):
-            return await self._start(dispatch, event, customer, prior or [], history)
+        if self._entry_condition_holds(dispatch, event, customer, history, purchases):
+            return await self._start(dispatch, event, customer, prior or [], history, purchases)
         if self.definitions[dispatch.journey].definition.entry.reentry == "restart":
             # A running instance still hears it: it starts over, finds the condition false and ends
             # (a customer whose birthday was removed gets no greeting for the old date).
@@ -129,7 +131,12 @@ class Router:
         return "condition_false"
 
     def _entry_condition_holds(
-        self, dispatch: Dispatch, event: Event, customer: Customer | None, history: list[Event]
+        self,
+        dispatch: Dispatch,
+        event: Event,
+        customer: Customer | None,
+        history: list[Event],
+        purchases: list[Purchase],
     ) -> bool:
         """The definition's entry condition at the event's time. A condition that fails to evaluate
         counts as true: the instance starts and ends with the error on record."""
@@ -142,7 +149,7 @@ class Router:
             now=event.occurred_at,
             event=event.model_dump(mode="json"),
             order=order_context(event.order_id, [*history, event]),
-            customer=customer.model_dump(mode="json") if customer else {},
+            customer=customer_context(customer, purchases, self.definitions.rfm, event.occurred_at),
         )
         try:
             return bool(evaluate(source, context))
@@ -152,7 +159,7 @@ class Router:
 
     def _prepare(
         self, event: Event, starts: list[Dispatch]
-    ) -> tuple[Customer | None, dict[str, list[Event]], list[Event]] | None:
+    ) -> tuple[Customer | None, dict[str, list[Event]], list[Event], list[Purchase]] | None:
         """In one transaction: apply a customer event to the record; for the journeys the event
         starts, read the customer, the events each instance must already know about, and the
         order's history up to the event (for its `order` context; core.orders.order_history).
@@ -165,12 +172,15 @@ class Router:
                     return None
                 queries.recreate_customer(session, event.customer_id, event.occurred_at)
             if event.type in CUSTOMER_EVENT_TYPES:
-                queries.upsert_customer(session, customer_from_event(event), event.occurred_at)
+                current = queries.get_customer(session, event.customer_id, lock=True)
+                queries.upsert_customer(session, apply_customer_event(current, event), event.occurred_at)
             if not starts:
-                return None, {}, []
+                return None, {}, [], []
             customer = queries.get_customer(session, event.customer_id)
             order = queries.events_of_order(session, event.order_id) if event.order_id else []
-            return customer, self._prior_events(session, starts, event, order), order_history(order, until=event)
+            prior = self._prior_events(session, starts, event, order)
+            purchases = queries.purchases_of(session, event.customer_id, event.occurred_at)
+            return customer, prior, order_history(order, until=event), purchases
 
     def _mark_dispatched(self, event: Event) -> None:
         with self.store.transaction() as session:
@@ -206,7 +216,13 @@ class Router:
         return prior
 
     async def _start(
-        self, dispatch: Dispatch, event: Event, customer: Customer | None, prior: list[Event], history: list[Event]
+        self,
+        dispatch: Dispatch,
+        event: Event,
+        customer: Customer | None,
+        prior: list[Event],
+        history: list[Event],
+        purchases: list[Purchase],
     ):
         snapshot = self.definitions[dispatch.journey]
         journey_input = JourneyInput(
@@ -217,6 +233,8 @@ class Router:
             order_history=[e for e in history if e.event_id not in {p.event_id for p in prior}],
             customer=customer,
             customer_given=True,
+            purchases=purchases,
+            rfm_table=self.definitions.rfm,
             clock_offset=self.clock_offset,
             revision=REVISION,  # search attributes come with the start, below
         )

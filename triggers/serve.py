@@ -75,6 +75,7 @@ def build_api(settings: Settings) -> FastAPI:
         webhooks=webhook_config(settings),
         codec=payload_codec(settings),
         ui_origins=[_origin(settings.temporal_ui_url)],
+        default_region=settings.default_region,
         lifespan=lifespan,
     )
 

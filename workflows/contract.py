@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, Field
 
 from core.records import Customer, Event
+from core.rfm import Purchase, RfmTable
 from definitions.schema import JourneySnapshot
 
 EVENT_SIGNAL = "event"
@@ -50,6 +51,12 @@ class JourneyInput(BaseModel):
         default=None, description="The customer as the router saw it; loaded by an activity when not given."
     )
     customer_given: bool = False
+    purchases: list[Purchase] = Field(
+        default_factory=list,
+        description="The customer's orders paid in the year before the entry event, for customer.rfm (core.rfm); "
+        "order events of the customer signalled later are folded in.",
+    )
+    rfm_table: RfmTable = Field(default_factory=RfmTable, description="definitions/rfm.yaml as the router loaded it.")
     clock_offset: timedelta = timedelta(0)
     started_at: datetime | None = Field(default=None, description="Start of this run's clock (repeats).")
     seen_event_ids: list[str] = Field(default_factory=list)

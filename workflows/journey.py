@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.payloads import FailureRecord, SendOutcome, SendRequest
     from core.orders import MAX_ORDER_EVENTS, order_context
     from core.records import DEFAULT_TIMEZONE, Customer, Event
+    from core.rfm import Purchase, customer_context, fold
     from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_STEP, ORDER_ID
     from definitions.expressions import ExpressionError, build_context, evaluate, evaluate_time, zone
     from definitions.schema import (
@@ -87,6 +88,8 @@ class JourneyWorkflow:
         self.wake: datetime | None = None
         self.sends: dict[str, str] = {}
         self.customer: Customer | None = None
+        # The customer's orders for customer.rfm, read at each evaluation's moment (R decays).
+        self.purchases: dict[str, Purchase] = {p.order_id: p.model_copy() for p in input.purchases}
         self.tz = zone(DEFAULT_TIMEZONE)  # the customer's, once loaded
         self.vars: dict[str, Any] = {}  # the definition's vars, once evaluated
         self.where = "entry"  # what is being evaluated, for the record when an expression fails
@@ -103,6 +106,8 @@ class JourneyWorkflow:
         self.seen.append(event.event_id)
         definition = self.definition
         order_id = self.input.entry_event.order_id
+        if event.customer_id == self.input.entry_event.customer_id:
+            fold(self.purchases, event.type, event.order_id, event.occurred_at, event.data)
         if self.whole_order and order_id and event.order_id == order_id:
             self.order_events.append(event)
             self.order = order_context(order_id, self.order_events)
@@ -179,6 +184,7 @@ class JourneyWorkflow:
                         "order_history": self._history_for(restart or entry),
                         "customer": None,
                         "customer_given": False,
+                        "purchases": list(self.purchases.values()),
                         "started_at": None if restart else self.now(),
                         "seen_event_ids": self.seen[-MAX_REMEMBERED_EVENT_IDS:],
                         "revision": REVISION,  # a new history: the search attributes carry over
@@ -279,7 +285,13 @@ class JourneyWorkflow:
                 fallback=spec.fallback,
                 template_name=spec.template,
                 template=self.input.snapshot.templates[spec.template],
-                context={"event": context["event"], "order": self.order, "vars": self.vars},
+                context={
+                    "event": context["event"],
+                    "order": self.order,
+                    "vars": self.vars,
+                    # RFM as of the send; the activity adds the record as the store has it then.
+                    "customer": {"rfm": context["customer"]["rfm"]} if context["customer"] else {},
+                },
                 at=self.now(),
                 deadline=deadline,
                 deliver=not on_channel_queue,
@@ -401,6 +413,6 @@ class JourneyWorkflow:
             now=self.now(),
             event=self.input.entry_event.model_dump(mode="json"),
             order=self.order,
-            customer=self.customer.model_dump(mode="json") if self.customer else {},
+            customer=customer_context(self.customer, self.purchases.values(), self.input.rfm_table, self.now()),
             vars=self.vars,
         )

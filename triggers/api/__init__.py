@@ -42,6 +42,7 @@ def create_app(
     webhooks: WebhookConfig | None = None,
     codec: EncryptionCodec | None = None,
     ui_origins: list[str] | None = None,
+    default_region: str = "CN",
     lifespan=None,
 ) -> FastAPI:
     """The API over `store` (and Temporal, through `temporal`, for history and /journeys).
@@ -65,6 +66,7 @@ def create_app(
         max_body_bytes=max_body_bytes,
         on_accepted=on_accepted,
         codec=codec,
+        default_region=default_region,
     )
     if ui_origins:  # the Temporal Web UI calls the codec endpoint from the operator's browser
         app.add_middleware(

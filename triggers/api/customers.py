@@ -1,14 +1,35 @@
-"""A customer's record: erasure on request."""
+"""A customer: their profile, and erasure on request."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from core.access import Permission
+from core.rfm import DEFAULT_TABLE
 from triggers.api.deps import Context, CustomerId, Problem, Temporal, allowed, requester
 from triggers.erasure import Erasure, erase
+from views.profile import Profile, profile
 
 router = APIRouter(tags=["customers"])
+
+
+@router.get(
+    "/customers/{customer_id}",
+    response_model=Profile,
+    responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}, 422: {"model": Problem}},
+    dependencies=[Depends(allowed(Permission.READ_PROFILE))],
+    summary="A customer's profile: record, traits, tags, RFM now, segments and suppressions",
+)
+async def customer_profile(customer_id: CustomerId, api: Context) -> Profile | JSONResponse:
+    table = api.definitions.rfm if api.definitions is not None else DEFAULT_TABLE
+    now = datetime.now(UTC)
+    found = await api.store.run(lambda session: profile(session, customer_id, table, now, api.default_region))
+    if found is None:
+        return JSONResponse({"detail": f"no customer {customer_id!r}"}, status_code=404)
+    return found
 
 
 @router.delete(

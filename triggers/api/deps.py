@@ -29,6 +29,7 @@ class ApiContext:
     max_body_bytes: int
     on_accepted: Callable[[], None] | None
     codec: EncryptionCodec | None = None
+    default_region: str = "CN"
 
 
 class Problem(BaseModel):

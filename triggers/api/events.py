@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from core.access import Permission
-from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, customer_from_event
+from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_event
 from store import queries
 from store.db import Store
 from triggers.api.deps import Context, Problem, allowed
@@ -153,7 +153,7 @@ async def post_events(request: Request, api: Context) -> JSONResponse:
         try:
             event = Event.model_validate(item)
             if event.type in CUSTOMER_EVENT_TYPES:  # the record it carries must be one the store can keep
-                customer_from_event(event)
+                apply_customer_event(None, event)
             good.append(event)
         except ValidationError as err:
             event_id = item.get("event_id") if isinstance(item, dict) else None
