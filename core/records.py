@@ -32,6 +32,9 @@ EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 #: Event types that name an order: a journey keyed by order can be reached by these only.
 ORDER_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t.startswith("order.")) + ("review.posted",)
 CUSTOMER_EVENT_TYPES: tuple[str, ...] = ("customer.created", "customer.updated")
+#: An event type's name: the built-in ones above, or a shop's own declared in
+#: definitions/events.yaml (definitions.events): dotted lower-case words, e.g. `cart.abandoned`.
+EventName = Annotated[str, Field(min_length=3, max_length=40, pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")]
 
 Locale = Literal["zh-CN", "en"]
 
@@ -84,7 +87,9 @@ class Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: Identifier
-    type: EventType
+    type: EventName = Field(
+        description="A built-in type (" + ", ".join(EVENT_TYPES) + ") or one declared in definitions/events.yaml."
+    )
     occurred_at: AwareDatetime
     customer_id: Identifier
     order_id: Identifier | None = None

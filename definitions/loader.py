@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from core.records import ORDER_EVENT_TYPES
 from core.rfm import DEFAULT_TABLE, RfmTable
+from definitions.events import BUILT_IN, EVENTS_FILE, EventCatalog, EventDeclaration
 from definitions.expressions import check_expression, check_template
 from definitions.render import has_variant
 from definitions.schema import (
@@ -34,7 +34,7 @@ from definitions.schema import (
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: Files of a definitions directory that are not journeys.
 RFM_FILE = "rfm.yaml"
-RESERVED_FILES = frozenset({RFM_FILE})
+RESERVED_FILES = frozenset({RFM_FILE, EVENTS_FILE})
 
 
 class DefinitionsError(Exception):
@@ -52,6 +52,8 @@ class Definitions:
     journeys: dict[str, JourneySnapshot] = field(default_factory=dict)
     #: RFM thresholds, weights and tiers (`rfm.yaml`; the practice's table without one).
     rfm: RfmTable = field(default_factory=RfmTable)
+    #: The event types journeys and the API know: built-ins and `events.yaml`'s declarations.
+    events: EventCatalog = field(default_factory=EventCatalog)
 
     def __iter__(self):
         return iter(self.journeys.values())
@@ -125,6 +127,15 @@ def _parse_loc(dotted: str) -> tuple:
 _UNION_MEMBER = re.compile(r"^(literal|list|dict|str|int|float|bool|function-[a-z]+)\[")
 
 
+def _problem_lines(path: Path, lines: dict[tuple, int], err: ValidationError, prefix: tuple = ()) -> list[str]:
+    """Each problem pydantic found in a file, as `path:line: field: message` (`prefix` places
+    the validated value inside the file, e.g. `('events', 2)`)."""
+    return [
+        f"{path}:{_line_of(lines, (*prefix, *loc))}: {_dotted((*prefix, *loc))}: {message}"
+        for loc, message in _pydantic_problems(err)
+    ]
+
+
 def _pydantic_problems(err: ValidationError) -> list[tuple[tuple, str]]:
     out: list[tuple[tuple, str]] = []
     seen: set[tuple] = set()
@@ -173,8 +184,7 @@ def load_templates(directory: Path) -> tuple[dict[str, Template], list[str]]:
             problems.append(f"{path}:{_yaml_line(err)}: {_yaml_message(err)}")
             continue
         except ValidationError as err:
-            for loc, message in _pydantic_problems(err):
-                problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {message}")
+            problems.extend(_problem_lines(path, lines, err))
             continue
         for channel, variants in (("sms", template.sms), ("email", template.email), ("webhook", template.webhook)):
             for locale, text in variants.items():
@@ -205,13 +215,21 @@ def _yaml_message(err: yaml.YAMLError) -> str:
 # Journeys
 
 
-def _journey_problems(journey: Journey, templates: dict[str, Template]) -> list[tuple[str, str]]:
-    """Problems pydantic cannot see: references, expressions, routing, duplicate step ids."""
+def _journey_problems(
+    journey: Journey, templates: dict[str, Template], catalog: EventCatalog = BUILT_IN
+) -> list[tuple[str, str]]:
+    """Problems pydantic cannot see: references, known event types, expressions, routing,
+    duplicate step ids."""
     problems: list[tuple[str, str]] = []
     order_keyed = journey.entry.key == "order"
 
     def routable(event_type: str, where: str) -> None:
-        if order_keyed and event_type not in ORDER_EVENT_TYPES:
+        if not catalog.known(event_type):
+            problems.append(
+                (where, f"{event_type!r} is not a known event type (declare it in {EVENTS_FILE}); "
+                        f"known: {', '.join(catalog.names())}")
+            )  # fmt: skip
+        elif order_keyed and not catalog.keyed_by_order(event_type):
             problems.append((where, f"{event_type} carries no order_id, so it cannot reach a journey keyed by order"))
 
     def expression(source: str | None, where: str) -> None:
@@ -282,6 +300,7 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
     templates, problems = load_templates(directory)
     loaded = Definitions()
     loaded.rfm = _load_rfm(directory, problems)
+    loaded.events = _load_events(directory, problems)
     where_defined: dict[str, str] = {}
     files = [
         path
@@ -302,12 +321,11 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
         try:
             journey = Journey.model_validate(data)
         except ValidationError as err:
-            for loc, message in _pydantic_problems(err):
-                problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {message}")
+            problems.extend(_problem_lines(path, lines, err))
             continue
         own = [
             f"{path}:{_line_of(lines, _parse_loc(where))}: {where}: {message}"
-            for where, message in _journey_problems(journey, templates)
+            for where, message in _journey_problems(journey, templates, loaded.events)
         ]
         if journey.name in where_defined:
             own.append(
@@ -321,21 +339,57 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
     return loaded, problems
 
 
+def _read_optional(path: Path, problems: list[str]) -> tuple[Any, dict[tuple, int]] | None:
+    """An optional file of the directory (`events.yaml`, `rfm.yaml`): None when it is absent or
+    not YAML (the problem added)."""
+    if not path.is_file():
+        return None
+    try:
+        return _read_yaml(path)
+    except yaml.YAMLError as err:
+        problems.append(f"{path}:{_yaml_line(err)}: {_yaml_message(err)}")
+        return None
+
+
+def _load_events(directory: Path, problems: list[str]) -> EventCatalog:
+    """`events.yaml`: the shop's own event types (only the built-in ones without the file)."""
+    path = directory / EVENTS_FILE
+    read = _read_optional(path, problems)
+    if read is None:
+        return BUILT_IN
+    data, lines = read
+    if not isinstance(data, dict | None) or not isinstance((data or {}).get("events", []), list):
+        problems.append(f"{path}:1: events.yaml holds `events:`, a list of declarations (name, key, schema)")
+        return BUILT_IN
+    unknown = sorted(set(data or {}) - {"events"})
+    if unknown:
+        problems.append(f"{path}:{_line_of(lines, (unknown[0],))}: {unknown[0]}: unknown field {unknown[0]!r}")
+    declared: list[EventDeclaration] = []
+    for i, item in enumerate((data or {}).get("events", [])):
+        try:  # one by one: a bad declaration does not hide the good ones
+            declaration = EventDeclaration.model_validate(item)
+        except ValidationError as err:
+            problems.extend(_problem_lines(path, lines, err, prefix=("events", i)))
+            continue
+        if declaration.name in {d.name for d in declared}:
+            loc = ("events", i, "name")
+            problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {declaration.name!r} is declared twice")
+            continue
+        declared.append(declaration)
+    return EventCatalog.of(declared)
+
+
 def _load_rfm(directory: Path, problems: list[str]) -> RfmTable:
     """`rfm.yaml`: the shop's RFM table, or the practice's default without the file."""
     path = directory / RFM_FILE
-    if not path.is_file():
+    read = _read_optional(path, problems)
+    if read is None:
         return DEFAULT_TABLE
-    try:
-        data, lines = _read_yaml(path)
-    except yaml.YAMLError as err:
-        problems.append(f"{path}:{_yaml_line(err)}: {_yaml_message(err)}")
-        return DEFAULT_TABLE
+    data, lines = read
     try:
         return RfmTable.model_validate(data or {})
     except ValidationError as err:
-        for loc, message in _pydantic_problems(err):
-            problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {message}")
+        problems.extend(_problem_lines(path, lines, err))
         return DEFAULT_TABLE
 
 

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from core.records import EventType, Locale
+from core.records import EventName, Locale
 from core.vocabulary import ChannelName
 
 _DURATION = re.compile(r"^(-)?((?:\d+[wdhms])+)$")
@@ -64,7 +64,7 @@ class _Strict(BaseModel):
 
 
 class Entry(_Strict):
-    event: EventType | list[EventType] = Field(description="The event type (or types) that start an instance.")
+    event: EventName | list[EventName] = Field(description="The event type (or types) that start an instance.")
     key: Literal["order", "customer"] = Field(
         description="One instance per order or per customer: the workflow id is '{journey}:{key}'."
     )
@@ -114,7 +114,7 @@ class WaitUntilSpec(_Strict):
 
 
 class WaitForSpec(_Strict):
-    event: EventType
+    event: EventName
     timeout: Duration
     on_event: list[Step] = Field(default_factory=list)
     on_timeout: list[Step] = Field(default_factory=list)
@@ -216,8 +216,8 @@ class Journey(_Strict):
     description: str | None = None
     category: Category
     entry: Entry
-    exit_on: list[EventType] = Field(default_factory=list, description="Events that end an instance.")
-    goal: EventType | None = Field(default=None, description="The conversion event.")
+    exit_on: list[EventName] = Field(default_factory=list, description="Events that end an instance.")
+    goal: EventName | None = Field(default=None, description="The conversion event.")
     vars: dict[Identifier, Expression] = Field(
         default_factory=dict,
         description="Named expressions evaluated once when an instance starts, in order; usable as vars.NAME.",

@@ -79,7 +79,7 @@ def simulate(
     loaded = _definitions_or_exit(definitions)
     try:
         customer_list = read_jsonl(customers, Customer, "customer")
-        event_list = read_jsonl(events, Event, "event")
+        event_list = read_jsonl(events, Event, "event", check=loaded.events.problems)
     except SimulationInputError as err:
         for line in err.problems:
             typer.echo(line, err=True)

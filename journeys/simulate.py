@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,18 +66,25 @@ class SimulationReport:
         return lines
 
 
-def read_jsonl(path: Path, model: type, what: str) -> list:
+def read_jsonl(path: Path, model: type, what: str, check: Callable[[Any], list[tuple[str, str]]] | None = None) -> list:
+    """One `model` a line; every problem as `path:line: field: message`, `check` (the known
+    event types, say) adding its own for lines the model takes."""
     items, problems = [], []
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                items.append(model.model_validate_json(line))
+                item = model.model_validate_json(line)
             except ValidationError as err:
-                for item in err.errors():
-                    where = ".".join(str(part) for part in item["loc"]) or what
-                    problems.append(f"{path}:{number}: {where}: {item['msg']}")
+                for error in err.errors():
+                    where = ".".join(str(part) for part in error["loc"]) or what
+                    problems.append(f"{path}:{number}: {where}: {error['msg']}")
+                continue
+            found = check(item) if check else []
+            problems.extend(f"{path}:{number}: {where}: {message}" for where, message in found)
+            if not found:
+                items.append(item)
     if problems:
         raise SimulationInputError(problems)
     return items

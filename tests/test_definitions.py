@@ -104,7 +104,7 @@ def test_a_good_definition_passes(tmp_path):
         (("channel: sms", "channel: fax"),
          "x.yaml:9: steps[1].send.channel: 'fax' is not one of sms, email, webhook, outbox"),
         (("template: review_request", "template: nope"), "x.yaml:10: steps[1].send.template: unknown template 'nope'"),
-        (("event: order.paid", "event: order.teleported"), "x.yaml:4: entry.event: 'order.teleported' is not one of"),
+        (("event: order.paid", "event: order.teleported"), "x.yaml:4: entry.event: 'order.teleported' is not a known event type (declare it in events.yaml)"),
         (("wait: 1h", "wait: soon"), "x.yaml:7: steps[0].wait: 'soon' is not a duration like 15m, 2h, 3d or -2h"),
         (("key: order", "key: shop"), "x.yaml:5: entry.key: 'shop' is not one of order, customer"),
         (("category: marketing", "category: spam"), "x.yaml:2: category: 'spam' is not one of transactional, marketing"),

@@ -54,6 +54,8 @@ def test_bad_input_names_file_and_line(tmp_path):
         '{"event_id":"e1","type":"order.created","occurred_at":"2026-02-01T10:00:00+08:00","customer_id":"c1","order_id":"o1"}\n'
         '{"event_id":"e2","type":"order.paid","occurred_at":"2026-02-01T10:00:00","customer_id":"c1","order_id":"o1"}\n'
         '{"event_id":"e3","type":"order.paid","occurred_at":"2026-02-01T10:00:00Z","customer_id":"c1"}\n'
+        '{"event_id":"e4","type":"cart.abandonned","occurred_at":"2026-02-01T10:00:00Z","customer_id":"c1"}\n'
+        '{"event_id":"e5","type":"cart.abandoned","occurred_at":"2026-02-01T10:00:00Z","customer_id":"c1"}\n'
     )
     result = run(
         "--customers", str(DATA / "customers.jsonl"), "--events", str(events),
@@ -62,6 +64,8 @@ def test_bad_input_names_file_and_line(tmp_path):
     assert result.returncode == 1
     assert f"{events}:2: occurred_at: Input should have timezone info" in result.stderr
     assert f"{events}:3: event: Value error, order_id is required for order.paid events" in result.stderr
+    assert f"{events}:4: type: 'cart.abandonned' is not a known event type; known: " in result.stderr
+    assert f"{events}:5: data: 'cart_value' is a required property" in result.stderr  # events.yaml's schema
     assert not (tmp_path / "m.jsonl").exists()
 
 

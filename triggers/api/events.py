@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from core.access import Permission
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_event
+from definitions.events import BUILT_IN
 from store import queries
 from store.db import Store
 from triggers.api.deps import Context, Problem, allowed
@@ -149,22 +150,25 @@ async def post_events(request: Request, api: Context) -> JSONResponse:
 
     answer = EventsAnswer()
     good: list[Event] = []
+    catalog = api.definitions.events if api.definitions is not None else BUILT_IN
     for index, item in enumerate(items):
+        event_id = item.get("event_id") if isinstance(item, dict) else None
+        shown_id = event_id if isinstance(event_id, str) and _printable(event_id) else None
         try:
             event = Event.model_validate(item)
             if event.type in CUSTOMER_EVENT_TYPES:  # the record it carries must be one the store can keep
                 apply_customer_event(None, event)
-            good.append(event)
         except ValidationError as err:
-            event_id = item.get("event_id") if isinstance(item, dict) else None
             in_data = isinstance(err.title, str) and err.title == Customer.__name__
-            answer.rejected.append(
-                RejectedEvent(
-                    index=index,
-                    event_id=event_id if isinstance(event_id, str) and _printable(event_id) else None,
-                    problems=_problems(err, prefix="data." if in_data else ""),
-                )
-            )
+            problems = _problems(err, prefix="data." if in_data else "")
+            answer.rejected.append(RejectedEvent(index=index, event_id=shown_id, problems=problems))
+            continue
+        # Known types only; a declared type's order_id and data as events.yaml says.
+        if found := catalog.problems(event):
+            problems = [FieldProblem(field=where, message=message) for where, message in found]
+            answer.rejected.append(RejectedEvent(index=index, event_id=shown_id, problems=problems))
+            continue
+        good.append(event)
     if good:
         answer.accepted, answer.duplicates = await _log(api.store, good)
     if answer.accepted and api.on_accepted is not None:
