@@ -24,7 +24,7 @@ from store import queries
 from store.tables import EventRow
 from tests.helpers import event
 from triggers.api import create_app
-from triggers.dispatcher import Dispatcher
+from triggers.dispatcher import Dispatcher, customer_backoff
 from triggers.router import Router
 
 STUCK = 520
@@ -135,12 +135,16 @@ async def test_a_passing_failure_holds_only_its_own_customer(definitions, store)
                 raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
             return await super().route(item, mark)
 
+    started = datetime.now(UTC)
     async with dispatcher_on_test_server(store, definitions, FlakyStore) as dispatcher:
         passes = await drain(dispatcher, store, "good")
     assert passes <= 2
     stuck = row(store, "s3")
     assert stuck.dispatched_at is None and stuck.failed_at is None  # still pending: it may pass
-    assert stuck.retry_at is not None and stuck.retry_at > datetime.now(UTC)
+    # Held for the backoff after its failure (which came after `started`); not compared with the
+    # clock now, which a loaded machine may have moved past a short backoff.
+    assert stuck.attempts >= 1
+    assert stuck.retry_at is not None and stuck.retry_at >= started + customer_backoff(stuck.attempts)
     assert "OperationalError" in stuck.last_error
     with store.transaction() as session:
         assert queries.count_pending(session) == STUCK
