@@ -30,6 +30,7 @@ test: setup lint
 bench: setup
 	$(BIN)/python -m bench.production
 	$(BIN)/python -m bench.simulate_month
+	$(BIN)/python -m bench.segments
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

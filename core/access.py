@@ -7,7 +7,7 @@ records (an erasure's `requested_by`) say; without one, a key is named by its po
 | role       | may                                                                     |
 |------------|-------------------------------------------------------------------------|
 | `ingest`   | send events (the order systems' key)                                    |
-| `read`     | also read histories, profiles, journeys and the dead letters            |
+| `read`     | also read histories, profiles, journeys, segments and the dead letters  |
 | `operator` | also decrypt payloads (the codec endpoint) and replay dead letters      |
 | `admin`    | also erase customers                                                    |
 
@@ -28,6 +28,7 @@ class Permission(StrEnum):
     READ_HISTORY = "read histories"
     READ_PROFILE = "read customer profiles"
     READ_JOURNEYS = "read journeys"
+    READ_SEGMENTS = "read segments and their members"
     REPLAY_EVENTS = "replay dead letters"
     DECODE_PAYLOADS = "decrypt payloads"
     ERASE = "erase customers"
@@ -46,6 +47,7 @@ _READ = _INGEST | {
     Permission.READ_HISTORY,
     Permission.READ_PROFILE,
     Permission.READ_JOURNEYS,
+    Permission.READ_SEGMENTS,
 }
 _OPERATOR = _READ | {Permission.REPLAY_EVENTS, Permission.DECODE_PAYLOADS}
 

@@ -30,6 +30,7 @@ from definitions.schema import (
     WaitUntilStep,
     walk_steps,
 )
+from definitions.segments import SEGMENTS_DIR, RfmTest, Segment, tests_of
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: Files of a definitions directory that are not journeys.
@@ -54,6 +55,8 @@ class Definitions:
     rfm: RfmTable = field(default_factory=RfmTable)
     #: The event types journeys and the API know: built-ins and `events.yaml`'s declarations.
     events: EventCatalog = field(default_factory=EventCatalog)
+    #: Named groups of customers (`segments/*.yaml`), by name.
+    segments: dict[str, Segment] = field(default_factory=dict)
 
     def __iter__(self):
         return iter(self.journeys.values())
@@ -301,6 +304,7 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
     loaded = Definitions()
     loaded.rfm = _load_rfm(directory, problems)
     loaded.events = _load_events(directory, problems)
+    loaded.segments = _load_segments(directory, loaded.rfm, problems)
     where_defined: dict[str, str] = {}
     files = [
         path
@@ -377,6 +381,42 @@ def _load_events(directory: Path, problems: list[str]) -> EventCatalog:
             continue
         declared.append(declaration)
     return EventCatalog.of(declared)
+
+
+def _load_segments(directory: Path, rfm: RfmTable, problems: list[str]) -> dict[str, Segment]:
+    """`segments/*.yaml`, one segment a file, its name its file's."""
+    found: dict[str, Segment] = {}
+    tiers = [tier.name for tier in rfm.tiers]
+    for path in sorted((directory / SEGMENTS_DIR).glob("*.yaml")):
+        read = _read_optional(path, problems)
+        if read is None:
+            continue
+        data, lines = read
+        try:
+            segment = Segment.model_validate(data or {})
+        except ValidationError as err:
+            problems.extend(_problem_lines(path, lines, err))
+            continue
+        if segment.name != path.stem:
+            problems.append(
+                f"{path}:{_line_of(lines, ('name',))}: name: {segment.name!r} must be the file's name, {path.stem!r}"
+            )
+            continue
+        unknown = [
+            str(value)
+            for test in tests_of(segment.where)
+            if isinstance(test, RfmTest) and test.rfm == "tier"
+            for value in ([test.is_] if test.is_ is not None else test.in_ or [])
+            if value not in tiers
+        ]
+        if unknown:
+            problems.append(
+                f"{path}:{_line_of(lines, ('where',))}: where: unknown RFM tier {unknown[0]!r}; "
+                f"tiers: {', '.join(tiers)}"
+            )
+            continue
+        found[segment.name] = segment
+    return found
 
 
 def _load_rfm(directory: Path, problems: list[str]) -> RfmTable:

@@ -326,7 +326,14 @@ def customer_show(
     store = Store(settings.database_url)
     try:
         with store.transaction() as session:
-            found = profile(session, customer_id, definitions.rfm, datetime.now(UTC), settings.default_region)
+            found = profile(
+                session,
+                customer_id,
+                definitions.rfm,
+                datetime.now(UTC),
+                settings.default_region,
+                list(definitions.segments.values()),
+            )
     finally:
         store.dispose()
     if found is None:
@@ -385,6 +392,80 @@ def customer_erase(
         raise typer.Exit(1) from None
     removed = ", ".join(f"{name} {count}" for name, count in done.removed.items())
     typer.echo(f"erased {customer_id}: {len(done.terminated)} journeys stopped; {removed}")
+
+
+segment_app = typer.Typer(
+    help="Segments (definitions/segments/): count them, list their members.", no_args_is_help=True
+)
+app.add_typer(segment_app, name="segment")
+
+
+def _segments_or_exit(name: str | None):
+    settings = Settings()
+    definitions = _definitions_or_exit(settings.definitions_dir)
+    if name is not None and name not in definitions.segments:
+        known = ", ".join(sorted(definitions.segments)) or "none"
+        typer.echo(f"no segment {name!r}; segments: {known}", err=True)
+        raise typer.Exit(2)
+    return settings, definitions
+
+
+@segment_app.command("count")
+def segment_count(name: Annotated[str | None, typer.Argument(help="A segment; all when left out")] = None) -> None:
+    """How many customers are in a segment now (every segment without a name)."""
+    from datetime import UTC
+
+    from store.db import Store
+    from views.segments import count_members
+
+    settings, definitions = _segments_or_exit(name)
+    chosen = [definitions.segments[name]] if name else list(definitions.segments.values())
+    store = Store(settings.database_url)
+    now = datetime.now(UTC)
+    try:
+        with store.transaction() as session:
+            for segment in chosen:
+                count = count_members(session, segment, now, definitions.rfm)
+                typer.echo(f"{segment.name}  {count}" + (f"  ({segment.title})" if segment.title else ""))
+    finally:
+        store.dispose()
+
+
+@segment_app.command("list")
+def segment_list(
+    name: Annotated[str, typer.Argument(help="The segment")],
+    limit: Annotated[int | None, typer.Option(help="At most this many (all by default)")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line")] = False,
+) -> None:
+    """A segment's members now, by customer id: id, RFM grades, score and tier (no contact data)."""
+    import csv
+    from datetime import UTC
+
+    from store.db import Store
+    from views.segments import iterate_members
+
+    settings, definitions = _segments_or_exit(name)
+    store = Store(settings.database_url)
+    out = csv.writer(sys.stdout) if as_csv else None
+    if out is not None:
+        out.writerow(["customer_id", "r", "f", "m", "score", "tier"])
+    try:
+        found = iterate_members(store.transaction, definitions.segments[name], datetime.now(UTC), definitions.rfm)
+        for n, member in enumerate(found):
+            if limit is not None and n >= limit:
+                break
+            row = member.model_dump()
+            if out is not None:
+                out.writerow(row.values())
+            elif as_json:
+                typer.echo(json.dumps(row, ensure_ascii=False))
+            else:
+                typer.echo(
+                    f"{member.customer_id}  {member.tier}  score {member.score}  R{member.r} F{member.f} M{member.m}"
+                )
+    finally:
+        store.dispose()
 
 
 @app.command()

@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session
 
 from activities.contacts import UnusableContact, address_for
 from core.rfm import Rfm, RfmTable, score
+from definitions.segments import Segment
 from store import queries
+from views.segments import segments_of
 
 
 class Suppression(BaseModel):
@@ -41,7 +43,12 @@ RECORD_FIELDS = ("name", "phone", "email", "birthday", "timezone", "locale", "re
 
 
 def profile(
-    session: Session, customer_id: str, table: RfmTable, at: datetime, default_region: str = "CN"
+    session: Session,
+    customer_id: str,
+    table: RfmTable,
+    at: datetime,
+    default_region: str = "CN",
+    segments: list[Segment] | None = None,
 ) -> Profile | None:
     """The profile as of `at`, or None when there is no such customer (or they were erased)."""
     customer = queries.get_customer(session, customer_id)
@@ -68,6 +75,7 @@ def profile(
         traits=customer.traits,
         tags=customer.tags,
         rfm=score(queries.purchases_of(session, customer_id, at), at, table),
+        segments=segments_of(session, customer_id, segments or [], at, table),
         unsubscribed=list(customer.unsubscribed),
         blacklisted=customer.blacklisted,
         suppressions=suppressions,

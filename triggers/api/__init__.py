@@ -24,7 +24,7 @@ from core.records import Event
 from definitions.loader import Definitions
 from store.db import Store
 from triggers.api import codec as codec_routes
-from triggers.api import customers, events, health, history, journeys
+from triggers.api import customers, events, health, history, journeys, segments
 from triggers.api.deps import ApiContext, Forbidden, TemporalDown, Unauthorised
 from triggers.webhooks import WebhookConfig, webhook_routes
 from views.history import BadId
@@ -101,7 +101,7 @@ def create_app(
     async def _bad_id(_request: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=422)
 
-    for module in (events, history, customers, journeys, health, codec_routes):
+    for module in (events, history, customers, journeys, segments, health, codec_routes):
         app.include_router(module.router)
     app.include_router(webhook_routes(store, webhooks or WebhookConfig(max_body_bytes=max_body_bytes)))
 

@@ -25,8 +25,9 @@ router = APIRouter(tags=["customers"])
 )
 async def customer_profile(customer_id: CustomerId, api: Context) -> Profile | JSONResponse:
     table = api.definitions.rfm if api.definitions is not None else DEFAULT_TABLE
+    segments = list(api.definitions.segments.values()) if api.definitions is not None else []
     now = datetime.now(UTC)
-    found = await api.store.run(lambda session: profile(session, customer_id, table, now, api.default_region))
+    found = await api.store.run(lambda session: profile(session, customer_id, table, now, api.default_region, segments))
     if found is None:
         return JSONResponse({"detail": f"no customer {customer_id!r}"}, status_code=404)
     return found

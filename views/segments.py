@@ -1,0 +1,451 @@
+"""Segments in SQL (a read model): a segment's condition (definitions.segments) compiled to one query over the
+customers table, with RFM as of a time computed by the database (core.rfm's rule: a purchase
+is an order first paid in (T-365 d, T] and not refunded by T, its amount order.paid's
+data.amount, else order.created's). Counting a segment is one `SELECT count(*)`; listing pages
+through it by customer id. Nothing loads customers into Python one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import (
+    Float,
+    Numeric,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+
+from core.rfm import WINDOW, RfmTable
+from definitions.segments import (
+    AllOf,
+    AnyOf,
+    LastPurchaseTest,
+    LocaleTest,
+    NoPurchaseTest,
+    Not,
+    OrdersTest,
+    RfmTest,
+    Segment,
+    SpentTest,
+    SubscribedTest,
+    TagTest,
+    TimezoneTest,
+    TraitTest,
+    uses_rfm,
+)
+from store.tables import CustomerRow, EventRow, UTCDateTime
+
+# ---------------------------------------------------------------------------------------------
+# JSON, the same on both databases
+
+
+class _JsonNumber(FunctionElement):
+    """`data.key` as a number: a JSON number, or a string of digits (and a point); else NULL."""
+
+    type = Float()
+    inherit_cache = True
+    name = "json_number"
+
+
+@compiles(_JsonNumber, "sqlite")
+def _json_number_sqlite(element, compiler, **kw):
+    column, key = element.clauses
+    col, path = compiler.process(column, **kw), f"'$.\"{key.value}\"'"
+    return (
+        f"CASE WHEN json_type({col}, {path}) IN ('integer', 'real') THEN json_extract({col}, {path}) "
+        f"WHEN json_type({col}, {path}) = 'text' AND json_extract({col}, {path}) GLOB '[0-9]*' "
+        f"AND json_extract({col}, {path}) NOT GLOB '*[^0-9.]*' THEN CAST(json_extract({col}, {path}) AS REAL) END"
+    )
+
+
+@compiles(_JsonNumber, "postgresql")
+def _json_number_pg(element, compiler, **kw):
+    column, key = element.clauses
+    col, name = compiler.process(column, **kw), key.value.replace("'", "''")
+    value = f"({col} -> '{name}')"
+    text = f"({col} ->> '{name}')"
+    return (
+        f"CASE WHEN json_typeof({value}) = 'number' THEN CAST({text} AS DOUBLE PRECISION) "
+        f"WHEN json_typeof({value}) = 'string' AND {text} ~ '^[0-9]+(\\.[0-9]+)?$' "
+        f"THEN CAST({text} AS DOUBLE PRECISION) END"
+    )
+
+
+class _JsonText(FunctionElement):
+    """`data.key` as text when it is a JSON string, number or boolean; else NULL."""
+
+    type = String()
+    inherit_cache = True
+    name = "json_text"
+
+
+@compiles(_JsonText, "sqlite")
+def _json_text_sqlite(element, compiler, **kw):
+    column, key = element.clauses
+    col, path = compiler.process(column, **kw), f"'$.\"{key.value}\"'"
+    return (
+        f"CASE json_type({col}, {path}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+        f"WHEN 'text' THEN json_extract({col}, {path}) WHEN 'integer' THEN CAST(json_extract({col}, {path}) AS TEXT) "
+        f"WHEN 'real' THEN CAST(json_extract({col}, {path}) AS TEXT) END"
+    )
+
+
+@compiles(_JsonText, "postgresql")
+def _json_text_pg(element, compiler, **kw):
+    column, key = element.clauses
+    col, name = compiler.process(column, **kw), key.value.replace("'", "''")
+    return f"CASE WHEN json_typeof({col} -> '{name}') IN ('string', 'number', 'boolean') THEN ({col} ->> '{name}') END"
+
+
+class _JsonHas(FunctionElement):
+    """Whether the JSON object has `key` (with a value other than null)."""
+
+    inherit_cache = True
+    name = "json_has"
+
+
+@compiles(_JsonHas, "sqlite")
+def _json_has_sqlite(element, compiler, **kw):
+    column, key = element.clauses
+    col = compiler.process(column, **kw)
+    return f"(json_type({col}, '$.\"{key.value}\"') IS NOT NULL AND json_type({col}, '$.\"{key.value}\"') != 'null')"
+
+
+@compiles(_JsonHas, "postgresql")
+def _json_has_pg(element, compiler, **kw):
+    column, key = element.clauses
+    col, name = compiler.process(column, **kw), key.value.replace("'", "''")
+    return f"(({col} -> '{name}') IS NOT NULL AND json_typeof({col} -> '{name}') != 'null')"
+
+
+class _JsonArrayHas(FunctionElement):
+    """Whether the JSON array `column` holds the string `value` (tags, unsubscribed)."""
+
+    inherit_cache = True
+    name = "json_array_has"
+
+
+@compiles(_JsonArrayHas, "sqlite")
+def _json_array_has_sqlite(element, compiler, **kw):
+    column, value = element.clauses
+    return (
+        f"EXISTS (SELECT 1 FROM json_each({compiler.process(column, **kw)}) "
+        f"WHERE json_each.value = {compiler.process(value, **kw)})"
+    )
+
+
+@compiles(_JsonArrayHas, "postgresql")
+def _json_array_has_pg(element, compiler, **kw):
+    column, value = element.clauses
+    return f"(CAST({compiler.process(column, **kw)} AS JSONB) ? {compiler.process(value, **kw)})"
+
+
+def _key(name: str):
+    return literal(name, literal_execute=True)
+
+
+def json_number(column, key: str) -> ColumnElement:
+    return _JsonNumber(column, _key(key))
+
+
+# ---------------------------------------------------------------------------------------------
+# RFM in SQL
+
+
+def _at(value: datetime):
+    return literal(value, UTCDateTime())
+
+
+def rfm_columns(at: datetime, table: RfmTable):
+    """A subquery of customers with purchases in the year to `at`: customer_id, purchases,
+    amount, last (time), r, f, m, score."""
+    paid = aliased(EventRow)
+    first_paid = (
+        select(paid.customer_id, paid.order_id, func.min(paid.occurred_at).label("paid_at"))
+        .where(paid.type == "order.paid", paid.occurred_at <= _at(at))
+        .group_by(paid.customer_id, paid.order_id)
+        .subquery("first_paid")
+    )
+    payment, created, refund = aliased(EventRow), aliased(EventRow), aliased(EventRow)
+    paid_amount = (
+        select(json_number(payment.data, "amount"))
+        .where(
+            payment.order_id == first_paid.c.order_id,
+            payment.customer_id == first_paid.c.customer_id,
+            payment.type == "order.paid",
+            payment.occurred_at == first_paid.c.paid_at,
+        )
+        .limit(1)
+        .scalar_subquery()
+    )
+    created_amount = (
+        select(json_number(created.data, "amount"))
+        .where(
+            created.order_id == first_paid.c.order_id,
+            created.customer_id == first_paid.c.customer_id,
+            created.type == "order.created",
+            created.occurred_at <= _at(at),
+        )
+        .order_by(created.occurred_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    refunded = exists().where(
+        refund.order_id == first_paid.c.order_id,
+        refund.customer_id == first_paid.c.customer_id,
+        refund.type == "order.refunded",
+        refund.occurred_at <= _at(at),
+    )
+    purchases = (
+        select(
+            first_paid.c.customer_id,
+            first_paid.c.paid_at,
+            func.coalesce(paid_amount, created_amount, 0.0).label("amount"),
+        )
+        .where(first_paid.c.paid_at > _at(at - WINDOW), not_(refunded))
+        .subquery("purchases")
+    )
+    totals = (
+        select(
+            purchases.c.customer_id,
+            func.count().label("purchases"),
+            func.round(cast(func.sum(purchases.c.amount), Numeric), 2).label("amount"),
+            func.max(purchases.c.paid_at).label("last"),
+        )
+        .group_by(purchases.c.customer_id)
+        .subquery("totals")
+    )
+    grades = (5, 4, 3, 2, 1)
+    r = case(
+        *[(totals.c.last >= _at(at - timedelta(days=d)), g) for g, d in zip(grades, table.recency_days, strict=True)],
+        else_=0,
+    )
+    f = case(*[(totals.c.purchases >= n, g) for g, n in zip((5, 4, 3, 2, 1), table.frequency, strict=True)], else_=0)
+    m = case(
+        *[
+            (and_(totals.c.amount >= bound, totals.c.amount > 0), g)
+            for g, bound in zip((5, 4, 3, 2, 1), table.monetary, strict=True)
+        ],
+        else_=0,
+    )
+    weights = table.weights
+    return select(
+        totals.c.customer_id,
+        totals.c.purchases,
+        totals.c.amount,
+        totals.c.last,
+        r.label("r"),
+        f.label("f"),
+        m.label("m"),
+        (weights["r"] * r + weights["f"] * f + weights["m"] * m).label("score"),
+    ).subquery("rfm")
+
+
+def _tier(score, table: RfmTable):
+    return case(*[(score >= tier.min_score, tier.name) for tier in table.tiers[:-1]], else_=table.tiers[-1].name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditions
+
+
+@dataclass
+class _Compiler:
+    at: datetime
+    table: RfmTable
+    rfm: Any  # the RFM subquery, outer-joined (None when the condition needs none)
+
+    def condition(self, node: Any) -> ColumnElement:
+        match node:
+            case AllOf():
+                return and_(*(self.condition(c) for c in node.all))
+            case AnyOf():
+                return or_(*(self.condition(c) for c in node.any))
+            case Not():
+                # A test on a missing value is unknown (NULL) in SQL; here it is false, so its
+                # negation holds: `not: {trait: level, is: gold}` takes customers with no level.
+                return not_(func.coalesce(self.condition(node.not_), false()))
+            case TraitTest():
+                return self._trait(node)
+            case TagTest():
+                return _JsonArrayHas(CustomerRow.tags, literal(node.tag))
+            case RfmTest():
+                return self._rfm(node)
+            case OrdersTest():
+                return self._orders(node)
+            case LastPurchaseTest():
+                return self.rfm.c.last >= _at(self.at - timedelta(days=node.last_purchase_within_days))
+            case NoPurchaseTest():
+                since = _at(self.at - timedelta(days=node.no_purchase_for_days))
+                return or_(self.rfm.c.last.is_(None), self.rfm.c.last < since)
+            case SpentTest():
+                amount = func.coalesce(self.rfm.c.amount, 0.0)
+                bounds = node.spent_in_year
+                return and_(
+                    true() if bounds.at_least is None else amount >= bounds.at_least,
+                    true() if bounds.at_most is None else amount <= bounds.at_most,
+                )
+            case SubscribedTest():
+                contact = CustomerRow.phone if node.subscribed == "sms" else CustomerRow.email
+                return and_(
+                    contact.is_not(None),
+                    contact != "",
+                    CustomerRow.blacklisted.is_(False),
+                    not_(_JsonArrayHas(CustomerRow.unsubscribed, literal(node.subscribed))),
+                )
+            case LocaleTest():
+                return CustomerRow.locale == node.locale
+            case TimezoneTest():
+                return CustomerRow.timezone == node.timezone
+        raise TypeError(f"not a segment condition: {node!r}")
+
+    @staticmethod
+    def _compare(value, node, numeric) -> ColumnElement:
+        if node.is_ is not None:
+            return value == (float(node.is_) if numeric and not isinstance(node.is_, str) else node.is_)
+        if node.in_ is not None:
+            return value.in_(node.in_)
+        return and_(
+            true() if node.at_least is None else value >= node.at_least,
+            true() if node.at_most is None else value <= node.at_most,
+        )
+
+    def _trait(self, node: TraitTest) -> ColumnElement:
+        if node.exists is not None and not node._given():
+            has = _JsonHas(CustomerRow.traits, _key(node.trait))
+            return has if node.exists else not_(has)
+        if node.at_least is not None or node.at_most is not None:
+            return self._compare(json_number(CustomerRow.traits, node.trait), node, numeric=True)
+        text = _JsonText(CustomerRow.traits, _key(node.trait))
+        if node.is_ is not None:
+            return text == _as_text(node.is_)
+        return text.in_([_as_text(v) for v in node.in_ or []])
+
+    def _rfm(self, node: RfmTest) -> ColumnElement:
+        if node.rfm == "tier":
+            tier = _tier(func.coalesce(self.rfm.c.score, 0), self.table)
+            if node.is_ is not None:
+                return tier == str(node.is_)
+            if node.in_ is not None:
+                return tier.in_([str(v) for v in node.in_])
+            return false()  # at_least/at_most on a tier name: refused when the segment loads
+        value = func.coalesce(getattr(self.rfm.c, node.rfm), 0)
+        return self._compare(value, node, numeric=True)
+
+    def _orders(self, node: OrdersTest) -> ColumnElement:
+        orders = (
+            select(func.count(func.distinct(EventRow.order_id)))
+            .where(
+                EventRow.customer_id == CustomerRow.customer_id,
+                EventRow.type == "order.created",
+                EventRow.occurred_at > _at(self.at - timedelta(days=node.orders_in_last_days)),
+                EventRow.occurred_at <= _at(self.at),
+            )
+            .scalar_subquery()
+        )
+        return and_(
+            true() if node.at_least is None else orders >= node.at_least,
+            true() if node.at_most is None else orders <= node.at_most,
+        )
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def members_query(segment: Segment, at: datetime, table: RfmTable):
+    """SELECT customer_id, r, f, m, score, tier of the segment's members at `at`, by id."""
+    rfm = rfm_columns(at, table)
+    compiler = _Compiler(at, table, rfm)
+    score = func.coalesce(rfm.c.score, 0)
+    query = select(
+        CustomerRow.customer_id,
+        func.coalesce(rfm.c.r, 0).label("r"),
+        func.coalesce(rfm.c.f, 0).label("f"),
+        func.coalesce(rfm.c.m, 0).label("m"),
+        score.label("score"),
+        _tier(score, table).label("tier"),
+    ).select_from(CustomerRow.__table__.outerjoin(rfm, rfm.c.customer_id == CustomerRow.customer_id))
+    return query.where(compiler.condition(segment.where))
+
+
+def count_members(session: Session, segment: Segment, at: datetime, table: RfmTable) -> int:
+    """How many customers are in the segment at `at`: one count in the database."""
+    rfm = rfm_columns(at, table) if uses_rfm(segment.where) else None
+    compiler = _Compiler(at, table, rfm)
+    source = CustomerRow.__table__
+    if rfm is not None:
+        source = source.outerjoin(rfm, rfm.c.customer_id == CustomerRow.customer_id)
+    query = select(func.count()).select_from(source).where(compiler.condition(segment.where))
+    return session.execute(query).scalar_one()
+
+
+class Member(BaseModel):
+    """A segment member as lists show it: the id and RFM, no contact data."""
+
+    customer_id: str
+    r: int
+    f: int
+    m: int
+    score: int
+    tier: str
+
+
+def members(
+    session: Session, segment: Segment, at: datetime, table: RfmTable, *, after: str | None = None, limit: int = 1000
+) -> list[Member]:
+    """One page of members, by customer id, after `after` (keyset paging: a page costs the same
+    wherever it is)."""
+    query = members_query(segment, at, table)
+    if after is not None:
+        query = query.where(CustomerRow.customer_id > after)
+    rows = session.execute(query.order_by(CustomerRow.customer_id).limit(limit))
+    return [Member.model_validate(dict(row._mapping)) for row in rows]
+
+
+def iterate_members(
+    session_factory, segment: Segment, at: datetime, table: RfmTable, page: int = 1000
+) -> Iterator[Member]:
+    """Every member, page by page, each page in its own transaction."""
+    after = None
+    while True:
+        with session_factory() as session:
+            found = members(session, segment, at, table, after=after, limit=page)
+        yield from found
+        if len(found) < page:
+            return
+        after = found[-1].customer_id
+
+
+def segments_of(
+    session: Session, customer_id: str, segments: list[Segment], at: datetime, table: RfmTable
+) -> list[str]:
+    """The names of the segments the customer is in at `at` (a profile's `segments`)."""
+    names = []
+    for segment in segments:
+        query = members_query(segment, at, table).where(CustomerRow.customer_id == customer_id)
+        if session.execute(query.limit(1)).first() is not None:
+            names.append(segment.name)
+    return names
