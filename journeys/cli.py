@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +19,39 @@ from core.config import Settings
 from definitions.loader import check_definitions, default_directory, json_schema
 
 app = typer.Typer(help="Journeys: durable, event-driven marketing automation on Temporal.", no_args_is_help=True)
+
+#: Set when this module runs as the `journeys` program (main), not inside another (tests' CliRunner).
+_STANDALONE = [False]
+
+
+def main() -> None:
+    """The `journeys` program."""
+    _STANDALONE[0] = True
+    app()
+
+
+def _exits_hard(command):
+    """For commands that made a Temporal client: end the process with os._exit once the command
+    is done (output flushed). The SDK's Rust runtime threads can otherwise call into Python
+    while the interpreter finalizes and abort it (temporalio/sdk-python#300), turning a command
+    that did its work into exit code -6. Only when running as the `journeys` program."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            command(*args, **kwargs)
+            code = 0
+        except (typer.Exit, SystemExit) as done:
+            code = getattr(done, "exit_code", getattr(done, "code", 1)) or 0
+            if not _STANDALONE[0]:
+                raise
+        if not _STANDALONE[0]:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 1)
+
+    return run
 
 
 def _configure_logging() -> None:
@@ -159,6 +194,7 @@ def emit(
 
 
 @app.command()
+@_exits_hard
 def history(
     customer: Annotated[str | None, typer.Option(help="A customer_id")] = None,
     order: Annotated[str | None, typer.Option(help="An order_id")] = None,
@@ -358,6 +394,7 @@ def customer_show(
 
 
 @customer_app.command("erase")
+@_exits_hard
 def customer_erase(
     customer_id: Annotated[str, typer.Argument(help="The customer to erase")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
@@ -469,6 +506,7 @@ def segment_list(
 
 
 @app.command()
+@_exits_hard
 def retention(
     run_now: Annotated[bool, typer.Option("--run-now", help="Run it now and print what it removed")] = False,
 ) -> None:
