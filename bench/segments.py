@@ -69,9 +69,10 @@ def fill(url: str, schema: str, customers: int, orders: int) -> None:
                 text(f"""
                 INSERT INTO events (event_id, type, customer_id, order_id, occurred_at, data, received_at,
                                     dispatched_at, attempts)
-                SELECT '{kind}-' || n, '{kind}', 'c' || (1 + (n * 7919) % :customers), 'o' || n,
+                SELECT '{kind}-' || n, '{kind}', 'c' || (1 + (n::bigint * 7919) % :customers), 'o' || n,
                        now() - ((n % 400) || ' days')::interval + interval '{offset}',
-                       CASE WHEN '{kind}' = 'order.created' THEN json_build_object('amount', 50 + (n * 37) % 3000)
+                       CASE WHEN '{kind}' = 'order.created'
+                            THEN json_build_object('amount', 50 + (n::bigint * 37) % 3000)
                             ELSE '{{}}'::json END,
                        now(), now(), 1
                 FROM generate_series(1, :orders) AS n
@@ -97,11 +98,11 @@ def main() -> None:
     args = parser.parse_args()
     schema = f"bench_segments_{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
-    fill(args.database, schema, args.customers, args.orders)
-    print(f"filled {args.customers:,} customers and {args.orders:,} orders in {time.perf_counter() - started:.1f} s")
     store = Store(f"{args.database}?options=-csearch_path%3D{schema}")
     now = datetime.now(UTC)
     try:
+        fill(args.database, schema, args.customers, args.orders)
+        print(f"filled {args.customers:,} customers, {args.orders:,} orders in {time.perf_counter() - started:.1f} s")
         rss_before = peak_rss_mb()
         with store.transaction() as session:
             floor, total = timed(lambda: session.execute(text("SELECT count(*) FROM customers")).scalar_one())
