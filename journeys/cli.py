@@ -89,6 +89,10 @@ def simulate(
     until: Annotated[str, typer.Option(help="End of the simulation, RFC 3339, e.g. 2026-03-01T00:00:00Z")],
     out: Annotated[Path, typer.Option(help="Where to write messages.jsonl")],
     definitions: Annotated[Path | None, typer.Option(help="Journey definitions to dry-run")] = None,
+    profiles: Annotated[
+        Path | None,
+        typer.Option(help="Also write each customer as of --until (traits, RFM, segments), one JSON line each"),
+    ] = None,
     sandbox: Annotated[
         bool,
         typer.Option(
@@ -120,9 +124,20 @@ def simulate(
             typer.echo(line, err=True)
         raise typer.Exit(1) from None
     report = asyncio.run(
-        run_simulation(loaded, customer_list, event_list, end, shop_name=Settings().shop_name, sandboxed=sandbox)
+        run_simulation(
+            loaded,
+            customer_list,
+            event_list,
+            end,
+            shop_name=Settings().shop_name,
+            sandboxed=sandbox,
+            profiles=profiles is not None,
+        )
     )
     write_jsonl(report.messages, out)
+    if profiles is not None:
+        write_jsonl(report.profiles, profiles)
+        typer.echo(f"wrote {len(report.profiles)} profiles to {profiles}")
     for line in report.summary_lines():
         typer.echo(line)
     typer.echo(f"wrote {out} in {report.seconds:.1f} s")

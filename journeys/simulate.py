@@ -27,6 +27,7 @@ from temporalio.worker import Worker
 from channels import build_channels
 from core.config import Settings
 from core.records import Customer, Event
+from core.rfm import score
 from core.temporal import binary
 from definitions.loader import Definitions
 from journeys.worker import activity_threads, build_workers
@@ -34,6 +35,7 @@ from store import queries
 from store.db import Store
 from store.tables import MessageRow
 from triggers.router import Router
+from views.segments import iterate_members
 
 TASK_QUEUE = "journeys-simulation"
 
@@ -51,6 +53,8 @@ class SimulationReport:
     events: int = 0
     customers: int = 0
     per_journey: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    #: With `profiles`: one per customer as of `until` (customer_id, traits, rfm, segments).
+    profiles: list[dict[str, Any]] = field(default_factory=list)
 
     def summary_lines(self) -> list[str]:
         lines = [f"{self.customers} customers, {self.events} events, {len(self.messages)} records"]
@@ -206,6 +210,7 @@ async def simulate(
     until: datetime,
     shop_name: str = "Journeys",
     sandboxed: bool = True,
+    profiles: bool = False,
 ) -> SimulationReport:
     """Play `events` (any order; played in `occurred_at` order) for `customers` up to `until`, on
     the production worker (sandboxed); `sandboxed=False` is the explicit fast mode."""
@@ -226,10 +231,12 @@ async def simulate(
                 # One second past the end, so everything due up to `until` has run.
                 await sim.advance_to(until + timedelta(seconds=1))
                 records = sim.records(until=until)
+            found = customer_profiles(store, definitions, until) if profiles else []
         finally:
             store.dispose()
 
     report = SimulationReport(
+        profiles=found,
         messages=records,
         events=len({e.event_id for e in ordered}),
         customers=len(customers),
@@ -239,6 +246,29 @@ async def simulate(
         status = record["status"] + (f":{record['reason']}" if record["status"] == "skipped" else "")
         report.per_journey[record["journey"]][status] += 1
     return report
+
+
+def customer_profiles(store: Store, definitions: Definitions, at: datetime) -> list[dict[str, Any]]:
+    """Every customer as of `at`: traits, RFM and the segments they are in, by customer id. One
+    query per segment for the memberships, one per customer for RFM (core.rfm, as journeys read it)."""
+    members: dict[str, list[str]] = defaultdict(list)
+    for segment in definitions.segments.values():
+        for member in iterate_members(store.transaction, segment, at, definitions.rfm):
+            members[member.customer_id].append(segment.name)
+    found = []
+    with store.transaction() as session:
+        for customer_id in queries.customer_ids(session):
+            customer = queries.get_customer(session, customer_id)
+            rfm = score(queries.purchases_of(session, customer_id, at), at, definitions.rfm)
+            found.append(
+                {
+                    "customer_id": customer_id,
+                    "traits": customer.traits if customer else {},
+                    "rfm": rfm.model_dump(mode="json", include={"r", "f", "m", "score", "tier"}),
+                    "segments": members.get(customer_id, []),
+                }
+            )
+    return found
 
 
 def write_jsonl(records: list[dict[str, Any]], path: Path) -> None:

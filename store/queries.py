@@ -39,6 +39,11 @@ def _customer_of(row: CustomerRow) -> Customer:
     return Customer.model_validate({c: getattr(row, c) for c in Customer.model_fields if hasattr(row, c)})
 
 
+def customer_ids(session: Session) -> list[str]:
+    """Every customer's id, in order."""
+    return list(session.scalars(select(CustomerRow.customer_id).order_by(CustomerRow.customer_id)))
+
+
 def get_customer(session: Session, customer_id: str, lock: bool = False) -> Customer | None:
     """The customer; with `lock`, the row stays locked until the transaction ends (PostgreSQL
     SELECT ... FOR UPDATE; SQLite's transactions already hold the write lock)."""

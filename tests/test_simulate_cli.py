@@ -96,3 +96,32 @@ def test_dry_run_a_new_journey(tmp_path):
     assert [(r["journey"], r["order_id"], r["at"], r["body"]) for r in records] == [
         ("vip_thanks", "o1", "2026-02-02T02:00:00Z", "【Journeys】感谢王芳的大额订单o1 退订回T")
     ]
+
+
+def test_profiles_as_of_the_end_of_a_simulation(tmp_path):
+    """--profiles: each customer's traits, RFM and segments as of --until, from the simulated shop."""
+    import shutil
+
+    from definitions.loader import PACKAGE_DIR
+
+    folder = tmp_path / "definitions"
+    shutil.copytree(PACKAGE_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (folder / "segments" / "bought_once.yaml").write_text("name: bought_once\nwhere: {rfm: f, is: 1}\n")
+    profiles = tmp_path / "profiles.jsonl"
+    result = run(
+        "--customers", str(DATA / "customers.jsonl"), "--events", str(DATA / "events.jsonl"),
+        "--until", "2026-03-10T00:00:00Z", "--out", str(tmp_path / "m.jsonl"),
+        "--definitions", str(folder), "--profiles", str(profiles),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"wrote 3 profiles to {profiles}" in result.stdout
+    found = [json.loads(line) for line in profiles.read_text().splitlines()]
+    # c1 paid 99 for o1 on 1 February, 37 days before the end: R4 F1 M1, 4 + 3 + 4 = 11.
+    assert found == [
+        {"customer_id": "c1", "traits": {}, "rfm": {"r": 4, "f": 1, "m": 1, "score": 11, "tier": "occasional"},
+         "segments": ["bought_once"]},
+        {"customer_id": "c2", "traits": {}, "rfm": {"r": 0, "f": 0, "m": 0, "score": 0, "tier": "none"},
+         "segments": []},
+        {"customer_id": "c3", "traits": {}, "rfm": {"r": 0, "f": 0, "m": 0, "score": 0, "tier": "none"},
+         "segments": []},
+    ]  # fmt: skip
