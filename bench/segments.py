@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import create_engine, text
 
+from core.audience import Segment
 from core.rfm import DEFAULT_TABLE
-from definitions.segments import Segment
 from store.db import Store
-from views.segments import count_members, iterate_members
+from store.segments import count_members, iterate_members
 
 SEGMENTS = {
     "trait": {"trait": "member_level", "is": "gold"},

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from core.audience import SEGMENTS_DIR, RfmTest, Segment, tests_of
 from core.rfm import DEFAULT_TABLE, RfmTable
 from definitions.events import BUILT_IN, EVENTS_FILE, EventCatalog, EventDeclaration
 from definitions.expressions import check_expression, check_template
@@ -30,7 +31,6 @@ from definitions.schema import (
     WaitUntilStep,
     walk_steps,
 )
-from definitions.segments import SEGMENTS_DIR, RfmTest, Segment, tests_of
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: Files of a definitions directory that are not journeys.

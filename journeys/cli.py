@@ -468,7 +468,7 @@ def segment_count(name: Annotated[str | None, typer.Argument(help="A segment; al
     from datetime import UTC
 
     from store.db import Store
-    from views.segments import count_members
+    from store.segments import count_members
 
     settings, definitions = _segments_or_exit(name)
     chosen = [definitions.segments[name]] if name else list(definitions.segments.values())
@@ -495,7 +495,7 @@ def segment_list(
     from datetime import UTC
 
     from store.db import Store
-    from views.segments import iterate_members
+    from store.segments import iterate_members
 
     settings, definitions = _segments_or_exit(name)
     store = Store(settings.database_url)

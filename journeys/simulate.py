@@ -33,9 +33,9 @@ from definitions.loader import Definitions
 from journeys.worker import activity_threads, build_workers
 from store import queries
 from store.db import Store
+from store.segments import iterate_members
 from store.tables import MessageRow
 from triggers.router import Router
-from views.segments import iterate_members
 
 TASK_QUEUE = "journeys-simulation"
 

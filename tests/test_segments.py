@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from core.audience import Segment
 from core.records import apply_customer_event
 from core.rfm import DEFAULT_TABLE, score
 from definitions.loader import PACKAGE_DIR, check_definitions
-from definitions.segments import Segment
 from store import queries
 from store.db import Store
+from store.segments import count_members, members, segments_of
 from tests.helpers import event
-from views.segments import count_members, members, segments_of
 
 T = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 JOURNEYS = str(Path(sys.executable).parent / "journeys")

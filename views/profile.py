@@ -11,10 +11,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from activities.contacts import UnusableContact, address_for
+from core.audience import Segment
 from core.rfm import Rfm, RfmTable, score
-from definitions.segments import Segment
 from store import queries
-from views.segments import segments_of
+from store.segments import segments_of
 
 
 class Suppression(BaseModel):

@@ -9,11 +9,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from core.access import Permission
+from core.audience import Segment
 from core.rfm import DEFAULT_TABLE
-from definitions.segments import Segment
+from store.segments import Member, count_members, members
 from triggers.api.deps import ApiContext, Context, Problem, allowed
 from views.history import check_id
-from views.segments import Member, count_members, members
 
 router = APIRouter(dependencies=[Depends(allowed(Permission.READ_SEGMENTS))], tags=["segments"])
 

@@ -33,8 +33,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
-from core.rfm import WINDOW, RfmTable
-from definitions.segments import (
+from core.audience import (
     AllOf,
     AnyOf,
     LastPurchaseTest,
@@ -51,6 +50,7 @@ from definitions.segments import (
     TraitTest,
     uses_rfm,
 )
+from core.rfm import WINDOW, RfmTable
 from store.tables import CustomerRow, EventRow, UTCDateTime
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Segments: named groups of customers, one file each in `definitions/segments/`, evaluated in
-the store (store.segments compiles them to SQL, on PostgreSQL and SQLite alike).
+"""Segments: named groups of customers, one file each in `definitions/segments/` (read by
+definitions.loader), evaluated in the store (store.segments compiles them to SQL, on PostgreSQL
+and SQLite alike).
 
     name: gold_lapsing
     title: 金卡会员, 90 天未购买
