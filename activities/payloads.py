@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from definitions.schema import Template
+from core.audience import Segment
+from core.rfm import RfmTable
+from definitions.schema import JourneySnapshot, Template
 
 
 class SendRequest(BaseModel):
@@ -77,3 +79,29 @@ class RetentionReport(BaseModel):
     messages: int = Field(0, description="Message rows that lost address, body, subject, template data and error.")
     provider_events: int = Field(0, description="Provider webhook events deleted.")
     events: int = Field(0, description="customer.* events that lost their data.")
+
+
+class PageRequest(BaseModel):
+    """One page of a segment's members, as of `at`, after a customer id."""
+
+    segment: Segment
+    rfm_table: RfmTable
+    at: datetime
+    after: str | None = None
+    limit: int = 500
+
+
+class StartInstances(BaseModel):
+    """Start the broadcast journey's instance for each of these customers (one page)."""
+
+    snapshot: JourneySnapshot
+    customer_ids: list[str]
+    rfm_table: RfmTable = Field(default_factory=RfmTable)
+    at: datetime = Field(description="The entry event's time: when the page was reached, in workflow time.")
+    task_queue: str
+    broadcast: str
+
+
+class StartedInstances(BaseModel):
+    started: int = 0
+    already: int = Field(0, description="Instances that existed already (the page was dealt with before).")

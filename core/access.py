@@ -8,7 +8,8 @@ records (an erasure's `requested_by`) say; without one, a key is named by its po
 |------------|-------------------------------------------------------------------------|
 | `ingest`   | send events (the order systems' key)                                    |
 | `read`     | also read histories, profiles, journeys, segments and the dead letters  |
-| `operator` | also decrypt payloads (the codec endpoint) and replay dead letters      |
+| `operator` | also decrypt payloads (the codec endpoint), replay dead letters, start  |
+|            | and cancel broadcasts                                                   |
 | `admin`    | also erase customers                                                    |
 
 A role allows everything the roles above it allow. Secrets never appear in messages or records.
@@ -28,8 +29,9 @@ class Permission(StrEnum):
     READ_HISTORY = "read histories"
     READ_PROFILE = "read customer profiles"
     READ_JOURNEYS = "read journeys"
-    READ_SEGMENTS = "read segments and their members"
+    READ_SEGMENTS = "read segments, broadcasts and their members"
     REPLAY_EVENTS = "replay dead letters"
+    RUN_BROADCASTS = "start or cancel broadcasts"
     DECODE_PAYLOADS = "decrypt payloads"
     ERASE = "erase customers"
 
@@ -49,7 +51,7 @@ _READ = _INGEST | {
     Permission.READ_JOURNEYS,
     Permission.READ_SEGMENTS,
 }
-_OPERATOR = _READ | {Permission.REPLAY_EVENTS, Permission.DECODE_PAYLOADS}
+_OPERATOR = _READ | {Permission.REPLAY_EVENTS, Permission.DECODE_PAYLOADS, Permission.RUN_BROADCASTS}
 
 #: The one table of what each role may do.
 PERMISSIONS: dict[Role, frozenset[Permission]] = {

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from core.audience import SEGMENTS_DIR, RfmTest, Segment, tests_of
 from core.rfm import DEFAULT_TABLE, RfmTable
+from definitions.broadcasts import BROADCAST_EVENT, BROADCASTS_DIR, Broadcast, journey_of
 from definitions.events import BUILT_IN, EVENTS_FILE, EventCatalog, EventDeclaration
 from definitions.expressions import check_expression, check_template
 from definitions.render import has_variant
@@ -57,6 +58,8 @@ class Definitions:
     events: EventCatalog = field(default_factory=EventCatalog)
     #: Named groups of customers (`segments/*.yaml`), by name.
     segments: dict[str, Segment] = field(default_factory=dict)
+    #: Broadcasts (`broadcasts/*.yaml`) by name, each with the journey snapshot its members run.
+    broadcasts: dict[str, tuple[Broadcast, JourneySnapshot]] = field(default_factory=dict)
 
     def __iter__(self):
         return iter(self.journeys.values())
@@ -340,7 +343,47 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
         where_defined.setdefault(journey.name, str(path))
         if not own:
             loaded.journeys[journey.name] = snapshot_of(journey, templates)
+    loaded.broadcasts = _load_broadcasts(directory, loaded, templates, problems)
     return loaded, problems
+
+
+def _load_broadcasts(
+    directory: Path, loaded: Definitions, templates: dict[str, Template], problems: list[str]
+) -> dict[str, tuple[Broadcast, JourneySnapshot]]:
+    """`broadcasts/*.yaml`: each names a segment and a send step, checked as a journey's are."""
+    found: dict[str, tuple[Broadcast, JourneySnapshot]] = {}
+    catalog = EventCatalog.of([*loaded.events.declared.values()])
+    catalog.declared.setdefault(
+        BROADCAST_EVENT, EventDeclaration(name=BROADCAST_EVENT, key="customer")
+    )  # the instances' own entry event
+    for path in sorted((directory / BROADCASTS_DIR).glob("*.yaml")):
+        read = _read_optional(path, problems)
+        if read is None:
+            continue
+        data, lines = read
+        try:
+            broadcast = Broadcast.model_validate(data or {})
+        except ValidationError as err:
+            problems.extend(_problem_lines(path, lines, err))
+            continue
+        own = []
+        if broadcast.name != path.stem:
+            own.append((("name",), f"{broadcast.name!r} must be the file's name, {path.stem!r}"))
+        if broadcast.name in loaded.journeys:
+            own.append((("name",), f"{broadcast.name!r} is already a journey's name"))
+        if broadcast.segment not in loaded.segments:
+            known = ", ".join(sorted(loaded.segments)) or "none"
+            own.append((("segment",), f"no segment {broadcast.segment!r}; segments: {known}"))
+        journey = journey_of(broadcast)
+        for where, message in _journey_problems(journey, templates, catalog):
+            if where.startswith("steps"):  # the send step, as the file wrote it
+                where = "send" + where.split(".send", 1)[1] if ".send" in where else "send"
+            own.append((_parse_loc(where), message))
+        for loc, message in own:
+            problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {message}")
+        if not own:
+            found[broadcast.name] = (broadcast, snapshot_of(journey, templates))
+    return found
 
 
 def _read_optional(path: Path, problems: list[str]) -> tuple[Any, dict[tuple, int]] | None:

@@ -74,6 +74,10 @@ def validate(directory: Annotated[Path | None, typer.Argument(help="Default: ./d
     directory = directory or default_directory()
     loaded = _definitions_or_exit(directory)
     typer.echo(f"{directory}: {len(loaded)} journeys OK ({', '.join(sorted(loaded.journeys))})")
+    typer.echo(
+        f"{directory}: {len(loaded.events.declared)} declared event types, {len(loaded.segments)} segments, "
+        f"{len(loaded.broadcasts)} broadcasts OK"
+    )
 
 
 @app.command()
@@ -518,6 +522,128 @@ def segment_list(
                 )
     finally:
         store.dispose()
+
+
+broadcast_app = typer.Typer(
+    help="Broadcasts (definitions/broadcasts/): start one, follow it, cancel it.", no_args_is_help=True
+)
+app.add_typer(broadcast_app, name="broadcast")
+
+
+def _broadcast_call(work) -> None:
+    """Run `work(client, store, definitions, settings)` and print what it returns; a clear line
+    and exit code 1 for a broadcast that cannot do that, or Temporal out of reach."""
+    from core.temporal import connect, target
+    from store.db import Store
+    from triggers.broadcasts import BroadcastError
+
+    settings = Settings()
+    definitions = _definitions_or_exit(settings.definitions_dir)
+
+    async def run():
+        store = Store(settings.database_url)
+        try:
+            return await work(await connect(settings), store, definitions, settings)
+        finally:
+            store.dispose()
+
+    try:
+        lines = asyncio.run(run())
+    except BroadcastError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
+    except RuntimeError as err:  # Client.connect: the server is unreachable
+        typer.echo(f"cannot reach Temporal at {target(settings)}: {err}", err=True)
+        raise typer.Exit(1) from None
+    for line in lines:
+        typer.echo(line)
+
+
+@broadcast_app.command("list")
+def broadcast_list() -> None:
+    """The broadcasts defined, with their segment and schedule."""
+    definitions = _definitions_or_exit(Settings().definitions_dir)
+    for name, (broadcast, _snapshot) in sorted(definitions.broadcasts.items()):
+        schedule = broadcast.schedule
+        when = f"{schedule.local_time.isoformat()} local" if schedule.local_time else schedule.at.isoformat()
+        typer.echo(f"{name}  segment {broadcast.segment}  at {when}  holdout {broadcast.holdout:g}"
+                   + (f"  ({broadcast.title})" if broadcast.title else ""))  # fmt: skip
+
+
+@broadcast_app.command("dry-run")
+def broadcast_dry_run(name: Annotated[str, typer.Argument(help="The broadcast")]) -> None:
+    """What a broadcast would do if started now: members, the holdout, and the contact policy's
+    answer for each member at their send time. Sends nothing."""
+    from datetime import UTC
+
+    from store.db import Store
+    from triggers.broadcasts import BroadcastError, dry_run
+
+    settings = Settings()
+    definitions = _definitions_or_exit(settings.definitions_dir)
+    store = Store(settings.database_url)
+    try:
+        found = dry_run(store, definitions, name, datetime.now(UTC))
+    except BroadcastError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.dispose()
+    typer.echo(f"{found.name}: {found.members} members, {found.held_out} held out")
+    for key, count in sorted(found.outcomes.items()):
+        typer.echo(f"  {key:<28} {count}")
+    if found.first_send is not None:
+        typer.echo(f"  sends from {found.first_send.isoformat()} to {found.last_send.isoformat()}")
+
+
+@broadcast_app.command("start")
+@_exits_hard
+def broadcast_start(name: Annotated[str, typer.Argument(help="The broadcast")]) -> None:
+    """Start a broadcast: every member of its segment now gets an instance that sends at its time."""
+    from triggers import broadcasts
+
+    async def work(client, _store, definitions, settings):
+        workflow_id = await broadcasts.start(client, definitions, name, settings.task_queue)
+        return [f"started {name}: workflow {workflow_id} (journeys broadcast status {name} follows it)"]
+
+    _broadcast_call(work)
+
+
+@broadcast_app.command("cancel")
+@_exits_hard
+def broadcast_cancel(name: Annotated[str, typer.Argument(help="The broadcast")]) -> None:
+    """Cancel a broadcast: no more instances start, and those still waiting end without sending."""
+    from triggers import broadcasts
+
+    async def work(client, _store, definitions, _settings):
+        await broadcasts.cancel(client, definitions, name)
+        return [f"cancelling {name}: instances still waiting will send nothing"]
+
+    _broadcast_call(work)
+
+
+@broadcast_app.command("status")
+@_exits_hard
+def broadcast_status(
+    name: Annotated[str, typer.Argument(help="The broadcast")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Where a broadcast is: members, instances started and waiting, sends and skips by reason."""
+    from triggers import broadcasts
+
+    async def work(client, store, definitions, _settings):
+        found = await broadcasts.status(client, store, definitions, name)
+        if as_json:
+            return [found.model_dump_json(indent=2)]
+        outcomes = ", ".join(f"{key} {count}" for key, count in sorted(found.outcomes.items())) or "nothing yet"
+        members = found.members if found.members is not None else "-"
+        return [
+            f"{found.name}  {found.state}  segment {found.segment}: {members} members",
+            f"  instances  {found.started} started, {found.waiting} waiting",
+            f"  messages   {outcomes}",
+        ]
+
+    _broadcast_call(work)
 
 
 @app.command()

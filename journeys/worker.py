@@ -28,8 +28,10 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import workflows as workflows_package
+import workflows.broadcast as workflows_broadcast
 import workflows.journey as workflows_journey
 import workflows.retention as workflows_retention
+from activities.broadcast import BroadcastActivities
 from activities.journey import JourneyActivities
 from activities.retention import RetentionActivities
 from channels import build_channels, describe_channels
@@ -42,6 +44,7 @@ from definitions.loader import check_definitions, default_directory
 from journeys.retention import ensure_retention_schedule, limit_history_retention
 from store import queries
 from store.db import Store
+from workflows.broadcast import BroadcastWorkflow
 from workflows.contract import channel_queue
 from workflows.journey import JourneyWorkflow
 from workflows.retention import RetentionWorkflow
@@ -79,7 +82,7 @@ def write_workflow_bytecode() -> None:
     PYTHONDONTWRITEBYTECODE, common in container images) it compiled the source every time, about
     a tenth of the worker's CPU. A read-only install keeps whatever bytecode it shipped with.
     Once per process: every later build_workers finds it done."""
-    for module in (workflows_journey, workflows_retention, workflows_package):
+    for module in (workflows_journey, workflows_broadcast, workflows_retention, workflows_package):
         source = module.__file__
         if not source or not source.endswith(".py"):
             continue
@@ -129,6 +132,7 @@ def build_workers(
         opt_out=settings.sms_opt_out,
         deliver_inline=frozenset(channel for channel in CHANNELS if not settings.rate_limits.get(channel)),
     )
+    broadcasts = BroadcastActivities(store, client)
     options = {
         "max_concurrent_activities": settings.worker_activities,
         "graceful_shutdown_timeout": timedelta(seconds=settings.worker_shutdown_seconds),
@@ -137,11 +141,15 @@ def build_workers(
     journeys = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[JourneyWorkflow, RetentionWorkflow],
+        workflows=[JourneyWorkflow, BroadcastWorkflow, RetentionWorkflow],
         activities=[
             activities.load_customer,
             activities.decide_message,
             activities.record_failure,
+            broadcasts.broadcast_size,
+            broadcasts.broadcast_page,
+            broadcasts.start_broadcast_instances,
+            broadcasts.cancel_broadcast_instances,
             RetentionActivities(store).expire_personal_data,
         ],
         workflow_runner=workflow_runner(sandboxed),

@@ -272,6 +272,21 @@ def find_ledger_row(session: Session, workflow_id: str, run_id: str, step: str) 
     ).first()
 
 
+def message_outcomes(session: Session, journey: str) -> dict[str, int]:
+    """A journey's (or broadcast's) ledger rows counted by `status` or `status:reason`
+    (`sent`, `skipped:quiet_hours`, `failed:template_error`)."""
+    rows = session.execute(
+        select(MessageRow.status, MessageRow.reason, func.count())
+        .where(MessageRow.journey == journey)
+        .group_by(MessageRow.status, MessageRow.reason)
+    )
+    counts: dict[str, int] = {}
+    for status, reason, count in rows:
+        key = status if status in ("sent", "delivered", "sending") or not reason else f"{status}:{reason}"
+        counts[key] = counts.get(key, 0) + count
+    return counts
+
+
 def list_messages(
     session: Session,
     *,

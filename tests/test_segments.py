@@ -122,7 +122,7 @@ def shop_file(tmp_path):
     fill_shop(store, datetime.now(UTC))  # the CLI reads segments as of now
     store.dispose()
     folder = tmp_path / "definitions"
-    shutil.copytree(PACKAGE_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__", "segments"))
+    shutil.copytree(PACKAGE_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__", "segments", "broadcasts"))
     (folder / "segments").mkdir()
     (folder / "segments" / "gold.yaml").write_text(
         "name: gold\ntitle: 金卡会员\nwhere: {trait: member_level, is: gold}\n"
@@ -233,7 +233,7 @@ async def test_the_api_counts_and_pages_a_segment(store, tmp_path):
 
     fill_shop(store, datetime.now(UTC))
     folder = tmp_path / "definitions"
-    shutil.copytree(PACKAGE_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__", "segments"))
+    shutil.copytree(PACKAGE_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__", "segments", "broadcasts"))
     (folder / "segments").mkdir()
     (folder / "segments" / "gold.yaml").write_text("name: gold\nwhere: {trait: member_level, is: gold}\n")
     app = create_app(store, definitions=load_definitions(folder), api_keys=["read:k-read", "ingest:k-ingest"])

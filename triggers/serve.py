@@ -76,6 +76,7 @@ def build_api(settings: Settings) -> FastAPI:
         codec=payload_codec(settings),
         ui_origins=[_origin(settings.temporal_ui_url)],
         default_region=settings.default_region,
+        task_queue=settings.task_queue,
         lifespan=lifespan,
     )
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
+from core.audience import Segment
 from core.records import Customer, Event
 from core.rfm import Purchase, RfmTable
 from definitions.schema import JourneySnapshot
@@ -30,6 +32,13 @@ def channel_queue(task_queue: str, channel: str) -> str:
 
 
 MAX_REMEMBERED_EVENT_IDS = 500
+
+
+def split_draw(journey: str, key: str) -> float:
+    """Where a key falls in a split, in [0, 1): deterministic per journey and key, so a key is in
+    the same group on re-entry, and a dry run can tell who a holdout will hold."""
+    digest = hashlib.sha256(f"{journey}:{key}:split".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def workflow_id(journey: str, key: str) -> str:
@@ -93,3 +102,43 @@ class RetentionPolicy(BaseModel):
     """The retention schedule's argument: personal data older than `days` goes."""
 
     days: int = Field(ge=1)
+
+
+def broadcast_workflow_id(name: str) -> str:
+    """The Broadcast workflow of a broadcast: one per name (a name runs once)."""
+    return f"broadcast:{name}"
+
+
+class BroadcastInput(BaseModel):
+    """What the Broadcast workflow runs, and where it has got to (carried over continue-as-new)."""
+
+    name: str
+    snapshot: JourneySnapshot = Field(description="The journey every member's instance runs (definitions.broadcasts).")
+    segment: Segment
+    rfm_table: RfmTable = Field(default_factory=RfmTable)
+    members_at: datetime = Field(description="Membership is the segment's at this time (the start), for every page.")
+    page: int = Field(default=500, ge=1, le=5000)
+    pages_per_run: int = Field(default=10, ge=1, description="Pages before continue-as-new (bounded history).")
+    after: str | None = Field(default=None, description="The last customer id dealt with.")
+    total: int | None = Field(default=None, description="Members at the start; counted by the first run.")
+    started: int = 0
+    already: int = Field(default=0, description="Members whose instance existed (a page dealt with twice).")
+    cancelled: bool = False
+    open_until: datetime | None = Field(
+        default=None,
+        description="After starting every instance, the workflow stays open (to be cancelled, to show its "
+        "progress) until the last member's time has passed: the schedule's latest moment in any zone.",
+    )
+
+
+class BroadcastProgress(BaseModel):
+    name: str
+    state: str = Field(
+        description="counting, starting, started (every instance started; open until the last send time), "
+        "done, cancelling, cancelled"
+    )
+    total: int | None
+    started: int
+    already: int
+    after: str | None
+    cancelled_instances: int = 0

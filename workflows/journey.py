@@ -13,7 +13,6 @@ keeps its schedule.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, assert_never
@@ -50,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         JourneyResult,
         JourneyStatus,
         channel_queue,
+        split_draw,
     )
 
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
@@ -322,8 +322,7 @@ class JourneyWorkflow:
     async def _split(self, step: SplitStep, path: str) -> None:
         spec = step.split
         self._set_step("split")
-        digest = hashlib.sha256(f"{self.definition.name}:{self.input.key}:split".encode()).digest()
-        draw = int.from_bytes(digest[:8], "big") / 2**64  # deterministic per key: same group on re-entry
+        draw = split_draw(self.definition.name, self.input.key)  # deterministic per key: same group on re-entry
         if draw < spec.holdout:
             raise _Exited("holdout")
         if not spec.branches:

@@ -23,8 +23,8 @@ from core.encryption import EncryptionCodec
 from core.records import Event
 from definitions.loader import Definitions
 from store.db import Store
+from triggers.api import broadcasts, customers, events, health, history, journeys, segments
 from triggers.api import codec as codec_routes
-from triggers.api import customers, events, health, history, journeys, segments
 from triggers.api.deps import ApiContext, Forbidden, TemporalDown, Unauthorised
 from triggers.webhooks import WebhookConfig, webhook_routes
 from views.history import BadId
@@ -43,6 +43,7 @@ def create_app(
     codec: EncryptionCodec | None = None,
     ui_origins: list[str] | None = None,
     default_region: str = "CN",
+    task_queue: str = "journeys",
     lifespan=None,
 ) -> FastAPI:
     """The API over `store` (and Temporal, through `temporal`, for history and /journeys).
@@ -67,6 +68,7 @@ def create_app(
         on_accepted=on_accepted,
         codec=codec,
         default_region=default_region,
+        task_queue=task_queue,
     )
     if ui_origins:  # the Temporal Web UI calls the codec endpoint from the operator's browser
         app.add_middleware(
@@ -101,7 +103,7 @@ def create_app(
     async def _bad_id(_request: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=422)
 
-    for module in (events, history, customers, journeys, segments, health, codec_routes):
+    for module in (events, history, customers, journeys, segments, broadcasts, health, codec_routes):
         app.include_router(module.router)
     app.include_router(webhook_routes(store, webhooks or WebhookConfig(max_body_bytes=max_body_bytes)))
 

@@ -30,6 +30,7 @@ class ApiContext:
     on_accepted: Callable[[], None] | None
     codec: EncryptionCodec | None = None
     default_region: str = "CN"
+    task_queue: str = "journeys"
 
 
 class Problem(BaseModel):

@@ -1,0 +1,129 @@
+"""The Broadcast workflow's side effects: count and page through its segment in the store
+(store.segments, as of the start), and cancel the instances still waiting when a broadcast is
+cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.payloads import PageRequest, StartedInstances, StartInstances
+from core.records import Event
+from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_VERSION
+from definitions.broadcasts import BROADCAST_EVENT
+from store import queries, segments
+from store.db import Store
+
+
+class BroadcastActivities:
+    def __init__(self, store: Store, client: Client | None):
+        self.store = store
+        self.client = client  # for cancelling instances; the worker's own
+
+    @activity.defn(name="broadcast_size")
+    def broadcast_size(self, request: PageRequest) -> int:
+        with self.store.transaction() as session:
+            return segments.count_members(session, request.segment, request.at, request.rfm_table)
+
+    @activity.defn(name="broadcast_page")
+    def broadcast_page(self, request: PageRequest) -> list[str]:
+        """The ids of the next page of members, by id, after `request.after`."""
+        with self.store.transaction() as session:
+            found = segments.members(
+                session, request.segment, request.at, request.rfm_table, after=request.after, limit=request.limit
+            )
+        return [member.customer_id for member in found]
+
+    @activity.defn(name="start_broadcast_instances")
+    async def start_broadcast_instances(self, request: StartInstances) -> StartedInstances:
+        """Start one instance of the broadcast's journey per customer, `{journey}:{customer}`,
+        an id never reused: a page started twice (a retry, a lost worker) starts nobody twice.
+        The instances are not children of the Broadcast workflow, so its history does not grow
+        with their endings."""
+        from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+        from temporalio.exceptions import WorkflowAlreadyStartedError
+
+        from workflows.contract import REVISION, JourneyInput, workflow_id
+        from workflows.journey import JourneyWorkflow
+
+        if self.client is None:
+            raise RuntimeError("this worker has no Temporal client to start instances with")
+        snapshot = request.snapshot
+        name = snapshot.definition.name
+        gate = asyncio.Semaphore(50)
+        outcome = StartedInstances()
+        # Each instance gets its customer and purchases with it (customer.rfm in its template),
+        # read for the whole page in one transaction.
+        known = await asyncio.to_thread(self._customers, request.customer_ids, request.at)
+
+        async def start(customer_id: str) -> None:
+            entry = Event(
+                event_id=f"{BROADCAST_EVENT}:{name}:{customer_id}"[:200],
+                type=BROADCAST_EVENT,
+                occurred_at=request.at,
+                customer_id=customer_id,
+            )
+            async with gate:
+                try:
+                    await self.client.start_workflow(
+                        JourneyWorkflow.run,
+                        JourneyInput(
+                            snapshot=snapshot,
+                            key=customer_id,
+                            entry_event=entry,
+                            customer=known[customer_id][0],
+                            customer_given=True,
+                            purchases=known[customer_id][1],
+                            rfm_table=request.rfm_table,
+                            revision=REVISION,
+                        ),
+                        id=workflow_id(name, customer_id),
+                        task_queue=request.task_queue,
+                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                        search_attributes=TypedSearchAttributes(
+                            [
+                                SearchAttributePair(JOURNEY_NAME, name),
+                                SearchAttributePair(CUSTOMER_ID, customer_id),
+                                SearchAttributePair(JOURNEY_VERSION, snapshot.version),
+                            ]
+                        ),
+                        memo={"journey_version": snapshot.version, "broadcast": request.broadcast},
+                    )
+                    outcome.started += 1
+                except WorkflowAlreadyStartedError:
+                    outcome.already += 1
+
+        await asyncio.gather(*(start(customer_id) for customer_id in request.customer_ids))
+        return outcome
+
+    def _customers(self, customer_ids: list[str], at) -> dict:
+        with self.store.transaction() as session:
+            return {
+                customer_id: (
+                    queries.get_customer(session, customer_id),
+                    queries.purchases_of(session, customer_id, at),
+                )
+                for customer_id in customer_ids
+            }
+
+    @activity.defn(name="cancel_broadcast_instances")
+    async def cancel_broadcast_instances(self, journey: str) -> int:
+        """Ask every running instance of the broadcast's journey to cancel (a waiting one ends
+        without sending); how many were asked. Safe to retry."""
+        if self.client is None:
+            raise RuntimeError("this worker has no Temporal client to cancel instances with")
+        query = f"{JOURNEY_NAME.name} = '{journey}' AND ExecutionStatus = 'Running'"
+        asked = 0
+        async for execution in self.client.list_workflows(query):
+            try:
+                await self.client.get_workflow_handle(execution.id, run_id=execution.run_id).cancel()
+                asked += 1
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+            if asked % 100 == 0:
+                activity.heartbeat(asked)
+        return asked

@@ -1,0 +1,169 @@
+"""Broadcasts (批量发送) on the deployed processes and PostgreSQL: a holiday message to every member
+of a segment, through the same policy and ledger as every journey (unsubscribes and the
+blacklist hold, exactly one message per customer), surviving a worker killed mid-way, with its
+progress in the CLI and the API; and a broadcast cancelled while its instances wait."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from core.records import apply_customer_event
+from definitions.loader import PACKAGE_DIR
+from store import queries
+from tests.helpers import daytime_zone, event
+from tests.stack import JOURNEYS, Stack, wait_until
+
+MEMBERS, UNSUBSCRIBED, BLACKLISTED, OTHERS = 240, 10, 5, 20
+
+
+def definitions_with_broadcasts(tmp_path, now: datetime):
+    folder = tmp_path / "definitions"
+    shutil.copytree(PACKAGE_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (folder / "segments" / "vips.yaml").write_text("name: vips\ntitle: VIP\nwhere: {tag: vip}\n")
+    (folder / "templates" / "holiday_care.yaml").write_text(
+        'sms:\n  zh-CN: "{{ customer.name }}，新春快乐！{{ customer.rfm.tier }}"\nemail:\n  zh-CN: {subject: "新春快乐", body: "<p>{{ customer.name }}</p>"}\n'
+    )
+    (folder / "broadcasts").mkdir(exist_ok=True)
+    (folder / "broadcasts" / "spring_care.yaml").write_text(
+        "name: spring_care\ntitle: 春节关怀\nsegment: vips\nsend: {channel: sms, template: holiday_care}\n"
+        f'schedule: {{at: "{(now - timedelta(minutes=1)).isoformat()}"}}\nholdout: 0.2\n'
+    )
+    (folder / "broadcasts" / "next_year.yaml").write_text(
+        "name: next_year\nsegment: vips\nsend: {channel: sms, template: holiday_care}\n"
+        f'schedule: {{local_time: "{(now + timedelta(days=30)).replace(tzinfo=None).isoformat(timespec="minutes")}"}}\n'
+    )
+    return folder
+
+
+def add_customers(store, now: datetime) -> None:
+    zone = daytime_zone(now)
+    with store.transaction() as session:
+        for n in range(MEMBERS + UNSUBSCRIBED + BLACKLISTED + OTHERS):
+            data = {"name": f"客户{n}", "phone": f"+86139{n:08d}", "timezone": zone, "tags": ["vip"]}
+            if n >= MEMBERS + UNSUBSCRIBED + BLACKLISTED:
+                data["tags"] = []
+            elif n >= MEMBERS + UNSUBSCRIBED:
+                data["blacklisted"] = True
+            elif n >= MEMBERS:
+                data["unsubscribed"] = ["sms"]
+            created = event("customer.created", now - timedelta(days=1), customer=f"v{n:04d}", **data)
+            queries.upsert_customer(session, apply_customer_event(None, created), created.occurred_at)
+
+
+def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [JOURNEYS, "broadcast", *args], env=stack.env, cwd=stack.directory, capture_output=True, text=True, timeout=60
+    )
+
+
+def outcomes(store, journey: str) -> dict[str, int]:
+    with store.transaction() as session:
+        return queries.message_outcomes(session, journey)
+
+
+def test_a_broadcast_reaches_each_member_once_through_the_policy_and_survives_a_lost_worker(pg_store, tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    add_customers(pg_store, now)
+    folder = definitions_with_broadcasts(tmp_path, now)
+    env = {"JOURNEYS_DEFINITIONS": str(folder), "JOURNEYS_RATE_LIMITS": "sms=50,email=50"}
+    with Stack(tmp_path, pg_store.url, extra_env=env) as stack:
+        listed = cli(stack, "list").stdout
+        assert "spring_care  segment vips  at " in listed and "holdout 0.2  (春节关怀)" in listed
+        predicted = cli(stack, "dry-run", "spring_care")
+        assert predicted.returncode == 0, predicted.stderr
+        started = cli(stack, "start", "spring_care")
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.startswith("started spring_care: workflow broadcast:spring_care")
+        again = cli(stack, "start", "spring_care")
+        assert again.returncode == 1 and "has already been started (a broadcast runs once)" in again.stderr
+
+        # Kill the worker once some messages are out, then bring it back.
+        wait_until(lambda: sum(outcomes(pg_store, "spring_care").values()) >= 30, 120, "the first sends")
+        stack.kill_worker(0)
+        stack.start_worker(0)
+
+        def settled():
+            shown = httpx.get(f"{stack.api}/broadcasts/spring_care", timeout=30).json()
+            return shown if shown["state"] == "started" and shown["waiting"] == 0 else None
+
+        status = wait_until(settled, 300, "every instance to finish")
+        printed = cli(stack, "status", "spring_care").stdout
+        logs = stack.worker_logs()
+    members = MEMBERS + UNSUBSCRIBED + BLACKLISTED
+    assert status["members"] == members and status["started"] == members
+    with pg_store.transaction() as session:
+        ledger = {
+            m.customer_id: (m.status, m.reason) for m in queries.list_messages(session) if m.journey == "spring_care"
+        }
+    member_ids = {f"v{n:04d}" for n in range(members)}
+    assert set(ledger) <= member_ids  # nobody outside the segment
+    held_out = member_ids - set(ledger)
+    assert 0.1 * members < len(held_out) < 0.3 * members, len(held_out)  # the 20% control group gets nothing
+    for customer_id, outcome in ledger.items():  # everyone else: the policy's answer, once
+        n = int(customer_id[1:])
+        expected = (
+            ("sent", None) if n < MEMBERS else ("skipped", "unsubscribed") if n < MEMBERS + UNSUBSCRIBED
+            else ("skipped", "blacklisted")
+        )  # fmt: skip
+        assert outcome == expected, (customer_id, outcome)
+    assert sum(status["outcomes"].values()) == len(ledger)
+    # The dry run, before the start, said exactly this.
+    assert "  sends from " in predicted.stdout
+    said = Counter(o for o in ledger.values())
+    assert predicted.stdout.splitlines() == [
+        f"spring_care: {members} members, {len(held_out)} held out",
+        f"  {'send:sms':<28} {said[('sent', None)]}",
+        f"  {'skip:blacklisted':<28} {said[('skipped', 'blacklisted')]}",
+        f"  {'skip:unsubscribed':<28} {said[('skipped', 'unsubscribed')]}",
+        *[line for line in predicted.stdout.splitlines() if line.startswith("  sends from ")],
+    ]
+    sent_to = Counter(
+        json.loads(line)["customer_id"] for line in stack.outbox.read_text().splitlines() if '"spring_care"' in line
+    )
+    assert set(sent_to) == {c for c, o in ledger.items() if o[0] == "sent"}
+    assert max(sent_to.values()) == 1  # once each, also after the kill
+    assert all(int(c[1:]) < MEMBERS for c in sent_to)  # members who may get SMS only
+    bodies = [json.loads(line)["body"] for line in stack.outbox.read_text().splitlines() if '"spring_care"' in line]
+    assert bodies and all("新春快乐！none" in body for body in bodies)  # the template read customer.rfm (no purchases)
+    assert printed.splitlines()[0] == f"spring_care  started  segment vips: {members} members"
+    assert f"  instances  {members} started, 0 waiting" in printed
+    for alarm in ("TMPRL1101", "Potential deadlock", " ERROR "):
+        assert alarm not in logs
+
+
+def test_a_cancelled_broadcast_sends_nothing(pg_store, tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    add_customers(pg_store, now)
+    folder = definitions_with_broadcasts(tmp_path, now)
+    with Stack(tmp_path, pg_store.url, extra_env={"JOURNEYS_DEFINITIONS": str(folder)}) as stack:
+        answer = httpx.post(f"{stack.api}/broadcasts/next_year/start", timeout=30)
+        assert answer.status_code == 202, answer.text
+
+        def all_waiting():
+            shown = httpx.get(f"{stack.api}/broadcasts/next_year", timeout=30).json()
+            return (
+                shown
+                if shown["started"] == MEMBERS + UNSUBSCRIBED + BLACKLISTED and shown["waiting"] == shown["started"]
+                else None
+            )
+
+        wait_until(all_waiting, 120, "every instance to wait for its time")
+        cancelled = httpx.post(f"{stack.api}/broadcasts/next_year/cancel", timeout=30)
+        assert cancelled.status_code == 202, cancelled.text
+
+        def done():
+            shown = httpx.get(f"{stack.api}/broadcasts/next_year", timeout=30).json()
+            return shown if shown["state"] == "cancelled" and shown["waiting"] == 0 else None
+
+        status = wait_until(done, 120, "the instances to be cancelled")
+        twice = httpx.post(f"{stack.api}/broadcasts/next_year/cancel", timeout=30)
+        unknown = httpx.post(f"{stack.api}/broadcasts/nope/start", timeout=30)
+    assert status["outcomes"] == {}
+    assert twice.status_code == 409 and "is no longer running (completed)" in twice.json()["detail"]
+    assert unknown.status_code == 404 and unknown.json()["detail"].startswith("no broadcast 'nope'; broadcasts:")

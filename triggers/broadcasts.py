@@ -1,0 +1,195 @@
+"""Starting, cancelling and following broadcasts (definitions/broadcasts/): used by the API
+(`/broadcasts`) and `journeys broadcast`. The running is the Broadcast workflow's
+(workflows.broadcast); progress joins its own count of started instances with the ledger's
+sends and skips and the instances still waiting."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, Field
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.policy import decide
+from definitions.loader import Definitions
+from store import queries, segments
+from store.db import Store
+from views.history import count_instances
+from workflows.broadcast import BroadcastWorkflow
+from workflows.contract import BroadcastInput, BroadcastProgress, broadcast_workflow_id, split_draw
+
+#: How long after its scheduled moment a broadcast stays open: the spread of time zones (a local
+#: time is reached last at UTC-12) and a quiet-hours deferral to the next morning.
+LATE_MARGIN = timedelta(hours=36)
+
+
+class BroadcastError(Exception):
+    """A broadcast that does not exist, already ran, or is not running; the message says which."""
+
+
+class BroadcastStatus(BaseModel):
+    name: str
+    title: str | None
+    segment: str
+    state: str = Field(description="not started, counting, starting, started, done, cancelling, cancelled")
+    members: int | None = Field(description="Members of the segment when it started.")
+    started: int = Field(description="Instances started (one per member).")
+    waiting: int = Field(description="Instances still waiting for their time.")
+    outcomes: dict[str, int] = Field(description="Ledger rows by status (and reason): sent, skipped:..., failed:...")
+    workflow_id: str
+
+
+def _found(definitions: Definitions, name: str):
+    if name not in definitions.broadcasts:
+        known = ", ".join(sorted(definitions.broadcasts)) or "none"
+        raise BroadcastError(f"no broadcast {name!r}; broadcasts: {known}")
+    return definitions.broadcasts[name]
+
+
+def broadcast_input(definitions: Definitions, name: str, now: datetime) -> BroadcastInput:
+    broadcast, snapshot = _found(definitions, name)
+    schedule = broadcast.schedule
+    moment = schedule.at if schedule.at is not None else schedule.local_time.replace(tzinfo=UTC) + timedelta(hours=12)
+    return BroadcastInput(
+        name=name,
+        snapshot=snapshot,
+        segment=definitions.segments[broadcast.segment],
+        rfm_table=definitions.rfm,
+        members_at=now,
+        open_until=max(moment + LATE_MARGIN, now),
+    )
+
+
+async def start(client: Client, definitions: Definitions, name: str, task_queue: str) -> str:
+    """Start the broadcast; its workflow id. A broadcast runs once: BroadcastError if it ran."""
+    input = broadcast_input(definitions, name, datetime.now(UTC))
+    try:
+        handle = await client.start_workflow(
+            BroadcastWorkflow.run,
+            input,
+            id=broadcast_workflow_id(name),
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            memo={"broadcast": name, "segment": input.segment.name},
+        )
+    except WorkflowAlreadyStartedError:
+        raise BroadcastError(f"broadcast {name!r} has already been started (a broadcast runs once)") from None
+    return handle.id
+
+
+async def cancel(client: Client, definitions: Definitions, name: str) -> None:
+    """Stop starting instances and cancel those still waiting."""
+    _found(definitions, name)
+    handle = client.get_workflow_handle(broadcast_workflow_id(name))
+    try:
+        described = await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise BroadcastError(f"broadcast {name!r} has not been started") from None
+        raise
+    if described.status != WorkflowExecutionStatus.RUNNING:
+        raise BroadcastError(f"broadcast {name!r} is no longer running ({described.status.name.lower()})")
+    await handle.signal(BroadcastWorkflow.cancel)
+
+
+async def status(client: Client, store: Store, definitions: Definitions, name: str) -> BroadcastStatus:
+    broadcast, snapshot = _found(definitions, name)
+    handle = client.get_workflow_handle(broadcast_workflow_id(name), result_type=BroadcastProgress)
+    progress: BroadcastProgress | None
+    try:
+        described = await handle.describe()
+        if described.status == WorkflowExecutionStatus.RUNNING:
+            progress = await handle.query(BroadcastWorkflow.progress)
+        else:
+            progress = await handle.result()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        progress = None
+    journey = snapshot.definition.name
+    waiting = await count_instances(client, f"JourneyName = '{journey}' AND ExecutionStatus = 'Running'")
+    outcomes = await asyncio.to_thread(_outcomes, store, journey)
+    return BroadcastStatus(
+        name=name,
+        title=broadcast.title,
+        segment=broadcast.segment,
+        state=progress.state if progress else "not started",
+        members=progress.total if progress else None,
+        started=progress.started + progress.already if progress else 0,
+        waiting=waiting,
+        outcomes=outcomes,
+        workflow_id=broadcast_workflow_id(name),
+    )
+
+
+def _outcomes(store: Store, journey: str) -> dict[str, int]:
+    with store.transaction() as session:
+        return queries.message_outcomes(session, journey)
+
+
+class DryRun(BaseModel):
+    """What a broadcast would do if started now, message by message, sending nothing."""
+
+    name: str
+    members: int
+    held_out: int = Field(description="Members the holdout keeps out (the same ones a run would).")
+    outcomes: dict[str, int] = Field(
+        description="Per member the contact policy's answer at their send time: send:sms, send:email, "
+        "deferred:sms (quiet hours), skip:unsubscribed, ..."
+    )
+    first_send: datetime | None
+    last_send: datetime | None
+
+
+def dry_run(store: Store, definitions: Definitions, name: str, now: datetime) -> DryRun:
+    """Page through the segment as a start would, and ask the contact policy, for each member
+    not held out, what it would do at their send time (their local time, or the moment; now if
+    that has passed). Reads only."""
+    broadcast, snapshot = _found(definitions, name)
+    segment = definitions.segments[broadcast.segment]
+    journey = snapshot.definition.name
+    outcomes: dict[str, int] = {}
+    members = held_out = 0
+    times: list[datetime] = []
+    for member in segments.iterate_members(store.transaction, segment, now, definitions.rfm):
+        members += 1
+        if broadcast.holdout and split_draw(journey, member.customer_id) < broadcast.holdout:
+            held_out += 1
+            continue
+        with store.transaction() as session:
+            customer = queries.get_customer(session, member.customer_id)
+            schedule = broadcast.schedule
+            if schedule.at is not None:
+                when = schedule.at
+            else:
+                zone = ZoneInfo(customer.timezone if customer else "Asia/Shanghai")
+                when = schedule.local_time.replace(tzinfo=zone)
+            when = max(when.astimezone(UTC), now)
+            decision = decide(
+                customer,
+                channel=broadcast.send.channel,
+                fallback=broadcast.send.fallback,
+                category=broadcast.send.category or broadcast.category,
+                at=when,
+                deadline=None,
+                suppression_scope=lambda channel, address: queries.suppression_scope(session, channel, address),
+                marketing_since=lambda since, who=member.customer_id: queries.counted_marketing_since(
+                    session, who, since
+                ),
+            )
+        key = f"{decision.action}:{decision.channel or decision.reason}"
+        outcomes[key] = outcomes.get(key, 0) + 1
+        times.append(when)
+    return DryRun(
+        name=name,
+        members=members,
+        held_out=held_out,
+        outcomes=outcomes,
+        first_send=min(times) if times else None,
+        last_send=max(times) if times else None,
+    )
