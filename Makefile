@@ -31,6 +31,7 @@ bench: setup
 	$(BIN)/python -m bench.production
 	$(BIN)/python -m bench.simulate_month
 	$(BIN)/python -m bench.segments
+	$(BIN)/python -m bench.broadcast
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

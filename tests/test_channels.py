@@ -3,6 +3,7 @@ answers with each class of error, rate limits and slow responses."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -318,3 +319,20 @@ def test_configuration_picks_the_live_channels(tmp_path):
     webhook_env = {"SENDGRID_WEBHOOK_PUBLIC_KEY": "MFkw", "JOURNEYS_SENDGRID_RECONCILE_SECONDS": "120"}
     signed = build_channels(tmp_path / "o.jsonl", Settings.from_env(live_env | webhook_env))
     assert (signed["email"].settles_doubt, signed["email"].reconcile_seconds) == ("event", 120.0)
+
+
+def test_the_outbox_writes_a_message_in_doubt_once(tmp_path):
+    """A worker killed between writing a line and recording it leaves the send in doubt; the
+    next attempt finds the line and writes nothing more. A new message is written as usual."""
+    from channels.outbox import OutboxChannel
+
+    path = tmp_path / "outbox.jsonl"
+    outbox = OutboxChannel(path=path)
+    message = OutgoingMessage(message_id="m-1", channel="sms", to="+8613800000001", body="hi", journey="j",
+                              step="s", customer_id="c1", category="marketing")  # fmt: skip
+    first = outbox.send(message)
+    again = outbox.send(message.model_copy(update={"earlier_attempt_at": datetime.now(UTC)}))
+    other = outbox.send(message.model_copy(update={"message_id": "m-2", "earlier_attempt_at": datetime.now(UTC)}))
+    lines = path.read_text().splitlines()
+    assert first == again and other.provider_id == "outbox:m-2"
+    assert [json.loads(line)["message_id"] for line in lines] == ["m-1", "m-2"]
