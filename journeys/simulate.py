@@ -125,9 +125,9 @@ class Simulation:
         store: Store,
         begin: datetime,
         shop_name: str = "Journeys",
-        sandboxed: bool = True,
+        fast: bool = False,
     ):
-        self.sandboxed = sandboxed
+        self.fast = fast
         self.definitions = definitions
         self.store = store
         self.begin = begin
@@ -147,7 +147,7 @@ class Simulation:
             settings = Settings.embedded(task_queue=TASK_QUEUE, shop_name=self.shop_name, rate_limits={})
             self._executor = ThreadPoolExecutor(activity_threads(settings))
             self.workers = build_workers(
-                self.env.client, settings, self.store, self._executor, build_channels(None), sandboxed=self.sandboxed
+                self.env.client, settings, self.store, self._executor, build_channels(None), fast=self.fast
             )
             for worker in self.workers:
                 await worker.__aenter__()
@@ -209,11 +209,12 @@ async def simulate(
     events: list[Event],
     until: datetime,
     shop_name: str = "Journeys",
-    sandboxed: bool = True,
+    fast: bool = False,
     profiles: bool = False,
 ) -> SimulationReport:
     """Play `events` (any order; played in `occurred_at` order) for `customers` up to `until`, on
-    the production worker (sandboxed); `sandboxed=False` is the explicit fast mode."""
+    the production worker (sandboxed); `fast=True` is the explicit fast mode (every module passed
+    through the sandbox)."""
     started = datetime.now(UTC)
     ordered = sorted(events, key=lambda e: e.occurred_at)
     begin = ordered[0].occurred_at if ordered else until
@@ -221,7 +222,7 @@ async def simulate(
     with tempfile.TemporaryDirectory(prefix="journeys-sim-") as scratch:
         store = Store(f"sqlite:///{scratch}/simulation.db", durable=False).migrate()
         try:
-            async with Simulation(definitions, store, begin, shop_name, sandboxed=sandboxed) as sim:
+            async with Simulation(definitions, store, begin, shop_name, fast=fast) as sim:
                 for customer in customers:
                     await sim.create_customer(customer, begin)
                 for event in ordered:

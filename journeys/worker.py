@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.service import RPCError
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import workflows as workflows_package
@@ -65,14 +65,14 @@ PASSTHROUGH_MODULES = (
 )
 
 
-def workflow_runner(sandboxed: bool = True) -> WorkflowRunner:
-    """Temporal's sandbox with the project's passthrough modules. `sandboxed=False` exists for
-    `journeys simulate --no-sandbox` alone, the explicit fast mode."""
-    if not sandboxed:
-        return UnsandboxedWorkflowRunner()
-    return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
-    )
+def workflow_runner(fast: bool = False) -> WorkflowRunner:
+    """Temporal's sandbox with the project's passthrough modules, always. `fast=True` exists for
+    `journeys simulate --fast` alone: every module is passed through instead of imported afresh
+    for each workflow run (faster), while the sandbox still refuses non-deterministic calls."""
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    if fast:
+        restrictions = restrictions.with_passthrough_all_modules()
+    return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
 @functools.cache
@@ -113,13 +113,13 @@ def build_workers(
     executor: ThreadPoolExecutor,
     channels: dict[str, Channel] | None = None,
     *,
-    sandboxed: bool = True,
+    fast: bool = False,
 ) -> list[Worker]:
     """The journey worker and one delivery worker per channel, on `settings.task_queue`. A channel's
     rate limit is enforced by the Temporal server across all workers of its queue, so adding
     workers never exceeds a provider's limit. `channels` defaults to those `settings` configure.
-    Workflows run in Temporal's sandbox; no setting turns it off, only this argument, which
-    `journeys simulate --no-sandbox` alone passes."""
+    Workflows always run in Temporal's sandbox; `fast` (passed by `journeys simulate --fast`
+    alone, no setting turns it on) only passes every module through it."""
     write_workflow_bytecode()
     channels = channels if channels is not None else build_channels(settings.outbox_path, settings)
     log.info("channels: %s", describe_channels(channels))
@@ -152,7 +152,7 @@ def build_workers(
             broadcasts.cancel_broadcast_instances,
             RetentionActivities(store).expire_personal_data,
         ],
-        workflow_runner=workflow_runner(sandboxed),
+        workflow_runner=workflow_runner(fast),
         max_concurrent_workflow_tasks=settings.worker_workflow_tasks,
         max_cached_workflows=settings.worker_cached_workflows,
         **options,

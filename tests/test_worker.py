@@ -54,9 +54,9 @@ async def test_worker_runs_a_journey_on_the_dev_server(definitions, sqlite_store
             await asyncio.wait_for(worker, timeout=40)
 
 
-def test_the_sandbox_is_on_unless_a_simulation_asks_otherwise():
-    """The worker, journeys up and the tests build sandboxed workers; no environment variable
-    turns the sandbox off. Only `journeys simulate --no-sandbox` does, explicitly."""
+def test_the_sandbox_is_always_on_and_the_fast_mode_is_explicit():
+    """The worker, journeys up, simulations and the tests build sandboxed workers; nothing turns
+    the sandbox off. `journeys simulate --fast` only passes every module through it."""
     import inspect
 
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
@@ -65,7 +65,8 @@ def test_the_sandbox_is_on_unless_a_simulation_asks_otherwise():
     from journeys.worker import build_workers, workflow_runner
 
     assert "worker_sandbox" not in Settings.model_fields  # no setting, so no variable, turns it off
-    assert inspect.signature(build_workers).parameters["sandboxed"].default is True
+    assert inspect.signature(build_workers).parameters["fast"].default is False
     assert isinstance(workflow_runner(), SandboxedWorkflowRunner)
-    assert inspect.signature(Simulation).parameters["sandboxed"].default is True
-    assert inspect.signature(simulate).parameters["sandboxed"].default is True
+    assert isinstance(workflow_runner(fast=True), SandboxedWorkflowRunner)
+    assert inspect.signature(Simulation).parameters["fast"].default is False
+    assert inspect.signature(simulate).parameters["fast"].default is False
