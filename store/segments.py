@@ -174,13 +174,28 @@ def _at(value: datetime):
     return literal(value, UTCDateTime())
 
 
-def rfm_columns(at: datetime, table: RfmTable):
-    """A subquery of customers with purchases in the year to `at`: customer_id, purchases,
-    amount, last (time), r, f, m, score."""
+def _scoped(column, scope: _Scope) -> ColumnElement:
+    """`column` (a customer id) within the scope: one customer, those after an id, or all."""
+    if scope.only is not None:
+        return column == scope.only
+    return true() if scope.after is None else column > scope.after
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """Which customers a query is about: one (`only`, a profile), those after an id (a page)."""
+
+    only: str | None = None
+    after: str | None = None
+
+
+def rfm_columns(at: datetime, table: RfmTable, scope: _Scope = _Scope()):
+    """A subquery of customers (within `scope`) with purchases in the year to `at`:
+    customer_id, purchases, amount, last (time), r, f, m, score."""
     paid = aliased(EventRow)
     first_paid = (
         select(paid.customer_id, paid.order_id, func.min(paid.occurred_at).label("paid_at"))
-        .where(paid.type == "order.paid", paid.occurred_at <= _at(at))
+        .where(paid.type == "order.paid", paid.occurred_at <= _at(at), _scoped(paid.customer_id, scope))
         .group_by(paid.customer_id, paid.order_id)
         .subquery("first_paid")
     )
@@ -375,31 +390,39 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def members_query(segment: Segment, at: datetime, table: RfmTable):
+def _source(segment: Segment, at: datetime, table: RfmTable, scope: _Scope, rfm_always: bool):
+    """The customers in scope, outer-joined to their RFM when the segment (or the caller) needs
+    it, with the segment's condition: (from clause, where clause, rfm subquery or None)."""
+    rfm = rfm_columns(at, table, scope) if rfm_always or uses_rfm(segment.where) else None
+    source = CustomerRow.__table__
+    if rfm is not None:
+        source = source.outerjoin(rfm, rfm.c.customer_id == CustomerRow.customer_id)
+    where = and_(_scoped(CustomerRow.customer_id, scope), _Compiler(at, table, rfm).condition(segment.where))
+    return source, where, rfm
+
+
+def members_query(segment: Segment, at: datetime, table: RfmTable, scope: _Scope = _Scope()):
     """SELECT customer_id, r, f, m, score, tier of the segment's members at `at`, by id."""
-    rfm = rfm_columns(at, table)
-    compiler = _Compiler(at, table, rfm)
+    source, where, rfm = _source(segment, at, table, scope, rfm_always=True)
     score = func.coalesce(rfm.c.score, 0)
-    query = select(
-        CustomerRow.customer_id,
-        func.coalesce(rfm.c.r, 0).label("r"),
-        func.coalesce(rfm.c.f, 0).label("f"),
-        func.coalesce(rfm.c.m, 0).label("m"),
-        score.label("score"),
-        _tier(score, table).label("tier"),
-    ).select_from(CustomerRow.__table__.outerjoin(rfm, rfm.c.customer_id == CustomerRow.customer_id))
-    return query.where(compiler.condition(segment.where))
+    return (
+        select(
+            CustomerRow.customer_id,
+            func.coalesce(rfm.c.r, 0).label("r"),
+            func.coalesce(rfm.c.f, 0).label("f"),
+            func.coalesce(rfm.c.m, 0).label("m"),
+            score.label("score"),
+            _tier(score, table).label("tier"),
+        )
+        .select_from(source)
+        .where(where)
+    )
 
 
 def count_members(session: Session, segment: Segment, at: datetime, table: RfmTable) -> int:
     """How many customers are in the segment at `at`: one count in the database."""
-    rfm = rfm_columns(at, table) if uses_rfm(segment.where) else None
-    compiler = _Compiler(at, table, rfm)
-    source = CustomerRow.__table__
-    if rfm is not None:
-        source = source.outerjoin(rfm, rfm.c.customer_id == CustomerRow.customer_id)
-    query = select(func.count()).select_from(source).where(compiler.condition(segment.where))
-    return session.execute(query).scalar_one()
+    source, where, _rfm = _source(segment, at, table, _Scope(), rfm_always=False)
+    return session.execute(select(func.count()).select_from(source).where(where)).scalar_one()
 
 
 class Member(BaseModel):
@@ -417,10 +440,8 @@ def members(
     session: Session, segment: Segment, at: datetime, table: RfmTable, *, after: str | None = None, limit: int = 1000
 ) -> list[Member]:
     """One page of members, by customer id, after `after` (keyset paging: a page costs the same
-    wherever it is)."""
-    query = members_query(segment, at, table)
-    if after is not None:
-        query = query.where(CustomerRow.customer_id > after)
+    wherever it is; RFM is computed for the customers after it only)."""
+    query = members_query(segment, at, table, _Scope(after=after))
     rows = session.execute(query.order_by(CustomerRow.customer_id).limit(limit))
     return [Member.model_validate(dict(row._mapping)) for row in rows]
 
@@ -445,7 +466,7 @@ def segments_of(
     """The names of the segments the customer is in at `at` (a profile's `segments`)."""
     names = []
     for segment in segments:
-        query = members_query(segment, at, table).where(CustomerRow.customer_id == customer_id)
-        if session.execute(query.limit(1)).first() is not None:
+        source, where, _rfm = _source(segment, at, table, _Scope(only=customer_id), rfm_always=False)
+        if session.execute(select(CustomerRow.customer_id).select_from(source).where(where)).first() is not None:
             names.append(segment.name)
     return names
