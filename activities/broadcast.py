@@ -5,13 +5,15 @@ cancelled."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.payloads import PageRequest, StartedInstances, StartInstances
-from core.records import Event
+from core.records import Customer, Event
+from core.rfm import Purchase
 from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_VERSION
 from definitions.broadcasts import BROADCAST_EVENT
 from store import queries, segments
@@ -99,15 +101,12 @@ class BroadcastActivities:
         await asyncio.gather(*(start(customer_id) for customer_id in request.customer_ids))
         return outcome
 
-    def _customers(self, customer_ids: list[str], at) -> dict:
+    def _customers(self, customer_ids: list[str], at: datetime) -> dict[str, tuple[Customer | None, list[Purchase]]]:
+        """The page's customers and their purchases, in two queries."""
         with self.store.transaction() as session:
-            return {
-                customer_id: (
-                    queries.get_customer(session, customer_id),
-                    queries.purchases_of(session, customer_id, at),
-                )
-                for customer_id in customer_ids
-            }
+            customers = queries.get_customers(session, customer_ids)
+            purchases = queries.purchases_of_customers(session, customer_ids, at)
+        return {customer_id: (customers[customer_id], purchases[customer_id]) for customer_id in customer_ids}
 
     @activity.defn(name="cancel_broadcast_instances")
     async def cancel_broadcast_instances(self, journey: str) -> int:

@@ -251,24 +251,27 @@ async def simulate(
 
 def customer_profiles(store: Store, definitions: Definitions, at: datetime) -> list[dict[str, Any]]:
     """Every customer as of `at`: traits, RFM and the segments they are in, by customer id. One
-    query per segment for the memberships, one per customer for RFM (core.rfm, as journeys read it)."""
+    query per segment for the memberships, and two for the records and RFM (core.rfm, as journeys
+    read it)."""
     members: dict[str, list[str]] = defaultdict(list)
     for segment in definitions.segments.values():
         for member in iterate_members(store.transaction, segment, at, definitions.rfm):
             members[member.customer_id].append(segment.name)
     found = []
     with store.transaction() as session:
-        for customer_id in queries.customer_ids(session):
-            customer = queries.get_customer(session, customer_id)
-            rfm = score(queries.purchases_of(session, customer_id, at), at, definitions.rfm)
-            found.append(
-                {
-                    "customer_id": customer_id,
-                    "traits": customer.traits if customer else {},
-                    "rfm": rfm.model_dump(mode="json", include={"r", "f", "m", "score", "tier"}),
-                    "segments": members.get(customer_id, []),
-                }
-            )
+        ids = queries.customer_ids(session)
+        customers = queries.get_customers(session, ids)
+        purchases = queries.purchases_of_customers(session, ids, at)
+    for customer_id in ids:
+        customer, rfm = customers[customer_id], score(purchases[customer_id], at, definitions.rfm)
+        found.append(
+            {
+                "customer_id": customer_id,
+                "traits": customer.traits if customer else {},
+                "rfm": rfm.model_dump(mode="json", include={"r", "f", "m", "score", "tier"}),
+                "segments": members.get(customer_id, []),
+            }
+        )
     return found
 
 

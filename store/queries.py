@@ -44,6 +44,13 @@ def customer_ids(session: Session) -> list[str]:
     return list(session.scalars(select(CustomerRow.customer_id).order_by(CustomerRow.customer_id)))
 
 
+def get_customers(session: Session, customer_ids: list[str]) -> dict[str, Customer | None]:
+    """Many customers by id, in one query (None for an id with no record)."""
+    rows = session.scalars(select(CustomerRow).where(CustomerRow.customer_id.in_(customer_ids)))
+    found = {row.customer_id: _customer_of(row) for row in rows}
+    return {customer_id: found.get(customer_id) for customer_id in customer_ids}
+
+
 def get_customer(session: Session, customer_id: str, lock: bool = False) -> Customer | None:
     """The customer; with `lock`, the row stays locked until the transaction ends (PostgreSQL
     SELECT ... FOR UPDATE; SQLite's transactions already hold the write lock)."""
@@ -368,25 +375,34 @@ def events_of_order(session: Session, order_id: str) -> list[Event]:
 def purchases_of(session: Session, customer_id: str, at: datetime) -> list[Purchase]:
     """The customer's orders paid in the year before `at` (core.rfm's window), as RFM reads
     them: from their created, paid and refunded events up to `at`. One query."""
+    return purchases_of_customers(session, [customer_id], at)[customer_id]
+
+
+def purchases_of_customers(session: Session, customer_ids: list[str], at: datetime) -> dict[str, list[Purchase]]:
+    """`purchases_of` for many customers (a page of a broadcast or a simulation), in one query."""
     paid_in_year = (
-        select(EventRow.order_id)
+        select(EventRow.customer_id, EventRow.order_id)
         .where(
-            EventRow.customer_id == customer_id,
+            EventRow.customer_id.in_(customer_ids),
             EventRow.type == "order.paid",
             EventRow.occurred_at > at - RFM_WINDOW,
             EventRow.occurred_at <= at,
         )
-        .scalar_subquery()
+        .distinct()
+        .subquery()
     )
     rows = session.execute(
-        select(EventRow.type, EventRow.order_id, EventRow.occurred_at, EventRow.data).where(
-            EventRow.customer_id == customer_id,
-            EventRow.type.in_(PURCHASE_EVENT_TYPES),
-            EventRow.order_id.in_(paid_in_year),
-            EventRow.occurred_at <= at,
+        select(EventRow.customer_id, EventRow.type, EventRow.order_id, EventRow.occurred_at, EventRow.data)
+        .join(
+            paid_in_year,
+            (EventRow.customer_id == paid_in_year.c.customer_id) & (EventRow.order_id == paid_in_year.c.order_id),
         )
+        .where(EventRow.type.in_(PURCHASE_EVENT_TYPES), EventRow.occurred_at <= at)
     )
-    return purchases_from(rows)
+    events: dict[str, list] = {customer_id: [] for customer_id in customer_ids}
+    for row in rows:
+        events[row.customer_id].append(row)
+    return {customer_id: purchases_from(found) for customer_id, found in events.items()}
 
 
 def _event_of(row: EventRow) -> Event:

@@ -16,12 +16,17 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.policy import decide
+from core.records import DEFAULT_TIMEZONE, Customer
+from definitions.broadcasts import Broadcast
 from definitions.loader import Definitions
 from store import queries, segments
 from store.db import Store
 from views.history import count_instances
 from workflows.broadcast import BroadcastWorkflow
 from workflows.contract import BroadcastInput, BroadcastProgress, broadcast_workflow_id, split_draw
+
+#: Members a dry run reads at a time (a start pages the same way).
+PAGE = 500
 
 #: How long after its scheduled moment a broadcast stays open: the spread of time zones (a local
 #: time is reached last at UTC-12) and a quiet-hours deferral to the next morning.
@@ -156,35 +161,19 @@ def dry_run(store: Store, definitions: Definitions, name: str, now: datetime) ->
     outcomes: dict[str, int] = {}
     members = held_out = 0
     times: list[datetime] = []
-    for member in segments.iterate_members(store.transaction, segment, now, definitions.rfm):
-        members += 1
-        if broadcast.holdout and split_draw(journey, member.customer_id) < broadcast.holdout:
-            held_out += 1
-            continue
+    after = None
+    while True:  # a page at a time, each in one transaction, as a start would
         with store.transaction() as session:
-            customer = queries.get_customer(session, member.customer_id)
-            schedule = broadcast.schedule
-            if schedule.at is not None:
-                when = schedule.at
-            else:
-                zone = ZoneInfo(customer.timezone if customer else "Asia/Shanghai")
-                when = schedule.local_time.replace(tzinfo=zone)
-            when = max(when.astimezone(UTC), now)
-            decision = decide(
-                customer,
-                channel=broadcast.send.channel,
-                fallback=broadcast.send.fallback,
-                category=broadcast.send.category or broadcast.category,
-                at=when,
-                deadline=None,
-                suppression_scope=lambda channel, address: queries.suppression_scope(session, channel, address),
-                marketing_since=lambda since, who=member.customer_id: queries.counted_marketing_since(
-                    session, who, since
-                ),
-            )
-        key = f"{decision.action}:{decision.channel or decision.reason}"
-        outcomes[key] = outcomes.get(key, 0) + 1
-        times.append(when)
+            page = segments.members(session, segment, now, definitions.rfm, after=after, limit=PAGE)
+            ids = [m.customer_id for m in page if split_draw(journey, m.customer_id) >= broadcast.holdout]
+            members, held_out = members + len(page), held_out + len(page) - len(ids)
+            for customer in queries.get_customers(session, ids).values():
+                key, when = _would(broadcast, customer, session, now)
+                outcomes[key] = outcomes.get(key, 0) + 1
+                times.append(when)
+        if len(page) < PAGE:
+            break
+        after = page[-1].customer_id
     return DryRun(
         name=name,
         members=members,
@@ -193,3 +182,26 @@ def dry_run(store: Store, definitions: Definitions, name: str, now: datetime) ->
         first_send=min(times) if times else None,
         last_send=max(times) if times else None,
     )
+
+
+def _would(broadcast: Broadcast, customer: Customer | None, session, now: datetime) -> tuple[str, datetime]:
+    """What the contact policy would do with the broadcast's message to `customer`, at their
+    send time: (`send:sms`, `defer:sms`, `skip:unsubscribed`..., the time)."""
+    schedule = broadcast.schedule
+    if schedule.at is not None:
+        when = schedule.at
+    else:
+        when = schedule.local_time.replace(tzinfo=ZoneInfo(customer.timezone if customer else DEFAULT_TIMEZONE))
+    when = max(when.astimezone(UTC), now)
+    who = customer.customer_id if customer else ""
+    decision = decide(
+        customer,
+        channel=broadcast.send.channel,
+        fallback=broadcast.send.fallback,
+        category=broadcast.send.category or broadcast.category,
+        at=when,
+        deadline=None,
+        suppression_scope=lambda channel, address: queries.suppression_scope(session, channel, address),
+        marketing_since=lambda since: queries.counted_marketing_since(session, who, since),
+    )
+    return f"{decision.action}:{decision.channel or decision.reason}", when
