@@ -77,6 +77,11 @@ class EventCatalog:
                 catalog._validators[declaration.name] = Draft202012Validator(declaration.data_schema)
         return catalog
 
+    def including(self, declaration: EventDeclaration) -> EventCatalog:
+        """This catalogue and one more type (a broadcast's own entry event), sharing the compiled
+        checks."""
+        return EventCatalog({**self.declared, declaration.name: declaration}, dict(self._validators))
+
     def known(self, event_type: str) -> bool:
         return event_type in EVENT_TYPES or event_type in self.declared
 

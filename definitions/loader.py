@@ -352,10 +352,8 @@ def _load_broadcasts(
 ) -> dict[str, tuple[Broadcast, JourneySnapshot]]:
     """`broadcasts/*.yaml`: each names a segment and a send step, checked as a journey's are."""
     found: dict[str, tuple[Broadcast, JourneySnapshot]] = {}
-    catalog = EventCatalog.of([*loaded.events.declared.values()])
-    catalog.declared.setdefault(
-        BROADCAST_EVENT, EventDeclaration(name=BROADCAST_EVENT, key="customer")
-    )  # the instances' own entry event
+    # The instances' own entry event, known to broadcasts alone.
+    catalog = loaded.events.including(EventDeclaration(name=BROADCAST_EVENT, key="customer"))
     for path in sorted((directory / BROADCASTS_DIR).glob("*.yaml")):
         read = _read_optional(path, problems)
         if read is None:
