@@ -61,7 +61,7 @@ def create_app(
     app.state.journeys = ApiContext(
         store=store,
         temporal=temporal,
-        definitions=definitions,
+        definitions=definitions if definitions is not None else Definitions(),
         ui_url=ui_url,
         keys=parse_api_keys(api_keys or []),
         max_body_bytes=max_body_bytes,

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from core.access import Permission
-from definitions.loader import Definitions
 from triggers import broadcasts
 from triggers.api.deps import ApiContext, Context, Problem, Temporal, allowed
 from triggers.broadcasts import BroadcastError, BroadcastStatus
@@ -20,12 +19,8 @@ _RESPONSES = {401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": P
               503: {"model": Problem}}  # fmt: skip
 
 
-def _definitions(api: ApiContext) -> Definitions:
-    return api.definitions if api.definitions is not None else Definitions()
-
-
 def _refused(err: BroadcastError, name: str, api: ApiContext) -> JSONResponse:
-    missing = name not in _definitions(api).broadcasts
+    missing = name not in api.definitions.broadcasts
     return JSONResponse({"detail": str(err)}, status_code=404 if missing else 409)
 
 
@@ -37,7 +32,7 @@ def _refused(err: BroadcastError, name: str, api: ApiContext) -> JSONResponse:
     summary="Every broadcast defined, with its progress",
 )
 async def list_broadcasts(api: Context, client: Temporal) -> list[BroadcastStatus]:
-    definitions = _definitions(api)
+    definitions = api.definitions
     return [await broadcasts.status(client, api.store, definitions, name) for name in sorted(definitions.broadcasts)]
 
 
@@ -50,7 +45,7 @@ async def list_broadcasts(api: Context, client: Temporal) -> list[BroadcastStatu
 )
 async def broadcast_status(name: str, api: Context, client: Temporal) -> BroadcastStatus | JSONResponse:
     try:
-        return await broadcasts.status(client, api.store, _definitions(api), name)
+        return await broadcasts.status(client, api.store, api.definitions, name)
     except BroadcastError as err:
         return _refused(err, name, api)
 
@@ -65,7 +60,7 @@ async def broadcast_status(name: str, api: Context, client: Temporal) -> Broadca
 async def dry_run_broadcast(name: str, api: Context) -> broadcasts.DryRun | JSONResponse:
     now = datetime.now(UTC)
     try:
-        return await asyncio.to_thread(broadcasts.dry_run, api.store, _definitions(api), name, now)
+        return await asyncio.to_thread(broadcasts.dry_run, api.store, api.definitions, name, now)
     except BroadcastError as err:
         return _refused(err, name, api)
 
@@ -79,11 +74,7 @@ async def dry_run_broadcast(name: str, api: Context) -> broadcasts.DryRun | JSON
     summary="Start a broadcast (once): every member of its segment gets an instance that sends at its time",
 )
 async def start_broadcast(name: str, api: Context, client: Temporal) -> BroadcastStatus | JSONResponse:
-    try:
-        await broadcasts.start(client, _definitions(api), name, api.task_queue)
-        return await broadcasts.status(client, api.store, _definitions(api), name)
-    except BroadcastError as err:
-        return _refused(err, name, api)
+    return await _then_status(broadcasts.start(client, api.definitions, name, api.task_queue), name, api, client)
 
 
 @router.post(
@@ -95,8 +86,14 @@ async def start_broadcast(name: str, api: Context, client: Temporal) -> Broadcas
     summary="Cancel a broadcast: no more instances start; those still waiting send nothing",
 )
 async def cancel_broadcast(name: str, api: Context, client: Temporal) -> BroadcastStatus | JSONResponse:
+    return await _then_status(broadcasts.cancel(client, api.definitions, name), name, api, client)
+
+
+async def _then_status(action, name: str, api: ApiContext, client) -> BroadcastStatus | JSONResponse:
+    """Do `action` (a start or a cancel), then answer with the broadcast's status; a 404 or 409
+    saying why it could not be done."""
     try:
-        await broadcasts.cancel(client, _definitions(api), name)
-        return await broadcasts.status(client, api.store, _definitions(api), name)
+        await action
+        return await broadcasts.status(client, api.store, api.definitions, name)
     except BroadcastError as err:
         return _refused(err, name, api)

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from core.access import Permission
-from core.rfm import DEFAULT_TABLE
 from triggers.api.deps import Context, CustomerId, Problem, Temporal, allowed, requester
 from triggers.erasure import Erasure, erase
 from views.profile import Profile, profile
@@ -24,8 +23,7 @@ router = APIRouter(tags=["customers"])
     summary="A customer's profile: record, traits, tags, RFM now, segments and suppressions",
 )
 async def customer_profile(customer_id: CustomerId, api: Context) -> Profile | JSONResponse:
-    table = api.definitions.rfm if api.definitions is not None else DEFAULT_TABLE
-    segments = list(api.definitions.segments.values()) if api.definitions is not None else []
+    table, segments = api.definitions.rfm, list(api.definitions.segments.values())
     now = datetime.now(UTC)
     found = await api.store.run(lambda session: profile(session, customer_id, table, now, api.default_region, segments))
     if found is None:

@@ -23,7 +23,8 @@ from views.history import check_id
 class ApiContext:
     store: Store
     temporal: Callable[[], Awaitable[Client]] | None
-    definitions: Definitions | None
+    #: The loaded definitions; empty (built-in event types, the default RFM table) without any.
+    definitions: Definitions
     ui_url: str
     keys: list[ApiKey]
     max_body_bytes: int

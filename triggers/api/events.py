@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field, ValidationError
 
 from core.access import Permission
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_event
-from definitions.events import BUILT_IN
 from store import queries
 from store.db import Store
 from triggers.api.deps import Context, Problem, allowed
@@ -150,7 +149,7 @@ async def post_events(request: Request, api: Context) -> JSONResponse:
 
     answer = EventsAnswer()
     good: list[Event] = []
-    catalog = api.definitions.events if api.definitions is not None else BUILT_IN
+    catalog = api.definitions.events
     for index, item in enumerate(items):
         event_id = item.get("event_id") if isinstance(item, dict) else None
         shown_id = event_id if isinstance(event_id, str) and _printable(event_id) else None

@@ -30,7 +30,7 @@ class JourneyView(BaseModel):
 )
 async def journeys(api: Context, client: Temporal) -> list[JourneyView]:
     views = []
-    for snapshot in api.definitions or []:
+    for snapshot in api.definitions:
         name = snapshot.definition.name
         running = f"JourneyName = '{name}' AND ExecutionStatus = 'Running'"
         total = await count_instances(client, running)

@@ -9,8 +9,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from core.access import Permission
-from core.audience import Segment
-from core.rfm import DEFAULT_TABLE
 from store.segments import Member, count_members, members
 from triggers.api.deps import ApiContext, Context, Problem, allowed
 from views.history import check_id
@@ -34,27 +32,19 @@ class SegmentPage(BaseModel):
     next_after: str | None = Field(description="Pass as `after` for the next page; null on the last.")
 
 
-def _segment(api: ApiContext, name: str) -> Segment | None:
-    return api.definitions.segments.get(name) if api.definitions is not None else None
-
-
-def _table(api: ApiContext):
-    return api.definitions.rfm if api.definitions is not None else DEFAULT_TABLE
-
-
 def _missing(api: ApiContext, name: str) -> JSONResponse:
-    known = ", ".join(sorted(api.definitions.segments)) if api.definitions is not None else ""
+    known = ", ".join(sorted(api.definitions.segments))
     return JSONResponse({"detail": f"no segment {name!r}; segments: {known or 'none'}"}, status_code=404)
 
 
 @router.get("/segments", response_model=list[SegmentCount], responses=_RESPONSES, summary="Every segment, counted")
 async def list_segments(api: Context) -> list[SegmentCount]:
     now = datetime.now(UTC)
-    segments = list(api.definitions.segments.values()) if api.definitions is not None else []
+    segments = list(api.definitions.segments.values())
 
     def count_all(session) -> list[SegmentCount]:
         return [
-            SegmentCount(name=s.name, title=s.title, count=count_members(session, s, now, _table(api)), at=now)
+            SegmentCount(name=s.name, title=s.title, count=count_members(session, s, now, api.definitions.rfm), at=now)
             for s in segments
         ]
 
@@ -63,11 +53,11 @@ async def list_segments(api: Context) -> list[SegmentCount]:
 
 @router.get("/segments/{name}", response_model=SegmentCount, responses=_RESPONSES, summary="One segment, counted")
 async def segment_count(name: str, api: Context) -> SegmentCount | JSONResponse:
-    segment = _segment(api, name)
+    segment = api.definitions.segments.get(name)
     if segment is None:
         return _missing(api, name)
     now = datetime.now(UTC)
-    count = await api.store.run(lambda session: count_members(session, segment, now, _table(api)))
+    count = await api.store.run(lambda session: count_members(session, segment, now, api.definitions.rfm))
     return SegmentCount(name=segment.name, title=segment.title, count=count, at=now)
 
 
@@ -83,13 +73,15 @@ async def segment_members(
     after: str | None = Query(None, max_length=200, description="The last customer id of the previous page."),
     limit: int = Query(1000, ge=1, le=10_000),
 ) -> SegmentPage | JSONResponse:
-    segment = _segment(api, name)
+    segment = api.definitions.segments.get(name)
     if segment is None:
         return _missing(api, name)
     if after is not None:
         check_id(customer_id=after)  # a 422 for an id no query may carry (NUL, control characters)
     now = datetime.now(UTC)
-    found = await api.store.run(lambda session: members(session, segment, now, _table(api), after=after, limit=limit))
+    found = await api.store.run(
+        lambda session: members(session, segment, now, api.definitions.rfm, after=after, limit=limit)
+    )
     return SegmentPage(
         name=name,
         at=now,
