@@ -171,15 +171,19 @@ class Router:
                     queries.scrub_event(session, event.event_id)
                     return None
                 queries.recreate_customer(session, event.customer_id, event.occurred_at)
-            if event.type in CUSTOMER_EVENT_TYPES:
-                current = queries.get_customer(session, event.customer_id, lock=True)
-                queries.upsert_customer(session, apply_customer_event(current, event), event.occurred_at)
+            changes_customer = event.type in CUSTOMER_EVENT_TYPES
+            if not (starts or changes_customer):
+                return None, {}, [], []
+            customer = queries.get_customer(session, event.customer_id, lock=changes_customer)
+            if changes_customer:  # the record as it stands after the event, read once
+                customer = apply_customer_event(customer, event)
+                queries.upsert_customer(session, customer, event.occurred_at)
             if not starts:
                 return None, {}, [], []
-            customer = queries.get_customer(session, event.customer_id)
             order = queries.events_of_order(session, event.order_id) if event.order_id else []
             prior = self._prior_events(session, starts, event, order)
-            purchases = queries.purchases_of(session, event.customer_id, event.occurred_at)
+            reads_rfm = any(self.definitions[d.journey].reads_rfm for d in starts)
+            purchases = queries.purchases_of(session, event.customer_id, event.occurred_at) if reads_rfm else []
             return customer, prior, order_history(order, until=event), purchases
 
     def _mark_dispatched(self, event: Event) -> None:
