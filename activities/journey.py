@@ -17,7 +17,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.payloads import FailureRecord, SendOutcome, SendRequest
-from activities.policy import decide
+from activities.policy import StoreLookups, decide
 from core.channel import Channel, OutgoingMessage, PermanentChannelError, RetryableChannelError
 from core.records import Customer
 from core.vocabulary import Reason
@@ -117,8 +117,8 @@ class JourneyActivities:
             category=req.category,
             at=req.at,
             deadline=req.deadline,
-            suppression_scope=lambda channel, address: queries.suppression_scope(session, channel, address),
-            marketing_since=lambda since: queries.counted_marketing_since(session, req.customer_id, since),
+            lookups=StoreLookups(session, req.customer_id),
+            resource=req.resource,
             default_region=self.default_region,
         )
         notes = "; ".join(decision.notes) or None  # unusable contacts passed over, recorded with the outcome
@@ -126,7 +126,7 @@ class JourneyActivities:
             row = _ledger_row(
                 req, status="skipped", reason=decision.reason, channel=decision.channel, address=decision.address
             )
-            row.error = notes
+            row.error = "; ".join(filter(None, (decision.detail, notes))) or None  # e.g. which limit, and why
             session.add(row)
             return SendOutcome(status="skipped", reason=decision.reason, channel=decision.channel), None
         if decision.action == "defer":
@@ -259,7 +259,14 @@ class JourneyActivities:
 
 def _ledger_row(req: SendRequest, *, status: str, reason: str | None, channel: str | None, address=None) -> MessageRow:
     return _new_row(
-        req, step=req.step, template=req.template_name, status=status, reason=reason, channel=channel, address=address
+        req,
+        step=req.step,
+        template=req.template_name,
+        status=status,
+        reason=reason,
+        channel=channel,
+        address=address,
+        resource=req.resource.name if req.resource else None,
     )
 
 
@@ -291,6 +298,7 @@ def _outgoing(row: MessageRow, earlier_attempt_at: datetime | None) -> OutgoingM
         step=row.step,
         customer_id=row.customer_id,
         category=row.category,
+        resource=row.resource,
         provider_template=row.provider_template,
         template_data=row.template_data,
         earlier_attempt_at=earlier_attempt_at,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from core.audience import Segment
 from core.rfm import RfmTable
-from definitions.schema import JourneySnapshot, Template
+from definitions.schema import JourneySnapshot, Resource, Template
 
 
 class SendRequest(BaseModel):
@@ -30,6 +30,7 @@ class SendRequest(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict, description="event, order and vars for the template")
     at: datetime = Field(description="The time of the send in the journey's clock (never wall-clock).")
     deadline: datetime | None = None
+    resource: Resource | None = Field(default=None, description="What the message hands out, with its limits.")
     deliver: bool = Field(
         default=True,
         description="False: decide and record only, answering `ready`, and the workflow hands the message "

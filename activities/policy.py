@@ -1,19 +1,24 @@
 """The contact policy, as one pure function, `decide`: blacklist, channel choice, quiet hours,
-frequency cap, in that order (exactly-once is the ledger's job). The send activity records what it
-decides; `journeys preview` shows what it would decide now. Lookups in the store (suppressions, the
-recent marketing count) come in as functions, so the rule itself touches nothing."""
+resource limits, frequency cap, in that order (exactly-once is the ledger's job). The send activity
+records what it decides; `journeys preview` shows what it would decide now. What the rule needs from
+the store (suppressions, the recent marketing count, a resource's issues and redemptions) comes in
+through `Lookups`, so the rule itself touches nothing; `StoreLookups` answers from a session."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session
 
 from activities.contacts import DEFAULT_REGION, UnusableContact, address_for
 from core.records import Customer
 from core.vocabulary import Reason
+from definitions.schema import Resource
+from store import queries
 
 FREQUENCY_CAP = 2
 FREQUENCY_WINDOW = timedelta(days=7)
@@ -94,6 +99,83 @@ class Decision:
     notes: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class ResourceUses:
+    """One customer's history with one resource: when it was issued (sent, or possibly sent) and
+    when a redemption event for it arrived."""
+
+    issued: tuple[datetime, ...] = ()
+    redeemed: tuple[datetime, ...] = ()
+
+
+def unredeemed(resource: Resource, at: datetime, uses: ResourceUses) -> int:
+    """How many issued are neither redeemed nor expired at `at`. Each redemption redeems the
+    oldest one issued before it that had not expired by then."""
+    lifetime = resource.lifetime
+
+    def alive(issued: datetime, when: datetime) -> bool:
+        return lifetime is None or when < issued + lifetime
+
+    outstanding: list[datetime] = []
+    # At equal times the issue comes first: a coupon redeemed the moment it arrives was redeemed.
+    for when, redemption in sorted([(t, False) for t in uses.issued] + [(t, True) for t in uses.redeemed]):
+        if not redemption:
+            outstanding.append(when)
+            continue
+        outstanding = [issued for issued in outstanding if alive(issued, when)]
+        if outstanding:
+            outstanding.pop(0)
+    return sum(1 for issued in outstanding if alive(issued, at))
+
+
+def resource_refusal(resource: Resource, at: datetime, uses: ResourceUses) -> str | None:
+    """Why issuing `resource` at `at` would break one of its limits, or None. Issues after `at`
+    count too: another journey may have decided a moment later on its own clock."""
+    window = resource.window
+    if window is not None:
+        recent = [issued for issued in uses.issued if issued > at - window]
+        if recent:
+            return f"{resource.name} already issued at {max(recent).isoformat()}; at most once per {resource.once_per}"
+    if resource.max_unredeemed is not None:
+        open_ = unredeemed(resource, at, uses)
+        if open_ >= resource.max_unredeemed:
+            return f"{open_} {resource.name} issued and not redeemed; at most {resource.max_unredeemed}"
+    return None
+
+
+class Lookups(Protocol):
+    """What the policy asks the store, for one customer."""
+
+    def suppression_scope(self, channel: str, address: str) -> str | None: ...
+
+    def marketing_since(self, since: datetime) -> int: ...
+
+    def resource_uses(self, resource: Resource) -> ResourceUses: ...
+
+
+@dataclass(frozen=True)
+class StoreLookups:
+    """The policy's lookups answered from the store, in the caller's transaction."""
+
+    session: Session
+    customer_id: str
+
+    def suppression_scope(self, channel: str, address: str) -> str | None:
+        return queries.suppression_scope(self.session, channel, address)
+
+    def marketing_since(self, since: datetime) -> int:
+        return queries.counted_marketing_since(self.session, self.customer_id, since)
+
+    def resource_uses(self, resource: Resource) -> ResourceUses:
+        issued = queries.resource_issued(self.session, self.customer_id, resource.name)
+        redeemed = (
+            queries.resource_redeemed(self.session, self.customer_id, resource.redeemed_by, resource.name)
+            if resource.redeemed_by
+            else []
+        )
+        return ResourceUses(tuple(issued), tuple(redeemed))
+
+
 def decide(
     customer: Customer | None,
     *,
@@ -102,18 +184,17 @@ def decide(
     category: str,
     at: datetime,
     deadline: datetime | None,
-    suppression_scope: Callable[[str, str], str | None],
-    marketing_since: Callable[[datetime], int],
+    lookups: Lookups,
+    resource: Resource | None = None,
     default_region: str = DEFAULT_REGION,
 ) -> Decision:
-    """The contact policy for a send due `at` (the journey's clock). A send deferred past its
-    `deadline` is skipped instead. `marketing_since(t)` counts the customer's marketing messages
-    after t (asked only for marketing sends)."""
+    """The contact policy for a send due `at` (the journey's clock), handing out `resource` if
+    given. A send deferred past its `deadline` is skipped instead."""
     if customer is None:
         return Decision("skip", reason=Reason.NO_CONTACT)
     if customer.blacklisted:
         return Decision("skip", reason=Reason.BLACKLISTED)
-    choice = choose_channel(customer, channel, fallback, category, suppression_scope, default_region)
+    choice = choose_channel(customer, channel, fallback, category, lookups.suppression_scope, default_region)
     if choice.channel is None:
         return Decision("skip", reason=choice.skip_reason or Reason.NO_CONTACT, notes=choice.problems)
     chosen = {"channel": choice.channel, "address": choice.address, "notes": choice.problems}
@@ -122,8 +203,12 @@ def decide(
         if deadline is not None and resume_at >= deadline:
             return Decision("skip", reason=Reason.QUIET_HOURS, detail=f"quiet until {resume_at}", **chosen)
         return Decision("defer", resume_at=resume_at, **chosen)
+    if resource is not None:
+        refusal = resource_refusal(resource, at, lookups.resource_uses(resource))
+        if refusal is not None:
+            return Decision("skip", reason=Reason.RESOURCE_LIMIT, detail=refusal, **chosen)
     if category == "marketing":
-        recent = marketing_since(at - FREQUENCY_WINDOW)
+        recent = lookups.marketing_since(at - FREQUENCY_WINDOW)
         if recent >= FREQUENCY_CAP:
             detail = f"{recent} marketing messages in the last {FREQUENCY_WINDOW.days} days"
             return Decision("skip", reason=Reason.FREQUENCY_CAP, detail=detail, **chosen)

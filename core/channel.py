@@ -36,6 +36,9 @@ class OutgoingMessage(BaseModel):
     step: str
     customer_id: str
     category: str
+    resource: str | None = Field(
+        default=None, description="What the message hands out (a coupon type), for the shop's system to issue."
+    )
     provider_template: str | None = Field(default=None, description="A provider-side template (SendGrid d-...).")
     template_data: dict[str, Any] | None = Field(default=None, description="The data a provider template renders.")
     earlier_attempt_at: datetime | None = Field(

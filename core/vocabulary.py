@@ -54,6 +54,7 @@ class Reason(StrEnum):
     BLACKLISTED = "blacklisted"
     QUIET_HOURS = "quiet_hours"
     FREQUENCY_CAP = "frequency_cap"
+    RESOURCE_LIMIT = "resource_limit"
     TEMPLATE_ERROR = "template_error"
     EXPRESSION_ERROR = "expression_error"
     PROVIDER_REJECTED = "provider_rejected"

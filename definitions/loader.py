@@ -26,6 +26,7 @@ from definitions.schema import (
     IfStep,
     Journey,
     JourneySnapshot,
+    Resource,
     SendStep,
     Template,
     WaitForStep,
@@ -36,7 +37,8 @@ from definitions.schema import (
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: Files of a definitions directory that are not journeys.
 RFM_FILE = "rfm.yaml"
-RESERVED_FILES = frozenset({RFM_FILE, EVENTS_FILE})
+RESOURCES_FILE = "resources.yaml"
+RESERVED_FILES = frozenset({RFM_FILE, EVENTS_FILE, RESOURCES_FILE})
 
 
 class DefinitionsError(Exception):
@@ -60,6 +62,8 @@ class Definitions:
     segments: dict[str, Segment] = field(default_factory=dict)
     #: Broadcasts (`broadcasts/*.yaml`) by name, each with the journey snapshot its members run.
     broadcasts: dict[str, tuple[Broadcast, JourneySnapshot]] = field(default_factory=dict)
+    #: What send steps hand out, with its harassment limits (`resources.yaml`), by name.
+    resources: dict[str, Resource] = field(default_factory=dict)
 
     def __iter__(self):
         return iter(self.journeys.values())
@@ -222,7 +226,10 @@ def _yaml_message(err: yaml.YAMLError) -> str:
 
 
 def _journey_problems(
-    journey: Journey, templates: dict[str, Template], catalog: EventCatalog = BUILT_IN
+    journey: Journey,
+    templates: dict[str, Template],
+    catalog: EventCatalog = BUILT_IN,
+    resources: dict[str, Resource] | None = None,
 ) -> list[tuple[str, str]]:
     """Problems pydantic cannot see: references, known event types, expressions, routing,
     duplicate step ids."""
@@ -274,6 +281,12 @@ def _journey_problems(
                 )
             seen_ids.setdefault(spec.step_id, path)
             expression(spec.deadline, f"{path}.send.deadline")
+            if spec.resource and spec.resource not in (resources or {}):
+                known = ", ".join(sorted(resources or {})) or "none"
+                problems.append(
+                    (f"{path}.send.resource", f"unknown resource {spec.resource!r} (declare it in {RESOURCES_FILE}); "
+                                              f"declared: {known}")
+                )  # fmt: skip
         elif isinstance(step, WaitUntilStep):
             expression(step.wait_until.at, f"{path}.wait_until.at")
         elif isinstance(step, IfStep):
@@ -283,19 +296,23 @@ def _journey_problems(
     return problems
 
 
-def snapshot_of(journey: Journey, templates: dict[str, Template]) -> JourneySnapshot:
-    used = sorted({step.send.template for _, step in walk_steps(journey.steps) if isinstance(step, SendStep)})
-    chosen = {name: templates[name] for name in used}
-    canonical = json.dumps(
-        {
-            "definition": journey.model_dump(mode="json", by_alias=True),
-            "templates": {k: v.model_dump(mode="json") for k, v in chosen.items()},
-        },
-        sort_keys=True,
-        ensure_ascii=False,
-    )
+def snapshot_of(
+    journey: Journey, templates: dict[str, Template], resources: dict[str, Resource] | None = None
+) -> JourneySnapshot:
+    """The journey frozen with the templates and resources its send steps name, and the hash of
+    them all as its version."""
+    sends = [step.send for _, step in walk_steps(journey.steps) if isinstance(step, SendStep)]
+    chosen = {name: templates[name] for name in sorted({spec.template for spec in sends})}
+    handed_out = {name: (resources or {})[name] for name in sorted({spec.resource for spec in sends if spec.resource})}
+    content: dict[str, Any] = {
+        "definition": journey.model_dump(mode="json", by_alias=True),
+        "templates": {k: v.model_dump(mode="json") for k, v in chosen.items()},
+    }
+    if handed_out:  # journeys without resources keep the versions they had before resources existed
+        content["resources"] = {k: v.model_dump(mode="json") for k, v in handed_out.items()}
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False)
     version = hashlib.sha256(canonical.encode()).hexdigest()[:12]
-    return JourneySnapshot(definition=journey, templates=chosen, version=version)
+    return JourneySnapshot(definition=journey, templates=chosen, resources=handed_out, version=version)
 
 
 def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
@@ -308,6 +325,7 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
     loaded.rfm = _load_rfm(directory, problems)
     loaded.events = _load_events(directory, problems)
     loaded.segments = _load_segments(directory, loaded.rfm, problems)
+    loaded.resources = _load_resources(directory, loaded.events, problems)
     where_defined: dict[str, str] = {}
     files = [
         path
@@ -332,7 +350,7 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
             continue
         own = [
             f"{path}:{_line_of(lines, _parse_loc(where))}: {where}: {message}"
-            for where, message in _journey_problems(journey, templates, loaded.events)
+            for where, message in _journey_problems(journey, templates, loaded.events, loaded.resources)
         ]
         if journey.name in where_defined:
             own.append(
@@ -342,7 +360,7 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
         problems.extend(own)
         where_defined.setdefault(journey.name, str(path))
         if not own:
-            loaded.journeys[journey.name] = snapshot_of(journey, templates)
+            loaded.journeys[journey.name] = snapshot_of(journey, templates, loaded.resources)
     loaded.broadcasts = _load_broadcasts(directory, loaded, templates, problems)
     return loaded, problems
 
@@ -373,14 +391,14 @@ def _load_broadcasts(
             known = ", ".join(sorted(loaded.segments)) or "none"
             own.append((("segment",), f"no segment {broadcast.segment!r}; segments: {known}"))
         journey = journey_of(broadcast)
-        for where, message in _journey_problems(journey, templates, catalog):
+        for where, message in _journey_problems(journey, templates, catalog, loaded.resources):
             if where.startswith("steps"):  # the send step, as the file wrote it
                 where = "send" + where.split(".send", 1)[1] if ".send" in where else "send"
             own.append((_parse_loc(where), message))
         for loc, message in own:
             problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {message}")
         if not own:
-            found[broadcast.name] = (broadcast, snapshot_of(journey, templates))
+            found[broadcast.name] = (broadcast, snapshot_of(journey, templates, loaded.resources))
     return found
 
 
@@ -396,32 +414,55 @@ def _read_optional(path: Path, problems: list[str]) -> tuple[Any, dict[tuple, in
         return None
 
 
-def _load_events(directory: Path, problems: list[str]) -> EventCatalog:
-    """`events.yaml`: the shop's own event types (only the built-in ones without the file)."""
-    path = directory / EVENTS_FILE
+def _declarations(path: Path, field_name: str, model: type[Any], problems: list[str]) -> list[tuple[int, Any]] | None:
+    """A file holding `FIELD:`, a list of declarations with unique names (`events.yaml`,
+    `resources.yaml`): the good ones with their line, checked one by one so a bad one does not
+    hide the rest; None when the file is absent or not the right shape (the problem added)."""
     read = _read_optional(path, problems)
     if read is None:
-        return BUILT_IN
+        return None
     data, lines = read
-    if not isinstance(data, dict | None) or not isinstance((data or {}).get("events", []), list):
-        problems.append(f"{path}:1: events.yaml holds `events:`, a list of declarations (name, key, schema)")
-        return BUILT_IN
-    unknown = sorted(set(data or {}) - {"events"})
+    if not isinstance(data, dict | None) or not isinstance((data or {}).get(field_name, []), list):
+        problems.append(f"{path}:1: {path.name} holds `{field_name}:`, a list of declarations, each with a name")
+        return None
+    unknown = sorted(set(data or {}) - {field_name})
     if unknown:
         problems.append(f"{path}:{_line_of(lines, (unknown[0],))}: {unknown[0]}: unknown field {unknown[0]!r}")
-    declared: list[EventDeclaration] = []
-    for i, item in enumerate((data or {}).get("events", [])):
-        try:  # one by one: a bad declaration does not hide the good ones
-            declaration = EventDeclaration.model_validate(item)
+    declared: list[tuple[int, Any]] = []
+    for i, item in enumerate((data or {}).get(field_name, [])):
+        try:
+            declaration = model.model_validate(item)
         except ValidationError as err:
-            problems.extend(_problem_lines(path, lines, err, prefix=("events", i)))
+            problems.extend(_problem_lines(path, lines, err, prefix=(field_name, i)))
             continue
-        if declaration.name in {d.name for d in declared}:
-            loc = ("events", i, "name")
+        loc = (field_name, i, "name")
+        if declaration.name in {d.name for _, d in declared}:
             problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {declaration.name!r} is declared twice")
             continue
-        declared.append(declaration)
-    return EventCatalog.of(declared)
+        declared.append((_line_of(lines, loc), declaration))
+    return declared
+
+
+def _load_events(directory: Path, problems: list[str]) -> EventCatalog:
+    """`events.yaml`: the shop's own event types (only the built-in ones without the file)."""
+    declared = _declarations(directory / EVENTS_FILE, "events", EventDeclaration, problems)
+    return BUILT_IN if declared is None else EventCatalog.of([declaration for _, declaration in declared])
+
+
+def _load_resources(directory: Path, catalog: EventCatalog, problems: list[str]) -> dict[str, Resource]:
+    """`resources.yaml`: what send steps hand out and its limits; each `redeemed_by` must be a
+    known event type."""
+    path = directory / RESOURCES_FILE
+    found: dict[str, Resource] = {}
+    for line, resource in _declarations(path, "resources", Resource, problems) or []:
+        if resource.redeemed_by and not catalog.known(resource.redeemed_by):
+            problems.append(
+                f"{path}:{line}: resources.{resource.name}.redeemed_by: {resource.redeemed_by!r} is not a known "
+                f"event type (declare it in {EVENTS_FILE})"
+            )
+            continue
+        found[resource.name] = resource
+    return found
 
 
 def _load_segments(directory: Path, rfm: RfmTable, problems: list[str]) -> dict[str, Segment]:

@@ -7,6 +7,7 @@ steps. Each step is a mapping with exactly one key naming its kind:
     - wait_until: {at: "time(order.closes_at)", offset: -2h}
     - wait_for: {event: review.posted, timeout: 3d, on_event: [...], on_timeout: [...]}
     - send: {id: remind, channel: sms, fallback: email, template: payment_reminder}
+    - send: {id: coupon, channel: sms, template: care_coupon, resource: coupon_10off}
     - if: {condition: "customer.tags and 'vip' in customer.tags", then: [...], else: [...]}
     - split: {holdout: 0.1, branches: [{weight: 1, steps: [...]}, {weight: 1, steps: [...]}]}
     - exit: "reason"
@@ -96,6 +97,11 @@ class SendSpec(_Strict):
     deadline: Expression | None = Field(
         default=None,
         description="A time after which the message is pointless; a quiet-hours deferral past it skips.",
+    )
+    resource: Identifier | None = Field(
+        default=None,
+        description="What the message hands out (a coupon type), declared in resources.yaml with its limits.",
+        exclude_if=lambda value: value is None,  # so journeys without one keep their content hash
     )
 
     @property
@@ -257,11 +263,58 @@ class Template(_Strict):
     webhook: dict[Locale, str] = Field(default_factory=dict)
 
 
+class Resource(_Strict):
+    """Something a send step hands out (a coupon type, a voucher, a gift) and the harassment limits
+    on it (防骚扰), declared in `definitions/resources.yaml`:
+
+        resources:
+          - name: coupon_10off
+            title: 满100减10券
+            once_per: 30d            # at most one issued to a customer in any 30 days
+            max_unredeemed: 2        # at most 2 issued and not yet redeemed (nor expired)
+            redeemed_by: coupon.redeemed   # a declared event whose data.resource is "coupon_10off"
+            expires_after: 30d       # an issued one stops counting as unredeemed after 30 days
+
+    A send step names one with `resource: coupon_10off`. The limits are rules of the contact policy
+    (activities/policy.py `decide`): a send that would break one is skipped with the reason
+    `resource_limit`, recorded in the ledger like any other skip. One counts as issued when its
+    message was sent (or may have been: the frequency cap's statuses); a redemption event redeems
+    the oldest unexpired one issued before it. A journey's snapshot carries the declarations of
+    the resources it hands out, so its instances apply the limits they started with."""
+
+    name: Identifier
+    title: str | None = None
+    once_per: Duration | None = Field(
+        default=None, description="At most one issued to a customer within this long (e.g. 30d)."
+    )
+    max_unredeemed: int | None = Field(
+        default=None, ge=1, description="At most this many issued to a customer and not yet redeemed (nor expired)."
+    )
+    redeemed_by: EventName | None = Field(
+        default=None,
+        description="The event type that redeems one: its `data.resource` names this resource. Without it "
+        "nothing is ever redeemed, so max_unredeemed caps the ones issued (within expires_after, if given).",
+    )
+    expires_after: Duration | None = Field(
+        default=None, description="An issued one no longer counts as unredeemed this long after it was issued."
+    )
+
+    @property
+    def window(self) -> timedelta | None:
+        return parse_duration(self.once_per) if self.once_per else None
+
+    @property
+    def lifetime(self) -> timedelta | None:
+        return parse_duration(self.expires_after) if self.expires_after else None
+
+
 class JourneySnapshot(BaseModel):
-    """What a journey instance runs: the definition and its templates, frozen at start."""
+    """What a journey instance runs: the definition, its templates and the resources it hands
+    out, frozen at start."""
 
     definition: Journey
     templates: dict[str, Template]
+    resources: dict[str, Resource] = Field(default_factory=dict)
     version: str = Field(description="Content hash of the definition and its templates.")
 
     @cached_property

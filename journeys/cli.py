@@ -75,8 +75,8 @@ def validate(directory: Annotated[Path | None, typer.Argument(help="Default: ./d
     loaded = _definitions_or_exit(directory)
     typer.echo(f"{directory}: {len(loaded)} journeys OK ({', '.join(sorted(loaded.journeys))})")
     typer.echo(
-        f"{directory}: {len(loaded.events.declared)} declared event types, {len(loaded.segments)} segments, "
-        f"{len(loaded.broadcasts)} broadcasts OK"
+        f"{directory}: {len(loaded.events.declared)} declared event types, {len(loaded.resources)} resources, "
+        f"{len(loaded.segments)} segments, {len(loaded.broadcasts)} broadcasts OK"
     )
 
 

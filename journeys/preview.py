@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from activities.policy import Decision, decide
+from activities.policy import Decision, StoreLookups, decide
 from core.orders import order_context
 from core.records import Event
 from core.rfm import customer_context
@@ -96,8 +96,8 @@ def preview(
             category=category,
             at=now,
             deadline=None,
-            suppression_scope=lambda channel, address: queries.suppression_scope(session, channel, address),
-            marketing_since=lambda since: queries.counted_marketing_since(session, customer_id, since),
+            lookups=StoreLookups(session, customer_id),
+            resource=snapshot.resources.get(spec.resource) if spec.resource else None,
             default_region=default_region,
         )
 

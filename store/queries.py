@@ -271,6 +271,32 @@ def counted_marketing_since(session: Session, customer_id: str, since: datetime)
     )
 
 
+def resource_issued(session: Session, customer_id: str, resource: str) -> list[datetime]:
+    """When `resource` was issued to a customer: its messages sent or possibly sent, oldest first."""
+    return list(
+        session.scalars(
+            select(MessageRow.at)
+            .where(
+                MessageRow.customer_id == customer_id,
+                MessageRow.resource == resource,
+                MessageRow.status.in_(COUNTED_STATUSES),
+            )
+            .order_by(MessageRow.at)
+        )
+    )
+
+
+def resource_redeemed(session: Session, customer_id: str, event_type: str, resource: str) -> list[datetime]:
+    """When a customer's `event_type` events redeemed `resource` (their `data.resource` names it),
+    oldest first. A customer's events of one type are few; their data is read here, on both databases."""
+    rows = session.execute(
+        select(EventRow.occurred_at, EventRow.data)
+        .where(EventRow.customer_id == customer_id, EventRow.type == event_type)
+        .order_by(EventRow.occurred_at)
+    )
+    return [occurred for occurred, data in rows if isinstance(data, dict) and data.get("resource") == resource]
+
+
 def find_ledger_row(session: Session, workflow_id: str, run_id: str, step: str) -> MessageRow | None:
     return session.scalars(
         select(MessageRow).where(

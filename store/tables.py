@@ -81,6 +81,7 @@ class MessageRow(Base):
     __table_args__ = (
         UniqueConstraint("workflow_id", "run_id", "step", name="uq_messages_step"),
         Index("ix_messages_cap", "customer_id", "category", "at"),
+        Index("ix_messages_resource", "customer_id", "resource", "at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -94,6 +95,8 @@ class MessageRow(Base):
     channel: Mapped[str | None] = mapped_column(String(20))
     address: Mapped[str | None] = mapped_column(String(320))
     template: Mapped[str] = mapped_column(String(60))
+    #: What the message hands out (definitions/resources.yaml), for the resource limits.
+    resource: Mapped[str | None] = mapped_column(String(60))
     category: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(String(40))

@@ -1,7 +1,8 @@
 """Broadcasts (批量发送) on the deployed processes and PostgreSQL: a holiday message to every member
 of a segment, through the same policy and ledger as every journey (unsubscribes and the
 blacklist hold, exactly one message per customer), surviving a worker killed mid-way, with its
-progress in the CLI and the API; and a broadcast cancelled while its instances wait."""
+progress in the CLI and the API; a coupon held back from members holding one unredeemed; and a
+broadcast cancelled while its instances wait."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ import httpx
 from core.records import apply_customer_event
 from definitions.loader import PACKAGE_DIR
 from store import queries
+from store.tables import MessageRow
 from tests.helpers import daytime_zone, event
 from tests.stack import JOURNEYS, Stack, wait_until
 
 MEMBERS, UNSUBSCRIBED, BLACKLISTED, OTHERS = 240, 10, 5, 20
+#: Members v0000-v0019 got a vip_coupon last month; v0000-v0009 have redeemed it since.
+HOLDING, REDEEMED = 20, 10
 
 
 def definitions_with_broadcasts(tmp_path, now: datetime):
@@ -31,13 +35,15 @@ def definitions_with_broadcasts(tmp_path, now: datetime):
     )
     (folder / "broadcasts").mkdir(exist_ok=True)
     (folder / "broadcasts" / "spring_care.yaml").write_text(
-        "name: spring_care\ntitle: 春节关怀\nsegment: vips\nsend: {channel: sms, template: holiday_care}\n"
+        "name: spring_care\ntitle: 春节关怀\nsegment: vips\nsend: {channel: sms, template: holiday_care, resource: vip_coupon}\n"
         f'schedule: {{at: "{(now - timedelta(minutes=1)).isoformat()}"}}\nholdout: 0.2\n'
     )
     (folder / "broadcasts" / "next_year.yaml").write_text(
         "name: next_year\nsegment: vips\nsend: {channel: sms, template: holiday_care}\n"
         f'schedule: {{local_time: "{(now + timedelta(days=30)).replace(tzinfo=None).isoformat(timespec="minutes")}"}}\n'
     )
+    with (folder / "resources.yaml").open("a") as resources:
+        resources.write("  - {name: vip_coupon, max_unredeemed: 1, redeemed_by: coupon.redeemed}\n")
     return folder
 
 
@@ -54,6 +60,20 @@ def add_customers(store, now: datetime) -> None:
                 data["unsubscribed"] = ["sms"]
             created = event("customer.created", now - timedelta(days=1), customer=f"v{n:04d}", **data)
             queries.upsert_customer(session, apply_customer_event(None, created), created.occurred_at)
+        for n in range(HOLDING):  # an earlier coupon, and for some its redemption
+            issued = now - timedelta(days=30)
+            session.add(
+                MessageRow(
+                    id=f"earlier-{n}", workflow_id=f"vip_gift:v{n:04d}", run_id="r", step="gift", journey="vip_gift",
+                    journey_version="v", customer_id=f"v{n:04d}", channel="sms", template="gift", category="marketing",
+                    status="delivered", at=issued, updated_at=issued, resource="vip_coupon",
+                )
+            )  # fmt: skip
+            if n < REDEEMED:
+                redeemed = event(
+                    "coupon.redeemed", issued + timedelta(days=2), customer=f"v{n:04d}", resource="vip_coupon"
+                )
+                queries.store_event(session, redeemed, redeemed.occurred_at)
 
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
@@ -108,7 +128,8 @@ def test_a_broadcast_reaches_each_member_once_through_the_policy_and_survives_a_
     for customer_id, outcome in ledger.items():  # everyone else: the policy's answer, once
         n = int(customer_id[1:])
         expected = (
-            ("sent", None) if n < MEMBERS else ("skipped", "unsubscribed") if n < MEMBERS + UNSUBSCRIBED
+            ("skipped", "resource_limit") if REDEEMED <= n < HOLDING
+            else ("sent", None) if n < MEMBERS else ("skipped", "unsubscribed") if n < MEMBERS + UNSUBSCRIBED
             else ("skipped", "blacklisted")
         )  # fmt: skip
         assert outcome == expected, (customer_id, outcome)
@@ -120,6 +141,7 @@ def test_a_broadcast_reaches_each_member_once_through_the_policy_and_survives_a_
         f"spring_care: {members} members, {len(held_out)} held out",
         f"  {'send:sms':<28} {said[('sent', None)]}",
         f"  {'skip:blacklisted':<28} {said[('skipped', 'blacklisted')]}",
+        f"  {'skip:resource_limit':<28} {said[('skipped', 'resource_limit')]}",
         f"  {'skip:unsubscribed':<28} {said[('skipped', 'unsubscribed')]}",
         *[line for line in predicted.stdout.splitlines() if line.startswith("  sends from ")],
     ]

@@ -153,4 +153,14 @@ def test_a_definitions_folder_without_events_yaml_knows_the_built_in_types(tmp_p
     shutil.copytree(PACKAGE_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     (folder / "events.yaml").unlink()
     loaded, problems = check_definitions(folder)
+    # The shipped coupon is redeemed by a declared event: without the declaration, that is the problem.
+    assert problems == [
+        f"{folder / 'resources.yaml'}:9: resources.spring_coupon.redeemed_by: 'coupon.redeemed' is not a known "
+        "event type (declare it in events.yaml)",
+        f"{folder / 'broadcasts' / 'spring_festival_care.yaml'}:8: send.resource: unknown resource 'spring_coupon' "
+        "(declare it in resources.yaml); declared: none",
+    ]
+    (folder / "resources.yaml").unlink()
+    shutil.rmtree(folder / "broadcasts")
+    loaded, problems = check_definitions(folder)
     assert problems == [] and loaded.events.declared == {}

@@ -15,10 +15,11 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.policy import decide
+from activities.policy import StoreLookups, decide
 from core.records import DEFAULT_TIMEZONE, Customer
 from definitions.broadcasts import Broadcast
 from definitions.loader import Definitions
+from definitions.schema import JourneySnapshot
 from store import queries, segments
 from store.db import Store
 from views.history import count_instances
@@ -168,7 +169,7 @@ def dry_run(store: Store, definitions: Definitions, name: str, now: datetime) ->
             ids = [m.customer_id for m in page if split_draw(journey, m.customer_id) >= broadcast.holdout]
             members, held_out = members + len(page), held_out + len(page) - len(ids)
             for customer in queries.get_customers(session, ids).values():
-                key, when = _would(broadcast, customer, session, now)
+                key, when = _would(broadcast, snapshot, customer, session, now)
                 outcomes[key] = outcomes.get(key, 0) + 1
                 times.append(when)
         if len(page) < PAGE:
@@ -184,7 +185,9 @@ def dry_run(store: Store, definitions: Definitions, name: str, now: datetime) ->
     )
 
 
-def _would(broadcast: Broadcast, customer: Customer | None, session, now: datetime) -> tuple[str, datetime]:
+def _would(
+    broadcast: Broadcast, snapshot: JourneySnapshot, customer: Customer | None, session, now: datetime
+) -> tuple[str, datetime]:
     """What the contact policy would do with the broadcast's message to `customer`, at their
     send time: (`send:sms`, `defer:sms`, `skip:unsubscribed`..., the time)."""
     schedule = broadcast.schedule
@@ -201,7 +204,9 @@ def _would(broadcast: Broadcast, customer: Customer | None, session, now: dateti
         category=broadcast.send.category or broadcast.category,
         at=when,
         deadline=None,
-        suppression_scope=lambda channel, address: queries.suppression_scope(session, channel, address),
-        marketing_since=lambda since: queries.counted_marketing_since(session, who, since),
+        lookups=StoreLookups(session, who),
+        resource=snapshot.resources.get(broadcast.send.resource) if broadcast.send.resource else None,
     )
-    return f"{decision.action}:{decision.channel or decision.reason}", when
+    # A skip says why (a resource limit or the frequency cap skips on a chosen channel); a send or a
+    # deferral says on which channel.
+    return f"{decision.action}:{decision.reason if decision.action == 'skip' else decision.channel}", when

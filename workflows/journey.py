@@ -294,6 +294,7 @@ class JourneyWorkflow:
                 },
                 at=self.now(),
                 deadline=deadline,
+                resource=self.input.snapshot.resources[spec.resource] if spec.resource else None,
                 deliver=not on_channel_queue,
             )
             outcome: SendOutcome = await workflow.execute_activity_method(
