@@ -81,6 +81,7 @@ class BroadcastActivities:
                             purchases=known[customer_id][1],
                             rfm_table=request.rfm_table,
                             revision=REVISION,
+                            clock_offset=request.clock_offset,
                         ),
                         id=workflow_id(name, customer_id),
                         task_queue=request.task_queue,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -101,6 +101,7 @@ class StartInstances(BaseModel):
     at: datetime = Field(description="The entry event's time: when the page was reached, in workflow time.")
     task_queue: str
     broadcast: str
+    clock_offset: timedelta = Field(default=timedelta(0), description="Handed to each instance (simulations).")
 
 
 class StartedInstances(BaseModel):

@@ -17,7 +17,7 @@ journey, one instance per customer per broadcast (its workflow id).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NaiveDatetime, model_validator
 
@@ -56,6 +56,20 @@ class BroadcastSchedule(BaseModel):
         if (self.local_time is None) == (self.at is None):
             raise ValueError("give one of local_time (each customer's zone) or at (one moment, with an offset)")
         return self
+
+    @property
+    def earliest(self) -> datetime:
+        """The first moment anyone's send is due: a local time is reached first at UTC+14."""
+        if self.at is not None:
+            return self.at.astimezone(UTC)
+        return self.local_time.replace(tzinfo=UTC) - timedelta(hours=14)  # type: ignore[union-attr]
+
+    @property
+    def latest(self) -> datetime:
+        """The last moment anyone's send is due: a local time is reached last at UTC-12."""
+        if self.at is not None:
+            return self.at.astimezone(UTC)
+        return self.local_time.replace(tzinfo=UTC) + timedelta(hours=12)  # type: ignore[union-attr]
 
     @property
     def expression(self) -> str:

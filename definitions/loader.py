@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 
 from core.audience import SEGMENTS_DIR, RfmTest, Segment, tests_of
 from core.rfm import DEFAULT_TABLE, RfmTable
-from definitions.broadcasts import BROADCAST_EVENT, BROADCASTS_DIR, Broadcast, journey_of
+from definitions.broadcasts import BROADCAST_EVENT, BROADCASTS_DIR, Broadcast, BroadcastSchedule, journey_of
 from definitions.events import BUILT_IN, EVENTS_FILE, EventCatalog, EventDeclaration
 from definitions.expressions import check_expression, check_template
 from definitions.render import has_variant
@@ -513,6 +514,19 @@ def _load_rfm(directory: Path, problems: list[str]) -> RfmTable:
     except ValidationError as err:
         problems.extend(_problem_lines(path, lines, err))
         return DEFAULT_TABLE
+
+
+def rescheduled(definitions: Definitions, name: str, when: datetime) -> Definitions:
+    """`definitions` with broadcast `name` moved to `when`: a naive time is each customer's own
+    local time, an aware one a single moment (`journeys simulate --broadcast NAME=TIME` plays a
+    holiday campaign on last month's data this way). KeyError names the broadcasts there are."""
+    if name not in definitions.broadcasts:
+        raise KeyError(f"no broadcast {name!r}; broadcasts: {', '.join(sorted(definitions.broadcasts)) or 'none'}")
+    broadcast, snapshot = definitions.broadcasts[name]
+    schedule = BroadcastSchedule(local_time=when) if when.tzinfo is None else BroadcastSchedule(at=when)
+    moved = broadcast.model_copy(update={"schedule": schedule})
+    again = snapshot_of(journey_of(moved), snapshot.templates, snapshot.resources)
+    return replace(definitions, broadcasts={**definitions.broadcasts, name: (moved, again)})
 
 
 def load_definitions(directory: Path | str) -> Definitions:

@@ -86,6 +86,23 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
 
 
+def _broadcast_moves(options: list[str], loaded) -> dict[str, datetime]:
+    """`--broadcast NAME=TIME` options as {name: time}; a bad one exits 2 naming it."""
+    moves: dict[str, datetime] = {}
+    for option in options:
+        name, _, when = option.partition("=")
+        if name not in loaded.broadcasts:
+            known = ", ".join(sorted(loaded.broadcasts)) or "none"
+            typer.echo(f"--broadcast {option}: no broadcast {name!r}; broadcasts: {known}", err=True)
+            raise typer.Exit(2)
+        try:
+            moves[name] = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError:
+            typer.echo(f"--broadcast {option}: {when!r} is not a time like 2026-11-20T10:00", err=True)
+            raise typer.Exit(2) from None
+    return moves
+
+
 @app.command()
 def simulate(
     customers: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="customers.jsonl")],
@@ -105,8 +122,17 @@ def simulate(
             "workflow run (faster). Off by default: the worker's own construction. The sandbox stays on.",
         ),
     ] = False,
+    broadcast: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--broadcast",
+            help="NAME=TIME: play broadcast NAME at TIME instead of its schedule, e.g. "
+            "spring_festival_care=2026-11-20T10:00 (no offset: each customer's local time). Repeatable.",
+        ),
+    ] = None,
 ) -> None:
-    """Play events through the real engine on Temporal's time-skipping server."""
+    """Play events through the real engine on Temporal's time-skipping server, with the broadcasts
+    scheduled in the window."""
     from core.records import Customer, Event
     from journeys.simulate import SimulationInputError, read_jsonl, write_jsonl
     from journeys.simulate import simulate as run_simulation
@@ -120,6 +146,7 @@ def simulate(
         typer.echo(f"--until: {until!r} needs an offset (Z or +08:00)", err=True)
         raise typer.Exit(2)
     loaded = _definitions_or_exit(definitions)
+    moves = _broadcast_moves(broadcast or [], loaded)
     try:
         customer_list = read_jsonl(customers, Customer, "customer")
         event_list = read_jsonl(events, Event, "event", check=loaded.events.problems)
@@ -136,6 +163,7 @@ def simulate(
             shop_name=Settings().shop_name,
             fast=fast,
             profiles=profiles is not None,
+            broadcasts=moves,
         )
     )
     write_jsonl(report.messages, out)

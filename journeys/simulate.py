@@ -5,6 +5,11 @@ The real workflows and activities run against a throwaway SQLite store with the 
 The test server's clock starts at today's date, so the simulation gives every instance a fixed
 `clock_offset` (server time minus the time of the earliest event): calendars, quiet hours and
 birthdays are all computed in the events' own time.
+
+Broadcasts run too, as `journeys broadcast start` runs them: each one whose schedule falls in the
+simulated window is started when its first send is due anywhere (its local time at UTC+14, or its
+moment), with the segment's members as of then. One scheduled outside the window (next year's
+Spring Festival) is listed as not run; `broadcasts={name: time}` moves it in.
 """
 
 from __future__ import annotations
@@ -29,13 +34,16 @@ from core.config import Settings
 from core.records import Customer, Event
 from core.rfm import score
 from core.temporal import binary
-from definitions.loader import Definitions
+from definitions.loader import Definitions, rescheduled
 from journeys.worker import activity_threads, build_workers
 from store import queries
 from store.db import Store
 from store.segments import iterate_members
 from store.tables import MessageRow
+from triggers import broadcasts as broadcast_runs
 from triggers.router import Router
+from workflows.broadcast import BroadcastWorkflow
+from workflows.contract import BroadcastProgress, broadcast_workflow_id
 
 TASK_QUEUE = "journeys-simulation"
 
@@ -55,9 +63,12 @@ class SimulationReport:
     per_journey: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     #: With `profiles`: one per customer as of `until` (customer_id, traits, rfm, segments).
     profiles: list[dict[str, Any]] = field(default_factory=list)
+    #: One line per broadcast of the definitions: when it started and for how many, or why not.
+    broadcasts: list[str] = field(default_factory=list)
 
     def summary_lines(self) -> list[str]:
         lines = [f"{self.customers} customers, {self.events} events, {len(self.messages)} records"]
+        lines.extend(self.broadcasts)
         for journey in sorted(self.per_journey):
             counts = self.per_journey[journey]
             skipped = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("skipped:")}
@@ -103,7 +114,7 @@ def message_record(row: MessageRow) -> dict[str, Any]:
         "channel": row.channel,  # None for a skip decided before a channel was chosen
         "status": row.status,
         "reason": row.reason,
-        "at": row.at.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "at": _instant(row.at),
         "template": row.template,
         "category": row.category,
         "subject": row.subject,
@@ -186,6 +197,16 @@ class Simulation:
             fresh = queries.store_event(session, event, datetime.now(UTC))
         return await self.router.route(event) if fresh else []
 
+    async def start_broadcast(self, name: str) -> None:
+        """Start a broadcast now (the simulation's clock), as `journeys broadcast start` would."""
+        await broadcast_runs.start(
+            self.client, self.definitions, name, TASK_QUEUE, now=await self.now(), clock_offset=self.offset
+        )
+
+    async def broadcast_progress(self, name: str) -> BroadcastProgress:
+        handle = self.client.get_workflow_handle(broadcast_workflow_id(name), result_type=BroadcastProgress)
+        return await handle.query(BroadcastWorkflow.progress)
+
     async def create_customer(self, customer: Customer, at: datetime) -> None:
         """Upsert a customer as a `customer.created` event at `at`."""
         await self.emit(
@@ -211,13 +232,18 @@ async def simulate(
     shop_name: str = "Journeys",
     fast: bool = False,
     profiles: bool = False,
+    broadcasts: dict[str, datetime] | None = None,
 ) -> SimulationReport:
     """Play `events` (any order; played in `occurred_at` order) for `customers` up to `until`, on
-    the production worker (sandboxed); `fast=True` is the explicit fast mode (every module passed
-    through the sandbox)."""
+    the production worker (sandboxed), with the definitions' broadcasts that fall in the window;
+    `broadcasts` moves some to other times first (naive: each customer's local time). `fast=True`
+    is the explicit fast mode (every module passed through the sandbox)."""
     started = datetime.now(UTC)
     ordered = sorted(events, key=lambda e: e.occurred_at)
     begin = ordered[0].occurred_at if ordered else until
+    for name, when in (broadcasts or {}).items():
+        definitions = rescheduled(definitions, name, when)
+    due, not_run = broadcast_plan(definitions, begin, until)
 
     with tempfile.TemporaryDirectory(prefix="journeys-sim-") as scratch:
         store = Store(f"sqlite:///{scratch}/simulation.db", durable=False).migrate()
@@ -225,18 +251,25 @@ async def simulate(
             async with Simulation(definitions, store, begin, shop_name, fast=fast) as sim:
                 for customer in customers:
                     await sim.create_customer(customer, begin)
+                waiting = list(due)
                 for event in ordered:
                     if event.occurred_at > until:
                         break
+                    while waiting and waiting[0][0] <= event.occurred_at:
+                        await _start(sim, *waiting.pop(0))
                     await sim.emit(event)
+                for when, name in waiting:
+                    await _start(sim, when, name)
                 # One second past the end, so everything due up to `until` has run.
                 await sim.advance_to(until + timedelta(seconds=1))
                 records = sim.records(until=until)
+                ran = [await _ran(sim, when, name) for when, name in due]
             found = customer_profiles(store, definitions, until) if profiles else []
         finally:
             store.dispose()
 
     report = SimulationReport(
+        broadcasts=ran + not_run,
         profiles=found,
         messages=records,
         events=len({e.event_id for e in ordered}),
@@ -247,6 +280,45 @@ async def simulate(
         status = record["status"] + (f":{record['reason']}" if record["status"] == "skipped" else "")
         report.per_journey[record["journey"]][status] += 1
     return report
+
+
+def broadcast_plan(
+    definitions: Definitions, begin: datetime, until: datetime
+) -> tuple[list[tuple[datetime, str]], list[str]]:
+    """The broadcasts a simulation from `begin` to `until` runs, with when each starts (its first
+    send anywhere, or `begin` if that is earlier but some of its sends are still ahead), in
+    order; and a line for each it does not run."""
+    due: list[tuple[datetime, str]] = []
+    not_run: list[str] = []
+    for name, (broadcast, _) in sorted(definitions.broadcasts.items()):
+        schedule = broadcast.schedule
+        if schedule.latest < begin or schedule.earliest > until:
+            when = schedule.local_time.isoformat() + " local" if schedule.local_time else schedule.at.isoformat()
+            not_run.append(
+                f"broadcast {name}: not run, scheduled {when}, outside the simulated "
+                f"{_instant(begin)} to {_instant(until)} (--broadcast {name}=TIME moves it in)"
+            )
+            continue
+        due.append((max(schedule.earliest, begin), name))
+    return sorted(due), not_run
+
+
+async def _start(sim: Simulation, when: datetime, name: str) -> None:
+    await sim.advance_to(when)
+    await sim.start_broadcast(name)
+
+
+async def _ran(sim: Simulation, when: datetime, name: str) -> str:
+    progress = await sim.broadcast_progress(name)
+    segment = sim.definitions.broadcasts[name][0].segment
+    return (
+        f"broadcast {name}: started {_instant(when)}, segment {segment}: {progress.total} members, "
+        f"{progress.started + progress.already} instances"
+    )
+
+
+def _instant(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def customer_profiles(store: Store, definitions: Definitions, at: datetime) -> list[dict[str, Any]]:

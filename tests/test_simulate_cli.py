@@ -125,3 +125,55 @@ def test_profiles_as_of_the_end_of_a_simulation(tmp_path):
         {"customer_id": "c3", "traits": {}, "rfm": {"r": 0, "f": 0, "m": 0, "score": 0, "tier": "none"},
          "segments": []},
     ]  # fmt: skip
+
+
+def test_broadcasts_play_in_a_simulation(tmp_path):
+    """A holiday campaign dry-run on last month's data: broadcasts scheduled in the window run as
+    `journeys broadcast start` runs them; --broadcast moves one in; the others are listed as not run."""
+    import shutil
+
+    from definitions.loader import PACKAGE_DIR
+
+    folder = tmp_path / "definitions"
+    shutil.copytree(PACKAGE_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (folder / "segments" / "reachable.yaml").write_text("name: reachable\nwhere: {subscribed: sms}\n")
+    for name, local_time in (("lantern_care", "2026-02-20T10:00"), ("lantern_again", "2027-01-01T10:00")):
+        (folder / "broadcasts" / f"{name}.yaml").write_text(
+            f"name: {name}\nsegment: reachable\nsend: {{template: holiday_care, resource: spring_coupon}}\n"
+            f'schedule: {{local_time: "{local_time}"}}\n'
+        )
+    out = tmp_path / "m.jsonl"
+    result = run(
+        "--customers", str(DATA / "customers.jsonl"), "--events", str(DATA / "events.jsonl"),
+        "--until", "2026-03-10T00:00:00Z", "--out", str(out), "--definitions", str(folder),
+        "--broadcast", "lantern_again=2026-02-25T10:00",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    # 10:00 in each customer's zone (Shanghai, New York); five days later the coupon's once-per-30d
+    # limit holds the second one back.
+    assert [(r["at"], r["journey"], r["customer_id"], r["status"], r["reason"]) for r in records if "lantern" in r["journey"]] == [
+        ("2026-02-20T02:00:00Z", "lantern_care", "c1", "sent", None),
+        ("2026-02-20T15:00:00Z", "lantern_care", "c2", "sent", None),
+        ("2026-02-25T02:00:00Z", "lantern_again", "c1", "skipped", "resource_limit"),
+        ("2026-02-25T15:00:00Z", "lantern_again", "c2", "skipped", "resource_limit"),
+    ]  # fmt: skip
+    lantern = next(r for r in records if r["journey"] == "lantern_care")
+    assert lantern["body"].startswith("【Journeys】王芳，新春快乐！") and lantern["body"].endswith("退订回T")
+    lines = result.stdout.splitlines()
+    assert "broadcast lantern_care: started 2026-02-19T20:00:00Z, segment reachable: 2 members, 2 instances" in lines
+    assert "broadcast lantern_again: started 2026-02-24T20:00:00Z, segment reachable: 2 members, 2 instances" in lines
+    assert (
+        "broadcast spring_festival_care: not run, scheduled 2027-02-06T10:00:00 local, outside the simulated "
+        "2026-02-01T02:00:00Z to 2026-03-10T00:00:00Z (--broadcast spring_festival_care=TIME moves it in)"
+    ) in lines
+    assert "lantern_again: sent 0, skipped resource_limit 2" in lines
+
+    unknown = run(
+        "--customers", str(DATA / "customers.jsonl"), "--events", str(DATA / "events.jsonl"),
+        "--until", "2026-03-10T00:00:00Z", "--out", str(out), "--broadcast", "spring=2026-02-25T10:00",
+    )  # fmt: skip
+    assert unknown.returncode == 2
+    assert (
+        "--broadcast spring=2026-02-25T10:00: no broadcast 'spring'; broadcasts: spring_festival_care" in unknown.stderr
+    )

@@ -57,23 +57,33 @@ def _found(definitions: Definitions, name: str):
     return definitions.broadcasts[name]
 
 
-def broadcast_input(definitions: Definitions, name: str, now: datetime) -> BroadcastInput:
+def broadcast_input(
+    definitions: Definitions, name: str, now: datetime, clock_offset: timedelta = timedelta(0)
+) -> BroadcastInput:
     broadcast, snapshot = _found(definitions, name)
-    schedule = broadcast.schedule
-    moment = schedule.at if schedule.at is not None else schedule.local_time.replace(tzinfo=UTC) + timedelta(hours=12)
     return BroadcastInput(
         name=name,
         snapshot=snapshot,
         segment=definitions.segments[broadcast.segment],
         rfm_table=definitions.rfm,
         members_at=now,
-        open_until=max(moment + LATE_MARGIN, now),
+        open_until=max(broadcast.schedule.latest + LATE_MARGIN, now),
+        clock_offset=clock_offset,
     )
 
 
-async def start(client: Client, definitions: Definitions, name: str, task_queue: str) -> str:
-    """Start the broadcast; its workflow id. A broadcast runs once: BroadcastError if it ran."""
-    input = broadcast_input(definitions, name, datetime.now(UTC))
+async def start(
+    client: Client,
+    definitions: Definitions,
+    name: str,
+    task_queue: str,
+    *,
+    now: datetime | None = None,
+    clock_offset: timedelta = timedelta(0),
+) -> str:
+    """Start the broadcast (its members as of `now`, the wall clock but in simulations); its
+    workflow id. A broadcast runs once: BroadcastError if it ran."""
+    input = broadcast_input(definitions, name, now or datetime.now(UTC), clock_offset)
     try:
         handle = await client.start_workflow(
             BroadcastWorkflow.run,

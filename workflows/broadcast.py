@@ -17,7 +17,7 @@ wait until the time, then the send step, through the same policy and ledger as e
 from __future__ import annotations
 
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -105,7 +105,7 @@ class BroadcastWorkflow:
                     )
                 )
         if self.state == "started" and not self.cancel_requested and input.open_until is not None:
-            left = input.open_until - workflow.now()
+            left = input.open_until - self.now()
             if left > timedelta(0):
                 with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(lambda: self.cancel_requested, timeout=left)
@@ -123,6 +123,10 @@ class BroadcastWorkflow:
             self.state = "done"
         return self.progress()
 
+    def now(self) -> datetime:
+        """The broadcast's clock: the server's, less the offset a simulation gives it."""
+        return workflow.now() - self.input.clock_offset
+
     async def _start_instances(self, customer_ids: list[str]) -> None:
         """One instance per member of the page, started by an activity (not as children, so
         this history does not grow with their endings); an instance that already exists (the
@@ -135,9 +139,10 @@ class BroadcastWorkflow:
                 snapshot=self.input.snapshot,
                 customer_ids=customer_ids,
                 rfm_table=self.input.rfm_table,
-                at=workflow.now(),
+                at=self.now(),
                 task_queue=workflow.info().task_queue,
                 broadcast=self.input.name,
+                clock_offset=self.input.clock_offset,
             ),
             **ACTIVITY,
         )

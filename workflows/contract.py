@@ -129,6 +129,10 @@ class BroadcastInput(BaseModel):
         description="After starting every instance, the workflow stays open (to be cancelled, to show its "
         "progress) until the last member's time has passed: the schedule's latest moment in any zone.",
     )
+    clock_offset: timedelta = Field(
+        default=timedelta(0),
+        description="Server time minus the broadcast's own time: zero but in simulations, as for journeys.",
+    )
 
 
 class BroadcastProgress(BaseModel):
