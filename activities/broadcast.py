@@ -18,6 +18,7 @@ from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_VERSION
 from definitions.broadcasts import BROADCAST_EVENT
 from store import queries, segments
 from store.db import Store
+from store.tables import InstanceRow
 
 
 class BroadcastActivities:
@@ -57,6 +58,7 @@ class BroadcastActivities:
         name = snapshot.definition.name
         gate = asyncio.Semaphore(50)
         outcome = StartedInstances()
+        entered: list[InstanceRow] = []
         # Each instance gets its customer and purchases with it (customer.rfm in its template),
         # read for the whole page in one transaction.
         known = await asyncio.to_thread(self._customers, request.customer_ids, request.at)
@@ -70,7 +72,7 @@ class BroadcastActivities:
             )
             async with gate:
                 try:
-                    await self.client.start_workflow(
+                    handle = await self.client.start_workflow(
                         JourneyWorkflow.run,
                         JourneyInput(
                             snapshot=snapshot,
@@ -96,11 +98,28 @@ class BroadcastActivities:
                         memo={"journey_version": snapshot.version, "broadcast": request.broadcast},
                     )
                     outcome.started += 1
+                    entered.append(
+                        InstanceRow(
+                            workflow_id=handle.id,
+                            run_id=handle.first_execution_run_id or handle.result_run_id or "",
+                            journey=name,
+                            journey_version=snapshot.version,
+                            customer_id=customer_id,
+                            variant=snapshot.definition.variant_of(customer_id),
+                            entered_at=request.at,
+                        )
+                    )
                 except WorkflowAlreadyStartedError:
                     outcome.already += 1
 
         await asyncio.gather(*(start(customer_id) for customer_id in request.customer_ids))
+        await asyncio.to_thread(self._record, entered)
         return outcome
+
+    def _record(self, entered: list[InstanceRow]) -> None:
+        """The instances this page started, for the effect report (a retry finds them there)."""
+        with self.store.transaction() as session:
+            queries.record_instances(session, entered)
 
     def _customers(self, customer_ids: list[str], at: datetime) -> dict[str, tuple[Customer | None, list[Purchase]]]:
         """The page's customers and their purchases, in two queries."""

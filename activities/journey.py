@@ -267,6 +267,7 @@ def _ledger_row(req: SendRequest, *, status: str, reason: str | None, channel: s
         channel=channel,
         address=address,
         resource=req.resource.name if req.resource else None,
+        variant=req.variant,
     )
 
 

@@ -31,6 +31,7 @@ class SendRequest(BaseModel):
     at: datetime = Field(description="The time of the send in the journey's clock (never wall-clock).")
     deadline: datetime | None = None
     resource: Resource | None = Field(default=None, description="What the message hands out, with its limits.")
+    variant: str | None = Field(default=None, description="The instance's group at the journey's split.")
     deliver: bool = Field(
         default=True,
         description="False: decide and record only, answering `ready`, and the workflow hands the message "

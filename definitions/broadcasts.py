@@ -26,6 +26,7 @@ from definitions.schema import (
     Branch,
     Category,
     Entry,
+    Goal,
     Identifier,
     IfSpec,
     IfStep,
@@ -88,7 +89,9 @@ class Broadcast(BaseModel):
     category: Category = "marketing"
     schedule: BroadcastSchedule
     holdout: float = Field(default=0, ge=0, lt=1, description="Share of members who get nothing (the control).")
-    goal: EventName | None = None
+    goal: EventName | Goal | None = Field(
+        default=None, description="The conversion event, as a journey's: `order.created` or {event, within}."
+    )
 
 
 def journey_of(broadcast: Broadcast) -> Journey:

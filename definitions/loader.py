@@ -256,8 +256,8 @@ def _journey_problems(
     expression(journey.entry.condition, "entry.condition")
     for i, event_type in enumerate(journey.exit_on):
         routable(event_type, f"exit_on[{i}]")
-    if journey.goal:
-        routable(journey.goal, "goal")
+    if journey.conversion:
+        routable(journey.conversion.event, "goal" if isinstance(journey.goal, str) else "goal.event")
     for name, source in journey.vars.items():
         expression(source, f"vars.{name}")
 

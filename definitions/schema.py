@@ -18,6 +18,7 @@ The schema is also published as JSON Schema (`journeys schema`) so editors check
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import timedelta
 from functools import cached_property
@@ -49,6 +50,18 @@ Expression = Annotated[
 ]
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=60)]
 Category = Literal["transactional", "marketing"]
+
+
+#: The group of a split's `holdout` share, in the ledger and the effect report.
+HOLDOUT = "holdout"
+
+
+def split_draw(journey: str, key: str) -> float:
+    """Where a key falls in a journey's splits, in [0, 1): deterministic per journey and key, so a
+    key is in the same group on re-entry, and a dry run or the effect report can tell who a
+    holdout holds."""
+    digest = hashlib.sha256(f"{journey}:{key}:split".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def parse_duration(text: str) -> timedelta:
@@ -142,6 +155,28 @@ class SplitSpec(_Strict):
     holdout: float = Field(default=0, ge=0, lt=1, description="Share of keys that get nothing.")
     branches: list[Branch] = Field(default_factory=list)
 
+    def choose(self, draw: float) -> int | None:
+        """The branch a key's draw (split_draw) falls in; None for the holdout."""
+        if draw < self.holdout:
+            return None
+        if not self.branches:
+            return -1  # no branch to run: the steps after the split
+        point = (draw - self.holdout) / (1 - self.holdout) * sum(b.weight for b in self.branches)
+        for b, branch in enumerate(self.branches):
+            point -= branch.weight
+            if point < 0:
+                return b
+        return len(self.branches) - 1
+
+    def group(self, draw: float) -> str:
+        """The name of the group a draw falls in: `holdout`, the branch's name, or `branch_N`."""
+        chosen = self.choose(draw)
+        if chosen is None:
+            return HOLDOUT
+        if chosen < 0:
+            return "treated"
+        return self.branches[chosen].name or f"branch_{chosen + 1}"
+
 
 class WaitStep(_Strict):
     wait: Duration
@@ -214,6 +249,19 @@ Step = Annotated[
 ]
 
 
+class Goal(_Strict):
+    """The conversion event: an instance converts when its first such event for the instance's key
+    (its order, or its customer) occurs strictly after the instance's first sent message and at
+    most `within` after it (views/effect.py)."""
+
+    event: EventName
+    within: Duration = Field(default="3d", description="How long after the first sent message a goal event counts.")
+
+    @property
+    def window(self) -> timedelta:
+        return parse_duration(self.within)
+
+
 class Journey(_Strict):
     """One journey definition."""
 
@@ -223,18 +271,44 @@ class Journey(_Strict):
     category: Category
     entry: Entry
     exit_on: list[EventName] = Field(default_factory=list, description="Events that end an instance.")
-    goal: EventName | None = Field(default=None, description="The conversion event.")
+    goal: EventName | Goal | None = Field(
+        default=None,
+        description="The conversion event: `order.paid` (within conversion_window, 3d by default) or "
+        "{event: order.paid, within: 3d}.",
+    )
     vars: dict[Identifier, Expression] = Field(
         default_factory=dict,
         description="Named expressions evaluated once when an instance starts, in order; usable as vars.NAME.",
     )
-    conversion_window: Duration = "3d"
+    conversion_window: Duration = Field(
+        default="3d", description="With a plain `goal: EVENT`: how long after the first sent message it counts."
+    )
     steps: list[Step]
 
     @model_validator(mode="after")
     def _durations_parse(self) -> Journey:
         parse_duration(self.conversion_window)
+        if isinstance(self.goal, Goal):
+            parse_duration(self.goal.within)
         return self
+
+    @property
+    def conversion(self) -> Goal | None:
+        """The goal with its window, whichever way it was written."""
+        if self.goal is None or isinstance(self.goal, Goal):
+            return self.goal
+        return Goal(event=self.goal, within=self.conversion_window)
+
+    @cached_property
+    def first_split(self) -> SplitSpec | None:
+        """The journey's first split in document order: the one its effect is grouped by."""
+        return next((step.split for _, step in walk_steps(self.steps) if isinstance(step, SplitStep)), None)
+
+    def variant_of(self, key: str) -> str | None:
+        """The group a key falls in at the journey's first split (every split of a journey draws
+        the same number for a key), or None without a split."""
+        split = self.first_split
+        return split.group(split_draw(self.name, key)) if split else None
 
     @cached_property
     def listened_events(self) -> frozenset[str]:

@@ -21,6 +21,7 @@ from store.tables import (
     DispatchLeaseRow,
     ErasureRow,
     EventRow,
+    InstanceRow,
     MessageRow,
     ProviderEventRow,
     SuppressionRow,
@@ -295,6 +296,17 @@ def resource_redeemed(session: Session, customer_id: str, event_type: str, resou
         .order_by(EventRow.occurred_at)
     )
     return [occurred for occurred, data in rows if isinstance(data, dict) and data.get("resource") == resource]
+
+
+def record_instances(session: Session, rows: list[InstanceRow]) -> None:
+    """Record started instances; one already there (a signal-with-start that reached a running
+    instance, a page of a broadcast dealt with twice) is kept as it was."""
+    if not rows:
+        return
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    table = InstanceRow.__table__
+    values = [{column.name: getattr(row, column.key) for column in table.columns} for row in rows]
+    session.execute(insert(table).values(values).on_conflict_do_nothing())
 
 
 def find_ledger_row(session: Session, workflow_id: str, run_id: str, step: str) -> MessageRow | None:

@@ -57,6 +57,11 @@ class EventRow(Base):
     """The event log: an event is stored before it is acknowledged and dispatched from here."""
 
     __tablename__ = "events"
+    __table_args__ = (
+        # A goal event of an order or a customer after a time: the effect report's conversions.
+        Index("ix_events_goal_order", "order_id", "type", "occurred_at"),
+        Index("ix_events_goal_customer", "customer_id", "type", "occurred_at"),
+    )
 
     event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     type: Mapped[str] = mapped_column(String(40))
@@ -82,6 +87,7 @@ class MessageRow(Base):
         UniqueConstraint("workflow_id", "run_id", "step", name="uq_messages_step"),
         Index("ix_messages_cap", "customer_id", "category", "at"),
         Index("ix_messages_resource", "customer_id", "resource", "at"),
+        Index("ix_messages_journey_at", "journey", "at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -97,6 +103,8 @@ class MessageRow(Base):
     template: Mapped[str] = mapped_column(String(60))
     #: What the message hands out (definitions/resources.yaml), for the resource limits.
     resource: Mapped[str | None] = mapped_column(String(60))
+    #: The split group of the instance's key (definitions.schema.variant_of), for effect by variant.
+    variant: Mapped[str | None] = mapped_column(String(60))
     category: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(String(40))
@@ -114,6 +122,24 @@ class MessageRow(Base):
     # message (a timeout, a worker killed mid-request), and a retry settles that before sending.
     attempted_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+
+
+class InstanceRow(Base):
+    """A journey instance as it was started (by the router or a broadcast), with the split group
+    its key draws: the entries, and the holdout, of the effect report."""
+
+    __tablename__ = "instances"
+    __table_args__ = (Index("ix_instances_journey", "journey", "entered_at"),)
+
+    workflow_id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    journey: Mapped[str] = mapped_column(String(60))
+    journey_version: Mapped[str] = mapped_column(String(20))
+    customer_id: Mapped[str] = mapped_column(String(200))
+    order_id: Mapped[str | None] = mapped_column(String(200))
+    variant: Mapped[str | None] = mapped_column(String(60))
+    #: The entry event's time (the journey's clock).
+    entered_at: Mapped[datetime]
 
 
 class SuppressionRow(Base):

@@ -13,11 +13,12 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from sqlalchemy import select
 
 from core.records import apply_customer_event
 from definitions.loader import PACKAGE_DIR
 from store import queries
-from store.tables import MessageRow
+from store.tables import InstanceRow, MessageRow
 from tests.helpers import daytime_zone, event
 from tests.stack import JOURNEYS, Stack, wait_until
 
@@ -134,6 +135,14 @@ def test_a_broadcast_reaches_each_member_once_through_the_policy_and_survives_a_
         )  # fmt: skip
         assert outcome == expected, (customer_id, outcome)
     assert sum(status["outcomes"].values()) == len(ledger)
+    # The instances, with the group each key drew, for the effect report's holdout.
+    with pg_store.transaction() as session:
+        groups = Counter(
+            row.variant for row in session.scalars(select(InstanceRow).where(InstanceRow.journey == "spring_care"))
+        )
+        sent_groups = {row.variant for row in queries.list_messages(session) if row.journey == "spring_care"}
+    assert groups == {"holdout": len(held_out), "send": members - len(held_out)}
+    assert sent_groups == {"send"}
     # The dry run, before the start, said exactly this.
     assert "  sends from " in predicted.stdout
     said = Counter(o for o in ledger.values())

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -19,6 +20,7 @@ from channels import build_channels
 from channels.sendgrid_email import SendGridEmailChannel
 from channels.twilio_sms import TwilioSmsChannel
 from store import queries
+from store.tables import ProviderEventRow
 from tests.fake_provider import AUTH_TOKEN, Answer, FakeProvider, SendGridSigner, twilio_signed
 from tests.helpers import customer
 from tests.test_policy import request, rows, save
@@ -341,7 +343,13 @@ async def test_the_list_unsubscribe_link_stops_marketing_email(api, store, provi
     forged = await api.post(link.replace("token=", "token=0"))
     assert forged.status_code == 403
     done = await api.post(link, content="List-Unsubscribe=One-Click")
-    assert done.status_code == 200 and EMAIL in done.text
+    again = await api.post(link, content="List-Unsubscribe=One-Click")  # a second click is no news
+    assert done.status_code == 200 and EMAIL in done.text and again.status_code == 200
+    # The unsubscribe is put down to the message, once, for the effect report.
+    with store.transaction() as session:
+        offer = next(row for row in queries.list_messages(session) if row.step == "offer")
+        kinds = [(e.kind, e.message_id) for e in session.scalars(select(ProviderEventRow))]
+    assert kinds == [("unsubscribe", offer.id)]
     assert send(request(step="next_offer", category="marketing")).reason == "unsubscribed"
     assert send(request(step="receipt")).status == "sent"  # transactional mail still goes
 

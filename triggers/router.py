@@ -29,6 +29,7 @@ from definitions.expressions import ExpressionError, build_context, evaluate, zo
 from definitions.loader import Definitions
 from store import queries
 from store.db import Store
+from store.tables import InstanceRow
 from workflows.contract import EVENT_SIGNAL, REVISION, JourneyInput, workflow_id
 from workflows.journey import JourneyWorkflow
 
@@ -103,11 +104,12 @@ class Router:
                 await asyncio.to_thread(self._mark_dispatched, event)
             return []
         customer, prior, history, purchases = prepared
+        entered: list[InstanceRow] = []
         outcomes = await asyncio.gather(
-            *(self._dispatch(d, event, customer, prior.get(d.journey), history, purchases) for d in dispatches)
+            *(self._dispatch(d, event, customer, prior.get(d.journey), history, purchases, entered) for d in dispatches)
         )
-        if mark:
-            await asyncio.to_thread(self._mark_dispatched, event)
+        if entered or mark:
+            await asyncio.to_thread(self._record, event if mark else None, entered)
         return [DispatchResult(d, outcome) for d, outcome in zip(dispatches, outcomes, strict=True)]
 
     async def _dispatch(
@@ -118,11 +120,12 @@ class Router:
         prior: list[Event] | None,
         history: list[Event],
         purchases: list[Purchase],
+        entered: list[InstanceRow],
     ):
         if dispatch.action == "signal":
             return await self._signal(dispatch, event)
         if self._entry_condition_holds(dispatch, event, customer, history, purchases):
-            return await self._start(dispatch, event, customer, prior or [], history, purchases)
+            return await self._start(dispatch, event, customer, prior or [], history, purchases, entered)
         if self.definitions[dispatch.journey].definition.entry.reentry == "restart":
             # A running instance still hears it: it starts over, finds the condition false and ends
             # (a customer whose birthday was removed gets no greeting for the old date).
@@ -187,8 +190,15 @@ class Router:
             return customer, prior, order_history(order, until=event), purchases
 
     def _mark_dispatched(self, event: Event) -> None:
+        self._record(event, [])
+
+    def _record(self, dispatched: Event | None, entered: list[InstanceRow]) -> None:
+        """In one transaction: the instances just started (for the effect report), and the event
+        marked dispatched."""
         with self.store.transaction() as session:
-            queries.mark_all_dispatched(session, [event.event_id], datetime.now(UTC))
+            queries.record_instances(session, entered)
+            if dispatched is not None:
+                queries.mark_all_dispatched(session, [dispatched.event_id], datetime.now(UTC))
 
     def _prior_events(
         self, session, starts: list[Dispatch], event: Event, order: list[Event]
@@ -227,7 +237,9 @@ class Router:
         prior: list[Event],
         history: list[Event],
         purchases: list[Purchase],
+        entered: list[InstanceRow],
     ):
+        """Start (or signal, if it runs) the instance; a started one is added to `entered`."""
         snapshot = self.definitions[dispatch.journey]
         journey_input = JourneyInput(
             snapshot=snapshot,
@@ -251,8 +263,8 @@ class Router:
             ]
         )
 
-        async def start() -> None:
-            await self.client.start_workflow(
+        async def start() -> str | None:
+            handle = await self.client.start_workflow(
                 JourneyWorkflow.run,
                 journey_input,
                 id=dispatch.workflow_id,
@@ -263,20 +275,36 @@ class Router:
                 start_signal=EVENT_SIGNAL,
                 start_signal_args=[event],
             )
+            return handle.first_execution_run_id or handle.result_run_id or ""
 
         try:
             await self._register_search_attributes(again=False)
             try:
-                await start()
+                run_id = await start()
             except RPCError as err:
                 # A server that lost its registrations (a fresh dev server on the same address):
                 # register them again and retry once; anything else goes to the caller.
                 if err.status != RPCStatusCode.INVALID_ARGUMENT or "search attribute" not in str(err):
                     raise
                 await self._register_search_attributes(again=True)
-                await start()
+                run_id = await start()
         except WorkflowAlreadyStartedError:
             return "already_ran"
+        # The run the signal-with-start reached: a new one, or the one running (recorded when it
+        # started: the row is kept, not counted twice).
+        definition = snapshot.definition
+        entered.append(
+            InstanceRow(
+                workflow_id=dispatch.workflow_id,
+                run_id=run_id,
+                journey=definition.name,
+                journey_version=snapshot.version,
+                customer_id=event.customer_id,
+                order_id=event.order_id,
+                variant=definition.variant_of(dispatch.key),
+                entered_at=event.occurred_at,
+            )
+        )
         return "started"
 
     async def _register_search_attributes(self, again: bool) -> None:

@@ -222,6 +222,8 @@ def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float]
             if row is None or not row.address:
                 return None
             queries.add_suppression(session, "email", row.address, "marketing", "unsubscribe link", _now())
+            # Attributed to the message, for the effect report's unsubscribes (a second click is no news).
+            queries.seen_provider_event(session, "journeys", f"unsubscribe:{row.id}", "unsubscribe", row.id, _now())
             return row.address
 
         address = await store.run(apply)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
@@ -32,13 +31,6 @@ def channel_queue(task_queue: str, channel: str) -> str:
 
 
 MAX_REMEMBERED_EVENT_IDS = 500
-
-
-def split_draw(journey: str, key: str) -> float:
-    """Where a key falls in a split, in [0, 1): deterministic per journey and key, so a key is in
-    the same group on re-entry, and a dry run can tell who a holdout will hold."""
-    digest = hashlib.sha256(f"{journey}:{key}:split".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def workflow_id(journey: str, key: str) -> str:

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_STEP, ORDER_ID
     from definitions.expressions import ExpressionError, build_context, evaluate, evaluate_time, zone
     from definitions.schema import (
+        HOLDOUT,
         ExitStep,
         IfStep,
         RepeatStep,
@@ -39,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         WaitStep,
         WaitUntilStep,
         parse_duration,
+        split_draw,
     )
     from workflows.contract import (
         CHANNEL_QUEUES_PATCH,
@@ -49,7 +51,6 @@ with workflow.unsafe.imports_passed_through():
         JourneyResult,
         JourneyStatus,
         channel_queue,
-        split_draw,
     )
 
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
@@ -295,6 +296,7 @@ class JourneyWorkflow:
                 at=self.now(),
                 deadline=deadline,
                 resource=self.input.snapshot.resources[spec.resource] if spec.resource else None,
+                variant=self.definition.variant_of(self.input.key),
                 deliver=not on_channel_queue,
             )
             outcome: SendOutcome = await workflow.execute_activity_method(
@@ -323,18 +325,11 @@ class JourneyWorkflow:
     async def _split(self, step: SplitStep, path: str) -> None:
         spec = step.split
         self._set_step("split")
-        draw = split_draw(self.definition.name, self.input.key)  # deterministic per key: same group on re-entry
-        if draw < spec.holdout:
-            raise _Exited("holdout")
-        if not spec.branches:
+        chosen = spec.choose(split_draw(self.definition.name, self.input.key))  # the same group on re-entry
+        if chosen is None:
+            raise _Exited(HOLDOUT)
+        if chosen < 0:
             return
-        point = (draw - spec.holdout) / (1 - spec.holdout) * sum(b.weight for b in spec.branches)
-        chosen = len(spec.branches) - 1
-        for b, branch in enumerate(spec.branches):
-            point -= branch.weight
-            if point < 0:
-                chosen = b
-                break
         await self._run_steps(spec.branches[chosen].steps, f"{path}.branches[{chosen}].steps")
 
     # ---------------------------------------------------------------- helpers
