@@ -19,6 +19,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
+from core.records import DEFAULT_TIMEZONE, known_timezone
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JOURNEYS_", populate_by_name=True, extra="ignore")
@@ -41,6 +43,12 @@ class Settings(BaseSettings):
 
     shop_name: str = "Journeys"
     default_region: str = "CN"
+    #: The shop's own time zone: the effect report's days.
+    shop_timezone: str = DEFAULT_TIMEZONE
+    #: What one SMS segment and one email cost, in `currency`: the effect report's cost and ROI.
+    sms_price: float = Field(0.05, ge=0)
+    email_price: float = Field(0.001, ge=0)
+    currency: str = "CNY"
     #: Marketing SMS opt-out text per locale: `zh-CN=回T退订;en=Text STOP to opt out`.
     sms_opt_out: Annotated[dict[str, str], NoDecode] = {}
     definitions_dir: Path | None = Field(None, validation_alias="JOURNEYS_DEFINITIONS")
@@ -88,6 +96,13 @@ class Settings(BaseSettings):
     worker_activities: int = Field(default=16, ge=1)
     worker_cached_workflows: int = Field(default=500, ge=0)
     worker_shutdown_seconds: float = Field(default=30, ge=0)
+
+    @field_validator("shop_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        if not known_timezone(value):
+            raise ValueError(f"{value!r} is not an IANA time zone such as Asia/Shanghai")
+        return value
 
     @field_validator("sms_opt_out", mode="before")
     @classmethod

@@ -39,6 +39,17 @@ EventName = Annotated[str, Field(min_length=3, max_length=40, pattern=r"^[a-z][a
 Locale = Literal["zh-CN", "en"]
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+def known_timezone(name: str) -> bool:
+    """Whether `name` is an IANA time zone this machine knows (tzdata ships with the project)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 #: A trait's name: what conditions and templates write after `customer.traits.`.
 TRAIT_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_TRAITS_BYTES = 16 * 1024
@@ -178,10 +189,8 @@ class Customer(BaseModel):
     def _known_timezone(cls, value: str | None) -> str:
         if not value:
             return DEFAULT_TIMEZONE
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as err:
-            raise ValueError(f"timezone {value!r} is not an IANA time zone") from err
+        if not known_timezone(value):
+            raise ValueError(f"timezone {value!r} is not an IANA time zone")
         return value
 
     @field_validator("phone", "email")

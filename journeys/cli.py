@@ -122,6 +122,12 @@ def simulate(
             "workflow run (faster). Off by default: the worker's own construction. The sandbox stays on.",
         ),
     ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the effect of the simulated period (what `journeys report --json --by variant` prints)"
+        ),
+    ] = None,
     broadcast: Annotated[
         list[str] | None,
         typer.Option(
@@ -136,6 +142,7 @@ def simulate(
     from core.records import Customer, Event
     from journeys.simulate import SimulationInputError, read_jsonl, write_jsonl
     from journeys.simulate import simulate as run_simulation
+    from views.effect import Prices
 
     try:
         end = datetime.fromisoformat(until.replace("Z", "+00:00"))
@@ -154,25 +161,31 @@ def simulate(
         for line in err.problems:
             typer.echo(line, err=True)
         raise typer.Exit(1) from None
-    report = asyncio.run(
+    settings = Settings()
+    found = asyncio.run(
         run_simulation(
             loaded,
             customer_list,
             event_list,
             end,
-            shop_name=Settings().shop_name,
+            shop_name=settings.shop_name,
             fast=fast,
             profiles=profiles is not None,
             broadcasts=moves,
+            prices=Prices.of(settings) if report is not None else None,
+            timezone=settings.shop_timezone,
         )
     )
-    write_jsonl(report.messages, out)
+    write_jsonl(found.messages, out)
+    if report is not None and found.effect is not None:
+        report.write_text(found.effect.model_dump_json(indent=2), encoding="utf-8")
+        typer.echo(f"wrote the effect report to {report}")
     if profiles is not None:
-        write_jsonl(report.profiles, profiles)
-        typer.echo(f"wrote {len(report.profiles)} profiles to {profiles}")
-    for line in report.summary_lines():
+        write_jsonl(found.profiles, profiles)
+        typer.echo(f"wrote {len(found.profiles)} profiles to {profiles}")
+    for line in found.summary_lines():
         typer.echo(line)
-    typer.echo(f"wrote {out} in {report.seconds:.1f} s")
+    typer.echo(f"wrote {out} in {found.seconds:.1f} s")
 
 
 @app.command()
@@ -318,6 +331,62 @@ def preview(
     finally:
         store.dispose()
     typer.echo(found.model_dump_json(indent=2) if as_json else "\n".join(describe(found)))
+
+
+@app.command()
+def report(
+    journey: Annotated[str | None, typer.Option(help="One journey (or broadcast); all by default")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="A date (the shop's time zone) or an RFC 3339 time; default 30 days ago"),
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="A date (included) or a time; default now")] = None,
+    by: Annotated[str | None, typer.Option(help="Also per day, step, channel or variant")] = None,
+    silent_days: Annotated[int, typer.Option(help="Reactivation: customers silent this long before a message")] = 90,
+    definitions: Annotated[Path | None, typer.Option(help="Default: ./definitions")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV: a row per journey and per group")] = False,
+) -> None:
+    """What each journey earned: sends, delivery, clicks, conversions, revenue, cost, ROI, holdout uplift."""
+    import csv
+    from datetime import UTC
+
+    from store.db import Store
+    from store.effect import GROUPINGS
+    from views.effect import Prices, csv_rows, effect_report, journeys_of, period_of, report_lines
+
+    settings = Settings()
+    loaded = _definitions_or_exit(definitions or settings.definitions_dir)
+    if by is not None and by not in GROUPINGS:
+        typer.echo(f"--by: {by!r} is not one of {', '.join(GROUPINGS)}", err=True)
+        raise typer.Exit(2)
+    if journey is not None and journey not in journeys_of(loaded):
+        typer.echo(f"--journey: no journey {journey!r}; journeys: {', '.join(sorted(journeys_of(loaded)))}", err=True)
+        raise typer.Exit(2)
+    try:
+        period = period_of(start, end, settings.shop_timezone, datetime.now(UTC))
+    except ValueError as err:
+        typer.echo(f"--{err}", err=True)
+        raise typer.Exit(2) from None
+    store = Store(settings.database_url)
+    try:
+        found = effect_report(
+            store,
+            loaded,
+            period,
+            Prices.of(settings),
+            by=by,
+            journey=journey,
+            silent_days=silent_days,  # type: ignore[arg-type]
+        )
+    finally:
+        store.dispose()
+    if as_json:
+        typer.echo(found.model_dump_json(indent=2))
+    elif as_csv:
+        csv.writer(sys.stdout).writerows(csv_rows(found))
+    else:
+        typer.echo("\n".join(report_lines(found)))
 
 
 @app.command()

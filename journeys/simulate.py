@@ -31,17 +31,19 @@ from temporalio.worker import Worker
 
 from channels import build_channels
 from core.config import Settings
-from core.records import Customer, Event
+from core.records import DEFAULT_TIMEZONE, Customer, Event
 from core.rfm import score
 from core.temporal import binary
 from definitions.loader import Definitions, rescheduled
 from journeys.worker import activity_threads, build_workers
 from store import queries
 from store.db import Store
+from store.effect import Period
 from store.segments import iterate_members
 from store.tables import MessageRow
 from triggers import broadcasts as broadcast_runs
 from triggers.router import Router
+from views.effect import EffectReport, Prices, effect_report
 from workflows.broadcast import BroadcastWorkflow
 from workflows.contract import BroadcastProgress, broadcast_workflow_id
 
@@ -65,6 +67,8 @@ class SimulationReport:
     profiles: list[dict[str, Any]] = field(default_factory=list)
     #: One line per broadcast of the definitions: when it started and for how many, or why not.
     broadcasts: list[str] = field(default_factory=list)
+    #: With `prices`: the effect report of the simulated period (views/effect.py).
+    effect: EffectReport | None = None
 
     def summary_lines(self) -> list[str]:
         lines = [f"{self.customers} customers, {self.events} events, {len(self.messages)} records"]
@@ -233,11 +237,14 @@ async def simulate(
     fast: bool = False,
     profiles: bool = False,
     broadcasts: dict[str, datetime] | None = None,
+    prices: Prices | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
 ) -> SimulationReport:
     """Play `events` (any order; played in `occurred_at` order) for `customers` up to `until`, on
     the production worker (sandboxed), with the definitions' broadcasts that fall in the window;
     `broadcasts` moves some to other times first (naive: each customer's local time). `fast=True`
-    is the explicit fast mode (every module passed through the sandbox)."""
+    is the explicit fast mode (every module passed through the sandbox). With `prices`, the report
+    holds the effect report of [first event, until], days in `timezone`."""
     started = datetime.now(UTC)
     ordered = sorted(events, key=lambda e: e.occurred_at)
     begin = ordered[0].occurred_at if ordered else until
@@ -265,11 +272,17 @@ async def simulate(
                 records = sim.records(until=until)
                 ran = [await _ran(sim, when, name) for when, name in due]
             found = customer_profiles(store, definitions, until) if profiles else []
+            earned = (
+                effect_report(store, definitions, Period(begin, until, timezone), prices, by="variant")
+                if prices is not None
+                else None
+            )
         finally:
             store.dispose()
 
     report = SimulationReport(
         broadcasts=ran + not_run,
+        effect=earned,
         profiles=found,
         messages=records,
         events=len({e.event_id for e in ordered}),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from alembic import command
 from alembic.config import Config
@@ -38,12 +40,37 @@ def make_engine(url: str, durable: bool = True) -> Engine:
         cursor.execute("PRAGMA synchronous=" + ("FULL" if durable else "OFF"))
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        # The time arithmetic PostgreSQL has built in (store/effect.py), exact to the microsecond.
+        dbapi_connection.create_function("journeys_shift", 2, _shift, deterministic=True)
+        dbapi_connection.create_function("journeys_local_day", 2, _local_day, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _begin(connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+#: How SQLAlchemy writes a datetime to SQLite (naive UTC); the functions below read and write it.
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def _sqlite_time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return datetime.strptime(text if "." in text else text + ".000000", _SQLITE_TIME)
+
+
+def _shift(text: str | None, seconds: float | None) -> str | None:
+    moment = _sqlite_time(text)
+    if moment is None or seconds is None:
+        return None
+    return (moment + timedelta(seconds=seconds)).strftime(_SQLITE_TIME)
+
+
+def _local_day(text: str | None, zone: str) -> str | None:
+    moment = _sqlite_time(text)
+    return None if moment is None else moment.replace(tzinfo=UTC).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d")
 
 
 def migrate(engine: Engine) -> None:

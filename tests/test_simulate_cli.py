@@ -146,7 +146,7 @@ def test_broadcasts_play_in_a_simulation(tmp_path):
     result = run(
         "--customers", str(DATA / "customers.jsonl"), "--events", str(DATA / "events.jsonl"),
         "--until", "2026-03-10T00:00:00Z", "--out", str(out), "--definitions", str(folder),
-        "--broadcast", "lantern_again=2026-02-25T10:00",
+        "--broadcast", "lantern_again=2026-02-25T10:00", "--report", str(tmp_path / "effect.json"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -168,6 +168,20 @@ def test_broadcasts_play_in_a_simulation(tmp_path):
         "2026-02-01T02:00:00Z to 2026-03-10T00:00:00Z (--broadcast spring_festival_care=TIME moves it in)"
     ) in lines
     assert "lantern_again: sent 0, skipped resource_limit 2" in lines
+
+    # The effect of the simulated month, from what the real workflows recorded.
+    effect = json.loads((tmp_path / "effect.json").read_text())
+    journeys = effect["journeys"]
+    # The first payment reminder (10:15) and the payment (10:20) of o1's 99: recovered.
+    reminder = journeys["payment_reminder"]
+    # Four orders entered (o1 to o4); o2 (quiet hours) and o4 (blacklisted) were skipped.
+    assert (reminder["entered"], reminder["sent"], reminder["reached"], reminder["converted"]) == (4, 2, 2, 1)
+    assert (reminder["revenue"], reminder["goal"], reminder["within"]) == (99.0, "order.paid", "3d")
+    assert reminder["cost"] == round(reminder["sms_segments"] * 0.05, 4) and reminder["sms_segments"] >= 2
+    care = journeys["lantern_care"]
+    assert (care["entered"], care["sent"], care["reached"], care["converted"]) == (2, 2, 2, 0)
+    assert journeys["lantern_again"]["skipped_by_reason"] == {"resource_limit": 2}
+    assert effect["totals"]["converted_orders"] == 1 and effect["totals"]["revenue"] == 99.0
 
     unknown = run(
         "--customers", str(DATA / "customers.jsonl"), "--events", str(DATA / "events.jsonl"),

@@ -20,6 +20,7 @@ from store.db import Store
 from triggers.api import create_app
 from triggers.dispatcher import Dispatcher
 from triggers.webhooks import WebhookConfig
+from views.effect import Prices
 
 log = logging.getLogger("journeys.api")
 
@@ -77,6 +78,8 @@ def build_api(settings: Settings) -> FastAPI:
         ui_origins=[_origin(settings.temporal_ui_url)],
         default_region=settings.default_region,
         task_queue=settings.task_queue,
+        prices=Prices.of(settings),
+        shop_timezone=settings.shop_timezone,
         lifespan=lifespan,
     )
 

@@ -19,14 +19,16 @@ from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
 from core.access import parse_api_keys
+from core.config import Settings
 from core.encryption import EncryptionCodec
-from core.records import Event
+from core.records import DEFAULT_TIMEZONE, Event
 from definitions.loader import Definitions
 from store.db import Store
-from triggers.api import broadcasts, customers, events, health, history, journeys, segments
+from triggers.api import broadcasts, customers, effect, events, health, history, journeys, segments
 from triggers.api import codec as codec_routes
 from triggers.api.deps import ApiContext, Forbidden, TemporalDown, Unauthorised
 from triggers.webhooks import WebhookConfig, webhook_routes
+from views.effect import Prices
 from views.history import BadId
 
 
@@ -44,6 +46,8 @@ def create_app(
     ui_origins: list[str] | None = None,
     default_region: str = "CN",
     task_queue: str = "journeys",
+    prices: Prices | None = None,
+    shop_timezone: str = DEFAULT_TIMEZONE,
     lifespan=None,
 ) -> FastAPI:
     """The API over `store` (and Temporal, through `temporal`, for history and /journeys).
@@ -69,6 +73,8 @@ def create_app(
         codec=codec,
         default_region=default_region,
         task_queue=task_queue,
+        prices=prices or Prices.of(Settings.embedded()),  # the embedded defaults
+        shop_timezone=shop_timezone,
     )
     if ui_origins:  # the Temporal Web UI calls the codec endpoint from the operator's browser
         app.add_middleware(
@@ -103,7 +109,7 @@ def create_app(
     async def _bad_id(_request: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=422)
 
-    for module in (events, history, customers, journeys, segments, broadcasts, health, codec_routes):
+    for module in (events, history, customers, journeys, effect, segments, broadcasts, health, codec_routes):
         app.include_router(module.router)
     app.include_router(webhook_routes(store, webhooks or WebhookConfig(max_body_bytes=max_body_bytes)))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,9 +13,12 @@ from pydantic import BaseModel
 from temporalio.client import Client
 
 from core.access import ApiKey, Permission, find_key, least_role
+from core.config import Settings
 from core.encryption import EncryptionCodec
+from core.records import DEFAULT_TIMEZONE
 from definitions.loader import Definitions
 from store.db import Store
+from views.effect import Prices
 from views.history import check_id
 
 
@@ -32,6 +35,8 @@ class ApiContext:
     codec: EncryptionCodec | None = None
     default_region: str = "CN"
     task_queue: str = "journeys"
+    prices: Prices = field(default_factory=lambda: Prices.of(Settings.embedded()))
+    shop_timezone: str = DEFAULT_TIMEZONE
 
 
 class Problem(BaseModel):

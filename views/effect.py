@@ -1,0 +1,436 @@
+"""What each journey earns (效果评估), over a period: process indicators from the ledger (sent,
+delivered, opened, clicked, bounced, unsubscribes, complaints), conversions and revenue by the one
+conversion rule (store/effect.py), cost and ROI, the holdout's uplift with its 95% interval, and
+the shop's result indicators (repeat purchase, retention, reactivation).
+
+`journeys report`, `GET /effect`, `GET /journeys/{name}/effect` and `journeys simulate --report`
+all return this model.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, Field
+
+from core.config import Settings
+from definitions.loader import Definitions
+from definitions.schema import HOLDOUT, Journey
+from store import effect
+from store.db import Store
+from store.effect import GoalRule, Grouping, Period
+
+#: z for a two-sided 95% interval.
+Z95 = 1.959963984540054
+
+
+class Prices(BaseModel):
+    sms: float = Field(description="One SMS segment.")
+    email: float = Field(description="One email.")
+    currency: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> Prices:
+        """JOURNEYS_SMS_PRICE, JOURNEYS_EMAIL_PRICE and JOURNEYS_CURRENCY."""
+        return cls(sms=settings.sms_price, email=settings.email_price, currency=settings.currency)
+
+
+class Figures(BaseModel):
+    """One journey's (or one group's) figures for the period."""
+
+    entered: int = Field(0, description="Instances started (by the router or a broadcast).")
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    in_doubt: int = Field(0, description="Sending, or unknown: the provider's answer was lost.")
+    skipped_by_reason: dict[str, int] = Field(default_factory=dict)
+    failed_by_reason: dict[str, int] = Field(default_factory=dict)
+    delivered: int = 0
+    opened: int = 0
+    clicked: int = 0
+    bounced: int = Field(0, description="Undelivered: a bounce (退信) or a carrier's refusal.")
+    unsubscribes: int = 0
+    complaints: int = 0
+    reached: int = Field(0, description="Instances whose first sent message falls in the period.")
+    converted: int = Field(0, description="Reached instances that converted (once each).")
+    revenue: float = 0.0
+    sms_segments: int = 0
+    emails: int = 0
+    cost: float = 0.0
+    delivery_rate: float | None = Field(None, description="delivered / sent (发送成功率)")
+    bounce_rate: float | None = Field(None, description="bounced / sent (退信率)")
+    open_rate: float | None = Field(None, description="opened / delivered")
+    click_rate: float | None = Field(None, description="clicked / delivered (点击率)")
+    complaint_rate: float | None = Field(None, description="complaints / sent (投诉率)")
+    unsubscribe_rate: float | None = Field(None, description="unsubscribes / sent")
+    conversion_rate: float | None = Field(None, description="converted / reached (购买率)")
+    roi: float | None = Field(None, description="revenue / cost")
+
+    def finish(self, prices: Prices) -> Figures:
+        """Cost, ROI and the rates, from the counts."""
+        self.cost = round(self.sms_segments * prices.sms + self.emails * prices.email, 4)
+        self.revenue = round(self.revenue, 2)
+        self.roi = _ratio(self.revenue, self.cost, 2)
+        self.delivery_rate = _ratio(self.delivered, self.sent)
+        self.bounce_rate = _ratio(self.bounced, self.sent)
+        self.open_rate = _ratio(self.opened, self.delivered)
+        self.click_rate = _ratio(self.clicked, self.delivered)
+        self.complaint_rate = _ratio(self.complaints, self.sent)
+        self.unsubscribe_rate = _ratio(self.unsubscribes, self.sent)
+        self.conversion_rate = _ratio(self.converted, self.reached)
+        return self
+
+
+def _ratio(part: float, whole: float, digits: int = 4) -> float | None:
+    return round(part / whole, digits) if whole else None
+
+
+class GroupRate(BaseModel):
+    instances: int
+    converted: int
+    rate: float | None
+
+
+class Uplift(BaseModel):
+    """The journey's conversion rate against its holdout's: does the journey cause the purchases?"""
+
+    treated: GroupRate = Field(description="Instances reached (a first sent message), converted by the rule.")
+    holdout: GroupRate = Field(description="Held-out instances, converted within the same window from entry.")
+    absolute: float | None = Field(description="treated rate - holdout rate")
+    relative: float | None = Field(description="absolute / holdout rate")
+    interval: tuple[float, float] | None = Field(
+        description="95% confidence interval of `absolute` (Newcombe's hybrid score method, from Wilson intervals)."
+    )
+
+
+class JourneyEffect(Figures):
+    journey: str
+    title: str | None = None
+    goal: str | None = None
+    within: str | None = None
+    groups: dict[str, Figures] = Field(default_factory=dict, description="By the report's grouping, if any.")
+    uplift: Uplift | None = None
+
+
+class ResultIndicators(BaseModel):
+    """The shop's results over the period (order.paid, not refunded by the period's end)."""
+
+    buyers: int
+    orders: int
+    amount: float
+    repeat_buyers: int = Field(description="Buyers with two or more purchases in the period.")
+    repeat_purchase_rate: float | None = Field(None, description="repeat_buyers / buyers (重复购买率)")
+    repeat_amount: float = Field(description="The amount of purchases after each buyer's first (重复购买金额).")
+    earlier_buyers: int = Field(description="Buyers in the period of the same length before.")
+    retained: int = Field(description="Of those, buyers in this period too.")
+    retention_rate: float | None = Field(None, description="retained / earlier_buyers (客户保持率)")
+    silent_days: int
+    silent_messaged: int = Field(description="Customers sent a message who had bought, but not in silent_days.")
+    reactivated: int = Field(description="Of those, buyers after the message (客户唤醒).")
+    reactivation_rate: float | None = None
+
+
+class Totals(BaseModel):
+    sent: int
+    cost: float
+    converted_orders: int = Field(description="Orders converted by any journey, each counted once.")
+    revenue: float = Field(description="Their amount, each order once however many journeys claim it.")
+    roi: float | None
+
+
+class EffectReport(BaseModel):
+    start: datetime
+    end: datetime
+    timezone: str
+    currency: str
+    by: Grouping | None
+    journeys: dict[str, JourneyEffect]
+    totals: Totals
+    results: ResultIndicators
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson's score interval for a proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def newcombe(treated: tuple[int, int], control: tuple[int, int], z: float = Z95) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (his method 10) for p1 - p2, each given as (successes, n)."""
+    (k1, n1), (k2, n2) = treated, control
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson(k1, n1, z)
+    l2, u2 = wilson(k2, n2, z)
+    d = p1 - p2
+    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def uplift(treated: tuple[int, int], control: tuple[int, int]) -> Uplift:
+    """`treated` and `control` as (converted, instances)."""
+    (k1, n1), (k2, n2) = treated, control
+    r1, r2 = _ratio(k1, n1, 6), _ratio(k2, n2, 6)
+    absolute = round(r1 - r2, 6) if r1 is not None and r2 is not None else None
+    interval = None
+    if n1 and n2:
+        low, high = newcombe((k1, n1), (k2, n2))
+        interval = (round(low, 6), round(high, 6))
+    return Uplift(
+        treated=GroupRate(instances=n1, converted=k1, rate=r1),
+        holdout=GroupRate(instances=n2, converted=k2, rate=r2),
+        absolute=absolute,
+        relative=round(absolute / r2, 6) if absolute is not None and r2 else None,
+        interval=interval,
+    )
+
+
+def goal_rule(journey: Journey) -> GoalRule | None:
+    goal = journey.conversion
+    return GoalRule(goal.event, goal.window, journey.entry.key) if goal else None
+
+
+def journeys_of(definitions: Definitions) -> dict[str, Journey]:
+    """Every journey the definitions run: the journeys and the broadcasts' journeys."""
+    found = {snapshot.definition.name: snapshot.definition for snapshot in definitions}
+    found.update({name: snapshot.definition for name, (_, snapshot) in definitions.broadcasts.items()})
+    return found
+
+
+def effect_report(
+    store: Store,
+    definitions: Definitions,
+    period: Period,
+    prices: Prices,
+    *,
+    by: Grouping | None = None,
+    journey: str | None = None,
+    silent_days: int = 90,
+) -> EffectReport:
+    """The report for `period`, for every journey of the definitions (or only `journey`), and any
+    other journey the ledger has messages of (goal unknown: no conversions)."""
+    by = None if by == "journey" else by
+    known = journeys_of(definitions)
+    only = [journey] if journey else None
+    with store.transaction() as session:
+        messages = effect.message_counts(session, period, by, only)
+        entered = effect.entered_counts(session, period, by, only)
+        names = sorted(({journey} if journey else set(known)) | {j for j, _ in messages} | {j for j, _ in entered})
+        report: dict[str, JourneyEffect] = {}
+        rules: dict[str, GoalRule] = {}
+        for name in names:
+            definition = known.get(name)
+            rule = goal_rule(definition) if definition else None
+            if rule:
+                rules[name] = rule
+            converted = effect.conversions(session, name, rule, period, by)
+            groups = sorted(
+                {g for j, g in messages if j == name} | {g for j, g in entered if j == name} | set(converted)
+            )
+            figures = {
+                group: _figures(messages.get((name, group), {}), entered.get((name, group), 0), converted.get(group))
+                for group in groups
+            }
+            if by in ("step", "channel"):  # entries belong to no step: the journey's total only
+                unplaced = figures.pop("", Figures())
+                total = _sum(list(figures.values()))
+                total.entered, unplaced.entered = unplaced.entered, 0
+                total = _sum([total, unplaced])
+            else:
+                total = _sum(list(figures.values()))
+            split = definition.first_split if definition else None
+            holdout = None
+            if rule and split and split.holdout:
+                holdout = effect.holdout(session, name, rule, period, HOLDOUT)
+                if by == "variant":  # the holdout's own row: its entries, and its conversions from entry
+                    held = figures.setdefault(HOLDOUT, Figures())
+                    held.reached, held.converted = holdout
+            row = JourneyEffect(
+                journey=name,
+                title=definition.title if definition else None,
+                goal=rule.event if rule else None,
+                within=definition.conversion.within if rule and definition and definition.conversion else None,
+                groups={group: f.finish(prices) for group, f in figures.items()} if by else {},
+                **total.finish(prices).model_dump(),
+            )
+            if holdout is not None:
+                row.uplift = uplift((total.converted, total.reached), (holdout[1], holdout[0]))
+            report[name] = row
+        orders, revenue = effect.converted_orders_revenue(session, rules, period)
+        results = effect.result_indicators(session, period, silent_days)
+    sent = sum(r.sent for r in report.values())
+    cost = round(sum(r.cost for r in report.values()), 4)
+    return EffectReport(
+        start=period.start,
+        end=period.end,
+        timezone=period.timezone,
+        currency=prices.currency,
+        by=by,
+        journeys=report,
+        totals=Totals(
+            sent=sent, cost=cost, converted_orders=orders, revenue=round(revenue, 2), roi=_ratio(revenue, cost, 2)
+        ),
+        results=ResultIndicators(
+            **results,
+            repeat_purchase_rate=_ratio(results["repeat_buyers"], results["buyers"]),
+            retention_rate=_ratio(results["retained"], results["earlier_buyers"]),
+            reactivation_rate=_ratio(results["reactivated"], results["silent_messaged"]),
+        ),
+    )
+
+
+def _figures(counts: dict[str, Any], entered: int, converted: dict[str, Any] | None) -> Figures:
+    plain = {k: v for k, v in counts.items() if ":" not in k}
+    return Figures(
+        entered=entered,
+        skipped_by_reason={k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("skipped:")},
+        failed_by_reason={k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("failed:")},
+        **plain,
+        **(converted or {}),
+    )
+
+
+def _sum(parts: list[Figures]) -> Figures:
+    """Groups added up into the journey's figures."""
+    total = Figures()
+    for part in parts:
+        for name, value in part:
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(total, name, getattr(total, name) + value)
+            elif name == "revenue":
+                total.revenue += value
+            elif name.endswith("_by_reason"):
+                mine = getattr(total, name)
+                for reason, n in value.items():
+                    mine[reason] = mine.get(reason, 0) + n
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Periods and presentation
+
+
+def period_of(start: str | None, end: str | None, timezone: str, now: datetime, days: int = 30) -> Period:
+    """A period from the command line or a query string: dates are whole days in the shop's time
+    zone (`--to` included), times (RFC 3339, with an offset) are instants; by default the last
+    `days` days up to now. ValueError names the value at fault."""
+    zone = ZoneInfo(timezone)
+
+    def parse(text: str, what: str, end_of_day: bool) -> datetime:
+        try:
+            if len(text) == 10:
+                day = date.fromisoformat(text)
+                return datetime.combine(day + timedelta(days=1 if end_of_day else 0), time(), tzinfo=zone)
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{what}: {text!r} is not a date (2026-02-01) or a time (2026-02-01T00:00:00+08:00)"
+            ) from None
+        if moment.tzinfo is None:
+            raise ValueError(f"{what}: {text!r} needs an offset (Z or +08:00), or give a date")
+        return moment
+
+    stop = parse(end, "to", True) if end else now
+    begin = parse(start, "from", False) if start else stop - timedelta(days=days)
+    if begin >= stop:
+        raise ValueError(f"from ({begin.isoformat()}) must be before to ({stop.isoformat()})")
+    return Period(begin.astimezone(UTC), stop.astimezone(UTC), timezone)
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.1f}%"
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+TABLE_COLUMNS = (
+    ("", 28), ("entered", 8), ("sent", 7), ("skipped", 8), ("deliv", 7), ("click", 7), ("conv", 6),
+    ("rate", 7), ("revenue", 12), ("cost", 9), ("ROI", 8),
+)  # fmt: skip
+
+
+def _row(label: str, f: Figures) -> str:
+    cells = (
+        label, f.entered, f.sent, f.skipped, _percent(f.delivery_rate), _percent(f.click_rate), f.converted,
+        _percent(f.conversion_rate), _money(f.revenue), _money(f.cost), "-" if f.roi is None else f"{f.roi:,.1f}",
+    )  # fmt: skip
+    return " ".join(
+        str(cell).ljust(width) if i == 0 else str(cell).rjust(width)
+        for i, (cell, (_, width)) in enumerate(zip(cells, TABLE_COLUMNS, strict=True))
+    )
+
+
+def report_lines(report: EffectReport) -> list[str]:
+    """The report as a readable table: a row per journey (and per group), then uplifts, totals
+    and the result indicators."""
+    local = ZoneInfo(report.timezone)
+    lines = [
+        f"effect {report.start.astimezone(local):%Y-%m-%d %H:%M} to {report.end.astimezone(local):%Y-%m-%d %H:%M} "
+        f"({report.timezone}), money in {report.currency}" + (f", by {report.by}" if report.by else ""),
+        " ".join(name.ljust(w) if i == 0 else name.rjust(w) for i, (name, w) in enumerate(TABLE_COLUMNS)),
+    ]
+    for name, journey in report.journeys.items():
+        lines.append(_row(name, journey))
+        for group, figures in journey.groups.items():
+            lines.append(_row(f"  {group or '-'}", figures))
+        skips = ", ".join(f"{reason} {n}" for reason, n in sorted(journey.skipped_by_reason.items()))
+        if skips:
+            lines.append(f"  skipped: {skips}")
+    lifts = [(name, j.uplift) for name, j in report.journeys.items() if j.uplift]
+    for name, lift in lifts:
+        interval = (
+            f"95% CI {lift.interval[0] * 100:+.1f} to {lift.interval[1] * 100:+.1f} points"
+            if lift.interval
+            else "no interval"
+        )
+        lines.append(
+            f"uplift {name}: {_percent(lift.treated.rate)} of {lift.treated.instances} reached vs "
+            f"{_percent(lift.holdout.rate)} of {lift.holdout.instances} held out: "
+            + (f"{lift.absolute * 100:+.1f} points" if lift.absolute is not None else "-")
+            + (f" ({lift.relative * 100:+.0f}%)" if lift.relative is not None else "")
+            + f", {interval}"
+        )
+    t, r = report.totals, report.results
+    lines.append(
+        f"total: sent {t.sent}, cost {_money(t.cost)}, {t.converted_orders} orders converted (each once), "
+        f"revenue {_money(t.revenue)}, ROI {'-' if t.roi is None else f'{t.roi:,.1f}'}"
+    )
+    lines.append(
+        f"results: {r.buyers} buyers, {r.orders} orders, {_money(r.amount)}; repeat purchase "
+        f"{_percent(r.repeat_purchase_rate)} ({r.repeat_buyers} buyers, {_money(r.repeat_amount)}); retention "
+        f"{_percent(r.retention_rate)} ({r.retained} of {r.earlier_buyers}); reactivation "
+        f"{_percent(r.reactivation_rate)} ({r.reactivated} of {r.silent_messaged} silent {r.silent_days}+ days)"
+    )
+    return lines
+
+
+CSV_FIELDS = ("journey", "group", *[name for name in Figures.model_fields if not name.endswith("_by_reason")])
+
+
+def csv_rows(report: EffectReport) -> list[list[Any]]:
+    """One row per journey (group empty) and per group; skip reasons as `skipped:REASON` columns."""
+    reasons = sorted({r for j in report.journeys.values() for r in j.skipped_by_reason})
+    header = [*CSV_FIELDS, *[f"skipped:{r}" for r in reasons]]
+    rows: list[list[Any]] = [header]
+    for name, journey in report.journeys.items():
+        for group, figures in [("", journey), *journey.groups.items()]:
+            values = figures.model_dump()
+            rows.append(
+                [
+                    name,
+                    group,
+                    *[values[f] for f in CSV_FIELDS[2:]],
+                    *[figures.skipped_by_reason.get(r, 0) for r in reasons],
+                ]
+            )
+    return rows
