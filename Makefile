@@ -32,6 +32,7 @@ bench: setup
 	$(BIN)/python -m bench.simulate_month
 	$(BIN)/python -m bench.segments
 	$(BIN)/python -m bench.broadcast
+	$(BIN)/python -m bench.effect
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Float, String, and_, case, func, literal, null, select, union_all
+from sqlalchemy import Float, String, and_, case, func, literal, null, select, text, union_all
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
@@ -129,6 +129,12 @@ def _in(column, values) -> ColumnElement:
 
 def _count_if(condition) -> ColumnElement:
     return func.sum(case((condition, 1), else_=0))
+
+
+def prepare(session: Session) -> None:
+    """Room for the report's sorts and hashes in memory (PostgreSQL; this transaction only)."""
+    if session.bind.dialect.name == "postgresql":
+        session.execute(text("SET LOCAL work_mem = '128MB'"))
 
 
 def message_counts(
@@ -251,10 +257,12 @@ def _goal_event(rule: GoalRule, order_id, customer_id, after) -> tuple[ColumnEle
     return converted_at, converted_order
 
 
-def reached(journey: str, rule: GoalRule | None, period: Period, by: Grouping | None) -> Any:  # a subquery
+def reached(journey: str, rule: GoalRule | None, period: Period, by: Grouping | None) -> Any:  # a CTE
     """Each instance of `journey` whose first sent message falls in the period, with that
-    message's group, and its conversion by the rule (time, order; none without a goal)."""
-    m = MessageRow
+    message's group, and its conversion by the rule (time, order; none without a goal). The goal
+    events are joined to the instances (a hash join on the key, not a look-up per instance)."""
+    m, earlier = MessageRow, aliased(MessageRow)
+    # The period's sent messages, first per run; a run that sent before the period is not new.
     ranked = (
         select(
             m.workflow_id,
@@ -265,65 +273,134 @@ def reached(journey: str, rule: GoalRule | None, period: Period, by: Grouping | 
             _group(by, m, m.at, period).label("grp"),
             func.row_number().over(partition_by=(m.workflow_id, m.run_id), order_by=(m.at, m.id)).label("n"),
         )
-        .where(m.journey == journey, _in(m.status, SENT_STATUSES), m.at < _at(period.end))
+        .where(m.journey == journey, _in(m.status, SENT_STATUSES), m.at >= _at(period.start), m.at < _at(period.end))
         .subquery()
     )
-    firsts = select(ranked).where(ranked.c.n == 1, ranked.c.at >= _at(period.start)).subquery()
+    sent_before = (
+        select(earlier.id)
+        .where(
+            earlier.workflow_id == ranked.c.workflow_id,
+            earlier.run_id == ranked.c.run_id,
+            earlier.at < _at(period.start),
+            _in(earlier.status, SENT_STATUSES),
+        )
+        .exists()
+    )
+    firsts = select(ranked).where(ranked.c.n == 1, ~sent_before).cte(f"firsts_{journey}")
     if rule is None:
         nothing = null()
         return select(
             firsts.c.workflow_id, firsts.c.grp, nothing.label("converted_at"), nothing.label("converted_order")
-        ).subquery()
-    converted_at, converted_order = _goal_event(rule, firsts.c.order_id, firsts.c.customer_id, firsts.c.at)
-    order = converted_order if rule.key == "customer" else firsts.c.order_id
-    return select(
-        firsts.c.workflow_id,
-        firsts.c.grp,
-        converted_at.label("converted_at"),
-        case((converted_at.is_not(None), order)).label("converted_order"),
-    ).subquery()
+        ).cte(f"reached_{journey}")
+    goal = aliased(EventRow)
+    key = goal.order_id == firsts.c.order_id if rule.key == "order" else goal.customer_id == firsts.c.customer_id
+    hits = (
+        select(firsts.c.workflow_id, firsts.c.run_id, func.min(goal.occurred_at).label("converted_at"))
+        .join(
+            goal,
+            and_(
+                key,
+                goal.type == rule.event,
+                goal.occurred_at > firsts.c.at,
+                goal.occurred_at <= shifted(firsts.c.at, rule.within),
+            ),
+        )
+        .where(goal.occurred_at > _at(period.start), goal.occurred_at <= _at(period.end + rule.within))
+        .group_by(firsts.c.workflow_id, firsts.c.run_id)
+        .subquery()
+    )
+    if rule.key == "order":
+        order = firsts.c.order_id
+    else:  # the order of the goal event that converted it
+        same = aliased(EventRow)
+        order = (
+            select(same.order_id)
+            .where(
+                same.customer_id == firsts.c.customer_id,
+                same.type == rule.event,
+                same.occurred_at == hits.c.converted_at,
+            )
+            .order_by(same.event_id)
+            .limit(1)
+            .scalar_subquery()
+        )
+    return (
+        select(
+            firsts.c.workflow_id,
+            firsts.c.grp,
+            hits.c.converted_at,
+            case((hits.c.converted_at.is_not(None), order)).label("converted_order"),
+        )
+        .select_from(
+            firsts.outerjoin(hits, and_(hits.c.workflow_id == firsts.c.workflow_id, hits.c.run_id == firsts.c.run_id))
+        )
+        .cte(f"reached_{journey}")
+    )
+
+
+@dataclass
+class Conversions:
+    #: Per journey, per group: reached, converted, revenue.
+    journeys: dict[str, dict[str, dict[str, Any]]]
+    #: Orders converted by any journey, each once however many journeys claim it, and their amount.
+    orders: int
+    revenue: float
+
+
+_TOTAL = "*"  # the row of the deduplicated totals, beside the journeys' rows
 
 
 def conversions(
-    session: Session, journey: str, rule: GoalRule | None, period: Period, by: Grouping | None
-) -> dict[str, dict[str, Any]]:
-    """Per group: instances reached (a first sent message in the period), converted, revenue
-    (no conversions for a journey without a goal)."""
-    instances = reached(journey, rule, period, by)
-    revenue = order_amount(instances.c.converted_order) if rule and rule.earns else literal(0.0)
-    rows = session.execute(
-        select(
-            instances.c.grp,
-            func.count().label("reached"),
-            func.count(instances.c.converted_at).label("converted"),
-            func.sum(case((instances.c.converted_at.is_not(None), revenue), else_=0.0)).label("revenue"),
-        ).group_by(instances.c.grp)
-    )
-    return {
-        row.grp: {"reached": int(row.reached), "converted": int(row.converted), "revenue": float(row.revenue or 0)}
-        for row in rows
-    }
-
-
-def converted_orders_revenue(session: Session, rules: dict[str, GoalRule], period: Period) -> tuple[int, float]:
-    """Orders converted by any journey in the period, each once however many journeys claim it,
-    and their amount: the total a shop earned from its journeys."""
-    selects = []
-    for journey, rule in rules.items():
-        if not rule.earns:
-            continue
-        instances = reached(journey, rule, period, None)
-        selects.append(
-            select(instances.c.converted_order.label("order_id")).where(instances.c.converted_at.is_not(None))
+    session: Session, rules: dict[str, GoalRule | None], period: Period, by: Grouping | None
+) -> Conversions:
+    """For each journey (its goal, or None for a journey without one): per group, the instances
+    reached (a first sent message in the period), converted, and revenue; and the orders converted
+    by any of them, each once. One statement: each journey's instances are computed once, for
+    its rows and for the totals."""
+    found = Conversions({journey: {} for journey in rules}, 0, 0.0)
+    if not rules:
+        return found
+    instances = {journey: reached(journey, rule, period, by) for journey, rule in rules.items()}
+    parts = []
+    for journey, rows in instances.items():
+        rule = rules[journey]
+        revenue = order_amount(rows.c.converted_order) if rule and rule.earns else literal(0.0, Float())
+        parts.append(
+            select(
+                literal(journey, String()).label("journey"),
+                rows.c.grp,
+                func.count().label("reached"),
+                func.count(rows.c.converted_at).label("converted"),
+                func.sum(case((rows.c.converted_at.is_not(None), revenue), else_=0.0)).label("revenue"),
+            ).group_by(rows.c.grp)
         )
-    if not selects:
-        return 0, 0.0
-    orders = union_all(*selects).subquery("converted")
-    distinct = select(orders.c.order_id).where(orders.c.order_id.is_not(None)).distinct().subquery("distinct_orders")
-    count, total = session.execute(
-        select(func.count(), func.sum(order_amount(distinct.c.order_id))).select_from(distinct)
-    ).one()
-    return int(count), float(total or 0)
+    earning = [
+        select(rows.c.converted_order.label("order_id")).where(rows.c.converted_at.is_not(None))
+        for journey, rows in instances.items()
+        if (rule := rules[journey]) is not None and rule.earns
+    ]
+    if earning:
+        claimed = union_all(*earning).subquery()
+        orders = select(claimed.c.order_id).where(claimed.c.order_id.is_not(None)).distinct().subquery()
+        parts.append(
+            select(
+                literal(_TOTAL, String()).label("journey"),
+                literal("", String()).label("grp"),
+                func.count().label("reached"),
+                func.count().label("converted"),
+                func.sum(order_amount(orders.c.order_id)).label("revenue"),
+            ).select_from(orders)
+        )
+    for row in session.execute(union_all(*parts)):
+        if row.journey == _TOTAL:
+            found.orders, found.revenue = int(row.converted), float(row.revenue or 0)
+        else:
+            found.journeys[row.journey][row.grp] = {
+                "reached": int(row.reached),
+                "converted": int(row.converted),
+                "revenue": float(row.revenue or 0),
+            }
+    return found
 
 
 def holdout(session: Session, journey: str, rule: GoalRule, period: Period, group: str) -> tuple[int, int]:
@@ -346,15 +423,20 @@ def holdout(session: Session, journey: str, rule: GoalRule, period: Period, grou
 # Result indicators
 
 
-def _purchases(until: datetime):
-    """Purchases: orders with their first order.paid, not refunded by `until`: customer, order,
-    paid_at, amount."""
+def _purchases(since: datetime, until: datetime, *, amounts: bool = False):
+    """Purchases in [since, until): orders paid then (their first order.paid), not refunded by
+    `until`: customer, order, paid_at, and with `amounts` the order's amount."""
     paid, refund = aliased(EventRow), aliased(EventRow)
     first_paid = (
         select(paid.customer_id, paid.order_id, func.min(paid.occurred_at).label("paid_at"))
-        .where(paid.type == "order.paid", paid.order_id.is_not(None), paid.occurred_at < _at(until))
+        .where(
+            paid.type == "order.paid",
+            paid.order_id.is_not(None),
+            paid.occurred_at >= _at(since),
+            paid.occurred_at < _at(until),
+        )
         .group_by(paid.customer_id, paid.order_id)
-        .subquery("first_paid")
+        .subquery()
     )
     refunded = (
         select(refund.event_id)
@@ -363,15 +445,24 @@ def _purchases(until: datetime):
         )
         .exists()
     )
+    columns = [first_paid.c.customer_id, first_paid.c.order_id, first_paid.c.paid_at]
+    if amounts:
+        columns.append(order_amount(first_paid.c.order_id).label("amount"))
+    return select(*columns).where(~refunded).subquery()
+
+
+def _paid(customer_id, after, before) -> ColumnElement:
+    """Whether the customer has an order.paid event in (after, before) (an index look-up)."""
+    paid = aliased(EventRow)
     return (
-        select(
-            first_paid.c.customer_id,
-            first_paid.c.order_id,
-            first_paid.c.paid_at,
-            order_amount(first_paid.c.order_id).label("amount"),
+        select(paid.event_id)
+        .where(
+            paid.customer_id == customer_id,
+            paid.type == "order.paid",
+            paid.occurred_at > after,
+            paid.occurred_at < before,
         )
-        .where(~refunded)
-        .subquery("purchases")
+        .exists()
     )
 
 
@@ -379,61 +470,51 @@ def result_indicators(session: Session, period: Period, silent_days: int) -> dic
     """For the period: buyers and purchases; repeat buyers (two or more purchases) and the amount
     of the purchases after each buyer's first; retention (buyers of the period before, of the
     same length, who bought again in this one); reactivation (customers sent a message in the
-    period who had bought before but not in the `silent_days` before it, and bought after it
-    within the period)."""
-    purchases = _purchases(period.end)
-    start, end = _at(period.start), _at(period.end)
-    in_period = (
+    period who had paid for an order before but not in the `silent_days` before it, and paid for
+    one after it within the period)."""
+    purchases = _purchases(period.start, period.end, amounts=True)
+    in_period = select(
+        purchases,
+        func.row_number()
+        .over(partition_by=purchases.c.customer_id, order_by=(purchases.c.paid_at, purchases.c.order_id))
+        .label("n"),
+    ).subquery()
+    buyers, repeat_buyers, orders, amount, repeat_amount = session.execute(
         select(
-            purchases,
-            func.row_number()
-            .over(partition_by=purchases.c.customer_id, order_by=(purchases.c.paid_at, purchases.c.order_id))
-            .label("n"),
+            func.count(in_period.c.customer_id.distinct()),
+            func.count(case((in_period.c.n >= 2, in_period.c.customer_id)).distinct()),
+            func.count(),
+            func.sum(in_period.c.amount),
+            func.sum(case((in_period.c.n >= 2, in_period.c.amount), else_=0.0)),
         )
-        .where(purchases.c.paid_at >= start)
-        .subquery("in_period")
-    )
-    per_buyer = (
-        select(in_period.c.customer_id, func.count().label("orders"))
-        .group_by(in_period.c.customer_id)
-        .subquery("per_buyer")
-    )
-    buyers, repeat_buyers = session.execute(select(func.count(), _count_if(per_buyer.c.orders >= 2))).one()
-    later_amount = func.sum(case((in_period.c.n >= 2, in_period.c.amount), else_=0.0))
-    orders, amount, repeat_amount = session.execute(
-        select(func.count(), func.sum(in_period.c.amount), later_amount)
     ).one()
 
     length = period.end - period.start
-    before = select(purchases.c.customer_id).where(
-        purchases.c.paid_at >= _at(period.start - length), purchases.c.paid_at < start
-    )
-    again = select(purchases.c.customer_id).where(purchases.c.paid_at >= start)
+    earlier = _purchases(period.start - length, period.start)
+    now = _purchases(period.start, period.end)
+    before = select(earlier.c.customer_id)
+    again = select(now.c.customer_id)
     earlier_buyers = session.scalar(select(func.count()).select_from(before.distinct().subquery()))
     retained = session.scalar(select(func.count()).select_from(before.intersect(again).subquery()))
 
     m = MessageRow
     first_message = (
         select(m.customer_id, func.min(m.at).label("at"))
-        .where(_in(m.status, SENT_STATUSES), m.at >= start, m.at < end)
+        .where(_in(m.status, SENT_STATUSES), m.at >= _at(period.start), m.at < _at(period.end))
         .group_by(m.customer_id)
-        .subquery("first_message")
+        .subquery()
     )
-    earlier, later = aliased(purchases), aliased(purchases)
-    bought_before = select(earlier.c.order_id).where(
-        earlier.c.customer_id == first_message.c.customer_id, earlier.c.paid_at < first_message.c.at
+    at = first_message.c.at
+    last = aliased(EventRow)
+    last_paid = (
+        select(func.max(last.occurred_at))
+        .where(last.customer_id == first_message.c.customer_id, last.type == "order.paid", last.occurred_at < at)
+        .scalar_subquery()
     )
-    bought_recently = select(earlier.c.order_id).where(
-        earlier.c.customer_id == first_message.c.customer_id,
-        earlier.c.paid_at < first_message.c.at,
-        earlier.c.paid_at >= shifted(first_message.c.at, -timedelta(days=silent_days)),
-    )
-    bought_after = select(later.c.order_id).where(
-        later.c.customer_id == first_message.c.customer_id, later.c.paid_at > first_message.c.at
-    )
-    silent = and_(bought_before.exists(), ~bought_recently.exists())
+    silent = last_paid <= shifted(at, -timedelta(days=silent_days))
+    came_back = _paid(first_message.c.customer_id, after=at, before=_at(period.end))
     silent_messaged, reactivated = session.execute(
-        select(_count_if(silent), _count_if(and_(silent, bought_after.exists()))).select_from(first_message)
+        select(_count_if(silent), _count_if(and_(silent, came_back))).select_from(first_message)
     ).one()
     return {
         "buyers": int(buyers or 0),

@@ -88,6 +88,8 @@ class MessageRow(Base):
         Index("ix_messages_cap", "customer_id", "category", "at"),
         Index("ix_messages_resource", "customer_id", "resource", "at"),
         Index("ix_messages_journey_at", "journey", "at"),
+        # Whether a run sent before a report's period (store/effect.py).
+        Index("ix_messages_run", "workflow_id", "run_id", "at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

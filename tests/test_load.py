@@ -16,7 +16,7 @@ from sqlalchemy import select
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from store.tables import MessageRow
+from store.tables import InstanceRow, MessageRow
 from tests.helpers import daytime_zone
 from tests.stack import WORKER_LOG_ALARMS, Stack, api_event, pending, sent, wait_until
 from workflows.contract import JourneyStatus
@@ -91,6 +91,9 @@ def test_500_orders_and_200_shipments_through_the_production_worker(pg_store, tm
     # Exactly once, in the ledger and at the channel.
     with pg_store.transaction() as session:
         rows = list(session.scalars(select(MessageRow).where(MessageRow.journey == "shipped_notice")))
+        # Each start recorded once by the API's dispatcher, for the effect report.
+        entered = Counter(session.scalars(select(InstanceRow.journey)))
+    assert entered == {"payment_reminder": ORDERS, "pre_close_reminder": ORDERS, "shipped_notice": SHIPPED}
     assert Counter(r.status for r in rows) == {"sent": SHIPPED}
     assert sorted(r.order_id for r in rows) == sorted(f"o{n}" for n in range(SHIPPED))
     delivered = [json.loads(line) for line in stack.outbox.read_text().splitlines()]

@@ -29,6 +29,7 @@ from core.records import Event
 from definitions.loader import Definitions
 from store import queries
 from store.db import Store
+from store.tables import InstanceRow
 from triggers.router import Router
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class Dispatcher:
                     return  # the lease ran out and another dispatcher took over
                 renewed = time.monotonic()
             try:
-                await self.router.route(event, mark=False)
+                results = await self.router.route(event, mark=False)
             except Exception as err:
                 transient = passing(err)
                 run.failed(event, describe(err), transient)
@@ -143,6 +144,7 @@ class Dispatcher:
                     return  # keep this customer's order: the rest waits, and others go on meanwhile
                 continue  # a dead letter: the customer's later events go on
             run.done.append(event.event_id)
+            run.entered.extend(result.entered for result in results if result.entered is not None)
 
     def _renew(self, customer_id: str, run: _Run) -> bool:
         """Extend the lease on a long run of events, closing those done so far."""
@@ -157,6 +159,8 @@ class Dispatcher:
 
     def _record(self, session, run: _Run) -> None:
         now = datetime.now(UTC)
+        queries.record_instances(session, run.entered)  # the instances started, for the effect report
+        run.entered.clear()
         queries.mark_all_dispatched(session, run.done[run.recorded :], now)
         run.recorded = len(run.done)
         for event, error, transient in run.failures:
@@ -210,6 +214,7 @@ class _Run:
 
     def __init__(self) -> None:
         self.done: list[str] = []
+        self.entered: list[InstanceRow] = []
         self.recorded = 0
         self.failures: list[tuple[Event, str, bool]] = []
         self.blocked = False

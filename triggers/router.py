@@ -57,6 +57,9 @@ class DispatchResult:
     #: journey whose instance for this key has ended; not_running: nothing to signal.
     #: condition_false: the entry condition does not hold, nothing started.
     outcome: Literal["started", "signalled", "already_ran", "not_running", "condition_false"]
+    #: For a start: the instance's record for the effect report (written by `route` when it marks
+    #: the event, else by the caller with its marks).
+    entered: InstanceRow | None = None
 
 
 def plan(event: Event, definitions: Definitions) -> list[Dispatch]:
@@ -108,9 +111,13 @@ class Router:
         outcomes = await asyncio.gather(
             *(self._dispatch(d, event, customer, prior.get(d.journey), history, purchases, entered) for d in dispatches)
         )
-        if entered or mark:
-            await asyncio.to_thread(self._record, event if mark else None, entered)
-        return [DispatchResult(d, outcome) for d, outcome in zip(dispatches, outcomes, strict=True)]
+        if mark:
+            await asyncio.to_thread(self._record, event, entered)
+        rows = {row.workflow_id: row for row in entered}
+        return [
+            DispatchResult(d, outcome, rows.get(d.workflow_id) if outcome == "started" else None)
+            for d, outcome in zip(dispatches, outcomes, strict=True)
+        ]
 
     async def _dispatch(
         self,
@@ -192,13 +199,12 @@ class Router:
     def _mark_dispatched(self, event: Event) -> None:
         self._record(event, [])
 
-    def _record(self, dispatched: Event | None, entered: list[InstanceRow]) -> None:
+    def _record(self, dispatched: Event, entered: list[InstanceRow]) -> None:
         """In one transaction: the instances just started (for the effect report), and the event
         marked dispatched."""
         with self.store.transaction() as session:
             queries.record_instances(session, entered)
-            if dispatched is not None:
-                queries.mark_all_dispatched(session, [dispatched.event_id], datetime.now(UTC))
+            queries.mark_all_dispatched(session, [dispatched.event_id], datetime.now(UTC))
 
     def _prior_events(
         self, session, starts: list[Dispatch], event: Event, order: list[Event]

@@ -149,7 +149,7 @@ class EffectReport(BaseModel):
     by: Grouping | None
     journeys: dict[str, JourneyEffect]
     totals: Totals
-    results: ResultIndicators
+    results: ResultIndicators | None = Field(description="The shop's results: in the report of every journey only.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,17 +221,17 @@ def effect_report(
     known = journeys_of(definitions)
     only = [journey] if journey else None
     with store.transaction() as session:
+        effect.prepare(session)
         messages = effect.message_counts(session, period, by, only)
         entered = effect.entered_counts(session, period, by, only)
         names = sorted(({journey} if journey else set(known)) | {j for j, _ in messages} | {j for j, _ in entered})
+        rules = {name: goal_rule(known[name]) if name in known else None for name in names}
+        converted_all = effect.conversions(session, rules, period, by)
         report: dict[str, JourneyEffect] = {}
-        rules: dict[str, GoalRule] = {}
         for name in names:
             definition = known.get(name)
-            rule = goal_rule(definition) if definition else None
-            if rule:
-                rules[name] = rule
-            converted = effect.conversions(session, name, rule, period, by)
+            rule = rules[name]
+            converted = converted_all.journeys[name]
             groups = sorted(
                 {g for j, g in messages if j == name} | {g for j, g in entered if j == name} | set(converted)
             )
@@ -264,8 +264,8 @@ def effect_report(
             if holdout is not None:
                 row.uplift = uplift((total.converted, total.reached), (holdout[1], holdout[0]))
             report[name] = row
-        orders, revenue = effect.converted_orders_revenue(session, rules, period)
-        results = effect.result_indicators(session, period, silent_days)
+        orders, revenue = converted_all.orders, converted_all.revenue
+        results = effect.result_indicators(session, period, silent_days) if journey is None else None
     sent = sum(r.sent for r in report.values())
     cost = round(sum(r.cost for r in report.values()), 4)
     return EffectReport(
@@ -283,7 +283,9 @@ def effect_report(
             repeat_purchase_rate=_ratio(results["repeat_buyers"], results["buyers"]),
             retention_rate=_ratio(results["retained"], results["earlier_buyers"]),
             reactivation_rate=_ratio(results["reactivated"], results["silent_messaged"]),
-        ),
+        )
+        if results is not None
+        else None,
     )
 
 
@@ -405,6 +407,8 @@ def report_lines(report: EffectReport) -> list[str]:
         f"total: sent {t.sent}, cost {_money(t.cost)}, {t.converted_orders} orders converted (each once), "
         f"revenue {_money(t.revenue)}, ROI {'-' if t.roi is None else f'{t.roi:,.1f}'}"
     )
+    if r is None:
+        return lines
     lines.append(
         f"results: {r.buyers} buyers, {r.orders} orders, {_money(r.amount)}; repeat purchase "
         f"{_percent(r.repeat_purchase_rate)} ({r.repeat_buyers} buyers, {_money(r.repeat_amount)}); retention "

@@ -30,6 +30,7 @@ def upgrade() -> None:
     with op.batch_alter_table("messages") as batch:
         batch.add_column(sa.Column("variant", sa.String(60), nullable=True))
     op.create_index("ix_messages_journey_at", "messages", ["journey", "at"])
+    op.create_index("ix_messages_run", "messages", ["workflow_id", "run_id", "at"])
     op.create_index("ix_events_goal_order", "events", ["order_id", "type", "occurred_at"])
     op.create_index("ix_events_goal_customer", "events", ["customer_id", "type", "occurred_at"])
 
@@ -37,6 +38,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_events_goal_customer", table_name="events")
     op.drop_index("ix_events_goal_order", table_name="events")
+    op.drop_index("ix_messages_run", table_name="messages")
     op.drop_index("ix_messages_journey_at", table_name="messages")
     with op.batch_alter_table("messages") as batch:
         batch.drop_column("variant")
