@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.payloads import FailureRecord, SendOutcome, SendRequest
+from activities.payloads import ExitRecord, FailureRecord, SendOutcome, SendRequest
 from activities.policy import StoreLookups, decide
 from core.channel import Channel, OutgoingMessage, PermanentChannelError, RetryableChannelError
 from core.records import Customer
@@ -71,6 +71,13 @@ class JourneyActivities:
         """Hand a message decided by decide_message to its channel. Runs on the channel's own task
         queue, whose rate limit keeps every worker together under the provider's limit."""
         return self._deliver(message_id)
+
+    @activity.defn(name="record_exit")
+    def record_exit(self, record: ExitRecord) -> None:
+        """Put down how a run ended on its instance row (run as a local activity: no task of its
+        own). Safe to retry: the same values again."""
+        with self.store.transaction() as session:
+            queries.record_exit(session, record.model_dump())
 
     @activity.defn(name="record_failure")
     def record_failure(self, failure: FailureRecord) -> str:

@@ -66,6 +66,22 @@ class FailureRecord(BaseModel):
     at: datetime = Field(description="The journey's time of the failure.")
 
 
+class ExitRecord(BaseModel):
+    """How one journey run ended, for the effect report: its instance row gets the end and the
+    reason (one is written if the run was not recorded when it started, a restarted run say)."""
+
+    workflow_id: str
+    run_id: str
+    journey: str
+    journey_version: str
+    customer_id: str
+    order_id: str | None = None
+    variant: str | None = None
+    entered_at: datetime
+    ended_at: datetime = Field(description="The journey's time of the end.")
+    reason: str = Field(description="completed, exit:EVENT, exit_step, holdout, entry_condition, restarted, ...")
+
+
 class RetentionRequest(BaseModel):
     """Remove personal data recorded before `before` (fixed by the workflow, so a retry removes
     the same)."""

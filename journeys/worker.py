@@ -146,6 +146,7 @@ def build_workers(
             activities.load_customer,
             activities.decide_message,
             activities.record_failure,
+            activities.record_exit,  # a local activity of the interpreter
             broadcasts.broadcast_size,
             broadcasts.broadcast_page,
             broadcasts.start_broadcast_instances,

@@ -213,6 +213,27 @@ def entered_counts(
     return {(journey, grp): int(count) for journey, grp, count in rows}
 
 
+def exit_counts(
+    session: Session, period: Period, by: Grouping | None, journeys: list[str] | None = None
+) -> dict[tuple[str, str], dict[str, int]]:
+    """Runs that ended in the period per (journey, group), by reason (revision 3 runs record it)."""
+    i = InstanceRow
+    by = by if by in ("variant", "day") else None
+    group = _group(by, i, i.ended_at, period)
+    where = [i.ended_at >= _at(period.start), i.ended_at < _at(period.end)]
+    if journeys is not None:
+        where.append(i.journey.in_(journeys))
+    rows = session.execute(
+        select(i.journey, group.label("grp"), func.coalesce(i.exit_reason, "unknown"), func.count())
+        .where(*where)
+        .group_by(*_keys(i.journey, group, by), func.coalesce(i.exit_reason, "unknown"))
+    )
+    found: dict[tuple[str, str], dict[str, int]] = {}
+    for journey, grp, reason, count in rows:
+        found.setdefault((journey, grp), {})[reason] = int(count)
+    return found
+
+
 # ---------------------------------------------------------------------------------------------
 # Conversions
 

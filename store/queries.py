@@ -6,6 +6,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import String, cast, delete, func, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -307,6 +308,16 @@ def record_instances(session: Session, rows: list[InstanceRow]) -> None:
     table = InstanceRow.__table__
     values = [{column.name: getattr(row, column.key) for column in table.columns} for row in rows]
     session.execute(insert(table).values(values).on_conflict_do_nothing())
+
+
+def record_exit(session: Session, record: dict[str, Any]) -> None:
+    """A run's end and its reason on its instance row, written with the row if the run was not
+    recorded when it started (a restarted run, or one started before instances were recorded)."""
+    row = session.get(InstanceRow, (record["workflow_id"], record["run_id"]))
+    if row is None:
+        row = InstanceRow(**{k: v for k, v in record.items() if k not in ("ended_at", "reason")})
+        session.add(row)
+    row.ended_at, row.exit_reason = record["ended_at"], record["reason"][:60]
 
 
 def find_ledger_row(session: Session, workflow_id: str, run_id: str, step: str) -> MessageRow | None:

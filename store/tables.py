@@ -131,7 +131,10 @@ class InstanceRow(Base):
     its key draws: the entries, and the holdout, of the effect report."""
 
     __tablename__ = "instances"
-    __table_args__ = (Index("ix_instances_journey", "journey", "entered_at"),)
+    __table_args__ = (
+        Index("ix_instances_journey", "journey", "entered_at"),
+        Index("ix_instances_ended", "journey", "ended_at"),
+    )
 
     workflow_id: Mapped[str] = mapped_column(String(300), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -142,6 +145,9 @@ class InstanceRow(Base):
     variant: Mapped[str | None] = mapped_column(String(60))
     #: The entry event's time (the journey's clock).
     entered_at: Mapped[datetime]
+    #: How the run ended (revision 3 runs record it): when, in the journey's clock, and why.
+    ended_at: Mapped[datetime | None]
+    exit_reason: Mapped[str | None] = mapped_column(String(60))
 
 
 class SuppressionRow(Base):

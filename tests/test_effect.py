@@ -108,6 +108,8 @@ def month(store):
         *order_events("o7", "c6", created=T - 3 * h, paid=T + h, amount=40),
         *order_events("o9", "c9", created=T - 2 * h, paid=T + 2 * d, amount=80),
     ]
+    rows[0].ended_at, rows[0].exit_reason = T + h, "exit:order.paid"  # how two runs ended
+    rows[1].ended_at, rows[1].exit_reason = T + d, "completed"
     load(store, rows, events)
     with store.transaction() as session:  # an unsubscribe and a complaint about o9's email
         o9 = session.query(MessageRow).filter_by(workflow_id="payment_reminder:o9", step="remind").one()
@@ -124,6 +126,7 @@ def test_payment_reminders_recovered_amount_and_roi(month, definitions):
     report = effect_report(month, definitions, FEB, PRICES)
     pr = report.journeys["payment_reminder"]
     assert (pr.entered, pr.sent, pr.skipped, pr.skipped_by_reason) == (9, 8, 1, {"no_contact": 1})
+    assert (pr.exited, pr.exited_by_reason) == (2, {"exit:order.paid": 1, "completed": 1})
     assert (pr.delivered, pr.opened, pr.clicked, pr.bounced) == (3, 2, 1, 1)
     assert (pr.unsubscribes, pr.complaints) == (1, 1)
     # Reached: o1 o2 o3 o4 o5 o6 o9 (o8 was never sent). Converted: o1 (an hour after), o4 (exactly
@@ -166,6 +169,8 @@ def test_grouped_by_step_channel_and_day(month, definitions):
     by_day = effect_report(month, definitions, FEB, PRICES, by="day", journey="payment_reminder").journeys
     days = {g: (f.entered, f.sent, f.converted) for g, f in by_day["payment_reminder"].groups.items()}
     assert days == {"2026-02-10": (9, 7, 3), "2026-02-11": (0, 1, 0)}  # days in Asia/Shanghai
+    exits = {g: f.exited_by_reason for g, f in by_day["payment_reminder"].groups.items()}
+    assert exits == {"2026-02-10": {"exit:order.paid": 1}, "2026-02-11": {"completed": 1}}
 
 
 def test_a_period_counts_instances_first_sent_in_it(month, definitions):

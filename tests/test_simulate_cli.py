@@ -178,6 +178,14 @@ def test_broadcasts_play_in_a_simulation(tmp_path):
     assert (reminder["entered"], reminder["sent"], reminder["reached"], reminder["converted"]) == (4, 2, 2, 1)
     assert (reminder["revenue"], reminder["goal"], reminder["within"]) == (99.0, "order.paid", "3d")
     assert reminder["cost"] == round(reminder["sms_segments"] * 0.05, 4) and reminder["sms_segments"] >= 2
+    # How each run ended, as the runs recorded it: the reminders ran to their end; the pre-close
+    # reminder of o1 ended on its payment, o2's closing time had passed; each birthday greeting
+    # ran again for the next year.
+    assert (reminder["exited"], reminder["exited_by_reason"]) == (4, {"completed": 4})
+    assert journeys["pre_close_reminder"]["exited_by_reason"] == {
+        "completed": 2, "exit:order.paid": 1, "time_passed": 1,
+    }  # fmt: skip
+    assert journeys["birthday_greeting"]["exited_by_reason"] == {"restarted": 2}
     care = journeys["lantern_care"]
     assert (care["entered"], care["sent"], care["reached"], care["converted"]) == (2, 2, 2, 0)
     assert journeys["lantern_again"]["skipped_by_reason"] == {"resource_limit": 2}

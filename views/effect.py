@@ -42,6 +42,10 @@ class Figures(BaseModel):
     """One journey's (or one group's) figures for the period."""
 
     entered: int = Field(0, description="Instances started (by the router or a broadcast).")
+    exited: int = Field(0, description="Runs that ended in the period.")
+    exited_by_reason: dict[str, int] = Field(
+        default_factory=dict, description="completed, exit:EVENT, holdout, entry_condition, restarted, ..."
+    )
     sent: int = 0
     skipped: int = 0
     failed: int = 0
@@ -224,7 +228,13 @@ def effect_report(
         effect.prepare(session)
         messages = effect.message_counts(session, period, by, only)
         entered = effect.entered_counts(session, period, by, only)
-        names = sorted(({journey} if journey else set(known)) | {j for j, _ in messages} | {j for j, _ in entered})
+        exits = effect.exit_counts(session, period, by, only)
+        names = sorted(
+            ({journey} if journey else set(known))
+            | {j for j, _ in messages}
+            | {j for j, _ in entered}
+            | {j for j, _ in exits}
+        )
         rules = {name: goal_rule(known[name]) if name in known else None for name in names}
         converted_all = effect.conversions(session, rules, period, by)
         report: dict[str, JourneyEffect] = {}
@@ -233,17 +243,23 @@ def effect_report(
             rule = rules[name]
             converted = converted_all.journeys[name]
             groups = sorted(
-                {g for j, g in messages if j == name} | {g for j, g in entered if j == name} | set(converted)
+                {g for j, g in messages if j == name}
+                | {g for j, g in entered if j == name}
+                | {g for j, g in exits if j == name}
+                | set(converted)
             )
             figures = {
-                group: _figures(messages.get((name, group), {}), entered.get((name, group), 0), converted.get(group))
+                group: _figures(
+                    messages.get((name, group), {}),
+                    entered.get((name, group), 0),
+                    exits.get((name, group), {}),
+                    converted.get(group),
+                )
                 for group in groups
             }
-            if by in ("step", "channel"):  # entries belong to no step: the journey's total only
+            if by in ("step", "channel"):  # entries and exits belong to no step: the journey's total only
                 unplaced = figures.pop("", Figures())
-                total = _sum(list(figures.values()))
-                total.entered, unplaced.entered = unplaced.entered, 0
-                total = _sum([total, unplaced])
+                total = _sum([*figures.values(), unplaced])
             else:
                 total = _sum(list(figures.values()))
             split = definition.first_split if definition else None
@@ -289,10 +305,12 @@ def effect_report(
     )
 
 
-def _figures(counts: dict[str, Any], entered: int, converted: dict[str, Any] | None) -> Figures:
+def _figures(counts: dict[str, Any], entered: int, exits: dict[str, int], converted: dict[str, Any] | None) -> Figures:
     plain = {k: v for k, v in counts.items() if ":" not in k}
     return Figures(
         entered=entered,
+        exited=sum(exits.values()),
+        exited_by_reason=dict(exits),
         skipped_by_reason={k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("skipped:")},
         failed_by_reason={k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("failed:")},
         **plain,

@@ -22,7 +22,8 @@ CHANNEL_QUEUES_PATCH = "deliver-on-channel-queue"
 #: 1   search attributes only with the start (the router's), none upserted; channel queues always
 #: 2   `order` is the whole order (core.orders.order_context over `order_history` and every event
 #:     of the order signalled since); before, it was the entry event's data and later events' data
-REVISION = 2
+#: 3   a run records how it ended (record_exit, a local activity) for the effect report's exits
+REVISION = 3
 
 
 def channel_queue(task_queue: str, channel: str) -> str:

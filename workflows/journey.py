@@ -22,7 +22,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.journey import JourneyActivities
-    from activities.payloads import FailureRecord, SendOutcome, SendRequest
+    from activities.payloads import ExitRecord, FailureRecord, SendOutcome, SendRequest
     from core.orders import MAX_ORDER_EVENTS, order_context
     from core.records import DEFAULT_TIMEZONE, Customer, Event
     from core.rfm import Purchase, customer_context, fold
@@ -54,6 +54,17 @@ with workflow.unsafe.imports_passed_through():
     )
 
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
+
+
+def exit_reason(outcome: str) -> str:
+    """A run's outcome as the effect report groups it: completed, exit:EVENT, holdout,
+    entry_condition, time_passed, expression_error or exit_step."""
+    if outcome.startswith("exit on "):
+        return "exit:" + outcome.removeprefix("exit on ")
+    if outcome.startswith("expression_error"):
+        return "expression_error"
+    known = {"completed": "completed", HOLDOUT: HOLDOUT, "entry condition false": "entry_condition"}
+    return known.get(outcome, "time_passed" if outcome.startswith("wait_until") else "exit_step")
 
 
 class _Exited(Exception):
@@ -176,6 +187,7 @@ class JourneyWorkflow:
             outcome = await self._expression_failed(err)
         except _Restart:
             self._set_step("restarting")
+            await self._record_exit("restarted")
             restart = self.restart_event
             workflow.continue_as_new(
                 input.model_copy(
@@ -193,7 +205,31 @@ class JourneyWorkflow:
                 )
             )
         self._set_step("done")
+        await self._record_exit(exit_reason(outcome))
         return JourneyResult(outcome=outcome, sends=self.sends)
+
+    async def _record_exit(self, reason: str) -> None:
+        """How this run ended, on its instance row (revision 3 on: older histories replay without)."""
+        if self.input.revision < 3:
+            return
+        entry, info = self.input.entry_event, workflow.info()
+        await workflow.execute_local_activity_method(
+            JourneyActivities.record_exit,
+            ExitRecord(
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                journey=self.definition.name,
+                journey_version=self.input.snapshot.version,
+                customer_id=entry.customer_id,
+                order_id=entry.order_id,
+                variant=self.definition.variant_of(self.input.key),
+                entered_at=self.started,
+                ended_at=self.now(),
+                reason=reason,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=ACTIVITY_RETRY,
+        )
 
     def _history_for(self, entry: Event) -> list[Event]:
         """What the next run knows of `entry`'s order: the events of it this run saw."""
