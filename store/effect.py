@@ -197,19 +197,29 @@ def message_counts(
     return found
 
 
+def _instance_counts(session: Session, period: Period, by: Grouping | None, journeys, when, *extra) -> list:
+    """Instance rows whose `when` falls in the period, counted per (journey, group, *extra); by
+    step or channel, per journey (an instance has neither)."""
+    i = InstanceRow
+    by = by if by in ("variant", "day") else None
+    group = _group(by, i, when, period)
+    where = [when >= _at(period.start), when < _at(period.end)]
+    if journeys is not None:
+        where.append(i.journey.in_(journeys))
+    return list(
+        session.execute(
+            select(i.journey, group.label("grp"), *extra, func.count())
+            .where(*where)
+            .group_by(*_keys(i.journey, group, by), *extra)
+        )
+    )
+
+
 def entered_counts(
     session: Session, period: Period, by: Grouping | None, journeys: list[str] | None = None
 ) -> dict[tuple[str, str], int]:
-    """Instances started in the period per (journey, group); by step or channel, per journey."""
-    i = InstanceRow
-    by = by if by in ("variant", "day") else None
-    group = _group(by, i, i.entered_at, period)
-    where = [i.entered_at >= _at(period.start), i.entered_at < _at(period.end)]
-    if journeys is not None:
-        where.append(i.journey.in_(journeys))
-    rows = session.execute(
-        select(i.journey, group.label("grp"), func.count()).where(*where).group_by(*_keys(i.journey, group, by))
-    )
+    """Instances started in the period per (journey, group)."""
+    rows = _instance_counts(session, period, by, journeys, InstanceRow.entered_at)
     return {(journey, grp): int(count) for journey, grp, count in rows}
 
 
@@ -217,20 +227,10 @@ def exit_counts(
     session: Session, period: Period, by: Grouping | None, journeys: list[str] | None = None
 ) -> dict[tuple[str, str], dict[str, int]]:
     """Runs that ended in the period per (journey, group), by reason (revision 3 runs record it)."""
-    i = InstanceRow
-    by = by if by in ("variant", "day") else None
-    group = _group(by, i, i.ended_at, period)
-    where = [i.ended_at >= _at(period.start), i.ended_at < _at(period.end)]
-    if journeys is not None:
-        where.append(i.journey.in_(journeys))
-    rows = session.execute(
-        select(i.journey, group.label("grp"), func.coalesce(i.exit_reason, "unknown"), func.count())
-        .where(*where)
-        .group_by(*_keys(i.journey, group, by), func.coalesce(i.exit_reason, "unknown"))
-    )
+    reason = func.coalesce(InstanceRow.exit_reason, "unknown")
     found: dict[tuple[str, str], dict[str, int]] = {}
-    for journey, grp, reason, count in rows:
-        found.setdefault((journey, grp), {})[reason] = int(count)
+    for journey, grp, why, count in _instance_counts(session, period, by, journeys, InstanceRow.ended_at, reason):
+        found.setdefault((journey, grp), {})[why] = int(count)
     return found
 
 
