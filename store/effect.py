@@ -258,24 +258,17 @@ def order_amount(order_id) -> ColumnElement:
     return func.coalesce(paid_amount, created_amount, 0.0)
 
 
-def _goal_event(rule: GoalRule, order_id, customer_id, after) -> tuple[ColumnElement, ColumnElement]:
-    """The first goal event for the key strictly after `after` and at most `within` after it:
-    (its time, the order it is about), as scalar subqueries correlated to the caller's row."""
-
-    def matching(goal):
-        key = goal.order_id == order_id if rule.key == "order" else goal.customer_id == customer_id
-        return (goal.type == rule.event, key, goal.occurred_at > after, goal.occurred_at <= shifted(after, rule.within))
-
-    first, same = aliased(EventRow), aliased(EventRow)
-    converted_at = select(func.min(first.occurred_at)).where(*matching(first)).scalar_subquery()
-    converted_order = (
-        select(same.order_id)
-        .where(*matching(same))
-        .order_by(same.occurred_at, same.event_id)
-        .limit(1)
+def _first_goal_at(rule: GoalRule, order_id, customer_id, after) -> ColumnElement:
+    """When the first goal event for the key came strictly after `after` and at most `within`
+    after it (else NULL): a scalar subquery correlated to the caller's row, one look-up on the
+    key's index."""
+    goal = aliased(EventRow)
+    key = goal.order_id == order_id if rule.key == "order" else goal.customer_id == customer_id
+    return (
+        select(func.min(goal.occurred_at))
+        .where(goal.type == rule.event, key, goal.occurred_at > after, goal.occurred_at <= shifted(after, rule.within))
         .scalar_subquery()
     )
-    return converted_at, converted_order
 
 
 def reached(journey: str, rule: GoalRule | None, period: Period, by: Grouping | None) -> Any:  # a CTE
@@ -307,56 +300,39 @@ def reached(journey: str, rule: GoalRule | None, period: Period, by: Grouping | 
         )
         .exists()
     )
-    firsts = select(ranked).where(ranked.c.n == 1, ~sent_before).cte(f"firsts_{journey}")
+    firsts = select(ranked).where(ranked.c.n == 1, ~sent_before).subquery()
     if rule is None:
         nothing = null()
         return select(
             firsts.c.workflow_id, firsts.c.grp, nothing.label("converted_at"), nothing.label("converted_order")
         ).cte(f"reached_{journey}")
-    goal = aliased(EventRow)
-    key = goal.order_id == firsts.c.order_id if rule.key == "order" else goal.customer_id == firsts.c.customer_id
-    hits = (
-        select(firsts.c.workflow_id, firsts.c.run_id, func.min(goal.occurred_at).label("converted_at"))
-        .join(
-            goal,
-            and_(
-                key,
-                goal.type == rule.event,
-                goal.occurred_at > firsts.c.at,
-                goal.occurred_at <= shifted(firsts.c.at, rule.within),
-            ),
-        )
-        .where(goal.occurred_at > _at(period.start), goal.occurred_at <= _at(period.end + rule.within))
-        .group_by(firsts.c.workflow_id, firsts.c.run_id)
-        .subquery()
-    )
+    # A look-up per instance on the key's index: the planner cannot turn it into a join that
+    # compares every instance with every goal event.
+    converted_at = _first_goal_at(rule, firsts.c.order_id, firsts.c.customer_id, firsts.c.at)
+    found = select(
+        firsts.c.workflow_id, firsts.c.grp, firsts.c.order_id, firsts.c.customer_id, converted_at.label("converted_at")
+    ).subquery()
     if rule.key == "order":
-        order = firsts.c.order_id
+        order = found.c.order_id
     else:  # the order of the goal event that converted it
         same = aliased(EventRow)
         order = (
             select(same.order_id)
             .where(
-                same.customer_id == firsts.c.customer_id,
+                same.customer_id == found.c.customer_id,
                 same.type == rule.event,
-                same.occurred_at == hits.c.converted_at,
+                same.occurred_at == found.c.converted_at,
             )
             .order_by(same.event_id)
             .limit(1)
             .scalar_subquery()
         )
-    return (
-        select(
-            firsts.c.workflow_id,
-            firsts.c.grp,
-            hits.c.converted_at,
-            case((hits.c.converted_at.is_not(None), order)).label("converted_order"),
-        )
-        .select_from(
-            firsts.outerjoin(hits, and_(hits.c.workflow_id == firsts.c.workflow_id, hits.c.run_id == firsts.c.run_id))
-        )
-        .cte(f"reached_{journey}")
-    )
+    return select(
+        found.c.workflow_id,
+        found.c.grp,
+        found.c.converted_at,
+        case((found.c.converted_at.is_not(None), order)).label("converted_order"),
+    ).cte(f"reached_{journey}")
 
 
 @dataclass
@@ -428,7 +404,7 @@ def holdout(session: Session, journey: str, rule: GoalRule, period: Period, grou
     """The holdout of a journey's split entered in the period: (instances, converted), each from
     its entry on the same rule."""
     i = InstanceRow
-    converted_at, _ = _goal_event(rule, i.order_id, i.customer_id, i.entered_at)
+    converted_at = _first_goal_at(rule, i.order_id, i.customer_id, i.entered_at)
     n, converted = session.execute(
         select(func.count(), func.count(converted_at)).where(
             i.journey == journey,
