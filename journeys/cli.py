@@ -26,8 +26,19 @@ _STANDALONE = [False]
 
 def main() -> None:
     """The `journeys` program."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     _STANDALONE[0] = True
-    app()
+    try:
+        app()
+    except (OperationalError, ProgrammingError) as err:  # a database missing, unreachable or not migrated
+        reason = str(getattr(err, "orig", err)).strip().splitlines()[0][:300]
+        typer.echo(
+            f"journeys: the database is not ready ({reason}). Check JOURNEYS_DATABASE_URL; "
+            "`journeys migrate` creates or upgrades its tables.",
+            err=True,
+        )
+        sys.exit(2)
 
 
 def _exits_hard(command):

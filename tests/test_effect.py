@@ -333,3 +333,19 @@ def test_journeys_report_prints_the_table_and_csv(month, tmp_path):
     assert reminder["none"]["skipped:no_contact"] == "1"
     bad = report("--by", "hour")
     assert bad.returncode == 2 and "--by: 'hour' is not one of journey, step, channel, variant, day" in bad.stderr
+
+
+def test_a_database_not_set_up_gets_a_clear_answer(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    journeys = str(Path(sys.executable).parent / "journeys")
+    env = {**os.environ, "JOURNEYS_DATABASE_URL": f"sqlite:///{tmp_path}/never-migrated.db"}
+    answer = subprocess.run([journeys, "report"], env=env, capture_output=True, text=True, timeout=120)
+    assert answer.returncode == 2, answer.stderr
+    assert answer.stderr.strip() == (
+        "journeys: the database is not ready (no such table: messages). Check JOURNEYS_DATABASE_URL; "
+        "`journeys migrate` creates or upgrades its tables."
+    )
