@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
@@ -143,6 +144,25 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pids: list[int], idle: float = 0.05, window: float = 2.0, limit: float = 600) -> float:
+    """Wait until the processes are idle (under `idle` of a core over `window` seconds), so that
+    what comes next is measured alone: a worker that was paused, or that was just given thousands
+    of new instances, first works through their workflow tasks. The seconds it took."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < limit:
+        before = sum(cpu_seconds(pid) for pid in pids)
+        time.sleep(window)
+        if sum(cpu_seconds(pid) for pid in pids) - before < idle * window * len(pids):
+            break
+    return time.perf_counter() - began
 
 
 def billable(history) -> int:
@@ -286,16 +306,48 @@ async def history_costs(stack: Stack, shop: Shop) -> tuple[tuple[int, int], tupl
     return (len(ours_history.events), billable(ours_history)), (len(raw_history.events), billable(raw_history))
 
 
-def burst(stack: Stack, store: Store, shop: Shop, count: int) -> tuple[float, float]:
-    """Post `count` order.shipped at once: (dispatched/s, sent/s) until each is done."""
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server's processes (the postmaster and its backends), where they run here."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found.append(int(entry.name))
+            except OSError:  # it ended meanwhile
+                continue
+    return found
+
+
+def cpu_by_part(stack: Stack) -> dict[str, float]:
+    """CPU seconds used so far by each part of the stack (PostgreSQL's processes summed)."""
+    parts = {name: cpu_seconds(process.pid) for name, process in stack.processes.items() if process.poll() is None}
+    total = 0.0
+    for pid in postgres_pids():
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    parts["postgres"] = total
+    return parts
+
+
+def burst(stack: Stack, store: Store, shop: Shop, count: int) -> tuple[float, float, dict[str, float]]:
+    """Post `count` order.shipped at once: (dispatched/s, sent/s until each is done, CPU
+    milliseconds per send of each part of the stack)."""
     before = sent(store, "shipped_notice")
     events = shop.orders(f"s{uuid.uuid4().hex[:4]}-", count, "order.shipped", carrier="顺丰", tracking_no="SF")
+    cpu = cpu_by_part(stack)
     began = time.perf_counter()
     post_all(stack.api, events)
     wait_until(lambda: pending(store) == 0, 1800, "the burst's dispatch", interval=0.05)
     dispatched = count / (time.perf_counter() - began)
     wait_until(lambda: sent(store, "shipped_notice") >= before + count, 1800, "the burst's sends", interval=0.05)
-    return dispatched, count / (time.perf_counter() - began)
+    sends = count / (time.perf_counter() - began)
+    used = {part: (seconds - cpu.get(part, 0.0)) * 1000 / count for part, seconds in cpu_by_part(stack).items()}
+    return dispatched, sends, used
+
+
+def describe_cpu(used: dict[str, float]) -> str:
+    return ", ".join(f"{part} {ms:.0f}" for part, ms in sorted(used.items(), key=lambda item: -item[1]))
 
 
 def waiting_rss(stack: Stack, store: Store, shop: Shop, targets: list[int]) -> list[tuple[int, float, float]]:
@@ -388,14 +440,20 @@ def main() -> None:
             flush=True,
         )
 
+        # The paused worker has the dispatch run's new instances to start: let it finish first.
+        caught_up = settle([stack.processes["worker0"].pid])
+        print(f"  the worker started the dispatch run's instances in {caught_up:.0f} s", flush=True)
         one = burst(stack, schema.store, shop, args.scale)
         stack.workers = 2
         stack.start_worker(1)
+        settle([stack.processes["worker0"].pid, stack.processes["worker1"].pid])
         two = burst(stack, schema.store, shop, args.scale)
         print(
             f"scale-out ({args.scale} order.shipped at once): "
             f"one worker {one[0]:.0f} dispatched/s, {one[1]:.0f} sent/s; "
-            f"two workers {two[0]:.0f} dispatched/s, {two[1]:.0f} sent/s ({two[1] / one[1]:.2f}x sends)",
+            f"two workers {two[0]:.0f} dispatched/s, {two[1]:.0f} sent/s ({two[1] / one[1]:.2f}x sends)\n"
+            f"  CPU ms per send, one worker: {describe_cpu(one[2])} (of {os.cpu_count()} cores)\n"
+            f"  CPU ms per send, two workers: {describe_cpu(two[2])}",
             flush=True,
         )
         stack.stop_worker(1)
