@@ -14,13 +14,12 @@ nothing is loaded into Python row by row. The schema is dropped at the end.
 from __future__ import annotations
 
 import argparse
-import resource
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import create_engine, text
 
+from bench.common import peak_rss_mb, scratch_schema, timed
 from definitions.loader import PACKAGE_DIR, load_definitions
 from store.db import Store
 from store.effect import Period
@@ -33,17 +32,9 @@ JOURNEYS = [
 STATUSES = ["sent", "delivered", "delivered", "delivered", "opened", "clicked", "undelivered", "skipped", "failed"]
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def fill(url: str, schema: str, messages: int, days: int, now: datetime) -> None:
+def fill(url: str, messages: int, days: int, now: datetime) -> None:
+    """Fill the (migrated, empty) schema the connections of `url` use."""
     engine = create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    Store(f"{url}?options=-csearch_path%3D{schema}").migrate().dispose()
-    engine = create_engine(f"{url}?options=-csearch_path%3D{schema}")
     instances = messages // 2
     journeys = "ARRAY[" + ", ".join(f"'{j}'" for j in JOURNEYS) + "]"
     statuses = "ARRAY[" + ", ".join(f"'{s}'" for s in STATUSES) + "]"
@@ -98,54 +89,50 @@ def fill(url: str, schema: str, messages: int, days: int, now: datetime) -> None
     engine.dispose()
 
 
-def timed(work) -> tuple[float, object]:
-    began = time.perf_counter()
-    result = work()
-    return time.perf_counter() - began, result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=10_000_000)
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--database", default="postgresql+psycopg2://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
-    schema = f"bench_effect_{uuid.uuid4().hex[:8]}"
     now = datetime.now(UTC).replace(microsecond=0)
-    began = time.perf_counter()
-    fill(args.database, schema, args.messages, args.days, now)
-    print(f"filled {args.messages:,} messages (and their instances and orders) in {time.perf_counter() - began:.0f} s")
-    store = Store(f"{args.database}?options=-csearch_path%3D{schema}")
+    with scratch_schema(args.database, "bench_effect") as url:
+        began = time.perf_counter()
+        fill(url, args.messages, args.days, now)
+        filled = time.perf_counter() - began
+        print(f"filled {args.messages:,} messages (and their instances and orders) in {filled:.0f} s")
+        store = Store(url)
+        try:
+            report(store, now)
+        finally:
+            store.dispose()
+
+
+def report(store: Store, now: datetime) -> None:
+    """Time the raw floor, then the report three ways."""
     definitions = load_definitions(PACKAGE_DIR)
     period = Period(now - timedelta(days=30), now, "Asia/Shanghai")
     prices = Prices(sms=0.05, email=0.001, currency="CNY")
-    try:
-        with store.transaction() as session:
-            floor, rows = timed(
-                lambda: session.execute(
-                    text("SELECT count(*) FROM messages WHERE at >= :start AND at < :end"),
-                    {"start": period.start, "end": period.end},
-                ).scalar()
-            )
-        print(f"raw count of the period's messages: {rows:,} in {floor:.2f} s   (peak RSS {peak_rss_mb():.0f} MB)")
-        for label, options in (
-            ("whole report", {}),
-            ("by day", {"by": "day"}),
-            ("one journey by variant", {"journey": "spring_festival_care", "by": "variant"}),
-        ):
-            seconds, found = timed(lambda options=options: effect_report(store, definitions, period, prices, **options))
-            sent = sum(j.sent for j in found.journeys.values())
-            converted = sum(j.converted for j in found.journeys.values())
-            print(
-                f"{label:<24} {seconds:7.2f} s  ({seconds / floor:,.0f}x the raw count)  sent {sent:,}, "
-                f"converted {converted:,}, revenue {found.totals.revenue:,.0f}   (peak RSS {peak_rss_mb():.0f} MB)"
-            )
-    finally:
-        store.dispose()
-        engine = create_engine(args.database)
-        with engine.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+    with store.transaction() as session:
+        floor, rows = timed(
+            lambda: session.execute(
+                text("SELECT count(*) FROM messages WHERE at >= :start AND at < :end"),
+                {"start": period.start, "end": period.end},
+            ).scalar()
+        )
+    print(f"raw count of the period's messages: {rows:,} in {floor:.2f} s   (peak RSS {peak_rss_mb():.0f} MB)")
+    for label, options in (
+        ("whole report", {}),
+        ("by day", {"by": "day"}),
+        ("one journey by variant", {"journey": "spring_festival_care", "by": "variant"}),
+    ):
+        seconds, found = timed(lambda options=options: effect_report(store, definitions, period, prices, **options))
+        sent = sum(j.sent for j in found.journeys.values())
+        converted = sum(j.converted for j in found.journeys.values())
+        print(
+            f"{label:<24} {seconds:7.2f} s  ({seconds / floor:,.0f}x the raw count)  sent {sent:,}, "
+            f"converted {converted:,}, revenue {found.totals.revenue:,.0f}   (peak RSS {peak_rss_mb():.0f} MB)"
+        )
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ after: counting never loads customers into Python. The schema is dropped at the 
 from __future__ import annotations
 
 import argparse
-import resource
 import time
-import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import create_engine, text
 
+from bench.common import peak_rss_mb, scratch_schema, timed
 from core.audience import Segment
 from core.rfm import DEFAULT_TABLE
 from store.db import Store
@@ -34,17 +33,9 @@ SEGMENTS = {
 }
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def fill(url: str, schema: str, customers: int, orders: int) -> None:
+def fill(url: str, customers: int, orders: int) -> None:
+    """Fill the (migrated, empty) schema the connections of `url` use."""
     engine = create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    Store(f"{url}?options=-csearch_path%3D{schema}").migrate().dispose()
-    engine = create_engine(f"{url}?options=-csearch_path%3D{schema}")
     with engine.begin() as connection:
         connection.execute(
             text("""
@@ -84,46 +75,40 @@ def fill(url: str, schema: str, customers: int, orders: int) -> None:
     engine.dispose()
 
 
-def timed(work) -> tuple[float, object]:
-    started = time.perf_counter()
-    result = work()
-    return time.perf_counter() - started, result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--orders", type=int, default=400_000)
     parser.add_argument("--database", default="postgresql+psycopg2://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
-    schema = f"bench_segments_{uuid.uuid4().hex[:8]}"
-    started = time.perf_counter()
-    store = Store(f"{args.database}?options=-csearch_path%3D{schema}")
     now = datetime.now(UTC)
-    try:
-        fill(args.database, schema, args.customers, args.orders)
+    with scratch_schema(args.database, "bench_segments") as url:
+        started = time.perf_counter()
+        fill(url, args.customers, args.orders)
         print(f"filled {args.customers:,} customers, {args.orders:,} orders in {time.perf_counter() - started:.1f} s")
-        rss_before = peak_rss_mb()
+        store = Store(url)
+        try:
+            count_and_walk(store, now)
+        finally:
+            store.dispose()
+
+
+def count_and_walk(store: Store, now: datetime) -> None:
+    rss_before = peak_rss_mb()
+    with store.transaction() as session:
+        floor, total = timed(lambda: session.execute(text("SELECT count(*) FROM customers")).scalar_one())
+    print(f"raw floor: SELECT count(*) FROM customers = {total:,} in {floor:.3f} s")
+    for name, where in SEGMENTS.items():
+        segment = Segment.model_validate({"name": name, "where": where})
         with store.transaction() as session:
-            floor, total = timed(lambda: session.execute(text("SELECT count(*) FROM customers")).scalar_one())
-        print(f"raw floor: SELECT count(*) FROM customers = {total:,} in {floor:.3f} s")
-        for name, where in SEGMENTS.items():
-            segment = Segment.model_validate({"name": name, "where": where})
-            with store.transaction() as session:
-                seconds, count = timed(lambda s=segment, session=session: count_members(session, s, now, DEFAULT_TABLE))
-            print(f"count {name:<17} {count:>9,} in {seconds:7.3f} s  ({seconds / floor:6.1f}x the raw count)")
-        segment = Segment.model_validate({"name": "walk", "where": SEGMENTS["rfm_tier"]})
-        seconds, walked = timed(
-            lambda: sum(1 for _ in iterate_members(store.transaction, segment, now, DEFAULT_TABLE, page=5000))
-        )
-        print(f"walk rfm_tier page by page (5,000 a page): {walked:,} members in {seconds:.1f} s")
-        print(f"peak RSS {rss_before:.0f} MB before counting, {peak_rss_mb():.0f} MB after")
-    finally:
-        store.dispose()
-        engine = create_engine(args.database)
-        with engine.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+            seconds, count = timed(lambda s=segment, session=session: count_members(session, s, now, DEFAULT_TABLE))
+        print(f"count {name:<17} {count:>9,} in {seconds:7.3f} s  ({seconds / floor:6.1f}x the raw count)")
+    segment = Segment.model_validate({"name": "walk", "where": SEGMENTS["rfm_tier"]})
+    seconds, walked = timed(
+        lambda: sum(1 for _ in iterate_members(store.transaction, segment, now, DEFAULT_TABLE, page=5000))
+    )
+    print(f"walk rfm_tier page by page (5,000 a page): {walked:,} members in {seconds:.1f} s")
+    print(f"peak RSS {rss_before:.0f} MB before counting, {peak_rss_mb():.0f} MB after")
 
 
 if __name__ == "__main__":
