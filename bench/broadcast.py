@@ -22,7 +22,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from bench.production import Schema, rss_mb
+from bench.common import Schema
+from bench.production import rss_mb
 from definitions.loader import PACKAGE_DIR
 from store import queries
 from tests.helpers import daytime_zone

@@ -1,13 +1,13 @@
-"""What the SQL benchmarks share: a throwaway PostgreSQL schema at the newest migration, timing,
+"""What the benchmarks share: a throwaway PostgreSQL schema at the newest migration, timing,
 and the process's peak memory."""
 
 from __future__ import annotations
 
-import contextlib
+import os
 import resource
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy import create_engine, text
@@ -15,6 +15,8 @@ from sqlalchemy import create_engine, text
 from store.db import Store
 
 T = TypeVar("T")
+
+PG_URL = os.environ.get("JOURNEYS_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
 
 def peak_rss_mb() -> float:
@@ -28,19 +30,33 @@ def timed(work: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - began, result
 
 
-@contextlib.contextmanager
-def scratch_schema(url: str, prefix: str) -> Iterator[str]:
-    """A new schema in the database at `url`, migrated; yields a URL whose connections use it.
-    The schema is dropped afterwards, also when filling or timing it fails."""
-    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    scoped = f"{url}?options=-csearch_path%3D{schema}"
-    try:
-        Store(scoped).migrate().dispose()
-        yield scoped
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+class Schema:
+    """A PostgreSQL schema of its own, migrated, with a Store on it (`url` for other processes).
+    `drop()`, or the end of a `with` block, removes it, also when what ran in it failed."""
+
+    def __init__(self, url: str = PG_URL, prefix: str = "journeys_bench") -> None:
+        self.admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        self.name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        self._execute(f'CREATE SCHEMA "{self.name}"')
+        self.url = f"{url}?options=-csearch_path%3D{self.name}"
+        self.store = Store(self.url)
+        try:
+            self.store.migrate()
+        except BaseException:
+            self.drop()
+            raise
+
+    def _execute(self, statement: str) -> None:
+        with self.admin.connect() as connection:
+            connection.execute(text(statement))
+
+    def drop(self) -> None:
+        self.store.dispose()
+        self._execute(f'DROP SCHEMA "{self.name}" CASCADE')
+        self.admin.dispose()
+
+    def __enter__(self) -> Schema:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.drop()

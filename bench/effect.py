@@ -14,12 +14,11 @@ nothing is loaded into Python row by row. The schema is dropped at the end.
 from __future__ import annotations
 
 import argparse
-import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from bench.common import peak_rss_mb, scratch_schema, timed
+from bench.common import PG_URL, Schema, peak_rss_mb, timed
 from definitions.loader import PACKAGE_DIR, load_definitions
 from store.db import Store
 from store.effect import Period
@@ -32,14 +31,13 @@ JOURNEYS = [
 STATUSES = ["sent", "delivered", "delivered", "delivered", "opened", "clicked", "undelivered", "skipped", "failed"]
 
 
-def fill(url: str, messages: int, days: int, now: datetime) -> None:
-    """Fill the (migrated, empty) schema the connections of `url` use."""
-    engine = create_engine(url)
+def fill(store: Store, messages: int, days: int, now: datetime) -> None:
+    """Fill the store's (migrated, empty) schema."""
     instances = messages // 2
     journeys = "ARRAY[" + ", ".join(f"'{j}'" for j in JOURNEYS) + "]"
     statuses = "ARRAY[" + ", ".join(f"'{s}'" for s in STATUSES) + "]"
     params = {"instances": instances, "now": now, "days": days, "customers": max(instances // 5, 1)}
-    with engine.begin() as connection:
+    with store.engine.begin() as connection:
         # Instance n: journey n % 7, order o{n}, customer c{n % customers}, entered over the days.
         connection.execute(
             text(f"""
@@ -86,26 +84,19 @@ def fill(url: str, messages: int, days: int, now: datetime) -> None:
                 params,
             )
         connection.execute(text("ANALYZE"))
-    engine.dispose()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=10_000_000)
     parser.add_argument("--days", type=int, default=60)
-    parser.add_argument("--database", default="postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--database", default=PG_URL)
     args = parser.parse_args()
     now = datetime.now(UTC).replace(microsecond=0)
-    with scratch_schema(args.database, "bench_effect") as url:
-        began = time.perf_counter()
-        fill(url, args.messages, args.days, now)
-        filled = time.perf_counter() - began
+    with Schema(args.database, "bench_effect") as schema:
+        filled, _ = timed(lambda: fill(schema.store, args.messages, args.days, now))
         print(f"filled {args.messages:,} messages (and their instances and orders) in {filled:.0f} s")
-        store = Store(url)
-        try:
-            report(store, now)
-        finally:
-            store.dispose()
+        report(schema.store, now)
 
 
 def report(store: Store, now: datetime) -> None:

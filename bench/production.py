@@ -47,17 +47,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 
+from bench.common import Schema
 from store.db import Store
 from store.tables import MessageRow
 from tests.helpers import daytime_zone, free_port
 from tests.stack import Stack, pending, sent, wait_until
 
-PG_URL = os.environ.get("JOURNEYS_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 RAW_QUEUE = "raw-bench"
 
 BILLABLE = {
@@ -69,24 +69,6 @@ BILLABLE = {
     EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED,
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
 }
-
-
-class Schema:
-    """A PostgreSQL schema of its own for one part of the run."""
-
-    def __init__(self) -> None:
-        self.admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        self.name = f"journeys_bench_{uuid.uuid4().hex[:10]}"
-        with self.admin.connect() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{self.name}"'))
-        self.url = f"{PG_URL}?options=-csearch_path%3D{self.name}"
-        self.store = Store(self.url).migrate()
-
-    def drop(self) -> None:
-        self.store.dispose()
-        with self.admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA "{self.name}" CASCADE'))
-        self.admin.dispose()
 
 
 class Shop:
@@ -306,27 +288,22 @@ async def history_costs(stack: Stack, shop: Shop) -> tuple[tuple[int, int], tupl
     return (len(ours_history.events), billable(ours_history)), (len(raw_history.events), billable(raw_history))
 
 
-def postgres_pids() -> list[int]:
-    """The PostgreSQL server's processes (the postmaster and its backends), where they run here."""
-    found = []
+def postgres_cpu_seconds() -> float:
+    """CPU seconds used so far by the PostgreSQL server's processes (the postmaster and its
+    backends), where they run on this machine."""
+    total = 0.0
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
+            with contextlib.suppress(OSError):  # a process that ended meanwhile
                 if (entry / "comm").read_text().strip() == "postgres":
-                    found.append(int(entry.name))
-            except OSError:  # it ended meanwhile
-                continue
-    return found
+                    total += cpu_seconds(int(entry.name))
+    return total
 
 
 def cpu_by_part(stack: Stack) -> dict[str, float]:
-    """CPU seconds used so far by each part of the stack (PostgreSQL's processes summed)."""
+    """CPU seconds used so far by each part of the stack."""
     parts = {name: cpu_seconds(process.pid) for name, process in stack.processes.items() if process.poll() is None}
-    total = 0.0
-    for pid in postgres_pids():
-        with contextlib.suppress(OSError):
-            total += cpu_seconds(pid)
-    parts["postgres"] = total
+    parts["postgres"] = postgres_cpu_seconds()
     return parts
 
 

@@ -13,12 +13,11 @@ after: counting never loads customers into Python. The schema is dropped at the 
 from __future__ import annotations
 
 import argparse
-import time
 from datetime import UTC, datetime
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from bench.common import peak_rss_mb, scratch_schema, timed
+from bench.common import PG_URL, Schema, peak_rss_mb, timed
 from core.audience import Segment
 from core.rfm import DEFAULT_TABLE
 from store.db import Store
@@ -33,10 +32,9 @@ SEGMENTS = {
 }
 
 
-def fill(url: str, customers: int, orders: int) -> None:
-    """Fill the (migrated, empty) schema the connections of `url` use."""
-    engine = create_engine(url)
-    with engine.begin() as connection:
+def fill(store: Store, customers: int, orders: int) -> None:
+    """Fill the store's (migrated, empty) schema."""
+    with store.engine.begin() as connection:
         connection.execute(
             text("""
             INSERT INTO customers (customer_id, name, phone, email, timezone, locale, tags, unsubscribed,
@@ -72,25 +70,19 @@ def fill(url: str, customers: int, orders: int) -> None:
                 {"customers": customers, "orders": orders},
             )
         connection.execute(text("ANALYZE"))
-    engine.dispose()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--orders", type=int, default=400_000)
-    parser.add_argument("--database", default="postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--database", default=PG_URL)
     args = parser.parse_args()
     now = datetime.now(UTC)
-    with scratch_schema(args.database, "bench_segments") as url:
-        started = time.perf_counter()
-        fill(url, args.customers, args.orders)
-        print(f"filled {args.customers:,} customers, {args.orders:,} orders in {time.perf_counter() - started:.1f} s")
-        store = Store(url)
-        try:
-            count_and_walk(store, now)
-        finally:
-            store.dispose()
+    with Schema(args.database, "bench_segments") as schema:
+        filled, _ = timed(lambda: fill(schema.store, args.customers, args.orders))
+        print(f"filled {args.customers:,} customers, {args.orders:,} orders in {filled:.1f} s")
+        count_and_walk(schema.store, now)
 
 
 def count_and_walk(store: Store, now: datetime) -> None:
