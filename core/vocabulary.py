@@ -42,6 +42,10 @@ STATUS_RANK = {
     Status.CLICKED: 4,
 }
 
+#: A message that reached the provider (it was sent, whatever happened after): the effect report's
+#: sent, and what makes a run reached.
+SENT_STATUSES = (Status.SENT, Status.DELIVERED, Status.UNDELIVERED, Status.OPENED, Status.CLICKED)
+
 #: Statuses that count towards the frequency cap: sent, or possibly sent.
 COUNTED_STATUSES = (Status.SENDING, Status.UNKNOWN, Status.SENT, Status.DELIVERED, Status.OPENED, Status.CLICKED)
 

@@ -1,14 +1,12 @@
 """The effect report's queries (a read model over the ledger, the instances and the event log),
-computed by the database on PostgreSQL and SQLite alike: counts grouped in SQL, conversions by
-correlated subqueries on indexed columns, never rows walked in Python.
+computed by the database on PostgreSQL and SQLite alike: counts grouped in SQL over indexed
+columns, never rows walked in Python.
 
-The conversion rule (views/effect.py assembles the report):
-- an instance converts when its first goal event for the instance's key (its order, or its
-  customer) occurs strictly after the instance's first sent message and at most `within` after
-  it; once per instance;
+Conversions are read from the `reached` read model, where store/reached.py applies the one
+conversion rule as sends and goal events are written (views/effect.py assembles the report):
 - revenue counts for purchase goals (order.created, order.paid) only: the converting order's
   amount, order.paid's `data.amount`, else order.created's;
-- the holdout of a journey's split converts on the same rule from its entry.
+- the holdout of a journey's split converts on the same rule from its entry (`holdout`).
 """
 
 from __future__ import annotations
@@ -18,20 +16,17 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Float, String, and_, case, func, literal, null, select, text, union_all
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+from sqlalchemy.sql.expression import ColumnElement
 
-from core.vocabulary import Status
+from core.vocabulary import SENT_STATUSES, Status
+from store.reached import GoalRule, first_goal_event
 from store.segments import json_number
-from store.tables import EventRow, InstanceRow, MessageRow, ProviderEventRow, UTCDateTime
+from store.sqltime import local_day, shifted
+from store.tables import EventRow, InstanceRow, MessageRow, ProviderEventRow, ReachedRow, UTCDateTime
 
-#: A message that reached the provider (it was sent, whatever happened after).
-SENT_STATUSES = (Status.SENT, Status.DELIVERED, Status.UNDELIVERED, Status.OPENED, Status.CLICKED)
 DELIVERED_STATUSES = (Status.DELIVERED, Status.OPENED, Status.CLICKED)
 OPENED_STATUSES = (Status.OPENED, Status.CLICKED)
-#: Goal event types whose order has an amount: only these earn revenue.
-PURCHASE_GOALS = ("order.created", "order.paid")
 #: Provider events that are an unsubscribe or a complaint about a message.
 UNSUBSCRIBE_KINDS = ("unsubscribe", "group_unsubscribe")
 COMPLAINT_KINDS = ("spamreport",)
@@ -47,53 +42,6 @@ class Period:
     start: datetime
     end: datetime
     timezone: str
-
-
-@dataclass(frozen=True)
-class GoalRule:
-    """A journey's goal as the queries need it."""
-
-    event: str
-    within: timedelta
-    key: Literal["order", "customer"]
-
-    @property
-    def earns(self) -> bool:
-        return self.event in PURCHASE_GOALS
-
-
-# ---------------------------------------------------------------------------------------------
-# Time arithmetic, the same on both databases (SQLite gets the functions from store/db.py)
-
-
-def _sql_function(name: str, result_type, postgresql: str) -> type[FunctionElement]:
-    """A function PostgreSQL writes as `postgresql` ({0}, {1}: the arguments) and SQLite calls by
-    `name` (store/db.py registers it on every connection)."""
-    function = type(name, (FunctionElement,), {"name": name, "inherit_cache": True, "type": result_type})
-
-    @compiles(function, "postgresql")
-    def _postgresql(element, compiler, **kw):
-        return postgresql.format(*(compiler.process(clause, **kw) for clause in element.clauses))
-
-    @compiles(function, "sqlite")
-    def _sqlite(element, compiler, **kw):
-        return f"{name}({', '.join(compiler.process(clause, **kw) for clause in element.clauses)})"
-
-    return function
-
-
-_Shifted = _sql_function("journeys_shift", UTCDateTime(), "({0} + make_interval(secs => {1}))")
-_LocalDay = _sql_function("journeys_local_day", String(), "to_char({0} AT TIME ZONE {1}, 'YYYY-MM-DD')")
-
-
-def shifted(column, delta: timedelta) -> ColumnElement:
-    """A time plus a fixed duration."""
-    return _Shifted(column, literal(delta.total_seconds(), Float(), literal_execute=True))
-
-
-def local_day(column, timezone: str) -> ColumnElement:
-    """A time's date (YYYY-MM-DD) in a time zone."""
-    return _LocalDay(column, literal(timezone, String()))
 
 
 def _at(value: datetime):
@@ -258,81 +206,22 @@ def order_amount(order_id) -> ColumnElement:
     return func.coalesce(paid_amount, created_amount, 0.0)
 
 
-def _first_goal_at(rule: GoalRule, order_id, customer_id, after) -> ColumnElement:
-    """When the first goal event for the key came strictly after `after` and at most `within`
-    after it (else NULL): a scalar subquery correlated to the caller's row, one look-up on the
-    key's index."""
-    goal = aliased(EventRow)
-    key = goal.order_id == order_id if rule.key == "order" else goal.customer_id == customer_id
-    return (
-        select(func.min(goal.occurred_at))
-        .where(goal.type == rule.event, key, goal.occurred_at > after, goal.occurred_at <= shifted(after, rule.within))
-        .scalar_subquery()
-    )
-
-
 def reached(journey: str, rule: GoalRule | None, period: Period, by: Grouping | None) -> Any:  # a CTE
-    """Each instance of `journey` whose first sent message falls in the period, with that
-    message's group, and its conversion by the rule (time, order; none without a goal). The goal
-    events are joined to the instances (a hash join on the key, not a look-up per instance)."""
-    m, earlier = MessageRow, aliased(MessageRow)
-    # The period's sent messages, first per run; a run that sent before the period is not new.
-    ranked = (
+    """Each run of `journey` whose first sent message falls in the period, with that message's
+    group and the run's conversion (time, order; none without a goal): rows of the `reached`
+    read model (store/reached.py), kept by the rule `sync_goals` recorded."""
+    r = ReachedRow
+    converted_at, converted_order = (r.converted_at, r.converted_order) if rule else (null(), null())
+    return (
         select(
-            m.workflow_id,
-            m.run_id,
-            m.at,
-            m.customer_id,
-            m.order_id,
-            _group(by, m, m.at, period).label("grp"),
-            func.row_number().over(partition_by=(m.workflow_id, m.run_id), order_by=(m.at, m.id)).label("n"),
+            r.workflow_id,
+            _group(by, r, r.at, period).label("grp"),
+            converted_at.label("converted_at"),
+            converted_order.label("converted_order"),
         )
-        .where(m.journey == journey, _in(m.status, SENT_STATUSES), m.at >= _at(period.start), m.at < _at(period.end))
-        .subquery()
+        .where(r.journey == journey, r.at >= _at(period.start), r.at < _at(period.end))
+        .cte(f"reached_{journey}")
     )
-    sent_before = (
-        select(earlier.id)
-        .where(
-            earlier.workflow_id == ranked.c.workflow_id,
-            earlier.run_id == ranked.c.run_id,
-            earlier.at < _at(period.start),
-            _in(earlier.status, SENT_STATUSES),
-        )
-        .exists()
-    )
-    firsts = select(ranked).where(ranked.c.n == 1, ~sent_before).subquery()
-    if rule is None:
-        nothing = null()
-        return select(
-            firsts.c.workflow_id, firsts.c.grp, nothing.label("converted_at"), nothing.label("converted_order")
-        ).cte(f"reached_{journey}")
-    # A look-up per instance on the key's index: the planner cannot turn it into a join that
-    # compares every instance with every goal event.
-    converted_at = _first_goal_at(rule, firsts.c.order_id, firsts.c.customer_id, firsts.c.at)
-    found = select(
-        firsts.c.workflow_id, firsts.c.grp, firsts.c.order_id, firsts.c.customer_id, converted_at.label("converted_at")
-    ).subquery()
-    if rule.key == "order":
-        order = found.c.order_id
-    else:  # the order of the goal event that converted it
-        same = aliased(EventRow)
-        order = (
-            select(same.order_id)
-            .where(
-                same.customer_id == found.c.customer_id,
-                same.type == rule.event,
-                same.occurred_at == found.c.converted_at,
-            )
-            .order_by(same.event_id)
-            .limit(1)
-            .scalar_subquery()
-        )
-    return select(
-        found.c.workflow_id,
-        found.c.grp,
-        found.c.converted_at,
-        case((found.c.converted_at.is_not(None), order)).label("converted_order"),
-    ).cte(f"reached_{journey}")
 
 
 @dataclass
@@ -358,36 +247,46 @@ def conversions(
     if not rules:
         return found
     instances = {journey: reached(journey, rule, period, by) for journey, rule in rules.items()}
-    parts = []
-    for journey, rows in instances.items():
-        rule = rules[journey]
-        revenue = order_amount(rows.c.converted_order) if rule and rule.earns else literal(0.0, Float())
-        parts.append(
-            select(
-                literal(journey, String()).label("journey"),
-                rows.c.grp,
-                func.count().label("reached"),
-                func.count(rows.c.converted_at).label("converted"),
-                func.sum(case((rows.c.converted_at.is_not(None), revenue), else_=0.0)).label("revenue"),
-            ).group_by(rows.c.grp)
-        )
     earning = [
         select(rows.c.converted_order.label("order_id")).where(rows.c.converted_at.is_not(None))
         for journey, rows in instances.items()
         if (rule := rules[journey]) is not None and rule.earns
     ]
+    parts = []
+    amounts = None
     if earning:
+        # Each converted order's amount, looked up once for the journeys' revenue and the totals.
         claimed = union_all(*earning).subquery()
         orders = select(claimed.c.order_id).where(claimed.c.order_id.is_not(None)).distinct().subquery()
+        amounts = (
+            select(orders.c.order_id, order_amount(orders.c.order_id).label("amount"))
+            .cte("amounts")
+            .prefix_with("MATERIALIZED")
+        )
         parts.append(
             select(
                 literal(_TOTAL, String()).label("journey"),
                 literal("", String()).label("grp"),
                 func.count().label("reached"),
                 func.count().label("converted"),
-                func.sum(order_amount(orders.c.order_id)).label("revenue"),
-            ).select_from(orders)
+                func.sum(amounts.c.amount).label("revenue"),
+            ).select_from(amounts)
         )
+    for journey, rows in instances.items():
+        rule = rules[journey]
+        earns = rule is not None and rule.earns and amounts is not None
+        query = select(
+            literal(journey, String()).label("journey"),
+            rows.c.grp,
+            func.count().label("reached"),
+            func.count(rows.c.converted_at).label("converted"),
+            func.sum(func.coalesce(amounts.c.amount, 0.0) if earns else literal(0.0, Float())).label("revenue"),
+        ).select_from(rows)
+        if earns:
+            query = query.outerjoin(
+                amounts, and_(rows.c.converted_at.is_not(None), amounts.c.order_id == rows.c.converted_order)
+            )
+        parts.append(query.group_by(rows.c.grp))
     for row in session.execute(union_all(*parts)):
         if row.journey == _TOTAL:
             found.orders, found.revenue = int(row.converted), float(row.revenue or 0)
@@ -404,7 +303,7 @@ def holdout(session: Session, journey: str, rule: GoalRule, period: Period, grou
     """The holdout of a journey's split entered in the period: (instances, converted), each from
     its entry on the same rule."""
     i = InstanceRow
-    converted_at = _first_goal_at(rule, i.order_id, i.customer_id, i.entered_at)
+    converted_at = first_goal_event(rule, i.order_id, i.customer_id, i.entered_at)
     n, converted = session.execute(
         select(func.count(), func.count(converted_at)).where(
             i.journey == journey,
@@ -421,31 +320,37 @@ def holdout(session: Session, journey: str, rule: GoalRule, period: Period, grou
 
 
 def _purchases(since: datetime, until: datetime, *, amounts: bool = False):
-    """Purchases in [since, until): orders paid then (their first order.paid), not refunded by
-    `until`: customer, order, paid_at, and with `amounts` the order's amount."""
+    """Purchases in [since, until): orders paid then (their first order.paid then), not refunded
+    by `until`: customer, order, paid_at, and with `amounts` the amount of that payment (else, when
+    it has none, the order's amount by `order_amount`)."""
     paid, refund = aliased(EventRow), aliased(EventRow)
-    first_paid = (
-        select(paid.customer_id, paid.order_id, func.min(paid.occurred_at).label("paid_at"))
+    ranked = (
+        select(
+            paid.customer_id,
+            paid.order_id,
+            paid.occurred_at.label("paid_at"),
+            json_number(paid.data, "amount").label("amount"),
+            func.row_number()
+            .over(partition_by=(paid.customer_id, paid.order_id), order_by=(paid.occurred_at, paid.event_id))
+            .label("n"),
+        )
         .where(
             paid.type == "order.paid",
             paid.order_id.is_not(None),
             paid.occurred_at >= _at(since),
             paid.occurred_at < _at(until),
         )
-        .group_by(paid.customer_id, paid.order_id)
         .subquery()
     )
     refunded = (
         select(refund.event_id)
-        .where(
-            refund.order_id == first_paid.c.order_id, refund.type == "order.refunded", refund.occurred_at < _at(until)
-        )
+        .where(refund.order_id == ranked.c.order_id, refund.type == "order.refunded", refund.occurred_at < _at(until))
         .exists()
     )
-    columns = [first_paid.c.customer_id, first_paid.c.order_id, first_paid.c.paid_at]
-    if amounts:
-        columns.append(order_amount(first_paid.c.order_id).label("amount"))
-    return select(*columns).where(~refunded).subquery()
+    columns = [ranked.c.customer_id, ranked.c.order_id, ranked.c.paid_at]
+    if amounts:  # the fallback's look-ups run only for payments without an amount
+        columns.append(func.coalesce(ranked.c.amount, order_amount(ranked.c.order_id)).label("amount"))
+    return select(*columns).where(ranked.c.n == 1, ~refunded).subquery()
 
 
 def _paid(customer_id, after, before) -> ColumnElement:
@@ -466,9 +371,9 @@ def _paid(customer_id, after, before) -> ColumnElement:
 def result_indicators(session: Session, period: Period, silent_days: int) -> dict[str, Any]:
     """For the period: buyers and purchases; repeat buyers (two or more purchases) and the amount
     of the purchases after each buyer's first; retention (buyers of the period before, of the
-    same length, who bought again in this one); reactivation (customers sent a message in the
-    period who had paid for an order before but not in the `silent_days` before it, and paid for
-    one after it within the period)."""
+    same length, who bought again in this one); reactivation (customers a journey reached in the
+    period, from the first message of their first reached run, who had paid for an order before it
+    but not in the `silent_days` before it, and paid for one after it within the period)."""
     purchases = _purchases(period.start, period.end, amounts=True)
     in_period = select(
         purchases,
@@ -494,24 +399,38 @@ def result_indicators(session: Session, period: Period, silent_days: int) -> dic
     earlier_buyers = session.scalar(select(func.count()).select_from(before.distinct().subquery()))
     retained = session.scalar(select(func.count()).select_from(before.intersect(again).subquery()))
 
-    m = MessageRow
+    # Customers a journey reached in the period, from their first reached run; their last
+    # purchase before it and whether they bought after it, in one join with their purchases.
+    r = ReachedRow
     first_message = (
-        select(m.customer_id, func.min(m.at).label("at"))
-        .where(_in(m.status, SENT_STATUSES), m.at >= _at(period.start), m.at < _at(period.end))
-        .group_by(m.customer_id)
+        select(r.customer_id, func.min(r.at).label("at"))
+        .where(r.at >= _at(period.start), r.at < _at(period.end))
+        .group_by(r.customer_id)
         .subquery()
     )
-    at = first_message.c.at
-    last = aliased(EventRow)
-    last_paid = (
-        select(func.max(last.occurred_at))
-        .where(last.customer_id == first_message.c.customer_id, last.type == "order.paid", last.occurred_at < at)
-        .scalar_subquery()
+    paid = aliased(EventRow)
+    before = paid.occurred_at < first_message.c.at
+    messaged = (
+        select(
+            func.max(case((before, paid.occurred_at))).label("last_paid"),
+            func.max(case((paid.occurred_at > first_message.c.at, 1), else_=0)).label("came_back"),
+            first_message.c.at,
+        )
+        .select_from(first_message)
+        .outerjoin(
+            paid,
+            and_(
+                paid.customer_id == first_message.c.customer_id,
+                paid.type == "order.paid",
+                paid.occurred_at < _at(period.end),
+            ),
+        )
+        .group_by(first_message.c.customer_id, first_message.c.at)
+        .subquery()
     )
-    silent = last_paid <= shifted(at, -timedelta(days=silent_days))
-    came_back = _paid(first_message.c.customer_id, after=at, before=_at(period.end))
+    silent = messaged.c.last_paid <= shifted(messaged.c.at, -timedelta(days=silent_days))
     silent_messaged, reactivated = session.execute(
-        select(_count_if(silent), _count_if(and_(silent, came_back))).select_from(first_message)
+        select(_count_if(silent), _count_if(and_(silent, messaged.c.came_back == 1)))
     ).one()
     return {
         "buyers": int(buyers or 0),

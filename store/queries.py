@@ -17,6 +17,7 @@ from core.records import CUSTOMER_EVENT_TYPES, Customer, Event
 from core.rfm import PURCHASE_EVENT_TYPES, Purchase, purchases_from
 from core.rfm import WINDOW as RFM_WINDOW
 from core.vocabulary import COUNTED_STATUSES, STATUS_RANK
+from store.reached import note_goal_events
 from store.tables import (
     CustomerRow,
     DispatchLeaseRow,
@@ -398,7 +399,9 @@ def store_events(session: Session, events: list[Event], received_at: datetime) -
         for event in events
     ]
     statement = insert(table).values(rows).on_conflict_do_nothing(index_elements=[table.c.event_id])
-    return set(session.scalars(statement.returning(table.c.event_id)))
+    written = set(session.scalars(statement.returning(table.c.event_id)))
+    note_goal_events(session, [event for event in events if event.event_id in written])
+    return written
 
 
 def events_for_key_since(

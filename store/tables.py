@@ -61,6 +61,7 @@ class EventRow(Base):
         # A goal event of an order or a customer after a time: the effect report's conversions.
         Index("ix_events_goal_order", "order_id", "type", "occurred_at"),
         Index("ix_events_goal_customer", "customer_id", "type", "occurred_at"),
+        Index("ix_events_type_at", "type", "occurred_at"),
     )
 
     event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -148,6 +149,46 @@ class InstanceRow(Base):
     #: How the run ended (revision 3 runs record it): when, in the journey's clock, and why.
     ended_at: Mapped[datetime | None]
     exit_reason: Mapped[str | None] = mapped_column(String(60))
+
+
+class ReachedRow(Base):
+    """A journey run's first sent message: when the run reached its customer, by which step and
+    channel. The effect report's conversions count from it. Kept as the ledger changes
+    (store/reached.py), never written by hand."""
+
+    __tablename__ = "reached"
+    __table_args__ = (
+        Index("ix_reached_journey", "journey", "at"),
+        Index("ix_reached_customer", "customer_id", "at"),
+        Index("ix_reached_order", "order_id", "at"),
+    )
+
+    workflow_id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    journey: Mapped[str] = mapped_column(String(60))
+    customer_id: Mapped[str] = mapped_column(String(200))
+    order_id: Mapped[str | None] = mapped_column(String(200))
+    variant: Mapped[str | None] = mapped_column(String(60))
+    step: Mapped[str] = mapped_column(String(60))
+    channel: Mapped[str | None] = mapped_column(String(20))
+    at: Mapped[datetime]
+    message_id: Mapped[str] = mapped_column(String(36))
+    #: The goal event that converted the run by its journey's rule (the `goals` row), if one has.
+    converted_event: Mapped[str | None] = mapped_column(String(200))
+    converted_at: Mapped[datetime | None]
+    converted_order: Mapped[str | None] = mapped_column(String(200))
+
+
+class GoalRow(Base):
+    """The conversion rule each journey's `reached` rows are kept by: the rule of the definitions
+    the effect report last ran with (store/reached.py)."""
+
+    __tablename__ = "goals"
+
+    journey: Mapped[str] = mapped_column(String(60), primary_key=True)
+    event: Mapped[str] = mapped_column(String(40))
+    within_seconds: Mapped[float]
+    key: Mapped[str] = mapped_column(String(10))
 
 
 class SuppressionRow(Base):

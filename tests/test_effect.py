@@ -346,6 +346,6 @@ def test_a_database_not_set_up_gets_a_clear_answer(tmp_path):
     answer = subprocess.run([journeys, "report"], env=env, capture_output=True, text=True, timeout=120)
     assert answer.returncode == 2, answer.stderr
     assert answer.stderr.strip() == (
-        "journeys: the database is not ready (no such table: messages). Check JOURNEYS_DATABASE_URL; "
+        "journeys: the database is not ready (no such table: goals). Check JOURNEYS_DATABASE_URL; "
         "`journeys migrate` creates or upgrades its tables."
     )

@@ -21,7 +21,8 @@ from definitions.loader import Definitions
 from definitions.schema import HOLDOUT, Journey
 from store import effect
 from store.db import Store
-from store.effect import GoalRule, Grouping, Period
+from store.effect import Grouping, Period
+from store.reached import GoalRule, sync_goals
 
 #: z for a two-sided 95% interval.
 Z95 = 1.959963984540054
@@ -132,7 +133,9 @@ class ResultIndicators(BaseModel):
     retained: int = Field(description="Of those, buyers in this period too.")
     retention_rate: float | None = Field(None, description="retained / earlier_buyers (客户保持率)")
     silent_days: int
-    silent_messaged: int = Field(description="Customers sent a message who had bought, but not in silent_days.")
+    silent_messaged: int = Field(
+        description="Customers a journey reached in the period who had bought, but not in the silent_days before."
+    )
     reactivated: int = Field(description="Of those, buyers after the message (客户唤醒).")
     reactivation_rate: float | None = None
 
@@ -226,6 +229,8 @@ def effect_report(
     only = [journey] if journey else None
     with store.transaction() as session:
         effect.prepare(session)
+        # The read model keeps conversions by these definitions' goals (recomputed if one changed).
+        sync_goals(session, {name: goal_rule(definition) for name, definition in known.items()})
         messages = effect.message_counts(session, period, by, only)
         entered = effect.entered_counts(session, period, by, only)
         exits = effect.exit_counts(session, period, by, only)

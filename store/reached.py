@@ -1,0 +1,263 @@
+"""The `reached` read model: each journey run's first sent message and its conversion, kept as
+the ledger and the event log change, so the effect report sums indexed rows instead of ranking
+every message of a period and looking up goal events run by run.
+
+The conversion rule (the one place it is applied):
+- a run converts when its first goal event for the run's key (its order, or its customer)
+  occurs strictly after the run's first sent message and at most `within` after it; once per
+  run; of two goal events at the same instant, the one with the smaller event id;
+- revenue (store/effect.py) counts for purchase goals (order.created, order.paid) only.
+
+How the rows stay true:
+- every write to a message row goes through the ORM (the send path, the webhooks' status
+  updates, reconciliation of sends in doubt), so one listener on every session sees each message
+  that is sent, or moves from `sending`/`unknown` to a sent status, upserts its run's row (keeping
+  the earliest message, ties by id) and computes the run's conversion from the events logged;
+- `store_events` (store/queries.py) hands each newly logged goal event to `note_goal_events`,
+  which converts the runs it is the first goal event for;
+- each journey's rule is the `goals` row the effect report last recorded from its definitions
+  (`sync_goals`); when a rule is new or changed, that journey's conversions are computed again;
+- on PostgreSQL both writers first take a transaction lock on the customer, so a goal event and
+  a first send for the same customer committed at the same moment cannot miss each other
+  (SQLite serialises writers anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+from sqlalchemy import and_, bindparam, delete, event, inspect, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.expression import ColumnElement
+
+from core.records import Event
+from core.vocabulary import SENT_STATUSES
+from store.sqltime import shifted
+from store.tables import EventRow, GoalRow, MessageRow, ReachedRow
+
+_SENT = frozenset(str(status) for status in SENT_STATUSES)
+#: Goal event types whose order has an amount: only these earn revenue.
+PURCHASE_GOALS = ("order.created", "order.paid")
+#: The first key of the advisory locks this module takes on PostgreSQL (the second is the customer).
+_LOCK_SPACE = 74_110
+
+
+@dataclass(frozen=True)
+class GoalRule:
+    """A journey's goal: the event, how long after the first sent message it counts, and whose
+    event it must be (the run's order or its customer)."""
+
+    event: str
+    within: timedelta
+    key: Literal["order", "customer"]
+
+    @property
+    def earns(self) -> bool:
+        return self.event in PURCHASE_GOALS
+
+
+def _lock_customers(session: Session, customer_ids: Iterable[str]) -> None:
+    """Serialise, per customer, the writers of this read model (PostgreSQL; until commit)."""
+    if session.bind.dialect.name != "postgresql":
+        return
+    for customer_id in sorted(set(customer_ids)):
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, hashtext(:customer))"),
+            {"space": _LOCK_SPACE, "customer": customer_id},
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Sends
+
+
+def _newly_sent(session: Session) -> list[MessageRow]:
+    """Messages in this flush that are sent and were not before it."""
+    found = []
+    for row in session.new:
+        if isinstance(row, MessageRow) and row.status in _SENT:
+            found.append(row)
+    for row in session.dirty:
+        if isinstance(row, MessageRow) and row.status in _SENT:
+            history = inspect(row).attrs.status.history
+            if history.has_changes() and not any(before in _SENT for before in history.deleted):
+                found.append(row)
+    return found
+
+
+def note_reached(session: Session, rows: list[MessageRow]) -> None:
+    """Upsert the runs of these sent messages, keeping each run's earliest (at, id), and compute
+    the conversions of the runs whose first message is new."""
+    if not rows:
+        return
+    firsts: dict[tuple[str, str], MessageRow] = {}
+    for row in rows:
+        key = (row.workflow_id, row.run_id)
+        if key not in firsts or (row.at, row.id) < (firsts[key].at, firsts[key].id):
+            firsts[key] = row
+    _lock_customers(session, (row.customer_id for row in firsts.values()))
+    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(ReachedRow.__table__).values(
+        [
+            {
+                "workflow_id": row.workflow_id,
+                "run_id": row.run_id,
+                "journey": row.journey,
+                "customer_id": row.customer_id,
+                "order_id": row.order_id,
+                "variant": row.variant,
+                "step": row.step,
+                "channel": row.channel,
+                "at": row.at,
+                "message_id": row.id,
+            }
+            for row in firsts.values()
+        ]
+    )
+    new, old = statement.excluded, ReachedRow.__table__.c
+    changed = session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[old.workflow_id, old.run_id],
+            set_={"step": new.step, "channel": new.channel, "at": new.at, "message_id": new.message_id},
+            where=or_(new.at < old.at, and_(new.at == old.at, new.message_id < old.message_id)),
+        ).returning(old.journey, old.workflow_id, old.run_id)
+    ).all()
+    by_journey: dict[str, list[tuple[str, str]]] = {}
+    for journey, workflow_id, run_id in changed:
+        by_journey.setdefault(journey, []).append((workflow_id, run_id))
+    rules = _rules(session, list(by_journey))
+    for journey, runs in by_journey.items():
+        _convert(session, journey, rules.get(journey), runs)
+
+
+@event.listens_for(Session, "after_flush")
+def _after_flush(session: Session, _context) -> None:
+    # After the flush the message rows are in the database; `new`, `dirty` and the attributes'
+    # history still describe what this flush wrote.
+    note_reached(session, _newly_sent(session))
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversions
+
+
+def _rules(session: Session, journeys: list[str] | None = None) -> dict[str, GoalRule]:
+    query = select(GoalRow)
+    if journeys is not None:
+        query = query.where(GoalRow.journey.in_(journeys))
+    return {
+        row.journey: GoalRule(row.event, timedelta(seconds=row.within_seconds), row.key)  # type: ignore[arg-type]
+        for row in session.scalars(query)
+    }
+
+
+def first_goal_event(rule: GoalRule, order_id, customer_id, after) -> ColumnElement:
+    """The id of the first goal event for the key strictly after `after` and at most `within`
+    after it (else NULL): a scalar subquery correlated to the caller's row, one look-up on the
+    key's index (events' ix_events_goal_order or ix_events_goal_customer)."""
+    goal = aliased(EventRow)
+    key = goal.order_id == order_id if rule.key == "order" else goal.customer_id == customer_id
+    return (
+        select(goal.event_id)
+        .where(goal.type == rule.event, key, goal.occurred_at > after, goal.occurred_at <= shifted(after, rule.within))
+        .order_by(goal.occurred_at, goal.event_id)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def _convert(session: Session, journey: str, rule: GoalRule | None, runs: list[tuple[str, str]] | None) -> None:
+    """Compute the conversions of these runs of the journey (all its runs with `runs` None) from
+    the events logged: the first goal event for the key in (at, at + within]."""
+    r = ReachedRow
+    unsynchronised = {"synchronize_session": False}  # no ORM objects of `reached` are held
+    where = [r.journey == journey]
+    if runs is not None:
+        if not runs:
+            return
+        where.append(or_(*(and_(r.workflow_id == w, r.run_id == run) for w, run in runs)))
+    if rule is None:
+        session.execute(
+            update(r).where(*where).values(converted_event=None, converted_at=None, converted_order=None),
+            execution_options=unsynchronised,
+        )
+        return
+    first = first_goal_event(rule, r.order_id, r.customer_id, r.at)
+    session.execute(update(r).where(*where).values(converted_event=first), execution_options=unsynchronised)
+    chosen = aliased(EventRow)
+    session.execute(
+        update(r)
+        .where(*where, or_(r.converted_event.is_not(None), r.converted_at.is_not(None)))
+        .values(
+            converted_at=select(chosen.occurred_at).where(chosen.event_id == r.converted_event).scalar_subquery(),
+            converted_order=select(chosen.order_id).where(chosen.event_id == r.converted_event).scalar_subquery(),
+        ),
+        execution_options=unsynchronised,
+    )
+
+
+def note_goal_events(session: Session, events: list[Event]) -> None:
+    """Convert the runs each newly logged event is the first goal event for, by the recorded
+    rules: same key, strictly after the run's first sent message, at most `within` after it, and
+    earlier than (or at the same instant with a smaller id than) the run's conversion so far."""
+    if not events:
+        return
+    rules = _rules(session)
+    goals = {rule.event for rule in rules.values()}
+    relevant = [e for e in events if e.type in goals]
+    if not relevant:
+        return
+    _lock_customers(session, (e.customer_id for e in relevant))
+    table = ReachedRow.__table__
+    c = table.c
+    later = or_(
+        c.converted_at.is_(None),
+        c.converted_at > bindparam("t"),
+        and_(c.converted_at == bindparam("t"), c.converted_event > bindparam("event")),
+    )
+    for journey, rule in rules.items():
+        mine = [e for e in relevant if e.type == rule.event and (e.order_id if rule.key == "order" else e.customer_id)]
+        if not mine:
+            continue
+        key = c.order_id == bindparam("key") if rule.key == "order" else c.customer_id == bindparam("key")
+        statement = (
+            update(table)
+            .where(c.journey == journey, key, c.at < bindparam("t"), c.at >= bindparam("since"), later)
+            .values(converted_event=bindparam("event"), converted_at=bindparam("t"), converted_order=bindparam("order"))
+        )
+        session.execute(
+            statement,
+            [
+                {
+                    "key": e.order_id if rule.key == "order" else e.customer_id,
+                    "t": e.occurred_at,
+                    "since": e.occurred_at - rule.within,
+                    "event": e.event_id,
+                    "order": e.order_id,
+                }
+                for e in mine
+            ],
+        )
+
+
+def sync_goals(session: Session, rules: dict[str, GoalRule | None]) -> list[str]:
+    """Record each journey's rule; the journeys whose rule is new or changed get their
+    conversions computed again (returned). A journey without a goal has none."""
+    known = _rules(session, list(rules))
+    changed = [journey for journey, rule in rules.items() if known.get(journey) != rule]
+    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    for journey in changed:
+        rule = rules[journey]
+        if rule is None:
+            session.execute(delete(GoalRow).where(GoalRow.journey == journey))
+            continue
+        values = {"event": rule.event, "within_seconds": rule.within.total_seconds(), "key": rule.key}
+        statement = insert(GoalRow.__table__).values(journey=journey, **values)
+        session.execute(statement.on_conflict_do_update(index_elements=["journey"], set_=values))
+    for journey in changed:
+        _convert(session, journey, rules[journey], None)
+    return changed

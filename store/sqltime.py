@@ -1,0 +1,42 @@
+"""Time arithmetic the same on PostgreSQL and SQLite (SQLite gets the functions from
+store/db.py): a time plus a fixed duration, and a time's date in a time zone."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Float, String, literal
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+
+from store.tables import UTCDateTime
+
+
+def _sql_function(name: str, result_type, postgresql: str) -> type[FunctionElement]:
+    """A function PostgreSQL writes as `postgresql` ({0}, {1}: the arguments) and SQLite calls by
+    `name` (store/db.py registers it on every connection)."""
+    function = type(name, (FunctionElement,), {"name": name, "inherit_cache": True, "type": result_type})
+
+    @compiles(function, "postgresql")
+    def _postgresql(element, compiler, **kw):
+        return postgresql.format(*(compiler.process(clause, **kw) for clause in element.clauses))
+
+    @compiles(function, "sqlite")
+    def _sqlite(element, compiler, **kw):
+        return f"{name}({', '.join(compiler.process(clause, **kw) for clause in element.clauses)})"
+
+    return function
+
+
+_Shifted = _sql_function("journeys_shift", UTCDateTime(), "({0} + make_interval(secs => {1}))")
+_LocalDay = _sql_function("journeys_local_day", String(), "to_char({0} AT TIME ZONE {1}, 'YYYY-MM-DD')")
+
+
+def shifted(column, delta: timedelta) -> ColumnElement:
+    """A time plus a fixed duration."""
+    return _Shifted(column, literal(delta.total_seconds(), Float(), literal_execute=True))
+
+
+def local_day(column, timezone: str) -> ColumnElement:
+    """A time's date (YYYY-MM-DD) in a time zone."""
+    return _LocalDay(column, literal(timezone, String()))
