@@ -122,3 +122,57 @@ def find_key(keys: list[ApiKey], token: bytes) -> ApiKey | None:
         if key.matches(token):
             found = key
     return found
+
+
+# ---------------------------------------------------------------------------------------------
+# The console's sessions (triggers/console.py): a login with a key sets a cookie that stands for
+# that key until it expires, signed with the key's own secret (so rotating a key ends its
+# sessions, and every API process behind a balancer accepts it); each session has a CSRF token
+# that the console's write actions must send back in a header.
+
+#: What a console session may do: read, and the console's three actions. Never send events or
+#: erase customers (those stay with API clients holding the key itself).
+CONSOLE_PERMISSIONS = frozenset(
+    {
+        Permission.READ_EVENTS,
+        Permission.READ_HISTORY,
+        Permission.READ_PROFILE,
+        Permission.READ_JOURNEYS,
+        Permission.READ_SEGMENTS,
+        Permission.REPLAY_EVENTS,
+        Permission.RUN_BROADCASTS,
+    }
+)
+SESSION_COOKIE = "journeys_session"
+CSRF_HEADER = "X-CSRF-Token"
+
+
+def _sign(secret: bytes, *parts: str) -> str:
+    return hmac.new(secret, "|".join(parts).encode(), hashlib.sha256).hexdigest()
+
+
+def session_token(key: ApiKey, expires: int) -> str:
+    """A session for `key` until `expires` (Unix seconds): NAME.EXPIRES.SIGNATURE."""
+    return f"{key.name}.{expires}.{_sign(key.secret, 'console-session', key.name, str(expires))}"
+
+
+def key_of_session(keys: list[ApiKey], token: str, now: float) -> ApiKey | None:
+    """The key a session cookie stands for, if it is one of ours and has not expired."""
+    try:
+        name_part, expires_text, signature = token.rsplit(".", 2)
+        expires = int(expires_text)
+    except ValueError:
+        return None
+    if expires < now:
+        return None
+    found = None
+    for key in keys:
+        expected = _sign(key.secret, "console-session", key.name, expires_text)
+        if key.name == name_part and hmac.compare_digest(expected, signature):
+            found = key
+    return found
+
+
+def csrf_token(secret: bytes, session: str) -> str:
+    """The CSRF token of a session (or, with no keys, of the process's secret)."""
+    return _sign(secret, "console-csrf", session)

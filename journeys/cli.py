@@ -317,9 +317,9 @@ def preview(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """A message exactly as a customer would get it on each channel, and the channel the policy would pick."""
-    from journeys.preview import PreviewError, describe
-    from journeys.preview import preview as build_preview
     from store.db import Store
+    from views.preview import PreviewError, describe
+    from views.preview import preview as build_preview
 
     settings = Settings()
     loaded = _definitions_or_exit(definitions or settings.definitions_dir)

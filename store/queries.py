@@ -576,3 +576,19 @@ def pending_events_of(session: Session, customer_id: str) -> list[Event]:
         .order_by(EventRow.occurred_at, EventRow.received_at, EventRow.event_id)
     )
     return [_event_of(row) for row in rows]
+
+
+def find_customers(
+    session: Session, *, ids: list[str], phones: list[str], email: str | None, limit: int = 20
+) -> list[CustomerRow]:
+    """Customers whose id, phone (as stored) or email (case-insensitive) is one of these."""
+    conditions = [CustomerRow.customer_id.in_(ids)] if ids else []
+    if phones:
+        conditions.append(CustomerRow.phone.in_(phones))
+    if email:
+        conditions.append(func.lower(CustomerRow.email) == email.lower())
+    if not conditions:
+        return []
+    return list(
+        session.scalars(select(CustomerRow).where(or_(*conditions)).order_by(CustomerRow.customer_id).limit(limit))
+    )

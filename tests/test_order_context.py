@@ -13,9 +13,9 @@ import pytest
 
 from core.orders import MAX_EVENT_DATA_BYTES, MAX_ORDER_EVENTS, order_context, order_history
 from definitions.loader import load_definitions
-from journeys.preview import preview
 from journeys.simulate import Simulation
 from tests.helpers import at, customer, event
+from views.preview import preview
 
 BEGIN = at("2026-03-02 10:00+08:00")
 

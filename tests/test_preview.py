@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from journeys.preview import PreviewError, preview
 from store import queries
 from tests.helpers import customer, event
+from views.preview import PreviewError, preview
 
 NOW = datetime(2026, 2, 1, 4, 0, tzinfo=UTC)
 

@@ -80,6 +80,8 @@ def build_api(settings: Settings) -> FastAPI:
         task_queue=settings.task_queue,
         prices=Prices.of(settings),
         shop_timezone=settings.shop_timezone,
+        shop_name=settings.shop_name,
+        sms_opt_out=settings.sms_opt_out,
         lifespan=lifespan,
     )
 

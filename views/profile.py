@@ -1,16 +1,17 @@
 """A customer's profile: the record, traits, tags, RFM as of now, segments and why messages
 to them may be held back (unsubscribes, the blacklist, suppressed addresses). Read by
-`GET /customers/{id}` and `journeys customer ID`."""
+`GET /customers/{id}` and `journeys customer ID`; the console's search (`GET /customers?q=`)."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from activities.contacts import UnusableContact, address_for
+from activities.contacts import UnusableContact, address_for, sms_number
 from core.audience import Segment
 from core.rfm import Rfm, RfmTable, score
 from store import queries
@@ -82,3 +83,38 @@ def profile(
         contact_problems=problems,
         at=at,
     )
+
+
+class CustomerMatch(BaseModel):
+    """A customer found by the console's search: enough to tell them apart, contacts masked."""
+
+    customer_id: str
+    name: str | None
+    phone: str | None = Field(description="Masked: the last four digits.")
+    email: str | None = Field(description="Masked: the first letter and the domain.")
+
+
+def _mask_phone(phone: str | None) -> str | None:
+    return None if not phone else "•••• " + phone[-4:]
+
+
+def _mask_email(email: str | None) -> str | None:
+    if not email or "@" not in email:
+        return None
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}•••@{domain}"
+
+
+def search_customers(session: Session, text: str, default_region: str) -> list[CustomerMatch]:
+    """Customers by id, by phone (as written, or the same number in E.164) or by email."""
+    text = text.strip()
+    if not text:
+        return []
+    phones = [text]
+    with contextlib.suppress(UnusableContact):  # else not a phone number: an id or an email
+        phones.append(sms_number(text, default_region))
+    rows = queries.find_customers(session, ids=[text], phones=phones, email=text if "@" in text else None)
+    return [
+        CustomerMatch(customer_id=r.customer_id, name=r.name, phone=_mask_phone(r.phone), email=_mask_email(r.email))
+        for r in rows
+    ]

@@ -24,6 +24,7 @@ from core.encryption import EncryptionCodec
 from core.records import DEFAULT_TIMEZONE, Event
 from definitions.loader import Definitions
 from store.db import Store
+from triggers import console
 from triggers.api import broadcasts, customers, effect, events, health, history, journeys, segments
 from triggers.api import codec as codec_routes
 from triggers.api.deps import ApiContext, Forbidden, TemporalDown, Unauthorised
@@ -48,6 +49,8 @@ def create_app(
     task_queue: str = "journeys",
     prices: Prices | None = None,
     shop_timezone: str = DEFAULT_TIMEZONE,
+    shop_name: str = "Journeys",
+    sms_opt_out: dict[str, str] | None = None,
     lifespan=None,
 ) -> FastAPI:
     """The API over `store` (and Temporal, through `temporal`, for history and /journeys).
@@ -75,6 +78,8 @@ def create_app(
         task_queue=task_queue,
         prices=prices or Prices.of(Settings.embedded()),  # the embedded defaults
         shop_timezone=shop_timezone,
+        shop_name=shop_name,
+        sms_opt_out=sms_opt_out,
     )
     if ui_origins:  # the Temporal Web UI calls the codec endpoint from the operator's browser
         app.add_middleware(
@@ -112,6 +117,7 @@ def create_app(
     for module in (events, history, customers, journeys, effect, segments, broadcasts, health, codec_routes):
         app.include_router(module.router)
     app.include_router(webhook_routes(store, webhooks or WebhookConfig(max_body_bytes=max_body_bytes)))
+    app.include_router(console.router)
 
     event_schema = Event.model_json_schema(ref_template="#/components/schemas/{model}")
     original_openapi = app.openapi

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from core.access import Permission
 from triggers.api.deps import Context, CustomerId, Problem, Temporal, allowed, requester
 from triggers.erasure import Erasure, erase
-from views.profile import Profile, profile
+from views.profile import CustomerMatch, Profile, profile, search_customers
 
 router = APIRouter(tags=["customers"])
+
+
+@router.get(
+    "/customers",
+    response_model=list[CustomerMatch],
+    responses={401: {"model": Problem}, 403: {"model": Problem}},
+    dependencies=[Depends(allowed(Permission.READ_PROFILE))],
+    summary="Find customers by id, phone or email (contacts masked)",
+)
+async def find_customers(api: Context, q: Annotated[str, Query(max_length=320)] = "") -> list[CustomerMatch]:
+    return await api.store.run(lambda session: search_customers(session, q, api.default_region))
 
 
 @router.get(

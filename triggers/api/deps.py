@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -12,7 +15,17 @@ from fastapi import Depends, Request
 from pydantic import BaseModel
 from temporalio.client import Client
 
-from core.access import ApiKey, Permission, find_key, least_role
+from core.access import (
+    CONSOLE_PERMISSIONS,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    ApiKey,
+    Permission,
+    csrf_token,
+    find_key,
+    key_of_session,
+    least_role,
+)
 from core.config import Settings
 from core.encryption import EncryptionCodec
 from core.records import DEFAULT_TIMEZONE
@@ -37,6 +50,11 @@ class ApiContext:
     task_queue: str = "journeys"
     prices: Prices = field(default_factory=lambda: Prices.of(Settings.embedded()))
     shop_timezone: str = DEFAULT_TIMEZONE
+    #: For the console's preview: the shop's name and the SMS opt-out line by locale.
+    shop_name: str = "Journeys"
+    sms_opt_out: dict[str, str] | None = None
+    #: Signs the console's CSRF token when no keys are configured (one per process).
+    console_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
 
 class Problem(BaseModel):
@@ -62,17 +80,44 @@ def context(request: Request) -> ApiContext:
 Context = Annotated[ApiContext, Depends(context)]
 
 
+#: The console's write actions: from a browser they need the session's CSRF token in a header.
+BROWSER_ACTIONS = frozenset({Permission.REPLAY_EVENTS, Permission.RUN_BROADCASTS})
+
+
+def _from_browser(request: Request) -> bool:
+    """Browsers send these on every request a page makes; API clients such as curl do not."""
+    return any(name in request.headers for name in ("origin", "sec-fetch-site", "cookie"))
+
+
+def _check_csrf(request: Request, expected: str) -> None:
+    if not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""), expected):
+        raise Forbidden(f"this action needs the console's {CSRF_HEADER} header (reload the page and try again)")
+
+
 def allowed(permission: Permission) -> Callable[[Request], ApiKey | None]:
     """A dependency: with API keys configured, `Authorization: Bearer KEY` with a key whose role
-    allows `permission` (core.access); 401 without a known key, 403 with one not allowed. It
-    gives the key (None when no keys are configured: the API then listens on loopback only)."""
+    allows `permission` (core.access), or the console's session cookie for a key whose role allows
+    it and the console may use; 401 without a known key, 403 with one not allowed. A console
+    action (`BROWSER_ACTIONS`) from a browser also needs the session's CSRF token. It gives the
+    key (None when no keys are configured: the API then listens on loopback only)."""
 
     def check(request: Request) -> ApiKey | None:
-        keys = context(request).keys
-        if not keys:
-            return None
+        api = context(request)
+        keys = api.keys
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        key = find_key(keys, token.encode()) if scheme.lower() == "bearer" else None
+        if not keys:
+            if permission in BROWSER_ACTIONS and not token and _from_browser(request):
+                _check_csrf(request, csrf_token(api.console_secret, "local"))
+            return None
+        cookie = request.cookies.get(SESSION_COOKIE) if not token else None
+        if cookie:
+            key = key_of_session(keys, cookie, time.time())
+            if key is None:
+                raise Unauthorised()
+            if permission not in CONSOLE_PERMISSIONS:
+                raise Forbidden(f"the console may not {permission.value}; use the API with the key itself")
+        else:
+            key = find_key(keys, token.encode()) if scheme.lower() == "bearer" else None
         if key is None:
             raise Unauthorised()
         if not key.allows(permission):
@@ -80,6 +125,8 @@ def allowed(permission: Permission) -> Callable[[Request], ApiKey | None]:
                 f"this API key ({key.name}, role {key.role.value}) may not {permission.value}; "
                 f"that needs the role {least_role(permission).value} or above"
             )
+        if cookie and permission in BROWSER_ACTIONS:
+            _check_csrf(request, csrf_token(key.secret, cookie))
         request.state.api_key = key
         return key
 

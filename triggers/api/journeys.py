@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from core.access import Permission
 from triggers.api.deps import Context, Problem, Temporal, allowed
 from views.history import count_instances
+from views.preview import Preview, PreviewError, preview
 
 router = APIRouter(dependencies=[Depends(allowed(Permission.READ_JOURNEYS))], tags=["journeys"])
 
@@ -47,3 +52,65 @@ async def journeys(api: Context, client: Temporal) -> list[JourneyView]:
             )
         )
     return views
+
+
+def _snapshot(api, name: str):
+    for snapshot in api.definitions:
+        if snapshot.definition.name == name:
+            return snapshot
+    return None
+
+
+class DefinitionView(BaseModel):
+    name: str
+    version: str
+    definition: dict[str, Any] = Field(
+        description="The journey as loaded: entry, goal, steps (waits, branches, splits, sends)."
+    )
+
+
+@router.get(
+    "/journeys/{name}/definition",
+    response_model=DefinitionView,
+    responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}},
+    summary="A journey's definition, as the console draws it",
+)
+async def journey_definition(name: str, api: Context) -> DefinitionView | JSONResponse:
+    snapshot = _snapshot(api, name)
+    if snapshot is None:
+        return JSONResponse({"detail": f"no journey {name!r}"}, status_code=404)
+    definition = snapshot.definition.model_dump(mode="json", exclude_none=True, by_alias=True)
+    return DefinitionView(name=name, version=snapshot.version, definition=definition)
+
+
+@router.get(
+    "/journeys/{name}/preview",
+    response_model=Preview,
+    responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}},
+    dependencies=[Depends(allowed(Permission.READ_PROFILE))],
+    summary="A send step's message as a customer would get it now (nothing is sent)",
+)
+async def preview_step(
+    name: str,
+    api: Context,
+    step: Annotated[str, Query(max_length=60)],
+    customer: Annotated[str, Query(max_length=200)],
+    order: Annotated[str | None, Query(max_length=200)] = None,
+) -> Preview | JSONResponse:
+    def build() -> Preview:
+        return preview(
+            api.definitions,
+            api.store,
+            journey=name,
+            step=step,
+            customer_id=customer,
+            order_id=order or None,
+            shop_name=api.shop_name,
+            default_region=api.default_region,
+            opt_out=api.sms_opt_out,
+        )
+
+    try:
+        return await asyncio.to_thread(build)
+    except PreviewError as err:
+        return JSONResponse({"detail": str(err)}, status_code=404)

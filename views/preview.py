@@ -1,5 +1,6 @@
-"""`journeys preview JOURNEY STEP --customer C [--order O]`: a message exactly as that customer
-would get it, on each channel its template has, and the channel the contact policy would pick.
+"""A message exactly as a customer would get it, on each channel its template has, and the channel
+the contact policy would pick: `journeys preview JOURNEY STEP --customer C [--order O]` and the
+console's step preview (`GET /journeys/{name}/preview`).
 
 The customer comes from the store; the order is what the event log knows of it, built by the same
 function as a running journey's (core.orders.order_context); with no order logged, the entry event
