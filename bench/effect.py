@@ -99,6 +99,16 @@ def fill(store: Store, messages: int, days: int, now: datetime) -> None:
                 """),
                 params,
             )
+        # The `orders` read model, as the event log's writer keeps it.
+        connection.execute(
+            text("""
+            INSERT INTO orders (order_id, customer_id, created_at, created_amount, paid_at, paid_amount)
+            SELECT c.order_id, c.customer_id, c.occurred_at, (c.data ->> 'amount')::float, p.occurred_at,
+                   (p.data ->> 'amount')::float
+            FROM events AS c LEFT JOIN events AS p ON p.order_id = c.order_id AND p.type = 'order.paid'
+            WHERE c.type = 'order.created'
+            """)
+        )
         connection.execute(text("ANALYZE"))
 
 

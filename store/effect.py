@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Float, String, and_, case, func, literal, null, select, text, union_all
+from sqlalchemy import String, and_, case, func, literal, or_, select, text
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnElement
 
 from core.vocabulary import SENT_STATUSES, Status
+from store.orders import amount
+from store.portable import bytewise, local_day, shifted
 from store.reached import GoalRule, first_goal_event
-from store.segments import json_number
-from store.sqltime import local_day, shifted
-from store.tables import EventRow, InstanceRow, MessageRow, ProviderEventRow, ReachedRow, UTCDateTime
+from store.tables import InstanceRow, MessageRow, OrderRow, ProviderEventRow, ReachedRow, UTCDateTime
 
 DELIVERED_STATUSES = (Status.DELIVERED, Status.OPENED, Status.CLICKED)
 OPENED_STATUSES = (Status.OPENED, Status.CLICKED)
@@ -186,44 +186,6 @@ def exit_counts(
 # Conversions
 
 
-def order_amount(order_id) -> ColumnElement:
-    """An order's amount: its first order.paid's `data.amount`, else its latest order.created's."""
-    paid, created = aliased(EventRow), aliased(EventRow)
-    paid_amount = (
-        select(json_number(paid.data, "amount"))
-        .where(paid.order_id == order_id, paid.type == "order.paid")
-        .order_by(paid.occurred_at)
-        .limit(1)
-        .scalar_subquery()
-    )
-    created_amount = (
-        select(json_number(created.data, "amount"))
-        .where(created.order_id == order_id, created.type == "order.created")
-        .order_by(created.occurred_at.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    return func.coalesce(paid_amount, created_amount, 0.0)
-
-
-def reached(journey: str, rule: GoalRule | None, period: Period, by: Grouping | None) -> Any:  # a CTE
-    """Each run of `journey` whose first sent message falls in the period, with that message's
-    group and the run's conversion (time, order; none without a goal): rows of the `reached`
-    read model (store/reached.py), kept by the rule `sync_goals` recorded."""
-    r = ReachedRow
-    converted_at, converted_order = (r.converted_at, r.converted_order) if rule else (null(), null())
-    return (
-        select(
-            r.workflow_id,
-            _group(by, r, r.at, period).label("grp"),
-            converted_at.label("converted_at"),
-            converted_order.label("converted_order"),
-        )
-        .where(r.journey == journey, r.at >= _at(period.start), r.at < _at(period.end))
-        .cte(f"reached_{journey}")
-    )
-
-
 @dataclass
 class Conversions:
     #: Per journey, per group: reached, converted, revenue.
@@ -233,69 +195,54 @@ class Conversions:
     revenue: float
 
 
-_TOTAL = "*"  # the row of the deduplicated totals, beside the journeys' rows
-
-
 def conversions(
     session: Session, rules: dict[str, GoalRule | None], period: Period, by: Grouping | None
 ) -> Conversions:
-    """For each journey (its goal, or None for a journey without one): per group, the instances
-    reached (a first sent message in the period), converted, and revenue; and the orders converted
-    by any of them, each once. One statement: each journey's instances are computed once, for
-    its rows and for the totals."""
+    """For each journey (its goal, or None for a journey without one): per group, the runs reached
+    (a first sent message in the period), converted, and revenue; and the orders converted by any
+    of them, each once. The rows of the `reached` read model (store/reached.py, kept by the rules
+    `sync_goals` recorded), read in one pass; each converted order's amount from `orders`."""
     found = Conversions({journey: {} for journey in rules}, 0, 0.0)
     if not rules:
         return found
-    instances = {journey: reached(journey, rule, period, by) for journey, rule in rules.items()}
-    earning = [
-        select(rows.c.converted_order.label("order_id")).where(rows.c.converted_at.is_not(None))
-        for journey, rows in instances.items()
-        if (rule := rules[journey]) is not None and rule.earns
-    ]
-    parts = []
-    amounts = None
-    if earning:
-        # Each converted order's amount, looked up once for the journeys' revenue and the totals.
-        claimed = union_all(*earning).subquery()
-        orders = select(claimed.c.order_id).where(claimed.c.order_id.is_not(None)).distinct().subquery()
-        amounts = (
-            select(orders.c.order_id, order_amount(orders.c.order_id).label("amount"))
-            .cte("amounts")
-            .prefix_with("MATERIALIZED")
-        )
-        parts.append(
-            select(
-                literal(_TOTAL, String()).label("journey"),
-                literal("", String()).label("grp"),
-                func.count().label("reached"),
-                func.count().label("converted"),
-                func.sum(amounts.c.amount).label("revenue"),
-            ).select_from(amounts)
-        )
-    for journey, rows in instances.items():
-        rule = rules[journey]
-        earns = rule is not None and rule.earns and amounts is not None
-        query = select(
-            literal(journey, String()).label("journey"),
-            rows.c.grp,
+    r = ReachedRow
+    converting = [journey for journey, rule in rules.items() if rule is not None]
+    earning = [journey for journey, rule in rules.items() if rule is not None and rule.earns]
+    in_period = (r.journey.in_(list(rules)), r.at >= _at(period.start), r.at < _at(period.end))
+    converted = and_(r.journey.in_(converting or [""]), r.converted_at.is_not(None))
+    earned = and_(r.journey.in_(earning or [""]), r.converted_at.is_not(None))
+    group = _group(by, r, r.at, period)
+    rows = session.execute(
+        select(
+            r.journey,
+            group.label("grp"),
             func.count().label("reached"),
-            func.count(rows.c.converted_at).label("converted"),
-            func.sum(func.coalesce(amounts.c.amount, 0.0) if earns else literal(0.0, Float())).label("revenue"),
-        ).select_from(rows)
-        if earns:
-            query = query.outerjoin(
-                amounts, and_(rows.c.converted_at.is_not(None), amounts.c.order_id == rows.c.converted_order)
-            )
-        parts.append(query.group_by(rows.c.grp))
-    for row in session.execute(union_all(*parts)):
-        if row.journey == _TOTAL:
-            found.orders, found.revenue = int(row.converted), float(row.revenue or 0)
-        else:
-            found.journeys[row.journey][row.grp] = {
-                "reached": int(row.reached),
-                "converted": int(row.converted),
-                "revenue": float(row.revenue or 0),
-            }
+            _count_if(converted).label("converted"),
+            func.sum(case((earned, amount(OrderRow)), else_=0.0)).label("revenue"),
+        )
+        .outerjoin(OrderRow, and_(earned, OrderRow.order_id == r.converted_order))
+        .where(*in_period)
+        .group_by(*_keys(r.journey, group, by))
+    )
+    for journey, grp, reached, count, revenue in rows:
+        found.journeys[journey][grp] = {
+            "reached": int(reached),
+            "converted": int(count or 0),
+            "revenue": float(revenue or 0),
+        }
+    if earning:  # each order once, however many journeys converted it
+        claimed = (
+            select(r.converted_order.label("order_id"))
+            .where(*in_period, earned, r.converted_order.is_not(None))
+            .distinct()
+            .subquery()
+        )
+        orders, revenue = session.execute(
+            select(func.count(), func.sum(amount(OrderRow)))
+            .select_from(claimed)
+            .outerjoin(OrderRow, OrderRow.order_id == claimed.c.order_id)
+        ).one()
+        found.orders, found.revenue = int(orders or 0), float(revenue or 0)
     return found
 
 
@@ -319,52 +266,18 @@ def holdout(session: Session, journey: str, rule: GoalRule, period: Period, grou
 # Result indicators
 
 
-def _purchases(since: datetime, until: datetime, *, amounts: bool = False):
-    """Purchases in [since, until): orders paid then (their first order.paid then), not refunded
-    by `until`: customer, order, paid_at, and with `amounts` the amount of that payment (else, when
-    it has none, the order's amount by `order_amount`)."""
-    paid, refund = aliased(EventRow), aliased(EventRow)
-    ranked = (
-        select(
-            paid.customer_id,
-            paid.order_id,
-            paid.occurred_at.label("paid_at"),
-            json_number(paid.data, "amount").label("amount"),
-            func.row_number()
-            .over(partition_by=(paid.customer_id, paid.order_id), order_by=(paid.occurred_at, paid.event_id))
-            .label("n"),
-        )
+def _purchases(since: datetime, until: datetime):
+    """Purchases in [since, until): orders first paid then and not refunded by `until` (the
+    `orders` read model): customer, order, paid_at and the order's amount."""
+    o = OrderRow
+    return (
+        select(o.customer_id, o.order_id, o.paid_at, amount(o).label("amount"))
         .where(
-            paid.type == "order.paid",
-            paid.order_id.is_not(None),
-            paid.occurred_at >= _at(since),
-            paid.occurred_at < _at(until),
+            o.paid_at >= _at(since),
+            o.paid_at < _at(until),
+            or_(o.refunded_at.is_(None), o.refunded_at >= _at(until)),
         )
         .subquery()
-    )
-    refunded = (
-        select(refund.event_id)
-        .where(refund.order_id == ranked.c.order_id, refund.type == "order.refunded", refund.occurred_at < _at(until))
-        .exists()
-    )
-    columns = [ranked.c.customer_id, ranked.c.order_id, ranked.c.paid_at]
-    if amounts:  # the fallback's look-ups run only for payments without an amount
-        columns.append(func.coalesce(ranked.c.amount, order_amount(ranked.c.order_id)).label("amount"))
-    return select(*columns).where(ranked.c.n == 1, ~refunded).subquery()
-
-
-def _paid(customer_id, after, before) -> ColumnElement:
-    """Whether the customer has an order.paid event in (after, before) (an index look-up)."""
-    paid = aliased(EventRow)
-    return (
-        select(paid.event_id)
-        .where(
-            paid.customer_id == customer_id,
-            paid.type == "order.paid",
-            paid.occurred_at > after,
-            paid.occurred_at < before,
-        )
-        .exists()
     )
 
 
@@ -374,30 +287,51 @@ def result_indicators(session: Session, period: Period, silent_days: int) -> dic
     same length, who bought again in this one); reactivation (customers a journey reached in the
     period, from the first message of their first reached run, who had paid for an order before it
     but not in the `silent_days` before it, and paid for one after it within the period)."""
-    purchases = _purchases(period.start, period.end, amounts=True)
+    purchases = _purchases(period.start, period.end)
     in_period = select(
         purchases,
         func.row_number()
-        .over(partition_by=purchases.c.customer_id, order_by=(purchases.c.paid_at, purchases.c.order_id))
+        .over(
+            partition_by=bytewise(purchases.c.customer_id),
+            order_by=(purchases.c.paid_at, bytewise(purchases.c.order_id)),
+        )
         .label("n"),
     ).subquery()
     buyers, repeat_buyers, orders, amount, repeat_amount = session.execute(
         select(
-            func.count(in_period.c.customer_id.distinct()),
-            func.count(case((in_period.c.n >= 2, in_period.c.customer_id)).distinct()),
+            _count_if(in_period.c.n == 1),  # each buyer's first purchase
+            _count_if(in_period.c.n == 2),  # and second: a repeat buyer
             func.count(),
             func.sum(in_period.c.amount),
             func.sum(case((in_period.c.n >= 2, in_period.c.amount), else_=0.0)),
         )
     ).one()
 
+    # Retention: per customer who bought in the period before (of the same length, purchases not
+    # refunded by its end), whether they bought in this one; one pass over both periods' orders.
+    o = OrderRow
     length = period.end - period.start
-    earlier = _purchases(period.start - length, period.start)
-    now = _purchases(period.start, period.end)
-    before = select(earlier.c.customer_id)
-    again = select(now.c.customer_id)
-    earlier_buyers = session.scalar(select(func.count()).select_from(before.distinct().subquery()))
-    retained = session.scalar(select(func.count()).select_from(before.intersect(again).subquery()))
+    earlier_start = period.start - length
+
+    def kept(start, end) -> ColumnElement:
+        return and_(
+            o.paid_at >= _at(start),
+            o.paid_at < _at(end),
+            or_(o.refunded_at.is_(None), o.refunded_at >= _at(end)),
+        )
+
+    buyer = (
+        select(
+            func.max(case((kept(earlier_start, period.start), 1), else_=0)).label("before"),
+            func.max(case((kept(period.start, period.end), 1), else_=0)).label("again"),
+        )
+        .where(o.paid_at >= _at(earlier_start), o.paid_at < _at(period.end))
+        .group_by(o.customer_id)
+        .subquery()
+    )
+    earlier_buyers, retained = session.execute(
+        select(_count_if(buyer.c.before == 1), _count_if(and_(buyer.c.before == 1, buyer.c.again == 1)))
+    ).one()
 
     # Customers a journey reached in the period, from their first reached run; their last
     # purchase before it and whether they bought after it, in one join with their purchases.
@@ -408,22 +342,18 @@ def result_indicators(session: Session, period: Period, silent_days: int) -> dic
         .group_by(r.customer_id)
         .subquery()
     )
-    paid = aliased(EventRow)
-    before = paid.occurred_at < first_message.c.at
+    paid = aliased(OrderRow)
+    before = paid.paid_at < first_message.c.at
     messaged = (
         select(
-            func.max(case((before, paid.occurred_at))).label("last_paid"),
-            func.max(case((paid.occurred_at > first_message.c.at, 1), else_=0)).label("came_back"),
+            func.max(case((before, paid.paid_at))).label("last_paid"),
+            func.max(case((paid.paid_at > first_message.c.at, 1), else_=0)).label("came_back"),
             first_message.c.at,
         )
         .select_from(first_message)
         .outerjoin(
             paid,
-            and_(
-                paid.customer_id == first_message.c.customer_id,
-                paid.type == "order.paid",
-                paid.occurred_at < _at(period.end),
-            ),
+            and_(paid.customer_id == first_message.c.customer_id, paid.paid_at < _at(period.end)),
         )
         .group_by(first_message.c.customer_id, first_message.c.at)
         .subquery()

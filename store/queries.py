@@ -17,6 +17,7 @@ from core.records import CUSTOMER_EVENT_TYPES, Customer, Event
 from core.rfm import PURCHASE_EVENT_TYPES, Purchase, purchases_from
 from core.rfm import WINDOW as RFM_WINDOW
 from core.vocabulary import COUNTED_STATUSES, STATUS_RANK
+from store.orders import note_order_events
 from store.reached import note_goal_events
 from store.tables import (
     CustomerRow,
@@ -400,7 +401,13 @@ def store_events(session: Session, events: list[Event], received_at: datetime) -
     ]
     statement = insert(table).values(rows).on_conflict_do_nothing(index_elements=[table.c.event_id])
     written = set(session.scalars(statement.returning(table.c.event_id)))
-    note_goal_events(session, [event for event in events if event.event_id in written])
+    new: dict[str, Event] = {}
+    for event in events:  # the first of each id written: what the log holds
+        if event.event_id in written:
+            new.setdefault(event.event_id, event)
+    new = list(new.values())
+    note_order_events(session, new)
+    note_goal_events(session, new)
     return written
 
 

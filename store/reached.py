@@ -36,7 +36,7 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from core.records import Event
 from core.vocabulary import SENT_STATUSES
-from store.sqltime import shifted
+from store.portable import shifted
 from store.tables import EventRow, GoalRow, MessageRow, ReachedRow
 
 _SENT = frozenset(str(status) for status in SENT_STATUSES)

@@ -179,6 +179,25 @@ class ReachedRow(Base):
     converted_order: Mapped[str | None] = mapped_column(String(200))
 
 
+class OrderRow(Base):
+    """An order as the event log tells it (store/orders.py keeps it): when it was created and for
+    how much, its first payment and refund."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        Index("ix_orders_paid", "paid_at"),
+        Index("ix_orders_customer_paid", "customer_id", "paid_at"),
+    )
+
+    order_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime | None]
+    created_amount: Mapped[float | None]
+    paid_at: Mapped[datetime | None]
+    paid_amount: Mapped[float | None]
+    refunded_at: Mapped[datetime | None]
+
+
 class GoalRow(Base):
     """The conversion rule each journey's `reached` rows are kept by: the rule of the definitions
     the effect report last ran with (store/reached.py)."""

@@ -1,5 +1,6 @@
-"""Time arithmetic the same on PostgreSQL and SQLite (SQLite gets the functions from
-store/db.py): a time plus a fixed duration, and a time's date in a time zone."""
+"""SQL that PostgreSQL and SQLite write differently, behind one name: a time plus a fixed
+duration and a time's date in a time zone (SQLite gets the functions from store/db.py), and text
+compared byte by byte."""
 
 from __future__ import annotations
 
@@ -40,3 +41,26 @@ def shifted(column, delta: timedelta) -> ColumnElement:
 def local_day(column, timezone: str) -> ColumnElement:
     """A time's date (YYYY-MM-DD) in a time zone."""
     return _LocalDay(column, literal(timezone, String()))
+
+
+class _Bytewise(FunctionElement):
+    inherit_cache = True
+    name = "bytewise"
+
+
+@compiles(_Bytewise, "postgresql")
+def _bytewise_postgresql(element, compiler, **kw):
+    (column,) = element.clauses
+    return f'{compiler.process(column, **kw)} COLLATE "C"'
+
+
+@compiles(_Bytewise, "sqlite")
+def _bytewise_sqlite(element, compiler, **kw):
+    (column,) = element.clauses
+    return compiler.process(column, **kw)  # SQLite compares bytes by default (BINARY)
+
+
+def bytewise(column) -> ColumnElement:
+    """Text to sort or partition by as bytes: ids need no language's collation, and PostgreSQL
+    sorts a million of them several times faster so (its "C" collation)."""
+    return _Bytewise(column)

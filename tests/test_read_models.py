@@ -1,6 +1,7 @@
-"""The `reached` read model keeps each run's first sent message and its conversion as sends and
-goal events are written, in whatever order they arrive, on SQLite and PostgreSQL; a changed goal
-recomputes its journey. The effect report reads its conversions from it."""
+"""The effect report's read models, on SQLite and PostgreSQL: `reached` keeps each run's first
+sent message and its conversion as sends and goal events are written, in whatever order they
+arrive, and a changed goal recomputes its journey; `orders` keeps each order's latest creation,
+first payment and first refund, whatever order its events come in."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from sqlalchemy import select
 
 from store import queries
 from store.reached import GoalRule, sync_goals
-from store.tables import MessageRow, ReachedRow
+from store.tables import MessageRow, OrderRow, ReachedRow
+from tests.helpers import event
 from tests.test_effect import FEB, PRICES, T, message, order_events
 from views.effect import effect_report
 
@@ -95,3 +97,24 @@ def test_a_changed_goal_recomputes_its_journey(store, definitions):
     assert run_of(store, "payment_reminder:o5")[2:] == (T + 2 * H, "o5")
     with store.transaction() as session:
         assert sync_goals(session, {"payment_reminder": GoalRule("order.paid", 3 * D, "order")}) == []
+
+
+def test_an_order_keeps_its_latest_creation_and_first_payment_and_refund_in_any_arrival_order(store):
+    def order_row():
+        with store.transaction() as session:
+            row = session.get(OrderRow, "o7")
+            return (row.customer_id, row.created_at, row.created_amount, row.paid_at, row.paid_amount, row.refunded_at)
+
+    log(store, event("order.paid", T + 2 * H, customer="c7", order="o7", amount="88.50"))  # before its creation
+    assert order_row() == ("c7", None, None, T + 2 * H, 88.5, None)
+    log(
+        store,
+        event("order.created", T, customer="c7", order="o7", amount=100),
+        event("order.created", T - H, customer="c7", order="o7", amount=90),  # older: not the order now
+        event("order.paid", T + H, customer="c7", order="o7", amount=80),  # the first payment, late
+        event("order.paid", T + H + D, customer="c7", order="o7", amount="n/a"),
+    )
+    assert order_row() == ("c7", T, 100.0, T + H, 80.0, None)
+    log(store, event("order.refunded", T + 3 * D, customer="c7", order="o7"))
+    log(store, event("order.refunded", T + 2 * D, customer="c7", order="o7"))
+    assert order_row()[5] == T + 2 * D

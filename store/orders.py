@@ -1,0 +1,85 @@
+"""The `orders` read model: each order's creation, first payment, first refund and amount, kept
+as the event log is written, so the effect report's revenue and result indicators read one row
+per order instead of searching the log.
+
+- `order.created`: the latest (by `occurred_at`) gives `created_at` and `created_amount`;
+- `order.paid`: the first gives `paid_at` and `paid_amount`;
+- `order.refunded`: the first gives `refunded_at`;
+- an order's amount is `paid_amount`, else `created_amount` (`amount()`); an amount is the
+  event's `data.amount` when it is a number or a string of digits (as store/segments.json_number
+  reads it in SQL).
+
+`store_events` (store/queries.py) hands every newly logged order event to `note_order_events`;
+events may arrive in any order and any number of times.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import func, or_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import ColumnElement
+
+from core.records import Event
+from store.tables import OrderRow
+
+_DIGITS = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def amount_of(data: dict[str, Any]) -> float | None:
+    """`data.amount` as a number: a JSON number, or a string of digits (and a point); else None."""
+    value = data.get("amount")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        return float(value)
+    return None
+
+
+def amount(row=OrderRow) -> ColumnElement:
+    """An order's amount: its first payment's, else its latest creation's (0 without either)."""
+    return func.coalesce(row.paid_amount, row.created_amount, 0.0)
+
+
+#: Per event type: the columns it sets, and whether an event's time replaces the one recorded
+#: (the latest creation, the first payment, the first refund).
+_RULES = {
+    "order.created": (("created_at", "created_amount"), True),
+    "order.paid": (("paid_at", "paid_amount"), False),
+    "order.refunded": (("refunded_at",), False),
+}
+
+
+def note_order_events(session: Session, events: list[Event]) -> None:
+    """Fold newly logged order events into their orders' rows: one statement per event type."""
+    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    table = OrderRow.__table__
+    for kind, (columns, latest) in _RULES.items():
+        winners: dict[str, Event] = {}  # one row per order in a statement
+        for e in events:
+            if e.type != kind or not e.order_id:
+                continue
+            held = winners.get(e.order_id)
+            if held is None or (e.occurred_at >= held.occurred_at if latest else e.occurred_at < held.occurred_at):
+                winners[e.order_id] = e
+        if not winners:
+            continue
+        rows = [
+            {"order_id": e.order_id, "customer_id": e.customer_id, columns[0]: e.occurred_at}
+            | ({columns[1]: amount_of(e.data)} if len(columns) > 1 else {})
+            for e in winners.values()
+        ]
+        statement = insert(table).values(rows)
+        new, old = statement.excluded[columns[0]], table.c[columns[0]]
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[table.c.order_id],
+                set_={column: statement.excluded[column] for column in columns},
+                where=or_(old.is_(None), new >= old if latest else new < old),
+            )
+        )
