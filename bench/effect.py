@@ -109,6 +109,16 @@ def fill(store: Store, messages: int, days: int, now: datetime) -> None:
             WHERE c.type = 'order.created'
             """)
         )
+        # Each run's neighbouring purchases, as the send path sets them.
+        connection.execute(
+            text("""
+            UPDATE reached SET
+                last_paid_before = (SELECT max(o.paid_at) FROM orders AS o
+                                    WHERE o.customer_id = reached.customer_id AND o.paid_at < reached.at),
+                next_paid_after = (SELECT min(o.paid_at) FROM orders AS o
+                                   WHERE o.customer_id = reached.customer_id AND o.paid_at > reached.at)
+            """)
+        )
         connection.execute(text("ANALYZE"))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 import store.reached  # noqa: F401  (keeps the `reached` read model as messages are written)
@@ -97,6 +97,41 @@ class Store:
         """A session in one transaction, committed on success and rolled back on error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def snapshot(self, readers: int) -> Iterator[list[Session]]:
+        """`readers` sessions that read one snapshot of the database, for independent queries run
+        side by side in threads: on PostgreSQL, REPEATABLE READ transactions that share the
+        first one's exported snapshot (so together they see one moment); on SQLite, whose
+        transactions take the write lock, one session `readers` times (run them one after
+        another). Nothing is written; everything is rolled back at the end."""
+        with ExitStack() as stack:
+            first = stack.enter_context(self._sessions())
+            if self.engine.dialect.name != "postgresql":
+                try:
+                    yield [first] * readers
+                finally:
+                    first.rollback()
+                return
+            repeatable = {"isolation_level": "REPEATABLE READ"}
+            first.connection(execution_options=repeatable)
+            shared = first.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+            sessions = [first]
+            for _ in range(readers - 1):
+                session = stack.enter_context(self._sessions())
+                session.connection(execution_options=repeatable)
+                session.execute(text("SET TRANSACTION SNAPSHOT :snapshot"), {"snapshot": shared})
+                sessions.append(session)
+            try:
+                yield sessions
+            finally:
+                for session in sessions:
+                    session.rollback()
+
+    @property
+    def parallel(self) -> bool:
+        """Whether the sessions of `snapshot` may run at once (PostgreSQL)."""
+        return self.engine.dialect.name == "postgresql"
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """`work(session)` in one transaction, in a thread, for async callers (the API)."""

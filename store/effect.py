@@ -11,12 +11,13 @@ conversion rule as sends and goal events are written (views/effect.py assembles 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import String, and_, case, func, literal, or_, select, text
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import String, and_, case, func, literal, null, or_, select, text, union_all
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
 
 from core.vocabulary import SENT_STATUSES, Status
@@ -96,39 +97,51 @@ def message_counts(
     where = [m.at >= _at(period.start), m.at < _at(period.end)]
     if journeys is not None:
         where.append(m.journey.in_(journeys))
-    sent = _in(m.status, SENT_STATUSES)
+    # One pass: rows per (journey, group, status, reason, channel), added up here; a few hundred
+    # groups however many messages.
+    sms = m.channel == "sms"
     rows = session.execute(
         select(
             m.journey,
             group.label("grp"),
-            _count_if(sent).label("sent"),
-            _count_if(m.status == Status.SKIPPED).label("skipped"),
-            _count_if(m.status == Status.FAILED).label("failed"),
-            _count_if(_in(m.status, (Status.SENDING, Status.UNKNOWN))).label("in_doubt"),
-            _count_if(_in(m.status, DELIVERED_STATUSES)).label("delivered"),
-            _count_if(_in(m.status, OPENED_STATUSES)).label("opened"),
-            _count_if(m.status == Status.CLICKED).label("clicked"),
-            _count_if(m.status == Status.UNDELIVERED).label("bounced"),
-            func.sum(case((and_(sent, m.channel == "sms"), func.coalesce(m.segments, 1)), else_=0)).label(
-                "sms_segments"
-            ),
-            _count_if(and_(sent, m.channel == "email")).label("emails"),
+            m.status,
+            m.reason,
+            m.channel,
+            func.count(),
+            func.sum(case((sms, func.coalesce(m.segments, 1)), else_=0)),
         )
         .where(*where)
-        .group_by(*_keys(m.journey, group, by))
+        .group_by(*_keys(m.journey, group, by), m.status, m.reason, m.channel)
+    )
+    names = (
+        "sent",
+        "skipped",
+        "failed",
+        "in_doubt",
+        "delivered",
+        "opened",
+        "clicked",
+        "bounced",
+        "sms_segments",
+        "emails",
     )
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in rows:
-        found[row.journey, row.grp] = {k: int(v or 0) for k, v in row._mapping.items() if k not in ("journey", "grp")}
-    reasons = session.execute(
-        select(
-            m.journey, group.label("grp"), m.status, func.coalesce(m.reason, "unknown").label("reason"), func.count()
-        )
-        .where(*where, _in(m.status, (Status.SKIPPED, Status.FAILED)))
-        .group_by(*_keys(m.journey, group, by), m.status, func.coalesce(m.reason, "unknown"))
-    )
-    for journey, grp, status, reason, count in reasons:
-        found[journey, grp][f"{status}:{reason}"] = int(count)
+    for journey, grp, status, reason, channel, count, segments in rows:
+        counts = found.setdefault((journey, grp), dict.fromkeys(names, 0))
+        count = int(count)
+        if status in SENT_STATUSES:
+            counts["sent"] += count
+            counts["sms_segments"] += int(segments or 0) if channel == "sms" else 0
+            counts["emails"] += count if channel == "email" else 0
+        if status in (Status.SKIPPED, Status.FAILED):
+            counts[status] += count
+            why = f"{status}:{reason or 'unknown'}"
+            counts[why] = counts.get(why, 0) + count
+        counts["in_doubt"] += count if status in (Status.SENDING, Status.UNKNOWN) else 0
+        counts["delivered"] += count if status in DELIVERED_STATUSES else 0
+        counts["opened"] += count if status in OPENED_STATUSES else 0
+        counts["clicked"] += count if status == Status.CLICKED else 0
+        counts["bounced"] += count if status == Status.UNDELIVERED else 0
     feedback = session.execute(
         select(
             m.journey,
@@ -196,54 +209,70 @@ class Conversions:
 
 
 def conversions(
-    session: Session, rules: dict[str, GoalRule | None], period: Period, by: Grouping | None
+    session: Session,
+    rules: dict[str, GoalRule | None],
+    period: Period,
+    by: Grouping | None,
+    journeys: list[str] | None = None,
 ) -> Conversions:
-    """For each journey (its goal, or None for a journey without one): per group, the runs reached
-    (a first sent message in the period), converted, and revenue; and the orders converted by any
-    of them, each once. The rows of the `reached` read model (store/reached.py, kept by the rules
-    `sync_goals` recorded), read in one pass; each converted order's amount from `orders`."""
-    found = Conversions({journey: {} for journey in rules}, 0, 0.0)
-    if not rules:
-        return found
+    """For each journey with runs reached in the period (a first sent message in it), or only
+    `journeys`: per group, the runs reached, converted (by its goal in `rules`; none without one)
+    and revenue; and the orders converted by any of them, each once. The rows of the `reached`
+    read model (store/reached.py, kept by the rules `sync_goals` recorded), read in one pass;
+    each converted order's amount is kept on the run."""
+    found = Conversions(defaultdict(dict), 0, 0.0)
     r = ReachedRow
     converting = [journey for journey, rule in rules.items() if rule is not None]
     earning = [journey for journey, rule in rules.items() if rule is not None and rule.earns]
-    in_period = (r.journey.in_(list(rules)), r.at >= _at(period.start), r.at < _at(period.end))
+    in_period = [r.at >= _at(period.start), r.at < _at(period.end)]
+    if journeys is not None:
+        in_period.append(r.journey.in_(journeys))
     converted = and_(r.journey.in_(converting or [""]), r.converted_at.is_not(None))
     earned = and_(r.journey.in_(earning or [""]), r.converted_at.is_not(None))
     group = _group(by, r, r.at, period)
     rows = session.execute(
-        select(
-            r.journey,
-            group.label("grp"),
-            func.count().label("reached"),
-            _count_if(converted).label("converted"),
-            func.sum(case((earned, amount(OrderRow)), else_=0.0)).label("revenue"),
-        )
-        .outerjoin(OrderRow, and_(earned, OrderRow.order_id == r.converted_order))
+        select(r.journey, group.label("grp"), func.count(), _count_if(converted))
         .where(*in_period)
         .group_by(*_keys(r.journey, group, by))
     )
-    for journey, grp, reached, count, revenue in rows:
-        found.journeys[journey][grp] = {
-            "reached": int(reached),
-            "converted": int(count or 0),
-            "revenue": float(revenue or 0),
-        }
-    if earning:  # each order once, however many journeys converted it
-        claimed = (
-            select(r.converted_order.label("order_id"))
-            .where(*in_period, earned, r.converted_order.is_not(None))
-            .distinct()
-            .subquery()
+    for journey, grp, reached, count in rows:
+        found.journeys[journey][grp] = {"reached": int(reached), "converted": int(count or 0), "revenue": 0.0}
+    if not earning:
+        return found
+    # The converted runs of earning journeys with their order's amount (kept on the run): revenue
+    # per journey and group, and each order once in total.
+    earned_rows = (
+        select(
+            r.journey,
+            group.label("grp"),
+            r.converted_order.label("order_id"),
+            func.coalesce(r.converted_amount, 0.0).label("amount"),
         )
-        orders, revenue = session.execute(
-            select(func.count(), func.sum(amount(OrderRow)))
-            .select_from(claimed)
-            .outerjoin(OrderRow, OrderRow.order_id == claimed.c.order_id)
-        ).one()
-        found.orders, found.revenue = int(orders or 0), float(revenue or 0)
+        .where(*in_period, earned)
+        .cte("earned")
+        .prefix_with("MATERIALIZED")
+    )
+    orders = (
+        select(earned_rows.c.order_id, func.max(earned_rows.c.amount).label("amount"))
+        .where(earned_rows.c.order_id.is_not(None))
+        .group_by(earned_rows.c.order_id)
+        .subquery()
+    )
+    statement = union_all(
+        select(earned_rows.c.journey, earned_rows.c.grp, func.count(), func.sum(earned_rows.c.amount)).group_by(
+            earned_rows.c.journey, earned_rows.c.grp
+        ),
+        select(literal(_TOTAL, String()), literal("", String()), func.count(), func.sum(orders.c.amount)),
+    )
+    for journey, grp, count, revenue in session.execute(statement):
+        if journey == _TOTAL:
+            found.orders, found.revenue = int(count or 0), float(revenue or 0)
+        else:
+            found.journeys[journey][grp]["revenue"] = float(revenue or 0)
     return found
+
+
+_TOTAL = "*"  # the row of the orders converted by any journey, each once, beside the journeys' rows
 
 
 def holdout(session: Session, journey: str, rule: GoalRule, period: Period, group: str) -> tuple[int, int]:
@@ -333,34 +362,27 @@ def result_indicators(session: Session, period: Period, silent_days: int) -> dic
         select(_count_if(buyer.c.before == 1), _count_if(and_(buyer.c.before == 1, buyer.c.again == 1)))
     ).one()
 
-    # Customers a journey reached in the period, from their first reached run; their last
-    # purchase before it and whether they bought after it, in one join with their purchases.
+    # Customers a journey reached in the period, as of their first reached run there: its first
+    # message, the customer's last purchase before it, and whether one came after it. Each run's
+    # neighbouring purchases rise with its time (store/reached.py), so the first run's are the
+    # smallest: its `last_paid_before` is NULL (never bought before) if any run's is, else the
+    # least; its `next_paid_after` the least (NULL only when every run's is).
     r = ReachedRow
-    first_message = (
-        select(r.customer_id, func.min(r.at).label("at"))
+    messaged = (
+        select(
+            func.min(r.at).label("at"),
+            case((func.count() > func.count(r.last_paid_before), null()), else_=func.min(r.last_paid_before)).label(
+                "last_paid"
+            ),
+            func.min(r.next_paid_after).label("next_paid"),
+        )
         .where(r.at >= _at(period.start), r.at < _at(period.end))
         .group_by(r.customer_id)
         .subquery()
     )
-    paid = aliased(OrderRow)
-    before = paid.paid_at < first_message.c.at
-    messaged = (
-        select(
-            func.max(case((before, paid.paid_at))).label("last_paid"),
-            func.max(case((paid.paid_at > first_message.c.at, 1), else_=0)).label("came_back"),
-            first_message.c.at,
-        )
-        .select_from(first_message)
-        .outerjoin(
-            paid,
-            and_(paid.customer_id == first_message.c.customer_id, paid.paid_at < _at(period.end)),
-        )
-        .group_by(first_message.c.customer_id, first_message.c.at)
-        .subquery()
-    )
     silent = messaged.c.last_paid <= shifted(messaged.c.at, -timedelta(days=silent_days))
     silent_messaged, reactivated = session.execute(
-        select(_count_if(silent), _count_if(and_(silent, messaged.c.came_back == 1)))
+        select(_count_if(silent), _count_if(and_(silent, messaged.c.next_paid < _at(period.end))))
     ).one()
     return {
         "buyers": int(buyers or 0),

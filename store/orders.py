@@ -55,8 +55,12 @@ _RULES = {
 }
 
 
-def note_order_events(session: Session, events: list[Event]) -> None:
-    """Fold newly logged order events into their orders' rows: one statement per event type."""
+def note_order_events(session: Session, events: list[Event]) -> tuple[set[str], set[str]]:
+    """Fold newly logged order events into their orders' rows, one statement per event type;
+    returns the orders whose row changed, and the customers whose orders' first payment is new or
+    earlier."""
+    changed_orders: set[str] = set()
+    paid: set[str] = set()
     insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
     table = OrderRow.__table__
     for kind, (columns, latest) in _RULES.items():
@@ -76,10 +80,15 @@ def note_order_events(session: Session, events: list[Event]) -> None:
         ]
         statement = insert(table).values(rows)
         new, old = statement.excluded[columns[0]], table.c[columns[0]]
-        session.execute(
+        changed = session.execute(
             statement.on_conflict_do_update(
                 index_elements=[table.c.order_id],
                 set_={column: statement.excluded[column] for column in columns},
                 where=or_(old.is_(None), new >= old if latest else new < old),
-            )
+            ).returning(table.c.order_id, table.c.customer_id)
         )
+        for order_id, customer_id in changed:
+            changed_orders.add(order_id)
+            if kind == "order.paid":
+                paid.add(customer_id)
+    return changed_orders, paid

@@ -18,7 +18,7 @@ from core.rfm import PURCHASE_EVENT_TYPES, Purchase, purchases_from
 from core.rfm import WINDOW as RFM_WINDOW
 from core.vocabulary import COUNTED_STATUSES, STATUS_RANK
 from store.orders import note_order_events
-from store.reached import note_goal_events
+from store.reached import lock_customers, note_amounts, note_goal_events, note_payments
 from store.tables import (
     CustomerRow,
     DispatchLeaseRow,
@@ -405,9 +405,12 @@ def store_events(session: Session, events: list[Event], received_at: datetime) -
     for event in events:  # the first of each id written: what the log holds
         if event.event_id in written:
             new.setdefault(event.event_id, event)
-    new = list(new.values())
-    note_order_events(session, new)
-    note_goal_events(session, new)
+    written_now = list(new.values())
+    lock_customers(session, (event.customer_id for event in written_now))  # the read models' writers
+    orders, paid = note_order_events(session, written_now)
+    note_amounts(session, orders)
+    note_payments(session, paid)
+    note_goal_events(session, written_now)
     return written
 
 
@@ -423,6 +426,15 @@ def events_for_key_since(
         .order_by(EventRow.occurred_at)
     )
     return [_event_of(row) for row in rows]
+
+
+def logged_events(
+    session: Session, *, customer_id: str | None = None, order_id: str | None = None, limit: int = 200
+) -> list[EventRow]:
+    """A customer's or an order's logged events, newest first (at most `limit`)."""
+    column, key = (EventRow.customer_id, customer_id) if customer_id else (EventRow.order_id, order_id)
+    query = select(EventRow).where(column == key).order_by(EventRow.occurred_at.desc()).limit(limit)
+    return list(session.scalars(query))
 
 
 def events_of_order(session: Session, order_id: str) -> list[Event]:

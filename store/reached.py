@@ -6,7 +6,8 @@ The conversion rule (the one place it is applied):
 - a run converts when its first goal event for the run's key (its order, or its customer)
   occurs strictly after the run's first sent message and at most `within` after it; once per
   run; of two goal events at the same instant, the one with the smaller event id;
-- revenue (store/effect.py) counts for purchase goals (order.created, order.paid) only.
+- revenue (store/effect.py) counts for purchase goals (order.created, order.paid) only: the
+  converting order's amount (store/orders.py), kept on the run as `converted_amount`.
 
 How the rows stay true:
 - every write to a message row goes through the ORM (the send path, the webhooks' status
@@ -14,12 +15,16 @@ How the rows stay true:
   that is sent, or moves from `sending`/`unknown` to a sent status, upserts its run's row (keeping
   the earliest message, ties by id) and computes the run's conversion from the events logged;
 - `store_events` (store/queries.py) hands each newly logged goal event to `note_goal_events`,
-  which converts the runs it is the first goal event for;
+  which converts the runs it is the first goal event for, and each order whose amount may have
+  changed to `note_amounts`;
 - each journey's rule is the `goals` row the effect report last recorded from its definitions
   (`sync_goals`); when a rule is new or changed, that journey's conversions are computed again;
-- on PostgreSQL both writers first take a transaction lock on the customer, so a goal event and
-  a first send for the same customer committed at the same moment cannot miss each other
-  (SQLite serialises writers anyway).
+- each run also holds the customer's purchases around its first message (`last_paid_before`,
+  `next_paid_after`: first payments from the `orders` read model) for reactivation; a send sets
+  them, and a new or earlier first payment (`note_payments`) sets them again for that customer;
+- on PostgreSQL every writer first takes a transaction lock on the customer (`lock_customers`),
+  so a goal event or a payment and a first send for the same customer committed at the same
+  moment cannot miss each other (SQLite serialises writers anyway).
 """
 
 from __future__ import annotations
@@ -29,15 +34,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy import and_, bindparam, delete, event, inspect, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, event, func, inspect, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnElement
 
 from core.records import Event
 from core.vocabulary import SENT_STATUSES
+from store.orders import amount
 from store.portable import shifted
-from store.tables import EventRow, GoalRow, MessageRow, ReachedRow
+from store.tables import EventRow, GoalRow, MessageRow, OrderRow, ReachedRow
 
 _SENT = frozenset(str(status) for status in SENT_STATUSES)
 #: Goal event types whose order has an amount: only these earn revenue.
@@ -60,15 +66,21 @@ class GoalRule:
         return self.event in PURCHASE_GOALS
 
 
-def _lock_customers(session: Session, customer_ids: Iterable[str]) -> None:
-    """Serialise, per customer, the writers of this read model (PostgreSQL; until commit)."""
+def lock_customers(session: Session, customer_ids: Iterable[str]) -> None:
+    """Serialise, per customer, the writers of the read models (PostgreSQL; until commit): one
+    statement, the locks taken in the order of their keys so two writers cannot deadlock."""
     if session.bind.dialect.name != "postgresql":
         return
-    for customer_id in sorted(set(customer_ids)):
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(:space, hashtext(:customer))"),
-            {"space": _LOCK_SPACE, "customer": customer_id},
-        )
+    customers = sorted(set(customer_ids))
+    if not customers:
+        return
+    session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(:space, k) FROM "
+            "(SELECT DISTINCT hashtext(c) AS k FROM unnest(CAST(:customers AS text[])) AS c ORDER BY k) AS keys"
+        ),
+        {"space": _LOCK_SPACE, "customers": customers},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +111,7 @@ def note_reached(session: Session, rows: list[MessageRow]) -> None:
         key = (row.workflow_id, row.run_id)
         if key not in firsts or (row.at, row.id) < (firsts[key].at, firsts[key].id):
             firsts[key] = row
-    _lock_customers(session, (row.customer_id for row in firsts.values()))
+    lock_customers(session, (row.customer_id for row in firsts.values()))
     insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
     statement = insert(ReachedRow.__table__).values(
         [
@@ -126,12 +138,15 @@ def note_reached(session: Session, rows: list[MessageRow]) -> None:
             where=or_(new.at < old.at, and_(new.at == old.at, new.message_id < old.message_id)),
         ).returning(old.journey, old.workflow_id, old.run_id)
     ).all()
+    if not changed:  # not the run's first sent message
+        return
     by_journey: dict[str, list[tuple[str, str]]] = {}
     for journey, workflow_id, run_id in changed:
         by_journey.setdefault(journey, []).append((workflow_id, run_id))
     rules = _rules(session, list(by_journey))
     for journey, runs in by_journey.items():
         _convert(session, journey, rules.get(journey), runs)
+    _neighbours(session, runs=[(w, run) for _, w, run in changed])
 
 
 @event.listens_for(Session, "after_flush")
@@ -198,6 +213,57 @@ def _convert(session: Session, journey: str, rule: GoalRule | None, runs: list[t
         ),
         execution_options=unsynchronised,
     )
+    session.execute(
+        update(r).where(*where).values(converted_amount=order_amount(r.converted_order)),
+        execution_options=unsynchronised,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The customer's purchases around a run (for reactivation)
+
+
+def _neighbours(
+    session: Session, *, runs: list[tuple[str, str]] | None = None, customers: list[str] | None = None
+) -> None:
+    """Set `last_paid_before` and `next_paid_after` (the customer's orders' first payments just
+    before and after the run's first message, from `orders`) on these runs, or on every run of
+    these customers."""
+    r, o = ReachedRow, OrderRow
+    if runs:
+        where = or_(*(and_(r.workflow_id == w, r.run_id == run) for w, run in runs))
+    elif customers:
+        where = r.customer_id.in_(customers)
+    else:
+        return
+    before = select(func.max(o.paid_at)).where(o.customer_id == r.customer_id, o.paid_at < r.at).scalar_subquery()
+    after = select(func.min(o.paid_at)).where(o.customer_id == r.customer_id, o.paid_at > r.at).scalar_subquery()
+    session.execute(
+        update(r).where(where).values(last_paid_before=before, next_paid_after=after),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def order_amount(order_id) -> ColumnElement:
+    """The amount of an order (NULL for none) from the `orders` read model: a scalar subquery."""
+    return select(amount(OrderRow)).where(OrderRow.order_id == order_id).scalar_subquery()
+
+
+def note_amounts(session: Session, order_ids: Iterable[str]) -> None:
+    """Some orders' amounts may have changed: the runs they converted take them again."""
+    orders = sorted(set(order_ids))
+    if orders:
+        r = ReachedRow
+        session.execute(
+            update(r).where(r.converted_order.in_(orders)).values(converted_amount=order_amount(r.converted_order)),
+            execution_options={"synchronize_session": False},
+        )
+
+
+def note_payments(session: Session, customer_ids: Iterable[str]) -> None:
+    """The first payment of some of these customers' orders is new or moved: their runs'
+    neighbouring purchases again (a customer has few runs; an index look-up or two each)."""
+    _neighbours(session, customers=sorted(set(customer_ids)))
 
 
 def note_goal_events(session: Session, events: list[Event]) -> None:
@@ -211,7 +277,6 @@ def note_goal_events(session: Session, events: list[Event]) -> None:
     relevant = [e for e in events if e.type in goals]
     if not relevant:
         return
-    _lock_customers(session, (e.customer_id for e in relevant))
     table = ReachedRow.__table__
     c = table.c
     later = or_(
@@ -227,7 +292,12 @@ def note_goal_events(session: Session, events: list[Event]) -> None:
         statement = (
             update(table)
             .where(c.journey == journey, key, c.at < bindparam("t"), c.at >= bindparam("since"), later)
-            .values(converted_event=bindparam("event"), converted_at=bindparam("t"), converted_order=bindparam("order"))
+            .values(
+                converted_event=bindparam("event"),
+                converted_at=bindparam("t"),
+                converted_order=bindparam("order"),
+                converted_amount=order_amount(bindparam("order")),
+            )
         )
         session.execute(
             statement,

@@ -161,6 +161,7 @@ class ReachedRow(Base):
         Index("ix_reached_journey", "journey", "at"),
         Index("ix_reached_customer", "customer_id", "at"),
         Index("ix_reached_order", "order_id", "at"),
+        Index("ix_reached_converted_order", "converted_order"),
     )
 
     workflow_id: Mapped[str] = mapped_column(String(300), primary_key=True)
@@ -177,6 +178,11 @@ class ReachedRow(Base):
     converted_event: Mapped[str | None] = mapped_column(String(200))
     converted_at: Mapped[datetime | None]
     converted_order: Mapped[str | None] = mapped_column(String(200))
+    #: That order's amount (store/orders.py `amount`), kept as the order's events come.
+    converted_amount: Mapped[float | None]
+    #: The customer's orders' first payments just before and just after `at`, for reactivation.
+    last_paid_before: Mapped[datetime | None]
+    next_paid_after: Mapped[datetime | None]
 
 
 class OrderRow(Base):

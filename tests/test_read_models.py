@@ -118,3 +118,14 @@ def test_an_order_keeps_its_latest_creation_and_first_payment_and_refund_in_any_
     log(store, event("order.refunded", T + 3 * D, customer="c7", order="o7"))
     log(store, event("order.refunded", T + 2 * D, customer="c7", order="o7"))
     assert order_row()[5] == T + 2 * D
+
+
+def test_a_converted_orders_revenue_follows_its_payment(store, definitions):
+    effect_report(store, definitions, FEB, PRICES)  # revisit_28d converts on order.created
+    write(store, message("revisit_28d", "c8", T, customer="c8", step="visit"))
+    log(store, *order_events("o80", "c8", created=T + H, amount=50))
+    revisit = effect_report(store, definitions, FEB, PRICES).journeys["revisit_28d"]
+    assert (revisit.converted, revisit.revenue) == (1, 50.0)
+    log(store, event("order.paid", T + 2 * H, customer="c8", order="o80", amount=45))  # a coupon at checkout
+    revisit = effect_report(store, definitions, FEB, PRICES).journeys["revisit_28d"]
+    assert (revisit.converted, revisit.revenue) == (1, 45.0)

@@ -10,6 +10,8 @@ all return this model.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -227,66 +229,83 @@ def effect_report(
     by = None if by == "journey" else by
     known = journeys_of(definitions)
     only = [journey] if journey else None
+    goals = {name: goal_rule(definition) for name, definition in known.items()}
     with store.transaction() as session:
-        effect.prepare(session)
         # The read model keeps conversions by these definitions' goals (recomputed if one changed).
-        sync_goals(session, {name: goal_rule(definition) for name, definition in known.items()})
-        messages = effect.message_counts(session, period, by, only)
-        entered = effect.entered_counts(session, period, by, only)
-        exits = effect.exit_counts(session, period, by, only)
-        names = sorted(
-            ({journey} if journey else set(known))
-            | {j for j, _ in messages}
-            | {j for j, _ in entered}
-            | {j for j, _ in exits}
+        sync_goals(session, goals)
+    held_out = {
+        name: rule
+        for name, rule in goals.items()
+        if rule and (only is None or name in only) and (split := known[name].first_split) and split.holdout
+    }
+    with store.snapshot(3) as (ledger, runs, shop):
+        for session in {ledger, runs, shop}:
+            effect.prepare(session)
+        # Three independent parts, each on its own session of one snapshot: side by side where
+        # the database allows (the ledger's counts, the runs' conversions, the shop's results).
+        parts = {
+            "ledger": lambda: (
+                effect.message_counts(ledger, period, by, only),
+                effect.entered_counts(ledger, period, by, only),
+                effect.exit_counts(ledger, period, by, only),
+            ),
+            "runs": lambda: (
+                effect.conversions(runs, goals, period, by, only),
+                {name: effect.holdout(runs, name, rule, period, HOLDOUT) for name, rule in held_out.items()},
+            ),
+            "shop": lambda: effect.result_indicators(shop, period, silent_days) if journey is None else None,
+        }
+        found = _run_parts(parts, store.parallel)
+    (messages, entered, exits), (converted_all, holdouts), results = found["ledger"], found["runs"], found["shop"]
+    names = sorted(
+        ({journey} if journey else set(known))
+        | {j for j, _ in messages}
+        | {j for j, _ in entered}
+        | {j for j, _ in exits}
+        | set(converted_all.journeys)
+    )
+    rules = {name: goals.get(name) for name in names}
+    report: dict[str, JourneyEffect] = {}
+    for name in names:
+        definition = known.get(name)
+        rule = rules[name]
+        converted = converted_all.journeys[name]
+        groups = sorted(
+            {g for j, g in messages if j == name}
+            | {g for j, g in entered if j == name}
+            | {g for j, g in exits if j == name}
+            | set(converted)
         )
-        rules = {name: goal_rule(known[name]) if name in known else None for name in names}
-        converted_all = effect.conversions(session, rules, period, by)
-        report: dict[str, JourneyEffect] = {}
-        for name in names:
-            definition = known.get(name)
-            rule = rules[name]
-            converted = converted_all.journeys[name]
-            groups = sorted(
-                {g for j, g in messages if j == name}
-                | {g for j, g in entered if j == name}
-                | {g for j, g in exits if j == name}
-                | set(converted)
+        figures = {
+            group: _figures(
+                messages.get((name, group), {}),
+                entered.get((name, group), 0),
+                exits.get((name, group), {}),
+                converted.get(group),
             )
-            figures = {
-                group: _figures(
-                    messages.get((name, group), {}),
-                    entered.get((name, group), 0),
-                    exits.get((name, group), {}),
-                    converted.get(group),
-                )
-                for group in groups
-            }
-            if by in ("step", "channel"):  # entries and exits belong to no step: the journey's total only
-                unplaced = figures.pop("", Figures())
-                total = _sum([*figures.values(), unplaced])
-            else:
-                total = _sum(list(figures.values()))
-            split = definition.first_split if definition else None
-            holdout = None
-            if rule and split and split.holdout:
-                holdout = effect.holdout(session, name, rule, period, HOLDOUT)
-                if by == "variant":  # the holdout's own row: its entries, and its conversions from entry
-                    held = figures.setdefault(HOLDOUT, Figures())
-                    held.reached, held.converted = holdout
-            row = JourneyEffect(
-                journey=name,
-                title=definition.title if definition else None,
-                goal=rule.event if rule else None,
-                within=definition.conversion.within if rule and definition and definition.conversion else None,
-                groups={group: f.finish(prices) for group, f in figures.items()} if by else {},
-                **total.finish(prices).model_dump(),
-            )
-            if holdout is not None:
-                row.uplift = uplift((total.converted, total.reached), (holdout[1], holdout[0]))
-            report[name] = row
-        orders, revenue = converted_all.orders, converted_all.revenue
-        results = effect.result_indicators(session, period, silent_days) if journey is None else None
+            for group in groups
+        }
+        if by in ("step", "channel"):  # entries and exits belong to no step: the journey's total only
+            unplaced = figures.pop("", Figures())
+            total = _sum([*figures.values(), unplaced])
+        else:
+            total = _sum(list(figures.values()))
+        holdout = holdouts.get(name)
+        if holdout is not None and by == "variant":  # the holdout's own row: its conversions from entry
+            held = figures.setdefault(HOLDOUT, Figures())
+            held.reached, held.converted = holdout
+        row = JourneyEffect(
+            journey=name,
+            title=definition.title if definition else None,
+            goal=rule.event if rule else None,
+            within=definition.conversion.within if rule and definition and definition.conversion else None,
+            groups={group: f.finish(prices) for group, f in figures.items()} if by else {},
+            **total.finish(prices).model_dump(),
+        )
+        if holdout is not None:
+            row.uplift = uplift((total.converted, total.reached), (holdout[1], holdout[0]))
+        report[name] = row
+    orders, revenue = converted_all.orders, converted_all.revenue
     sent = sum(r.sent for r in report.values())
     cost = round(sum(r.cost for r in report.values()), 4)
     return EffectReport(
@@ -308,6 +327,15 @@ def effect_report(
         if results is not None
         else None,
     )
+
+
+def _run_parts(parts: dict[str, Callable[[], Any]], parallel: bool) -> dict[str, Any]:
+    """Each part's result; in threads when `parallel` (each part keeps to its own session)."""
+    if not parallel:
+        return {name: part() for name, part in parts.items()}
+    with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="effect") as pool:
+        futures = {name: pool.submit(part) for name, part in parts.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def _figures(counts: dict[str, Any], entered: int, exits: dict[str, int], converted: dict[str, Any] | None) -> Figures:
