@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup up test lint bench clean
+.PHONY: setup browser up test lint bench clean
 
 setup: $(STAMP)
 
@@ -23,7 +23,15 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 
-test: setup lint
+# The console's browser tests drive Debian's Chromium through Playwright, which never downloads a
+# browser of its own; installed here (as root) when it is missing, with a font for the Chinese
+# labels of its screenshots.
+browser:
+	@command -v chromium >/dev/null && test -d /usr/share/fonts/truetype/wqy \
+		|| (apt-get update -q && apt-get install -y -q chromium fonts-wqy-microhei) \
+		|| { echo "make: the console's tests need Chromium: apt-get install chromium (as root)" >&2; exit 1; }
+
+test: setup lint browser
 	$(BIN)/journeys validate definitions
 	$(BIN)/python -m pytest -q
 

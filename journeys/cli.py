@@ -222,6 +222,7 @@ def api() -> None:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
     typer.echo(f"Event API     http://{settings.api_host}:{settings.api_port} (OpenAPI at /docs)")
+    typer.echo(f"Console       http://{settings.api_host}:{settings.api_port}/ui/")
     server.run()
 
 

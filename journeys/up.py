@@ -61,6 +61,10 @@ def _encryption_line(settings: Settings) -> str:
     return f"AES-256-GCM, key in {settings.encryption_key_file} (back it up: histories need it)"
 
 
+def _login_line(settings: Settings) -> str:
+    return " (sign in with an API key)" if settings.api_keys else " (no keys configured: no sign-in, loopback only)"
+
+
 def _retention_line(settings: Settings) -> str:
     if not settings.retention_days:
         return "off (JOURNEYS_RETENTION_DAYS=0): message bodies and addresses are kept"
@@ -128,6 +132,7 @@ async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:
         api = api_server(settings, embedded=True)
         serving = asyncio.create_task(api.serve())
         print(f"Event API     http://{settings.api_host}:{api_port} (OpenAPI at /docs)", flush=True)
+        print(f"Console       http://{settings.api_host}:{api_port}/ui/{_login_line(settings)}", flush=True)
         print(f"Worker        task queue {settings.task_queue!r}; Ctrl-C stops everything", flush=True)
         try:
             await run_worker(settings, stop)

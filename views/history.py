@@ -55,11 +55,27 @@ class MessageView(BaseModel):
     updated_at: datetime | None = Field(default=None, description="When the status last changed.")
 
 
+class EventView(BaseModel):
+    """A logged event as the timeline shows it: what and when, and what became of it (its data
+    stays out: it may hold contact details)."""
+
+    event_id: str
+    type: str
+    customer_id: str
+    order_id: str | None
+    occurred_at: datetime
+    received_at: datetime
+    dispatched_at: datetime | None = Field(description="When the router applied it (None: pending or failed).")
+    failed_at: datetime | None = None
+    last_error: str | None = None
+
+
 class History(BaseModel):
     customer_id: str | None = None
     order_id: str | None = None
     instances: list[InstanceView]
     messages: list[MessageView]
+    events: list[EventView] = Field(default_factory=list, description="The logged events, newest first (200 at most).")
 
 
 class BadId(ValueError):
@@ -114,14 +130,17 @@ async def history(
         instances.append(view)
     instances.sort(key=lambda i: i.started_at, reverse=True)
 
-    def messages() -> list[MessageView]:
+    def records() -> tuple[list[MessageView], list[EventView]]:
         with store.transaction() as session:
             rows = queries.list_messages(session, customer_id=customer_id, order_id=order_id)
-            return [_message_view(row) for row in reversed(rows)]
+            logged = queries.logged_events(session, customer_id=customer_id, order_id=order_id)
+            return (
+                [_message_view(row) for row in reversed(rows)],
+                [EventView.model_validate(row, from_attributes=True) for row in logged],
+            )
 
-    return History(
-        customer_id=customer_id, order_id=order_id, instances=instances, messages=await asyncio.to_thread(messages)
-    )
+    messages, events = await asyncio.to_thread(records)
+    return History(customer_id=customer_id, order_id=order_id, instances=instances, messages=messages, events=events)
 
 
 def _unknown_attribute(err: RPCError) -> bool:

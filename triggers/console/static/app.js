@@ -229,7 +229,12 @@ function timeline(history) {
   const messages = table([[L("When", "时间")], [L("Journey · step", "旅程·步骤")], [L("Channel", "渠道")], [L("Status", "状态")], [L("Reason", "原因")], [L("Message", "内容")]],
     history.messages.map((m) => h("tr", {}, td(when(m.at)), td(`${m.journey} · ${m.step}`), td(m.channel || "–"),
       td(h("span", {class: `pill ${m.status}`}, m.status)), td(m.reason || m.error || "–"), td(m.body ? m.body.slice(0, 120) : "–"))), "Messages");
-  return [h("h2", {}, L("Journey instances", "旅程实例")), instances, h("h2", {}, L("Messages", "消息")), messages];
+  const events = table([[L("When", "时间")], [L("Event", "事件")], [L("Order", "订单")], [L("Applied", "处理")]],
+    (history.events || []).map((e) => h("tr", {}, td(when(e.occurred_at)), td(e.type),
+      td(e.order_id ? h("a", {href: `/ui/orders/${enc(e.order_id)}`}, e.order_id) : "–"),
+      td(e.dispatched_at ? when(e.dispatched_at) : e.failed_at ? h("span", {class: "pill failed"}, `failed: ${e.last_error || ""}`) : L("pending", "待处理")))), "Events");
+  return [h("h2", {}, L("Journey instances", "旅程实例")), instances, h("h2", {}, L("Messages", "消息")), messages,
+    h("h2", {}, L("Events", "事件")), events];
 }
 
 async function customerPage(id) {
@@ -251,7 +256,7 @@ async function customerPage(id) {
 async function orderPage(id) {
   show(h("h1", {}, id), h("p", {}, L("Loading…", "加载中…")));
   const history = await api(`/orders/${enc(id)}/history`);
-  const customers = [...new Set(history.messages.map((m) => m.customer_id))];
+  const customers = [...new Set([...history.messages, ...(history.events || [])].map((m) => m.customer_id))];
   show(h("h1", {}, `${L("Order", "订单")} ${id}`),
     h("p", {}, L("Customer", "客户"), " ", ...customers.map((c) => h("a", {href: `/ui/customers/${enc(c)}`}, c))),
     h("section", {class: "card", id: "timeline"}, ...timeline(history)));
@@ -276,10 +281,11 @@ async function broadcastsPage() {
   show(h("h1", {}, L("Broadcasts", "群发")), status,
     table([[L("Broadcast", "群发")], [L("Segment", "分群")], [L("State", "状态")], [L("Members", "人数"), "num"], [L("Started", "已启动"), "num"],
       [L("Waiting", "等待中"), "num"], [L("Outcomes", "结果")], [L("Actions", "操作")]],
-    list.map((b) => h("tr", {"data-broadcast": b.name}, td(b.title || b.name), td(b.segment), td(h("span", {class: `pill ${b.state.replace(/ /g, "-")}`}, b.state)),
+    list.map((b) => h("tr", {"data-broadcast": b.name}, td(b.title || b.name), td(b.segment), td(h("span", {class: `pill state ${b.state.replace(/ /g, "-")}`}, b.state)),
       td(num(b.members), "num"), td(num(b.started), "num"), td(num(b.waiting), "num"), td(reasons(b.outcomes)),
-      td(h("button", {type: "button", onclick: run(b.name, "start"), "aria-label": `Start ${b.name} 启动`}, L("Start", "启动")), " ",
-        h("button", {type: "button", class: "danger", onclick: run(b.name, "cancel"), "aria-label": `Cancel ${b.name} 取消`}, L("Cancel", "取消"))))), "Broadcasts"));
+      td(h("span", {class: "actions"},
+        h("button", {type: "button", onclick: run(b.name, "start"), "aria-label": `Start ${b.name} 启动`}, L("Start", "启动")), " ",
+        h("button", {type: "button", class: "danger", onclick: run(b.name, "cancel"), "aria-label": `Cancel ${b.name} 取消`}, L("Cancel", "取消")))))), "Broadcasts"));
 }
 
 async function eventsPage() {

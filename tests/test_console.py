@@ -1,0 +1,297 @@
+"""The console (/ui/) in a real headless Chromium, against the engine started as `journeys up`
+starts it (a Temporal dev server, the worker and the API in one process) on PostgreSQL, with an
+API key configured: sign in, a journey's chart, funnel, uplift and step diagram, a step's preview,
+a customer found by phone with their profile and timeline, an order's timeline, starting and
+cancelling a broadcast, the dead letters, CSRF refusals, and the pages at phone width.
+Screenshots go to $JOURNEYS_ARTIFACTS (default .artifacts/console)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from store import queries
+from store.tables import InstanceRow, MessageRow
+from tests.helpers import event, free_port
+from tests.test_up import start_up, stop_up
+
+SHOP = ZoneInfo("Asia/Shanghai")  # the shop's time zone by default (JOURNEYS_SHOP_TIMEZONE)
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+KEY = "console-operator-" + uuid.uuid4().hex
+READ_KEY = "console-reader-" + uuid.uuid4().hex
+ARTIFACTS = (
+    Path(os.environ.get("JOURNEYS_ARTIFACTS", Path(__file__).resolve().parent.parent / ".artifacts")) / "console"
+)
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium (make test installs it)")
+
+
+def seed_history(store, now: datetime) -> None:
+    """Six payment reminders at noon (the shop's time) on each of the last three days; the even
+    orders were paid an hour after."""
+    rows, events = [], []
+    today = now.astimezone(SHOP).date()
+    for n in range(1, 7):
+        day = today - timedelta(days=n % 3 + 1)
+        sent_at = datetime.combine(day, dt_time(12, n), SHOP).astimezone(UTC)
+        order, customer = f"seed-o{n}", f"seed-c{n}"
+        rows.append(
+            InstanceRow(workflow_id=f"payment_reminder:{order}", run_id="r1", journey="payment_reminder",
+                        journey_version="v1", customer_id=customer, order_id=order, entered_at=sent_at - timedelta(minutes=15))
+        )  # fmt: skip
+        rows.append(
+            MessageRow(id=str(uuid.uuid4()), workflow_id=f"payment_reminder:{order}", run_id="r1", step="first_reminder",
+                       journey="payment_reminder", journey_version="v1", customer_id=customer, order_id=order,
+                       channel="sms", template="payment_reminder", category="transactional", status="delivered",
+                       at=sent_at, updated_at=sent_at, segments=1)
+        )  # fmt: skip
+        events.append(
+            event("order.created", sent_at - timedelta(minutes=20), customer=customer, order=order, amount=100 * n)
+        )
+        if n % 2 == 0:
+            events.append(event("order.paid", sent_at + timedelta(hours=1), customer=customer, order=order))
+    # A lapsing valuable customer (bought for 800 four months ago), a member of the broadcast's segment.
+    long_ago = now - timedelta(days=120)
+    events += [
+        event("customer.created", long_ago, customer="c-bob", name="Bob", phone="+8613900139000", locale="en"),
+        event("order.created", long_ago, customer="c-bob", order="o-bob", amount=800),
+        event("order.paid", long_ago + timedelta(minutes=5), customer="c-bob", order="o-bob"),
+    ]
+    with store.transaction() as session:
+        session.add_all(rows)
+        session.flush()
+        queries.store_events(session, events, now)
+        # The seeded orders' journeys ran long ago (the rows above): the router must not start them again.
+        queries.mark_all_dispatched(
+            session, [e.event_id for e in events if e.order_id and e.order_id.startswith("seed-")], now
+        )
+
+
+@pytest.fixture
+def console(tmp_path, pg_store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    seed_history(pg_store, now)
+    port, ui_port, api_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "JOURNEYS_DATABASE_URL": pg_store.url,
+        "JOURNEYS_API_KEYS": f"ops:operator:{KEY},reader:read:{READ_KEY}",
+        "JOURNEYS_OUTBOX": str(tmp_path / "outbox.jsonl"),
+    }
+    process, output = start_up(tmp_path, port, ui_port, api_port, env)
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        assert f"Console       {base}/ui/ (sign in with an API key)" in output, output
+        post = httpx.post(
+            f"{base}/events",
+            headers={"Authorization": f"Bearer {KEY}"},
+            json=[
+                {
+                    "event_id": "alice-1",
+                    "type": "customer.created",
+                    "customer_id": "c-alice",
+                    "occurred_at": now.isoformat(),
+                    "data": {"name": "Alice", "phone": "13800138000", "email": "alice@example.com", "locale": "en"},
+                },
+                {
+                    "event_id": "alice-2",
+                    "type": "order.created",
+                    "customer_id": "c-alice",
+                    "order_id": "o-100",
+                    "occurred_at": now.isoformat(),
+                    "data": {"amount": 199},
+                },
+            ],  # fmt: skip
+            timeout=30,
+        )
+        assert post.status_code == 202, post.text
+        for _ in range(300):  # the dispatcher applies customer.created to the store
+            found = httpx.get(f"{base}/customers/c-alice", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+            if found.status_code == 200:
+                break
+            time.sleep(0.1)
+        assert found.status_code == 200, found.text
+        yield base
+    finally:
+        stop_up(process)
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:  # each launch has a fresh profile of its own
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"],
+        )  # fmt: skip
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def ready(page) -> None:
+    page.wait_for_selector("body[data-ready='true']", timeout=30_000)
+
+
+def sign_in(browser, base: str, key: str = KEY, **context):
+    page = browser.new_context(**({"viewport": {"width": 1280, "height": 800}} | context)).new_page()
+    page.goto(f"{base}/ui/")
+    assert "/ui/login" in page.url
+    page.get_by_label("API key 密钥").fill("not-a-key")
+    page.get_by_role("button", name="Sign in 登录").click()
+    assert "That key is not known" in page.locator(".error").inner_text()
+    page.get_by_label("API key 密钥").fill(key)
+    page.get_by_role("button", name="Sign in 登录").click()
+    ready(page)
+    return page
+
+
+def unnamed_controls(page) -> list[str]:
+    """Buttons, inputs, selects and links without an accessible name."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('button, input, select, a, canvas')].filter((el) => {
+            const named = el.getAttribute('aria-label') || (el.labels && el.labels.length) || el.textContent.trim()
+              || el.getAttribute('title');
+            return !named && el.type !== 'hidden';
+        }).map((el) => el.outerHTML.slice(0, 80))"""
+    )
+
+
+def test_a_marketer_reads_a_journey_and_previews_a_step(console, browser):
+    page = sign_in(browser, console)
+    cookie = next(c for c in page.context.cookies() if c["name"] == "journeys_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    row = page.locator("tr", has=page.get_by_role("link", name="首次催付"))
+    assert row.locator("td").nth(3).inner_text() == "6"  # sent
+    assert row.locator("td").nth(5).inner_text() == "3"  # converted
+    shot(page, "journeys")
+
+    page.get_by_role("link", name="首次催付").click()
+    ready(page)
+    # Three days with sends, and today: o-100 entered the journey.
+    assert page.locator("#daily-chart").get_attribute("data-days") == "4"
+    kpis = page.locator(".kpis").inner_text()
+    assert "Converted 转化" in kpis and "CNY 1,200.00" in kpis  # orders 2, 4 and 6: 200 + 400 + 600
+    assert "first_reminder" in page.locator(".funnel").inner_text()
+    assert "This journey has no holdout." in page.locator("#uplift").inner_text()
+    step = page.locator(".step.send", has_text="first_reminder")
+    assert "sent 发送 6" in step.inner_text() and "converted 转化 3" in step.inner_text()
+    assert page.locator(".step.wait").count() >= 1  # the diagram draws the waits between the sends
+    shot(page, "journey")
+
+    step.get_by_role("button", name="Preview first_reminder 预览").click()
+    page.get_by_label("Customer id 客户编号").fill("c-alice")
+    page.get_by_label("Order id 订单编号").fill("o-100")
+    page.locator("#preview").get_by_role("button", name="Preview 预览").click()
+    preview = page.locator("#preview .card").first
+    preview.wait_for(timeout=30_000)
+    assert "Hi Alice, your order o-100 is waiting for payment" in preview.inner_text()
+    shot(page, "preview")
+    assert unnamed_controls(page) == []
+
+
+def test_an_operator_finds_a_customer_and_an_order(console, browser):
+    page = sign_in(browser, console)
+    page.get_by_label("Find a customer by id, phone or email 按编号、手机或邮箱查找客户").fill("13800138000")
+    page.get_by_role("button", name="Find 查找").click()
+    page.wait_for_url("**/ui/customers/c-alice", timeout=30_000)
+    ready(page)
+    profile = page.locator("#profile").inner_text()
+    assert "Alice" in profile and "alice@example.com" in profile
+    deadline = time.monotonic() + 60
+    while "payment_reminder" not in page.locator("#timeline").inner_text():  # visibility lags a little
+        assert time.monotonic() < deadline, page.locator("#timeline").inner_text()
+        page.reload()
+        ready(page)
+    timeline = page.locator("#timeline").inner_text()
+    assert "running" in timeline and "wait" in timeline
+    assert "customer.created" in timeline and "order.created" in timeline  # the logged events
+    assert page.get_by_role("link", name="history 历史").first.get_attribute("href").startswith("http://127.0.0.1:")
+    shot(page, "customer")
+
+    page.goto(f"{console}/ui/orders/o-100")
+    ready(page)
+    deadline = time.monotonic() + 60
+    while "pre_close_reminder" not in page.locator("#timeline").inner_text():
+        assert time.monotonic() < deadline, page.locator("#timeline").inner_text()
+        page.reload()
+        ready(page)
+    assert "payment_reminder" in page.locator("#timeline").inner_text()  # both reminders wait for o-100
+    page.goto(f"{console}/ui/customers?q=nobody@example.com")
+    ready(page)
+    assert "No customer matches" in page.locator("main").inner_text()
+
+
+def test_an_operator_starts_and_cancels_a_broadcast(console, browser):
+    page = sign_in(browser, console)
+    page.goto(f"{console}/ui/broadcasts")
+    ready(page)
+    row = page.locator("tr[data-broadcast='spring_festival_care']")
+    assert "not started" in row.inner_text()
+    row.get_by_role("button", name="Start spring_festival_care 启动").click()
+    state = "tr[data-broadcast='spring_festival_care'] .pill.state"
+    page.wait_for_function(
+        f"() => ['counting', 'starting', 'started'].includes(document.querySelector(\"{state}\").innerText)",
+        timeout=60_000,
+    )
+    shot(page, "broadcast-started")
+    row = page.locator("tr[data-broadcast='spring_festival_care']")
+    assert row.count() == 1, page.locator("main").inner_text()
+    row.get_by_role("button", name="Cancel spring_festival_care 取消").click()
+    deadline = time.monotonic() + 90
+    while page.locator(state).inner_text() != "cancelled":
+        assert time.monotonic() < deadline, page.locator("main").inner_text()
+        page.reload()
+        ready(page)
+    shot(page, "broadcasts")
+
+    # The console's actions need the page's CSRF token: a request without it is refused.
+    refused = page.evaluate(
+        """async () => (await fetch('/broadcasts/spring_festival_care/cancel', {method: 'POST', credentials: 'same-origin'})).status"""
+    )
+    assert refused == 403
+    # The console never sends events, whatever the key may do.
+    assert page.evaluate("async () => (await fetch('/events', {method: 'POST', body: '[]'})).status") == 403
+
+
+def test_a_read_key_reads_but_cannot_start_a_broadcast(console, browser):
+    page = sign_in(browser, console, key=READ_KEY)
+    page.goto(f"{console}/ui/broadcasts")
+    ready(page)
+    page.locator("tr[data-broadcast='spring_festival_care']").get_by_role(
+        "button", name="Start spring_festival_care 启动"
+    ).click()
+    page.locator("[role=status] .error").wait_for(timeout=30_000)
+    assert "may not start or cancel broadcasts" in page.locator("[role=status]").inner_text()
+    page.goto(f"{console}/ui/events")
+    ready(page)
+    assert "No failed events." in page.locator("main").inner_text()
+
+
+def test_the_console_at_phone_width(console, browser):
+    page = sign_in(browser, console, viewport={"width": 390, "height": 844}, is_mobile=True)
+    for path in ("/ui/", "/ui/journeys/payment_reminder", "/ui/customers/c-alice", "/ui/broadcasts"):
+        page.goto(console + path)
+        ready(page)
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 392, f"{path} is {width}px wide at a 390px screen"
+        assert page.get_by_role("navigation", name="Main").is_visible()
+    shot(page, "phone-journey")
