@@ -491,6 +491,11 @@ def _pending():
     return EventRow.dispatched_at.is_(None) & EventRow.failed_at.is_(None)
 
 
+def pending_events(session: Session, limit: int) -> list[EventRow]:
+    """Events waiting for dispatch (with their last error and next retry, if any), oldest first."""
+    return list(session.scalars(select(EventRow).where(_pending()).order_by(EventRow.received_at).limit(limit)))
+
+
 def mark_all_dispatched(session: Session, event_ids: list[str], at: datetime) -> None:
     """Close a customer's dispatched events in one statement."""
     if event_ids:

@@ -195,26 +195,65 @@ def _convert(session: Session, journey: str, rule: GoalRule | None, runs: list[t
         if not runs:
             return
         where.append(or_(*(and_(r.workflow_id == w, r.run_id == run) for w, run in runs)))
+    # Only rows that change are written: the converted ones are cleared, then the runs with a
+    # goal event in their window take it (a million runs cost their look-ups, not a million writes).
+    cleared = {"converted_event": None, "converted_at": None, "converted_order": None, "converted_amount": None}
+    session.execute(
+        update(r).where(*where, r.converted_event.is_not(None)).values(**cleared), execution_options=unsynchronised
+    )
     if rule is None:
-        session.execute(
-            update(r).where(*where).values(converted_event=None, converted_at=None, converted_order=None),
+        return
+    if runs is None:  # every run of the journey: the goal events joined to the runs, first per run
+        goal = aliased(EventRow)
+        key = goal.order_id == r.order_id if rule.key == "order" else goal.customer_id == r.customer_id
+        ranked = (
+            select(
+                r.workflow_id,
+                r.run_id,
+                goal.event_id,
+                goal.occurred_at,
+                goal.order_id,
+                func.row_number()
+                .over(partition_by=(r.workflow_id, r.run_id), order_by=(goal.occurred_at, goal.event_id))
+                .label("n"),
+            )
+            .join(goal, and_(key, goal.type == rule.event))
+            .where(*where, goal.occurred_at > r.at, goal.occurred_at <= shifted(r.at, rule.within))
+            .subquery()
+        )
+        firsts = (
+            select(ranked, amount(OrderRow).label("amount"))
+            .outerjoin(OrderRow, OrderRow.order_id == ranked.c.order_id)
+            .where(ranked.c.n == 1)
+            .subquery()
+        )
+        session.execute(  # one write per converted run
+            update(r)
+            .where(r.workflow_id == firsts.c.workflow_id, r.run_id == firsts.c.run_id)
+            .values(
+                converted_event=firsts.c.event_id,
+                converted_at=firsts.c.occurred_at,
+                converted_order=firsts.c.order_id,
+                converted_amount=firsts.c.amount,
+            ),
             execution_options=unsynchronised,
         )
         return
     first = first_goal_event(rule, r.order_id, r.customer_id, r.at)
-    session.execute(update(r).where(*where).values(converted_event=first), execution_options=unsynchronised)
+    session.execute(
+        update(r).where(*where, first.is_not(None)).values(converted_event=first), execution_options=unsynchronised
+    )
     chosen = aliased(EventRow)
     session.execute(
         update(r)
-        .where(*where, or_(r.converted_event.is_not(None), r.converted_at.is_not(None)))
+        .where(*where, r.converted_event.is_not(None))
         .values(
             converted_at=select(chosen.occurred_at).where(chosen.event_id == r.converted_event).scalar_subquery(),
             converted_order=select(chosen.order_id).where(chosen.event_id == r.converted_event).scalar_subquery(),
+            converted_amount=order_amount(
+                select(chosen.order_id).where(chosen.event_id == r.converted_event).scalar_subquery()
+            ),
         ),
-        execution_options=unsynchronised,
-    )
-    session.execute(
-        update(r).where(*where).values(converted_amount=order_amount(r.converted_order)),
         execution_options=unsynchronised,
     )
 

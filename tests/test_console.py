@@ -21,7 +21,7 @@ import pytest
 
 from store import queries
 from store.tables import InstanceRow, MessageRow
-from tests.helpers import event, free_port
+from tests.helpers import daytime_zone, event, free_port
 from tests.test_up import start_up, stop_up
 
 SHOP = ZoneInfo("Asia/Shanghai")  # the shop's time zone by default (JOURNEYS_SHOP_TIMEZONE)
@@ -100,7 +100,13 @@ def console(tmp_path, pg_store):
                     "type": "customer.created",
                     "customer_id": "c-alice",
                     "occurred_at": now.isoformat(),
-                    "data": {"name": "Alice", "phone": "13800138000", "email": "alice@example.com", "locale": "en"},
+                    "data": {
+                        "name": "Alice",
+                        "phone": "13800138000",
+                        "email": "alice@example.com",
+                        "locale": "en",
+                        "timezone": daytime_zone(now),
+                    },  # midday there: no quiet hours hold her messages
                 },
                 {
                     "event_id": "alice-2",
@@ -110,6 +116,24 @@ def console(tmp_path, pg_store):
                     "occurred_at": now.isoformat(),
                     "data": {"amount": 199},
                 },
+                *(
+                    {
+                        "event_id": f"alice-{n}",
+                        "type": kind,
+                        "customer_id": "c-alice",
+                        "order_id": "o-101",
+                        "occurred_at": now.isoformat(),
+                        "data": data,
+                    }
+                    for n, (kind, data) in enumerate(
+                        [
+                            ("order.created", {"amount": 59}),
+                            ("order.paid", {"amount": 59}),
+                            ("order.shipped", {"carrier": "SF Express", "tracking_no": "SF1234567890"}),
+                        ],
+                        start=3,
+                    )
+                ),  # fmt: skip
             ],  # fmt: skip
             timeout=30,
         )
@@ -217,13 +241,15 @@ def test_an_operator_finds_a_customer_and_an_order(console, browser):
     profile = page.locator("#profile").inner_text()
     assert "Alice" in profile and "alice@example.com" in profile
     deadline = time.monotonic() + 60
-    while "payment_reminder" not in page.locator("#timeline").inner_text():  # visibility lags a little
+    # Temporal's visibility lags a little, and the worker sends the shipped notice: wait for both.
+    while not all(text in page.locator("#timeline").inner_text() for text in ("payment_reminder", "shipped_notice · ")):
         assert time.monotonic() < deadline, page.locator("#timeline").inner_text()
         page.reload()
         ready(page)
     timeline = page.locator("#timeline").inner_text()
     assert "running" in timeline and "wait" in timeline
-    assert "customer.created" in timeline and "order.created" in timeline  # the logged events
+    assert "customer.created" in timeline and "order.shipped" in timeline  # the logged events
+    assert "shipped_notice · shipped" in timeline and "sent" in timeline  # the notice, through the outbox
     assert page.get_by_role("link", name="history 历史").first.get_attribute("href").startswith("http://127.0.0.1:")
     shot(page, "customer")
 
@@ -284,6 +310,7 @@ def test_a_read_key_reads_but_cannot_start_a_broadcast(console, browser):
     page.goto(f"{console}/ui/events")
     ready(page)
     assert "No failed events." in page.locator("main").inner_text()
+    assert "Waiting for dispatch" in page.locator("main").inner_text()
 
 
 def test_the_console_at_phone_width(console, browser):

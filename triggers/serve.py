@@ -17,12 +17,24 @@ from core.temporal import connect, payload_codec
 from definitions.loader import default_directory, load_definitions
 from store import queries
 from store.db import Store
+from store.reached import sync_goals
 from triggers.api import create_app
 from triggers.dispatcher import Dispatcher
 from triggers.webhooks import WebhookConfig
-from views.effect import Prices
+from views.effect import Prices, goal_rule, journeys_of
 
 log = logging.getLogger("journeys.api")
+
+
+def record_goals(store: Store, definitions) -> None:
+    """Record the journeys' goals for the effect report (store/reached.py); logged, never fatal."""
+    try:
+        with store.transaction() as session:
+            changed = sync_goals(session, {name: goal_rule(d) for name, d in journeys_of(definitions).items()})
+        if changed:
+            log.info("effect report: conversions computed for %s (goal new or changed)", ", ".join(changed))
+    except Exception:  # the report records them itself on its first run
+        log.exception("effect report: the journeys' goals could not be recorded now")
 
 
 class UnsafeBinding(ValueError):
@@ -58,11 +70,17 @@ def build_api(settings: Settings) -> FastAPI:
     async def lifespan(_app: FastAPI):
         stop = asyncio.Event()
         task = asyncio.create_task(dispatcher.run(stop))
+        # The effect report's read model by these definitions' goals, in the background: after an
+        # upgrade or a changed goal the first report then need not compute every conversion.
+        goals = asyncio.create_task(asyncio.to_thread(record_goals, store, definitions))
         try:
             yield
         finally:
             stop.set()
             await task
+            if not goals.done():
+                log.info("waiting for the effect report's conversions to be computed before stopping")
+            await asyncio.gather(goals, return_exceptions=True)
             store.dispose()
 
     return create_app(

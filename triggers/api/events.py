@@ -16,8 +16,9 @@ from core.access import Permission
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_event
 from store import queries
 from store.db import Store
-from triggers.api.deps import Context, Problem, allowed
+from triggers.api.deps import ApiContext, Context, Problem, allowed
 from triggers.http import read_body
+from views.history import EventView
 
 MAX_BATCH = 1000
 
@@ -71,6 +72,11 @@ class DeadLetter(BaseModel):
     failed_at: datetime
     attempts: int
     last_error: str | None = Field(description="Why it could not be applied.")
+
+
+class PendingEvent(EventView):
+    attempts: int
+    retry_at: datetime | None = Field(description="When the dispatcher tries again after a passing failure.")
 
 
 class ReplayRequest(BaseModel):
@@ -177,16 +183,35 @@ async def post_events(request: Request, api: Context) -> JSONResponse:
     return JSONResponse(answer.model_dump(mode="json"), status_code=status)
 
 
+_READ = {
+    "responses": {401: {"model": Problem}, 403: {"model": Problem}},
+    "dependencies": [Depends(allowed(Permission.READ_EVENTS))],
+}
+
+
+async def _listed(api: ApiContext, rows_of, model: type[BaseModel], limit: int) -> list:
+    rows = await api.store.run(lambda session: rows_of(session, max(1, min(limit, 1000))))
+    return [model.model_validate(row, from_attributes=True) for row in rows]
+
+
 @router.get(
     "/events/failed",
     response_model=list[DeadLetter],
-    responses={401: {"model": Problem}, 403: {"model": Problem}},
-    dependencies=[Depends(allowed(Permission.READ_EVENTS))],
     summary="Dead letters: events the dispatcher could not apply, newest first",
+    **_READ,
 )
 async def failed_events(api: Context, limit: int = 100) -> list[DeadLetter]:
-    rows = await api.store.run(lambda session: queries.failed_events(session, max(1, min(limit, 1000))))
-    return [DeadLetter.model_validate(row, from_attributes=True) for row in rows]
+    return await _listed(api, queries.failed_events, DeadLetter, limit)
+
+
+@router.get(
+    "/events/pending",
+    response_model=list[PendingEvent],
+    summary="Events waiting for dispatch to Temporal, oldest first",
+    **_READ,
+)
+async def pending_events(api: Context, limit: int = 100) -> list[PendingEvent]:
+    return await _listed(api, queries.pending_events, PendingEvent, limit)
 
 
 @router.post(

@@ -289,18 +289,23 @@ async function broadcastsPage() {
 }
 
 async function eventsPage() {
-  const failed = await api("/events/failed");
+  const [failed, pending] = await Promise.all([api("/events/failed"), api("/events/pending")]);
   const status = h("p", {role: "status", "aria-live": "polite"});
   const replay = (ids) => async () => {
     try { const r = await act("/events/replay", ids ? {event_ids: ids} : {all_failed: true}); status.textContent = `${L("Replayed", "已重放")}: ${r.replayed.length}`; setTimeout(eventsPage, 800); }
     catch (err) { status.replaceChildren(problem(err)); }
   };
-  show(h("h1", {}, L("Event log: failed events", "事件日志：失败事件")), status,
+  show(h("h1", {}, L("Event log", "事件日志")), status, h("h2", {}, L("Failed events", "失败事件")),
     failed.length ? h("p", {}, h("button", {type: "button", onclick: replay(null)}, L("Replay all", "全部重放"))) : h("p", {class: "muted"}, L("No failed events.", "没有失败的事件。")),
     table([[L("Event", "事件")], [L("Type", "类型")], [L("Customer", "客户")], [L("Order", "订单")], [L("Failed", "失败时间")], [L("Attempts", "次数"), "num"], [L("Why", "原因")], [""]],
       failed.map((e) => h("tr", {}, td(e.event_id), td(e.type), td(h("a", {href: `/ui/customers/${enc(e.customer_id)}`}, e.customer_id)),
         td(e.order_id ? h("a", {href: `/ui/orders/${enc(e.order_id)}`}, e.order_id) : "–"), td(when(e.failed_at)), td(num(e.attempts), "num"), td(e.last_error || "–"),
-        td(h("button", {type: "button", class: "secondary", onclick: replay([e.event_id]), "aria-label": `Replay ${e.event_id} 重放`}, L("Replay", "重放"))))), "Failed events"));
+        td(h("button", {type: "button", class: "secondary", onclick: replay([e.event_id]), "aria-label": `Replay ${e.event_id} 重放`}, L("Replay", "重放"))))), "Failed events"),
+    h("h2", {}, L("Waiting for dispatch", "待分发")),
+    pending.length ? table([[L("Event", "事件")], [L("Type", "类型")], [L("Customer", "客户")], [L("Received", "接收时间")], [L("Attempts", "次数"), "num"], [L("Next try", "下次重试")], [L("Last error", "最近错误")]],
+      pending.map((e) => h("tr", {}, td(e.event_id), td(e.type), td(h("a", {href: `/ui/customers/${enc(e.customer_id)}`}, e.customer_id)),
+        td(when(e.received_at)), td(num(e.attempts), "num"), td(when(e.retry_at)), td(e.last_error || "–"))), "Pending events")
+      : h("p", {class: "muted"}, L("Nothing is waiting.", "没有待分发的事件。")));
 }
 
 /* ---------------------------------------------------------------- routing */
