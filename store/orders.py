@@ -78,14 +78,15 @@ def note_order_events(session: Session, events: list[Event]) -> tuple[set[str], 
             | ({columns[1]: amount_of(e.data)} if len(columns) > 1 else {})
             for e in winners.values()
         ]
-        statement = insert(table).values(rows)
+        statement = insert(table)  # one cached statement for many rows
         new, old = statement.excluded[columns[0]], table.c[columns[0]]
         changed = session.execute(
             statement.on_conflict_do_update(
                 index_elements=[table.c.order_id],
                 set_={column: statement.excluded[column] for column in columns},
                 where=or_(old.is_(None), new >= old if latest else new < old),
-            ).returning(table.c.order_id, table.c.customer_id)
+            ).returning(table.c.order_id, table.c.customer_id),
+            rows,
         )
         for order_id, customer_id in changed:
             changed_orders.add(order_id)

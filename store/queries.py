@@ -399,8 +399,9 @@ def store_events(session: Session, events: list[Event], received_at: datetime) -
         }
         for event in events
     ]
-    statement = insert(table).values(rows).on_conflict_do_nothing(index_elements=[table.c.event_id])
-    written = set(session.scalars(statement.returning(table.c.event_id)))
+    # One cached statement, executed for many rows (SQLAlchemy batches them into multi-row VALUES).
+    statement = insert(table).on_conflict_do_nothing(index_elements=[table.c.event_id])
+    written = set(session.scalars(statement.returning(table.c.event_id), rows))
     new: dict[str, Event] = {}
     for event in events:  # the first of each id written: what the log holds
         if event.event_id in written:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy import and_, bindparam, delete, event, func, inspect, or_, select, text, update
+from sqlalchemy import and_, delete, event, func, inspect, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnElement
@@ -306,51 +306,32 @@ def note_payments(session: Session, customer_ids: Iterable[str]) -> None:
 
 
 def note_goal_events(session: Session, events: list[Event]) -> None:
-    """Convert the runs each newly logged event is the first goal event for, by the recorded
-    rules: same key, strictly after the run's first sent message, at most `within` after it, and
-    earlier than (or at the same instant with a smaller id than) the run's conversion so far."""
+    """Convert the runs newly logged goal events may be the first goal event for. One query per
+    journey finds the candidates (same key, first sent message in the `within` before one of the
+    events, not already converted earlier); the few it finds are computed again by the rule
+    (`_convert`), which sees the new events."""
     if not events:
         return
     rules = _rules(session)
-    goals = {rule.event for rule in rules.values()}
-    relevant = [e for e in events if e.type in goals]
-    if not relevant:
-        return
-    table = ReachedRow.__table__
-    c = table.c
-    later = or_(
-        c.converted_at.is_(None),
-        c.converted_at > bindparam("t"),
-        and_(c.converted_at == bindparam("t"), c.converted_event > bindparam("event")),
-    )
+    r = ReachedRow
     for journey, rule in rules.items():
-        mine = [e for e in relevant if e.type == rule.event and (e.order_id if rule.key == "order" else e.customer_id)]
+        mine = [e for e in events if e.type == rule.event and (e.order_id if rule.key == "order" else e.customer_id)]
         if not mine:
             continue
-        key = c.order_id == bindparam("key") if rule.key == "order" else c.customer_id == bindparam("key")
-        statement = (
-            update(table)
-            .where(c.journey == journey, key, c.at < bindparam("t"), c.at >= bindparam("since"), later)
-            .values(
-                converted_event=bindparam("event"),
-                converted_at=bindparam("t"),
-                converted_order=bindparam("order"),
-                converted_amount=order_amount(bindparam("order")),
+        column = r.order_id if rule.key == "order" else r.customer_id
+        keys = sorted({e.order_id if rule.key == "order" else e.customer_id for e in mine})
+        first, last = min(e.occurred_at for e in mine), max(e.occurred_at for e in mine)
+        candidates = session.execute(
+            select(r.workflow_id, r.run_id).where(
+                r.journey == journey,
+                column.in_(keys),
+                r.at < last,
+                r.at >= first - rule.within,
+                or_(r.converted_at.is_(None), r.converted_at >= first),
             )
-        )
-        session.execute(
-            statement,
-            [
-                {
-                    "key": e.order_id if rule.key == "order" else e.customer_id,
-                    "t": e.occurred_at,
-                    "since": e.occurred_at - rule.within,
-                    "event": e.event_id,
-                    "order": e.order_id,
-                }
-                for e in mine
-            ],
-        )
+        ).all()
+        if candidates:
+            _convert(session, journey, rule, [(w, run) for w, run in candidates])
 
 
 def sync_goals(session: Session, rules: dict[str, GoalRule | None]) -> list[str]:

@@ -321,4 +321,4 @@ def test_the_console_at_phone_width(console, browser):
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 392, f"{path} is {width}px wide at a 390px screen"
         assert page.get_by_role("navigation", name="Main").is_visible()
-    shot(page, "phone-journey")
+        shot(page, "phone-" + (path.strip("/").replace("/", "-").removeprefix("ui-") or "ui"))
