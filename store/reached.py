@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy import and_, delete, event, func, inspect, or_, select, text, update
+from sqlalchemy import and_, delete, event, func, inspect, or_, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnElement
@@ -102,8 +102,9 @@ def _newly_sent(session: Session) -> list[MessageRow]:
 
 
 def note_reached(session: Session, rows: list[MessageRow]) -> None:
-    """Upsert the runs of these sent messages, keeping each run's earliest (at, id), and compute
-    the conversions of the runs whose first message is new."""
+    """Upsert the runs of these sent messages, keeping each run's earliest (at, id). A new or
+    moved run is left unsettled: its conversion and neighbouring purchases are computed by
+    `settle`, off the send path (one statement here, no lock)."""
     if not rows:
         return
     firsts: dict[tuple[str, str], MessageRow] = {}
@@ -111,42 +112,77 @@ def note_reached(session: Session, rows: list[MessageRow]) -> None:
         key = (row.workflow_id, row.run_id)
         if key not in firsts or (row.at, row.id) < (firsts[key].at, firsts[key].id):
             firsts[key] = row
-    lock_customers(session, (row.customer_id for row in firsts.values()))
     insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(ReachedRow.__table__).values(
-        [
-            {
-                "workflow_id": row.workflow_id,
-                "run_id": row.run_id,
-                "journey": row.journey,
-                "customer_id": row.customer_id,
-                "order_id": row.order_id,
-                "variant": row.variant,
-                "step": row.step,
-                "channel": row.channel,
-                "at": row.at,
-                "message_id": row.id,
-            }
-            for row in firsts.values()
-        ]
-    )
+    statement = insert(ReachedRow.__table__)  # one cached statement for many rows
+    rows_of_runs = [
+        {
+            "workflow_id": row.workflow_id,
+            "run_id": row.run_id,
+            "journey": row.journey,
+            "customer_id": row.customer_id,
+            "order_id": row.order_id,
+            "variant": row.variant,
+            "step": row.step,
+            "channel": row.channel,
+            "at": row.at,
+            "message_id": row.id,
+            "settled": False,
+        }
+        for row in firsts.values()
+    ]
     new, old = statement.excluded, ReachedRow.__table__.c
-    changed = session.execute(
+    session.execute(
         statement.on_conflict_do_update(
             index_elements=[old.workflow_id, old.run_id],
-            set_={"step": new.step, "channel": new.channel, "at": new.at, "message_id": new.message_id},
+            set_={
+                "step": new.step,
+                "channel": new.channel,
+                "at": new.at,
+                "message_id": new.message_id,
+                "settled": False,
+            },
             where=or_(new.at < old.at, and_(new.at == old.at, new.message_id < old.message_id)),
-        ).returning(old.journey, old.workflow_id, old.run_id)
+        ),
+        rows_of_runs,
+    )
+
+
+def settle(session: Session, limit: int = 2000) -> int:
+    """Compute the conversions and neighbouring purchases of up to `limit` unsettled runs (new
+    or moved by a send); how many it settled. The runs are claimed first, in this transaction,
+    so a send that moves one meanwhile leaves it unsettled again for the next call."""
+    r = ReachedRow
+    lock_customers(session, ["settle"])  # one settler at a time on PostgreSQL
+    claimed = session.execute(
+        select(r.journey, r.workflow_id, r.run_id, r.customer_id).where(r.settled.is_(False)).limit(limit)
     ).all()
-    if not changed:  # not the run's first sent message
-        return
+    if not claimed:
+        return 0
+    lock_customers(session, (customer for *_, customer in claimed))
+    runs = [(w, run) for _, w, run, _ in claimed]
+    session.execute(
+        update(r).where(tuple_(r.workflow_id, r.run_id).in_(runs)).values(settled=True),
+        execution_options={"synchronize_session": False},
+    )
     by_journey: dict[str, list[tuple[str, str]]] = {}
-    for journey, workflow_id, run_id in changed:
+    for journey, workflow_id, run_id, _ in claimed:
         by_journey.setdefault(journey, []).append((workflow_id, run_id))
     rules = _rules(session, list(by_journey))
-    for journey, runs in by_journey.items():
-        _convert(session, journey, rules.get(journey), runs)
-    _neighbours(session, runs=[(w, run) for _, w, run in changed])
+    for journey, mine in by_journey.items():
+        _convert(session, journey, rules.get(journey), mine)
+    _neighbours(session, runs=runs)
+    return len(claimed)
+
+
+def settle_all(store) -> int:
+    """Settle every unsettled run, a batch per transaction; how many."""
+    total = 0
+    while True:
+        with store.transaction() as session:
+            done = settle(session)
+        total += done
+        if not done:
+            return total
 
 
 @event.listens_for(Session, "after_flush")
@@ -194,13 +230,18 @@ def _convert(session: Session, journey: str, rule: GoalRule | None, runs: list[t
     if runs is not None:
         if not runs:
             return
-        where.append(or_(*(and_(r.workflow_id == w, r.run_id == run) for w, run in runs)))
-    # Only rows that change are written: the converted ones are cleared, then the runs with a
-    # goal event in their window take it (a million runs cost their look-ups, not a million writes).
+        where.append(tuple_(r.workflow_id, r.run_id).in_(runs))
     cleared = {"converted_event": None, "converted_at": None, "converted_order": None, "converted_amount": None}
-    session.execute(
-        update(r).where(*where, r.converted_event.is_not(None)).values(**cleared), execution_options=unsynchronised
-    )
+    if runs is not None and rule is None:
+        return  # a journey without a goal has no conversions to move (sync_goals cleared any)
+    if runs is None:
+        # Every run of the journey: only rows that change are written. The converted ones are
+        # cleared, then the runs with a goal event in their window take it (a million runs cost a
+        # join, not a million writes).
+        session.execute(
+            update(r).where(*where, r.converted_event.is_not(None)).values(**cleared),
+            execution_options=unsynchronised,
+        )
     if rule is None:
         return
     if runs is None:  # every run of the journey: the goal events joined to the runs, first per run
@@ -239,9 +280,10 @@ def _convert(session: Session, journey: str, rule: GoalRule | None, runs: list[t
             execution_options=unsynchronised,
         )
         return
+    # A few runs (a send, goal events): each takes its first goal event, or none.
     first = first_goal_event(rule, r.order_id, r.customer_id, r.at)
     session.execute(
-        update(r).where(*where, first.is_not(None)).values(converted_event=first), execution_options=unsynchronised
+        update(r).where(*where).values(**(cleared | {"converted_event": first})), execution_options=unsynchronised
     )
     chosen = aliased(EventRow)
     session.execute(
@@ -250,8 +292,8 @@ def _convert(session: Session, journey: str, rule: GoalRule | None, runs: list[t
         .values(
             converted_at=select(chosen.occurred_at).where(chosen.event_id == r.converted_event).scalar_subquery(),
             converted_order=select(chosen.order_id).where(chosen.event_id == r.converted_event).scalar_subquery(),
-            converted_amount=order_amount(
-                select(chosen.order_id).where(chosen.event_id == r.converted_event).scalar_subquery()
+            converted_amount=order_amount(  # correlated to the run two levels up
+                select(chosen.order_id).where(chosen.event_id == r.converted_event).correlate(r).scalar_subquery()
             ),
         ),
         execution_options=unsynchronised,
@@ -270,7 +312,7 @@ def _neighbours(
     these customers."""
     r, o = ReachedRow, OrderRow
     if runs:
-        where = or_(*(and_(r.workflow_id == w, r.run_id == run) for w, run in runs))
+        where = tuple_(r.workflow_id, r.run_id).in_(runs)
     elif customers:
         where = r.customer_id.in_(customers)
     else:

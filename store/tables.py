@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -162,6 +162,9 @@ class ReachedRow(Base):
         Index("ix_reached_customer", "customer_id", "at"),
         Index("ix_reached_order", "order_id", "at"),
         Index("ix_reached_converted_order", "converted_order"),
+        Index(
+            "ix_reached_unsettled", "journey", postgresql_where=text("NOT settled"), sqlite_where=text("NOT settled")
+        ),
     )
 
     workflow_id: Mapped[str] = mapped_column(String(300), primary_key=True)
@@ -183,6 +186,8 @@ class ReachedRow(Base):
     #: The customer's orders' first payments just before and just after `at`, for reactivation.
     last_paid_before: Mapped[datetime | None]
     next_paid_after: Mapped[datetime | None]
+    #: False while a send has made or moved the run and `settle` has not computed the above yet.
+    settled: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class OrderRow(Base):

@@ -10,7 +10,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from store import queries
-from store.reached import GoalRule, sync_goals
+from store.reached import GoalRule, settle_all, sync_goals
 from store.tables import MessageRow, OrderRow, ReachedRow
 from tests.helpers import event
 from tests.test_effect import FEB, PRICES, T, message, order_events
@@ -29,7 +29,10 @@ def log(store, *events):
         queries.store_events(session, list(events), T + 10 * D)
 
 
-def run_of(store, workflow_id):
+def run_of(store, workflow_id, settled: bool = True):
+    """The run's row as a report reads it: after `settle` (the API does it every few seconds)."""
+    if settled:
+        settle_all(store)
     with store.transaction() as session:
         row = session.scalars(select(ReachedRow).where(ReachedRow.workflow_id == workflow_id)).one_or_none()
         return None if row is None else (row.at, row.step, row.converted_at, row.converted_order)
@@ -57,6 +60,7 @@ def test_a_send_confirmed_after_the_goal_was_logged_still_converts(store, defini
     log(store, *order_events("o2", "c2", created=T - H, paid=T + H, amount=80))
     assert run_of(store, "payment_reminder:o2") is None  # not sent yet: not reached
     advance(store, "payment_reminder:o2", "remind", "sent")
+    assert run_of(store, "payment_reminder:o2", settled=False) == (T, "remind", None, None)  # the send only records it
     assert run_of(store, "payment_reminder:o2") == (T, "remind", T + H, "o2")
 
 

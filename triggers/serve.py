@@ -17,7 +17,7 @@ from core.temporal import connect, payload_codec
 from definitions.loader import default_directory, load_definitions
 from store import queries
 from store.db import Store
-from store.reached import sync_goals
+from store.reached import settle_all, sync_goals
 from triggers.api import create_app
 from triggers.dispatcher import Dispatcher
 from triggers.webhooks import WebhookConfig
@@ -35,6 +35,18 @@ def record_goals(store: Store, definitions) -> None:
             log.info("effect report: conversions computed for %s (goal new or changed)", ", ".join(changed))
     except Exception:  # the report records them itself on its first run
         log.exception("effect report: the journeys' goals could not be recorded now")
+
+
+async def keep_read_model(store: Store, definitions, stop: asyncio.Event, every: float = 5.0) -> None:
+    """Record the goals once, then settle new runs every `every` seconds until `stop`."""
+    await asyncio.to_thread(record_goals, store, definitions)
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(settle_all, store)
+        except Exception:  # the store down, or a bug: logged, retried at the next tick; reports settle too
+            log.exception("effect report: settling new runs failed; retrying")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
 
 
 class UnsafeBinding(ValueError):
@@ -70,9 +82,10 @@ def build_api(settings: Settings) -> FastAPI:
     async def lifespan(_app: FastAPI):
         stop = asyncio.Event()
         task = asyncio.create_task(dispatcher.run(stop))
-        # The effect report's read model by these definitions' goals, in the background: after an
-        # upgrade or a changed goal the first report then need not compute every conversion.
-        goals = asyncio.create_task(asyncio.to_thread(record_goals, store, definitions))
+        # The effect report's read model, in the background: the definitions' goals (after an
+        # upgrade or a changed goal the first report then need not compute every conversion),
+        # then the runs sends made, every few seconds, off the send path.
+        goals = asyncio.create_task(keep_read_model(store, definitions, stop))
         try:
             yield
         finally:

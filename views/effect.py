@@ -24,7 +24,7 @@ from definitions.schema import HOLDOUT, Journey
 from store import effect
 from store.db import Store
 from store.effect import Grouping, Period
-from store.reached import GoalRule, sync_goals
+from store.reached import GoalRule, settle_all, sync_goals
 
 #: z for a two-sided 95% interval.
 Z95 = 1.959963984540054
@@ -233,6 +233,7 @@ def effect_report(
     with store.transaction() as session:
         # The read model keeps conversions by these definitions' goals (recomputed if one changed).
         sync_goals(session, goals)
+    settle_all(store)  # the runs sends made since the last settling
     held_out = {
         name: rule
         for name, rule in goals.items()
