@@ -154,7 +154,7 @@ def settle(session: Session, limit: int = 2000) -> int:
     r = ReachedRow
     lock_customers(session, ["settle"])  # one settler at a time on PostgreSQL
     claimed = session.execute(
-        select(r.journey, r.workflow_id, r.run_id, r.customer_id).where(r.settled.is_(False)).limit(limit)
+        select(r.journey, r.workflow_id, r.run_id, r.customer_id).where(~r.settled).limit(limit)
     ).all()
     if not claimed:
         return 0
