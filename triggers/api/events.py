@@ -62,13 +62,7 @@ class EventsAnswer(BaseModel):
     }
 
 
-class DeadLetter(BaseModel):
-    event_id: str
-    type: str
-    customer_id: str
-    order_id: str | None
-    occurred_at: datetime
-    received_at: datetime
+class DeadLetter(EventView):
     failed_at: datetime
     attempts: int
     last_error: str | None = Field(description="Why it could not be applied.")

@@ -16,6 +16,7 @@ the page carries in a meta tag.
 
 from __future__ import annotations
 
+import functools
 import html
 import time
 from pathlib import Path
@@ -34,8 +35,14 @@ SESSION_SECONDS = 12 * 3600
 router = APIRouter(include_in_schema=False)
 
 
+@functools.cache
+def _template(name: str) -> str:
+    """A page's HTML, read once per process."""
+    return (STATIC / name).read_text(encoding="utf-8")
+
+
 def _page(request: Request, csrf: str, who: str) -> HTMLResponse:
-    shell = (STATIC / "index.html").read_text(encoding="utf-8")
+    shell = _template("index.html")
     shell = shell.replace("{{csrf}}", html.escape(csrf)).replace("{{who}}", html.escape(who))
     api = context(request)
     shell = shell.replace("{{temporal_ui}}", html.escape(api.ui_url)).replace(
@@ -45,7 +52,7 @@ def _page(request: Request, csrf: str, who: str) -> HTMLResponse:
 
 
 def _login_page(message: str = "", status: int = 200) -> HTMLResponse:
-    page = (STATIC / "login.html").read_text(encoding="utf-8").replace("{{message}}", html.escape(message))
+    page = _template("login.html").replace("{{message}}", html.escape(message))
     return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
 
 
