@@ -12,6 +12,11 @@ these helpers:
 
 Templates add the filter `localtime(fmt)` (a time shown in the customer's time zone).
 
+The data shows only its contents (a mapping its keys, a list its items, never their methods), and
+a missing key or a null value, at any depth, is *nothing*: false in comparisons, nothing in
+arithmetic, replaced by `default`; printing it in a template fails naming the path (`_Nothing`,
+and the README's "What nothing does").
+
 Everything here is deterministic (no clock, no I/O) so workflows may evaluate expressions; they
 are compiled when their definition loads, never in a workflow (see `_expression`).
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import calendar
 import functools
+import operator
 import re
 import time as _time
 from collections.abc import Iterator, Mapping
@@ -29,10 +35,12 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, TemplateSyntaxError, nodes
-from jinja2.compiler import CodeGenerator, Frame
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError, TemplateSyntaxError, Undefined, nodes
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.filters import do_default
+from jinja2.sandbox import ImmutableSandboxedEnvironment, modifies_known_mutable
+from jinja2.utils import missing
 from temporalio import workflow as _workflow
 
 from definitions.schema import parse_duration
@@ -154,29 +162,244 @@ def _size_checked(name: str, function):
     return checked
 
 
+# ---------------------------------------------------------------------------------------------
+# Nothing: what an expression reads where the data has no value (README, "What nothing does").
+
+
+class _Nothing(Undefined):
+    """A missing key at any depth, a null value read from data, or a missing name: falsy; `==`,
+    `<`, `>`, `in` ... are false with it (`!=` and `not in` true); it iterates as empty, its length
+    is 0, arithmetic with it gives it back, and reading into it (`.x`, `[0]`) gives nothing again.
+    It prints as ''; the templates' kind refuses to print (`_StrictNothing`). Calling it fails. Its
+    message names the path read (`'order.a.b' is undefined ('order.a' is undefined)`)."""
+
+    __slots__ = ("_path", "_cause")
+
+    def __init__(
+        self,
+        hint: str | None = None,
+        obj: Any = missing,
+        name: Any = None,
+        exc: type[Exception] = UndefinedError,
+        path: str | None = None,
+        cause: _Nothing | None = None,
+    ) -> None:
+        super().__init__(hint, obj, name, exc)
+        if path is None and obj is missing and hint is None and isinstance(name, str):
+            path = name  # a name the context lacks
+        self._path = path
+        self._cause = cause  # where the chain first met nothing, when that was before this path
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint or self._path is None:
+            return super()._undefined_message
+        message = f"{self._path!r} is undefined"
+        return message if self._cause is None else f"{message} ({self._cause._undefined_message})"
+
+    def _read(self, path: str | None) -> _Nothing:
+        """`nothing.x` or `nothing[x]`: nothing again, named by the longer path."""
+        if path is None:
+            return self
+        cause = self if self._cause is None else self._cause
+        return type(self)(exc=self._undefined_exception, path=path, cause=cause)
+
+    def _same(self, *args: Any) -> _Nothing:
+        return self
+
+    def _false(self, other: Any) -> bool:
+        return False
+
+    def _no_number(self) -> Any:  # the `int` and `float` filters then give their default
+        raise TypeError(self._undefined_message)
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __div__ = __rdiv__ = _same
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _same
+    __pow__ = __rpow__ = __pos__ = __neg__ = __abs__ = __round__ = __getitem__ = _same
+    __eq__ = __lt__ = __le__ = __gt__ = __ge__ = __contains__ = _false
+    __int__ = __float__ = __complex__ = _no_number
+    __hash__ = Undefined.__hash__
+
+    def __ne__(self, other: Any) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "nothing"
+
+
+class _StrictNothing(_Nothing):
+    """Nothing in a template: as in a condition, except that printing it (or `~`, `| string`)
+    fails with its message, so no customer gets "亲爱的 ，"."""
+
+    __slots__ = ()
+    __str__ = __format__ = Undefined._fail_with_undefined_error
+
+
+_ORDERING = {"lt": operator.lt, "lteq": operator.le, "gt": operator.gt, "gteq": operator.ge}
+
+
+def _compare(op: str, left: Any, right: Any) -> Any:
+    """One comparison (`op` as Jinja names it): with nothing it is false (`!=` and `not in` true);
+    with null, where Python would raise (`None > 1`, `'a' in None`), false likewise."""
+    if isinstance(left, Undefined) or isinstance(right, Undefined):
+        return op in ("ne", "notin")
+    if op == "eq":
+        return left == right
+    if op == "ne":
+        return left != right
+    if op in ("in", "notin"):
+        found = False if right is None or (left is None and isinstance(right, str)) else left in right
+        return found if op == "in" else not found
+    if left is None or right is None:
+        return False
+    return _ORDERING[op](left, right)
+
+
+#: Jinja's comparison tests (`select('gt', 3)`, `x is eq 1`) as `_compare`.
+_COMPARISON_TESTS = {
+    "==": "eq", "eq": "eq", "equalto": "eq", "!=": "ne", "ne": "ne", ">": "gt", "gt": "gt", "greaterthan": "gt",
+    ">=": "gteq", "ge": "gteq", "<": "lt", "lt": "lt", "lessthan": "lt", "<=": "lteq", "le": "lteq", "in": "in",
+}  # fmt: skip
+
+
+def _static_path(node: nodes.Node) -> str | None:
+    """What an expression reads, as written (`order.items.0.sku`), for messages; None when its
+    root is computed (a call, a filter)."""
+    if isinstance(node, nodes.Name):
+        return node.name
+    if isinstance(node, nodes.Getattr):
+        base = _static_path(node.node)
+        return None if base is None else f"{base}.{node.attr}"
+    if isinstance(node, nodes.Getitem):
+        base = _static_path(node.node)
+        if base is None:
+            return None
+        if not isinstance(node.arg, nodes.Const):
+            return f"{base}[…]"
+        key = node.arg.value
+        dotted = isinstance(key, int) or isinstance(key, str) and key.isidentifier()
+        return f"{base}.{key}" if dotted else f"{base}[{key!r}]"
+    return None
+
+
+def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
+    """Jinja's `default`, which also replaces null (JSON's "no value")."""
+    return default_value if value is None else do_default(value, default_value, boolean)
+
+
+def _length(value: Any) -> int:
+    return 0 if value is None else len(value)
+
+
+def _holds_nothing(value: Any) -> bool:
+    """Whether a result has nothing inside (iteratively: data may nest deep)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Undefined):
+            return True
+        if isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+    return False
+
+
+def _plain(value: Any) -> Any:
+    """A result with nothing inside as null (a `vars` entry is kept in the workflow, and Temporal
+    cannot serialise nothing). Only a value the expression built can hold nothing, so the rebuilding
+    recursion is as deep as the expression."""
+    if isinstance(value, Undefined):
+        return None
+    if isinstance(value, list | tuple | dict) and _holds_nothing(value):
+        if isinstance(value, dict):
+            return {_plain(key): _plain(item) for key, item in value.items()}
+        return [_plain(item) for item in value]
+    return value
+
+
+def _given(function):
+    """A helper that gives nothing (or null) back when given it: `time(order.paid_at)` on an
+    order without `paid_at` is nothing, and compares false."""
+
+    @functools.wraps(function)
+    def helper(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if value is None or isinstance(value, Undefined):
+            return value
+        return function(value, *args, **kwargs)
+
+    return helper
+
+
 class _Generator(CodeGenerator):
     """Jinja's code generator, with every `~` concatenation's result checked against the limit
-    (a `~` doubling in a loop grew to gigabytes)."""
+    (a `~` doubling in a loop grew to gigabytes); comparisons through `_compare` (Jinja writes
+    Python's operators, which raise on `None > 1`); reading (`.x`, `[x]`) and printing told the
+    path written, for the message of a missing or null value."""
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.checked_concat(")
         super().visit_Concat(node, frame)
         self.write(")")
 
+    @optimizeconst
+    def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
+        self.write("environment.compare_values(")
+        self.visit(node.expr, frame)
+        for operand in node.ops:
+            self.write(f", {operand.op!r}, ")
+            self.visit(operand.expr, frame)
+        self.write(")")
+
+    @optimizeconst
+    def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
+        self.write("environment.getattr(")
+        self.visit(node.node, frame)
+        self.write(f", {node.attr!r}, {_static_path(node)!r})")
+
+    @optimizeconst
+    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
+        if isinstance(node.arg, nodes.Slice):  # slices bypass getitem, as in Jinja
+            super().visit_Getitem(node, frame)
+            return
+        self.write("environment.getitem(")
+        self.visit(node.node, frame)
+        self.write(", ")
+        self.visit(node.arg, frame)
+        self.write(f", {_static_path(node)!r})")
+
+    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        super()._output_child_pre(node, frame, finalize)
+        self.write("environment.printed(")
+
+    def _output_child_post(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        self.write(f", {_static_path(node)!r})")
+        super()._output_child_post(node, frame, finalize)
+
 
 class _Sandbox(ImmutableSandboxedEnvironment):
     """Jinja2's immutable sandbox, refusing unsafe attribute access loudly instead of yielding an
     undefined value, so an escape attempt fails with a message naming it; and refusing resource
     abuse: string or list repetition past MAX_VALUE_CHARS, huge powers, huge paddings, loops past
-    MAX_ITERATIONS. Intercepting the operators also stops Jinja folding `'x' * 10**9` at parse time."""
+    MAX_ITERATIONS. Intercepting the operators also stops Jinja folding `'x' * 10**9` at parse time.
 
-    intercepted_binops = frozenset({"*", "**", "+"})
+    The data an expression reads shows only its contents: a mapping its keys, a list its items,
+    never a method of either (`order.items` is the order's items, or nothing). Nothing and null
+    in operators: see `_Nothing`, `_compare`, `call_binop`."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "-", "/", "//", "%"})
+    intercepted_unops = frozenset({"-", "+"})
     code_generator_class = _Generator
 
     def __init__(self, **options: Any):
         super().__init__(**options)
         self.globals["range"] = _counted_range
         del self.globals["lipsum"]  # placeholder text, and 55 s for lipsum(n=100000)
+        self.filters["default"] = self.filters["d"] = _default
+        self.filters["length"] = self.filters["count"] = _length
+        for name, op in _COMPARISON_TESTS.items():
+            self.tests[name] = functools.partial(_compare, op)
         for name in ("center", "indent", "wordwrap", "format"):
             self.filters[name] = _width_checked(name, self.filters[name])
         for name, function in list(self.filters.items()):
@@ -185,17 +408,74 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def checked_concat(self, value: Any) -> Any:
         return _checked_result("~", value)
 
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        """`order.items` is the order's items, not the dict method: on a mapping (the order,
-        the event's data, a customer's traits) a key wins over a method of the same name."""
-        if isinstance(obj, dict) and attribute in obj:
-            return obj[attribute]
-        return super().getattr(obj, attribute)
+    def compare_values(self, left: Any, *pairs: Any) -> Any:
+        """`left op1 right1 op2 right2 ...`, chained as Python chains comparisons."""
+        result: Any = True
+        for index in range(0, len(pairs), 2):
+            right = pairs[index + 1]
+            result = _compare(pairs[index], left, right)
+            if not result:
+                return result
+            left = right
+        return result
+
+    def _missing(self, obj: Any, name: Any, path: str | None) -> Any:
+        return self.undefined(obj=obj, name=name, path=path)
+
+    def _found(self, obj: Any, name: Any, value: Any, path: str | None) -> Any:
+        """A value read from data: null (JSON's "no value") reads as nothing."""
+        if value is not None:
+            return value
+        return self.undefined(f"{path or name!r} is null", obj=obj, name=name, path=path)
+
+    def getattr(self, obj: Any, attribute: str, path: str | None = None) -> Any:
+        """`order.items` is the order's items, or nothing when it has none: never the dict
+        method. A mapping (the order, the event's data, a customer's traits) shows its keys, a
+        list its items, and a null value in either reads as nothing; other values (strings,
+        times) keep their attributes. `_x` names that are attributes of the container are refused
+        loudly, as the sandbox refuses them anywhere."""
+        if isinstance(obj, Undefined):
+            return obj._read(path) if isinstance(obj, _Nothing) else obj
+        if isinstance(obj, Mapping):
+            if attribute in obj:
+                return self._found(obj, attribute, obj[attribute], path)
+        elif not isinstance(obj, list | tuple):
+            value = super().getattr(obj, attribute)
+            return self._missing(obj, attribute, path) if isinstance(value, Undefined) else value
+        if attribute.startswith("_") and hasattr(obj, attribute):
+            return super().getattr(obj, attribute)  # refused: see unsafe_undefined
+        return self._missing(obj, attribute, path)
+
+    def getitem(self, obj: Any, argument: Any, path: str | None = None) -> Any:
+        """`order['items']`, `order.items[0]`: as `getattr`, a mapping's key or a list's item, or
+        nothing."""
+        if isinstance(obj, Undefined):
+            return obj._read(path) if isinstance(obj, _Nothing) else obj
+        if isinstance(obj, Mapping | list | tuple):
+            try:
+                value = obj[argument]
+            except (TypeError, LookupError):
+                return self._missing(obj, argument, path)
+            return self._found(obj, argument, value, path)
+        value = super().getitem(obj, argument)
+        return self._missing(obj, argument, path) if isinstance(value, Undefined) else value
+
+    def printed(self, value: Any, path: str | None) -> Any:
+        """A value a template prints: null is refused like nothing (no "亲爱的None，")."""
+        if value is None:
+            raise UndefinedError(f"{path!r} is null" if path else "a printed value is null")
+        return value
 
     def unsafe_undefined(self, obj: Any, attribute: str):
         raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
 
     def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
+        """Arithmetic with nothing gives it back; with null (where Python would raise), nothing."""
+        for operand in (left, right):
+            if isinstance(operand, Undefined):
+                return operand
+        if left is None or right is None:
+            return self.undefined(hint=f"a null value in {operator!r}")
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
                 size = _sized(seq)
@@ -210,6 +490,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 raise SecurityError(f"joining to {sum(sizes)} items is over the limit of {MAX_VALUE_CHARS}")
         return super().call_binop(context, operator, left, right)
 
+    def call_unop(self, context, operator: str, arg: Any) -> Any:
+        if isinstance(arg, Undefined):
+            return arg
+        if arg is None:
+            return self.undefined(hint=f"a null value in {operator!r}")
+        return super().call_unop(context, operator, arg)
+
     def wrap_str_format(self, value: Any):
         """`'{:>9}'.format(x)` in a template: the sandbox wraps str.format here; refuse huge widths."""
         wrapped = super().wrap_str_format(value)
@@ -219,6 +506,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return wrapped
 
     def call(__self, __context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's signature)
+        if isinstance(__obj, _Nothing):  # `order.keys()`: data has no methods; `x.append(1)` is refused as before
+            container, missing_name = __obj._undefined_obj, __obj._undefined_name
+            if isinstance(missing_name, str) and modifies_known_mutable(container, missing_name):
+                raise SecurityError(
+                    f"access to attribute {missing_name!r} of {type(container).__name__!r} object is unsafe"
+                )
+            __obj._fail_with_undefined_error()
         name, target = getattr(__obj, "__name__", None), getattr(__obj, "__self__", None)
         if isinstance(target, str):
             if name in _PADDING_METHODS:
@@ -233,10 +527,11 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return _checked_result(str(name or "call"), super().call(__context, __obj, *args, **kwargs))
 
 
-# Conditions read free-form data: a missing field is falsy rather than an error.
-_CONDITIONS = _Sandbox(undefined=ChainableUndefined)
-TEMPLATES_TEXT = _Sandbox(undefined=StrictUndefined, autoescape=False)
-TEMPLATES_HTML = _Sandbox(undefined=StrictUndefined, autoescape=True)
+# Conditions read free-form data: a missing field is nothing rather than an error. Templates too,
+# except that printing nothing fails.
+_CONDITIONS = _Sandbox(undefined=_Nothing)
+TEMPLATES_TEXT = _Sandbox(undefined=_StrictNothing, autoescape=False)
+TEMPLATES_HTML = _Sandbox(undefined=_StrictNothing, autoescape=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,25 +719,34 @@ def build_context(
     order: Mapping[str, Any] | None = None,
     customer: Mapping[str, Any] | None = None,
     vars: Mapping[str, Any] | None = None,
+    entry: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The names an expression can use."""
+    """The names an expression can use. `event` is the event at hand (in a wait_for's on_event
+    branch, the awaited one) and `entry` the instance's entry event (the same as `event` when not
+    given)."""
     local_now = LocalTime.of(now, tz)
-    event = dict(event or {})
-    if "occurred_at" in event:
-        event["occurred_at"] = local_time(event["occurred_at"], tz)
+
+    def localised(given: Mapping[str, Any] | None) -> dict[str, Any]:
+        found = dict(given or {})
+        if "occurred_at" in found:
+            found["occurred_at"] = local_time(found["occurred_at"], tz)
+        return found
+
+    event = localised(event)
     return {
         "event": event,
+        "entry": localised(entry) if entry is not None else event,
         "order": dict(order or {}),
         "customer": dict(customer or {}),
         "vars": dict(vars or {}),
         "now": local_now,
-        "time": lambda value: local_time(value, tz),
-        "minutes": lambda n: timedelta(minutes=n),
-        "hours": lambda n: timedelta(hours=n),
-        "days": lambda n: timedelta(days=n),
-        "duration": parse_duration,
-        "yearly": lambda value, time="00:00", before="0d": LocalTime.of(
-            next_yearly(value, local_now, tz, time, before), tz
+        "time": _given(lambda value: local_time(value, tz)),
+        "minutes": _given(lambda n: timedelta(minutes=n)),
+        "hours": _given(lambda n: timedelta(hours=n)),
+        "days": _given(lambda n: timedelta(days=n)),
+        "duration": _given(parse_duration),
+        "yearly": _given(
+            lambda value, time="00:00", before="0d": LocalTime.of(next_yearly(value, local_now, tz, time, before), tz)
         ),
     }
 
@@ -467,7 +771,7 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     compiled = _expression(source)
     token = _budget.set(_Budget())
     try:
-        return compiled(**context)
+        return _plain(compiled(**context))
     except _workflow.NondeterminismError:
         raise  # the sandbox refused something: a fault of the code, not of the data
     except DATA_ERRORS as err:  # ExpressionError from a helper (time(), yearly()) included

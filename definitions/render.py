@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import pass_context
+from jinja2 import Undefined, pass_context
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
@@ -39,6 +39,8 @@ class RenderedMessage(BaseModel):
 
 @pass_context
 def _localtime(ctx, value: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    if isinstance(value, Undefined):  # fail naming what is missing, as printing it would
+        value._fail_with_undefined_error()
     tz = ZoneInfo((ctx.get("customer") or {}).get("timezone") or "Asia/Shanghai")
     return to_datetime(value, tz).astimezone(tz).strftime(fmt)
 
