@@ -116,6 +116,11 @@ class JourneyActivities:
         # Locks the customer's row: two sends to one customer are decided one after the other,
         # so the frequency cap holds across journeys and workers.
         customer = queries.get_customer(session, req.customer_id, lock=True)
+        if (exited := self._exit_logged(session, req)) is not None:
+            row = _ledger_row(req, status="skipped", reason=Reason.EXITED, channel=None, address=None)
+            row.error = f"{exited.type} {exited.event_id} is logged: the instance ends on it"
+            session.add(row)
+            return SendOutcome(status="skipped", reason=Reason.EXITED), None
 
         decision = decide(
             customer,
@@ -127,6 +132,8 @@ class JourneyActivities:
             lookups=StoreLookups(session, req.customer_id),
             resource=req.resource,
             default_region=self.default_region,
+            planned_at=req.planned_at,
+            max_lateness=req.max_lateness,
         )
         notes = "; ".join(decision.notes) or None  # unusable contacts passed over, recorded with the outcome
         if decision.action == "skip":
@@ -169,6 +176,17 @@ class JourneyActivities:
             row.attempted_at = datetime.now(UTC)  # this attempt calls the provider next
         session.add(row)
         return None, row
+
+    @staticmethod
+    def _exit_logged(session, req: SendRequest):
+        """An exit event of the instance already in the log, though maybe not yet signalled (the
+        dispatcher is behind, or a payment system's clock made it look older than its order)."""
+        if not req.exit_on or req.exit_key is None:
+            return None
+        key = req.order_id if req.exit_key == "order" else req.customer_id
+        if key is None:
+            return None
+        return queries.first_logged(session, key_field=req.exit_key, key=key, types=req.exit_on, since=req.exit_since)
 
     def _deliver(self, message_id: str, fresh: MessageRow | None = None) -> SendOutcome:
         """Hand a decided message to its channel and record what the provider said. `fresh` is

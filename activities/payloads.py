@@ -30,6 +30,21 @@ class SendRequest(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict, description="event, order and vars for the template")
     at: datetime = Field(description="The time of the send in the journey's clock (never wall-clock).")
     deadline: datetime | None = None
+    planned_at: datetime | None = Field(
+        default=None,
+        description="When the journey meant to send it (the end of the waits before it, in the journey's clock); "
+        "None for instances before revision 4.",
+    )
+    max_lateness: timedelta | None = Field(
+        default=None, description="How long after `planned_at` it is still sent; later, it is skipped as `stale`."
+    )
+    exit_on: list[str] = Field(
+        default_factory=list,
+        description="The journey's exit events: one already logged for the instance's key (since `exit_since`, "
+        "or whatever its time when that is None) skips the send as `exited`, dispatched yet or not.",
+    )
+    exit_key: Literal["order", "customer"] | None = None
+    exit_since: datetime | None = None
     resource: Resource | None = Field(default=None, description="What the message hands out, with its limits.")
     variant: str | None = Field(default=None, description="The instance's group at the journey's split.")
     deliver: bool = Field(

@@ -187,9 +187,16 @@ def decide(
     lookups: Lookups,
     resource: Resource | None = None,
     default_region: str = DEFAULT_REGION,
+    planned_at: datetime | None = None,
+    max_lateness: timedelta | None = None,
 ) -> Decision:
     """The contact policy for a send due `at` (the journey's clock), handing out `resource` if
-    given. A send deferred past its `deadline` is skipped instead."""
+    given. A send deferred past its `deadline` is skipped instead; so is one more than
+    `max_lateness` past its `planned_at` (stale: an order replayed days late sends no notice)."""
+    if planned_at is not None and max_lateness is not None and at - planned_at > max_lateness:
+        late = _span(at - planned_at)
+        detail = f"planned for {planned_at.isoformat()}, {late} late; max_lateness {_span(max_lateness)}"
+        return Decision("skip", reason=Reason.STALE, detail=detail)
     if customer is None:
         return Decision("skip", reason=Reason.NO_CONTACT)
     if customer.blacklisted:
@@ -213,3 +220,11 @@ def decide(
             detail = f"{recent} marketing messages in the last {FREQUENCY_WINDOW.days} days"
             return Decision("skip", reason=Reason.FREQUENCY_CAP, detail=detail, **chosen)
     return Decision("send", **chosen)
+
+
+def _span(length: timedelta) -> str:
+    """A duration as a journey writes one, to the minute: `45m`, `2h5m`, `3d4h`."""
+    minutes = int(length.total_seconds()) // 60
+    days, hours, minutes = minutes // 1440, minutes % 1440 // 60, minutes % 60
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
+    return "".join(parts) or "0m"

@@ -67,6 +67,8 @@ class Reason(StrEnum):
     BLOCKED = "blocked"
     DROPPED = "dropped"
     UNDELIVERED = "undelivered"
+    STALE = "stale"  # its planned moment passed by more than the step's max_lateness
+    EXITED = "exited"  # an exit event of its instance was logged before the send was decided
 
 
 JOURNEY_NAME = SearchAttributeKey.for_keyword("JourneyName")

@@ -52,6 +52,11 @@ Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=60)]
 Category = Literal["transactional", "marketing"]
 
 
+#: How long after its planned moment a message of each category is still sent (a send's
+#: `max_lateness` overrides it): a payment or delivery notice an hour late is noise, a marketing
+#: message a day late may still be welcome.
+MAX_LATENESS: dict[str, str] = {"transactional": "30m", "marketing": "1d"}
+
 #: The group of a split's `holdout` share, in the ledger and the effect report.
 HOLDOUT = "holdout"
 
@@ -92,10 +97,21 @@ class Entry(_Strict):
             "restart: also start over when triggered while running."
         ),
     )
+    max_age: Duration | None = Field(
+        default=None,
+        description="An entry event older than this when it arrives starts nothing (recorded `stale` in the "
+        "event log): a back-dated or replayed order does not send notices days late. None: any age.",
+        exclude_if=lambda value: value is None,  # so journeys without one keep their content hash
+    )
 
     @property
     def events(self) -> list[str]:
         return [self.event] if isinstance(self.event, str) else list(self.event)
+
+    @property
+    def oldest(self) -> timedelta | None:
+        """The greatest age an entry event may have when it arrives, if any (`max_age`)."""
+        return parse_duration(self.max_age) if self.max_age else None
 
 
 class SendSpec(_Strict):
@@ -116,6 +132,16 @@ class SendSpec(_Strict):
         description="What the message hands out (a coupon type), declared in resources.yaml with its limits.",
         exclude_if=lambda value: value is None,  # so journeys without one keep their content hash
     )
+    max_lateness: Duration | None = Field(
+        default=None,
+        description="How long after its planned moment (the end of the waits before it) the message is still worth "
+        "sending; later, it is skipped with reason `stale`. Defaults by category: transactional 30m, marketing 1d.",
+        exclude_if=lambda value: value is None,
+    )
+
+    def lateness(self, category: str) -> timedelta:
+        """How late this message may go: its own `max_lateness`, else its category's default."""
+        return parse_duration(self.max_lateness or MAX_LATENESS[category])
 
     @property
     def step_id(self) -> str:

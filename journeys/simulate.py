@@ -156,7 +156,9 @@ class Simulation:
         )
         try:
             self.offset = (await self.env.get_current_time()) - self.begin
-            self.router = Router(self.env.client, self.definitions, self.store, TASK_QUEUE, clock_offset=self.offset)
+            self.router = Router(
+                self.env.client, self.definitions, self.store, TASK_QUEUE, clock_offset=self.offset, clock=self.now
+            )
             # The production worker, as `journeys worker` builds it; no rate limits (the test
             # server's clock skips, so a per-second limit means nothing), the outbox for every channel.
             settings = Settings.embedded(task_queue=TASK_QUEUE, shop_name=self.shop_name, rate_limits={})
@@ -194,12 +196,13 @@ class Simulation:
         if behind > timedelta(0):
             await self.env.sleep(behind)
 
-    async def emit(self, event: Event) -> list:
-        """Log the event (a duplicate event_id is dropped) and route it at its own time."""
+    async def emit(self, event: Event, backfill: bool = False) -> list:
+        """Log the event (a duplicate event_id is dropped) and route it at its own time, or now if
+        its time has passed (it arrives late). `backfill`: as history, which starts nothing."""
         await self.advance_to(event.occurred_at)
         with self.store.transaction() as session:
-            fresh = queries.store_event(session, event, datetime.now(UTC))
-        return await self.router.route(event) if fresh else []
+            fresh = bool(queries.store_events(session, [event], datetime.now(UTC), backfill=backfill))
+        return await self.router.route(event, backfill=backfill) if fresh else []
 
     async def start_broadcast(self, name: str) -> None:
         """Start a broadcast now (the simulation's clock), as `journeys broadcast start` would."""

@@ -378,10 +378,11 @@ def store_event(session: Session, event: Event, received_at: datetime) -> bool:
     return bool(store_events(session, [event], received_at))
 
 
-def store_events(session: Session, events: list[Event], received_at: datetime) -> set[str]:
+def store_events(session: Session, events: list[Event], received_at: datetime, *, backfill: bool = False) -> set[str]:
     """Write a batch of events to the log in one statement; the ids written now (the others were
     already there, or came twice in the batch: duplicates). Safe against concurrent writers: a
-    conflicting id is skipped by the database, never an error."""
+    conflicting id is skipped by the database, never an error. `backfill` events are history: the
+    router applies them to the customer and starts or steers nothing."""
     if not events:
         return set()
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
@@ -396,6 +397,7 @@ def store_events(session: Session, events: list[Event], received_at: datetime) -
             "data": event.data,
             "received_at": received_at,
             "attempts": 0,
+            "backfill": backfill,
         }
         for event in events
     ]
@@ -429,12 +431,38 @@ def events_for_key_since(
     return [_event_of(row) for row in rows]
 
 
+def first_logged(
+    session: Session, *, key_field: str, key: str, types: list[str], since: datetime | None = None
+) -> Event | None:
+    """The earliest logged event of these types for one order or customer (at or after `since`,
+    if given), whether or not it was dispatched yet: one indexed look-up."""
+    column = EventRow.order_id if key_field == "order" else EventRow.customer_id
+    query = select(EventRow).where(column == key, EventRow.type.in_(types))
+    if since is not None:
+        query = query.where(EventRow.occurred_at >= since)
+    row = session.scalars(query.order_by(EventRow.occurred_at).limit(1)).first()
+    return _event_of(row) if row is not None else None
+
+
 def logged_events(
     session: Session, *, customer_id: str | None = None, order_id: str | None = None, limit: int = 200
 ) -> list[EventRow]:
     """A customer's or an order's logged events, newest first (at most `limit`)."""
     column, key = (EventRow.customer_id, customer_id) if customer_id else (EventRow.order_id, order_id)
     query = select(EventRow).where(column == key).order_by(EventRow.occurred_at.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def orders_of_customer(session: Session, customer_id: str, limit: int = 5) -> list[str]:
+    """The customer's orders in the event log, the one with the latest event first."""
+    latest = func.max(EventRow.occurred_at)
+    query = (
+        select(EventRow.order_id)
+        .where(EventRow.customer_id == customer_id, EventRow.order_id.is_not(None))
+        .group_by(EventRow.order_id)
+        .order_by(latest.desc(), EventRow.order_id)
+        .limit(limit)
+    )
     return list(session.scalars(query))
 
 
@@ -497,14 +525,19 @@ def pending_events(session: Session, limit: int) -> list[EventRow]:
     return list(session.scalars(select(EventRow).where(_pending()).order_by(EventRow.received_at).limit(limit)))
 
 
-def mark_all_dispatched(session: Session, event_ids: list[str], at: datetime) -> None:
-    """Close a customer's dispatched events in one statement."""
+def mark_all_dispatched(
+    session: Session, event_ids: list[str], at: datetime, notes: dict[str, str] | None = None
+) -> None:
+    """Close a customer's dispatched events in one statement, and put down what dispatching some
+    of them did of note (`notes`, by event id: few events have one)."""
     if event_ids:
         session.execute(
             update(EventRow)
             .where(EventRow.event_id.in_(event_ids))
             .values(dispatched_at=at, attempts=EventRow.attempts + 1, last_error=None, retry_at=None)
         )
+    for event_id, note in (notes or {}).items():
+        session.execute(update(EventRow).where(EventRow.event_id == event_id).values(note=note[:2000]))
 
 
 def customers_with_pending_events(session: Session, limit: int, now: datetime) -> list[str]:
@@ -594,13 +627,15 @@ def release_customer(session: Session, customer_id: str, owner: str) -> None:
     )
 
 
-def pending_events_of(session: Session, customer_id: str) -> list[Event]:
+def pending_events_of(session: Session, customer_id: str) -> list[tuple[Event, bool]]:
+    """A customer's events waiting for dispatch, in the order they are applied, each with whether
+    it is history (backfill)."""
     rows = session.scalars(
         select(EventRow)
         .where(_pending(), EventRow.customer_id == customer_id)
         .order_by(EventRow.occurred_at, EventRow.received_at, EventRow.event_id)
     )
-    return [_event_of(row) for row in rows]
+    return [(_event_of(row), row.backfill) for row in rows]
 
 
 def find_customers(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -78,6 +78,12 @@ class EventRow(Base):
     failed_at: Mapped[datetime | None] = mapped_column(index=True)
     #: After a passing failure (Temporal or the database away), its customer waits until then.
     retry_at: Mapped[datetime | None]
+    #: History imported (`POST /events?backfill=true`, `journeys import`): it updates the customer,
+    #: orders and RFM, and starts or steers no journey.
+    backfill: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: What dispatching it did of note: the journeys it was too old to start (`stale: ...`), or
+    #: `backfill: started nothing`.
+    note: Mapped[str | None] = mapped_column(Text)
 
 
 class MessageRow(Base):

@@ -130,10 +130,10 @@ async def test_a_passing_failure_holds_only_its_own_customer(definitions, store)
     )
 
     class FlakyStore(Router):
-        async def route(self, item, mark=True):
+        async def route(self, item, mark=True, backfill=False):
             if item.customer_id.startswith("stuck"):
                 raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
-            return await super().route(item, mark)
+            return await super().route(item, mark, backfill)
 
     started = datetime.now(UTC)
     async with dispatcher_on_test_server(store, definitions, FlakyStore) as dispatcher:

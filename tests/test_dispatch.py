@@ -144,10 +144,10 @@ async def test_two_dispatchers_share_the_log_without_reordering(definitions, pg_
     routed: list[tuple[str, str, datetime]] = []
 
     class RecordingRouter(Router):
-        async def route(self, event, mark=True):
+        async def route(self, event, mark=True, backfill=False):
             routed.append((event.customer_id, event.event_id, event.occurred_at))
             await asyncio.sleep(0.01)  # widen the window for a race
-            return await super().route(event, mark)
+            return await super().route(event, mark, backfill)
 
     now = datetime.now(UTC)
     with pg_store.transaction() as session:

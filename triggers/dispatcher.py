@@ -30,7 +30,7 @@ from definitions.loader import Definitions
 from store import queries
 from store.db import Store
 from store.tables import InstanceRow
-from triggers.router import Router
+from triggers.router import Router, note_of
 
 log = logging.getLogger(__name__)
 
@@ -121,22 +121,22 @@ class Dispatcher:
                 await asyncio.to_thread(self._finish, customer_id, run)
             return len(run.done), run.blocked
 
-    def _claim(self, customer_id: str) -> list[Event] | None:
+    def _claim(self, customer_id: str) -> list[tuple[Event, bool]] | None:
         with self.store.transaction() as session:
             if not queries.claim_customer(session, customer_id, self.owner, datetime.now(UTC), LEASE):
                 return None
             # Read after the claim: each statement sees what was committed before it began.
             return queries.pending_events_of(session, customer_id)
 
-    async def _dispatch_in_order(self, customer_id: str, events: list[Event], run: _Run) -> None:
+    async def _dispatch_in_order(self, customer_id: str, events: list[tuple[Event, bool]], run: _Run) -> None:
         renewed = time.monotonic()
-        for event in events:
+        for event, backfill in events:
             if time.monotonic() - renewed > LEASE.total_seconds() / 2:
                 if not await asyncio.to_thread(self._renew, customer_id, run):
                     return  # the lease ran out and another dispatcher took over
                 renewed = time.monotonic()
             try:
-                results = await self.router.route(event, mark=False)
+                results = await self.router.route(event, mark=False, backfill=backfill)
             except Exception as err:
                 transient = passing(err)
                 run.failed(event, describe(err), transient)
@@ -145,6 +145,8 @@ class Dispatcher:
                 continue  # a dead letter: the customer's later events go on
             run.done.append(event.event_id)
             run.entered.extend(result.entered for result in results if result.entered is not None)
+            if note := note_of(results, backfill):
+                run.notes[event.event_id] = note
 
     def _renew(self, customer_id: str, run: _Run) -> bool:
         """Extend the lease on a long run of events, closing those done so far."""
@@ -161,8 +163,9 @@ class Dispatcher:
         now = datetime.now(UTC)
         queries.record_instances(session, run.entered)  # the instances started, for the effect report
         run.entered.clear()
-        queries.mark_all_dispatched(session, run.done[run.recorded :], now)
+        queries.mark_all_dispatched(session, run.done[run.recorded :], now, run.notes)
         run.recorded = len(run.done)
+        run.notes.clear()
         for event, error, transient in run.failures:
             if transient:
                 log.warning("event %s (%s) waits for a retry: %s", event.event_id, event.type, error)
@@ -217,6 +220,7 @@ class _Run:
         self.entered: list[InstanceRow] = []
         self.recorded = 0
         self.failures: list[tuple[Event, str, bool]] = []
+        self.notes: dict[str, str] = {}  # what dispatching an event did of note, by its id
         self.blocked = False
 
     def failed(self, event: Event, error: str, transient: bool) -> None:

@@ -5,12 +5,17 @@ id-reuse policy of its re-entry rule), or does a running instance exit on or wai
 signal, dropped quietly when no instance runs)? The instance id is `{journey}:{key}`, the key
 being the event's order or customer. A late event never starts a run: only entry events use
 signal-with-start, and 'once' journeys refuse to reuse an id.
+
+Old events start nothing: an entry event older than its journey's `entry.max_age` when it arrives
+(in the router's clock) is `stale` for that journey, and says so on the event log. History
+(`backfill`) starts nothing at all: it only ends the instances that exit on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -55,15 +60,19 @@ class DispatchResult:
     dispatch: Dispatch
     #: started: signal-with-start (a running instance just gets the signal); already_ran: a 'once'
     #: journey whose instance for this key has ended; not_running: nothing to signal.
-    #: condition_false: the entry condition does not hold, nothing started.
-    outcome: Literal["started", "signalled", "already_ran", "not_running", "condition_false"]
+    #: condition_false: the entry condition does not hold, nothing started. stale: the event is
+    #: older than the journey's entry.max_age; backfill: history, which starts nothing.
+    outcome: Literal["started", "signalled", "already_ran", "not_running", "condition_false", "stale", "backfill"]
     #: For a start: the instance's record for the effect report (written by `route` when it marks
     #: the event, else by the caller with its marks).
     entered: InstanceRow | None = None
+    #: For a stale event: how old it was, against the journey's max_age.
+    detail: str | None = None
 
 
-def plan(event: Event, definitions: Definitions) -> list[Dispatch]:
-    """What this event means for each journey, without touching Temporal."""
+def plan(event: Event, definitions: Definitions, backfill: bool = False) -> list[Dispatch]:
+    """What this event means for each journey, without touching Temporal. History (`backfill`)
+    only ends the instances that exit on it: it starts nothing, and a wait never hears it."""
     out = []
     for snapshot in definitions:
         definition = snapshot.definition
@@ -71,11 +80,31 @@ def plan(event: Event, definitions: Definitions) -> list[Dispatch]:
         if not key:
             continue
         wid = workflow_id(definition.name, key)
-        if event.type in definition.entry.events:
+        if backfill:
+            if event.type in definition.exit_on:
+                out.append(Dispatch("signal", definition.name, wid, key))
+        elif event.type in definition.entry.events:
             out.append(Dispatch("start", definition.name, wid, key))
         elif event.type in definition.listened_events:
             out.append(Dispatch("signal", definition.name, wid, key))
     return out
+
+
+def note_of(results: list[DispatchResult], backfill: bool = False) -> str | None:
+    """What routing an event did of note, for its line in the event log: that it was history, or
+    the journeys it was too old to start."""
+    if backfill:
+        return "backfill: history, started nothing"
+    stale = [f"{r.dispatch.journey} ({r.detail})" for r in results if r.outcome == "stale"]
+    return f"stale: not started, too old for {', '.join(stale)}" if stale else None
+
+
+def _age(age: timedelta) -> str:
+    if age >= timedelta(days=1):
+        return f"{age.days}d{age.seconds // 3600}h"
+    if age >= timedelta(hours=1):
+        return f"{age.seconds // 3600}h{age.seconds % 3600 // 60}m"
+    return f"{int(age.total_seconds()) // 60}m"
 
 
 class Router:
@@ -86,38 +115,62 @@ class Router:
         store: Store,
         task_queue: str,
         clock_offset: timedelta = timedelta(0),
+        clock: Callable[[], Awaitable[datetime]] | None = None,
     ):
         self.client = client
         self.definitions = definitions
         self.store = store
         self.task_queue = task_queue
         self.clock_offset = clock_offset
+        #: The journeys' clock, for an entry event's age: the wall clock less the offset, or a
+        #: simulation's (the time-skipping server's) clock.
+        self.clock = clock or self._wall_clock
         self._attributes_registered = asyncio.Lock()
         self._attributes_ready = False
 
-    async def route(self, event: Event, mark: bool = True) -> list[DispatchResult]:
+    async def _wall_clock(self) -> datetime:
+        return datetime.now(UTC) - self.clock_offset
+
+    async def route(self, event: Event, mark: bool = True, backfill: bool = False) -> list[DispatchResult]:
         """Apply one (already logged) event: update the customer record, then signal or start
         every instance it concerns (concurrently: they are different workflows). With `mark`, the
-        event is marked dispatched here; the dispatcher marks a customer's events together."""
-        dispatches = plan(event, self.definitions)
-        starts = [d for d in dispatches if d.action == "start"]
+        event is marked dispatched here (with its note, `note_of`); the dispatcher marks a
+        customer's events together. A `backfill` event (history) starts nothing."""
+        dispatches = plan(event, self.definitions, backfill)
+        aged = [d for d in dispatches if d.action == "start" and self.definitions[d.journey].definition.entry.oldest]
+        now = await self.clock() if aged else None  # a simulation's clock is a call to its server
+        stale = {d.journey: why for d in aged if (why := self._too_old(d, event, now))}
+        starts = [d for d in dispatches if d.action == "start" and d.journey not in stale]
         prepared = await asyncio.to_thread(self._prepare, event, starts)
         if prepared is None:  # the customer was erased: nothing may start or go on for them
             if mark:
-                await asyncio.to_thread(self._mark_dispatched, event)
+                await asyncio.to_thread(self._record, event, [], None)
             return []
         customer, prior, history, purchases = prepared
         entered: list[InstanceRow] = []
-        outcomes = await asyncio.gather(
-            *(self._dispatch(d, event, customer, prior.get(d.journey), history, purchases, entered) for d in dispatches)
-        )
-        if mark:
-            await asyncio.to_thread(self._record, event, entered)
+
+        async def dispatch(d: Dispatch) -> str:
+            if d.journey in stale:
+                return "stale"
+            return await self._dispatch(d, event, customer, prior.get(d.journey), history, purchases, entered)
+
+        outcomes = await asyncio.gather(*(dispatch(d) for d in dispatches))
         rows = {row.workflow_id: row for row in entered}
-        return [
-            DispatchResult(d, outcome, rows.get(d.workflow_id) if outcome == "started" else None)
+        results = [
+            DispatchResult(d, outcome, rows.get(d.workflow_id) if outcome == "started" else None, stale.get(d.journey))
             for d, outcome in zip(dispatches, outcomes, strict=True)
         ]
+        if mark:
+            await asyncio.to_thread(self._record, event, entered, note_of(results, backfill))
+        return results
+
+    def _too_old(self, dispatch: Dispatch, event: Event, now: datetime) -> str | None:
+        """Why `event` is stale for the journey at `now` (past its entry.max_age), or None."""
+        entry = self.definitions[dispatch.journey].definition.entry
+        age = now - event.occurred_at
+        if entry.oldest is None or age <= entry.oldest:
+            return None
+        return f"{_age(age)} old, max_age {entry.max_age}"
 
     async def _dispatch(
         self,
@@ -196,22 +249,23 @@ class Router:
             purchases = queries.purchases_of(session, event.customer_id, event.occurred_at) if reads_rfm else []
             return customer, prior, order_history(order, until=event), purchases
 
-    def _mark_dispatched(self, event: Event) -> None:
-        self._record(event, [])
-
-    def _record(self, dispatched: Event, entered: list[InstanceRow]) -> None:
+    def _record(self, dispatched: Event, entered: list[InstanceRow], note: str | None) -> None:
         """In one transaction: the instances just started (for the effect report), and the event
-        marked dispatched."""
+        marked dispatched, with its note."""
         with self.store.transaction() as session:
             queries.record_instances(session, entered)
-            queries.mark_all_dispatched(session, [dispatched.event_id], datetime.now(UTC))
+            notes = {dispatched.event_id: note} if note else None
+            queries.mark_all_dispatched(session, [dispatched.event_id], datetime.now(UTC), notes)
 
     def _prior_events(
         self, session, starts: list[Dispatch], event: Event, order: list[Event]
     ) -> dict[str, list[Event]]:
         """For each journey `event` starts, the logged events its instance must know about (a
         payment logged before the order's creation was dispatched). An order's are among its
-        events, read already (`order`); a customer's take one query per key, not per journey."""
+        events, read already (`order`); a customer's take one query per key, not per journey.
+        Events at or after the entry event count; for a once-per-order journey, the order's exit
+        events count whatever their time: a payment system's clock behind the order system's
+        must not leave a paid order asking to be paid."""
         wanted: dict[tuple[str, str], set[str]] = {}
         for dispatch in starts:
             definition = self.definitions[dispatch.journey].definition
@@ -232,6 +286,10 @@ class Router:
         for dispatch in starts:
             definition = self.definitions[dispatch.journey].definition
             events = found[(definition.entry.key, dispatch.key)]
+            if definition.entry.key == "order" and definition.entry.reentry == "once":
+                exits = set(definition.exit_on)
+                skewed = [e for e in order if e.type in exits and e.occurred_at < event.occurred_at]
+                events = sorted([*skewed, *events], key=lambda e: e.occurred_at)
             prior[dispatch.journey] = [e for e in events if e.type in definition.listened_events]
         return prior
 

@@ -68,6 +68,12 @@ class EventView(BaseModel):
     dispatched_at: datetime | None = Field(description="When the router applied it (None: pending or failed).")
     failed_at: datetime | None = None
     last_error: str | None = None
+    backfill: bool = Field(default=False, description="History imported: it started and steered nothing.")
+    note: str | None = Field(
+        default=None,
+        description="What dispatching it did of note: `stale: ...` (too old for a journey's entry.max_age, so "
+        "not started) or `backfill: ...`.",
+    )
 
 
 class History(BaseModel):
@@ -192,4 +198,7 @@ def timeline(h: History) -> list[str]:
             lines.append(f"      ! {m.error}")
         if m.body:
             lines.append(f"      {m.body[:120]}")
+    for e in h.events:
+        if e.note:  # what an event did not start, and why (stale, history)
+            lines.append(f"  {e.occurred_at.isoformat()}  event {e.type} {e.event_id}: {e.note}")
     return lines

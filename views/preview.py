@@ -3,8 +3,13 @@ the contact policy would pick: `journeys preview JOURNEY STEP --customer C [--or
 console's step preview (`GET /journeys/{name}/preview`).
 
 The customer comes from the store; the order is what the event log knows of it, built by the same
-function as a running journey's (core.orders.order_context); with no order logged, the entry event
-is made up from the order id alone. Nothing is sent and nothing is written.
+function as a running journey's (core.orders.order_context). Without an order given, the
+customer's latest order is used, and a customer-keyed journey with none previews with an empty
+`order`; the notes say which. With no event logged for the order, the entry event is made up from
+the order id alone. Nothing is sent and nothing is written.
+
+A journey, step or customer that is not there is a `PreviewError` (404); a request that cannot be
+previewed as given (an order of another customer) is a `PreviewRefused` (422) naming what to pass.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ from store.db import Store
 
 class PreviewError(ValueError):
     """A journey, step, customer or order that is not there; the message names it."""
+
+
+class PreviewRefused(PreviewError):
+    """A preview that cannot be made as asked; the message names what to pass instead."""
 
 
 class ChannelPreview(BaseModel):
@@ -87,7 +96,25 @@ def preview(
         customer = queries.get_customer(session, customer_id)
         if customer is None:
             raise PreviewError(f"no customer {customer_id!r} in the store (send a customer.created event first)")
+        theirs = queries.orders_of_customer(session, customer_id)
+        notes: list[str] = []
+        if order_id is None and theirs:
+            order_id = theirs[0]
+            notes.append(f"order: the customer's latest, {order_id!r} (pass an order to preview another)")
+        elif order_id is None:
+            notes.append(
+                "order: none (the customer has no order in the log): an empty order"
+                if definition.entry.key == "customer"
+                else "order: none in the log: a made-up order id"
+            )
         order_events = queries.events_of_order(session, order_id) if order_id else []
+        owners = {e.customer_id for e in order_events}
+        if owners and customer_id not in owners:
+            mine = ", ".join(repr(o) for o in theirs) or "none in the log"
+            raise PreviewRefused(
+                f"order {order_id!r} belongs to customer {sorted(owners)[0]!r}, not {customer_id!r}: "
+                f"pass one of {customer_id!r}'s orders ({mine}), or no order"
+            )
         purchases = queries.purchases_of(session, customer_id, now)
         category = spec.category or definition.category
         decision = decide(  # the very rule the send activity applies, as if the step ran now
@@ -104,34 +131,31 @@ def preview(
 
     entry_types = set(definition.entry.events)
     entry_rows = [row for row in order_events if row.type in entry_types] or order_events
-    entry = (
-        Event.model_validate(
-            {
-                c: getattr(entry_rows[-1], c)
-                for c in ("event_id", "type", "occurred_at", "customer_id", "order_id", "data")
-            }
-        )
-        if entry_rows
-        else Event(
-            event_id="preview",
-            type=definition.entry.events[0],
-            occurred_at=now,
-            customer_id=customer_id,
-            order_id=order_id or ("preview-order" if definition.entry.key == "order" else None),
-        )
-    )
-    order = order_context(entry.order_id, order_events or [entry])  # as the workflow and the router see it
+    if entry_rows:
+        entry: dict[str, Any] = entry_rows[-1].model_dump(mode="json")
+    else:  # made up: a dict, not an Event, so an order event type may go without an order here
+        made_up_order = order_id or ("preview-order" if definition.entry.key == "order" else None)
+        entry = {
+            "event_id": "preview",
+            "type": definition.entry.events[0],
+            "occurred_at": now.isoformat(),
+            "customer_id": customer_id,
+            "order_id": made_up_order,
+            "data": {},
+        }
+        order_events = [Event.model_validate(entry)] if made_up_order else []
+    order = order_context(entry["order_id"], order_events)  # as the workflow and the router see it
     tz = zone(customer.timezone)
     seen = customer_context(customer, purchases, definitions.rfm, now)  # as the workflow sees it
-    context = build_context(tz=tz, now=now, event=entry.model_dump(mode="json"), order=order, customer=seen)
-    notes = list(decision.notes)
+    context = build_context(tz=tz, now=now, event=entry, order=order, customer=seen)
+    notes = [*notes, *decision.notes]
     variables: dict[str, Any] = {}
     for name, source in definition.vars.items():
         try:
             variables[name] = evaluate(source, {**context, "vars": variables})
         except Exception as err:  # shown, not raised: the preview is for finding such problems
             notes.append(f"vars.{name}: {err}")
-    if order_id and not order_events:
+    if order_id and not entry_rows:
         notes.append(f"order {order_id!r} has no events in the log: only its id is known")
 
     policy = _policy_line(decision, tz)
@@ -162,7 +186,7 @@ def preview(
         template=spec.template,
         category=category,
         customer_id=customer_id,
-        order_id=entry.order_id,
+        order_id=entry["order_id"],
         policy=policy,
         notes=notes,
         channels=channels,

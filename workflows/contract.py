@@ -23,7 +23,10 @@ CHANNEL_QUEUES_PATCH = "deliver-on-channel-queue"
 #: 2   `order` is the whole order (core.orders.order_context over `order_history` and every event
 #:     of the order signalled since); before, it was the entry event's data and later events' data
 #: 3   a run records how it ended (record_exit, a local activity) for the effect report's exits
-REVISION = 3
+#: 4   inside a `wait_for`'s `on_event` branch `event` is the awaited event (the entry event is
+#:     `entry` everywhere); a send carries its planned moment and `max_lateness`, so a message
+#:     whose moment has passed by more than that is skipped as `stale`
+REVISION = 4
 
 
 def channel_queue(task_queue: str, channel: str) -> str:

@@ -106,6 +106,8 @@ class JourneyWorkflow:
         self.vars: dict[str, Any] = {}  # the definition's vars, once evaluated
         self.where = "entry"  # what is being evaluated, for the record when an expression fails
         self.template: str | None = None  # ... and the template of the send step it belongs to
+        # Revision 4: inside a wait_for's on_event branch, `event` is the event that ended the wait.
+        self.awaited: Event | None = None
         for event in input.prior_events:
             self.on_event(event)
 
@@ -293,7 +295,11 @@ class JourneyWorkflow:
         event = arrived()
         if event is not None and event.occurred_at <= deadline:
             self.cursor = max(began, event.occurred_at)
-            await self._run_steps(spec.on_event, f"{path}.on_event")
+            outer, self.awaited = self.awaited, event
+            try:
+                await self._run_steps(spec.on_event, f"{path}.on_event")
+            finally:
+                self.awaited = outer
         else:
             self.cursor = deadline
             await self._run_steps(spec.on_timeout, f"{path}.on_timeout")
@@ -308,6 +314,23 @@ class JourneyWorkflow:
         # Histories from before channel queues deliver inside send_message (decide_message); new runs deliver on
         # the channel's own (rate-limited) task queue.
         on_channel_queue = self.input.revision >= 1 or workflow.patched(CHANNEL_QUEUES_PATCH)
+        category = spec.category or self.definition.category
+        # Revision 4: the message is meant for the end of the waits before it (the cursor); sent
+        # more than max_lateness after that (a back-dated order, a long outage), it is stale.
+        lateness = {"planned_at": self.cursor, "max_lateness": spec.lateness(category)} if self.revision4 else {}
+        # ... and an exit event already logged for this instance skips it, signalled yet or not:
+        # for a once-per-order journey whatever its time (clocks of other systems skew), else
+        # since this run began.
+        entry = self.definition.entry
+        exits = (
+            {
+                "exit_on": self.definition.exit_on,
+                "exit_key": entry.key,
+                "exit_since": None if entry.key == "order" and entry.reentry == "once" else self.started,
+            }
+            if self.revision4 and self.definition.exit_on
+            else {}
+        )
         while True:
             request = SendRequest(
                 workflow_id=info.workflow_id,
@@ -317,13 +340,14 @@ class JourneyWorkflow:
                 step=spec.step_id,
                 customer_id=self.input.entry_event.customer_id,
                 order_id=self.input.entry_event.order_id,
-                category=spec.category or self.definition.category,
+                category=category,
                 channel=spec.channel,
                 fallback=spec.fallback,
                 template_name=spec.template,
                 template=self.input.snapshot.templates[spec.template],
                 context={
                     "event": context["event"],
+                    **({"entry": context["entry"]} if self.revision4 else {}),
                     "order": self.order,
                     "vars": self.vars,
                     # RFM as of the send; the activity adds the record as the store has it then.
@@ -334,6 +358,8 @@ class JourneyWorkflow:
                 resource=self.input.snapshot.resources[spec.resource] if spec.resource else None,
                 variant=self.definition.variant_of(self.input.key),
                 deliver=not on_channel_queue,
+                **lateness,
+                **exits,
             )
             outcome: SendOutcome = await workflow.execute_activity_method(
                 JourneyActivities.decide_message,
@@ -355,6 +381,8 @@ class JourneyWorkflow:
             self._set_step(f"quiet_hours:{spec.step_id}")
             await self._sleep_until(outcome.defer_until)
             self.cursor = max(self.cursor, outcome.defer_until)
+            if lateness:  # the policy moved it: it is planned for the morning now
+                lateness["planned_at"] = self.cursor
             self._set_step(f"send:{spec.step_id}")
         self.sends[spec.step_id] = outcome.status + (f":{outcome.reason}" if outcome.reason else "")
 
@@ -438,11 +466,18 @@ class JourneyWorkflow:
         )
         return f"expression_error at {self.where}: {err}"
 
+    @property
+    def revision4(self) -> bool:
+        return self.input.revision >= 4
+
     def _context(self) -> dict[str, Any]:
+        entry = self.input.entry_event.model_dump(mode="json")
+        awaited = self.awaited if self.revision4 else None
         return build_context(
             tz=self.tz,
             now=self.now(),
-            event=self.input.entry_event.model_dump(mode="json"),
+            event=awaited.model_dump(mode="json") if awaited else entry,
+            entry=entry if self.revision4 else None,
             order=self.order,
             customer=customer_context(self.customer, self.purchases.values(), self.input.rfm_table, self.now()),
             vars=self.vars,

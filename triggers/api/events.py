@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
@@ -130,7 +130,18 @@ _BODY = {
     dependencies=[Depends(allowed(Permission.SEND_EVENTS))],
     summary="Send one event or a batch",
 )
-async def post_events(request: Request, api: Context) -> JSONResponse:
+async def post_events(
+    request: Request,
+    api: Context,
+    backfill: Annotated[
+        bool,
+        Query(
+            description="History (an import of past orders): the events update the customer, orders, RFM and "
+            "traits, and start or steer no journey (an instance that exits on one still exits). The event log "
+            "notes each as backfill."
+        ),
+    ] = False,
+) -> JSONResponse:
     body = await read_body(request, api.max_body_bytes)
     if body is None:
         return JSONResponse({"detail": f"the body is over {api.max_body_bytes} bytes"}, status_code=413)
@@ -169,7 +180,7 @@ async def post_events(request: Request, api: Context) -> JSONResponse:
             continue
         good.append(event)
     if good:
-        answer.accepted, answer.duplicates = await _log(api.store, good)
+        answer.accepted, answer.duplicates = await _log(api.store, good, backfill)
     if answer.accepted and api.on_accepted is not None:
         api.on_accepted()
     answer.duplicate = single and bool(answer.duplicates)
@@ -240,11 +251,11 @@ def _printable(text: str) -> bool:
     return text.isprintable()
 
 
-async def _log(store: Store, events: list[Event]) -> tuple[list[str], list[str]]:
+async def _log(store: Store, events: list[Event], backfill: bool = False) -> tuple[list[str], list[str]]:
     """Write events to the log in one statement: (accepted ids, duplicate ids), in batch order."""
 
     def write(session) -> tuple[list[str], list[str]]:
-        written = queries.store_events(session, events, datetime.now(UTC))
+        written = queries.store_events(session, events, datetime.now(UTC), backfill=backfill)
         accepted, duplicates = [], []
         for event in events:
             if event.event_id in written:

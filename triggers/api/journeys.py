@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from core.access import Permission
 from triggers.api.deps import Context, Problem, Temporal, allowed
 from views.history import count_instances
-from views.preview import Preview, PreviewError, preview
+from views.preview import Preview, PreviewError, PreviewRefused, preview
 
 router = APIRouter(dependencies=[Depends(allowed(Permission.READ_JOURNEYS))], tags=["journeys"])
 
@@ -86,7 +86,12 @@ async def journey_definition(name: str, api: Context) -> DefinitionView | JSONRe
 @router.get(
     "/journeys/{name}/preview",
     response_model=Preview,
-    responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}},
+    responses={
+        401: {"model": Problem},
+        403: {"model": Problem},
+        404: {"model": Problem, "description": "No such journey, send step or customer."},
+        422: {"model": Problem, "description": "Cannot be previewed as asked; the detail says what to pass."},
+    },
     dependencies=[Depends(allowed(Permission.READ_PROFILE))],
     summary="A send step's message as a customer would get it now (nothing is sent)",
 )
@@ -112,5 +117,7 @@ async def preview_step(
 
     try:
         return await asyncio.to_thread(build)
+    except PreviewRefused as err:
+        return JSONResponse({"detail": str(err)}, status_code=422)
     except PreviewError as err:
         return JSONResponse({"detail": str(err)}, status_code=404)
