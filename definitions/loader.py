@@ -22,6 +22,7 @@ from core.rfm import DEFAULT_TABLE, RfmTable
 from definitions.broadcasts import BROADCAST_EVENT, BROADCASTS_DIR, Broadcast, BroadcastSchedule, journey_of
 from definitions.events import BUILT_IN, EVENTS_FILE, EventCatalog, EventDeclaration
 from definitions.expressions import check_expression, check_template
+from definitions.lint import lint_journey, template_problems
 from definitions.render import has_variant
 from definitions.schema import (
     IfStep,
@@ -65,6 +66,9 @@ class Definitions:
     broadcasts: dict[str, tuple[Broadcast, JourneySnapshot]] = field(default_factory=dict)
     #: What send steps hand out, with its harassment limits (`resources.yaml`), by name.
     resources: dict[str, Resource] = field(default_factory=dict)
+    #: What looks wrong but may be meant (a field a declared event's schema lacks), one line each as
+    #: `path:line: field: warning: ...`; never a reason not to load (`journeys validate` prints them).
+    warnings: list[str] = field(default_factory=list)
 
     def __iter__(self):
         return iter(self.journeys.values())
@@ -206,9 +210,9 @@ def load_templates(directory: Path) -> tuple[dict[str, Template], list[str]]:
                 )
                 for part, source, html in parts:
                     problem = check_template(source, html=html)
-                    if problem:
-                        loc = (channel, locale, part) if part else (channel, locale)
-                        problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {problem}")
+                    loc = (channel, locale, part) if part else (channel, locale)
+                    for message in [problem] if problem else template_problems(source):
+                        problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {message}")
         templates[path.stem] = template
     return templates, problems
 
@@ -231,9 +235,10 @@ def _journey_problems(
     templates: dict[str, Template],
     catalog: EventCatalog = BUILT_IN,
     resources: dict[str, Resource] | None = None,
+    warnings: list[tuple[str, str]] | None = None,
 ) -> list[tuple[str, str]]:
     """Problems pydantic cannot see: references, known event types, expressions, routing,
-    duplicate step ids."""
+    duplicate step ids, and the mistakes of definitions/lint.py (its warnings go to `warnings`)."""
     problems: list[tuple[str, str]] = []
     order_keyed = journey.entry.key == "order"
 
@@ -294,6 +299,11 @@ def _journey_problems(
             expression(step.if_.condition, f"{path}.if.condition")
         elif isinstance(step, WaitForStep):
             routable(step.wait_for.event, f"{path}.wait_for.event")
+    for finding in lint_journey(journey, catalog):
+        if not finding.warning:
+            problems.append((finding.where, finding.message))
+        elif warnings is not None:
+            warnings.append((finding.where, f"warning: {finding.message}"))
     return problems
 
 
@@ -349,9 +359,13 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
         except ValidationError as err:
             problems.extend(_problem_lines(path, lines, err))
             continue
+        warned: list[tuple[str, str]] = []
         own = [
             f"{path}:{_line_of(lines, _parse_loc(where))}: {where}: {message}"
-            for where, message in _journey_problems(journey, templates, loaded.events, loaded.resources)
+            for where, message in _journey_problems(journey, templates, loaded.events, loaded.resources, warned)
+        ]
+        loaded.warnings += [
+            f"{path}:{_line_of(lines, _parse_loc(where))}: {where}: {message}" for where, message in warned
         ]
         if journey.name in where_defined:
             own.append(
@@ -392,15 +406,26 @@ def _load_broadcasts(
             known = ", ".join(sorted(loaded.segments)) or "none"
             own.append((("segment",), f"no segment {broadcast.segment!r}; segments: {known}"))
         journey = journey_of(broadcast)
-        for where, message in _journey_problems(journey, templates, catalog, loaded.resources):
-            if where.startswith("steps"):  # the send step, as the file wrote it
-                where = "send" + where.split(".send", 1)[1] if ".send" in where else "send"
-            own.append((_parse_loc(where), message))
+        warned: list[tuple[str, str]] = []
+        for where, message in _journey_problems(journey, templates, catalog, loaded.resources, warned):
+            own.append((_broadcast_loc(where), message))
         for loc, message in own:
             problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {message}")
+        for where, message in warned:
+            loaded.warnings.append(
+                f"{path}:{_line_of(lines, _broadcast_loc(where))}: {_dotted(_broadcast_loc(where))}: {message}"
+            )
         if not own:
             found[broadcast.name] = (broadcast, snapshot_of(journey, templates, loaded.resources))
     return found
+
+
+def _broadcast_loc(where: str) -> tuple:
+    """Where a problem of a broadcast's journey (journey_of) is in the broadcast's file: the
+    send step's, as the file wrote it."""
+    if where.startswith("steps"):
+        where = "send" + where.split(".send", 1)[1] if ".send" in where else "send"
+    return _parse_loc(where)
 
 
 def _read_optional(path: Path, problems: list[str]) -> tuple[Any, dict[tuple, int]] | None:

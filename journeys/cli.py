@@ -81,9 +81,14 @@ def _definitions_or_exit(directory: Path | None):
 
 @app.command()
 def validate(directory: Annotated[Path | None, typer.Argument(help="Default: ./definitions")] = None) -> None:
-    """Check journey definitions: exit 0 when all is well, else one line per problem and exit 1."""
+    """Check journey definitions: one line per problem and exit 1, else exit 0. Warnings (a line
+    whose message starts `warning:`) are printed too and never fail the check."""
     directory = directory or default_directory()
-    loaded = _definitions_or_exit(directory)
+    loaded, problems = check_definitions(directory)
+    for line in [*problems, *loaded.warnings]:
+        typer.echo(line, err=True)
+    if problems:
+        raise typer.Exit(1)
     typer.echo(f"{directory}: {len(loaded)} journeys OK ({', '.join(sorted(loaded.journeys))})")
     typer.echo(
         f"{directory}: {len(loaded.events.declared)} declared event types, {len(loaded.resources)} resources, "

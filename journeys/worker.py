@@ -100,6 +100,8 @@ def compile_definitions(settings: Settings) -> None:
     loaded, problems = check_definitions(directory)
     for problem in problems:
         log.error("definition problem (instances of other journeys are unaffected): %s", problem)
+    for warning in loaded.warnings:
+        log.warning("definition %s", warning)
     expressions, templates = compiled_counts()
     log.info(
         "compiled %d expressions and %d templates of %d journeys in %s", expressions, templates, len(loaded), directory

@@ -1,0 +1,407 @@
+"""Mistakes a journey can parse with and still make: what `journeys validate` finds beyond the
+schema, each as `(path, message)` for the loader to place at its file and line.
+
+Errors (the journey is not loaded):
+
+- a name no expression can see (`ordr.amount`), with the names there are;
+- a `vars` entry read before it is evaluated (vars run once, in order, after `entry.condition`),
+  or one that does not exist;
+- a wait, a `wait_for` timeout, an `entry.max_age` or a `send.max_lateness` that is zero or
+  negative (a `wait_until` offset may be negative);
+- a journey without steps, an `if` with neither `then` nor `else`, a split that does nothing;
+- a transactional send that hands out a resource;
+- steps that can never run, after an `exit`, a `repeat`, or a step every branch of which ends.
+
+Warnings (loaded all the same): a field of a declared event type's `data` that its JSON Schema
+(events.yaml) does not have, and a field no event has (`event.dat`).
+
+Templates are checked for their root names only: they see the data of the send (`event`,
+`entry`, `order`, `customer`, `vars`) and `shop`, and may set their own names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import TemplateSyntaxError, meta, nodes
+from jinja2.parser import Parser
+
+from core.records import Event
+from definitions.events import EVENTS_FILE, EventCatalog
+from definitions.expressions import _CONDITIONS, TEMPLATES_TEXT, build_context, zone
+from definitions.schema import (
+    ExitStep,
+    IfStep,
+    Journey,
+    RepeatStep,
+    SendStep,
+    SplitStep,
+    WaitForStep,
+    WaitStep,
+    WaitUntilStep,
+    parse_duration,
+)
+
+#: The data a send's template renders with, besides Jinja's globals (workflows/journey.py `_send`,
+#: activities/journey.py, views/preview.py, definitions/render.py add `shop`).
+TEMPLATE_DATA = frozenset({"event", "entry", "order", "customer", "vars", "shop"})
+#: The schema keywords that make a field's presence too subtle to judge here: no warning then.
+_COMPOSED = ("allOf", "anyOf", "oneOf", "not", "$ref", "$dynamicRef", "if", "dependentSchemas", "unevaluatedProperties")
+
+
+@dataclass(frozen=True)
+class Finding:
+    where: str  # the dotted path in the file, e.g. `steps[1].if.condition`
+    message: str
+    warning: bool = False
+
+
+@lru_cache(maxsize=1)
+def _context_names() -> frozenset[str]:
+    """The names build_context gives every expression (the data and the helpers)."""
+    return frozenset(build_context(tz=zone(None), now=datetime(2000, 1, 1, tzinfo=UTC)))
+
+
+def expression_names() -> frozenset[str]:
+    """Every root name an expression may use: the context's, `entry` (the entry event) and the
+    sandbox's globals (read each time: a test may add one)."""
+    return _context_names() | {"entry"} | frozenset(_CONDITIONS.globals)
+
+
+def template_names() -> frozenset[str]:
+    return TEMPLATE_DATA | frozenset(TEMPLATES_TEXT.globals)
+
+
+def _unknown_name(name: str, known: frozenset[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown name {name!r} (known: {', '.join(sorted(known))}){hint}"
+
+
+def _parse_expression(source: str) -> nodes.Template | None:
+    """The expression as a template AST (as `compile_expression` parses it); None when it does
+    not parse (the loader reports that)."""
+    try:
+        parser = Parser(_CONDITIONS, source, state="variable")
+        expr = parser.parse_expression()
+        if not parser.stream.eos:
+            return None
+    except TemplateSyntaxError:
+        return None
+    template = nodes.Template([nodes.Output([expr])], lineno=1)
+    template.set_environment(_CONDITIONS)
+    return template
+
+
+def _undeclared(ast: nodes.Template) -> set[str] | None:
+    """The root names a parsed expression or template reads; None when it does not compile (an
+    unknown filter or test: the loader reports that)."""
+    try:
+        return meta.find_undeclared_variables(ast)
+    except TemplateSyntaxError:  # TemplateAssertionError included
+        return None
+
+
+def template_problems(source: str) -> list[str]:
+    """The names a template reads that its data never has (a template that does not parse is
+    the loader's to report)."""
+    try:
+        names = _undeclared(TEMPLATES_TEXT.parse(source))
+    except TemplateSyntaxError:
+        return []
+    if names is None:
+        return []
+    known = template_names()
+    return [_unknown_name(name, known) for name in sorted(names - known)]
+
+
+# ---------------------------------------------------------------------------------------------
+# What an expression reads
+
+
+def _chain(node: nodes.Node) -> tuple[Any, ...] | None:
+    """`event.data['foo'].bar` → `('event', 'data', 'foo', 'bar')`; None when some part is computed."""
+    parts: list[Any] = []
+    while True:
+        if isinstance(node, nodes.Getattr):
+            parts.append(node.attr)
+            node = node.node
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str | int)
+            and not isinstance(node.arg.value, bool)
+        ):
+            parts.append(node.arg.value)
+            node = node.node
+        elif isinstance(node, nodes.Name):
+            parts.append(node.name)
+            return tuple(reversed(parts))
+        else:
+            return None
+
+
+def _reads(node: nodes.Node) -> Iterator[tuple[Any, ...]]:
+    """Every path an expression reads from a root name, each as its longest chain of constant
+    parts: `vars.a + event.data.x` gives `('vars', 'a')` and `('event', 'data', 'x')`."""
+    if isinstance(node, nodes.Getattr | nodes.Getitem | nodes.Name):
+        chain = _chain(node)
+        if chain is not None:
+            yield chain
+            return
+    for child in node.iter_child_nodes():
+        yield from _reads(child)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What names mean where an expression is evaluated."""
+
+    event_types: tuple[str, ...]  # the type(s) `event` may be there
+    entry_types: tuple[str, ...]  # the entry event's type(s)
+    vars_ready: tuple[str, ...]  # the vars evaluated by then
+    vars_all: tuple[str, ...]  # the journey's vars, in order
+    reading: str  # what is evaluated, for the message ("entry.condition", "vars.a", "")
+
+
+_EVENT_FIELDS = tuple(Event.model_fields)
+
+
+def _expression_findings(source: str | None, where: str, scope: _Scope, catalog: EventCatalog) -> list[Finding]:
+    if not source:
+        return []
+    ast = _parse_expression(source)
+    names = _undeclared(ast) if ast is not None else None
+    if ast is None or names is None:
+        return []
+    found: list[Finding] = []
+    known = expression_names()
+    for name in sorted(names - known):
+        found.append(Finding(where, _unknown_name(name, known)))
+    seen: set[tuple[Any, ...]] = set()
+    for chain in _reads(ast):
+        if chain in seen:
+            continue
+        seen.add(chain)
+        root = chain[0]
+        if root == "vars" and len(chain) > 1 and isinstance(chain[1], str):
+            found.extend(_var_finding(chain[1], where, scope))
+        elif root in ("event", "entry") and len(chain) > 1:
+            types = scope.event_types if root == "event" else scope.entry_types
+            found.extend(_field_findings(chain, types, where, catalog))
+    return list(dict.fromkeys(found))  # `vars.b.x or vars.b` says it once
+
+
+def _var_finding(name: str, where: str, scope: _Scope) -> list[Finding]:
+    if name in scope.vars_ready:
+        return []
+    if name not in scope.vars_all:
+        defined = ", ".join(scope.vars_all) or "none"
+        close = difflib.get_close_matches(name, scope.vars_all, n=1)
+        hint = f"; did you mean vars.{close[0]}?" if close else ""
+        return [Finding(where, f"unknown var {name!r} (vars: {defined}){hint}")]
+    if scope.reading == f"vars.{name}":
+        return [Finding(where, f"vars.{name} reads itself: a var is evaluated once, from the vars before it")]
+    if scope.reading.startswith("vars."):
+        return [
+            Finding(
+                where,
+                f"vars.{name} is used before it is defined: vars are evaluated once, in order, "
+                f"and {name} comes after {scope.reading.removeprefix('vars.')}",
+            )
+        ]
+    return [Finding(where, f"vars.{name} is used before it is defined: {scope.reading} is evaluated before vars")]
+
+
+def _dotted(parts: tuple[Any, ...]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _field_findings(chain: tuple[Any, ...], types: tuple[str, ...], where: str, catalog: EventCatalog) -> list[Finding]:
+    root, first = chain[0], chain[1]
+    if isinstance(first, str) and first not in _EVENT_FIELDS:
+        close = difflib.get_close_matches(first, _EVENT_FIELDS, n=1)
+        hint = f"; did you mean {root}.{close[0]}?" if close else ""
+        return [
+            Finding(
+                where, f"{_dotted(chain[:2])}: an event has no field {first!r} ({', '.join(_EVENT_FIELDS)}){hint}", True
+            )
+        ]
+    if first != "data" or len(chain) < 3 or not types:
+        return []
+    misses = []
+    for event_type in types:
+        declaration = catalog.declared.get(event_type)
+        schema = declaration.data_schema if declaration else None
+        miss = _missing(schema, chain[2:]) if schema is not None else None
+        if miss is None:
+            return []  # a type that may have it (or has no schema: built-in types have none)
+        misses.append(miss)
+    depth = min(depth for depth, _ in misses)
+    fields = sorted({name for d, names in misses if d == depth for name in names})
+    missing = chain[2 + depth]
+    path = _dotted(chain[: 3 + depth])
+    owners = "the schema of " + types[0] if len(types) == 1 else "the schemas of " + ", ".join(types)
+    close = difflib.get_close_matches(str(missing), fields, n=1)
+    hint = f"; did you mean {_dotted((*chain[: 2 + depth], close[0]))}?" if close else ""
+    return [
+        Finding(
+            where,
+            f"{path}: no field {missing!r} in {owners} ({EVENTS_FILE}: {', '.join(fields) or 'none'}){hint}",
+            True,
+        )
+    ]
+
+
+def _missing(schema: Any, parts: tuple[Any, ...]) -> tuple[int, list[str]] | None:
+    """Where a path into `data` leaves what `schema` allows: (the index of the part no object
+    schema along the path has, that schema's fields), or None when every part may be there (a
+    schema that declares no properties, or allows more, or that is too subtle to judge)."""
+    for depth, part in enumerate(parts):
+        if not isinstance(schema, dict) or any(keyword in schema for keyword in _COMPOSED):
+            return None
+        if isinstance(part, int):
+            items = schema.get("items")
+            if schema.get("type") != "array" or not isinstance(items, dict):
+                return None
+            schema = items
+            continue
+        properties = schema.get("properties")
+        if not isinstance(properties, dict):
+            return None  # nothing declared: any field may be there
+        if part in properties:
+            schema = properties[part]
+            continue
+        extra = schema.get("additionalProperties")
+        if extra is not None and extra is not False:
+            return None
+        patterns = schema.get("patternProperties") or {}
+        if any(re.search(pattern, part) for pattern in patterns):
+            return None
+        return depth, sorted(properties)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The journey
+
+
+def _positive(value: str | None, where: str, what: str) -> list[Finding]:
+    if value is None:
+        return []
+    try:
+        duration = parse_duration(value)
+    except ValueError:
+        return []  # pydantic reported it
+    if duration > timedelta(0):
+        return []
+    return [Finding(where, f"{what} {value!r} is not positive: it must be longer than zero")]
+
+
+def _ends(steps: list[Any]) -> bool:
+    """Whether running `steps` always ends the run (an exit or a repeat on every path)."""
+    return any(_step_ends(step) for step in steps)
+
+
+def _step_ends(step: Any) -> bool:
+    if isinstance(step, ExitStep | RepeatStep):
+        return True
+    if isinstance(step, IfStep):
+        return _ends(step.if_.then) and _ends(step.if_.else_)
+    if isinstance(step, WaitForStep):
+        return _ends(step.wait_for.on_event) and _ends(step.wait_for.on_timeout)
+    if isinstance(step, SplitStep):
+        return bool(step.split.branches) and all(_ends(branch.steps) for branch in step.split.branches)
+    return False
+
+
+def _ending(step: Any, path: str) -> str:
+    if isinstance(step, ExitStep):
+        return f"after exit at {path}"
+    if isinstance(step, RepeatStep):
+        return f"after repeat at {path}"
+    kind = {IfStep: "if", WaitForStep: "wait_for", SplitStep: "split"}[type(step)]
+    return f"every branch of the {kind} at {path} ends the journey"
+
+
+def lint_journey(journey: Journey, catalog: EventCatalog) -> list[Finding]:
+    """The mistakes of one journey beyond its schema and references (see the module's doc)."""
+    found: list[Finding] = []
+    names = tuple(journey.vars)
+    entry_types = tuple(journey.entry.events)
+
+    def scope(reading: str, ready: tuple[str, ...], event_types: tuple[str, ...] = entry_types) -> _Scope:
+        return _Scope(event_types, entry_types, ready, names, reading)
+
+    found += _expression_findings(journey.entry.condition, "entry.condition", scope("entry.condition", ()), catalog)
+    for i, (name, source) in enumerate(journey.vars.items()):
+        found += _expression_findings(source, f"vars.{name}", scope(f"vars.{name}", names[:i]), catalog)
+    found += _positive(getattr(journey.entry, "max_age", None), "entry.max_age", "max_age")
+    if journey.conversion is not None:
+        where = "goal.within" if not isinstance(journey.goal, str) else "conversion_window"
+        found += _positive(journey.conversion.within, where, "the goal's window")
+    if not journey.steps:
+        found.append(Finding("steps", "no steps: a journey needs at least one"))
+
+    def walk(steps: list[Any], path: str, event_types: tuple[str, ...]) -> None:
+        after = scope("", names, event_types)
+        ended = None  # the step that ends every run through this list, if any yet
+        for i, step in enumerate(steps):
+            here = f"{path}[{i}]"
+            if ended is None and i and _step_ends(steps[i - 1]):
+                ended = i - 1  # one line for the unreachable rest; its own mistakes are still named
+                found.append(Finding(here, f"unreachable: {_ending(steps[ended], f'{path}[{ended}]')}"))
+            if isinstance(step, WaitStep):
+                found.extend(_positive(step.wait, f"{here}.wait", "wait"))
+            elif isinstance(step, WaitUntilStep):
+                found.extend(_expression_findings(step.wait_until.at, f"{here}.wait_until.at", after, catalog))
+            elif isinstance(step, WaitForStep):
+                spec = step.wait_for
+                found.extend(_positive(spec.timeout, f"{here}.wait_for.timeout", "timeout"))
+                walk(spec.on_event, f"{here}.wait_for.on_event", (spec.event,))
+                walk(spec.on_timeout, f"{here}.wait_for.on_timeout", event_types)
+            elif isinstance(step, SendStep):
+                spec = step.send
+                found.extend(_expression_findings(spec.deadline, f"{here}.send.deadline", after, catalog))
+                found.extend(
+                    _positive(getattr(spec, "max_lateness", None), f"{here}.send.max_lateness", "max_lateness")
+                )
+                if spec.resource and (spec.category or journey.category) == "transactional":
+                    found.append(
+                        Finding(
+                            f"{here}.send.resource",
+                            f"a transactional send hands out {spec.resource!r}: transactional messages carry no "
+                            "offers (send it as marketing: `category: marketing`)",
+                        )
+                    )
+            elif isinstance(step, IfStep):
+                found.extend(_expression_findings(step.if_.condition, f"{here}.if.condition", after, catalog))
+                if not step.if_.then and not step.if_.else_:
+                    found.append(Finding(f"{here}.if", "neither then nor else has steps: the if does nothing"))
+                walk(step.if_.then, f"{here}.if.then", event_types)
+                walk(step.if_.else_, f"{here}.if.else", event_types)
+            elif isinstance(step, SplitStep):
+                spec = step.split
+                if not spec.holdout and not any(branch.steps for branch in spec.branches):
+                    found.append(
+                        Finding(
+                            f"{here}.split",
+                            "no holdout and no branch with steps: the split does nothing"
+                            if spec.branches
+                            else "no branches and no holdout: the split does nothing",
+                        )
+                    )
+                for b, branch in enumerate(spec.branches):
+                    walk(branch.steps, f"{here}.split.branches[{b}].steps", event_types)
+
+    walk(journey.steps, "steps", entry_types)
+    return found
