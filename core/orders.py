@@ -6,11 +6,21 @@ The data of every event of the order, merged in event-time order (a later value 
 deletes a field), then the derived fields, which win over data of the same name:
 
 - `order_id`;
-- `status`: created, paid, shipped, delivered, confirmed, cancelled, closed or refunded (the
-  latest order event that changes it; a review does not);
-- `created_at`, `paid_at`, `shipped_at`, `delivered_at`, `closed_at`: when those events occurred
-  (RFC 3339, UTC);
-- `amount`: the paid amount (`order.paid`'s `data.amount`) once paid, else the created amount.
+- `status`: how far the order has gone, which only moves forward, whatever order its events
+  arrive in and whatever their timestamps say: created -> paid -> shipped -> delivered ->
+  confirmed. `cancelled` and `closed` apply only before payment (an order with any `order.paid`
+  is never cancelled or closed by them; of the two, the first counts); `refunded` follows any
+  stage after payment. So the status is the furthest stage any of its events reached, in the
+  order created < cancelled, closed < paid < shipped < delivered < confirmed < refunded: an
+  `order.paid` timed 16 minutes before its `order.created` (a payment system's clock behind)
+  still makes the order `paid`. A review does not change it;
+- `created_at`, `shipped_at`, `delivered_at`, `closed_at`: when the latest such event occurred,
+  and `paid_at`: when the first `order.paid` did (the payment RFM and the effect report count),
+  RFC 3339, UTC;
+- `amount`: the order's amount by core/amounts.py's rule: the first payment's `data.amount` when
+  it is an amount, else the latest creation's; a JSON integer stays an integer, a string amount
+  becomes its number (`"129.00"` -> 129.0); absent when neither is an amount (`-500`,
+  `"一百二十九元"` and the like never show as `order.amount`).
 
 Temporal payloads are limited (2 MB each), so an instance starts with at most `MAX_ORDER_EVENTS`
 earlier events of its order (the latest), each with at most `MAX_EVENT_DATA_BYTES` of data; an
@@ -21,9 +31,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from numbers import Number
 from typing import Any
 
+from core.amounts import amount_number
 from core.records import Event
 
 STATUS_OF_EVENT = {
@@ -44,6 +54,20 @@ TIME_OF_EVENT = {
     "order.closed": "closed_at",
 }
 DERIVED_FIELDS = ("order_id", "status", *TIME_OF_EVENT.values(), "amount")
+#: How far each status is along the order's life: the status is the furthest any event reached.
+#: `cancelled` and `closed` rank below `paid`, so a payment, whenever it is timed, wins over them.
+STAGE = {
+    "created": 0,
+    "cancelled": 1,
+    "closed": 1,
+    "paid": 2,
+    "shipped": 3,
+    "delivered": 4,
+    "confirmed": 5,
+    "refunded": 6,
+}
+#: Event times kept from the first event of the type rather than the latest.
+FIRST_TIME_OF = frozenset({"order.paid"})
 
 MAX_ORDER_EVENTS = 50
 MAX_EVENT_DATA_BYTES = 16_384
@@ -58,30 +82,34 @@ def order_context(order_id: str | None, events: Iterable[Event]) -> dict[str, An
     context: dict[str, Any] = {}
     status: str | None = None
     times: dict[str, str] = {}
-    amounts: dict[str, Any] = {}
+    created_amount: Any = None
+    paid: Event | None = None
     for event in sorted((e for e in events if e.order_id == order_id), key=lambda e: e.occurred_at):
         for name, value in event.data.items():
             if value is None:
                 context.pop(name, None)
             else:
                 context[name] = value
-        status = STATUS_OF_EVENT.get(event.type, status)
-        if event.type in TIME_OF_EVENT:
-            times[TIME_OF_EVENT[event.type]] = event.occurred_at.isoformat()
-        amount = event.data.get("amount")
-        if (
-            event.type in ("order.created", "order.paid")
-            and isinstance(amount, Number)
-            and not isinstance(amount, bool)
-        ):
-            amounts[event.type] = amount
+        reached = STATUS_OF_EVENT.get(event.type)
+        if reached is not None and (status is None or STAGE[reached] > STAGE[status]):
+            status = reached  # forward only; of equal stages (cancelled, closed) the first stays
+        field = TIME_OF_EVENT.get(event.type)
+        if field is not None and not (event.type in FIRST_TIME_OF and field in times):
+            times[field] = event.occurred_at.isoformat()
+        if event.type == "order.created":
+            created_amount = event.data.get("amount")
+        elif event.type == "order.paid" and paid is None:
+            paid = event
     context.update(times)
     context["order_id"] = order_id
     context["status"] = status
-    if "order.paid" in amounts:
-        context["amount"] = amounts["order.paid"]
-    elif "order.created" in amounts:
-        context["amount"] = amounts["order.created"]
+    amount = amount_number(paid.data.get("amount")) if paid is not None else None
+    if amount is None:
+        amount = amount_number(created_amount)
+    if amount is None:
+        context.pop("amount", None)
+    else:
+        context["amount"] = amount
     return context
 
 

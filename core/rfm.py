@@ -1,7 +1,10 @@
 """RFM (客户等级划分) as the shop-CRM practice defines it, computed at the moment it is read.
 
 At a time T, a purchase is an order with an `order.paid` in (T-365 d, T] that was not refunded by
-T; its amount is `order.paid`'s `data.amount`, else `order.created`'s.
+T; its amount is its first `order.paid`'s `data.amount`, else its latest `order.created`'s, else 0.
+What an amount is, and what a purchase and a refund are, is core/amounts.py's rule, shared with
+segments, the `orders` read model and the effect report (`1e308`, `-500`, `"一百二十九元"` are
+no amount).
 
 - R, from the days since the last purchase: <=30 -> 5, <=90 -> 4, <=120 -> 3, <=210 -> 2, <=365 -> 1
 - F, from the number of purchases: >=6 -> 5, >=4 -> 4, >=3 -> 3, >=2 -> 2, >=1 -> 1
@@ -16,18 +19,18 @@ so the router, the workflow (at `workflow.now()`), preview, segments and the pro
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.amounts import WINDOW as WINDOW  # RFM's year, re-exported
+from core.amounts import amount_of, in_year, order_amount
 from core.records import Customer
 
 #: Event types that change a customer's purchases.
 PURCHASE_EVENT_TYPES = ("order.created", "order.paid", "order.refunded")
-WINDOW = timedelta(days=365)
 
 
 class Tier(BaseModel):
@@ -90,7 +93,7 @@ class Purchase(BaseModel):
 
     @property
     def amount(self) -> float:
-        return self.paid_amount if self.paid_amount is not None else (self.created_amount or 0.0)
+        return order_amount(self.paid_amount, self.created_amount)
 
 
 class Rfm(BaseModel):
@@ -106,27 +109,17 @@ class Rfm(BaseModel):
     last_purchase_at: datetime | None = None
 
 
-def _amount(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def fold(purchases: dict[str, Purchase], event_type: str, order_id: str | None, at: datetime, data: dict) -> None:
     """Apply one order event to a customer's purchases, by order (the first payment counts)."""
     if event_type not in PURCHASE_EVENT_TYPES or not order_id:
         return
     purchase = purchases.setdefault(order_id, Purchase(order_id=order_id))
     if event_type == "order.created":
-        purchase.created_amount = _amount(data.get("amount"))
+        purchase.created_amount = amount_of(data.get("amount"))
     elif event_type == "order.paid":
         if purchase.paid_at is None or at < purchase.paid_at:
             purchase.paid_at = at
-            purchase.paid_amount = _amount(data.get("amount"))
+            purchase.paid_amount = amount_of(data.get("amount"))
     elif purchase.refunded_at is None or at < purchase.refunded_at:
         purchase.refunded_at = at
 
@@ -149,11 +142,7 @@ def _grade(value: float, bounds: list[float], rising: bool) -> int:
 
 def score(purchases: Iterable[Purchase], at: datetime, table: RfmTable = DEFAULT_TABLE) -> Rfm:
     """The customer's RFM at `at`."""
-    counted = [
-        p
-        for p in purchases
-        if p.paid_at is not None and at - WINDOW < p.paid_at <= at and (p.refunded_at is None or p.refunded_at > at)
-    ]
+    counted = [p for p in purchases if in_year(p.paid_at, p.refunded_at, at)]
     if not counted:
         return Rfm(r=0, f=0, m=0, score=0, tier=tier_of(0, table), purchases=0, amount=0.0)
     last = max(p.paid_at for p in counted if p.paid_at is not None)

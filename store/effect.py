@@ -5,7 +5,8 @@ columns, never rows walked in Python.
 Conversions are read from the `reached` read model, where store/reached.py applies the one
 conversion rule as sends and goal events are written (views/effect.py assembles the report):
 - revenue counts for purchase goals (order.created, order.paid) only: the converting order's
-  amount, order.paid's `data.amount`, else order.created's;
+  amount, its first order.paid's `data.amount`, else its latest order.created's (core/amounts.py:
+  what an amount is, and what a purchase and a refund are, for every reader);
 - the holdout of a journey's split converts on the same rule from its entry (`holdout`).
 """
 
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import String, and_, case, func, literal, null, or_, select, text, union_all
+from sqlalchemy import String, and_, case, func, literal, null, select, text, union_all
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
 
+from core.amounts import in_period_sql
 from core.vocabulary import SENT_STATUSES, Status
 from store.orders import amount
 from store.portable import bytewise, local_day, shifted
@@ -297,15 +299,12 @@ def holdout(session: Session, journey: str, rule: GoalRule, period: Period, grou
 
 def _purchases(since: datetime, until: datetime):
     """Purchases in [since, until): orders first paid then and not refunded by `until` (the
-    `orders` read model): customer, order, paid_at and the order's amount."""
+    `orders` read model; core/amounts.py `in_period`): customer, order, paid_at and the order's
+    amount."""
     o = OrderRow
     return (
         select(o.customer_id, o.order_id, o.paid_at, amount(o).label("amount"))
-        .where(
-            o.paid_at >= _at(since),
-            o.paid_at < _at(until),
-            or_(o.refunded_at.is_(None), o.refunded_at >= _at(until)),
-        )
+        .where(in_period_sql(o.paid_at, o.refunded_at, since, until))
         .subquery()
     )
 
@@ -343,11 +342,7 @@ def result_indicators(session: Session, period: Period, silent_days: int) -> dic
     earlier_start = period.start - length
 
     def kept(start, end) -> ColumnElement:
-        return and_(
-            o.paid_at >= _at(start),
-            o.paid_at < _at(end),
-            or_(o.refunded_at.is_(None), o.refunded_at >= _at(end)),
-        )
+        return in_period_sql(o.paid_at, o.refunded_at, start, end)
 
     buyer = (
         select(

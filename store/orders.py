@@ -5,9 +5,11 @@ per order instead of searching the log.
 - `order.created`: the latest (by `occurred_at`) gives `created_at` and `created_amount`;
 - `order.paid`: the first gives `paid_at` and `paid_amount`;
 - `order.refunded`: the first gives `refunded_at`;
-- an order's amount is `paid_amount`, else `created_amount` (`amount()`); an amount is the
-  event's `data.amount` when it is a number or a string of digits (as store/segments.json_number
-  reads it in SQL).
+- an order's amount is `paid_amount`, else `created_amount`, else 0 (`amount()`); each is the
+  event's `data.amount` read by core/amounts.py's rule (`amount_of`) when the event is written,
+  so readers of this table never parse JSON. Segments read the same rule from the event log in
+  SQL (core/amounts.py `amount_sql`, its SQL form); a migration that fills this table from the
+  log uses that form.
 
 `store_events` (store/queries.py) hands every newly logged order event to `note_order_events`;
 events may arrive in any order and any number of times.
@@ -15,35 +17,28 @@ events may arrive in any order and any number of times.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
 
+from core.amounts import amount_of as _amount_of
+from core.amounts import order_amount_sql
 from core.records import Event
 from store.tables import OrderRow
 
-_DIGITS = re.compile(r"[0-9]+(\.[0-9]+)?")
-
 
 def amount_of(data: dict[str, Any]) -> float | None:
-    """`data.amount` as a number: a JSON number, or a string of digits (and a point); else None."""
-    value = data.get("amount")
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and _DIGITS.fullmatch(value):
-        return float(value)
-    return None
+    """An event's `data.amount` by core/amounts.py's rule; None when it is no amount."""
+    return _amount_of(data.get("amount"))
 
 
 def amount(row=OrderRow) -> ColumnElement:
-    """An order's amount: its first payment's, else its latest creation's (0 without either)."""
-    return func.coalesce(row.paid_amount, row.created_amount, 0.0)
+    """An order's amount: its first payment's, else its latest creation's (0 without either):
+    core/amounts.py `order_amount`, in SQL."""
+    return order_amount_sql(row.paid_amount, row.created_amount)
 
 
 #: Per event type: the columns it sets, and whether an event's time replaces the one recorded

@@ -7,7 +7,8 @@ The conversion rule (the one place it is applied):
   occurs strictly after the run's first sent message and at most `within` after it; once per
   run; of two goal events at the same instant, the one with the smaller event id;
 - revenue (store/effect.py) counts for purchase goals (order.created, order.paid) only: the
-  converting order's amount (store/orders.py), kept on the run as `converted_amount`.
+  converting order's amount (store/orders.py `amount`: core/amounts.py's rule for an amount and
+  an order's amount), kept on the run as `converted_amount`.
 
 How the rows stay true:
 - every write to a message row goes through the ORM (the send path, the webhooks' status
@@ -326,7 +327,8 @@ def _neighbours(
 
 
 def order_amount(order_id) -> ColumnElement:
-    """The amount of an order (NULL for none) from the `orders` read model: a scalar subquery."""
+    """The amount of an order (NULL for none) from the `orders` read model: a scalar subquery
+    (core/amounts.py `order_amount`, in SQL)."""
     return select(amount(OrderRow)).where(OrderRow.order_id == order_id).scalar_subquery()
 
 

@@ -1,7 +1,8 @@
 """Segments in SQL (a read model): a segment's condition (definitions.segments) compiled to one query over the
-customers table, with RFM as of a time computed by the database (core.rfm's rule: a purchase
-is an order first paid in (T-365 d, T] and not refunded by T, its amount order.paid's
-data.amount, else order.created's). Counting a segment is one `SELECT count(*)`; listing pages
+customers table, with RFM as of a time computed by the database (core.rfm's rule, with
+core/amounts.py's SQL form of what an amount and a purchase are: a purchase is an order first
+paid in (T-365 d, T] and not refunded by T, its amount the first order.paid's data.amount, else
+the latest order.created's, else 0). Counting a segment is one `SELECT count(*)`; listing pages
 through it by customer id. Nothing loads customers into Python one by one.
 """
 
@@ -20,7 +21,6 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    exists,
     false,
     func,
     literal,
@@ -33,6 +33,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
+from core.amounts import amount_sql, in_year_log_sql, order_amount_sql
 from core.audience import (
     AllOf,
     AnyOf,
@@ -50,7 +51,7 @@ from core.audience import (
     TraitTest,
     uses_rfm,
 )
-from core.rfm import WINDOW, RfmTable
+from core.rfm import RfmTable
 from store.tables import CustomerRow, EventRow, UTCDateTime
 
 # ---------------------------------------------------------------------------------------------
@@ -58,21 +59,32 @@ from store.tables import CustomerRow, EventRow, UTCDateTime
 
 
 class _JsonNumber(FunctionElement):
-    """`data.key` as a number: a JSON number, or a string of digits (and a point); else NULL."""
+    """`traits.key` as a number for a trait's `at_least`/`at_most`: a JSON number within +-10^300,
+    or a string of digits with an optional decimal part, at most 300 characters; else NULL (so
+    no value makes PostgreSQL's cast to a double fail). Amounts have their own, bounded rule:
+    core/amounts.py `amount_sql`."""
 
     type = Float()
     inherit_cache = True
     name = "json_number"
 
 
+#: Bounds within which a trait's number is read (a double's range, with room).
+_TRAIT_NUMBER_BOUND = "1e300"
+_TRAIT_TEXT_LENGTH = 300
+
+
 @compiles(_JsonNumber, "sqlite")
 def _json_number_sqlite(element, compiler, **kw):
     column, key = element.clauses
     col, path = compiler.process(column, **kw), f"'$.\"{key.value}\"'"
+    value = f"json_extract({col}, {path})"
     return (
-        f"CASE WHEN json_type({col}, {path}) IN ('integer', 'real') THEN json_extract({col}, {path}) "
-        f"WHEN json_type({col}, {path}) = 'text' AND json_extract({col}, {path}) GLOB '[0-9]*' "
-        f"AND json_extract({col}, {path}) NOT GLOB '*[^0-9.]*' THEN CAST(json_extract({col}, {path}) AS REAL) END"
+        f"CASE WHEN json_type({col}, {path}) IN ('integer', 'real') THEN "
+        f"CASE WHEN {value} BETWEEN -{_TRAIT_NUMBER_BOUND} AND {_TRAIT_NUMBER_BOUND} THEN {value} END "
+        f"WHEN json_type({col}, {path}) = 'text' AND length({value}) <= {_TRAIT_TEXT_LENGTH} "
+        f"AND {value} GLOB '[0-9]*' AND {value} NOT GLOB '*[^0-9.]*' AND {value} NOT GLOB '*.' "
+        f"AND {value} NOT GLOB '*.*.*' THEN CAST({value} AS REAL) END"
     )
 
 
@@ -83,9 +95,11 @@ def _json_number_pg(element, compiler, **kw):
     value = f"({col} -> '{name}')"
     text = f"({col} ->> '{name}')"
     return (
-        f"CASE WHEN json_typeof({value}) = 'number' THEN CAST({text} AS DOUBLE PRECISION) "
-        f"WHEN json_typeof({value}) = 'string' AND {text} ~ '^[0-9]+(\\.[0-9]+)?$' "
-        f"THEN CAST({text} AS DOUBLE PRECISION) END"
+        f"CASE WHEN json_typeof({value}) = 'number' THEN "
+        f"CASE WHEN CAST({text} AS NUMERIC) BETWEEN -{_TRAIT_NUMBER_BOUND} AND {_TRAIT_NUMBER_BOUND} "
+        f"THEN CAST({text} AS DOUBLE PRECISION) END "
+        f"WHEN json_typeof({value}) = 'string' AND length({text}) <= {_TRAIT_TEXT_LENGTH} "
+        f"AND {text} ~ '^[0-9]+(\\.[0-9]+)?$' THEN CAST({text} AS DOUBLE PRECISION) END"
     )
 
 
@@ -201,7 +215,7 @@ def rfm_columns(at: datetime, table: RfmTable, scope: _Scope = _Scope()):
     )
     payment, created, refund = aliased(EventRow), aliased(EventRow), aliased(EventRow)
     paid_amount = (
-        select(json_number(payment.data, "amount"))
+        select(amount_sql(payment.data))
         .where(
             payment.order_id == first_paid.c.order_id,
             payment.customer_id == first_paid.c.customer_id,
@@ -212,7 +226,7 @@ def rfm_columns(at: datetime, table: RfmTable, scope: _Scope = _Scope()):
         .scalar_subquery()
     )
     created_amount = (
-        select(json_number(created.data, "amount"))
+        select(amount_sql(created.data))
         .where(
             created.order_id == first_paid.c.order_id,
             created.customer_id == first_paid.c.customer_id,
@@ -223,19 +237,21 @@ def rfm_columns(at: datetime, table: RfmTable, scope: _Scope = _Scope()):
         .limit(1)
         .scalar_subquery()
     )
-    refunded = exists().where(
-        refund.order_id == first_paid.c.order_id,
-        refund.customer_id == first_paid.c.customer_id,
-        refund.type == "order.refunded",
-        refund.occurred_at <= _at(at),
-    )
     purchases = (
         select(
             first_paid.c.customer_id,
             first_paid.c.paid_at,
-            func.coalesce(paid_amount, created_amount, 0.0).label("amount"),
+            order_amount_sql(paid_amount, created_amount).label("amount"),
         )
-        .where(first_paid.c.paid_at > _at(at - WINDOW), not_(refunded))
+        .where(
+            in_year_log_sql(
+                first_paid.c.paid_at,
+                refund,
+                at,
+                order_id=first_paid.c.order_id,
+                customer_id=first_paid.c.customer_id,
+            )
+        )
         .subquery("purchases")
     )
     totals = (

@@ -91,6 +91,27 @@ def test_a_purchase_is_the_paid_amount_else_the_created_amount_from_the_events()
     assert (rfm.purchases, rfm.amount, rfm.m) == (2, 1550, 4)
 
 
+def test_what_is_not_an_amount_makes_no_champion_and_no_negative_year():
+    """The issue's order.paid amounts (core/amounts.py's rule): `1e308` and `-500` are no amount, so
+    those payments are purchases of 0 (or of the created amount); a string of digits counts;
+    `" 12"`, `"1e3"`, `"１２"` and `"-5"` are no amount here as in segments and the effect report."""
+    events = [
+        event("order.paid", T - timedelta(days=1), order="huge", amount=1e308),
+        event("order.paid", T - timedelta(days=2), order="neg", amount=-500),
+        event("order.created", T - timedelta(days=3), order="words", amount=99),
+        event("order.paid", T - timedelta(days=3), order="words", amount="一百二十九元"),  # the created 99
+        event("order.paid", T - timedelta(days=4), order="text", amount="129.00"),
+        *(
+            event("order.paid", T - timedelta(days=5), order=f"odd{n}", amount=value)
+            for n, value in enumerate([" 12", "1e3", "１２", "-5", "NaN", True])
+        ),
+    ]
+    purchases = {p.order_id: p.amount for p in purchases_from(events)}
+    assert purchases == {"huge": 0, "neg": 0, "words": 99, "text": 129, **{f"odd{n}": 0 for n in range(6)}}
+    rfm = score(purchases_from(events), T)
+    assert (rfm.purchases, rfm.amount, rfm.m, rfm.tier) == (10, 228.0, 1, "loyal")  # F5, R5, M1: not champion
+
+
 def test_a_table_of_the_shops_own_is_checked():
     table = RfmTable(
         monetary=[5000, 2000, 800, 200, 0], tiers=[Tier(name="vip", min_score=30), Tier(name="rest", min_score=0)]

@@ -28,7 +28,9 @@ from tests.helpers import event
 T = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 JOURNEYS = str(Path(sys.executable).parent / "journeys")
 DAYS = [0, 1, 29.999, 30, 30.001, 89, 90, 90.5, 120, 121, 210, 211, 364.9, 365, 366, 500]
-AMOUNTS = [0, 0.01, 150, 299, 299.99, 300, 499, 500, 999, 1000, 1999, 2000, "12.50", "n/a", None]
+AMOUNTS = [0, 0.01, 150, 299, 299.99, 300, 499, 500, 999, 1000, 1999, 2000, "12.50", "n/a", None,
+           # not amounts by core/amounts.py's rule, in Python and in SQL alike
+           1e308, -500, "-5", " 12", "1e3", "１２", "1.2.3", "一百二十九元", "12元", True, "2500"]  # fmt: skip
 
 
 def segment(where: dict, name: str = "s") -> Segment:
@@ -57,7 +59,7 @@ def seed_shop(store, customers: int = 60) -> None:
                                **created_data)]  # fmt: skip
                 kind = rng.random()
                 if kind < 0.85:
-                    paid_data = {"amount": rng.choice(AMOUNTS[:12])} if rng.random() < 0.3 else {}
+                    paid_data = {"amount": rng.choice(AMOUNTS[:12] + AMOUNTS[15:])} if rng.random() < 0.3 else {}
                     items.append(event("order.paid", paid_at, customer=customer_id, order=order, **paid_data))
                     if rng.random() < 0.1:  # a second payment: the first counts
                         items.append(event("order.paid", paid_at + timedelta(days=3), customer=customer_id,
