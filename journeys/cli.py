@@ -177,6 +177,17 @@ def simulate(
         for line in err.problems:
             typer.echo(line, err=True)
         raise typer.Exit(1) from None
+    if not event_list:  # the window runs from the first event to --until: with none, it is empty
+        typer.echo(f"{events}: no events, so the window to simulate is empty", err=True)
+        raise typer.Exit(2)
+    first = min(event.occurred_at for event in event_list)
+    if end < first:
+        typer.echo(
+            f"--until: {until} is before the first event ({first.isoformat().replace('+00:00', 'Z')}): "
+            "nothing to simulate",
+            err=True,
+        )
+        raise typer.Exit(2)
     settings = Settings()
     found = asyncio.run(
         run_simulation(

@@ -199,3 +199,27 @@ def test_broadcasts_play_in_a_simulation(tmp_path):
     assert (
         "--broadcast spring=2026-02-25T10:00: no broadcast 'spring'; broadcasts: spring_festival_care" in unknown.stderr
     )
+
+
+def test_an_empty_or_inverted_window_is_refused(tmp_path):
+    """--until before every event, or no events at all: one line and exit 2, not a silent run of nothing."""
+    from typer.testing import CliRunner
+
+    from journeys.cli import app
+
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"event_id":"e1","type":"order.created","occurred_at":"2025-06-10T10:00:00Z","customer_id":"c1","order_id":"o1"}\n'
+    )
+    empty = tmp_path / "none.jsonl"
+    empty.write_text("")
+    common = ["simulate", "--customers", str(DATA / "customers.jsonl"), "--out", str(tmp_path / "m.jsonl")]
+    result = CliRunner().invoke(app, [*common, "--events", str(events), "--until", "2025-01-01T00:00:00Z"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "--until: 2025-01-01T00:00:00Z is before the first event (2025-06-10T10:00:00Z): nothing to simulate"
+    ]
+    result = CliRunner().invoke(app, [*common, "--events", str(empty), "--until", "2025-01-01T00:00:00Z"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"{empty}: no events, so the window to simulate is empty"]
+    assert not (tmp_path / "m.jsonl").exists()
