@@ -548,7 +548,7 @@ def customer_erase(
     from core.temporal import connect, target
     from store import queries
     from store.db import Store
-    from triggers.erasure import erase
+    from triggers.erasure import NoSuchCustomer, erase
     from views.history import BadId
 
     if not yes:
@@ -559,13 +559,16 @@ def customer_erase(
         store = Store(settings.database_url).migrate()
         queries.configure_salt(settings.secret)
         try:
+            with store.transaction() as session:  # before Temporal: erasing nobody needs no connection
+                if not queries.known_customer(session, customer_id):
+                    raise NoSuchCustomer(f"no customer {customer_id!r}: nothing was erased")
             return await erase(await connect(settings), store, customer_id, by)
         finally:
             store.dispose()
 
     try:
         done = asyncio.run(run())
-    except BadId as err:
+    except (BadId, NoSuchCustomer) as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
     except RuntimeError as err:

@@ -94,6 +94,17 @@ def suppression_hash(channel: str, address: str) -> str:
     return f"hmac-sha256:{digest}"
 
 
+def known_customer(session: Session, customer_id: str) -> bool:
+    """Whether the store has ever heard of the customer: a record, a logged event, a message or an
+    earlier erasure. Erasing anyone else would record the erasure of nobody."""
+    if session.get(CustomerRow, customer_id) is not None or session.get(ErasureRow, customer_id) is not None:
+        return True
+    for column in (EventRow.customer_id, MessageRow.customer_id):
+        if session.scalar(select(column).where(column == customer_id).limit(1)) is not None:
+            return True
+    return False
+
+
 def erase_customer(session: Session, customer_id: str, at: datetime, requested_by: str) -> dict[str, int]:
     """Remove a customer's personal data from the store; returns what was removed, as counts.
     Message rows stay, for effect reports, without address, body, subject or template data;

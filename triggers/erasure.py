@@ -1,6 +1,7 @@
 """Erasing a customer on request (PIPL, GDPR): stop their journeys, then remove their personal
 data from the store. Used by `DELETE /customers/{id}` and `journeys customer erase ID`.
 
+A customer the store has never heard of is not erased (NoSuchCustomer): no erasure is recorded.
 Running instances are terminated first, with reason `erased`, so nothing more is sent (a message
 still in flight is closed `failed`, reason `erased`); only then is the store scrubbed
 (store.queries.erase_customer), and the erasure recorded: who, when, and what was removed.
@@ -22,6 +23,10 @@ from views.history import check_id, executions
 REASON = "erased"
 
 
+class NoSuchCustomer(LookupError):
+    """The store has never heard of the customer (store.queries.known_customer): nothing to erase."""
+
+
 class Erasure(BaseModel):
     customer_id: str
     erased_at: datetime
@@ -32,6 +37,8 @@ class Erasure(BaseModel):
 
 async def erase(client: Client, store: Store, customer_id: str, requested_by: str) -> Erasure:
     key, value = check_id(customer_id=customer_id)
+    if not await asyncio.to_thread(_known, store, customer_id):
+        raise NoSuchCustomer(f"no customer {customer_id!r}: nothing was erased")
     query = f"{key} = '{value}' AND ExecutionStatus = 'Running'"
     terminated = []
     async for execution in executions(client, query):
@@ -46,6 +53,11 @@ async def erase(client: Client, store: Store, customer_id: str, requested_by: st
     return Erasure(
         customer_id=customer_id, erased_at=at, requested_by=requested_by, terminated=terminated, removed=removed
     )
+
+
+def _known(store: Store, customer_id: str) -> bool:
+    with store.transaction() as session:
+        return queries.known_customer(session, customer_id)
 
 
 def _scrub(store: Store, customer_id: str, at: datetime, requested_by: str) -> dict[str, int]:

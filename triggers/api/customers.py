@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from core.access import Permission
 from triggers.api.deps import Context, CustomerId, Problem, Temporal, allowed, requester
-from triggers.erasure import Erasure, erase
+from triggers.erasure import Erasure, NoSuchCustomer, erase
 from views.profile import CustomerMatch, Profile, profile, search_customers
 
 router = APIRouter(tags=["customers"])
@@ -46,9 +46,20 @@ async def customer_profile(customer_id: CustomerId, api: Context) -> Profile | J
 @router.delete(
     "/customers/{customer_id}",
     response_model=Erasure,
-    responses={401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
+    responses={
+        401: {"model": Problem},
+        403: {"model": Problem},
+        404: {"model": Problem, "description": "No such customer: nothing erased, nothing recorded."},
+        422: {"model": Problem},
+        503: {"model": Problem},
+    },
     dependencies=[Depends(allowed(Permission.ERASE))],
     summary="Erase a customer: stop their journeys and remove their personal data (PIPL, GDPR)",
 )
-async def erase_customer(customer_id: CustomerId, request: Request, api: Context, client: Temporal) -> Erasure:
-    return await erase(client, api.store, customer_id, requester(request))
+async def erase_customer(
+    customer_id: CustomerId, request: Request, api: Context, client: Temporal
+) -> Erasure | JSONResponse:
+    try:
+        return await erase(client, api.store, customer_id, requester(request))
+    except NoSuchCustomer as err:
+        return JSONResponse({"detail": str(err)}, status_code=404)
