@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 EventType = Literal[
     "order.created",
@@ -56,9 +56,50 @@ MAX_TRAITS_BYTES = 16 * 1024
 _BIRTHDAY = re.compile(r"^(?:(\d{4})-|--)(\d{2})-(\d{2})$")
 
 
-#: An id: 1 to 200 characters, none of them a control character (NUL and the like break stores,
-#: logs and visibility queries).
-Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+#: The limits on an id (`event_id`, `customer_id`, `order_id`), so that everything downstream can
+#: hold one: at most MAX_ID_CHARS characters (the store's columns) and MAX_ID_BYTES bytes of UTF-8.
+#: Temporal refuses a search attribute over 2,048 bytes, and encodes one as JSON, where a character
+#: takes at most 3 times its UTF-8 bytes (an emoji, 4 bytes, is escaped as 12: \uXXXX\uXXXX): an id
+#: of 400 bytes is at most 1,202 as a search attribute, and a workflow id `journey:key` (a journey's
+#: name is at most 60 characters) at most 461 bytes.
+MAX_ID_CHARS = 200
+MAX_ID_BYTES = 400
+#: Times an event may carry: EARLIEST <= occurred_at < LATEST (UTC). The engine adds and subtracts
+#: windows of days and years to them; far outside these it would overflow.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def id_problem(value: str) -> str | None:
+    """Why `value` is no id (empty, too long, a control character, not UTF-8), or None."""
+    if not value:
+        return "an id must not be empty"
+    if len(value) > MAX_ID_CHARS:
+        return f"an id is at most {MAX_ID_CHARS} characters; this one has {len(value)}"
+    if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        return "an id must not hold a control character"
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "an id must not hold an unpaired surrogate"
+    if size > MAX_ID_BYTES:
+        return f"an id is at most {MAX_ID_BYTES} bytes of UTF-8; this one takes {size}"
+    return None
+
+
+def _checked_id(value: str) -> str:
+    if problem := id_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+#: An id: 1 to 200 characters and at most 400 bytes of UTF-8, none of them a control character
+#: (NUL and the like break stores, logs and visibility queries).
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    AfterValidator(_checked_id),
+]
 
 #: How deep an event's `data` may nest: deeper is refused at intake, not stored to fail later.
 MAX_DATA_DEPTH = 32
@@ -110,9 +151,12 @@ class Event(BaseModel):
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
         try:
-            return value.astimezone(UTC)
+            value = value.astimezone(UTC)
         except OverflowError as err:
             raise ValueError(f"{value.isoformat()} is out of range once converted to UTC") from err
+        if not EARLIEST <= value < LATEST:
+            raise ValueError(f"{value.isoformat()} is outside {EARLIEST.year}-01-01 to {LATEST.year}-01-01 (UTC)")
+        return value
 
     @field_validator("data")
     @classmethod

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import random
+from urllib.parse import quote
 
 import pytest
 
+from core.records import CUSTOMER_EVENT_TYPES, EVENT_TYPES, MAX_ID_BYTES, MAX_ID_CHARS
 from tests.test_api import GOOD, client_for, logged
 from triggers.api import create_app
 
@@ -162,3 +164,93 @@ async def test_fuzzed_bodies_never_get_a_5xx(store):
             assert answer.status_code < 500, (content[:200], answer.text)
             statuses.append(answer.status_code)
     assert {202, 422} <= set(statuses)  # the fuzz reached both the store and the validation
+
+
+# The limits at intake (core.records): EARLIEST <= occurred_at < LATEST, ids of at most MAX_ID_CHARS
+# characters and MAX_ID_BYTES bytes of UTF-8. Past them: a 422 naming the field, never a 5xx.
+def typed(event_type: str, **changes) -> dict:
+    """GOOD as an event of `event_type`: an order for the order types, none for the customer ones."""
+    event = body(type=event_type, **changes)
+    if event_type in CUSTOMER_EVENT_TYPES:
+        event["order_id"], event["data"] = changes.get("order_id"), {}
+    return event
+
+
+TIMES_REFUSED = [
+    "0001-01-01T00:00:00Z",
+    "0001-01-01T00:00:00-14:00",
+    "9999-12-31T23:59:59Z",
+    "9999-12-31T23:59:59+14:00",
+    "1999-12-31T23:59:59Z",
+    "2000-01-01T07:59:59+08:00",  # 1999-12-31T23:59:59Z
+    "2100-01-01T00:00:00Z",
+]
+TIMES_TAKEN = ["2000-01-01T00:00:00Z", "2000-01-01T08:00:00+08:00", "2099-12-31T23:59:59.999999Z"]
+
+IDS_REFUSED = [
+    ("ascii 201", "x" * (MAX_ID_CHARS + 1)),
+    ("emoji 101", "😀" * (MAX_ID_BYTES // 4 + 1)),  # 404 bytes
+    ("emoji 200", "😀" * MAX_ID_CHARS),  # 800 bytes: 2,402 as a JSON search attribute
+    ("accented 201", "é" * (MAX_ID_CHARS + 1)),
+    ("han 134", "汉" * 134),  # 402 bytes
+]
+IDS_TAKEN = [
+    ("ascii 200", "x" * MAX_ID_CHARS),
+    ("emoji 100", "😀" * (MAX_ID_BYTES // 4)),  # 400 bytes, 1,202 as a JSON search attribute
+    ("accented 200", "é" * MAX_ID_CHARS),  # 400 bytes
+    ("han 133", "汉" * 133),  # 399 bytes
+    ("bidi control", "o\u202e1"),
+]
+
+
+def test_the_limits_keep_every_id_under_temporals_2048_bytes():
+    for _, value in IDS_TAKEN:
+        assert len(json.dumps(value).encode()) <= 1202  # a search attribute, each character escaped
+        assert len(f"{'j' * 60}:{value}".encode()) <= 461  # a workflow id
+
+
+@pytest.mark.parametrize("when", TIMES_REFUSED)
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+async def test_a_time_out_of_bounds_is_a_422_for_every_type(store, event_type, when):
+    async with client_for(create_app(store)) as api:
+        answer = await api.post("/events", json=typed(event_type, occurred_at=when))
+    assert answer.status_code == 422, answer.text
+    [problem] = answer.json()["rejected"][0]["problems"]
+    assert problem["field"] == "occurred_at" and "outside 2000-01-01 to 2100-01-01" in problem["message"], problem
+    assert logged(store) == []
+
+
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+async def test_a_time_at_the_bounds_is_taken_for_every_type(store, event_type):
+    events = [typed(event_type, event_id=f"t{i}", occurred_at=when) for i, when in enumerate(TIMES_TAKEN)]
+    async with client_for(create_app(store)) as api:
+        answer = await api.post("/events", json=events)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["accepted"] == ["t0", "t1", "t2"]
+
+
+@pytest.mark.parametrize(("name", "value"), IDS_REFUSED, ids=[c[0] for c in IDS_REFUSED])
+@pytest.mark.parametrize("field", ["event_id", "customer_id", "order_id"])
+async def test_an_id_past_the_limits_is_a_422_naming_it(store, field, name, value):
+    async with client_for(create_app(store)) as api:
+        answer = await api.post("/events", json=body(**{field: value}))
+        assert answer.status_code == 422, answer.text
+        problems = answer.json()["rejected"][0]["problems"]
+        assert [p["field"] for p in problems] == [field], problems
+        assert logged(store) == []
+        if field != "event_id":  # and the same id in a path is a 422 before Temporal or the store is asked
+            path = "customers" if field == "customer_id" else "orders"
+            answer = await api.get(f"/{path}/{quote(value, safe='')}/history")
+            assert answer.status_code == 422, answer.text
+
+
+@pytest.mark.parametrize(("name", "value"), IDS_TAKEN, ids=[c[0] for c in IDS_TAKEN])
+async def test_an_id_at_the_limits_is_taken(store, name, value):
+    async with client_for(create_app(store)) as api:
+        answer = await api.post("/events", json=body(event_id=value, customer_id=value, order_id=value))
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["accepted"] == [value]
+        profile = await api.get(f"/customers/{quote(value, safe='')}")
+        assert profile.status_code in (200, 404), profile.text
+    [row] = logged(store)
+    assert (row.event_id, row.customer_id, row.order_id) == (value, value, value)

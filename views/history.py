@@ -12,12 +12,13 @@ from pydantic import BaseModel, Field
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.records import MAX_ID_BYTES, MAX_ID_CHARS, id_problem
 from store import queries
 from store.db import Store
 from store.tables import MessageRow
 from workflows.journey import JourneyWorkflow
 
-_SAFE_ID = re.compile(r"^[^'\"\\\\\x00-\x1f\x7f]{1,200}$")
+_SAFE_ID = re.compile(r"^[^'\"\\\\\x00-\x1f\x7f]{1,200}$")  # MAX_ID_CHARS, and id_problem below
 
 
 class InstanceView(BaseModel):
@@ -91,8 +92,11 @@ class BadId(ValueError):
 def check_id(*, customer_id: str | None = None, order_id: str | None = None) -> tuple[str, str]:
     """The search attribute and value a history lists by, or BadId for an id no event can have."""
     key, value = ("CustomerId", customer_id) if customer_id else ("OrderId", order_id)
-    if not value or not _SAFE_ID.match(value):
-        raise BadId(f"{key} {value!r} is empty, too long, or holds a quote, a backslash or a control character")
+    if not value or not _SAFE_ID.match(value) or id_problem(value):
+        raise BadId(
+            f"{key} {value!r} is empty, too long (over {MAX_ID_CHARS} characters or {MAX_ID_BYTES} bytes), "
+            "or holds a quote, a backslash or a control character"
+        )
     return key, value
 
 
