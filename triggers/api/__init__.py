@@ -27,7 +27,7 @@ from store.db import Store
 from triggers import console
 from triggers.api import broadcasts, customers, effect, events, health, history, journeys, segments
 from triggers.api import codec as codec_routes
-from triggers.api.deps import ApiContext, Forbidden, TemporalDown, Unauthorised
+from triggers.api.deps import ApiContext, Forbidden, NotJson, TemporalDown, Unauthorised
 from triggers.webhooks import WebhookConfig, webhook_routes
 from views.effect import Prices
 from views.history import BadId
@@ -58,7 +58,9 @@ def create_app(
     `api_keys` (`[NAME:]ROLE:SECRET` entries, core.access), every request but the health checks
     and the provider webhooks (which carry the providers' signatures instead) needs
     `Authorization: Bearer SECRET` with a key whose role allows it. With `codec`, `/codec/*` decrypts
-    payloads for the Temporal Web UI, which may call from `ui_origins` (CORS)."""
+    payloads for the Temporal Web UI, which may call from `ui_origins` (CORS). Whatever the keys, a
+    body that is not JSON gets a 415; with no keys, a request from another site's page that would
+    change something gets a 403 (triggers.http, applied by `allowed` in deps.py)."""
     app = FastAPI(
         title="Journeys event API",
         version="1",
@@ -80,6 +82,7 @@ def create_app(
         shop_timezone=shop_timezone,
         shop_name=shop_name,
         sms_opt_out=sms_opt_out,
+        ui_origins=tuple(ui_origins or ()),
     )
     if ui_origins:  # the Temporal Web UI calls the codec endpoint from the operator's browser
         app.add_middleware(
@@ -105,6 +108,10 @@ def create_app(
     @app.exception_handler(Forbidden)
     async def _forbidden(_request: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=403)
+
+    @app.exception_handler(NotJson)
+    async def _not_json(_request: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=415)
 
     @app.exception_handler(TemporalDown)
     async def _temporal_down(_request: Request, err: Exception) -> JSONResponse:

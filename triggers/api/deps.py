@@ -31,6 +31,7 @@ from core.encryption import EncryptionCodec
 from core.records import DEFAULT_TIMEZONE
 from definitions.loader import Definitions
 from store.db import Store
+from triggers.http import cross_site_refusal, json_refusal
 from views.effect import Prices
 from views.history import check_id
 
@@ -55,6 +56,8 @@ class ApiContext:
     sms_opt_out: dict[str, str] | None = None
     #: Signs the console's CSRF token when no keys are configured (one per process).
     console_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    #: Origins whose pages may call this API (the Temporal Web UI's, for /codec; CORS).
+    ui_origins: tuple[str, ...] = ()
 
 
 class Problem(BaseModel):
@@ -71,6 +74,10 @@ class Forbidden(Exception):
 
 class TemporalDown(Exception):
     pass
+
+
+class NotJson(Exception):
+    """A body on a JSON endpoint with another Content-Type (a 415)."""
 
 
 def context(request: Request) -> ApiContext:
@@ -94,20 +101,30 @@ def _check_csrf(request: Request, expected: str) -> None:
         raise Forbidden(f"this action needs the console's {CSRF_HEADER} header (reload the page and try again)")
 
 
+def _check_json(request: Request) -> None:
+    if refusal := json_refusal(request):
+        raise NotJson(refusal)
+
+
 def allowed(permission: Permission) -> Callable[[Request], ApiKey | None]:
     """A dependency: with API keys configured, `Authorization: Bearer KEY` with a key whose role
     allows `permission` (core.access), or the console's session cookie for a key whose role allows
     it and the console may use; 401 without a known key, 403 with one not allowed. A console
     action (`BROWSER_ACTIONS`) from a browser also needs the session's CSRF token. It gives the
-    key (None when no keys are configured: the API then listens on loopback only)."""
+    key (None when no keys are configured: the API then listens on loopback only and trusts every
+    caller but a page of another site, triggers.http `cross_site_refusal`: a 403). Then a body
+    that is not JSON gets a 415 (triggers.http `json_refusal`), after the key is judged."""
 
     def check(request: Request) -> ApiKey | None:
         api = context(request)
         keys = api.keys
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if not keys:
+            if refusal := cross_site_refusal(request, api.ui_origins):
+                raise Forbidden(refusal)
             if permission in BROWSER_ACTIONS and not token and _from_browser(request):
                 _check_csrf(request, csrf_token(api.console_secret, "local"))
+            _check_json(request)
             return None
         cookie = request.cookies.get(SESSION_COOKIE) if not token else None
         if cookie:
@@ -127,6 +144,7 @@ def allowed(permission: Permission) -> Callable[[Request], ApiKey | None]:
             )
         if cookie and permission in BROWSER_ACTIONS:
             _check_csrf(request, csrf_token(key.secret, cookie))
+        _check_json(request)
         request.state.api_key = key
         return key
 

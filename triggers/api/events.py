@@ -121,8 +121,12 @@ _BODY = {
         200: {"model": EventsAnswer, "description": "Nothing new: every event was already taken."},
         202: {"model": EventsAnswer, "description": "Events written to the log (see `rejected` in a batch)."},
         401: {"model": Problem, "description": "Missing or wrong API key."},
-        403: {"model": Problem, "description": "The key's role may not send events."},
+        403: {
+            "model": Problem,
+            "description": "The key's role may not send events; or, with no keys, a page of another site sent it.",
+        },
         413: {"model": Problem, "description": f"Body over the size limit, or over {MAX_BATCH} events."},
+        415: {"model": Problem, "description": "The body is not sent as JSON (Content-Type: application/json)."},
         422: {"model": EventsAnswer, "description": "Nothing taken: the body or every event is invalid."},
         503: {"model": Problem, "description": "The store is unavailable; retry."},
     },
