@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import socket
+import textwrap
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -89,3 +90,13 @@ def summary(records: list[dict]) -> list[tuple]:
         (r["at"], r["journey"], r["order_id"] or r["customer_id"], r["channel"], r["status"], r["reason"])
         for r in records
     ]
+
+
+def write_definitions(folder: Path, templates: dict[str, str], journeys: tuple[str, ...] | list[str]) -> Path:
+    """A definitions folder of the given templates (name → YAML) and journeys (YAML, dedented)."""
+    (folder / "templates").mkdir(parents=True, exist_ok=True)
+    for name, text in templates.items():
+        (folder / "templates" / f"{name}.yaml").write_text(text)
+    for n, text in enumerate(journeys):
+        (folder / f"j{n}.yaml").write_text(textwrap.dedent(text))
+    return folder

@@ -4,13 +4,11 @@ after_exit re-entry rule."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from definitions.loader import load_definitions
 from journeys.simulate import Simulation
-from tests.helpers import at, customer, event
+from tests.helpers import at, customer, event, write_definitions
 
 TEMPLATES = {
     name: f'sms:\n  zh-CN: "{name} {{{{ order.order_id }}}}"\n' for name in ("vip", "thanks", "nudge", "promo", "hello")
@@ -61,16 +59,7 @@ steps:
 
 @pytest.fixture
 def custom(tmp_path):
-    def make(*journeys: str):
-        folder = tmp_path / "definitions"
-        (folder / "templates").mkdir(parents=True, exist_ok=True)
-        for name, text in TEMPLATES.items():
-            (folder / "templates" / f"{name}.yaml").write_text(text)
-        for n, text in enumerate(journeys):
-            (folder / f"j{n}.yaml").write_text(textwrap.dedent(text))
-        return load_definitions(folder)
-
-    return make
+    return lambda *journeys: load_definitions(write_definitions(tmp_path / "definitions", TEMPLATES, journeys))
 
 
 async def run(definitions, store, events, until):

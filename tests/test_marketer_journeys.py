@@ -6,7 +6,6 @@ of the systems that reported it."""
 
 from __future__ import annotations
 
-import textwrap
 from datetime import timedelta
 
 import pytest
@@ -16,7 +15,7 @@ from definitions.loader import PACKAGE_DIR, load_definitions
 from journeys.simulate import Simulation
 from store import queries
 from store.tables import EventRow
-from tests.helpers import at, customer, event, summary
+from tests.helpers import at, customer, event, summary, write_definitions
 
 TEMPLATES = {
     "points_vip": 'sms:\n  zh-CN: "尊敬的会员，您有 {{ customer.traits.points }} 积分"\n',
@@ -71,16 +70,7 @@ steps:
 
 @pytest.fixture
 def custom(tmp_path):
-    def make(*journeys: str):
-        folder = tmp_path / "definitions"
-        (folder / "templates").mkdir(parents=True, exist_ok=True)
-        for name, text in TEMPLATES.items():
-            (folder / "templates" / f"{name}.yaml").write_text(text)
-        for n, text in enumerate(journeys):
-            (folder / f"j{n}.yaml").write_text(textwrap.dedent(text))
-        return load_definitions(folder)
-
-    return make
+    return lambda *journeys: load_definitions(write_definitions(tmp_path / "definitions", TEMPLATES, journeys))
 
 
 async def play(definitions, store, events, until, customers=None, begin=None, *, backfill=False):
