@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from activities.contacts import DEFAULT_REGION, UnusableContact, address_for
 from core.records import Customer
 from core.vocabulary import Reason
-from definitions.schema import Resource
+from definitions.schema import Resource, format_duration
 from store import queries
 
 FREQUENCY_CAP = 2
@@ -194,8 +194,8 @@ def decide(
     given. A send deferred past its `deadline` is skipped instead; so is one more than
     `max_lateness` past its `planned_at` (stale: an order replayed days late sends no notice)."""
     if planned_at is not None and max_lateness is not None and at - planned_at > max_lateness:
-        late = _span(at - planned_at)
-        detail = f"planned for {planned_at.isoformat()}, {late} late; max_lateness {_span(max_lateness)}"
+        late, most = format_duration(at - planned_at), format_duration(max_lateness)
+        detail = f"planned for {planned_at.isoformat()}, {late} late; max_lateness {most}"
         return Decision("skip", reason=Reason.STALE, detail=detail)
     if customer is None:
         return Decision("skip", reason=Reason.NO_CONTACT)
@@ -220,11 +220,3 @@ def decide(
             detail = f"{recent} marketing messages in the last {FREQUENCY_WINDOW.days} days"
             return Decision("skip", reason=Reason.FREQUENCY_CAP, detail=detail, **chosen)
     return Decision("send", **chosen)
-
-
-def _span(length: timedelta) -> str:
-    """A duration as a journey writes one, to the minute: `45m`, `2h5m`, `3d4h`."""
-    minutes = int(length.total_seconds()) // 60
-    days, hours, minutes = minutes // 1440, minutes % 1440 // 60, minutes % 60
-    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
-    return "".join(parts) or "0m"

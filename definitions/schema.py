@@ -78,6 +78,17 @@ def parse_duration(text: str) -> timedelta:
     return -total if match.group(1) else total
 
 
+def format_duration(length: timedelta) -> str:
+    """A duration as a journey writes one, to the minute (the reverse of parse_duration for
+    whole minutes): `45m`, `2h5m`, `40d3h`; `0m` for less than a minute."""
+    if length < timedelta(0):
+        return "-" + format_duration(-length)
+    minutes = int(length.total_seconds()) // 60
+    days, hours, minutes = minutes // 1440, minutes % 1440 // 60, minutes % 60
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
+    return "".join(parts) or "0m"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -108,7 +119,7 @@ class Entry(_Strict):
     def events(self) -> list[str]:
         return [self.event] if isinstance(self.event, str) else list(self.event)
 
-    @property
+    @cached_property
     def oldest(self) -> timedelta | None:
         """The greatest age an entry event may have when it arrives, if any (`max_age`)."""
         return parse_duration(self.max_age) if self.max_age else None

@@ -201,7 +201,7 @@ class Simulation:
         its time has passed (it arrives late). `backfill`: as history, which starts nothing."""
         await self.advance_to(event.occurred_at)
         with self.store.transaction() as session:
-            fresh = bool(queries.store_events(session, [event], datetime.now(UTC), backfill=backfill))
+            fresh = queries.store_event(session, event, datetime.now(UTC), backfill=backfill)
         return await self.router.route(event, backfill=backfill) if fresh else []
 
     async def start_broadcast(self, name: str) -> None:

@@ -384,9 +384,9 @@ def list_messages(
     )
 
 
-def store_event(session: Session, event: Event, received_at: datetime) -> bool:
+def store_event(session: Session, event: Event, received_at: datetime, *, backfill: bool = False) -> bool:
     """Write an event to the log; False when its event_id is already there (a duplicate)."""
-    return bool(store_events(session, [event], received_at))
+    return bool(store_events(session, [event], received_at, backfill=backfill))
 
 
 def store_events(session: Session, events: list[Event], received_at: datetime, *, backfill: bool = False) -> set[str]:

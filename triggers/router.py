@@ -32,6 +32,7 @@ from core.temporal import ensure_search_attributes
 from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_VERSION, ORDER_ID
 from definitions.expressions import ExpressionError, build_context, evaluate, zone
 from definitions.loader import Definitions
+from definitions.schema import format_duration
 from store import queries
 from store.db import Store
 from store.tables import InstanceRow
@@ -61,8 +62,8 @@ class DispatchResult:
     #: started: signal-with-start (a running instance just gets the signal); already_ran: a 'once'
     #: journey whose instance for this key has ended; not_running: nothing to signal.
     #: condition_false: the entry condition does not hold, nothing started. stale: the event is
-    #: older than the journey's entry.max_age; backfill: history, which starts nothing.
-    outcome: Literal["started", "signalled", "already_ran", "not_running", "condition_false", "stale", "backfill"]
+    #: older than the journey's entry.max_age. (History, `backfill`, plans no start at all.)
+    outcome: Literal["started", "signalled", "already_ran", "not_running", "condition_false", "stale"]
     #: For a start: the instance's record for the effect report (written by `route` when it marks
     #: the event, else by the caller with its marks).
     entered: InstanceRow | None = None
@@ -97,14 +98,6 @@ def note_of(results: list[DispatchResult], backfill: bool = False) -> str | None
         return "backfill: history, started nothing"
     stale = [f"{r.dispatch.journey} ({r.detail})" for r in results if r.outcome == "stale"]
     return f"stale: not started, too old for {', '.join(stale)}" if stale else None
-
-
-def _age(age: timedelta) -> str:
-    if age >= timedelta(days=1):
-        return f"{age.days}d{age.seconds // 3600}h"
-    if age >= timedelta(hours=1):
-        return f"{age.seconds // 3600}h{age.seconds % 3600 // 60}m"
-    return f"{int(age.total_seconds()) // 60}m"
 
 
 class Router:
@@ -170,7 +163,7 @@ class Router:
         age = now - event.occurred_at
         if entry.oldest is None or age <= entry.oldest:
             return None
-        return f"{_age(age)} old, max_age {entry.max_age}"
+        return f"{format_duration(age)} old, max_age {entry.max_age}"
 
     async def _dispatch(
         self,
