@@ -319,17 +319,28 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _nothing(value: Any) -> bool:
+    return value is None or isinstance(value, Undefined)
+
+
 def _given(function):
     """A helper that gives nothing (or null) back when given it: `time(order.paid_at)` on an
     order without `paid_at` is nothing, and compares false."""
 
     @functools.wraps(function)
     def helper(value: Any, *args: Any, **kwargs: Any) -> Any:
-        if value is None or isinstance(value, Undefined):
+        if _nothing(value):
             return value
         return function(value, *args, **kwargs)
 
     return helper
+
+
+# The helpers that depend on no customer, made once (build_context runs for every evaluation).
+_MINUTES = _given(lambda n: timedelta(minutes=n))
+_HOURS = _given(lambda n: timedelta(hours=n))
+_DAYS = _given(lambda n: timedelta(days=n))
+_DURATION_OF = _given(parse_duration)
 
 
 class _Generator(CodeGenerator):
@@ -732,6 +743,12 @@ def build_context(
             found["occurred_at"] = local_time(found["occurred_at"], tz)
         return found
 
+    def time(value: Any) -> Any:  # the two helpers bound to the customer's zone and now
+        return value if _nothing(value) else local_time(value, tz)
+
+    def yearly(value: Any, time: str = "00:00", before: str = "0d") -> Any:
+        return value if _nothing(value) else LocalTime.of(next_yearly(value, local_now, tz, time, before), tz)
+
     event = localised(event)
     return {
         "event": event,
@@ -740,14 +757,12 @@ def build_context(
         "customer": dict(customer or {}),
         "vars": dict(vars or {}),
         "now": local_now,
-        "time": _given(lambda value: local_time(value, tz)),
-        "minutes": _given(lambda n: timedelta(minutes=n)),
-        "hours": _given(lambda n: timedelta(hours=n)),
-        "days": _given(lambda n: timedelta(days=n)),
-        "duration": _given(parse_duration),
-        "yearly": _given(
-            lambda value, time="00:00", before="0d": LocalTime.of(next_yearly(value, local_now, tz, time, before), tz)
-        ),
+        "time": time,
+        "minutes": _MINUTES,
+        "hours": _HOURS,
+        "days": _DAYS,
+        "duration": _DURATION_OF,
+        "yearly": yearly,
     }
 
 
