@@ -37,7 +37,7 @@ class Erasure(BaseModel):
 
 async def erase(client: Client, store: Store, customer_id: str, requested_by: str) -> Erasure:
     key, value = check_id(customer_id=customer_id)
-    if not await asyncio.to_thread(_known, store, customer_id):
+    if not await store.run(lambda session: queries.known_customer(session, customer_id)):
         raise NoSuchCustomer(f"no customer {customer_id!r}: nothing was erased")
     query = f"{key} = '{value}' AND ExecutionStatus = 'Running'"
     terminated = []
@@ -53,11 +53,6 @@ async def erase(client: Client, store: Store, customer_id: str, requested_by: st
     return Erasure(
         customer_id=customer_id, erased_at=at, requested_by=requested_by, terminated=terminated, removed=removed
     )
-
-
-def _known(store: Store, customer_id: str) -> bool:
-    with store.transaction() as session:
-        return queries.known_customer(session, customer_id)
 
 
 def _scrub(store: Store, customer_id: str, at: datetime, requested_by: str) -> dict[str, int]:
