@@ -349,3 +349,22 @@ async def test_a_payment_logged_but_not_yet_dispatched_stops_the_reminder(defini
         await sim.advance_to(at("2026-02-01 11:00+08:00"))
         records = sim.records()
     assert [(r["journey"], r["status"], r["reason"]) for r in records] == [("payment_reminder", "skipped", "exited")]
+
+
+def test_preview_renders_a_template_that_reads_the_entry_event(tmp_path, sqlite_store):
+    """Templates see `entry` in a running journey (revision 4); the preview gives it too."""
+    from views.preview import preview
+
+    templates = {"entry_note": 'sms:\n  zh-CN: "订单{{ entry.order_id }}已发货"\n'}
+    definitions = load_definitions(
+        write_definitions(tmp_path / "defs", templates, [NOTICE.replace("template: notice", "template: entry_note")])
+    )
+    with sqlite_store.transaction() as session:
+        queries.upsert_customer(session, customer(), at("2026-02-01 10:00+08:00"))
+        queries.store_event(
+            session, event("order.shipped", "2026-02-01 10:00+08:00", order="o5"), at("2026-02-01 10:00+08:00")
+        )
+    found = preview(
+        definitions, sqlite_store, journey="instant_notice", step="entry_note", customer_id="c1", order_id="o5"
+    )
+    assert [(c.channel, c.body, c.error) for c in found.channels] == [("sms", "【Journeys】订单o5已发货", None)]

@@ -160,7 +160,7 @@ def preview(
 
     policy = _policy_line(decision, tz)
     template = snapshot.templates[spec.template]
-    message_context = {"event": context["event"], "order": order, "vars": variables}
+    message_context = {"event": context["event"], "entry": context["entry"], "order": order, "vars": variables}
     channels = []
     for channel in (name for name in CHANNELS if name != "outbox"):
         if not has_variant(template, channel) or (channel == "webhook" and not template.webhook):
