@@ -46,7 +46,7 @@ from sqlalchemy import Float, and_, exists, func, literal, not_, or_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
-from core.records import EVENT_TYPES
+from core.records import ORDER_TYPES
 
 #: The largest amount (10^12), and the longest string an amount may be written as.
 MAX_AMOUNT = 10**12
@@ -58,7 +58,7 @@ AMOUNT_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 WINDOW = timedelta(days=365)
 #: Built-in event types whose `data.amount` is checked at intake (the order events; a review's
 #: data is the reviewer's); a refund's must be more than 0.
-AMOUNT_CHECKED_TYPES = tuple(t for t in EVENT_TYPES if t.startswith("order."))
+AMOUNT_CHECKED_TYPES = ORDER_TYPES
 
 # =============================================================================================
 # Python form
@@ -134,6 +134,23 @@ def in_period(paid_at: datetime | None, refunded_at: datetime | None, start: dat
 # SQL form: the same rules as SQLAlchemy expressions, for SQLite and PostgreSQL
 
 
+def decimal_text_sql(dialect: str, text_sql: str, max_chars: int) -> str:
+    """The SQL condition "the text `text_sql` is a decimal string (`AMOUNT_TEXT`) of at most
+    `max_chars` characters", for `dialect` ("sqlite" or "postgresql"); `text_sql` is SQL text
+    (not NULL). Used by `amount_sql` and store/segments.py's trait numbers."""
+    if dialect == "postgresql":
+        pattern = f"^{AMOUNT_TEXT.pattern}$".replace("'", "''")
+        return f"length({text_sql}) <= {max_chars} AND {text_sql} ~ '{pattern}'"
+    if dialect == "sqlite":
+        # GLOB cannot say `[0-9]+(\.[0-9]+)?` at once: a digit first, then only digits and
+        # points, no point last, at most one point.
+        return (
+            f"length({text_sql}) <= {max_chars} AND {text_sql} GLOB '[0-9]*' AND {text_sql} NOT GLOB '*[^0-9.]*' "
+            f"AND {text_sql} NOT GLOB '*.' AND {text_sql} NOT GLOB '*.*.*'"
+        )
+    raise ValueError(f"no decimal-text condition for the dialect {dialect!r}")
+
+
 class _JsonAmount(FunctionElement):
     """`data.amount` of a JSON column by `amount_of`'s rule, as a double; NULL when none."""
 
@@ -147,14 +164,12 @@ def _json_amount_sqlite(element, compiler, **kw):
     (column,) = element.clauses
     col = compiler.process(column, **kw)
     kind, value = f"json_type({col}, '$.\"amount\"')", f"json_extract({col}, '$.\"amount\"')"
-    # GLOB cannot say `[0-9]+(\.[0-9]+)?` at once: only digits and points, not empty, no point
-    # first or last, at most one point. A JSON number past a double (1e400) is read as Inf: out.
+    # A JSON number past a double (1e400) is read as Inf: out.
     return (
         f"(CASE WHEN {kind} IN ('integer', 'real') THEN "
         f"CASE WHEN {value} BETWEEN 0 AND {MAX_AMOUNT} THEN CAST({value} AS REAL) END "
         f"WHEN {kind} = 'text' THEN "
-        f"CASE WHEN length({value}) BETWEEN 1 AND {MAX_AMOUNT_TEXT} AND {value} NOT GLOB '*[^0-9.]*' "
-        f"AND {value} NOT GLOB '.*' AND {value} NOT GLOB '*.' AND {value} NOT GLOB '*.*.*' "
+        f"CASE WHEN {decimal_text_sql('sqlite', value, MAX_AMOUNT_TEXT)} "
         f"AND CAST({value} AS REAL) <= {MAX_AMOUNT} THEN CAST({value} AS REAL) END END)"
     )
 
@@ -172,7 +187,7 @@ def _json_amount_pg(element, compiler, **kw):
         f"(CASE json_typeof({value}) "
         f"WHEN 'number' THEN CASE WHEN CAST({text} AS NUMERIC) BETWEEN 0 AND {MAX_AMOUNT * 10} THEN "
         f"CASE WHEN {double} <= {MAX_AMOUNT} THEN {double} END END "
-        f"WHEN 'string' THEN CASE WHEN length({text}) <= {MAX_AMOUNT_TEXT} AND {text} ~ '^[0-9]+(\\.[0-9]+)?$' THEN "
+        f"WHEN 'string' THEN CASE WHEN {decimal_text_sql('postgresql', text, MAX_AMOUNT_TEXT)} THEN "
         f"CASE WHEN {double} <= {MAX_AMOUNT} THEN {double} END END END)"
     )
 

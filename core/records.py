@@ -29,8 +29,10 @@ EventType = Literal[
     "customer.updated",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+#: The built-in order events (`order.*`).
+ORDER_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t.startswith("order."))
 #: Event types that name an order: a journey keyed by order can be reached by these only.
-ORDER_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t.startswith("order.")) + ("review.posted",)
+ORDER_EVENT_TYPES: tuple[str, ...] = ORDER_TYPES + ("review.posted",)
 CUSTOMER_EVENT_TYPES: tuple[str, ...] = ("customer.created", "customer.updated")
 #: An event type's name: the built-in ones above, or a shop's own declared in
 #: definitions/events.yaml (definitions.events): dotted lower-case words, e.g. `cart.abandoned`.

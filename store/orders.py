@@ -17,22 +17,14 @@ events may arrive in any order and any number of times.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
 
-from core.amounts import amount_of as _amount_of
-from core.amounts import order_amount_sql
+from core.amounts import amount_of, order_amount_sql
 from core.records import Event
 from store.tables import OrderRow
-
-
-def amount_of(data: dict[str, Any]) -> float | None:
-    """An event's `data.amount` by core/amounts.py's rule; None when it is no amount."""
-    return _amount_of(data.get("amount"))
 
 
 def amount(row=OrderRow) -> ColumnElement:
@@ -70,7 +62,7 @@ def note_order_events(session: Session, events: list[Event]) -> tuple[set[str], 
             continue
         rows = [
             {"order_id": e.order_id, "customer_id": e.customer_id, columns[0]: e.occurred_at}
-            | ({columns[1]: amount_of(e.data)} if len(columns) > 1 else {})
+            | ({columns[1]: amount_of(e.data.get("amount"))} if len(columns) > 1 else {})
             for e in winners.values()
         ]
         statement = insert(table)  # one cached statement for many rows

@@ -33,7 +33,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
-from core.amounts import amount_sql, in_year_log_sql, order_amount_sql
+from core.amounts import amount_sql, decimal_text_sql, in_year_log_sql, order_amount_sql
 from core.audience import (
     AllOf,
     AnyOf,
@@ -82,9 +82,8 @@ def _json_number_sqlite(element, compiler, **kw):
     return (
         f"CASE WHEN json_type({col}, {path}) IN ('integer', 'real') THEN "
         f"CASE WHEN {value} BETWEEN -{_TRAIT_NUMBER_BOUND} AND {_TRAIT_NUMBER_BOUND} THEN {value} END "
-        f"WHEN json_type({col}, {path}) = 'text' AND length({value}) <= {_TRAIT_TEXT_LENGTH} "
-        f"AND {value} GLOB '[0-9]*' AND {value} NOT GLOB '*[^0-9.]*' AND {value} NOT GLOB '*.' "
-        f"AND {value} NOT GLOB '*.*.*' THEN CAST({value} AS REAL) END"
+        f"WHEN json_type({col}, {path}) = 'text' AND {decimal_text_sql('sqlite', value, _TRAIT_TEXT_LENGTH)} "
+        f"THEN CAST({value} AS REAL) END"
     )
 
 
@@ -98,8 +97,8 @@ def _json_number_pg(element, compiler, **kw):
         f"CASE WHEN json_typeof({value}) = 'number' THEN "
         f"CASE WHEN CAST({text} AS NUMERIC) BETWEEN -{_TRAIT_NUMBER_BOUND} AND {_TRAIT_NUMBER_BOUND} "
         f"THEN CAST({text} AS DOUBLE PRECISION) END "
-        f"WHEN json_typeof({value}) = 'string' AND length({text}) <= {_TRAIT_TEXT_LENGTH} "
-        f"AND {text} ~ '^[0-9]+(\\.[0-9]+)?$' THEN CAST({text} AS DOUBLE PRECISION) END"
+        f"WHEN json_typeof({value}) = 'string' AND {decimal_text_sql('postgresql', text, _TRAIT_TEXT_LENGTH)} "
+        f"THEN CAST({text} AS DOUBLE PRECISION) END"
     )
 
 
