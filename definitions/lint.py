@@ -3,6 +3,7 @@ schema, each as `(path, message)` for the loader to place at its file and line.
 
 Errors (the journey is not loaded):
 
+- an expression that does not parse (or names a filter or test there is not);
 - a name no expression can see (`ordr.amount`), with the names there are;
 - a `vars` entry read before it is evaluated (vars run once, in order, after `entry.condition`),
   or one that does not exist;
@@ -15,8 +16,11 @@ Errors (the journey is not loaded):
 Warnings (loaded all the same): a field of a declared event type's `data` that its JSON Schema
 (events.yaml) does not have, and a field no event has (`event.dat`).
 
-Templates are checked for their root names only: they see the data of the send (`event`,
-`entry`, `order`, `customer`, `vars`) and `shop`, and may set their own names.
+Templates are checked for their root names only: they see definitions/render.py's TEMPLATE_NAMES
+(the data of the send and `shop`), and may set their own names.
+
+lint_journey is the one place that knows a journey's expressions and where they are: a new
+expression field is checked (compiled, then linted) by adding it there.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from jinja2.parser import Parser
 
 from core.records import Event
 from definitions.events import EVENTS_FILE, EventCatalog
-from definitions.expressions import _CONDITIONS, TEMPLATES_TEXT, build_context, zone
+from definitions.expressions import _CONDITIONS, TEMPLATES_TEXT, build_context, check_expression, zone
+from definitions.render import TEMPLATE_NAMES
 from definitions.schema import (
     ExitStep,
     IfStep,
@@ -48,9 +53,6 @@ from definitions.schema import (
     parse_duration,
 )
 
-#: The data a send's template renders with, besides Jinja's globals (workflows/journey.py `_send`,
-#: activities/journey.py, views/preview.py, definitions/render.py add `shop`).
-TEMPLATE_DATA = frozenset({"event", "entry", "order", "customer", "vars", "shop"})
 #: The schema keywords that make a field's presence too subtle to judge here: no warning then.
 _COMPOSED = ("allOf", "anyOf", "oneOf", "not", "$ref", "$dynamicRef", "if", "dependentSchemas", "unevaluatedProperties")
 
@@ -69,13 +71,13 @@ def _context_names() -> frozenset[str]:
 
 
 def expression_names() -> frozenset[str]:
-    """Every root name an expression may use: the context's, `entry` (the entry event) and the
-    sandbox's globals (read each time: a test may add one)."""
-    return _context_names() | {"entry"} | frozenset(_CONDITIONS.globals)
+    """Every root name an expression may use: the context's (`entry`, the entry event, among them)
+    and the sandbox's globals (read each time: a test may add one)."""
+    return _context_names() | frozenset(_CONDITIONS.globals)
 
 
 def template_names() -> frozenset[str]:
-    return TEMPLATE_DATA | frozenset(TEMPLATES_TEXT.globals)
+    return TEMPLATE_NAMES | frozenset(TEMPLATES_TEXT.globals)
 
 
 def _unknown_name(name: str, known: frozenset[str]) -> str:
@@ -86,7 +88,7 @@ def _unknown_name(name: str, known: frozenset[str]) -> str:
 
 def _parse_expression(source: str) -> nodes.Template | None:
     """The expression as a template AST (as `compile_expression` parses it); None when it does
-    not parse (the loader reports that)."""
+    not parse (check_expression, run first, reports that)."""
     try:
         parser = Parser(_CONDITIONS, source, state="variable")
         expr = parser.parse_expression()
@@ -101,7 +103,7 @@ def _parse_expression(source: str) -> nodes.Template | None:
 
 def _undeclared(ast: nodes.Template) -> set[str] | None:
     """The root names a parsed expression or template reads; None when it does not compile (an
-    unknown filter or test: the loader reports that)."""
+    unknown filter or test: check_expression, or for a template the loader, reports that)."""
     try:
         return meta.find_undeclared_variables(ast)
     except TemplateSyntaxError:  # TemplateAssertionError included
@@ -174,8 +176,13 @@ _EVENT_FIELDS = tuple(Event.model_fields)
 
 
 def _expression_findings(source: str | None, where: str, scope: _Scope, catalog: EventCatalog) -> list[Finding]:
+    """An expression's mistakes at `where`: that it does not compile (and then nothing more), else
+    the names and fields it reads that are not there. Compiling it also keeps it for evaluation."""
     if not source:
         return []
+    problem = check_expression(source)
+    if problem:
+        return [Finding(where, problem)]
     ast = _parse_expression(source)
     names = _undeclared(ast) if ast is not None else None
     if ast is None or names is None:
@@ -219,11 +226,13 @@ def _var_finding(name: str, where: str, scope: _Scope) -> list[Finding]:
     return [Finding(where, f"vars.{name} is used before it is defined: {scope.reading} is evaluated before vars")]
 
 
-def _dotted(parts: tuple[Any, ...]) -> str:
+def dotted(parts: tuple[Any, ...]) -> str:
+    """`('steps', 2, 'send')` → `steps[2].send`, as a problem names a path (definitions/loader.py
+    too); `(top)` for the empty path, a file's top level."""
     out = ""
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+    return out or "(top)"
 
 
 def _field_findings(chain: tuple[Any, ...], types: tuple[str, ...], where: str, catalog: EventCatalog) -> list[Finding]:
@@ -233,7 +242,7 @@ def _field_findings(chain: tuple[Any, ...], types: tuple[str, ...], where: str, 
         hint = f"; did you mean {root}.{close[0]}?" if close else ""
         return [
             Finding(
-                where, f"{_dotted(chain[:2])}: an event has no field {first!r} ({', '.join(_EVENT_FIELDS)}){hint}", True
+                where, f"{dotted(chain[:2])}: an event has no field {first!r} ({', '.join(_EVENT_FIELDS)}){hint}", True
             )
         ]
     if first != "data" or len(chain) < 3 or not types:
@@ -249,10 +258,10 @@ def _field_findings(chain: tuple[Any, ...], types: tuple[str, ...], where: str, 
     depth = min(depth for depth, _ in misses)
     fields = sorted({name for d, names in misses if d == depth for name in names})
     missing = chain[2 + depth]
-    path = _dotted(chain[: 3 + depth])
+    path = dotted(chain[: 3 + depth])
     owners = "the schema of " + types[0] if len(types) == 1 else "the schemas of " + ", ".join(types)
     close = difflib.get_close_matches(str(missing), fields, n=1)
-    hint = f"; did you mean {_dotted((*chain[: 2 + depth], close[0]))}?" if close else ""
+    hint = f"; did you mean {dotted((*chain[: 2 + depth], close[0]))}?" if close else ""
     return [
         Finding(
             where,
@@ -352,6 +361,9 @@ def lint_journey(journey: Journey, catalog: EventCatalog) -> list[Finding]:
     if not journey.steps:
         found.append(Finding("steps", "no steps: a journey needs at least one"))
 
+    # Its own walk, not schema.walk_steps: a step's checks need what walk_steps does not give, the
+    # list it is in (the step before it, for the unreachable rest) and the type `event` has there
+    # (the awaited event inside a wait_for's on_event).
     def walk(steps: list[Any], path: str, event_types: tuple[str, ...]) -> None:
         after = scope("", names, event_types)
         ended = None  # the step that ends every run through this list, if any yet

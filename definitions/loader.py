@@ -21,18 +21,16 @@ from core.audience import SEGMENTS_DIR, RfmTest, Segment, tests_of
 from core.rfm import DEFAULT_TABLE, RfmTable
 from definitions.broadcasts import BROADCAST_EVENT, BROADCASTS_DIR, Broadcast, BroadcastSchedule, journey_of
 from definitions.events import BUILT_IN, EVENTS_FILE, EventCatalog, EventDeclaration
-from definitions.expressions import check_expression, check_template
-from definitions.lint import lint_journey, template_problems
+from definitions.expressions import check_template
+from definitions.lint import dotted, lint_journey, template_problems
 from definitions.render import has_variant
 from definitions.schema import (
-    IfStep,
     Journey,
     JourneySnapshot,
     Resource,
     SendStep,
     Template,
     WaitForStep,
-    WaitUntilStep,
     walk_steps,
 )
 
@@ -123,17 +121,10 @@ def _line_of(lines: dict[tuple, int], loc: tuple) -> int:
     return 1
 
 
-def _dotted(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top)"
-
-
-def _parse_loc(dotted: str) -> tuple:
-    """`steps[2].send.channel` → `('steps', 2, 'send', 'channel')`."""
+def _parse_loc(where: str) -> tuple:
+    """`steps[2].send.channel` → `('steps', 2, 'send', 'channel')` (the inverse of lint's dotted)."""
     loc: list[Any] = []
-    for part in dotted.replace("]", "").replace("[", ".").split("."):
+    for part in where.replace("]", "").replace("[", ".").split("."):
         if part:
             loc.append(int(part) if part.isdigit() else part)
     return tuple(loc)
@@ -146,7 +137,7 @@ def _problem_lines(path: Path, lines: dict[tuple, int], err: ValidationError, pr
     """Each problem pydantic found in a file, as `path:line: field: message` (`prefix` places
     the validated value inside the file, e.g. `('events', 2)`)."""
     return [
-        f"{path}:{_line_of(lines, (*prefix, *loc))}: {_dotted((*prefix, *loc))}: {message}"
+        f"{path}:{_line_of(lines, (*prefix, *loc))}: {dotted((*prefix, *loc))}: {message}"
         for loc, message in _pydantic_problems(err)
     ]
 
@@ -212,7 +203,7 @@ def load_templates(directory: Path) -> tuple[dict[str, Template], list[str]]:
                     problem = check_template(source, html=html)
                     loc = (channel, locale, part) if part else (channel, locale)
                     for message in [problem] if problem else template_problems(source):
-                        problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {message}")
+                        problems.append(f"{path}:{_line_of(lines, loc)}: {dotted(loc)}: {message}")
         templates[path.stem] = template
     return templates, problems
 
@@ -237,8 +228,9 @@ def _journey_problems(
     resources: dict[str, Resource] | None = None,
     warnings: list[tuple[str, str]] | None = None,
 ) -> list[tuple[str, str]]:
-    """Problems pydantic cannot see: references, known event types, expressions, routing,
-    duplicate step ids, and the mistakes of definitions/lint.py (its warnings go to `warnings`)."""
+    """Problems pydantic cannot see: references, known event types, routing, duplicate step ids,
+    and the mistakes of definitions/lint.py, the journey's expressions among them (its warnings go
+    to `warnings`)."""
     problems: list[tuple[str, str]] = []
     order_keyed = journey.entry.key == "order"
 
@@ -251,20 +243,12 @@ def _journey_problems(
         elif order_keyed and not catalog.keyed_by_order(event_type):
             problems.append((where, f"{event_type} carries no order_id, so it cannot reach a journey keyed by order"))
 
-    def expression(source: str | None, where: str) -> None:
-        problem = check_expression(source) if source else None
-        if problem:
-            problems.append((where, problem))
-
     for i, event_type in enumerate(journey.entry.events):
         routable(event_type, "entry.event" if isinstance(journey.entry.event, str) else f"entry.event[{i}]")
-    expression(journey.entry.condition, "entry.condition")
     for i, event_type in enumerate(journey.exit_on):
         routable(event_type, f"exit_on[{i}]")
     if journey.conversion:
         routable(journey.conversion.event, "goal" if isinstance(journey.goal, str) else "goal.event")
-    for name, source in journey.vars.items():
-        expression(source, f"vars.{name}")
 
     seen_ids: dict[str, str] = {}
     for path, step in walk_steps(journey.steps):
@@ -286,17 +270,12 @@ def _journey_problems(
                     )
                 )
             seen_ids.setdefault(spec.step_id, path)
-            expression(spec.deadline, f"{path}.send.deadline")
             if spec.resource and spec.resource not in (resources or {}):
                 known = ", ".join(sorted(resources or {})) or "none"
                 problems.append(
                     (f"{path}.send.resource", f"unknown resource {spec.resource!r} (declare it in {RESOURCES_FILE}); "
                                               f"declared: {known}")
                 )  # fmt: skip
-        elif isinstance(step, WaitUntilStep):
-            expression(step.wait_until.at, f"{path}.wait_until.at")
-        elif isinstance(step, IfStep):
-            expression(step.if_.condition, f"{path}.if.condition")
         elif isinstance(step, WaitForStep):
             routable(step.wait_for.event, f"{path}.wait_for.event")
     for finding in lint_journey(journey, catalog):
@@ -360,13 +339,12 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
             problems.extend(_problem_lines(path, lines, err))
             continue
         warned: list[tuple[str, str]] = []
-        own = [
-            f"{path}:{_line_of(lines, _parse_loc(where))}: {where}: {message}"
-            for where, message in _journey_problems(journey, templates, loaded.events, loaded.resources, warned)
-        ]
-        loaded.warnings += [
-            f"{path}:{_line_of(lines, _parse_loc(where))}: {where}: {message}" for where, message in warned
-        ]
+        found = _journey_problems(journey, templates, loaded.events, loaded.resources, warned)
+        own, warnings = (
+            [f"{path}:{_line_of(lines, _parse_loc(where))}: {where}: {message}" for where, message in listed]
+            for listed in (found, warned)
+        )
+        loaded.warnings += warnings
         if journey.name in where_defined:
             own.append(
                 f"{path}:{_line_of(lines, ('name',))}: name: journey {journey.name!r} is already defined "
@@ -409,12 +387,9 @@ def _load_broadcasts(
         warned: list[tuple[str, str]] = []
         for where, message in _journey_problems(journey, templates, catalog, loaded.resources, warned):
             own.append((_broadcast_loc(where), message))
-        for loc, message in own:
-            problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {message}")
-        for where, message in warned:
-            loaded.warnings.append(
-                f"{path}:{_line_of(lines, _broadcast_loc(where))}: {_dotted(_broadcast_loc(where))}: {message}"
-            )
+        own_warnings = [(_broadcast_loc(where), message) for where, message in warned]
+        for into, listed in ((problems, own), (loaded.warnings, own_warnings)):
+            into += [f"{path}:{_line_of(lines, loc)}: {dotted(loc)}: {message}" for loc, message in listed]
         if not own:
             found[broadcast.name] = (broadcast, snapshot_of(journey, templates, loaded.resources))
     return found
@@ -463,7 +438,7 @@ def _declarations(path: Path, field_name: str, model: type[Any], problems: list[
             continue
         loc = (field_name, i, "name")
         if declaration.name in {d.name for _, d in declared}:
-            problems.append(f"{path}:{_line_of(lines, loc)}: {_dotted(loc)}: {declaration.name!r} is declared twice")
+            problems.append(f"{path}:{_line_of(lines, loc)}: {dotted(loc)}: {declaration.name!r} is declared twice")
             continue
         declared.append((_line_of(lines, loc), declaration))
     return declared
