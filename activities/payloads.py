@@ -112,6 +112,7 @@ class RetentionReport(BaseModel):
     messages: int = Field(0, description="Message rows that lost address, body, subject, template data and error.")
     provider_events: int = Field(0, description="Provider webhook events deleted.")
     events: int = Field(0, description="customer.* events that lost their data.")
+    outbox_lines: int = Field(0, description="Lines of the local outbox file (JOURNEYS_OUTBOX) removed.")
 
 
 class PageRequest(BaseModel):

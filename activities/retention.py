@@ -4,22 +4,31 @@ store.queries.expire_personal_data."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
 from temporalio import activity
 
 from activities.payloads import RetentionReport, RetentionRequest
+from core.outbox import expire_lines
 from store import queries
 from store.db import Store
+from store.tables import MessageRow
 
 
 class RetentionActivities:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, outbox: Path | None = None):
         self.store = store
+        self.outbox = outbox  # the local outbox file (JOURNEYS_OUTBOX): its lines hold addresses and bodies
 
     @activity.defn(name="expire_personal_data")
     def expire_personal_data(self, request: RetentionRequest) -> RetentionReport:
         """Batch after batch, each in its own transaction, until a batch finds less than a full
         one of anything; safe to retry (what is removed is not found again). Heartbeats the
-        counts so far, so a worker that dies is noticed within the heartbeat timeout."""
+        counts so far, so a worker that dies is noticed within the heartbeat timeout. Then, on
+        SQLite, the write-ahead log is emptied of the replaced pages, and the outbox file loses
+        its lines written before the same time."""
         report = RetentionReport(before=request.before)
         while True:
             with self.store.transaction() as session:
@@ -29,4 +38,18 @@ class RetentionActivities:
             report.events += done["events"]
             activity.heartbeat(report.model_dump(mode="json"))
             if max(done.values()) < request.batch:
-                return report
+                break
+        self.store.checkpoint()
+        before = request.before if request.before.tzinfo else request.before.replace(tzinfo=UTC)
+        report.outbox_lines = expire_lines(self.outbox, before, self._sent_at)
+        return report
+
+    def _sent_at(self, message_ids: list[str]) -> dict[str, datetime]:
+        """When the ledger recorded these messages (for outbox lines written before they were dated)."""
+        found: dict[str, datetime] = {}
+        for start in range(0, len(message_ids), 500):
+            chunk = message_ids[start : start + 500]
+            with self.store.transaction() as session:
+                rows = session.execute(select(MessageRow.id, MessageRow.at).where(MessageRow.id.in_(chunk)))
+                found.update({message_id: at.replace(tzinfo=at.tzinfo or UTC) for message_id, at in rows})
+        return found

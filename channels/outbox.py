@@ -1,16 +1,20 @@
 """The local outbox: the default channel. It 'sends' by recording the rendered message.
 
 The ledger row already holds the message; with a path configured (JOURNEYS_OUTBOX) the outbox
-also appends each message as a JSON line, so a developer can watch what would have gone out.
+also appends each message as a JSON line, with the time it was written (`written_at`), so a
+developer can watch what would have gone out. It appends under the file's lock (core.outbox), so
+erasure and retention can rewrite the file from another process without losing a line.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 from core.channel import OutgoingMessage, SendReceipt
+from core.outbox import locked
 
 
 class OutboxChannel:
@@ -29,11 +33,11 @@ class OutboxChannel:
         receipt = SendReceipt(provider_id=f"outbox:{message.message_id}")
         if self.path is None:
             return receipt
-        line = json.dumps(message.model_dump(mode="json"), ensure_ascii=False)
-        with self._lock:
+        record = message.model_dump(mode="json") | {"written_at": datetime.now(UTC).isoformat()}
+        line = json.dumps(record, ensure_ascii=False)
+        with self._lock, locked(self.path):
             if message.earlier_attempt_at is not None and self._written(message.message_id):
                 return receipt  # the lost attempt wrote it
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as out:
                 out.write(line + "\n")
         return receipt

@@ -562,7 +562,14 @@ def customer_erase(
             with store.transaction() as session:  # before Temporal: erasing nobody needs no connection
                 if not queries.known_customer(session, customer_id):
                     raise NoSuchCustomer(f"no customer {customer_id!r}: nothing was erased")
-            return await erase(await connect(settings), store, customer_id, by)
+            return await erase(
+                await connect(settings),
+                store,
+                customer_id,
+                by,
+                default_region=settings.default_region,
+                outbox=settings.outbox_path,
+            )
         finally:
             store.dispose()
 
@@ -575,7 +582,8 @@ def customer_erase(
         typer.echo(f"cannot reach Temporal at {target(settings)}: {err}; nothing was erased", err=True)
         raise typer.Exit(1) from None
     removed = ", ".join(f"{name} {count}" for name, count in done.removed.items())
-    typer.echo(f"erased {customer_id}: {len(done.terminated)} journeys stopped; {removed}")
+    outbox = f", outbox lines {done.outbox_lines_removed}" if done.outbox_lines_removed else ""
+    typer.echo(f"erased {customer_id}: {len(done.terminated)} journeys stopped; {removed}{outbox}")
 
 
 segment_app = typer.Typer(

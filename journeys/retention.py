@@ -170,9 +170,10 @@ async def _outcome(handle: WorkflowHandle[Any, RetentionReport]) -> str:
 
 
 def describe_report(report: RetentionReport) -> str:
+    outbox = f", {report.outbox_lines} outbox lines removed" if report.outbox_lines else ""
     return (
         f"before {report.before.isoformat()}: {report.messages} messages scrubbed, "
-        f"{report.provider_events} provider events deleted, {report.events} customer events scrubbed"
+        f"{report.provider_events} provider events deleted, {report.events} customer events scrubbed{outbox}"
     )
 
 

@@ -153,7 +153,7 @@ def build_workers(
             broadcasts.broadcast_page,
             broadcasts.start_broadcast_instances,
             broadcasts.cancel_broadcast_instances,
-            RetentionActivities(store).expire_personal_data,
+            RetentionActivities(store, settings.outbox_path).expire_personal_data,
         ],
         workflow_runner=workflow_runner(fast),
         max_concurrent_workflow_tasks=settings.worker_workflow_tasks,

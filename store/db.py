@@ -25,7 +25,9 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 def make_engine(url: str, durable: bool = True) -> Engine:
     """An engine for `url`. SQLite transactions take the write lock at BEGIN (BEGIN IMMEDIATE), so
     a read-check-write in one transaction is atomic across threads and processes. `durable=False`
-    (for throwaway stores such as a simulation's) skips SQLite's fsync on every commit."""
+    (for throwaway stores such as a simulation's) skips SQLite's fsync on every commit. SQLite
+    overwrites what it deletes with zeros (`secure_delete`), so an erased phone number is not left
+    readable in the file's free pages; `Store.checkpoint` empties the write-ahead log."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     path = url.split("///", 1)[-1]
@@ -41,6 +43,7 @@ def make_engine(url: str, durable: bool = True) -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=" + ("FULL" if durable else "OFF"))
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA secure_delete=ON")  # erasure and retention leave no bytes behind
         cursor.close()
         # The time arithmetic PostgreSQL has built in (store/effect.py), exact to the microsecond.
         dbapi_connection.create_function("journeys_shift", 2, _shift, deterministic=True)
@@ -141,6 +144,22 @@ class Store:
                 return work(session)
 
         return await asyncio.to_thread(in_transaction)
+
+    def checkpoint(self) -> None:
+        """On SQLite, copy the write-ahead log into the database and truncate it (after an erasure
+        or retention: the log still holds the old pages, personal data and all, until then). It
+        waits for readers up to the busy timeout. Nothing to do on PostgreSQL (see the README's
+        privacy section for its dead rows and backups)."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        connection = self.engine.raw_connection()  # no BEGIN: a checkpoint cannot run in a transaction
+        try:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            cursor.fetchall()
+            cursor.close()
+        finally:
+            connection.close()
 
     def migrate(self) -> Store:
         migrate(self.engine)

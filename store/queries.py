@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from core.contacts import DEFAULT_REGION, canonical_contacts, email_forms, phone_forms, region_of
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event
 from core.rfm import PURCHASE_EVENT_TYPES, Purchase, purchases_from
 from core.rfm import WINDOW as RFM_WINDOW
@@ -31,12 +32,18 @@ from store.tables import (
 )
 
 
-def upsert_customer(session: Session, customer: Customer, at: datetime) -> None:
+def upsert_customer(
+    session: Session, customer: Customer, at: datetime, default_region: str = DEFAULT_REGION
+) -> Customer:
+    """Write the customer record, its phone and email in their one stored form (core.contacts:
+    E.164, lower-cased; a contact that cannot be read as typed). Returns the record as stored."""
+    customer = canonical_contacts(customer, default_region)
     row = session.get(CustomerRow, customer.customer_id) or CustomerRow(customer_id=customer.customer_id)
     for field, value in customer.model_dump(exclude={"customer_id"}).items():
         setattr(row, field, value)
     row.updated_at = at
     session.add(row)
+    return customer
 
 
 def _customer_of(row: CustomerRow) -> Customer:
@@ -105,16 +112,23 @@ def known_customer(session: Session, customer_id: str) -> bool:
     return False
 
 
-def erase_customer(session: Session, customer_id: str, at: datetime, requested_by: str) -> dict[str, int]:
+def erase_customer(
+    session: Session, customer_id: str, at: datetime, requested_by: str, default_region: str = DEFAULT_REGION
+) -> dict[str, int]:
     """Remove a customer's personal data from the store; returns what was removed, as counts.
     Message rows stay, for effect reports, without address, body, subject or template data;
     logged events stay without their data; suppressions of the customer's addresses are kept as
-    salted hashes. The erasure is recorded."""
+    salted hashes. The erasure is recorded. A suppression is found by every form the contact may
+    have been stored in (as typed by an older release, E.164 read in the customer's region and in
+    the shop's), so a record written before contacts were stored in one form is erased too."""
     addresses: set[tuple[str, str]] = set()
     customer = session.get(CustomerRow, customer_id)
     if customer is not None:
-        addresses |= {("sms", customer.phone)} if customer.phone else set()
-        addresses |= {("email", customer.email.lower())} if customer.email else set()
+        if customer.phone:
+            regions = [region_of(customer, default_region), default_region]  # the row has what it reads
+            addresses |= {("sms", form) for form in phone_forms(customer.phone, regions)}
+        if customer.email:
+            addresses |= {("email", form) for form in email_forms(customer.email)}
         session.delete(customer)
     messages = list(session.scalars(select(MessageRow).where(MessageRow.customer_id == customer_id)))
     for row in messages:

@@ -62,7 +62,7 @@ def test_a_bad_number_falls_back_to_email_and_says_why(store, send, outbox):
     outcome = send(request())
     assert (outcome.status, outcome.channel) == ("sent", "email")
     [row] = rows(store)
-    assert row.error == "phone '010-12345678' is not a mobile number"
+    assert row.error == "phone '+861012345678' is not a mobile number"  # a valid landline, stored in E.164
 
 
 def test_nothing_usable_is_skipped_no_contact_with_the_reasons(store, send, outbox):

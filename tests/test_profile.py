@@ -48,7 +48,7 @@ async def test_the_profile_says_who_the_customer_is_and_what_holds_messages_back
         refused = await api.get("/customers/c1", headers={"Authorization": "Bearer k-ingest"})
     assert found.status_code == 200, found.text
     body = found.json()
-    assert body["record"]["name"] == "王芳" and body["record"]["phone"] == "13800000001"
+    assert body["record"]["name"] == "王芳" and body["record"]["phone"] == "+8613800000001"  # stored in E.164
     assert body["traits"] == {"member_level": "gold"} and body["tags"] == ["vip"]
     # One purchase counts (o2 was refunded): 50 days ago, 1,200.
     rfm = body["rfm"]
@@ -71,7 +71,7 @@ def test_journeys_customer_id_prints_the_profile(tmp_path):
     shown = subprocess.run([JOURNEYS, "customer", "c1"], env=env, capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
-    assert lines[0] == "customer c1  王芳  13800000001  Wang.Fang@Example.com  (Asia/Shanghai, zh-CN)"
+    assert lines[0] == "customer c1  王芳  +8613800000001  wang.fang@example.com  (Asia/Shanghai, zh-CN)"
     assert lines[1] == "  rfm        potential  score 23  R4 F1 M4  (1 purchases, 1200 in the year)"
     assert '  traits     {"member_level": "gold"}' in lines
     assert "  held back  email wang.fang@example.com suppressed (marketing: unsubscribe link)" in lines

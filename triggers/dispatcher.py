@@ -25,6 +25,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.contacts import DEFAULT_REGION
 from core.records import Event
 from definitions.loader import Definitions
 from store import queries
@@ -60,8 +61,10 @@ class Dispatcher:
         batch: int = 500,  # customers per pass
         concurrency: int = 32,
         max_backoff: float = 30.0,
+        default_region: str = DEFAULT_REGION,
     ):
         self.store = store
+        self.default_region = default_region
         self.definitions = definitions
         self.connect = connect
         self.task_queue = task_queue
@@ -97,7 +100,9 @@ class Dispatcher:
         if not customers:
             return 0, False
         if self.router is None:
-            self.router = Router(await self.connect(), self.definitions, self.store, self.task_queue)
+            self.router = Router(
+                await self.connect(), self.definitions, self.store, self.task_queue, default_region=self.default_region
+            )
         results = await asyncio.gather(*(self._dispatch_customer(customer_id) for customer_id in customers))
         return sum(n for n, _ in results), any(blocked for _, blocked in results)
 

@@ -25,6 +25,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.contacts import DEFAULT_REGION
 from core.orders import order_context, order_history
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_event
 from core.rfm import Purchase, customer_context
@@ -109,8 +110,10 @@ class Router:
         task_queue: str,
         clock_offset: timedelta = timedelta(0),
         clock: Callable[[], Awaitable[datetime]] | None = None,
+        default_region: str = DEFAULT_REGION,
     ):
         self.client = client
+        self.default_region = default_region  # where national phone numbers are read, to store them in E.164
         self.definitions = definitions
         self.store = store
         self.task_queue = task_queue
@@ -233,7 +236,7 @@ class Router:
             customer = queries.get_customer(session, event.customer_id, lock=changes_customer)
             if changes_customer:  # the record as it stands after the event, read once
                 customer = apply_customer_event(customer, event)
-                queries.upsert_customer(session, customer, event.occurred_at)
+                customer = queries.upsert_customer(session, customer, event.occurred_at, self.default_region)
             if not starts:
                 return None, {}, [], []
             order = queries.events_of_order(session, event.order_id) if event.order_id else []

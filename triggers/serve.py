@@ -76,7 +76,7 @@ def build_api(settings: Settings) -> FastAPI:
                 client = await connect(settings)
         return client
 
-    dispatcher = Dispatcher(store, definitions, temporal, settings.task_queue)
+    dispatcher = Dispatcher(store, definitions, temporal, settings.task_queue, default_region=settings.default_region)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -113,6 +113,7 @@ def build_api(settings: Settings) -> FastAPI:
         shop_timezone=settings.shop_timezone,
         shop_name=settings.shop_name,
         sms_opt_out=settings.sms_opt_out,
+        outbox=settings.outbox_path,
         lifespan=lifespan,
     )
 

@@ -4,15 +4,15 @@ to them may be held back (unsubscribes, the blacklist, suppressed addresses). Re
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from activities.contacts import UnusableContact, address_for, sms_number
+from activities.contacts import UnusableContact, address_for
 from core.audience import Segment
+from core.contacts import canonical_phone
 from core.rfm import Rfm, RfmTable, score
 from store import queries
 from store.segments import segments_of
@@ -110,9 +110,7 @@ def search_customers(session: Session, text: str, default_region: str) -> list[C
     text = text.strip()
     if not text:
         return []
-    phones = [text]
-    with contextlib.suppress(UnusableContact):  # else not a phone number: an id or an email
-        phones.append(sms_number(text, default_region))
+    phones = [text, canonical_phone(text, default_region)]  # as an older release stored it, and as stored now
     rows = queries.find_customers(session, ids=[text], phones=phones, email=text if "@" in text else None)
     return [
         CustomerMatch(customer_id=r.customer_id, name=r.name, phone=_mask_phone(r.phone), email=_mask_email(r.email))

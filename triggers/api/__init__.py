@@ -10,6 +10,7 @@ comes in through FastAPI dependencies (`deps.py`). The OpenAPI document at `/ope
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -51,6 +52,7 @@ def create_app(
     shop_timezone: str = DEFAULT_TIMEZONE,
     shop_name: str = "Journeys",
     sms_opt_out: dict[str, str] | None = None,
+    outbox: Path | None = None,
     lifespan=None,
 ) -> FastAPI:
     """The API over `store` (and Temporal, through `temporal`, for history and /journeys).
@@ -83,6 +85,7 @@ def create_app(
         shop_name=shop_name,
         sms_opt_out=sms_opt_out,
         ui_origins=tuple(ui_origins or ()),
+        outbox=outbox,
     )
     if ui_origins:  # the Temporal Web UI calls the codec endpoint from the operator's browser
         app.add_middleware(

@@ -60,6 +60,8 @@ async def erase_customer(
     customer_id: CustomerId, request: Request, api: Context, client: Temporal
 ) -> Erasure | JSONResponse:
     try:
-        return await erase(client, api.store, customer_id, requester(request))
+        return await erase(
+            client, api.store, customer_id, requester(request), default_region=api.default_region, outbox=api.outbox
+        )
     except NoSuchCustomer as err:
         return JSONResponse({"detail": str(err)}, status_code=404)

@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -58,6 +59,8 @@ class ApiContext:
     console_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     #: Origins whose pages may call this API (the Temporal Web UI's, for /codec; CORS).
     ui_origins: tuple[str, ...] = ()
+    #: The local outbox file the workers write (JOURNEYS_OUTBOX), for erasure to reach.
+    outbox: Path | None = None
 
 
 class Problem(BaseModel):
