@@ -6,15 +6,27 @@ The Temporal connection is not here: it follows the SDK's environment configurat
 (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, `TEMPORAL_TLS_CLIENT_CERT_PATH`,
 profiles in a TOML file; see core.temporal). Only two programmatic overrides live here, for
 `journeys up` and tests, and last release's `TEMPORAL_TLS_CERT`/`KEY`/`CA`, kept for one release.
+
+Where a setting comes from, first match wins (the one place this is decided):
+1. what the code passes (`Settings(temporal_address=...)`, `journeys up`'s ports);
+2. the environment (`DATABASE_URL`, `JOURNEYS_*`, ...);
+3. the record `journeys up` writes in its data directory (`DATA_DIR/journeys.env`: the store, the
+   Temporal address unless `TEMPORAL_ADDRESS` is set, the UI and API URLs, the outbox, the key
+   file, the definitions); the data directory is `--data-dir`, else `JOURNEYS_DATA_DIR`, else `.data`;
+4. the data directory's own files (`journeys.db`, `encryption.keys`, `outbox.jsonl`);
+5. the embedded defaults below.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
+from dotenv import dotenv_values
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
@@ -25,6 +37,9 @@ from core.records import DEFAULT_TIMEZONE, known_timezone
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JOURNEYS_", populate_by_name=True, extra="ignore")
 
+    #: Where `journeys up` keeps its files and its record (`journeys.env`); the other commands
+    #: read that record, so they find the store, Temporal, the key and the outbox it used.
+    data_dir: Path = Path(".data")
     database_url: str = Field("sqlite:///.data/journeys.db", validation_alias="DATABASE_URL")
 
     # Temporal: overrides of the SDK's environment configuration (core.temporal), not read from env.
@@ -128,16 +143,19 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, _Environment(settings_cls)
+        environment = _Environment(settings_cls)
+        return init_settings, environment, _Record(settings_cls, init_settings, environment)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, _record: bool = True, **overrides: Any) -> Settings:
         """The settings in `environ` (the process's environment by default), then `overrides`;
         empty values count as unset."""
         token = _ENVIRON.set(None if environ is None else dict(environ))
+        recorded = _READ_RECORD.set(_record)
         try:
             return cls(**overrides)
         finally:
+            _READ_RECORD.reset(recorded)
             _ENVIRON.reset(token)
 
     def public_endpoint(self, path: str) -> str | None:
@@ -146,8 +164,48 @@ class Settings(BaseSettings):
 
     @classmethod
     def embedded(cls, **overrides: Any) -> Settings:
-        """The embedded defaults with `overrides`, ignoring the environment (simulations)."""
-        return cls.from_env({}, **overrides)
+        """The embedded defaults with `overrides`, ignoring the environment and any record (simulations)."""
+        return cls.from_env({}, _record=False, **overrides)
+
+    @classmethod
+    def unrecorded(cls, **overrides: Any) -> Settings:
+        """The environment and `overrides`, not the data directory's record: what `journeys up`
+        starts from (it writes the record; last run's must not decide this run's)."""
+        return cls.from_env(None, _record=False, **overrides)
+
+    @property
+    def record_file(self) -> Path:
+        """The record `journeys up` writes: `DATA_DIR/journeys.env`."""
+        return self.data_dir / RECORD_FILE
+
+    def write_record(self) -> Path:
+        """Record where this engine runs in `record_file` (owner-only: a DATABASE_URL may hold a
+        password), absolute paths so it holds from any directory. The key itself is not in it."""
+        key_file = None if self.encryption_keys else self.encryption_key_file.resolve()
+        lines = {
+            "DATABASE_URL": _absolute_sqlite(self.database_url),
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "JOURNEYS_TEMPORAL_UI": self.temporal_ui_url,
+            "JOURNEYS_API_URL": self.api_url,
+            "JOURNEYS_OUTBOX": str(self.outbox_path.resolve()) if self.outbox_path else None,
+            "JOURNEYS_ENCRYPTION_KEY_FILE": str(key_file) if key_file else None,
+            "JOURNEYS_DEFINITIONS": str(self.definitions_dir.resolve()) if self.definitions_dir else None,
+        }
+        path = self.record_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write("# Written by `journeys up`: where it runs. Every journeys command given this data directory\n")
+            out.write("# (--data-dir or JOURNEYS_DATA_DIR) reads it; the environment overrides each line.\n")
+            for name, value in lines.items():
+                if value:
+                    out.write(f"{name}={json.dumps(value, ensure_ascii=False)}\n")
+        return path
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable of a setting (`database_url` -> `DATABASE_URL`)."""
+        return {name: variable for variable, name in cls.environment_names().items()}[field]
 
     @classmethod
     def environment_names(cls) -> dict[str, str]:
@@ -173,9 +231,24 @@ def _pairs(value: Any, separator: str) -> Any:
     return {key.strip(): item.strip() for key, _, item in pairs}
 
 
+#: The record `journeys up` writes in its data directory.
+RECORD_FILE = "journeys.env"
+
+
+def _absolute_sqlite(url: str) -> str:
+    """A relative SQLite file URL made absolute (the record is read from other directories)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url[len(prefix) :] in ("", ":memory:") or url[len(prefix) :].startswith("/"):
+        return url
+    return prefix + str(Path(url[len(prefix) :]).resolve())
+
+
 #: Fields code may set but the environment may not.
 _NOT_FROM_ENV = {"temporal_address", "temporal_namespace"}
 
+
+#: Whether the data directory's record is read (not by `embedded` and `unrecorded`).
+_READ_RECORD: ContextVar[bool] = ContextVar("journeys_settings_record", default=True)
 
 #: The environment `Settings.from_env` reads instead of the process's.
 _ENVIRON: ContextVar[dict[str, str] | None] = ContextVar("journeys_settings_environ", default=None)
@@ -196,3 +269,43 @@ class _Environment(EnvSettingsSource):
     def __call__(self) -> dict[str, Any]:
         values = super().__call__()
         return {key: value for key, value in values.items() if key not in _NOT_FROM_ENV}
+
+
+def _key(field: str) -> str:
+    """The key a source gives a field's value under: its alias if it has one, else its name."""
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else field
+
+
+class _Record(PydanticBaseSettingsSource):
+    """Steps 3 and 4 of the module's precedence: the data directory's record, then its files."""
+
+    def __init__(self, settings_cls: type[BaseSettings], init: PydanticBaseSettingsSource, environment: _Environment):
+        super().__init__(settings_cls)
+        self._init, self._environment = init, environment
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False  # __call__ gives every value
+
+    def __call__(self) -> dict[str, Any]:
+        given = getattr(self._init, "init_kwargs", {})
+        data_dir = Path(given.get("data_dir") or self._environment().get("data_dir") or Settings.default("data_dir"))
+        values: dict[str, Any] = {
+            _key("database_url"): f"sqlite:///{data_dir / 'journeys.db'}",
+            _key("encryption_key_file"): data_dir / "encryption.keys",
+            _key("outbox_path"): data_dir / "outbox.jsonl",
+        }
+        record = data_dir / RECORD_FILE
+        if not _READ_RECORD.get() or not record.is_file():
+            return values
+        names = Settings.environment_names()
+        environ = _ENVIRON.get()
+        for variable, value in dotenv_values(record).items():
+            if not value:
+                continue
+            if variable == "TEMPORAL_ADDRESS":  # the SDK's variable: the environment's wins
+                if not (os.environ if environ is None else environ).get("TEMPORAL_ADDRESS"):
+                    values["temporal_address"] = value
+            elif variable in names:
+                values[_key(names[variable])] = value
+        return values

@@ -88,11 +88,36 @@ class EncryptionCodec(PayloadCodec):
         key_id = payload.metadata.get(KEY_ID, b"").decode()
         cipher = self._ciphers.get(key_id)
         if cipher is None:
-            raise EncryptionKeyError(f"a payload is encrypted with key {key_id!r}, which is not configured")
+            known = ", ".join(self._ciphers)
+            raise EncryptionKeyError(
+                f"a payload is encrypted with key {key_id!r}, which is not configured (keys: {known})"
+            )
         return Payload.FromString(cipher.decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], None))
 
 
-def data_converter(codec: EncryptionCodec | None) -> DataConverter:
+class MissingKeyCodec(PayloadCodec):
+    """With no key configured: payloads go out as they are, and an encrypted one that comes back
+    fails with one line naming its key and where keys were looked for (`looked`), instead of the
+    converter's `KeyError: 'Unknown payload encoding binary/encrypted'`."""
+
+    def __init__(self, looked: str):
+        self.looked = looked
+
+    async def encode(self, payloads: Iterable[Payload]) -> list[Payload]:
+        return list(payloads)
+
+    async def decode(self, payloads: Iterable[Payload]) -> list[Payload]:
+        payloads = list(payloads)
+        for payload in payloads:
+            if payload.metadata.get("encoding") == ENCODING:
+                key_id = payload.metadata.get(KEY_ID, b"").decode()
+                raise EncryptionKeyError(
+                    f"a payload is encrypted with key {key_id!r}, which is not configured ({self.looked})"
+                )
+        return payloads
+
+
+def data_converter(codec: PayloadCodec | None) -> DataConverter:
     """The project's converter: pydantic, sealed with `codec` when there is one."""
     if codec is None:
         return pydantic_data_converter

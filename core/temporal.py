@@ -24,7 +24,7 @@ from temporalio.envconfig import ClientConfigProfile
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.config import Settings
-from core.encryption import EncryptionCodec, data_converter, load_keys
+from core.encryption import EncryptionCodec, MissingKeyCodec, data_converter, load_keys
 from core.vocabulary import SEARCH_ATTRIBUTES
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,13 @@ def payload_codec(settings: Settings) -> EncryptionCodec | None:
 
 
 def converter(settings: Settings) -> DataConverter:
-    """The data converter: pydantic, with payloads encrypted when keys are configured."""
-    return data_converter(payload_codec(settings))
+    """The data converter: pydantic, with payloads encrypted when keys are configured; without
+    keys, an encrypted payload read back fails naming its key and where keys were looked for."""
+    looked = (
+        f"{Settings.variable('encryption_keys')} is unset and {settings.encryption_key_file} does not exist; "
+        f"the `journeys up` that wrote it keeps its key in its data directory: give --data-dir"
+    )
+    return data_converter(payload_codec(settings) or MissingKeyCodec(looked))
 
 
 def describe(client: Client) -> str:

@@ -18,7 +18,70 @@ from typer.core import TyperGroup
 from core.config import Settings
 from definitions.loader import check_definitions, default_directory, json_schema
 
-app = typer.Typer(help="Journeys: durable, event-driven marketing automation on Temporal.", no_args_is_help=True)
+
+class _Root(TyperGroup):
+    """`--data-dir DIR` may come before or after the command (`journeys history --customer c1
+    --data-dir /srv/j`): it is moved in front, where the root option takes it. `journeys up`
+    keeps its own --data-dir."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        moved: list[str] = []
+        rest: list[str] = []
+        items = iter(args)
+        for arg in items:
+            if arg == "--":
+                rest += [arg, *items]
+            elif arg == "--data-dir":
+                moved += [arg, next(items, "")]
+            elif arg.startswith("--data-dir="):
+                moved.append(arg)
+            else:
+                rest.append(arg)
+        command = next((arg for arg in rest if not arg.startswith("-")), None)
+        return super().parse_args(ctx, args if command == "up" else [*moved, *rest])
+
+
+app = typer.Typer(
+    cls=_Root, help="Journeys: durable, event-driven marketing automation on Temporal.", no_args_is_help=True
+)
+
+#: The --data-dir given, for `_settings`.
+_DATA_DIR: list[Path | None] = [None]
+
+
+@app.callback()
+def _options(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="The data directory of the `journeys up` to work with (default: JOURNEYS_DATA_DIR, else .data): "
+            "its journeys.env says where its store, Temporal, key and outbox are. Before or after the command."
+        ),
+    ] = None,
+) -> None:
+    _DATA_DIR[0] = data_dir
+
+
+def _settings() -> Settings:
+    """The settings (core.config decides the precedence), in the --data-dir given."""
+    return Settings() if _DATA_DIR[0] is None else Settings(data_dir=_DATA_DIR[0])
+
+
+def _store(settings: Settings):
+    """The store at the configured database, which must exist: a read creates no database file."""
+    from store.db import Store, missing_database
+
+    missing = missing_database(settings.database_url)
+    if missing is not None:
+        typer.echo(
+            f"journeys: no database at {missing}. Start the engine there (`journeys up --data-dir DIR`), "
+            f"or create it with `journeys migrate`; --data-dir, {Settings.variable('data_dir')} or "
+            f"{Settings.variable('database_url')} says where it is.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return Store(settings.database_url)
+
 
 #: Set when this module runs as the `journeys` program (main), not inside another (tests' CliRunner).
 _STANDALONE = [False]
@@ -34,7 +97,8 @@ def main() -> None:
     except (OperationalError, ProgrammingError) as err:  # a database missing, unreachable or not migrated
         reason = str(getattr(err, "orig", err)).strip().splitlines()[0][:300]
         typer.echo(
-            f"journeys: the database is not ready ({reason}). Check JOURNEYS_DATABASE_URL; "
+            f"journeys: the database is not ready ({reason}). Check {Settings.variable('database_url')} "
+            "(or --data-dir); "
             "`journeys migrate` creates or upgrades its tables.",
             err=True,
         )
@@ -188,7 +252,7 @@ def simulate(
             err=True,
         )
         raise typer.Exit(2)
-    settings = Settings()
+    settings = _settings()
     found = asyncio.run(
         run_simulation(
             loaded,
@@ -221,7 +285,7 @@ def worker() -> None:
     from journeys.worker import run_worker
 
     _configure_logging()
-    asyncio.run(run_worker(Settings()))
+    asyncio.run(run_worker(_settings()))
 
 
 @app.command()
@@ -231,7 +295,7 @@ def api() -> None:
     from triggers.serve import UnsafeBinding, api_server
 
     _configure_logging()
-    settings = Settings()
+    settings = _settings()
     try:
         server = api_server(settings)
     except (UnsafeBinding, ApiKeyError) as err:
@@ -257,7 +321,7 @@ def emit(
 
     import httpx
 
-    settings = Settings()
+    settings = _settings()
     try:
         payload = json.loads(data)
     except json.JSONDecodeError as err:
@@ -289,18 +353,18 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a timeline")] = False,
 ) -> None:
     """What every journey did for a customer or an order, newest first."""
+    from core.encryption import EncryptionKeyError
     from core.temporal import connect, target
-    from store.db import Store
     from views.history import BadId, timeline
     from views.history import history as load_history
 
     if bool(customer) == bool(order):
         typer.echo("give one of --customer or --order", err=True)
         raise typer.Exit(2)
-    settings = Settings()
+    settings = _settings()
+    store = _store(settings)
 
     async def load():
-        store = Store(settings.database_url)
         try:
             client = await connect(settings)
             return await load_history(
@@ -314,6 +378,9 @@ def history(
     except BadId as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
+    except EncryptionKeyError as err:  # not the converter's 100-line KeyError
+        typer.echo(f"journeys history: cannot decrypt the history: {err}", err=True)
+        raise typer.Exit(1) from None
     except RuntimeError as err:  # Client.connect: the server is unreachable
         typer.echo(f"cannot reach Temporal at {target(settings)}: {err}", err=True)
         raise typer.Exit(1) from None
@@ -334,13 +401,12 @@ def preview(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """A message exactly as a customer would get it on each channel, and the channel the policy would pick."""
-    from store.db import Store
     from views.preview import PreviewError, describe
     from views.preview import preview as build_preview
 
-    settings = Settings()
+    settings = _settings()
     loaded = _definitions_or_exit(definitions or settings.definitions_dir)
-    store = Store(settings.database_url)
+    store = _store(settings)
     try:
         found = build_preview(
             loaded,
@@ -379,11 +445,10 @@ def report(
     import csv
     from datetime import UTC
 
-    from store.db import Store
     from store.effect import GROUPINGS
     from views.effect import Prices, csv_rows, effect_report, journeys_of, period_of, report_lines
 
-    settings = Settings()
+    settings = _settings()
     loaded = _definitions_or_exit(definitions or settings.definitions_dir)
     if by is not None and by not in GROUPINGS:
         typer.echo(f"--by: {by!r} is not one of {', '.join(GROUPINGS)}", err=True)
@@ -396,7 +461,7 @@ def report(
     except ValueError as err:
         typer.echo(f"--{err}", err=True)
         raise typer.Exit(2) from None
-    store = Store(settings.database_url)
+    store = _store(settings)
     try:
         found = effect_report(
             store,
@@ -433,11 +498,10 @@ def events(
     from sqlalchemy import select
 
     from store import queries
-    from store.db import Store
     from store.tables import EventRow
 
-    settings = Settings()
-    store = Store(settings.database_url)
+    settings = _settings()
+    store = _store(settings)
     try:
         with store.transaction() as session:
             if replay or all_failed:
@@ -498,12 +562,11 @@ def customer_show(
     """The profile: record, traits, tags, RFM now, segments and suppressions."""
     from datetime import UTC
 
-    from store.db import Store
     from views.profile import profile
 
-    settings = Settings()
+    settings = _settings()
     definitions = _definitions_or_exit(settings.definitions_dir)
-    store = Store(settings.database_url)
+    store = _store(settings)
     try:
         with store.transaction() as session:
             found = profile(
@@ -547,16 +610,16 @@ def customer_erase(
     """Erase a customer (PIPL, GDPR): stop their journeys and remove their personal data."""
     from core.temporal import connect, target
     from store import queries
-    from store.db import Store
     from triggers.erasure import NoSuchCustomer, erase
     from views.history import BadId
 
     if not yes:
         typer.confirm(f"Erase customer {customer_id!r}? This cannot be undone", abort=True)
-    settings = Settings()
+    settings = _settings()
+    store = _store(settings)
 
     async def run():
-        store = Store(settings.database_url).migrate()
+        store.migrate()
         queries.configure_salt(settings.secret)
         try:
             with store.transaction() as session:  # before Temporal: erasing nobody needs no connection
@@ -593,7 +656,7 @@ app.add_typer(segment_app, name="segment")
 
 
 def _segments_or_exit(name: str | None):
-    settings = Settings()
+    settings = _settings()
     definitions = _definitions_or_exit(settings.definitions_dir)
     if name is not None and name not in definitions.segments:
         known = ", ".join(sorted(definitions.segments)) or "none"
@@ -607,12 +670,11 @@ def segment_count(name: Annotated[str | None, typer.Argument(help="A segment; al
     """How many customers are in a segment now (every segment without a name)."""
     from datetime import UTC
 
-    from store.db import Store
     from store.segments import count_members
 
     settings, definitions = _segments_or_exit(name)
     chosen = [definitions.segments[name]] if name else list(definitions.segments.values())
-    store = Store(settings.database_url)
+    store = _store(settings)
     now = datetime.now(UTC)
     try:
         with store.transaction() as session:
@@ -634,11 +696,10 @@ def segment_list(
     import csv
     from datetime import UTC
 
-    from store.db import Store
     from store.segments import iterate_members
 
     settings, definitions = _segments_or_exit(name)
-    store = Store(settings.database_url)
+    store = _store(settings)
     out = csv.writer(sys.stdout) if as_csv else None
     if out is not None:
         out.writerow(["customer_id", "r", "f", "m", "score", "tier"])
@@ -670,14 +731,13 @@ def _broadcast_call(work) -> None:
     """Run `work(client, store, definitions, settings)` and print what it returns; a clear line
     and exit code 1 for a broadcast that cannot do that, or Temporal out of reach."""
     from core.temporal import connect, target
-    from store.db import Store
     from triggers.broadcasts import BroadcastError
 
-    settings = Settings()
+    settings = _settings()
     definitions = _definitions_or_exit(settings.definitions_dir)
+    store = _store(settings)
 
     async def run():
-        store = Store(settings.database_url)
         try:
             return await work(await connect(settings), store, definitions, settings)
         finally:
@@ -698,7 +758,7 @@ def _broadcast_call(work) -> None:
 @broadcast_app.command("list")
 def broadcast_list() -> None:
     """The broadcasts defined, with their segment and schedule."""
-    definitions = _definitions_or_exit(Settings().definitions_dir)
+    definitions = _definitions_or_exit(_settings().definitions_dir)
     for name, (broadcast, _snapshot) in sorted(definitions.broadcasts.items()):
         schedule = broadcast.schedule
         when = f"{schedule.local_time.isoformat()} local" if schedule.local_time else schedule.at.isoformat()
@@ -712,12 +772,11 @@ def broadcast_dry_run(name: Annotated[str, typer.Argument(help="The broadcast")]
     answer for each member at their send time. Sends nothing."""
     from datetime import UTC
 
-    from store.db import Store
     from triggers.broadcasts import BroadcastError, dry_run
 
-    settings = Settings()
+    settings = _settings()
     definitions = _definitions_or_exit(settings.definitions_dir)
-    store = Store(settings.database_url)
+    store = _store(settings)
     try:
         found = dry_run(store, definitions, name, datetime.now(UTC))
     except BroadcastError as err:
@@ -793,7 +852,7 @@ def retention(
     from core.temporal import connect, target
     from journeys.retention import describe_report, retention_status, run_retention_now
 
-    settings = Settings()
+    settings = _settings()
 
     async def run() -> list[str]:
         client = await connect(settings)
@@ -818,16 +877,20 @@ def migrate() -> None:
     """Bring the database at DATABASE_URL to the newest schema."""
     from store.db import Store
 
-    settings = Settings()
+    settings = _settings()
     Store(settings.database_url).migrate().dispose()
     typer.echo(f"migrated {settings.database_url}")
 
 
 @app.command()
 def up(
-    data_dir: Annotated[Path, typer.Option(help="Where the embedded server and store keep their files")] = Path(
-        ".data"
-    ),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the embedded server and store keep their files, and journeys.env, the record of where "
+            "everything runs that the other commands read (default: JOURNEYS_DATA_DIR, else .data)"
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(help="Temporal frontend port")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal Web UI port")] = 8233,
     api_port: Annotated[int, typer.Option(help="Event API port")] = 8000,
@@ -837,8 +900,13 @@ def up(
     from journeys.up import StartupError, run_up
 
     _configure_logging()
+    data_dir = data_dir or _DATA_DIR[0] or Settings.unrecorded().data_dir
     try:
         sys.exit(asyncio.run(run_up(data_dir, port, ui_port, api_port)))
     except (StartupError, ApiKeyError) as error:
         typer.echo(f"journeys up: {error}", err=True)
         raise typer.Exit(1) from None
+
+
+if __name__ == "__main__":  # `python -m journeys.cli`, as the tests run this checkout's code
+    main()

@@ -19,6 +19,7 @@ from core.config import Settings
 from core.encryption import ensure_key_file
 from core.temporal import binary
 from core.vocabulary import SEARCH_ATTRIBUTES
+from definitions.loader import default_directory
 
 log = logging.getLogger("journeys.up")
 
@@ -115,12 +116,20 @@ async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await _wait_for_port(port, server, log_file, log_start)
-        settings = Settings().model_copy(update={"temporal_address": f"127.0.0.1:{port}", "api_port": api_port})
-        if settings.database_url == Settings.default("database_url"):
-            settings = settings.model_copy(update={"database_url": f"sqlite:///{data_dir}/journeys.db"})
+        settings = Settings.unrecorded(
+            data_dir=data_dir,
+            temporal_address=f"127.0.0.1:{port}",
+            temporal_ui_url=f"http://127.0.0.1:{ui_port}",
+            api_port=api_port,
+        )
+        host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
+        # The definitions it runs (./definitions of this directory, or the packaged ones), for the
+        # commands run elsewhere that read the record.
+        definitions = (settings.definitions_dir or default_directory()).resolve()
+        settings = settings.model_copy(update={"api_url": f"http://{host}:{api_port}", "definitions_dir": definitions})
         if not settings.encryption_keys:  # the embedded default is encrypted too: a key of its own
-            key_file = ensure_key_file(data_dir / "encryption.keys")
-            settings = settings.model_copy(update={"encryption_key_file": key_file})
+            ensure_key_file(settings.encryption_key_file)
+        record = settings.write_record()
         print(f"Temporal      127.0.0.1:{port} (state in {data_dir / 'temporal.db'})", flush=True)
         print(f"Temporal UI   http://127.0.0.1:{ui_port}", flush=True)
         print(f"Store         {settings.database_url}", flush=True)
@@ -133,6 +142,7 @@ async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:
         serving = asyncio.create_task(api.serve())
         print(f"Event API     http://{settings.api_host}:{api_port} (OpenAPI at /docs)", flush=True)
         print(f"Console       http://{settings.api_host}:{api_port}/ui/{_login_line(settings)}", flush=True)
+        print(f"Recorded in   {record} (other commands: --data-dir {data_dir})", flush=True)
         print(f"Worker        task queue {settings.task_queue!r}; Ctrl-C stops everything", flush=True)
         try:
             await run_worker(settings, stop)

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 import store.reached  # noqa: F401  (keeps the `reached` read model as messages are written)
@@ -20,6 +20,16 @@ import store.reached  # noqa: F401  (keeps the `reached` read model as messages 
 T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def missing_database(url: str) -> Path | None:
+    """The SQLite file `url` names when it does not exist (SQLite would create it empty on the
+    first connection), else None: commands that only read check this first."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
 
 
 def make_engine(url: str, durable: bool = True) -> Engine:

@@ -83,7 +83,7 @@ def console(tmp_path, pg_store):
     port, ui_port, api_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
-        "JOURNEYS_DATABASE_URL": pg_store.url,
+        "DATABASE_URL": pg_store.url,
         "JOURNEYS_API_KEYS": f"ops:operator:{KEY},reader:read:{READ_KEY}",
         "JOURNEYS_OUTBOX": str(tmp_path / "outbox.jsonl"),
     }

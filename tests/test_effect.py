@@ -297,22 +297,20 @@ async def test_the_api_answers_the_same_report(month, definitions):
 def test_journeys_report_prints_the_table_and_csv(month, tmp_path):
     import csv
     import io
-    import os
     import subprocess
-    import sys
-    from pathlib import Path
 
-    journeys = str(Path(sys.executable).parent / "journeys")
+    from tests.test_up import JOURNEYS, with_checkout
+
     env = {
-        **os.environ,
-        "JOURNEYS_DATABASE_URL": month.url,
+        **with_checkout(None),
+        "DATABASE_URL": month.url,
         "JOURNEYS_SMS_PRICE": "0.05",
         "JOURNEYS_EMAIL_PRICE": "0.01",
     }
 
     def report(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [journeys, "report", "--from", "2026-02-01", "--to", "2026-02-28", *args],
+            [*JOURNEYS, "report", "--from", "2026-02-01", "--to", "2026-02-28", *args],
             env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
 
@@ -336,16 +334,16 @@ def test_journeys_report_prints_the_table_and_csv(month, tmp_path):
 
 
 def test_a_database_not_set_up_gets_a_clear_answer(tmp_path):
-    import os
+    import sqlite3
     import subprocess
-    import sys
-    from pathlib import Path
 
-    journeys = str(Path(sys.executable).parent / "journeys")
-    env = {**os.environ, "JOURNEYS_DATABASE_URL": f"sqlite:///{tmp_path}/never-migrated.db"}
-    answer = subprocess.run([journeys, "report"], env=env, capture_output=True, text=True, timeout=120)
+    from tests.test_up import JOURNEYS, with_checkout
+
+    sqlite3.connect(tmp_path / "never-migrated.db").close()  # there, but no tables
+    env = {**with_checkout(None), "DATABASE_URL": f"sqlite:///{tmp_path}/never-migrated.db"}
+    answer = subprocess.run([*JOURNEYS, "report"], env=env, capture_output=True, text=True, timeout=120)
     assert answer.returncode == 2, answer.stderr
     assert answer.stderr.strip() == (
-        "journeys: the database is not ready (no such table: goals). Check JOURNEYS_DATABASE_URL; "
+        "journeys: the database is not ready (no such table: goals). Check DATABASE_URL (or --data-dir); "
         "`journeys migrate` creates or upgrades its tables."
     )

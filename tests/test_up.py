@@ -14,15 +14,24 @@ from pathlib import Path
 
 from tests.helpers import free_port
 
-JOURNEYS = str(Path(sys.executable).parent / "journeys")
+#: This checkout's `journeys` (the installed console script may run another checkout's code).
+ROOT = Path(__file__).resolve().parent.parent
+JOURNEYS = [sys.executable, "-m", "journeys.cli"]
+
+
+def with_checkout(env: dict | None) -> dict:
+    """`env` (the process's by default) importing this checkout first."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 def start_up(
-    tmp_path: Path, port: int, ui_port: int, api_port: int, env: dict | None = None
+    tmp_path: Path, port: int, ui_port: int, api_port: int, env: dict | None = None, *options: str
 ) -> tuple[subprocess.Popen, str]:
-    command = [JOURNEYS, "up", "--port", str(port), "--ui-port", str(ui_port), "--api-port", str(api_port)]
+    command = [*JOURNEYS, "up", "--port", str(port), "--ui-port", str(ui_port), "--api-port", str(api_port), *options]
     process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=tmp_path, env=with_checkout(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     lines = []
     deadline = time.monotonic() + 60
@@ -44,7 +53,9 @@ def stop_up(process: subprocess.Popen) -> str:
 
 
 def run(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([JOURNEYS, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*JOURNEYS, *args], cwd=tmp_path, env=with_checkout(env), capture_output=True, text=True, timeout=60
+    )
 
 
 def until_printed(tmp_path: Path, env: dict, args: list[str], wanted: str) -> str:
@@ -110,8 +121,9 @@ def test_up_names_the_port_it_could_not_take(tmp_path):
         taken.bind(("127.0.0.1", ui_port))
         taken.listen()
         failed = subprocess.run(
-            [JOURNEYS, "up", "--port", str(port), "--ui-port", str(ui_port), "--api-port", str(api_port)],
+            [*JOURNEYS, "up", "--port", str(port), "--ui-port", str(ui_port), "--api-port", str(api_port)],
             cwd=tmp_path,
+            env=with_checkout(None),
             capture_output=True,
             text=True,
             timeout=120,
