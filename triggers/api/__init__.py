@@ -17,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from core.access import parse_api_keys
 from core.config import Settings
@@ -116,6 +117,12 @@ def create_app(
     @app.exception_handler(TemporalDown)
     async def _temporal_down(_request: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=503)
+
+    @app.exception_handler(RPCError)
+    async def _temporal_failed(_request: Request, err: RPCError) -> JSONResponse:
+        # Temporal answered with an error or not in time (views.history bounds its calls): a 503
+        # naming it, not a 500 and not a request left hanging.
+        return JSONResponse({"detail": f"Temporal did not answer as expected: {err}"}, status_code=503)
 
     @app.exception_handler(BadId)
     async def _bad_id(_request: Request, err: Exception) -> JSONResponse:
