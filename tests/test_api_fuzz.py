@@ -381,3 +381,12 @@ async def test_a_customer_search_with_a_nul_finds_nobody(store):
     async with client_for(create_app(store)) as api:  # PostgreSQL cannot compare a NUL: was a 500 there
         answer = await api.get("/customers", params={"q": "a\x00b"})
     assert answer.status_code == 200 and answer.json() == [], answer.text
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"event_ids": ["\\ud800"]}', b'[{"a": "\\ud800"}]', b'{"event_ids": "\xed\xa0\x80"}']
+)
+async def test_a_replay_body_that_cannot_be_echoed_is_a_422(store, content):
+    async with client_for(create_app(store)) as api:  # FastAPI's answer echoed the input: a 500
+        answer = await api.post("/events/replay", content=content, headers={"content-type": "application/json"})
+    assert answer.status_code == 422, answer.text

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
@@ -117,6 +118,13 @@ def create_app(
     @app.exception_handler(TemporalDown)
     async def _temporal_down(_request: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes the input, which may hold a lone surrogate or bytes that are
+        # not UTF-8 (POST /events/replay with such a body was a 500): where and what, never the input.
+        detail = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in err.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(RPCError)
     async def _temporal_failed(_request: Request, err: RPCError) -> JSONResponse:
