@@ -23,7 +23,7 @@ class NoInstances:
     def __init__(self):
         self.queries: list[str] = []
 
-    async def list_workflows(self, query: str):
+    async def list_workflows(self, query: str, **_options):  # rpc_timeout, as the real client takes
         self.queries.append(query)
         for _ in ():
             yield

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import quote
 
 from pydantic import BaseModel, Field
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.records import MAX_ID_BYTES, MAX_ID_CHARS, id_problem
@@ -20,6 +26,15 @@ from workflows.journey import JourneyWorkflow
 
 #: What a history's query cannot quote; the rest of an id's rule is core.records.id_problem.
 _UNQUOTABLE = re.compile(r"['\"\\]")
+
+#: How long a history waits for the running instances' workers to answer their status queries (all
+#: at once). Temporal holds a query until a worker takes it: with no worker polling the task queue,
+#: or one too busy, an unbounded query kept `GET /orders/{id}/history` from answering at all.
+STATUS_SECONDS = 2.0
+#: How long a history waits for Temporal's visibility listing.
+LIST_SECONDS = 10.0
+#: How an RPC past its rpc_timeout fails (the client's own timeout says CANCELLED, "Timeout expired").
+_LATE = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
 
 
 class InstanceView(BaseModel):
@@ -33,6 +48,10 @@ class InstanceView(BaseModel):
     ended_at: datetime | None = None
     version: str | None = Field(default=None, description="The definition version the instance runs.")
     temporal_ui: str = Field(description="The instance's page in the Temporal Web UI.")
+    note: str | None = Field(
+        default=None,
+        description="Why a running instance's step and next wake-up are missing (its worker did not answer in time).",
+    )
 
 
 class MessageView(BaseModel):
@@ -114,7 +133,8 @@ async def history(
     order_id: str | None = None,
 ) -> History:
     key, value = check_id(customer_id=customer_id, order_id=order_id)
-    instances = []
+    instances: list[InstanceView] = []
+    running: list[InstanceView] = []
     async for execution in executions(client, f"{key} = '{value}'"):
         status = execution.status or WorkflowExecutionStatus.RUNNING
         view = InstanceView(
@@ -124,21 +144,16 @@ async def history(
             status=status.name.lower(),
             started_at=execution.start_time,
             ended_at=execution.close_time,
-            version=(await execution.memo()).get("journey_version") if execution.raw_info.memo.fields else None,
+            version=await _version(execution),
             temporal_ui=(
                 f"{ui_url.rstrip('/')}/namespaces/{quote(client.namespace)}/workflows/"
                 f"{quote(execution.id, safe='')}/{execution.run_id}/history"
             ),
         )
         if status == WorkflowExecutionStatus.RUNNING:
-            try:
-                current = await client.get_workflow_handle(execution.id, run_id=execution.run_id).query(
-                    JourneyWorkflow.status
-                )
-                view.step, view.next_wake_up = current.step, current.next_wake_up
-            except RPCError:
-                pass  # it closed meanwhile, or its worker is not running: the listing stays
+            running.append(view)
         instances.append(view)
+    await asyncio.gather(*(_current_step(client, view) for view in running))
     instances.sort(key=lambda i: i.started_at, reverse=True)
 
     def records() -> tuple[list[MessageView], list[EventView]]:
@@ -154,6 +169,31 @@ async def history(
     return History(customer_id=customer_id, order_id=order_id, instances=instances, messages=messages, events=events)
 
 
+async def _version(execution: WorkflowExecution) -> str | None:
+    return (await execution.memo()).get("journey_version") if execution.raw_info.memo.fields else None
+
+
+async def _current_step(client: Client, view: InstanceView) -> None:
+    """Fill in a running instance's step and next wake-up from its status query, waiting at most
+    STATUS_SECONDS; past that, or if it closed meanwhile, the listing stays and `note` says why."""
+    handle = client.get_workflow_handle(view.workflow_id, run_id=view.run_id)
+    try:
+        current = await asyncio.wait_for(
+            handle.query(JourneyWorkflow.status, rpc_timeout=timedelta(seconds=STATUS_SECONDS)),
+            timeout=STATUS_SECONDS + 0.5,
+        )
+    except (TimeoutError, RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
+        late = isinstance(err, TimeoutError) or (isinstance(err, RPCError) and err.status in _LATE)
+        view.note = (
+            f"its worker did not answer within {STATUS_SECONDS:g} s (is a worker polling its task queue?): "
+            "step and next wake-up unknown"
+            if late
+            else f"its status could not be read: {err}"
+        )
+        return
+    view.step, view.next_wake_up = current.step, current.next_wake_up
+
+
 def _unknown_attribute(err: RPCError) -> bool:
     return err.status == RPCStatusCode.INVALID_ARGUMENT and "search attribute" in str(err)
 
@@ -162,7 +202,7 @@ async def executions(client: Client, query: str):
     """The executions a visibility query finds. A server that does not know the search attribute
     yet (none registered before the first start) holds no instance with it: nothing to list."""
     try:
-        async for execution in client.list_workflows(query):
+        async for execution in client.list_workflows(query, rpc_timeout=timedelta(seconds=LIST_SECONDS)):
             yield execution
     except RPCError as err:
         if not _unknown_attribute(err):
@@ -192,6 +232,8 @@ def timeline(h: History) -> list[str]:
         ended = f", ended {i.ended_at.isoformat()}" if i.ended_at else ""
         lines.append(f"  {i.started_at.isoformat()}  {i.workflow_id}  {state}{ended}  (version {i.version})")
         lines.append(f"      {i.temporal_ui}")
+        if i.note:
+            lines.append(f"      ! {i.note}")
     for m in h.messages:
         outcome = m.status + (f" ({m.reason})" if m.reason else "")
         if m.delivered_at:

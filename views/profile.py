@@ -108,7 +108,7 @@ def _mask_email(email: str | None) -> str | None:
 def search_customers(session: Session, text: str, default_region: str) -> list[CustomerMatch]:
     """Customers by id, by phone (as written, or the same number in E.164) or by email."""
     text = text.strip()
-    if not text:
+    if not text or "\x00" in text:  # nothing stored holds a NUL (intake refuses it); PostgreSQL cannot compare one
         return []
     phones = [text, canonical_phone(text, default_region)]  # as an older release stored it, and as stored now
     rows = queries.find_customers(session, ids=[text], phones=phones, email=text if "@" in text else None)

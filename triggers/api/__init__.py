@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from core.access import parse_api_keys
 from core.config import Settings
@@ -119,6 +121,19 @@ def create_app(
     @app.exception_handler(TemporalDown)
     async def _temporal_down(_request: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes the input, which may hold a lone surrogate or bytes that are
+        # not UTF-8 (POST /events/replay with such a body was a 500): where and what, never the input.
+        detail = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in err.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(RPCError)
+    async def _temporal_failed(_request: Request, err: RPCError) -> JSONResponse:
+        # Temporal answered with an error or not in time (views.history bounds its calls): a 503
+        # naming it, not a 500 and not a request left hanging.
+        return JSONResponse({"detail": f"Temporal did not answer as expected: {err}"}, status_code=503)
 
     @app.exception_handler(BadId)
     async def _bad_id(_request: Request, err: Exception) -> JSONResponse:
