@@ -50,7 +50,7 @@ class NoInstances:
 
     namespace = "default"
 
-    async def list_workflows(self, query: str):
+    async def list_workflows(self, query: str, **options):
         for _ in ():
             yield
 

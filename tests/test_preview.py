@@ -56,7 +56,8 @@ def test_preview_names_why_the_policy_would_skip(definitions, store):
         definitions, store, journey="review_request", step="review_request", customer_id="c1", order_id="o9", now=NOW
     )
     assert found.policy == "skipped (no_contact)"
-    assert "phone '010-12345678' is not a mobile number" in found.notes
+    # the record keeps a contact in one form (E.164), the landline typed as 010-12345678 too
+    assert "phone '+861012345678' is not a mobile number" in found.notes
     assert "order 'o9' has no events in the log: only its id is known" in found.notes
     with store.transaction() as session:
         queries.upsert_customer(session, customer(), NOW)
