@@ -100,3 +100,8 @@ def write_definitions(folder: Path, templates: dict[str, str], journeys: tuple[s
     for n, text in enumerate(journeys):
         (folder / f"j{n}.yaml").write_text(textwrap.dedent(text))
     return folder
+
+
+#: How long a test waits for a Temporal dev server to start listening. The SDK's default (5 s) is
+#: too short on a loaded 2-core machine: it failed once in make test with the server still starting.
+DEV_SERVER_STARTUP = timedelta(seconds=60)

@@ -15,7 +15,7 @@ from core.temporal import binary
 from journeys.worker import run_worker
 from store import queries
 from store.tables import EventRow
-from tests.helpers import customer, event, free_port
+from tests.helpers import DEV_SERVER_STARTUP, customer, event, free_port
 from triggers.dispatcher import Dispatcher
 from triggers.router import Router
 
@@ -61,6 +61,7 @@ async def test_events_taken_while_temporal_is_down_are_dispatched_when_it_is_bac
             assert first.attempts == 0 or first.last_error  # a failed connect never closes an event
         async with await WorkflowEnvironment.start_local(
             dev_server_existing_path=binary("temporal"),
+            dev_server_startup_timeout=DEV_SERVER_STARTUP,
             port=port,
             data_converter=pydantic_data_converter,
             dev_server_extra_args=["--log-level", "error"],
@@ -108,6 +109,7 @@ async def test_a_temporal_restart_loses_nothing(definitions, sqlite_store):
     stop = asyncio.Event()
     server = dict(
         dev_server_existing_path=binary("temporal"),
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
         port=port,
         data_converter=pydantic_data_converter,
         dev_server_extra_args=["--log-level", "error"],

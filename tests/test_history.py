@@ -19,7 +19,7 @@ from core.config import Settings
 from core.temporal import binary
 from journeys.worker import run_worker
 from store import queries
-from tests.helpers import daytime_zone, free_port
+from tests.helpers import DEV_SERVER_STARTUP, daytime_zone, free_port
 from triggers.api import create_app
 from triggers.dispatcher import Dispatcher
 
@@ -39,6 +39,7 @@ async def test_history_after_an_order_lifecycle(definitions, sqlite_store):
     settings = Settings(temporal_address=address, database_url=sqlite_store.url, task_queue="history-test")
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"),
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
         port=port,
         data_converter=pydantic_data_converter,
         dev_server_extra_args=["--log-level", "error"],

@@ -21,7 +21,7 @@ from core.temporal import binary
 from journeys.worker import build_workers, workflow_runner
 from tests.driver_workflows import DeliverAll
 from tests.fake_provider import AUTH_TOKEN, FakeProvider
-from tests.helpers import customer, free_port
+from tests.helpers import DEV_SERVER_STARTUP, customer, free_port
 from tests.test_policy import request, save
 
 QUEUE = "rate-test"
@@ -52,6 +52,7 @@ async def test_each_channel_queue_keeps_its_rate_limit(sqlite_store):
         port = free_port()
         async with await WorkflowEnvironment.start_local(
             dev_server_existing_path=binary("temporal"),
+            dev_server_startup_timeout=DEV_SERVER_STARTUP,
             port=port,
             data_converter=pydantic_data_converter,
             dev_server_extra_args=["--log-level", "error"],

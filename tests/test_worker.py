@@ -13,7 +13,7 @@ from core.config import Settings
 from core.temporal import binary
 from journeys.worker import run_worker
 from store import queries
-from tests.helpers import customer, daytime_zone, event
+from tests.helpers import DEV_SERVER_STARTUP, customer, daytime_zone, event
 from triggers.router import Router
 from workflows.contract import JourneyResult
 
@@ -21,6 +21,7 @@ from workflows.contract import JourneyResult
 async def test_worker_runs_a_journey_on_the_dev_server(definitions, sqlite_store, tmp_path):
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"),
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
         data_converter=pydantic_data_converter,
         dev_server_extra_args=["--log-level", "error"],
     ) as env:
