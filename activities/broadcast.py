@@ -49,7 +49,7 @@ class BroadcastActivities:
         from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
         from temporalio.exceptions import WorkflowAlreadyStartedError
 
-        from workflows.contract import REVISION, JourneyInput, workflow_id
+        from instances.contract import REVISION, JourneyInput, workflow_id
         from workflows.journey import JourneyWorkflow
 
         if self.client is None:

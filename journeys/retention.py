@@ -34,7 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.payloads import RetentionReport
 from core.config import Settings
-from workflows.contract import RetentionPolicy, retention_schedule_id
+from instances.contract import RetentionPolicy, retention_schedule_id
 from workflows.retention import RetentionWorkflow
 
 log = logging.getLogger("journeys.retention")

@@ -35,6 +35,7 @@ from core.records import DEFAULT_TIMEZONE, Customer, Event
 from core.rfm import score
 from core.temporal import binary
 from definitions.loader import Definitions, rescheduled
+from instances.contract import BroadcastProgress, broadcast_workflow_id
 from journeys.worker import activity_threads, build_workers
 from store import queries
 from store.db import Store
@@ -45,7 +46,6 @@ from triggers import broadcasts as broadcast_runs
 from triggers.router import Router
 from views.effect import EffectReport, Prices, effect_report
 from workflows.broadcast import BroadcastWorkflow
-from workflows.contract import BroadcastProgress, broadcast_workflow_id
 
 TASK_QUEUE = "journeys-simulation"
 

@@ -41,11 +41,11 @@ from core.temporal import connect, describe, ensure_search_attributes
 from core.vocabulary import CHANNELS
 from definitions.expressions import compiled_counts
 from definitions.loader import check_definitions, default_directory
+from instances.contract import channel_queue
 from journeys.retention import ensure_retention_schedule, limit_history_retention
 from store import queries
 from store.db import Store
 from workflows.broadcast import BroadcastWorkflow
-from workflows.contract import channel_queue
 from workflows.journey import JourneyWorkflow
 from workflows.retention import RetentionWorkflow
 
@@ -61,7 +61,7 @@ PASSTHROUGH_MODULES = (
     "definitions",
     "activities.payloads",
     "core",
-    "workflows.contract",
+    "instances.contract",
 )
 
 

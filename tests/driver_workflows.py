@@ -9,7 +9,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.contract import channel_queue
+    from instances.contract import channel_queue
 
 
 @workflow.defn

@@ -4,7 +4,7 @@
 
 Run it when a journey is added, never to make a failing replay pass: a replay failure means an
 interpreter change would break running instances; put that change behind a new
-JourneyInput revision (workflows/contract.py REVISION) or `workflow.patched()`.
+JourneyInput revision (instances/contract.py REVISION) or `workflow.patched()`.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 
 from definitions import expressions
 from definitions.loader import load_definitions
+from instances.contract import JourneyResult
 from journeys.simulate import Simulation
 from tests.helpers import at, customer, event
-from workflows.contract import JourneyResult
 
 DUE = """\
 name: due_reminder

@@ -16,10 +16,10 @@ from sqlalchemy import select
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from instances.contract import JourneyStatus
 from store.tables import InstanceRow, MessageRow
 from tests.helpers import daytime_zone
 from tests.stack import WORKER_LOG_ALARMS, Stack, api_event, pending, sent, wait_until
-from workflows.contract import JourneyStatus
 from workflows.journey import JourneyWorkflow
 
 ORDERS, SHIPPED, CUSTOMERS = 500, 200, 100

@@ -18,10 +18,10 @@ from temporalio.client import ScheduleActionStartWorkflow
 from activities.payloads import RetentionReport
 from core.config import Settings
 from core.temporal import connect
+from instances.contract import retention_schedule_id
 from journeys.retention import ensure_retention_schedule, limit_history_retention
 from store.tables import EventRow, MessageRow, ProviderEventRow
 from tests.stack import JOURNEYS, Stack
-from workflows.contract import retention_schedule_id
 
 KEYS = "k1=" + "B" * 43 + "="
 PHONE = "+8613900001111"

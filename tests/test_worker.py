@@ -11,11 +11,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from core.config import Settings
 from core.temporal import binary
+from instances.contract import JourneyResult
 from journeys.worker import run_worker
 from store import queries
 from tests.helpers import DEV_SERVER_STARTUP, customer, daytime_zone, event
 from triggers.router import Router
-from workflows.contract import JourneyResult
 
 
 async def test_worker_runs_a_journey_on_the_dev_server(definitions, sqlite_store, tmp_path):

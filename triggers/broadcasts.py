@@ -20,11 +20,11 @@ from core.records import DEFAULT_TIMEZONE, Customer
 from definitions.broadcasts import Broadcast
 from definitions.loader import Definitions
 from definitions.schema import JourneySnapshot, split_draw
+from instances.contract import BroadcastInput, BroadcastProgress, broadcast_workflow_id
 from store import queries, segments
 from store.db import Store
 from views.history import count_instances
 from workflows.broadcast import BroadcastWorkflow
-from workflows.contract import BroadcastInput, BroadcastProgress, broadcast_workflow_id
 
 #: Members a dry run reads at a time (a start pages the same way).
 PAGE = 500

@@ -34,10 +34,10 @@ from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_VERSION, ORDER_ID
 from definitions.expressions import ExpressionError, build_context, evaluate, zone
 from definitions.loader import Definitions
 from definitions.schema import format_duration
+from instances.contract import EVENT_SIGNAL, REVISION, JourneyInput, workflow_id
 from store import queries
 from store.db import Store
 from store.tables import InstanceRow
-from workflows.contract import EVENT_SIGNAL, REVISION, JourneyInput, workflow_id
 from workflows.journey import JourneyWorkflow
 
 log = logging.getLogger(__name__)

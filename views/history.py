@@ -19,10 +19,10 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.records import MAX_ID_BYTES, MAX_ID_CHARS, id_problem
+from instances.contract import STATUS_QUERY, JourneyStatus
 from store import queries
 from store.db import Store
 from store.tables import MessageRow
-from workflows.journey import JourneyWorkflow
 
 #: What a history's query cannot quote; the rest of an id's rule is core.records.id_problem.
 _UNQUOTABLE = re.compile(r"['\"\\]")
@@ -179,7 +179,7 @@ async def _current_step(client: Client, view: InstanceView) -> None:
     handle = client.get_workflow_handle(view.workflow_id, run_id=view.run_id)
     try:
         current = await asyncio.wait_for(
-            handle.query(JourneyWorkflow.status, rpc_timeout=timedelta(seconds=STATUS_SECONDS)),
+            handle.query(STATUS_QUERY, result_type=JourneyStatus, rpc_timeout=timedelta(seconds=STATUS_SECONDS)),
             timeout=STATUS_SECONDS + 0.5,
         )
     except (TimeoutError, RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:

@@ -25,7 +25,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.broadcast import BroadcastActivities
     from activities.payloads import PageRequest, StartInstances
-    from workflows.contract import BroadcastInput, BroadcastProgress
+    from instances.contract import BroadcastInput, BroadcastProgress
 
 ACTIVITY = {
     "start_to_close_timeout": timedelta(minutes=10),

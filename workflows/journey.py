@@ -42,11 +42,13 @@ with workflow.unsafe.imports_passed_through():
         parse_duration,
         split_draw,
     )
-    from workflows.contract import (
+    from instances.contract import (
         CHANNEL_QUEUES_PATCH,
         EVENT_SIGNAL,
+        JOURNEY_WORKFLOW,
         MAX_REMEMBERED_EVENT_IDS,
         REVISION,
+        STATUS_QUERY,
         JourneyInput,
         JourneyResult,
         JourneyStatus,
@@ -76,7 +78,7 @@ class _Restart(Exception):
     """The journey starts over (re-entry 'restart', or a `repeat` step)."""
 
 
-@workflow.defn(name="Journey")
+@workflow.defn(name=JOURNEY_WORKFLOW)
 class JourneyWorkflow:
     @workflow.init
     def __init__(self, input: JourneyInput) -> None:
@@ -135,7 +137,7 @@ class JourneyWorkflow:
                 self.order.update(event.data)
             self.received.append(event)
 
-    @workflow.query(name="status")
+    @workflow.query(name=STATUS_QUERY)
     def status(self) -> JourneyStatus:
         entry = self.input.entry_event
         return JourneyStatus(

@@ -11,7 +11,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.payloads import RetentionReport, RetentionRequest
     from activities.retention import RetentionActivities
-    from workflows.contract import RetentionPolicy
+    from instances.contract import RetentionPolicy
 
 
 @workflow.defn(name="Retention")

@@ -1,4 +1,7 @@
-"""The workflow's inputs, outputs and names, shared by the interpreter, the router and the tools."""
+"""The workflows' inputs, outputs, ids and registered names, shared by the interpreters
+(`workflows`), the starters (instances.start, used by the router and the broadcast activity) and the
+tools. The registered names are in every recorded history and reach the running instances: they
+never change."""
 
 from __future__ import annotations
 
@@ -11,7 +14,13 @@ from core.records import Customer, Event
 from core.rfm import Purchase, RfmTable
 from definitions.schema import JourneySnapshot
 
+#: The journey interpreter's registered workflow type (workflows.journey.JourneyWorkflow): instances
+#: are started by this name, so their starters need no import of the workflow.
+JOURNEY_WORKFLOW = "Journey"
+#: The signal an instance hears events by (the start's, too, with signal-with-start).
 EVENT_SIGNAL = "event"
+#: The query a running instance answers with its JourneyStatus (the history views ask it).
+STATUS_QUERY = "status"
 #: Workflow patch: messages are delivered by deliver_message on the channel's queue. Only
 #: revision-0 instances ask for it (see REVISION).
 CHANNEL_QUEUES_PATCH = "deliver-on-channel-queue"
