@@ -1,6 +1,6 @@
 """The Broadcast workflow's side effects: count and page through its segment in the store
-(store.segments, as of the start), and cancel the instances still waiting when a broadcast is
-cancelled."""
+(store.segments, as of the start), start each member's instance (instances.start, as the router
+does), and cancel the instances still waiting when a broadcast is cancelled."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.payloads import PageRequest, StartedInstances, StartInstances
 from core.records import Customer, Event
 from core.rfm import Purchase
-from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_VERSION
+from core.vocabulary import JOURNEY_NAME
 from definitions.broadcasts import BROADCAST_EVENT
+from instances.start import JourneyStart, Registration, start_journey
 from store import queries, segments
 from store.db import Store
 from store.tables import InstanceRow
@@ -24,7 +25,8 @@ from store.tables import InstanceRow
 class BroadcastActivities:
     def __init__(self, store: Store, client: Client | None):
         self.store = store
-        self.client = client  # for cancelling instances; the worker's own
+        self.client = client  # for starting and cancelling instances; the worker's own
+        self.registration = Registration()
 
     @activity.defn(name="broadcast_size")
     def broadcast_size(self, request: PageRequest) -> int:
@@ -43,17 +45,12 @@ class BroadcastActivities:
     @activity.defn(name="start_broadcast_instances")
     async def start_broadcast_instances(self, request: StartInstances) -> StartedInstances:
         """Start one instance of the broadcast's journey per customer, `{journey}:{customer}`,
-        an id never reused: a page started twice (a retry, a lost worker) starts nobody twice.
-        The instances are not children of the Broadcast workflow, so its history does not grow
-        with their endings."""
-        from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-        from temporalio.exceptions import WorkflowAlreadyStartedError
-
-        from instances.contract import REVISION, JourneyInput, workflow_id
-        from workflows.journey import JourneyWorkflow
-
+        an id never reused (the journey is 'once': definitions.broadcasts.journey_of): a page
+        started twice (a retry, a lost worker) starts nobody twice. The instances are not
+        children of the Broadcast workflow, so its history does not grow with their endings."""
         if self.client is None:
             raise RuntimeError("this worker has no Temporal client to start instances with")
+        client = self.client
         snapshot = request.snapshot
         name = snapshot.definition.name
         gate = asyncio.Semaphore(50)
@@ -64,53 +61,30 @@ class BroadcastActivities:
         known = await asyncio.to_thread(self._customers, request.customer_ids, request.at)
 
         async def start(customer_id: str) -> None:
+            customer, purchases = known[customer_id]
             entry = Event(
                 event_id=f"{BROADCAST_EVENT}:{name}:{customer_id}"[:200],
                 type=BROADCAST_EVENT,
                 occurred_at=request.at,
                 customer_id=customer_id,
             )
+            instance = JourneyStart(
+                snapshot=snapshot,
+                key=customer_id,
+                entry_event=entry,
+                customer=customer,
+                purchases=purchases,
+                rfm_table=request.rfm_table,
+                clock_offset=request.clock_offset,
+                memo={"broadcast": request.broadcast},
+            )
             async with gate:
-                try:
-                    handle = await self.client.start_workflow(
-                        JourneyWorkflow.run,
-                        JourneyInput(
-                            snapshot=snapshot,
-                            key=customer_id,
-                            entry_event=entry,
-                            customer=known[customer_id][0],
-                            customer_given=True,
-                            purchases=known[customer_id][1],
-                            rfm_table=request.rfm_table,
-                            revision=REVISION,
-                            clock_offset=request.clock_offset,
-                        ),
-                        id=workflow_id(name, customer_id),
-                        task_queue=request.task_queue,
-                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                        search_attributes=TypedSearchAttributes(
-                            [
-                                SearchAttributePair(JOURNEY_NAME, name),
-                                SearchAttributePair(CUSTOMER_ID, customer_id),
-                                SearchAttributePair(JOURNEY_VERSION, snapshot.version),
-                            ]
-                        ),
-                        memo={"journey_version": snapshot.version, "broadcast": request.broadcast},
-                    )
-                    outcome.started += 1
-                    entered.append(
-                        InstanceRow(
-                            workflow_id=handle.id,
-                            run_id=handle.first_execution_run_id or handle.result_run_id or "",
-                            journey=name,
-                            journey_version=snapshot.version,
-                            customer_id=customer_id,
-                            variant=snapshot.definition.variant_of(customer_id),
-                            entered_at=request.at,
-                        )
-                    )
-                except WorkflowAlreadyStartedError:
-                    outcome.already += 1
+                row = await start_journey(client, request.task_queue, instance, self.registration)
+            if row is None:
+                outcome.already += 1
+            else:
+                outcome.started += 1
+                entered.append(row)
 
         await asyncio.gather(*(start(customer_id) for customer_id in request.customer_ids))
         await asyncio.to_thread(self._record, entered)

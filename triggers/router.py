@@ -2,9 +2,10 @@
 
 For each definition the router asks: does this event start it (signal-with-start, with the
 id-reuse policy of its re-entry rule), or does a running instance exit on or wait for it (a plain
-signal, dropped quietly when no instance runs)? The instance id is `{journey}:{key}`, the key
-being the event's order or customer. A late event never starts a run: only entry events use
-signal-with-start, and 'once' journeys refuse to reuse an id.
+signal, dropped quietly when no instance runs)? Both go through instances.start, the one way an
+instance starts. The instance id is `{journey}:{key}`, the key being the event's order or
+customer. A late event never starts a run: only entry events use signal-with-start, and 'once'
+journeys refuse to reuse an id.
 
 Old events start nothing: an entry event older than its journey's `entry.max_age` when it arrives
 (in the router's clock) is `stale` for that journey, and says so on the event log. History
@@ -21,32 +22,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from core.contacts import DEFAULT_REGION
 from core.orders import order_context, order_history
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_event
 from core.rfm import Purchase, customer_context
-from core.temporal import ensure_search_attributes
-from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_VERSION, ORDER_ID
 from definitions.expressions import ExpressionError, build_context, evaluate, zone
 from definitions.loader import Definitions
 from definitions.schema import format_duration
-from instances.contract import EVENT_SIGNAL, REVISION, JourneyInput, workflow_id
+from instances.contract import workflow_id
+from instances.start import JourneyStart, Registration, signal_journey, start_journey
 from store import queries
 from store.db import Store
 from store.tables import InstanceRow
-from workflows.journey import JourneyWorkflow
 
 log = logging.getLogger(__name__)
-
-REUSE_POLICY = {
-    "once": WorkflowIDReusePolicy.REJECT_DUPLICATE,
-    "after_exit": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-    "restart": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-}
 
 
 @dataclass(frozen=True)
@@ -121,8 +111,7 @@ class Router:
         #: The journeys' clock, for an entry event's age: the wall clock less the offset, or a
         #: simulation's (the time-skipping server's) clock.
         self.clock = clock or self._wall_clock
-        self._attributes_registered = asyncio.Lock()
-        self._attributes_ready = False
+        self.registration = Registration()
 
     async def _wall_clock(self) -> datetime:
         return datetime.now(UTC) - self.clock_offset
@@ -300,88 +289,23 @@ class Router:
         entered: list[InstanceRow],
     ):
         """Start (or signal, if it runs) the instance; a started one is added to `entered`."""
-        snapshot = self.definitions[dispatch.journey]
-        journey_input = JourneyInput(
-            snapshot=snapshot,
+        start = JourneyStart(
+            snapshot=self.definitions[dispatch.journey],
             key=dispatch.key,
             entry_event=event,
-            prior_events=prior,
-            order_history=[e for e in history if e.event_id not in {p.event_id for p in prior}],
             customer=customer,
-            customer_given=True,
             purchases=purchases,
             rfm_table=self.definitions.rfm,
             clock_offset=self.clock_offset,
-            revision=REVISION,  # search attributes come with the start, below
+            prior_events=prior,
+            order_history=history,
+            signal_entry=True,
         )
-        attributes = TypedSearchAttributes(
-            [
-                SearchAttributePair(JOURNEY_NAME, snapshot.definition.name),
-                SearchAttributePair(CUSTOMER_ID, event.customer_id),
-                SearchAttributePair(JOURNEY_VERSION, snapshot.version),
-                *([SearchAttributePair(ORDER_ID, event.order_id)] if event.order_id else []),
-            ]
-        )
-
-        async def start() -> str | None:
-            handle = await self.client.start_workflow(
-                JourneyWorkflow.run,
-                journey_input,
-                id=dispatch.workflow_id,
-                task_queue=self.task_queue,
-                id_reuse_policy=REUSE_POLICY[snapshot.definition.entry.reentry],
-                search_attributes=attributes,
-                memo={"journey_version": snapshot.version},
-                start_signal=EVENT_SIGNAL,
-                start_signal_args=[event],
-            )
-            return handle.first_execution_run_id or handle.result_run_id or ""
-
-        try:
-            await self._register_search_attributes(again=False)
-            try:
-                run_id = await start()
-            except RPCError as err:
-                # A server that lost its registrations (a fresh dev server on the same address):
-                # register them again and retry once; anything else goes to the caller.
-                if err.status != RPCStatusCode.INVALID_ARGUMENT or "search attribute" not in str(err):
-                    raise
-                await self._register_search_attributes(again=True)
-                run_id = await start()
-        except WorkflowAlreadyStartedError:
+        row = await start_journey(self.client, self.task_queue, start, self.registration)
+        if row is None:
             return "already_ran"
-        # The run the signal-with-start reached: a new one, or the one running (recorded when it
-        # started: the row is kept, not counted twice).
-        definition = snapshot.definition
-        entered.append(
-            InstanceRow(
-                workflow_id=dispatch.workflow_id,
-                run_id=run_id,
-                journey=definition.name,
-                journey_version=snapshot.version,
-                customer_id=event.customer_id,
-                order_id=event.order_id,
-                variant=definition.variant_of(dispatch.key),
-                entered_at=event.occurred_at,
-            )
-        )
+        entered.append(row)
         return "started"
 
-    async def _register_search_attributes(self, again: bool) -> None:
-        """Instances start with search attributes the server must know: register them once (and
-        again when the server says it does not know them)."""
-        if self._attributes_ready and not again:
-            return
-        async with self._attributes_registered:
-            if again or not self._attributes_ready:
-                await ensure_search_attributes(self.client)
-                self._attributes_ready = True
-
     async def _signal(self, dispatch: Dispatch, event: Event):
-        try:
-            await self.client.get_workflow_handle(dispatch.workflow_id).signal(JourneyWorkflow.on_event, event)
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                return "not_running"
-            raise
-        return "signalled"
+        return "signalled" if await signal_journey(self.client, dispatch.workflow_id, event) else "not_running"

@@ -1,0 +1,169 @@
+"""How a journey instance starts, and how a running one hears an event.
+
+`start_journey` is the one place that builds an instance's id, input, search attributes and memo,
+starts it and returns its record for the effect report. The router starts instances with it (an
+entry event) and so does the broadcast activity (a member of the broadcast's segment). It starts
+the interpreter by its registered name (contract.JOURNEY_WORKFLOW), so neither needs the workflow's
+code; `signal_journey` reaches a running instance by the registered signal name the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from core.records import Customer, Event
+from core.rfm import Purchase, RfmTable
+from core.temporal import ensure_search_attributes
+from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_VERSION, ORDER_ID
+from definitions.schema import JourneySnapshot
+from instances.contract import EVENT_SIGNAL, JOURNEY_WORKFLOW, REVISION, JourneyInput, workflow_id
+from store.tables import InstanceRow
+
+#: The id-reuse policy of a definition's re-entry rule: a 'once' journey never runs twice for a key.
+REUSE_POLICY = {
+    "once": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    "after_exit": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    "restart": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class JourneyStart:
+    """One instance to start: what its starter knows (the rest follows from it)."""
+
+    snapshot: JourneySnapshot
+    #: The entry event's order or customer (the definition's entry.key): the id is `{journey}:{key}`.
+    key: str
+    entry_event: Event
+    #: The customer as the starter read them (the instance loads nobody), and their purchases.
+    customer: Customer | None
+    purchases: list[Purchase] = field(default_factory=list)
+    rfm_table: RfmTable = field(default_factory=RfmTable)
+    clock_offset: timedelta = timedelta(0)
+    #: Logged events for the key the instance must know about from the start.
+    prior_events: list[Event] = field(default_factory=list)
+    #: The order's events up to the entry event; those among `prior_events` are left out here.
+    order_history: list[Event] = field(default_factory=list)
+    #: Signal-with-start with the entry event (the router's): an instance already running under the
+    #: id hears the event instead of failing the start.
+    signal_entry: bool = False
+    #: Memo besides `journey_version` (a broadcast's instances carry its name).
+    memo: dict[str, str] = field(default_factory=dict)
+
+
+class Registration:
+    """The search attributes instances start with, which the server must know: registered once by
+    each starter (a router, a worker's broadcast activities), and again when the server says it
+    does not know them (a fresh dev server on the same address)."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._ready = False
+
+    async def ensure(self, client: Client, again: bool = False) -> None:
+        if self._ready and not again:
+            return
+        async with self._lock:
+            if again or not self._ready:
+                await ensure_search_attributes(client)
+                self._ready = True
+
+
+def journey_input(start: JourneyStart) -> JourneyInput:
+    """What the instance runs on: the current REVISION, with its search attributes given at the start."""
+    prior = {event.event_id for event in start.prior_events}
+    return JourneyInput(
+        snapshot=start.snapshot,
+        key=start.key,
+        entry_event=start.entry_event,
+        prior_events=start.prior_events,
+        order_history=[event for event in start.order_history if event.event_id not in prior],
+        customer=start.customer,
+        customer_given=True,
+        purchases=start.purchases,
+        rfm_table=start.rfm_table,
+        clock_offset=start.clock_offset,
+        revision=REVISION,
+    )
+
+
+def search_attributes(start: JourneyStart) -> TypedSearchAttributes:
+    """What an instance is found by: its journey, customer, version and order (when it has one)."""
+    event = start.entry_event
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(JOURNEY_NAME, start.snapshot.definition.name),
+            SearchAttributePair(CUSTOMER_ID, event.customer_id),
+            SearchAttributePair(JOURNEY_VERSION, start.snapshot.version),
+            *([SearchAttributePair(ORDER_ID, event.order_id)] if event.order_id else []),
+        ]
+    )
+
+
+async def start_journey(
+    client: Client, task_queue: str, start: JourneyStart, registration: Registration
+) -> InstanceRow | None:
+    """Start the instance (with `signal_entry`, or signal it if it runs) with the id-reuse policy of
+    its definition's re-entry rule. Its record for the effect report, or None when the id refuses
+    a new run (a 'once' journey that already ran for the key: the caller's 'already ran')."""
+    definition = start.snapshot.definition
+    event = start.entry_event
+    instance_id = workflow_id(definition.name, start.key)
+
+    async def attempt() -> str:
+        handle = await client.start_workflow(
+            JOURNEY_WORKFLOW,
+            journey_input(start),
+            id=instance_id,
+            task_queue=task_queue,
+            id_reuse_policy=REUSE_POLICY[definition.entry.reentry],
+            search_attributes=search_attributes(start),
+            memo={"journey_version": start.snapshot.version, **start.memo},
+            start_signal=EVENT_SIGNAL if start.signal_entry else None,
+            start_signal_args=[event] if start.signal_entry else [],
+        )
+        return handle.first_execution_run_id or handle.result_run_id or ""
+
+    try:
+        await registration.ensure(client)
+        try:
+            run_id = await attempt()
+        except RPCError as err:
+            # A server that lost its registrations (a fresh dev server on the same address):
+            # register them again and retry once; anything else goes to the caller.
+            if err.status != RPCStatusCode.INVALID_ARGUMENT or "search attribute" not in str(err):
+                raise
+            await registration.ensure(client, again=True)
+            run_id = await attempt()
+    except WorkflowAlreadyStartedError:
+        return None
+    # The run the start reached: a new one, or (signal-with-start) the one running, recorded when it
+    # started: the row is kept, not counted twice.
+    return InstanceRow(
+        workflow_id=instance_id,
+        run_id=run_id,
+        journey=definition.name,
+        journey_version=start.snapshot.version,
+        customer_id=event.customer_id,
+        order_id=event.order_id,
+        variant=definition.variant_of(start.key),
+        entered_at=event.occurred_at,
+    )
+
+
+async def signal_journey(client: Client, instance_id: str, event: Event) -> bool:
+    """Hand `event` to the instance running under `instance_id`; False when none runs."""
+    try:
+        await client.get_workflow_handle(instance_id).signal(EVENT_SIGNAL, event)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
