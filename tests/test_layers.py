@@ -1,7 +1,9 @@
-"""Imports run one way: core (the shared vocabulary) at the bottom, then definitions and store,
-workflows and activities, channels, triggers, and the CLI package `journeys` on top. The rule is
-the import-linter contract in pyproject.toml; `make test` runs `lint-imports` and so does this test,
-so a plain `pytest` catches a wrong import too."""
+"""Imports run one way: core (the shared vocabulary) at the bottom, then definitions and store, the
+pure rules, the journey instances' contract and starter, activities, workflows, channels and views,
+triggers, and the CLI package `journeys` on top; no two layers import each other, views import no
+activity and the rules import neither the store nor Temporal. The rules are the import-linter
+contracts in pyproject.toml; `make test` runs `lint-imports` and so does this test, so a plain
+`pytest` catches a wrong import too."""
 
 from __future__ import annotations
 
