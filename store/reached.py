@@ -12,12 +12,13 @@ The conversion rule (the one place it is applied):
 
 The write points. Only the functions below write `reached` and `goals`, each called by name
 where its change happens; nothing listens process-wide (a session the Store did not make may
-write a message row, and no `reached` row follows):
+insert a sent message, and no `reached` row follows):
 - send, `note_sends`: `Store.transaction` (store/db.py) calls it just before it commits, for
-  the messages the transaction inserted already sent (an import, a simulation, a test's ledger).
-  The Store's own sessions collect those rows flush by flush (`track_sends`, which the Store
-  registers on its session factory: bookkeeping only, no SQL), so they are written at this one
-  point, whatever flushed them;
+  the messages the transaction inserted already sent (the send activity inserts a message
+  `sending` and moves it on by `advance_status`, below; ledger rows written whole, as tests
+  write them, come here). The Store's own sessions collect those rows flush by flush
+  (`track_sends`, which the Store registers on its session factory: bookkeeping only, no SQL),
+  so they are written at this one point, whatever flushed them;
 - status update, `note_status`: `advance_status` (store/queries.py), the one way a message's
   status moves forward, calls it. A message that becomes sent there (the send activity's
   `_record_sent` in activities/journey.py, a provider's report in triggers/webhooks.py, which
