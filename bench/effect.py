@@ -74,7 +74,7 @@ def fill(store: Store, messages: int, days: int, now: datetime) -> None:
             """),
             params,
         )
-        # The `reached` read model, as the ledger's listener keeps it (its rows, not yet their
+        # The `reached` read model, as its send point keeps it (its rows, not yet their
         # conversions: the first report records the goals and computes them).
         connection.execute(
             text(f"""

@@ -15,7 +15,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
-import store.reached  # noqa: F401  (keeps the `reached` read model as messages are written)
+from store import reached
 
 T = TypeVar("T")
 
@@ -104,12 +104,17 @@ class Store:
         self.url = url
         self.engine = make_engine(url, durable)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Its sessions collect the messages they insert already sent, for `transaction`.
+        reached.track_sends(self._sessions)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session in one transaction, committed on success and rolled back on error."""
+        """A session in one transaction, committed on success and rolled back on error. Before
+        it commits, the `reached` read model notes the messages it inserted already sent (its
+        send point, store/reached.py `note_sends`)."""
         with self._sessions() as session, session.begin():
             yield session
+            reached.note_sends(session)
 
     @contextmanager
     def snapshot(self, readers: int) -> Iterator[list[Session]]:

@@ -18,8 +18,8 @@ from core.records import CUSTOMER_EVENT_TYPES, Customer, Event
 from core.rfm import PURCHASE_EVENT_TYPES, Purchase, purchases_from
 from core.rfm import WINDOW as RFM_WINDOW
 from core.vocabulary import COUNTED_STATUSES, STATUS_RANK
+from store import reached
 from store.orders import note_order_events
-from store.reached import lock_customers, note_amounts, note_goal_events, note_payments
 from store.tables import (
     CustomerRow,
     DispatchLeaseRow,
@@ -259,9 +259,12 @@ def message_for_provider(session: Session, message_id: str | None, provider_id: 
 def advance_status(
     row: MessageRow, status: str, at: datetime, *, reason: str | None = None, error: str | None = None
 ) -> bool:
-    """Move a message forward to `status` (never back); False when the status is not news."""
+    """Move a message forward to `status` (never back); False when the status is not news. The
+    one way a message's status moves forward: a message that becomes sent makes or moves its run
+    in the `reached` read model here (store/reached.py `note_status`)."""
     if row.status not in STATUS_RANK or STATUS_RANK[status] <= STATUS_RANK[row.status]:
         return False
+    before = row.status
     row.status, row.updated_at = status, at
     row.attempted_at = None  # the provider has reported on it: nothing is in doubt any more
     if status == "delivered":
@@ -270,6 +273,7 @@ def advance_status(
         row.reason = reason
     if error is not None:
         row.error = error[:2000]
+    reached.note_status(row, before)
     return True
 
 
@@ -434,11 +438,9 @@ def store_events(session: Session, events: list[Event], received_at: datetime, *
         if event.event_id in written:
             new.setdefault(event.event_id, event)
     written_now = list(new.values())
-    lock_customers(session, (event.customer_id for event in written_now))  # the read models' writers
+    reached.lock_customers(session, (event.customer_id for event in written_now))  # the read models' writers
     orders, paid = note_order_events(session, written_now)
-    note_amounts(session, orders)
-    note_payments(session, paid)
-    note_goal_events(session, written_now)
+    reached.note_events(session, written_now, orders, paid)
     return written
 
 

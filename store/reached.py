@@ -1,6 +1,6 @@
-"""The `reached` read model: each journey run's first sent message and its conversion, kept as
-the ledger and the event log change, so the effect report sums indexed rows instead of ranking
-every message of a period and looking up goal events run by run.
+"""The `reached` read model, and its one owner: each journey run's first sent message and its
+conversion, kept as the ledger and the event log change, so the effect report sums indexed rows
+instead of ranking every message of a period and looking up goal events run by run.
 
 The conversion rule (the one place it is applied):
 - a run converts when its first goal event for the run's key (its order, or its customer)
@@ -10,22 +10,44 @@ The conversion rule (the one place it is applied):
   converting order's amount (store/orders.py `amount`: core/amounts.py's rule for an amount and
   an order's amount), kept on the run as `converted_amount`.
 
-How the rows stay true:
-- every write to a message row goes through the ORM (the send path, the webhooks' status
-  updates, reconciliation of sends in doubt), so one listener on every session sees each message
-  that is sent, or moves from `sending`/`unknown` to a sent status, upserts its run's row (keeping
-  the earliest message, ties by id) and computes the run's conversion from the events logged;
-- `store_events` (store/queries.py) hands each newly logged goal event to `note_goal_events`,
-  which converts the runs it is the first goal event for, and each order whose amount may have
-  changed to `note_amounts`;
-- each journey's rule is the `goals` row the effect report last recorded from its definitions
-  (`sync_goals`); when a rule is new or changed, that journey's conversions are computed again;
-- each run also holds the customer's purchases around its first message (`last_paid_before`,
-  `next_paid_after`: first payments from the `orders` read model) for reactivation; a send sets
-  them, and a new or earlier first payment (`note_payments`) sets them again for that customer;
-- on PostgreSQL every writer first takes a transaction lock on the customer (`lock_customers`),
-  so a goal event or a payment and a first send for the same customer committed at the same
-  moment cannot miss each other (SQLite serialises writers anyway).
+The write points. Only the functions below write `reached` and `goals`, each called by name
+where its change happens; nothing listens process-wide (a session the Store did not make may
+insert a sent message, and no `reached` row follows):
+- send, `note_sends`: `Store.transaction` (store/db.py) calls it just before it commits, for
+  the messages the transaction inserted already sent (the send activity inserts a message
+  `sending` and moves it on by `advance_status`, below; ledger rows written whole, as tests
+  write them, come here). The Store's own sessions collect those rows flush by flush
+  (`track_sends`, which the Store registers on its session factory: bookkeeping only, no SQL),
+  so they are written at this one point, whatever flushed them;
+- status update, `note_status`: `advance_status` (store/queries.py), the one way a message's
+  status moves forward, calls it. A message that becomes sent there (the send activity's
+  `_record_sent` in activities/journey.py, a provider's report in triggers/webhooks.py, which
+  also settles a send in doubt) makes or moves its run at once.
+  Both go through `note_sent`: a run keeps its earliest sent message (ties by id) and is left
+  unsettled, in one statement and without a lock, off the expensive part;
+- goal event, `note_events`: `store_events` (store/queries.py) hands over the events it logged
+  now with the orders whose amount or first payment they changed (store/orders.py): newly
+  logged goal events convert the runs they are the first goal event for, a converted order's
+  new amount follows it to its runs, and a customer's new or earlier first payment sets their
+  runs' neighbouring purchases again;
+- settle, `settle` and `settle_all`: the conversions and neighbouring purchases of the runs
+  sends made or moved, computed from the events logged. The API process's background loop
+  settles every few seconds (triggers/serve.py);
+- goals, `sync_goals`: records each journey's rule from its definitions; a new or changed rule
+  computes that journey's conversions again;
+- `refresh`, which is `sync_goals` then `settle_all`: the effect report (views/effect.py) asks
+  for it before it reads, because a report must count the sends made since the background loop
+  last settled (and `journeys report` runs with no API process at all); the API calls it once
+  as it starts.
+
+Each run also holds the customer's purchases around its first message (`last_paid_before`,
+`next_paid_after`: first payments from the `orders` read model), for reactivation.
+
+Locks, on PostgreSQL (SQLite serialises writers anyway): the writers that compute conversions
+and purchases (goal events, settling) first take a transaction lock on each customer they write
+for (`lock_customers`), so a goal event or a payment and the settling of a first send for the
+same customer committed at the same moment cannot miss each other; a settler first takes the
+settling lock (`_SETTLE_LOCK`), so one settles at a time.
 """
 
 from __future__ import annotations
@@ -35,9 +57,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy import and_, delete, event, func, inspect, or_, select, text, tuple_, update
+from sqlalchemy import and_, delete, event, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, object_session, sessionmaker
 from sqlalchemy.sql.expression import ColumnElement
 
 from core.records import Event
@@ -49,8 +71,13 @@ from store.tables import EventRow, GoalRow, MessageRow, OrderRow, ReachedRow
 _SENT = frozenset(str(status) for status in SENT_STATUSES)
 #: Goal event types whose order has an amount: only these earn revenue.
 PURCHASE_GOALS = ("order.created", "order.paid")
-#: The first key of the advisory locks this module takes on PostgreSQL (the second is the customer).
+#: The first key of the customers' advisory locks on PostgreSQL (the second is the customer's hash).
 _LOCK_SPACE = 74_110
+#: The key of the settling lock on PostgreSQL: one settler at a time. A single 64-bit key, which
+#: PostgreSQL keeps apart from the two-key locks of the customers, so no customer id can meet it.
+_SETTLE_LOCK = 74_110_000_001
+#: Where a Store session keeps the messages it inserted already sent, until `note_sends`.
+_INSERTED = "reached.inserted"
 
 
 @dataclass(frozen=True)
@@ -84,25 +111,46 @@ def lock_customers(session: Session, customer_ids: Iterable[str]) -> None:
     )
 
 
+def _lock_settling(session: Session) -> None:
+    """Wait for any other settler, until commit (PostgreSQL; SQLite serialises writers)."""
+    if session.bind.dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SETTLE_LOCK})
+
+
 # ---------------------------------------------------------------------------------------------
-# Sends
+# Sends and status updates
 
 
-def _newly_sent(session: Session) -> list[MessageRow]:
-    """Messages in this flush that are sent and were not before it."""
-    found = []
-    for row in session.new:
-        if isinstance(row, MessageRow) and row.status in _SENT:
-            found.append(row)
-    for row in session.dirty:
-        if isinstance(row, MessageRow) and row.status in _SENT:
-            history = inspect(row).attrs.status.history
-            if history.has_changes() and not any(before in _SENT for before in history.deleted):
-                found.append(row)
-    return found
+def track_sends(sessions: sessionmaker) -> None:
+    """Have the sessions of this factory (a Store's, and no others) collect, flush by flush, the
+    messages they insert already sent, for `note_sends`: bookkeeping only, no SQL."""
+    event.listen(sessions, "after_flush", _collect_sends)
 
 
-def note_reached(session: Session, rows: list[MessageRow]) -> None:
+def _collect_sends(session: Session, _context) -> None:
+    # After a flush `session.new` still holds the rows this flush inserted.
+    sent = [row for row in session.new if isinstance(row, MessageRow) and row.status in _SENT]
+    if sent:
+        session.info.setdefault(_INSERTED, []).extend(sent)
+
+
+def note_sends(session: Session) -> None:
+    """The send point: the runs of the messages this transaction inserted already sent. The
+    Store's transaction calls it just before it commits (store/db.py `Store.transaction`)."""
+    session.flush()  # what is still pending is collected too
+    note_sent(session, session.info.pop(_INSERTED, []))
+
+
+def note_status(row: MessageRow, before: str) -> None:
+    """The status update point: `row` moved from status `before` to its status now (store/queries.py
+    `advance_status`). A message that becomes sent makes or moves its run at once; a row in no
+    session yet is noted when a Store transaction inserts it (`note_sends`)."""
+    session = object_session(row)
+    if session is not None and row.status in _SENT and before not in _SENT:
+        note_sent(session, [row])
+
+
+def note_sent(session: Session, rows: list[MessageRow]) -> None:
     """Upsert the runs of these sent messages, keeping each run's earliest (at, id). A new or
     moved run is left unsettled: its conversion and neighbouring purchases are computed by
     `settle`, off the send path (one statement here, no lock)."""
@@ -148,12 +196,16 @@ def note_reached(session: Session, rows: list[MessageRow]) -> None:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# Settling, and the report's refresh
+
+
 def settle(session: Session, limit: int = 2000) -> int:
     """Compute the conversions and neighbouring purchases of up to `limit` unsettled runs (new
     or moved by a send); how many it settled. The runs are claimed first, in this transaction,
     so a send that moves one meanwhile leaves it unsettled again for the next call."""
     r = ReachedRow
-    lock_customers(session, ["settle"])  # one settler at a time on PostgreSQL
+    _lock_settling(session)
     claimed = session.execute(
         select(r.journey, r.workflow_id, r.run_id, r.customer_id).where(~r.settled).limit(limit)
     ).all()
@@ -186,11 +238,14 @@ def settle_all(store) -> int:
             return total
 
 
-@event.listens_for(Session, "after_flush")
-def _after_flush(session: Session, _context) -> None:
-    # After the flush the message rows are in the database; `new`, `dirty` and the attributes'
-    # history still describe what this flush wrote.
-    note_reached(session, _newly_sent(session))
+def refresh(store, rules: dict[str, GoalRule | None]) -> list[str]:
+    """Bring the read model up to date for a report: record the journeys' goal rules
+    (`sync_goals`), then settle every run the sends made or moved since the last settling. The
+    journeys whose rule was new or changed (their conversions were computed again)."""
+    with store.transaction() as session:
+        changed = sync_goals(session, rules)
+    settle_all(store)
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,7 +387,20 @@ def order_amount(order_id) -> ColumnElement:
     return select(amount(OrderRow)).where(OrderRow.order_id == order_id).scalar_subquery()
 
 
-def note_amounts(session: Session, order_ids: Iterable[str]) -> None:
+# ---------------------------------------------------------------------------------------------
+# Goal events, and the orders they change
+
+
+def note_events(session: Session, events: list[Event], orders: Iterable[str], paid: Iterable[str]) -> None:
+    """The goal event point: `store_events` (store/queries.py) logged `events` just now, which
+    changed the rows of `orders` and the first payments of the customers `paid` (store/orders.py
+    `note_order_events`). The caller holds the customers' locks (`lock_customers`)."""
+    _amounts(session, orders)
+    _payments(session, paid)
+    _goal_events(session, events)
+
+
+def _amounts(session: Session, order_ids: Iterable[str]) -> None:
     """Some orders' amounts may have changed: the runs they converted take them again."""
     orders = sorted(set(order_ids))
     if orders:
@@ -343,13 +411,13 @@ def note_amounts(session: Session, order_ids: Iterable[str]) -> None:
         )
 
 
-def note_payments(session: Session, customer_ids: Iterable[str]) -> None:
+def _payments(session: Session, customer_ids: Iterable[str]) -> None:
     """The first payment of some of these customers' orders is new or moved: their runs'
     neighbouring purchases again (a customer has few runs; an index look-up or two each)."""
     _neighbours(session, customers=sorted(set(customer_ids)))
 
 
-def note_goal_events(session: Session, events: list[Event]) -> None:
+def _goal_events(session: Session, events: list[Event]) -> None:
     """Convert the runs newly logged goal events may be the first goal event for. One query per
     journey finds the candidates (same key, first sent message in the `within` before one of the
     events, not already converted earlier); the few it finds are computed again by the rule
@@ -376,6 +444,10 @@ def note_goal_events(session: Session, events: list[Event]) -> None:
         ).all()
         if candidates:
             _convert(session, journey, rule, [(w, run) for w, run in candidates])
+
+
+# ---------------------------------------------------------------------------------------------
+# Goals
 
 
 def sync_goals(session: Session, rules: dict[str, GoalRule | None]) -> list[str]:

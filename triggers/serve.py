@@ -15,34 +15,34 @@ from core.access import parse_api_keys
 from core.config import Settings
 from core.temporal import connect, payload_codec
 from definitions.loader import default_directory, load_definitions
-from store import queries
+from store import queries, reached
 from store.db import Store
-from store.reached import settle_all, sync_goals
 from triggers.api import create_app
 from triggers.dispatcher import Dispatcher
 from triggers.webhooks import WebhookConfig
-from views.effect import Prices, goal_rule, journeys_of
+from views.effect import Prices, goals_of
 
 log = logging.getLogger("journeys.api")
 
 
-def record_goals(store: Store, definitions) -> None:
-    """Record the journeys' goals for the effect report (store/reached.py); logged, never fatal."""
+def refresh_read_model(store: Store, definitions) -> None:
+    """Bring the effect report's read model up to date for the journeys' goals (store/reached.py
+    `refresh`); logged, never fatal."""
     try:
-        with store.transaction() as session:
-            changed = sync_goals(session, {name: goal_rule(d) for name, d in journeys_of(definitions).items()})
+        changed = reached.refresh(store, goals_of(definitions))
         if changed:
             log.info("effect report: conversions computed for %s (goal new or changed)", ", ".join(changed))
-    except Exception:  # the report records them itself on its first run
+    except Exception:  # the report refreshes it itself on its first run
         log.exception("effect report: the journeys' goals could not be recorded now")
 
 
 async def keep_read_model(store: Store, definitions, stop: asyncio.Event, every: float = 5.0) -> None:
-    """Record the goals once, then settle new runs every `every` seconds until `stop`."""
-    await asyncio.to_thread(record_goals, store, definitions)
+    """Refresh the read model once (the goals, then the runs to settle), then settle new runs
+    every `every` seconds until `stop` (store/reached.py `settle_all`)."""
+    await asyncio.to_thread(refresh_read_model, store, definitions)
     while not stop.is_set():
         try:
-            await asyncio.to_thread(settle_all, store)
+            await asyncio.to_thread(reached.settle_all, store)
         except Exception:  # the store down, or a bug: logged, retried at the next tick; reports settle too
             log.exception("effect report: settling new runs failed; retrying")
         with contextlib.suppress(TimeoutError):

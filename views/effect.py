@@ -5,6 +5,12 @@ the shop's result indicators (repeat purchase, retention, reactivation).
 
 `journeys report`, `GET /effect`, `GET /journeys/{name}/effect` and `journeys simulate --report`
 all return this model.
+
+This module writes nothing. Before it reads, a report asks the owner of the `reached` read
+model to bring it up to date (store/reached.py `refresh`: record the definitions' goals, settle
+the runs of recent sends), because the API process settles new runs only every few seconds, and
+`journeys report` may run with no API process: a report must count the sends made since the
+last settling.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,10 +28,10 @@ from pydantic import BaseModel, Field
 from core.config import Settings
 from definitions.loader import Definitions
 from definitions.schema import HOLDOUT, Journey
-from store import effect
+from store import effect, reached
 from store.db import Store
 from store.effect import Grouping, Period
-from store.reached import GoalRule, settle_all, sync_goals
+from store.reached import GoalRule
 
 #: z for a two-sided 95% interval.
 Z95 = 1.959963984540054
@@ -214,6 +221,11 @@ def journeys_of(definitions: Definitions) -> dict[str, Journey]:
     return found
 
 
+def goals_of(definitions: Definitions) -> dict[str, GoalRule | None]:
+    """Each journey's conversion rule (None: no goal), for the `reached` read model."""
+    return {name: goal_rule(definition) for name, definition in journeys_of(definitions).items()}
+
+
 def effect_report(
     store: Store,
     definitions: Definitions,
@@ -225,25 +237,72 @@ def effect_report(
     silent_days: int = 90,
 ) -> EffectReport:
     """The report for `period`, for every journey of the definitions (or only `journey`), and any
-    other journey the ledger has messages of (goal unknown: no conversions)."""
+    other journey the ledger has messages of (goal unknown: no conversions).
+
+    It first has the owner of `reached` bring it up to date for these definitions' goals
+    (store/reached.py `refresh`; why, in this module's docstring); the rest only reads."""
     by = None if by == "journey" else by
     known = journeys_of(definitions)
-    only = [journey] if journey else None
-    goals = {name: goal_rule(definition) for name, definition in known.items()}
-    with store.transaction() as session:
-        # The read model keeps conversions by these definitions' goals (recomputed if one changed).
-        sync_goals(session, goals)
-    settle_all(store)  # the runs sends made since the last settling
-    held_out = {
+    goals = goals_of(definitions)
+    reached.refresh(store, goals)
+    read = _read(store, period, by, journey, goals, _held_out(known, goals, journey), silent_days)
+    journeys = {
+        name: _journey_effect(name, known.get(name), goals.get(name), read, by, prices)
+        for name in _names(read, journey, known)
+    }
+    return EffectReport(
+        start=period.start,
+        end=period.end,
+        timezone=period.timezone,
+        currency=prices.currency,
+        by=by,
+        journeys=journeys,
+        totals=_totals(journeys, read.conversions),
+        results=_results(read.results),
+    )
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What a report reads, from one snapshot of the store."""
+
+    #: Per (journey, group): the ledger's counts (store/effect.py `message_counts`).
+    messages: dict[tuple[str, str], dict[str, Any]]
+    entered: dict[tuple[str, str], int]
+    #: Per (journey, group): runs ended, by reason.
+    exits: dict[tuple[str, str], dict[str, int]]
+    conversions: effect.Conversions
+    #: Per journey with a holdout: its (instances, converted).
+    holdouts: dict[str, tuple[int, int]]
+    #: The shop's result indicators (the report of every journey only).
+    results: dict[str, Any] | None
+
+
+def _held_out(known: dict[str, Journey], goals: dict[str, GoalRule | None], journey: str | None) -> dict[str, GoalRule]:
+    """The goal of each journey reported on whose split holds some of its instances out."""
+    return {
         name: rule
         for name, rule in goals.items()
-        if rule and (only is None or name in only) and (split := known[name].first_split) and split.holdout
+        if rule and (not journey or name == journey) and (split := known[name].first_split) and split.holdout
     }
+
+
+def _read(
+    store: Store,
+    period: Period,
+    by: Grouping | None,
+    journey: str | None,
+    goals: dict[str, GoalRule | None],
+    held_out: dict[str, GoalRule],
+    silent_days: int,
+) -> _Read:
+    """Everything the report counts, in three independent parts, each on its own session of one
+    snapshot: side by side where the database allows (the ledger's counts, the runs'
+    conversions, the shop's results)."""
+    only = [journey] if journey else None
     with store.snapshot(3) as (ledger, runs, shop):
         for session in {ledger, runs, shop}:
             effect.prepare(session)
-        # Three independent parts, each on its own session of one snapshot: side by side where
-        # the database allows (the ledger's counts, the runs' conversions, the shop's results).
         parts = {
             "ledger": lambda: (
                 effect.message_counts(ledger, period, by, only),
@@ -257,76 +316,86 @@ def effect_report(
             "shop": lambda: effect.result_indicators(shop, period, silent_days) if journey is None else None,
         }
         found = _run_parts(parts, store.parallel)
-    (messages, entered, exits), (converted_all, holdouts), results = found["ledger"], found["runs"], found["shop"]
-    names = sorted(
+    (messages, entered, exits), (conversions, holdouts) = found["ledger"], found["runs"]
+    return _Read(messages, entered, exits, conversions, holdouts, found["shop"])
+
+
+def _names(read: _Read, journey: str | None, known: dict[str, Journey]) -> list[str]:
+    """The journeys reported on: `journey`, or those of the definitions and any the store has
+    figures of."""
+    return sorted(
         ({journey} if journey else set(known))
-        | {j for j, _ in messages}
-        | {j for j, _ in entered}
-        | {j for j, _ in exits}
-        | set(converted_all.journeys)
+        | {j for j, _ in read.messages}
+        | {j for j, _ in read.entered}
+        | {j for j, _ in read.exits}
+        | set(read.conversions.journeys)
     )
-    rules = {name: goals.get(name) for name in names}
-    report: dict[str, JourneyEffect] = {}
-    for name in names:
-        definition = known.get(name)
-        rule = rules[name]
-        converted = converted_all.journeys[name]
-        groups = sorted(
-            {g for j, g in messages if j == name}
-            | {g for j, g in entered if j == name}
-            | {g for j, g in exits if j == name}
-            | set(converted)
+
+
+def _journey_effect(
+    name: str, definition: Journey | None, rule: GoalRule | None, read: _Read, by: Grouping | None, prices: Prices
+) -> JourneyEffect:
+    """One journey's row: its total, its groups by `by`, and its uplift over its holdout."""
+    converted = read.conversions.journeys[name]
+    groups = sorted(
+        {g for j, g in read.messages if j == name}
+        | {g for j, g in read.entered if j == name}
+        | {g for j, g in read.exits if j == name}
+        | set(converted)
+    )
+    figures = {
+        group: _figures(
+            read.messages.get((name, group), {}),
+            read.entered.get((name, group), 0),
+            read.exits.get((name, group), {}),
+            converted.get(group),
         )
-        figures = {
-            group: _figures(
-                messages.get((name, group), {}),
-                entered.get((name, group), 0),
-                exits.get((name, group), {}),
-                converted.get(group),
-            )
-            for group in groups
-        }
-        if by in ("step", "channel"):  # entries and exits belong to no step: the journey's total only
-            unplaced = figures.pop("", Figures())
-            total = _sum([*figures.values(), unplaced])
-        else:
-            total = _sum(list(figures.values()))
-        holdout = holdouts.get(name)
-        if holdout is not None and by == "variant":  # the holdout's own row: its conversions from entry
-            held = figures.setdefault(HOLDOUT, Figures())
-            held.reached, held.converted = holdout
-        row = JourneyEffect(
-            journey=name,
-            title=definition.title if definition else None,
-            goal=rule.event if rule else None,
-            within=definition.conversion.within if rule and definition and definition.conversion else None,
-            groups={group: f.finish(prices) for group, f in figures.items()} if by else {},
-            **total.finish(prices).model_dump(),
-        )
-        if holdout is not None:
-            row.uplift = uplift((total.converted, total.reached), (holdout[1], holdout[0]))
-        report[name] = row
-    orders, revenue = converted_all.orders, converted_all.revenue
-    sent = sum(r.sent for r in report.values())
-    cost = round(sum(r.cost for r in report.values()), 4)
-    return EffectReport(
-        start=period.start,
-        end=period.end,
-        timezone=period.timezone,
-        currency=prices.currency,
-        by=by,
-        journeys=report,
-        totals=Totals(
-            sent=sent, cost=cost, converted_orders=orders, revenue=round(revenue, 2), roi=_ratio(revenue, cost, 2)
-        ),
-        results=ResultIndicators(
-            **results,
-            repeat_purchase_rate=_ratio(results["repeat_buyers"], results["buyers"]),
-            retention_rate=_ratio(results["retained"], results["earlier_buyers"]),
-            reactivation_rate=_ratio(results["reactivated"], results["silent_messaged"]),
-        )
-        if results is not None
-        else None,
+        for group in groups
+    }
+    if by in ("step", "channel"):  # entries and exits belong to no step: the journey's total only
+        unplaced = figures.pop("", Figures())
+        total = _sum([*figures.values(), unplaced])
+    else:
+        total = _sum(list(figures.values()))
+    holdout = read.holdouts.get(name)
+    if holdout is not None and by == "variant":  # the holdout's own row: its conversions from entry
+        held = figures.setdefault(HOLDOUT, Figures())
+        held.reached, held.converted = holdout
+    row = JourneyEffect(
+        journey=name,
+        title=definition.title if definition else None,
+        goal=rule.event if rule else None,
+        within=definition.conversion.within if rule and definition and definition.conversion else None,
+        groups={group: f.finish(prices) for group, f in figures.items()} if by else {},
+        **total.finish(prices).model_dump(),
+    )
+    if holdout is not None:
+        row.uplift = uplift((total.converted, total.reached), (holdout[1], holdout[0]))
+    return row
+
+
+def _totals(journeys: dict[str, JourneyEffect], conversions: effect.Conversions) -> Totals:
+    """Every journey together; each converted order counted once, however many claim it."""
+    cost = round(sum(j.cost for j in journeys.values()), 4)
+    revenue = conversions.revenue
+    return Totals(
+        sent=sum(j.sent for j in journeys.values()),
+        cost=cost,
+        converted_orders=conversions.orders,
+        revenue=round(revenue, 2),
+        roi=_ratio(revenue, cost, 2),
+    )
+
+
+def _results(results: dict[str, Any] | None) -> ResultIndicators | None:
+    """The shop's result indicators with their rates."""
+    if results is None:
+        return None
+    return ResultIndicators(
+        **results,
+        repeat_purchase_rate=_ratio(results["repeat_buyers"], results["buyers"]),
+        retention_rate=_ratio(results["retained"], results["earlier_buyers"]),
+        reactivation_rate=_ratio(results["reactivated"], results["silent_messaged"]),
     )
 
 
