@@ -15,9 +15,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from activities.contacts import DEFAULT_REGION, UnusableContact, address_for
+from core.durations import format_duration
 from core.records import Customer
 from core.vocabulary import Reason
-from definitions.schema import Resource, format_duration
+from definitions.schema import Resource
 from store import queries
 
 FREQUENCY_CAP = 2

@@ -26,6 +26,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.contacts import DEFAULT_REGION
+from core.durations import format_duration
 from core.orders import order_context, order_history
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_event
 from core.rfm import Purchase, customer_context
@@ -33,7 +34,6 @@ from core.temporal import ensure_search_attributes
 from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_VERSION, ORDER_ID
 from definitions.expressions import ExpressionError, build_context, evaluate, zone
 from definitions.loader import Definitions
-from definitions.schema import format_duration
 from store import queries
 from store.db import Store
 from store.tables import InstanceRow
