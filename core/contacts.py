@@ -2,7 +2,7 @@
 default for national numbers) and email addresses checked for syntax and lower-cased
 (`email-validator`, no network look-ups). The customer record is stored in this form
 (store.queries.upsert_customer), so suppressions, message addresses and the record name a
-contact alike and erasure finds every copy; the send policy (activities.contacts) reads it too.
+contact alike and erasure finds every copy; the send policy (rules.contacts) reads it too.
 An unusable contact is named with the reason, never raised into a crash."""
 
 from __future__ import annotations

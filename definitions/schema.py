@@ -364,7 +364,7 @@ class Resource(_Strict):
             expires_after: 30d       # an issued one stops counting as unredeemed after 30 days
 
     A send step names one with `resource: coupon_10off`. The limits are rules of the contact policy
-    (activities/policy.py `decide`): a send that would break one is skipped with the reason
+    (rules/policy.py `decide`): a send that would break one is skipped with the reason
     `resource_limit`, recorded in the ledger like any other skip. One counts as issued when its
     message was sent (or may have been: the frequency cap's statuses); a redemption event redeems
     the oldest unexpired one issued before it. A journey's snapshot carries the declarations of

@@ -13,11 +13,11 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.journey import JourneyActivities
 from activities.payloads import SendRequest
-from activities.policy import QuietHours
 from channels import build_channels
 from core.channel import OutgoingMessage, PermanentChannelError, RetryableChannelError, SendReceipt
 from definitions.expressions import zone
 from definitions.schema import Template
+from rules.quiet_hours import QuietHours
 from store import queries
 from store.tables import MessageRow
 from tests.helpers import at, customer

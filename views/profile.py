@@ -10,10 +10,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from activities.contacts import UnusableContact, address_for
 from core.audience import Segment
-from core.contacts import canonical_phone
+from core.contacts import UnusableContact, canonical_phone
 from core.rfm import Rfm, RfmTable, score
+from rules.contacts import address_for
 from store import queries
 from store.segments import segments_of
 
