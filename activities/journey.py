@@ -37,7 +37,7 @@ class JourneyActivities:
         channels: dict[str, Channel],
         shop_name: str,
         *,
-        default_region: str = "CN",
+        default_region: str,
         opt_out: dict[str, str] | None = None,
         deliver_inline: frozenset[str] = frozenset(),
     ):

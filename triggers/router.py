@@ -25,7 +25,6 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.contacts import DEFAULT_REGION
 from core.durations import format_duration
 from core.orders import order_context, order_history
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_event
@@ -110,7 +109,8 @@ class Router:
         task_queue: str,
         clock_offset: timedelta = timedelta(0),
         clock: Callable[[], Awaitable[datetime]] | None = None,
-        default_region: str = DEFAULT_REGION,
+        *,
+        default_region: str,
     ):
         self.client = client
         self.default_region = default_region  # where national phone numbers are read, to store them in E.164

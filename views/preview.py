@@ -85,8 +85,8 @@ def preview(
     step: str,
     customer_id: str,
     order_id: str | None = None,
-    shop_name: str = "Journeys",
-    default_region: str = "CN",
+    shop_name: str,
+    default_region: str,
     opt_out: dict[str, str] | None = None,
     now: datetime | None = None,
 ) -> Preview:

@@ -48,7 +48,7 @@ def profile(
     customer_id: str,
     table: RfmTable,
     at: datetime,
-    default_region: str = "CN",
+    default_region: str,
     segments: list[Segment] | None = None,
 ) -> Profile | None:
     """The profile as of `at`, or None when there is no such customer (or they were erased)."""
