@@ -52,7 +52,7 @@ async def dispatcher_on_test_server(store, definitions, router: type[Router] = R
             return env.client
 
         dispatcher = Dispatcher(store, definitions, connect, "dead-letters", default_region="CN")
-        dispatcher.router = router(env.client, definitions, store, "dead-letters")
+        dispatcher.router = router(env.client, definitions, store, "dead-letters", default_region="CN")
         yield dispatcher
 
 
