@@ -17,13 +17,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.payloads import ExitRecord, FailureRecord, SendOutcome, SendRequest
-from activities.policy import StoreLookups, decide
 from core.channel import Channel, OutgoingMessage, PermanentChannelError, RetryableChannelError
 from core.records import Customer
 from core.vocabulary import Reason
 from definitions.render import TemplateRenderError, render_message
+from rules.policy import decide
 from store import queries
 from store.db import Store
+from store.lookups import StoreLookups
 from store.tables import MessageRow
 
 
@@ -36,7 +37,7 @@ class JourneyActivities:
         channels: dict[str, Channel],
         shop_name: str,
         *,
-        default_region: str = "CN",
+        default_region: str,
         opt_out: dict[str, str] | None = None,
         deliver_inline: frozenset[str] = frozenset(),
     ):

@@ -2,7 +2,7 @@
 default for national numbers) and email addresses checked for syntax and lower-cased
 (`email-validator`, no network look-ups). The customer record is stored in this form
 (store.queries.upsert_customer), so suppressions, message addresses and the record name a
-contact alike and erasure finds every copy; the send policy (activities.contacts) reads it too.
+contact alike and erasure finds every copy; the send policy (rules.contacts) reads it too.
 An unusable contact is named with the reason, never raised into a crash."""
 
 from __future__ import annotations
@@ -17,16 +17,15 @@ from core.records import Customer
 
 #: Numbers that cannot take an SMS whatever the provider.
 NOT_FOR_SMS = {PhoneNumberType.FIXED_LINE, PhoneNumberType.PREMIUM_RATE, PhoneNumberType.VOICEMAIL}
-DEFAULT_REGION = "CN"
 
 
 class UnusableContact(ValueError):
     """A phone number or email address no provider can deliver to; the message names it and why."""
 
 
-def region_of(customer: Customer, default: str = DEFAULT_REGION) -> str:
+def region_of(customer: Customer, default: str) -> str:
     """The region national phone numbers are read in: the customer's, else their locale's
-    (zh-CN → CN), else the shop's default."""
+    (zh-CN → CN), else `default`, the shop's (Settings.default_region)."""
     if customer.region:
         return customer.region.upper()
     _, _, country = customer.locale.partition("-")
@@ -79,7 +78,7 @@ def canonical_email(raw: str) -> str:
         return raw
 
 
-def canonical_contacts(customer: Customer, default_region: str = DEFAULT_REGION) -> Customer:
+def canonical_contacts(customer: Customer, default_region: str) -> Customer:
     """The customer with their phone and email in the stored form (canonical_phone, canonical_email)."""
     changes = {}
     if customer.phone:

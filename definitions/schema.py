@@ -26,12 +26,9 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
+from core.durations import parse_duration
 from core.records import EventName, Locale
 from core.vocabulary import ChannelName
-
-_DURATION = re.compile(r"^(-)?((?:\d+[wdhms])+)$")
-_PART = re.compile(r"(\d+)([wdhms])")
-_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 Duration = Annotated[
     str,
@@ -67,26 +64,6 @@ def split_draw(journey: str, key: str) -> float:
     holdout holds."""
     digest = hashlib.sha256(f"{journey}:{key}:split".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def parse_duration(text: str) -> timedelta:
-    """`'1d12h'` → `timedelta(days=1, hours=12)`; a leading `-` makes it negative."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 15m, 2h, 3d or -2h")
-    total = timedelta(**{_UNITS[unit]: int(n) for n, unit in _PART.findall(match.group(2))})
-    return -total if match.group(1) else total
-
-
-def format_duration(length: timedelta) -> str:
-    """A duration as a journey writes one, to the minute (the reverse of parse_duration for
-    whole minutes): `45m`, `2h5m`, `40d3h`; `0m` for less than a minute."""
-    if length < timedelta(0):
-        return "-" + format_duration(-length)
-    minutes = int(length.total_seconds()) // 60
-    days, hours, minutes = minutes // 1440, minutes % 1440 // 60, minutes % 60
-    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
-    return "".join(parts) or "0m"
 
 
 class _Strict(BaseModel):
@@ -387,7 +364,7 @@ class Resource(_Strict):
             expires_after: 30d       # an issued one stops counting as unredeemed after 30 days
 
     A send step names one with `resource: coupon_10off`. The limits are rules of the contact policy
-    (activities/policy.py `decide`): a send that would break one is skipped with the reason
+    (rules/policy.py `decide`): a send that would break one is skipped with the reason
     `resource_limit`, recorded in the ledger like any other skip. One counts as issued when its
     message was sent (or may have been: the frequency cap's statuses); a redemption event redeems
     the oldest unexpired one issued before it. A journey's snapshot carries the declarations of

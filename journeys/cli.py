@@ -778,7 +778,7 @@ def broadcast_dry_run(name: Annotated[str, typer.Argument(help="The broadcast")]
     definitions = _definitions_or_exit(settings.definitions_dir)
     store = _store(settings)
     try:
-        found = dry_run(store, definitions, name, datetime.now(UTC))
+        found = dry_run(store, definitions, name, datetime.now(UTC), default_region=settings.default_region)
     except BroadcastError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(1) from None

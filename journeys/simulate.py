@@ -31,7 +31,7 @@ from temporalio.worker import Worker
 
 from channels import build_channels
 from core.config import Settings
-from core.records import DEFAULT_TIMEZONE, Customer, Event
+from core.records import Customer, Event
 from core.rfm import score
 from core.temporal import binary
 from definitions.loader import Definitions, rescheduled
@@ -139,7 +139,7 @@ class Simulation:
         definitions: Definitions,
         store: Store,
         begin: datetime,
-        shop_name: str = "Journeys",
+        shop_name: str = Settings.default("shop_name"),
         fast: bool = False,
     ):
         self.fast = fast
@@ -156,12 +156,18 @@ class Simulation:
         )
         try:
             self.offset = (await self.env.get_current_time()) - self.begin
-            self.router = Router(
-                self.env.client, self.definitions, self.store, TASK_QUEUE, clock_offset=self.offset, clock=self.now
-            )
             # The production worker, as `journeys worker` builds it; no rate limits (the test
             # server's clock skips, so a per-second limit means nothing), the outbox for every channel.
             settings = Settings.embedded(task_queue=TASK_QUEUE, shop_name=self.shop_name, rate_limits={})
+            self.router = Router(
+                self.env.client,
+                self.definitions,
+                self.store,
+                TASK_QUEUE,
+                clock_offset=self.offset,
+                clock=self.now,
+                default_region=settings.default_region,
+            )
             self._executor = ThreadPoolExecutor(activity_threads(settings))
             self.workers = build_workers(
                 self.env.client, settings, self.store, self._executor, build_channels(None), fast=self.fast
@@ -236,12 +242,12 @@ async def simulate(
     customers: list[Customer],
     events: list[Event],
     until: datetime,
-    shop_name: str = "Journeys",
+    shop_name: str = Settings.default("shop_name"),
     fast: bool = False,
     profiles: bool = False,
     broadcasts: dict[str, datetime] | None = None,
     prices: Prices | None = None,
-    timezone: str = DEFAULT_TIMEZONE,
+    timezone: str = Settings.default("shop_timezone"),
 ) -> SimulationReport:
     """Play `events` (any order; played in `occurred_at` order) for `customers` up to `until`, on
     the production worker (sandboxed), with the definitions' broadcasts that fall in the window;

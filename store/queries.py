@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from core.contacts import DEFAULT_REGION, canonical_contacts, email_forms, phone_forms, region_of
+from core.contacts import canonical_contacts, email_forms, phone_forms, region_of
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event
 from core.rfm import PURCHASE_EVENT_TYPES, Purchase, purchases_from
 from core.rfm import WINDOW as RFM_WINDOW
@@ -32,11 +32,10 @@ from store.tables import (
 )
 
 
-def upsert_customer(
-    session: Session, customer: Customer, at: datetime, default_region: str = DEFAULT_REGION
-) -> Customer:
+def upsert_customer(session: Session, customer: Customer, at: datetime, default_region: str) -> Customer:
     """Write the customer record, its phone and email in their one stored form (core.contacts:
-    E.164, lower-cased; a contact that cannot be read as typed). Returns the record as stored."""
+    E.164, national numbers read in the customer's region, else `default_region`; lower-cased; a
+    contact that cannot be read as typed). Returns the record as stored."""
     customer = canonical_contacts(customer, default_region)
     row = session.get(CustomerRow, customer.customer_id) or CustomerRow(customer_id=customer.customer_id)
     for field, value in customer.model_dump(exclude={"customer_id"}).items():
@@ -113,7 +112,7 @@ def known_customer(session: Session, customer_id: str) -> bool:
 
 
 def erase_customer(
-    session: Session, customer_id: str, at: datetime, requested_by: str, default_region: str = DEFAULT_REGION
+    session: Session, customer_id: str, at: datetime, requested_by: str, default_region: str
 ) -> dict[str, int]:
     """Remove a customer's personal data from the store; returns what was removed, as counts.
     Message rows stay, for effect reports, without address, body, subject or template data;

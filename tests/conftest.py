@@ -72,6 +72,6 @@ def outbox(tmp_path):
 @pytest.fixture
 def send(store, outbox):
     """The real send activity on `store`, every channel the outbox, the shop 小店."""
-    activities = JourneyActivities(store, build_channels(outbox), "小店")
+    activities = JourneyActivities(store, build_channels(outbox), "小店", default_region="CN")
     env = ActivityEnvironment()
     return lambda req: env.run(activities.decide_message, req)

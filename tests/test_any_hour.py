@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.policy import QUIET_HOURS
 from definitions.expressions import zone
+from rules.quiet_hours import QUIET_HOURS
 from tests.helpers import daytime_zone
 
 DAY = datetime(2026, 3, 8, tzinfo=UTC)  # a daylight-saving day somewhere, for good measure

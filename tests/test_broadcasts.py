@@ -60,7 +60,7 @@ def add_customers(store, now: datetime) -> None:
             elif n >= MEMBERS:
                 data["unsubscribed"] = ["sms"]
             created = event("customer.created", now - timedelta(days=1), customer=f"v{n:04d}", **data)
-            queries.upsert_customer(session, apply_customer_event(None, created), created.occurred_at)
+            queries.upsert_customer(session, apply_customer_event(None, created), created.occurred_at, "CN")
         for n in range(HOLDING):  # an earlier coupon, and for some its redemption
             issued = now - timedelta(days=30)
             session.add(

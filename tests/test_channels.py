@@ -186,7 +186,7 @@ def test_sendgrid_dynamic_template_from_a_definition(provider, store):
         }
     )
     save(store, customer(phone=None))
-    activities = JourneyActivities(store, {"email": sendgrid(provider)}, "小店")
+    activities = JourneyActivities(store, {"email": sendgrid(provider)}, "小店", default_region="CN")
     closes_at = NOON.replace(hour=20)
     req = request(template=template, context={"order": {"order_id": "o1"}, "vars": {"closes_at": closes_at}})
     assert ActivityEnvironment().run(activities.decide_message, req).status == "sent"
@@ -269,7 +269,9 @@ def test_webhook_timeout_and_unreachable_are_retried(provider):
 def test_opt_out_at_twilio_blocks_the_next_sms(provider, store):
     save(store, customer())
     provider.script[PHONE] = [Answer(status=400, code=21610)]
-    activities = JourneyActivities(store, {"sms": twilio(provider), "email": sendgrid(provider)}, "小店")
+    activities = JourneyActivities(
+        store, {"sms": twilio(provider), "email": sendgrid(provider)}, "小店", default_region="CN"
+    )
     first = ActivityEnvironment().run(activities.decide_message, request(step="one"))
     assert (first.status, first.reason) == ("failed", "provider_rejected")
     with store.transaction() as session:
@@ -284,7 +286,9 @@ def test_opt_out_at_twilio_blocks_the_next_sms(provider, store):
 def test_rate_limit_sets_temporals_next_retry_delay(provider, store):
     save(store, customer(phone=None))
     provider.script[EMAIL] = [Answer(status=429, headers={"X-RateLimit-Reset": str(int(time.time()) + 20)})]
-    activities = JourneyActivities(store, {"sms": twilio(provider), "email": sendgrid(provider)}, "小店")
+    activities = JourneyActivities(
+        store, {"sms": twilio(provider), "email": sendgrid(provider)}, "小店", default_region="CN"
+    )
     with pytest.raises(ApplicationError) as raised:
         ActivityEnvironment().run(activities.decide_message, request(when=NOON))
     assert 15 <= raised.value.next_retry_delay.total_seconds() <= 21

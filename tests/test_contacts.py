@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from activities.contacts import UnusableContact, email_address, sms_number
+from core.contacts import UnusableContact, email_address, sms_number
 from store import queries
 from tests.helpers import customer
 from tests.test_policy import NOON, request, rows, save, sent_lines

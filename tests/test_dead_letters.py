@@ -51,8 +51,8 @@ async def dispatcher_on_test_server(store, definitions, router: type[Router] = R
         async def connect():
             return env.client
 
-        dispatcher = Dispatcher(store, definitions, connect, "dead-letters")
-        dispatcher.router = router(env.client, definitions, store, "dead-letters")
+        dispatcher = Dispatcher(store, definitions, connect, "dead-letters", default_region="CN")
+        dispatcher.router = router(env.client, definitions, store, "dead-letters", default_region="CN")
         yield dispatcher
 
 

@@ -42,7 +42,7 @@ async def test_events_taken_while_temporal_is_down_are_dispatched_when_it_is_bac
 
     now = datetime.now(UTC)
     with sqlite_store.transaction() as session:
-        queries.upsert_customer(session, customer(), now)
+        queries.upsert_customer(session, customer(), now, "CN")
         for item in [
             event("order.created", now, order="o1", event_id="e1"),
             event("order.paid", now + timedelta(seconds=1), order="o1", event_id="e2"),
@@ -50,7 +50,7 @@ async def test_events_taken_while_temporal_is_down_are_dispatched_when_it_is_bac
         ]:
             queries.store_event(session, item, now)
 
-    dispatcher = Dispatcher(sqlite_store, definitions, connect, "dispatch-test", max_backoff=0.5)
+    dispatcher = Dispatcher(sqlite_store, definitions, connect, "dispatch-test", max_backoff=0.5, default_region="CN")
     stop = asyncio.Event()
     running = asyncio.create_task(dispatcher.run(stop))
     try:
@@ -105,7 +105,7 @@ async def test_a_temporal_restart_loses_nothing(definitions, sqlite_store):
                 queries.store_event(session, item, datetime.now(UTC))
 
     now = datetime.now(UTC)
-    dispatcher = Dispatcher(sqlite_store, definitions, connect, "restart-test", max_backoff=0.5)
+    dispatcher = Dispatcher(sqlite_store, definitions, connect, "restart-test", max_backoff=0.5, default_region="CN")
     stop = asyncio.Event()
     server = dict(
         dev_server_existing_path=binary("temporal"),
@@ -164,9 +164,9 @@ async def test_two_dispatchers_share_the_log_without_reordering(definitions, pg_
         async def connect() -> Client:
             return env.client
 
-        dispatchers = [Dispatcher(pg_store, definitions, connect, "share-test") for _ in range(2)]
+        dispatchers = [Dispatcher(pg_store, definitions, connect, "share-test", default_region="CN") for _ in range(2)]
         for dispatcher in dispatchers:
-            dispatcher.router = RecordingRouter(env.client, definitions, pg_store, "share-test")
+            dispatcher.router = RecordingRouter(env.client, definitions, pg_store, "share-test", default_region="CN")
         for _ in range(20):
             await asyncio.gather(*(d.dispatch_pending() for d in dispatchers))
             if pending(pg_store) == 0:

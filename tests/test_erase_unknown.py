@@ -41,7 +41,7 @@ async def test_erasing_nobody_is_a_404_and_records_nothing(store):
         return temporal
 
     with store.transaction() as session:
-        queries.upsert_customer(session, Customer(customer_id="c1", phone="+8613800000001"), datetime.now(UTC))
+        queries.upsert_customer(session, Customer(customer_id="c1", phone="+8613800000001"), datetime.now(UTC), "CN")
     app = create_app(store, temporal=connect)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://journeys") as api:
         nobody = await api.delete("/customers/nobody")

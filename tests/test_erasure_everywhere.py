@@ -69,7 +69,7 @@ def leftovers(text: str) -> list[str]:
 
 def write_through_router(store, *events) -> None:
     """Apply customer events as the dispatcher does (Router._prepare writes the record)."""
-    router = Router(None, Definitions(), store, "journeys")  # type: ignore[arg-type]  # no starts: no client
+    router = Router(None, Definitions(), store, "journeys", default_region="CN")  # type: ignore[arg-type]  # no starts: no client
     for item in events:
         with store.transaction() as session:
             queries.store_event(session, item, item.occurred_at)
@@ -77,7 +77,7 @@ def write_through_router(store, *events) -> None:
 
 
 def send_one(store, outbox: Path, customer_id: str = "c1") -> None:
-    activities = JourneyActivities(store, build_channels(outbox), "小店")
+    activities = JourneyActivities(store, build_channels(outbox), "小店", default_region="CN")
     outcome = ActivityEnvironment().run(activities.decide_message, request(customer_id=customer_id))
     assert outcome.status == "sent", outcome
 
@@ -226,7 +226,7 @@ def test_retention_removes_old_outbox_lines_dated_by_the_line_or_the_ledger(tmp_
 def test_the_retention_activity_reaches_the_outbox(store, tmp_path):
     outbox = tmp_path / "outbox.jsonl"
     with store.transaction() as session:
-        queries.upsert_customer(session, customer(), NOON)
+        queries.upsert_customer(session, customer(), NOON, "CN")
     send_one(store, outbox)
     line = lines_of(outbox)[0]
     assert line["written_at"] and line["to"] == "+8613800000001"

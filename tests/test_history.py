@@ -49,7 +49,7 @@ async def test_history_after_an_order_lifecycle(definitions, sqlite_store):
         async def temporal() -> Client:
             return client
 
-        dispatcher = Dispatcher(sqlite_store, definitions, temporal, "history-test")
+        dispatcher = Dispatcher(sqlite_store, definitions, temporal, "history-test", default_region="CN")
         app = create_app(sqlite_store, temporal=temporal, definitions=definitions, on_accepted=dispatcher.wake.set)
         stop = asyncio.Event()
         tasks = [asyncio.create_task(run_worker(settings, stop)), asyncio.create_task(dispatcher.run(stop))]

@@ -255,7 +255,7 @@ async def test_preview_of_a_customer_keyed_step_without_an_order(sqlite_store, t
 
     monkeypatch.setenv("DATABASE_URL", str(sqlite_store.engine.url))
     with sqlite_store.transaction() as session:
-        queries.upsert_customer(session, customer(), at("2026-02-01 10:00+08:00"))
+        queries.upsert_customer(session, customer(), at("2026-02-01 10:00+08:00"), "CN")
     runner = CliRunner()
     empty = runner.invoke(
         app, ["preview", "revisit_28d", "revisit", "--customer", "c1", "--definitions", str(PACKAGE_DIR)]
@@ -288,8 +288,8 @@ async def test_the_api_previews_a_customer_keyed_step_and_never_answers_500(back
 
     store = request.getfixturevalue(f"{backend}_store" if backend == "sqlite" else "pg_store")
     with store.transaction() as session:
-        queries.upsert_customer(session, customer(), at("2026-02-01 10:00+08:00"))
-        queries.upsert_customer(session, customer("c2"), at("2026-02-01 10:00+08:00"))
+        queries.upsert_customer(session, customer(), at("2026-02-01 10:00+08:00"), "CN")
+        queries.upsert_customer(session, customer("c2"), at("2026-02-01 10:00+08:00"), "CN")
         queries.store_event(
             session,
             event("order.delivered", "2026-02-01 10:00+08:00", customer="c2", order="o-c2"),
@@ -360,11 +360,18 @@ def test_preview_renders_a_template_that_reads_the_entry_event(tmp_path, sqlite_
         write_definitions(tmp_path / "defs", templates, [NOTICE.replace("template: notice", "template: entry_note")])
     )
     with sqlite_store.transaction() as session:
-        queries.upsert_customer(session, customer(), at("2026-02-01 10:00+08:00"))
+        queries.upsert_customer(session, customer(), at("2026-02-01 10:00+08:00"), "CN")
         queries.store_event(
             session, event("order.shipped", "2026-02-01 10:00+08:00", order="o5"), at("2026-02-01 10:00+08:00")
         )
     found = preview(
-        definitions, sqlite_store, journey="instant_notice", step="entry_note", customer_id="c1", order_id="o5"
+        definitions,
+        sqlite_store,
+        journey="instant_notice",
+        step="entry_note",
+        customer_id="c1",
+        order_id="o5",
+        shop_name="Journeys",
+        default_region="CN",
     )
     assert [(c.channel, c.body, c.error) for c in found.channels] == [("sms", "【Journeys】订单o5已发货", None)]

@@ -185,7 +185,16 @@ async def test_preview_the_workflow_and_the_router_agree_at_every_stage(tmp_path
             await sim.emit(events[n])
             await sim.advance_to(events[n].occurred_at + timedelta(minutes=1))
             name = f"echo_{stage.split('.')[1]}"
-            shown[stage] = preview(definitions, sim.store, journey=name, step="echo", customer_id="c1", order_id="o1")
+            shown[stage] = preview(
+                definitions,
+                sim.store,
+                journey=name,
+                step="echo",
+                customer_id="c1",
+                order_id="o1",
+                shop_name="Journeys",
+                default_region="CN",
+            )
         records = {r["journey"]: r for r in sim.records()}
 
     for stage in STAGES:
@@ -212,7 +221,7 @@ def test_a_starting_instance_gets_the_orders_later_logged_events_and_its_history
     with sqlite_store.transaction() as session:
         for item in (earlier, created, paid, other):
             queries.store_event(session, item, BEGIN)
-    router = Router(None, definitions, sqlite_store, "q")  # type: ignore[arg-type]
+    router = Router(None, definitions, sqlite_store, "q", default_region="CN")  # type: ignore[arg-type]
     starts = [d for d in plan(created, definitions) if d.action == "start"]
     _customer, prior, history, _purchases = router._prepare(created, starts)
     assert {journey: [e.event_id for e in events] for journey, events in prior.items()} == {

@@ -13,11 +13,11 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.journey import JourneyActivities
 from activities.payloads import SendRequest
-from activities.policy import QuietHours
 from channels import build_channels
 from core.channel import OutgoingMessage, PermanentChannelError, RetryableChannelError, SendReceipt
 from definitions.expressions import zone
 from definitions.schema import Template
+from rules.quiet_hours import QuietHours
 from store import queries
 from store.tables import MessageRow
 from tests.helpers import at, customer
@@ -52,7 +52,7 @@ def request(step="remind", category="transactional", when=NOON, customer_id="c1"
 def save(store, *people):
     with store.transaction() as session:
         for person in people:
-            queries.upsert_customer(session, person, NOON)
+            queries.upsert_customer(session, person, NOON, "CN")
 
 
 def rows(store) -> list[MessageRow]:
@@ -198,7 +198,7 @@ def test_cap_holds_under_concurrent_sends(store, outbox):
     workers (threads with their own connections); one slot is left: exactly one may go."""
     people = [customer(f"c{n}") for n in range(8)]
     save(store, *people)
-    activities = JourneyActivities(store, build_channels(outbox), "小店")
+    activities = JourneyActivities(store, build_channels(outbox), "小店", default_region="CN")
     env = ActivityEnvironment()
     for person in people:
         env.run(
@@ -263,7 +263,7 @@ class FlakyChannel:
 def test_retryable_failure_is_retried_with_the_same_message_id(store):
     save(store, customer())
     channel = FlakyChannel([RetryableChannelError("503 from provider"), "SM123"])
-    activities = JourneyActivities(store, {"sms": channel}, "小店")
+    activities = JourneyActivities(store, {"sms": channel}, "小店", default_region="CN")
     env = ActivityEnvironment()
     with pytest.raises(ApplicationError, match="will retry"):
         env.run(activities.decide_message, request())
@@ -279,7 +279,7 @@ def test_retryable_failure_is_retried_with_the_same_message_id(store):
 def test_permanent_failure_is_recorded_and_not_retried(store):
     save(store, customer())
     channel = FlakyChannel([PermanentChannelError("invalid number", code="21211")])
-    activities = JourneyActivities(store, {"sms": channel}, "小店")
+    activities = JourneyActivities(store, {"sms": channel}, "小店", default_region="CN")
     outcome = ActivityEnvironment().run(activities.decide_message, request())
     assert (outcome.status, outcome.reason) == ("failed", "provider_rejected")
     assert ActivityEnvironment().run(activities.decide_message, request()).status == "failed"

@@ -16,6 +16,8 @@ from tests.helpers import customer, event
 from views.preview import PreviewError, preview
 
 NOW = datetime(2026, 2, 1, 4, 0, tzinfo=UTC)
+#: What the CLI and the API pass from Settings.
+SHOP = {"shop_name": "Journeys", "default_region": "CN"}
 
 
 def log(store, *events):
@@ -26,7 +28,7 @@ def log(store, *events):
 
 def save(store, person):
     with store.transaction() as session:
-        queries.upsert_customer(session, person, NOW)
+        queries.upsert_customer(session, person, NOW, "CN")
 
 
 def test_preview_shows_each_channel_and_the_policys_pick(definitions, store):
@@ -40,6 +42,7 @@ def test_preview_shows_each_channel_and_the_policys_pick(definitions, store):
         customer_id="c1",
         order_id="o1",
         shop_name="小店",
+        default_region="CN",
         now=NOW,
     )
     assert found.policy == "sms to +8613800000001"
@@ -53,17 +56,26 @@ def test_preview_shows_each_channel_and_the_policys_pick(definitions, store):
 def test_preview_names_why_the_policy_would_skip(definitions, store):
     save(store, customer(phone="010-12345678", email=None))
     found = preview(
-        definitions, store, journey="review_request", step="review_request", customer_id="c1", order_id="o9", now=NOW
+        definitions,
+        store,
+        journey="review_request",
+        step="review_request",
+        customer_id="c1",
+        order_id="o9",
+        now=NOW,
+        **SHOP,
     )
     assert found.policy == "skipped (no_contact)"
     # the record keeps a contact in one form (E.164), the landline typed as 010-12345678 too
     assert "phone '+861012345678' is not a mobile number" in found.notes
     assert "order 'o9' has no events in the log: only its id is known" in found.notes
     with store.transaction() as session:
-        queries.upsert_customer(session, customer(), NOW)
+        queries.upsert_customer(session, customer(), NOW, "CN")
         queries.add_suppression(session, "sms", "+8613800000001", "all", "STOP", NOW)
     assert (
-        preview(definitions, store, journey="review_request", step="review_request", customer_id="c1", now=NOW).policy
+        preview(
+            definitions, store, journey="review_request", step="review_request", customer_id="c1", now=NOW, **SHOP
+        ).policy
         == "email to wangfang@example.com"
     )
 
@@ -72,18 +84,20 @@ def test_preview_applies_quiet_hours_as_the_send_would(definitions, store):
     """The preview decides with the send activity's own rule: at 23:00 in Shanghai the SMS waits."""
     save(store, customer(phone="13800000001"))
     night = datetime(2026, 2, 1, 15, 0, tzinfo=UTC)  # 23:00 in Asia/Shanghai
-    found = preview(definitions, store, journey="payment_reminder", step="first_reminder", customer_id="c1", now=night)
+    found = preview(
+        definitions, store, journey="payment_reminder", step="first_reminder", customer_id="c1", now=night, **SHOP
+    )
     assert found.policy == "sms to +8613800000001, held by quiet hours until 2026-02-02 08:00 (customer's time)"
 
 
 def test_preview_refuses_unknown_names(definitions, store):
     save(store, customer())
     with pytest.raises(PreviewError, match="no journey 'nope'"):
-        preview(definitions, store, journey="nope", step="x", customer_id="c1")
+        preview(definitions, store, journey="nope", step="x", customer_id="c1", **SHOP)
     with pytest.raises(PreviewError, match="its send steps: first_reminder"):
-        preview(definitions, store, journey="payment_reminder", step="x", customer_id="c1")
+        preview(definitions, store, journey="payment_reminder", step="x", customer_id="c1", **SHOP)
     with pytest.raises(PreviewError, match="no customer 'ghost'"):
-        preview(definitions, store, journey="payment_reminder", step="first_reminder", customer_id="ghost")
+        preview(definitions, store, journey="payment_reminder", step="first_reminder", customer_id="ghost", **SHOP)
 
 
 def test_preview_command(sqlite_store, tmp_path):

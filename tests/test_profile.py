@@ -33,7 +33,7 @@ def seed(store: Store) -> None:
         event("order.refunded", NOW - timedelta(days=35), order="o2"),
     ]
     with store.transaction() as session:
-        queries.upsert_customer(session, apply_customer_event(None, created), created.occurred_at)
+        queries.upsert_customer(session, apply_customer_event(None, created), created.occurred_at, "CN")
         for item in events:
             queries.store_event(session, item, item.occurred_at)
         queries.add_suppression(session, "email", "wang.fang@example.com", "marketing", "unsubscribe link", NOW)

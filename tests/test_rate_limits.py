@@ -37,7 +37,7 @@ async def test_each_channel_queue_keeps_its_rate_limit(sqlite_store):
             "sms": TwilioSmsChannel("AC" + "0" * 32, AUTH_TOKEN, from_number="+15005550006", api_base_url=provider.url),
             "email": SendGridEmailChannel("SG.key", "shop@example.com", host=provider.url),
         }
-        activities = JourneyActivities(sqlite_store, channels, "小店")
+        activities = JourneyActivities(sqlite_store, channels, "小店", default_region="CN")
         deliveries = []
         for n in range(8):
             for channel in ("sms", "email"):

@@ -11,9 +11,9 @@ from datetime import UTC, timedelta
 
 import pytest
 
-from activities.policy import ResourceUses, resource_refusal, unredeemed
 from definitions.loader import PACKAGE_DIR, check_definitions
 from definitions.schema import Resource
+from rules.caps import ResourceUses, resource_refusal, unredeemed
 from store import queries
 from tests.helpers import at, customer, event
 from tests.test_policy import NOON, TEMPLATE, request, rows, save, sent_lines

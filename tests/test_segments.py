@@ -39,7 +39,7 @@ def segment(where: dict, name: str = "s") -> Segment:
 
 def add_customer(session, customer_id: str, **data) -> None:
     created = event("customer.created", T - timedelta(days=900), customer=customer_id, **data)
-    queries.upsert_customer(session, apply_customer_event(None, created), created.occurred_at)
+    queries.upsert_customer(session, apply_customer_event(None, created), created.occurred_at, "CN")
 
 
 def seed_shop(store, customers: int = 60) -> None:

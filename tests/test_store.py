@@ -20,10 +20,10 @@ def test_migrations_create_the_tables_and_run_twice(store):
 def test_customer_round_trip(store):
     person = customer(tags=["vip"], unsubscribed=["email"], birthday="--02-29", timezone="America/New_York")
     with store.transaction() as session:
-        queries.upsert_customer(session, person, datetime.now(UTC))
+        queries.upsert_customer(session, person, datetime.now(UTC), "CN")
     with store.transaction() as session:
         assert queries.get_customer(session, "c1") == person
-        queries.upsert_customer(session, person.model_copy(update={"blacklisted": True}), datetime.now(UTC))
+        queries.upsert_customer(session, person.model_copy(update={"blacklisted": True}), datetime.now(UTC), "CN")
     with store.transaction() as session:
         assert queries.get_customer(session, "c1").blacklisted is True
         assert queries.get_customer(session, "nobody") is None

@@ -153,7 +153,7 @@ def test_the_ledger_records_segments_and_refused_templates(store, tmp_path):
     from tests.test_policy import request, rows, save
 
     activities = JourneyActivities(
-        store, build_channels(tmp_path / "outbox.jsonl"), "小店", opt_out={"zh-CN": "回T退订"}
+        store, build_channels(tmp_path / "outbox.jsonl"), "小店", default_region="CN", opt_out={"zh-CN": "回T退订"}
     )
     env = ActivityEnvironment()
     save(store, customer())

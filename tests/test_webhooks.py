@@ -73,7 +73,7 @@ def send(store, provider, tmp_path):
         unsubscribe_url=f"{PUBLIC}/unsubscribe",
         unsubscribe_secret="s3cret",
     )
-    activities = JourneyActivities(store, channels, "小店")
+    activities = JourneyActivities(store, channels, "小店", default_region="CN")
     env = ActivityEnvironment()
     return lambda req: env.run(activities.decide_message, req)
 
@@ -153,7 +153,7 @@ async def test_a_callback_that_arrives_before_the_send_returns_is_kept(api, stor
     row = by_step(store)["remind"]
     with store.transaction() as session:
         queries.advance_status(session.get(type(row), row.id), "delivered", row.updated_at)
-    JourneyActivities(store, {}, "x")._record_sent(row.id, "SM-again")
+    JourneyActivities(store, {}, "x", default_region="CN")._record_sent(row.id, "SM-again")
     assert by_step(store)["remind"].status == "delivered"
 
 
@@ -367,7 +367,7 @@ def in_doubt_activities(store, provider, *, event_webhook: bool, reconcile_secon
         event_webhook=event_webhook,
         reconcile_seconds=reconcile_seconds,
     )
-    return JourneyActivities(store, {"sms": email, "email": email}, "小店")
+    return JourneyActivities(store, {"sms": email, "email": email}, "小店", default_region="CN")
 
 
 def attempt(activities: JourneyActivities, number: int):

@@ -35,11 +35,13 @@ async def test_worker_runs_a_journey_on_the_dev_server(definitions, sqlite_store
         )
         with sqlite_store.transaction() as session:
             # Where it is midday now: the shipped notice goes at once at any hour the test runs.
-            queries.upsert_customer(session, customer(timezone=daytime_zone(datetime.now(UTC))), datetime.now(UTC))
+            queries.upsert_customer(
+                session, customer(timezone=daytime_zone(datetime.now(UTC))), datetime.now(UTC), "CN"
+            )
         stop = asyncio.Event()
         worker = asyncio.create_task(run_worker(settings, stop))
         try:
-            router = Router(env.client, definitions, sqlite_store, "worker-test")
+            router = Router(env.client, definitions, sqlite_store, "worker-test", default_region="CN")
             shipped = event("order.shipped", datetime.now(UTC), order="o1", carrier="中通", tracking_no="ZT1")
             with sqlite_store.transaction() as session:
                 queries.store_event(session, shipped, datetime.now(UTC))

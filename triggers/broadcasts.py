@@ -15,14 +15,15 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.policy import StoreLookups, decide
 from core.records import DEFAULT_TIMEZONE, Customer
 from definitions.broadcasts import Broadcast
 from definitions.loader import Definitions
 from definitions.schema import JourneySnapshot, split_draw
 from instances.contract import BroadcastInput, BroadcastProgress, broadcast_workflow_id
+from rules.policy import decide
 from store import queries, segments
 from store.db import Store
+from store.lookups import StoreLookups
 from views.history import count_instances
 from workflows.broadcast import BroadcastWorkflow
 
@@ -162,10 +163,11 @@ class DryRun(BaseModel):
     last_send: datetime | None
 
 
-def dry_run(store: Store, definitions: Definitions, name: str, now: datetime) -> DryRun:
+def dry_run(store: Store, definitions: Definitions, name: str, now: datetime, *, default_region: str) -> DryRun:
     """Page through the segment as a start would, and ask the contact policy, for each member
     not held out, what it would do at their send time (their local time, or the moment; now if
-    that has passed). Reads only."""
+    that has passed), reading national phone numbers in `default_region` as the sends would.
+    Reads only."""
     broadcast, snapshot = _found(definitions, name)
     segment = definitions.segments[broadcast.segment]
     journey = snapshot.definition.name
@@ -179,7 +181,7 @@ def dry_run(store: Store, definitions: Definitions, name: str, now: datetime) ->
             ids = [m.customer_id for m in page if split_draw(journey, m.customer_id) >= broadcast.holdout]
             members, held_out = members + len(page), held_out + len(page) - len(ids)
             for customer in queries.get_customers(session, ids).values():
-                key, when = _would(broadcast, snapshot, customer, session, now)
+                key, when = _would(broadcast, snapshot, customer, session, now, default_region)
                 outcomes[key] = outcomes.get(key, 0) + 1
                 times.append(when)
         if len(page) < PAGE:
@@ -196,7 +198,12 @@ def dry_run(store: Store, definitions: Definitions, name: str, now: datetime) ->
 
 
 def _would(
-    broadcast: Broadcast, snapshot: JourneySnapshot, customer: Customer | None, session, now: datetime
+    broadcast: Broadcast,
+    snapshot: JourneySnapshot,
+    customer: Customer | None,
+    session,
+    now: datetime,
+    default_region: str,
 ) -> tuple[str, datetime]:
     """What the contact policy would do with the broadcast's message to `customer`, at their
     send time: (`send:sms`, `defer:sms`, `skip:unsubscribed`..., the time)."""
@@ -215,6 +222,7 @@ def _would(
         at=when,
         deadline=None,
         lookups=StoreLookups(session, who),
+        default_region=default_region,
         resource=snapshot.resources.get(broadcast.send.resource) if broadcast.send.resource else None,
     )
     # A skip says why (a resource limit or the frequency cap skips on a chosen channel); a send or a

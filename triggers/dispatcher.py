@@ -25,7 +25,6 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.contacts import DEFAULT_REGION
 from core.records import Event
 from definitions.loader import Definitions
 from store import queries
@@ -61,7 +60,7 @@ class Dispatcher:
         batch: int = 500,  # customers per pass
         concurrency: int = 32,
         max_backoff: float = 30.0,
-        default_region: str = DEFAULT_REGION,
+        default_region: str,
     ):
         self.store = store
         self.default_region = default_region

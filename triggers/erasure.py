@@ -20,7 +20,6 @@ from pydantic import BaseModel, Field
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.contacts import DEFAULT_REGION
 from core.outbox import forget_customer
 from store import queries
 from store.db import Store
@@ -48,7 +47,7 @@ async def erase(
     customer_id: str,
     requested_by: str,
     *,
-    default_region: str = DEFAULT_REGION,
+    default_region: str,
     outbox: Path | None = None,
 ) -> Erasure:
     key, value = check_id(customer_id=customer_id)

@@ -23,13 +23,12 @@ from typing import Literal
 
 from temporalio.client import Client
 
-from core.contacts import DEFAULT_REGION
+from core.durations import format_duration
 from core.orders import order_context, order_history
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_event
 from core.rfm import Purchase, customer_context
 from definitions.expressions import ExpressionError, build_context, evaluate, zone
 from definitions.loader import Definitions
-from definitions.schema import format_duration
 from instances.contract import workflow_id
 from instances.start import JourneyStart, Registration, signal_journey, start_journey
 from store import queries
@@ -100,7 +99,8 @@ class Router:
         task_queue: str,
         clock_offset: timedelta = timedelta(0),
         clock: Callable[[], Awaitable[datetime]] | None = None,
-        default_region: str = DEFAULT_REGION,
+        *,
+        default_region: str,
     ):
         self.client = client
         self.default_region = default_region  # where national phone numbers are read, to store them in E.164

@@ -19,7 +19,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from activities.policy import Decision, StoreLookups, decide
 from core.orders import order_context
 from core.records import Event
 from core.rfm import customer_context
@@ -28,8 +27,10 @@ from definitions.expressions import build_context, evaluate, zone
 from definitions.loader import Definitions
 from definitions.render import TemplateRenderError, has_variant, render_message
 from definitions.schema import SendStep, walk_steps
+from rules.policy import Decision, decide
 from store import queries
 from store.db import Store
+from store.lookups import StoreLookups
 
 
 class PreviewError(ValueError):
@@ -84,8 +85,8 @@ def preview(
     step: str,
     customer_id: str,
     order_id: str | None = None,
-    shop_name: str = "Journeys",
-    default_region: str = "CN",
+    shop_name: str,
+    default_region: str,
     opt_out: dict[str, str] | None = None,
     now: datetime | None = None,
 ) -> Preview:

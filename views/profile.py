@@ -10,10 +10,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from activities.contacts import UnusableContact, address_for
 from core.audience import Segment
-from core.contacts import canonical_phone
+from core.contacts import UnusableContact, canonical_phone
 from core.rfm import Rfm, RfmTable, score
+from rules.contacts import address_for
 from store import queries
 from store.segments import segments_of
 
@@ -48,7 +48,7 @@ def profile(
     customer_id: str,
     table: RfmTable,
     at: datetime,
-    default_region: str = "CN",
+    default_region: str,
     segments: list[Segment] | None = None,
 ) -> Profile | None:
     """The profile as of `at`, or None when there is no such customer (or they were erased)."""

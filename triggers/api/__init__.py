@@ -24,7 +24,7 @@ from temporalio.service import RPCError
 from core.access import parse_api_keys
 from core.config import Settings
 from core.encryption import EncryptionCodec
-from core.records import DEFAULT_TIMEZONE, Event
+from core.records import Event
 from definitions.loader import Definitions
 from store.db import Store
 from triggers import console
@@ -48,11 +48,11 @@ def create_app(
     webhooks: WebhookConfig | None = None,
     codec: EncryptionCodec | None = None,
     ui_origins: list[str] | None = None,
-    default_region: str = "CN",
+    default_region: str = Settings.default("default_region"),
     task_queue: str = "journeys",
     prices: Prices | None = None,
-    shop_timezone: str = DEFAULT_TIMEZONE,
-    shop_name: str = "Journeys",
+    shop_timezone: str = Settings.default("shop_timezone"),
+    shop_name: str = Settings.default("shop_name"),
     sms_opt_out: dict[str, str] | None = None,
     outbox: Path | None = None,
     lifespan=None,

@@ -60,7 +60,9 @@ async def broadcast_status(name: str, api: Context, client: Temporal) -> Broadca
 async def dry_run_broadcast(name: str, api: Context) -> broadcasts.DryRun | JSONResponse:
     now = datetime.now(UTC)
     try:
-        return await asyncio.to_thread(broadcasts.dry_run, api.store, api.definitions, name, now)
+        return await asyncio.to_thread(
+            broadcasts.dry_run, api.store, api.definitions, name, now, default_region=api.default_region
+        )
     except BroadcastError as err:
         return _refused(err, name, api)
 

@@ -29,7 +29,6 @@ from core.access import (
 )
 from core.config import Settings
 from core.encryption import EncryptionCodec
-from core.records import DEFAULT_TIMEZONE
 from definitions.loader import Definitions
 from store.db import Store
 from triggers.http import cross_site_refusal, json_refusal
@@ -47,13 +46,14 @@ class ApiContext:
     keys: list[ApiKey]
     max_body_bytes: int
     on_accepted: Callable[[], None] | None
+    #: The shop's settings (Settings.default_region, .shop_timezone, .shop_name), as create_app is given them.
+    default_region: str
+    shop_timezone: str
+    shop_name: str
     codec: EncryptionCodec | None = None
-    default_region: str = "CN"
     task_queue: str = "journeys"
     prices: Prices = field(default_factory=lambda: Prices.of(Settings.embedded()))
-    shop_timezone: str = DEFAULT_TIMEZONE
-    #: For the console's preview: the shop's name and the SMS opt-out line by locale.
-    shop_name: str = "Journeys"
+    #: For the console's preview: the SMS opt-out line by locale (with the shop's name).
     sms_opt_out: dict[str, str] | None = None
     #: Signs the console's CSRF token when no keys are configured (one per process).
     console_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))

@@ -1,0 +1,145 @@
+"""The contact policy, as one pure function, `decide`: staleness, blacklist, channel choice, quiet
+hours, resource limits, frequency cap, in that order (exactly-once is the ledger's job). The send
+activity records what it decides; `journeys preview` and a broadcast's dry run show what it would
+decide now. What the rule needs from the store (suppressions, the recent marketing count, a
+resource's issues and redemptions) comes in through `Lookups`, so the rule itself touches nothing;
+store.lookups.StoreLookups answers from a session."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from core.contacts import UnusableContact
+from core.durations import format_duration
+from core.records import Customer
+from core.vocabulary import Reason
+from rules.caps import FREQUENCY_WINDOW, ResourceLimits, ResourceUses, frequency_refusal, resource_refusal
+from rules.contacts import address_for
+from rules.quiet_hours import QUIET_HOURS
+
+
+@dataclass(frozen=True)
+class ChannelChoice:
+    channel: str | None
+    address: str | None
+    skip_reason: str | None = None
+    problems: tuple[str, ...] = ()  # unusable contacts passed over (a bad phone number), for the record
+
+
+def choose_channel(
+    customer: Customer,
+    channel: str,
+    fallback: str | None,
+    category: str,
+    suppression_scope: Callable[[str, str], str | None],
+    default_region: str,
+) -> ChannelChoice:
+    """The step's channel, else its fallback. An SMS unsubscribe blocks every SMS; an email
+    unsubscribe blocks marketing email only; an unusable address (not a valid mobile number or
+    email) counts as none. Nothing usable: `unsubscribed` if an address was there but blocked,
+    else `no_contact`."""
+    blocked = False
+    problems: list[str] = []
+    for candidate in (channel, fallback):
+        if not candidate:
+            continue
+        try:
+            address = address_for(customer, candidate, default_region)
+        except UnusableContact as err:
+            problems.append(str(err))
+            continue
+        if not address:
+            continue
+        scope = suppression_scope(candidate, address)
+        if candidate in customer.unsubscribed:
+            scope = "all" if candidate != "email" else "marketing"
+        if scope == "all" or (scope == "marketing" and category == "marketing"):
+            blocked = True
+            continue
+        return ChannelChoice(candidate, address, problems=tuple(problems))
+    return ChannelChoice(None, None, "unsubscribed" if blocked else "no_contact", tuple(problems))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy says about one send: `send` on `channel` to `address`; `skip` with a
+    `reason`; or `defer` until `resume_at` (quiet hours). `notes` are unusable contacts passed over."""
+
+    action: Literal["send", "skip", "defer"]
+    channel: str | None = None
+    address: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    resume_at: datetime | None = None
+    notes: tuple[str, ...] = ()
+
+
+class Lookups(Protocol):
+    """What the policy asks the store, for one customer."""
+
+    def suppression_scope(self, channel: str, address: str) -> str | None: ...
+
+    def marketing_since(self, since: datetime) -> int: ...
+
+    def resource_issued(self, resource: str) -> Sequence[datetime]:
+        """When `resource` was issued to the customer (sent, or possibly sent)."""
+
+    def resource_redeemed(self, resource: str, event_type: str) -> Sequence[datetime]:
+        """When the customer's `event_type` events redeemed `resource`."""
+
+
+def resource_uses(resource: ResourceLimits, lookups: Lookups) -> ResourceUses:
+    """The customer's history with `resource`; without a redeeming event nothing is ever redeemed."""
+    issued = lookups.resource_issued(resource.name)
+    redeemed = lookups.resource_redeemed(resource.name, resource.redeemed_by) if resource.redeemed_by else ()
+    return ResourceUses(tuple(issued), tuple(redeemed))
+
+
+def decide(
+    customer: Customer | None,
+    *,
+    channel: str,
+    fallback: str | None,
+    category: str,
+    at: datetime,
+    deadline: datetime | None,
+    lookups: Lookups,
+    default_region: str,
+    resource: ResourceLimits | None = None,
+    planned_at: datetime | None = None,
+    max_lateness: timedelta | None = None,
+) -> Decision:
+    """The contact policy for a send due `at` (the journey's clock), handing out `resource` if
+    given; national phone numbers are read in `default_region` (the shop's) unless the customer
+    has their own. A send deferred past its `deadline` is skipped instead; so is one more than
+    `max_lateness` past its `planned_at` (stale: an order replayed days late sends no notice)."""
+    if planned_at is not None and max_lateness is not None and at - planned_at > max_lateness:
+        late, most = format_duration(at - planned_at), format_duration(max_lateness)
+        detail = f"planned for {planned_at.isoformat()}, {late} late; max_lateness {most}"
+        return Decision("skip", reason=Reason.STALE, detail=detail)
+    if customer is None:
+        return Decision("skip", reason=Reason.NO_CONTACT)
+    if customer.blacklisted:
+        return Decision("skip", reason=Reason.BLACKLISTED)
+    choice = choose_channel(customer, channel, fallback, category, lookups.suppression_scope, default_region)
+    if choice.channel is None:
+        return Decision("skip", reason=choice.skip_reason or Reason.NO_CONTACT, notes=choice.problems)
+    chosen = {"channel": choice.channel, "address": choice.address, "notes": choice.problems}
+    resume_at = QUIET_HOURS.deferral(at, ZoneInfo(customer.timezone))
+    if resume_at is not None:
+        if deadline is not None and resume_at >= deadline:
+            return Decision("skip", reason=Reason.QUIET_HOURS, detail=f"quiet until {resume_at}", **chosen)
+        return Decision("defer", resume_at=resume_at, **chosen)
+    if resource is not None:
+        refusal = resource_refusal(resource, at, resource_uses(resource, lookups))
+        if refusal is not None:
+            return Decision("skip", reason=Reason.RESOURCE_LIMIT, detail=refusal, **chosen)
+    if category == "marketing":
+        refusal = frequency_refusal(lookups.marketing_since(at - FREQUENCY_WINDOW))
+        if refusal is not None:
+            return Decision("skip", reason=Reason.FREQUENCY_CAP, detail=refusal, **chosen)
+    return Decision("send", **chosen)
