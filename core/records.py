@@ -174,7 +174,7 @@ class Event(BaseModel):
 
 
 class Customer(BaseModel):
-    """A customer record as JOURNEYS.md defines it."""
+    """A customer record, as docs/journeys.md ("The customer") describes it."""
 
     model_config = ConfigDict(extra="ignore")
 

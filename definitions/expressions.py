@@ -15,7 +15,7 @@ Templates add the filter `localtime(fmt)` (a time shown in the customer's time z
 The data shows only its contents (a mapping its keys, a list its items, never their methods), and
 a missing key or a null value, at any depth, is *nothing*: false in comparisons, nothing in
 arithmetic, replaced by `default`; printing it in a template fails naming the path (`_Nothing`,
-and the README's "What nothing does").
+and "What nothing does" in docs/journeys.md).
 
 Everything here is deterministic (no clock, no I/O) so workflows may evaluate expressions; they
 are compiled when their definition loads, never in a workflow (see `_expression`).
@@ -163,7 +163,7 @@ def _size_checked(name: str, function):
 
 
 # ---------------------------------------------------------------------------------------------
-# Nothing: what an expression reads where the data has no value (README, "What nothing does").
+# Nothing: what an expression reads where the data has no value (docs/journeys.md, "What nothing does").
 
 
 class _Nothing(Undefined):

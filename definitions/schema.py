@@ -229,7 +229,7 @@ class RepeatStep(_Strict):
 #   2. a `case` in workflows/journey.py `_run_steps` (its `match` ends in assert_never);
 #   3. `walk_steps` below if it holds steps of its own;
 #   4. regenerate definitions/journey.schema.json (`journeys schema`; a test compares them);
-#   5. the README's journey reference.
+#   5. the steps table in docs/journeys.md (docs/architecture.md lists every place to touch).
 _TaggedStep = (
     Annotated[WaitStep, Tag("wait")]
     | Annotated[WaitUntilStep, Tag("wait_until")]

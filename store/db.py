@@ -163,8 +163,8 @@ class Store:
     def checkpoint(self) -> None:
         """On SQLite, copy the write-ahead log into the database and truncate it (after an erasure
         or retention: the log still holds the old pages, personal data and all, until then). It
-        waits for readers up to the busy timeout. Nothing to do on PostgreSQL (see the README's
-        privacy section for its dead rows and backups)."""
+        waits for readers up to the busy timeout. Nothing to do on PostgreSQL (see docs/privacy.md
+        for its dead rows and backups)."""
         if self.engine.dialect.name != "sqlite":
             return
         connection = self.engine.raw_connection()  # no BEGIN: a checkpoint cannot run in a transaction
