@@ -15,7 +15,7 @@ from jinja2 import Undefined, pass_context
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from core.segments import MAX_SMS_CHARS, sms_segments
+from core.sms_parts import MAX_SMS_CHARS, sms_segments
 from definitions.expressions import TEMPLATES_HTML, TEMPLATES_TEXT, render_limited, to_datetime
 from definitions.schema import Template
 
