@@ -550,6 +550,12 @@ def pending_events(session: Session, limit: int) -> list[EventRow]:
     return list(session.scalars(select(EventRow).where(_pending()).order_by(EventRow.received_at).limit(limit)))
 
 
+def latest_events(session: Session, limit: int, *, pending: bool = False) -> list[EventRow]:
+    """The events received last, newest first; with `pending`, only those waiting for dispatch."""
+    query = select(EventRow).order_by(EventRow.received_at.desc()).limit(limit)
+    return list(session.scalars(query.where(_pending()) if pending else query))
+
+
 def mark_all_dispatched(
     session: Session, event_ids: list[str], at: datetime, notes: dict[str, str] | None = None
 ) -> None:
