@@ -20,6 +20,7 @@ from activities.payloads import ExitRecord, FailureRecord, SendOutcome, SendRequ
 from core.channel import Channel, OutgoingMessage, PermanentChannelError, RetryableChannelError
 from core.records import Customer
 from core.vocabulary import Reason
+from definitions.expressions import message_context
 from definitions.render import TemplateRenderError, render_message
 from rules.policy import decide
 from store import queries
@@ -55,7 +56,10 @@ class JourneyActivities:
         with self.store.transaction() as session:
             return queries.get_customer(session, customer_id)
 
-    @activity.defn(name="send_message")  # its name in histories since the first release
+    # Registered as "send_message", its name from before delivery became deliver_message: a
+    # history records each activity call by this registered name (the activity type), and a
+    # replay or a retry of a saved run asks the worker for it by that name, so it never changes.
+    @activity.defn(name="send_message")
     def decide_message(self, request: SendRequest) -> SendOutcome:
         """Decide a send under the contact policy and record it in the ledger. A message for a
         rate-limited channel is left `ready` for deliver_message on the channel's queue; one for a
@@ -153,10 +157,9 @@ class JourneyActivities:
                 name=req.template_name,
                 channel=decision.channel,
                 locale=customer.locale,
-                context={
-                    **req.context,
-                    "customer": {**req.context.get("customer", {}), **customer.model_dump(mode="json")},
-                },
+                context=message_context(
+                    req.context, customer={**req.context.get("customer", {}), **customer.model_dump(mode="json")}
+                ),
                 shop_name=self.shop_name,
                 marketing=req.category == "marketing",
                 opt_out=self.opt_out,

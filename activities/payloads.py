@@ -27,7 +27,11 @@ class SendRequest(BaseModel):
     fallback: str | None = None
     template_name: str
     template: Template
-    context: dict[str, Any] = Field(default_factory=dict, description="event, order and vars for the template")
+    context: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The message context for the template (definitions.expressions.message_context): the event, "
+        "the entry event (from revision 4), the order, the vars and the customer's RFM",
+    )
     at: datetime = Field(description="The time of the send in the journey's clock (never wall-clock).")
     deadline: datetime | None = None
     planned_at: datetime | None = Field(

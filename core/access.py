@@ -125,10 +125,11 @@ def find_key(keys: list[ApiKey], token: bytes) -> ApiKey | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The console's sessions (triggers/console.py): a login with a key sets a cookie that stands for
-# that key until it expires, signed with the key's own secret (so rotating a key ends its
-# sessions, and every API process behind a balancer accepts it); each session has a CSRF token
-# that the console's write actions must send back in a header.
+# The console's sessions (made at its login, triggers/console/__init__.py; checked on each
+# request, triggers/api/deps.py): a login with a key sets a cookie that stands for that key until
+# it expires, signed with the key's own secret (so rotating a key ends its sessions, and every API
+# process behind a balancer accepts it); each session has a CSRF token that the console's write
+# actions must send back in a header.
 
 #: What a console session may do: read, and the console's three actions. Never send events or
 #: erase customers (those stay with API clients holding the key itself).

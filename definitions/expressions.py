@@ -766,6 +766,26 @@ def build_context(
     }
 
 
+#: The data a message renders with (besides `shop`, which render_message adds), in the order a
+#: send request carries it.
+MESSAGE_NAMES = ("event", "entry", "order", "vars", "customer")
+
+
+def message_context(
+    context: Mapping[str, Any], *, customer: Mapping[str, Any] | None = None, entry: bool = True
+) -> dict[str, Any]:
+    """The one message context: the data of an expression context (build_context's) or of a
+    message context passed on, without the helpers, which a template does not get. The workflow
+    makes it for a send (with the customer's RFM only, and no `entry` before revision 4), the send
+    activity renders with it (adding the customer's record as the store has it then), and preview
+    renders with it as a send would. `customer`, given, stands in for the context's; a name the
+    context lacks is left out."""
+    data = {name: context[name] for name in MESSAGE_NAMES if name in context and (entry or name != "entry")}
+    if customer is not None:
+        data["customer"] = customer
+    return data
+
+
 #: What an expression raises when it meets data it cannot handle (a missing field, a wrong type, a
 #: limit): a fault of the definition or the data, recorded as the instance's outcome. Anything
 #: else (the workflow sandbox refusing an access, an import, a bug) is not the marketer's: it

@@ -15,15 +15,14 @@ from jinja2 import Undefined, pass_context
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from core.segments import MAX_SMS_CHARS, sms_segments
-from definitions.expressions import TEMPLATES_HTML, TEMPLATES_TEXT, render_limited, to_datetime
+from core.sms_parts import MAX_SMS_CHARS, sms_segments
+from definitions.expressions import MESSAGE_NAMES, TEMPLATES_HTML, TEMPLATES_TEXT, render_limited, to_datetime
 from definitions.schema import Template
 
-#: The names a template renders with, besides Jinja's globals: the data of the send (the workflow's
-#: send context, workflows/journey.py `_send`, as activities/journey.py passes it on, and
-#: views/preview.py give the first five) and `shop`, which render_message adds. definitions/lint.py
-#: checks templates against these.
-TEMPLATE_NAMES = frozenset({"event", "entry", "order", "customer", "vars", "shop"})
+#: The names a template renders with, besides Jinja's globals: the data of the send (the message
+#: context, definitions.expressions `message_context`) and `shop`, which render_message adds.
+#: definitions/lint.py checks templates against these.
+TEMPLATE_NAMES = frozenset({*MESSAGE_NAMES, "shop"})
 #: The opt-out text marketing SMS end with, per locale (JOURNEYS_SMS_OPT_OUT changes it).
 OPT_OUT_TEXT = {"zh-CN": "退订回T", "en": "Reply STOP to opt out"}
 

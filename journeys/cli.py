@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from typer.core import TyperGroup
 
 from core.config import Settings
 from definitions.loader import check_definitions, default_directory, json_schema
+
+if TYPE_CHECKING:
+    from store.db import Store
 
 
 class _Root(TyperGroup):
@@ -67,8 +72,10 @@ def _settings() -> Settings:
     return Settings() if _DATA_DIR[0] is None else Settings(data_dir=_DATA_DIR[0])
 
 
-def _store(settings: Settings):
-    """The store at the configured database, which must exist: a read creates no database file."""
+@contextlib.contextmanager
+def _opened_store(settings: Settings) -> Iterator[Store]:
+    """The store at the configured database, disposed of when the block ends. The database must
+    exist: a read creates no database file (`journeys migrate` does)."""
     from store.db import Store, missing_database
 
     missing = missing_database(settings.database_url)
@@ -80,7 +87,11 @@ def _store(settings: Settings):
             err=True,
         )
         raise typer.Exit(2)
-    return Store(settings.database_url)
+    store = Store(settings.database_url)
+    try:
+        yield store
+    finally:
+        store.dispose()
 
 
 #: Set when this module runs as the `journeys` program (main), not inside another (tests' CliRunner).
@@ -362,19 +373,14 @@ def history(
         typer.echo("give one of --customer or --order", err=True)
         raise typer.Exit(2)
     settings = _settings()
-    store = _store(settings)
 
-    async def load():
-        try:
-            client = await connect(settings)
-            return await load_history(
-                client, store, ui_url=settings.temporal_ui_url, customer_id=customer, order_id=order
-            )
-        finally:
-            store.dispose()
+    async def load(store):
+        client = await connect(settings)
+        return await load_history(client, store, ui_url=settings.temporal_ui_url, customer_id=customer, order_id=order)
 
     try:
-        found = asyncio.run(load())
+        with _opened_store(settings) as store:
+            found = asyncio.run(load(store))
     except BadId as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
@@ -406,24 +412,22 @@ def preview(
 
     settings = _settings()
     loaded = _definitions_or_exit(definitions or settings.definitions_dir)
-    store = _store(settings)
     try:
-        found = build_preview(
-            loaded,
-            store,
-            journey=journey,
-            step=step,
-            customer_id=customer,
-            order_id=order,
-            shop_name=settings.shop_name,
-            default_region=settings.default_region,
-            opt_out=settings.sms_opt_out,
-        )
+        with _opened_store(settings) as store:
+            found = build_preview(
+                loaded,
+                store,
+                journey=journey,
+                step=step,
+                customer_id=customer,
+                order_id=order,
+                shop_name=settings.shop_name,
+                default_region=settings.default_region,
+                opt_out=settings.sms_opt_out,
+            )
     except PreviewError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
-    finally:
-        store.dispose()
     typer.echo(found.model_dump_json(indent=2) if as_json else "\n".join(describe(found)))
 
 
@@ -461,8 +465,7 @@ def report(
     except ValueError as err:
         typer.echo(f"--{err}", err=True)
         raise typer.Exit(2) from None
-    store = _store(settings)
-    try:
+    with _opened_store(settings) as store:
         found = effect_report(
             store,
             loaded,
@@ -472,8 +475,6 @@ def report(
             journey=journey,
             silent_days=silent_days,  # type: ignore[arg-type]
         )
-    finally:
-        store.dispose()
     if as_json:
         typer.echo(found.model_dump_json(indent=2))
     elif as_csv:
@@ -495,32 +496,21 @@ def events(
     limit: Annotated[int, typer.Option(help="At most this many")] = 50,
 ) -> None:
     """The event log: what was received and whether it reached Temporal; dead letters and their replay."""
-    from sqlalchemy import select
-
     from store import queries
-    from store.tables import EventRow
 
-    settings = _settings()
-    store = _store(settings)
-    try:
-        with store.transaction() as session:
-            if replay or all_failed:
-                ids = queries.replay_events(session, None if all_failed else list(replay or []))
-                missing = sorted(set(replay or []) - set(ids))
-                typer.echo(f"{len(ids)} dead letters back in the queue: {', '.join(ids) or '-'}")
-                if missing:
-                    typer.echo(f"not dead letters (unknown, pending or dispatched): {', '.join(missing)}", err=True)
-                    raise typer.Exit(1)
-                return
-            if failed:
-                rows = queries.failed_events(session, limit)
-            else:
-                query = select(EventRow).order_by(EventRow.received_at.desc()).limit(limit)
-                if pending:
-                    query = query.where(EventRow.dispatched_at.is_(None), EventRow.failed_at.is_(None))
-                rows = list(session.scalars(query))
-    finally:
-        store.dispose()
+    with _opened_store(_settings()) as store, store.transaction() as session:
+        if replay or all_failed:
+            ids = queries.replay_events(session, None if all_failed else list(replay or []))
+            missing = sorted(set(replay or []) - set(ids))
+            typer.echo(f"{len(ids)} dead letters back in the queue: {', '.join(ids) or '-'}")
+            if missing:
+                typer.echo(f"not dead letters (unknown, pending or dispatched): {', '.join(missing)}", err=True)
+                raise typer.Exit(1)
+            return
+        if failed:
+            rows = queries.failed_events(session, limit)
+        else:
+            rows = queries.latest_events(session, limit, pending=pending)
     kind = "failed " if failed else "pending " if pending else ""
     typer.echo(f"{len(rows)} {kind}events (newest first, at most {limit})")
     for row in rows:
@@ -566,19 +556,15 @@ def customer_show(
 
     settings = _settings()
     definitions = _definitions_or_exit(settings.definitions_dir)
-    store = _store(settings)
-    try:
-        with store.transaction() as session:
-            found = profile(
-                session,
-                customer_id,
-                definitions.rfm,
-                datetime.now(UTC),
-                settings.default_region,
-                list(definitions.segments.values()),
-            )
-    finally:
-        store.dispose()
+    with _opened_store(settings) as store, store.transaction() as session:
+        found = profile(
+            session,
+            customer_id,
+            definitions.rfm,
+            datetime.now(UTC),
+            settings.default_region,
+            list(definitions.segments.values()),
+        )
     if found is None:
         typer.echo(f"no customer {customer_id!r}", err=True)
         raise typer.Exit(1)
@@ -616,28 +602,25 @@ def customer_erase(
     if not yes:
         typer.confirm(f"Erase customer {customer_id!r}? This cannot be undone", abort=True)
     settings = _settings()
-    store = _store(settings)
 
-    async def run():
+    async def run(store):
         store.migrate()
         queries.configure_salt(settings.secret)
-        try:
-            with store.transaction() as session:  # before Temporal: erasing nobody needs no connection
-                if not queries.known_customer(session, customer_id):
-                    raise NoSuchCustomer(f"no customer {customer_id!r}: nothing was erased")
-            return await erase(
-                await connect(settings),
-                store,
-                customer_id,
-                by,
-                default_region=settings.default_region,
-                outbox=settings.outbox_path,
-            )
-        finally:
-            store.dispose()
+        with store.transaction() as session:  # before Temporal: erasing nobody needs no connection
+            if not queries.known_customer(session, customer_id):
+                raise NoSuchCustomer(f"no customer {customer_id!r}: nothing was erased")
+        return await erase(
+            await connect(settings),
+            store,
+            customer_id,
+            by,
+            default_region=settings.default_region,
+            outbox=settings.outbox_path,
+        )
 
     try:
-        done = asyncio.run(run())
+        with _opened_store(settings) as store:
+            done = asyncio.run(run(store))
     except (BadId, NoSuchCustomer) as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
@@ -674,15 +657,11 @@ def segment_count(name: Annotated[str | None, typer.Argument(help="A segment; al
 
     settings, definitions = _segments_or_exit(name)
     chosen = [definitions.segments[name]] if name else list(definitions.segments.values())
-    store = _store(settings)
     now = datetime.now(UTC)
-    try:
-        with store.transaction() as session:
-            for segment in chosen:
-                count = count_members(session, segment, now, definitions.rfm)
-                typer.echo(f"{segment.name}  {count}" + (f"  ({segment.title})" if segment.title else ""))
-    finally:
-        store.dispose()
+    with _opened_store(settings) as store, store.transaction() as session:
+        for segment in chosen:
+            count = count_members(session, segment, now, definitions.rfm)
+            typer.echo(f"{segment.name}  {count}" + (f"  ({segment.title})" if segment.title else ""))
 
 
 @segment_app.command("list")
@@ -699,11 +678,10 @@ def segment_list(
     from store.segments import iterate_members
 
     settings, definitions = _segments_or_exit(name)
-    store = _store(settings)
-    out = csv.writer(sys.stdout) if as_csv else None
-    if out is not None:
-        out.writerow(["customer_id", "r", "f", "m", "score", "tier"])
-    try:
+    with _opened_store(settings) as store:
+        out = csv.writer(sys.stdout) if as_csv else None
+        if out is not None:
+            out.writerow(["customer_id", "r", "f", "m", "score", "tier"])
         found = iterate_members(store.transaction, definitions.segments[name], datetime.now(UTC), definitions.rfm)
         for n, member in enumerate(found):
             if limit is not None and n >= limit:
@@ -717,8 +695,6 @@ def segment_list(
                 typer.echo(
                     f"{member.customer_id}  {member.tier}  score {member.score}  R{member.r} F{member.f} M{member.m}"
                 )
-    finally:
-        store.dispose()
 
 
 broadcast_app = typer.Typer(
@@ -735,16 +711,13 @@ def _broadcast_call(work) -> None:
 
     settings = _settings()
     definitions = _definitions_or_exit(settings.definitions_dir)
-    store = _store(settings)
 
-    async def run():
-        try:
-            return await work(await connect(settings), store, definitions, settings)
-        finally:
-            store.dispose()
+    async def run(store):
+        return await work(await connect(settings), store, definitions, settings)
 
     try:
-        lines = asyncio.run(run())
+        with _opened_store(settings) as store:
+            lines = asyncio.run(run(store))
     except BroadcastError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(1) from None
@@ -776,14 +749,12 @@ def broadcast_dry_run(name: Annotated[str, typer.Argument(help="The broadcast")]
 
     settings = _settings()
     definitions = _definitions_or_exit(settings.definitions_dir)
-    store = _store(settings)
     try:
-        found = dry_run(store, definitions, name, datetime.now(UTC), default_region=settings.default_region)
+        with _opened_store(settings) as store:
+            found = dry_run(store, definitions, name, datetime.now(UTC), default_region=settings.default_region)
     except BroadcastError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(1) from None
-    finally:
-        store.dispose()
     typer.echo(f"{found.name}: {found.members} members, {found.held_out} held out")
     for key, count in sorted(found.outcomes.items()):
         typer.echo(f"  {key:<28} {count}")

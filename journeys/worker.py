@@ -7,7 +7,7 @@ passthrough modules, activities and limits.
 A worker process runs the journey worker (the interpreter workflow, the policy decision and the
 record of failures) and one delivery worker per channel task queue (rate-limited by the server).
 Temporal address, namespace, TLS certificate or API key, the database and the limits below come
-from the environment (journeys/config.py); SIGINT or SIGTERM lets running activities finish first,
+from the environment (core/config.py); SIGINT or SIGTERM lets running activities finish first,
 for at most the graceful timeout.
 """
 

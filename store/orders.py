@@ -18,12 +18,12 @@ events may arrive in any order and any number of times.
 from __future__ import annotations
 
 from sqlalchemy import or_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
 
 from core.amounts import amount_of, order_amount_sql
 from core.records import Event
+from store.portable import upsert_insert
 from store.tables import OrderRow
 
 
@@ -48,7 +48,6 @@ def note_order_events(session: Session, events: list[Event]) -> tuple[set[str], 
     earlier."""
     changed_orders: set[str] = set()
     paid: set[str] = set()
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
     table = OrderRow.__table__
     for kind, (columns, latest) in _RULES.items():
         winners: dict[str, Event] = {}  # one row per order in a statement
@@ -65,7 +64,7 @@ def note_order_events(session: Session, events: list[Event]) -> tuple[set[str], 
             | ({columns[1]: amount_of(e.data.get("amount"))} if len(columns) > 1 else {})
             for e in winners.values()
         ]
-        statement = insert(table)  # one cached statement for many rows
+        statement = upsert_insert(session, table)  # one cached statement for many rows
         new, old = statement.excluded[columns[0]], table.c[columns[0]]
         changed = session.execute(
             statement.on_conflict_do_update(

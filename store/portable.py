@@ -1,16 +1,28 @@
-"""SQL that PostgreSQL and SQLite write differently, behind one name: a time plus a fixed
-duration and a time's date in a time zone (SQLite gets the functions from store/db.py), and text
-compared byte by byte."""
+"""SQL that PostgreSQL and SQLite write differently, behind one name: an INSERT with ON CONFLICT,
+a time plus a fixed duration and a time's date in a time zone (SQLite gets the functions from
+store/db.py), and text compared byte by byte."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import Float, String, literal
+from sqlalchemy import Float, String, Table, literal
+from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from store.tables import UTCDateTime
+
+
+def upsert_insert(session: Session, table: Table) -> PostgresqlInsert | SqliteInsert:
+    """An INSERT into `table` in the session's dialect, which takes ON CONFLICT clauses
+    (`on_conflict_do_nothing`, `on_conflict_do_update`, and `excluded` for the row proposed):
+    both databases write them alike, but SQLAlchemy has an Insert of its own for each."""
+    return (postgresql_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
 def _sql_function(name: str, result_type, postgresql: str) -> type[FunctionElement]:

@@ -9,8 +9,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, cast, delete, func, null, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.contacts import canonical_contacts, email_forms, phone_forms, region_of
@@ -20,6 +18,7 @@ from core.rfm import WINDOW as RFM_WINDOW
 from core.vocabulary import COUNTED_STATUSES, STATUS_RANK
 from store import reached
 from store.orders import note_order_events
+from store.portable import upsert_insert
 from store.tables import (
     CustomerRow,
     DispatchLeaseRow,
@@ -334,10 +333,9 @@ def record_instances(session: Session, rows: list[InstanceRow]) -> None:
     instance, a page of a broadcast dealt with twice) is kept as it was."""
     if not rows:
         return
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     table = InstanceRow.__table__
     values = [{column.name: getattr(row, column.key) for column in table.columns} for row in rows]
-    session.execute(insert(table).values(values).on_conflict_do_nothing())
+    session.execute(upsert_insert(session, table).values(values).on_conflict_do_nothing())
 
 
 def record_exit(session: Session, record: dict[str, Any]) -> None:
@@ -413,7 +411,6 @@ def store_events(session: Session, events: list[Event], received_at: datetime, *
     router applies them to the customer and starts or steers nothing."""
     if not events:
         return set()
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     table = EventRow.__table__
     rows = [
         {
@@ -430,7 +427,7 @@ def store_events(session: Session, events: list[Event], received_at: datetime, *
         for event in events
     ]
     # One cached statement, executed for many rows (SQLAlchemy batches them into multi-row VALUES).
-    statement = insert(table).on_conflict_do_nothing(index_elements=[table.c.event_id])
+    statement = upsert_insert(session, table).on_conflict_do_nothing(index_elements=[table.c.event_id])
     written = set(session.scalars(statement.returning(table.c.event_id), rows))
     new: dict[str, Event] = {}
     for event in events:  # the first of each id written: what the log holds
@@ -551,6 +548,12 @@ def pending_events(session: Session, limit: int) -> list[EventRow]:
     return list(session.scalars(select(EventRow).where(_pending()).order_by(EventRow.received_at).limit(limit)))
 
 
+def latest_events(session: Session, limit: int, *, pending: bool = False) -> list[EventRow]:
+    """The events received last, newest first; with `pending`, only those waiting for dispatch."""
+    query = select(EventRow).order_by(EventRow.received_at.desc()).limit(limit)
+    return list(session.scalars(query.where(_pending()) if pending else query))
+
+
 def mark_all_dispatched(
     session: Session, event_ids: list[str], at: datetime, notes: dict[str, str] | None = None
 ) -> None:
@@ -632,10 +635,9 @@ def replay_events(session: Session, event_ids: list[str] | None) -> list[str]:
 
 def claim_customer(session: Session, customer_id: str, owner: str, now: datetime, ttl: timedelta) -> bool:
     """Take (or extend) the dispatch lease on a customer; False while another owner holds it."""
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     table = DispatchLeaseRow.__table__
     statement = (
-        insert(table)
+        upsert_insert(session, table)
         .values(customer_id=customer_id, owner=owner, expires_at=now + ttl)
         .on_conflict_do_update(
             index_elements=[table.c.customer_id],

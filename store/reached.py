@@ -58,14 +58,13 @@ from datetime import timedelta
 from typing import Literal
 
 from sqlalchemy import and_, delete, event, func, or_, select, text, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased, object_session, sessionmaker
 from sqlalchemy.sql.expression import ColumnElement
 
 from core.records import Event
 from core.vocabulary import SENT_STATUSES
 from store.orders import amount
-from store.portable import shifted
+from store.portable import shifted, upsert_insert
 from store.tables import EventRow, GoalRow, MessageRow, OrderRow, ReachedRow
 
 _SENT = frozenset(str(status) for status in SENT_STATUSES)
@@ -161,8 +160,7 @@ def note_sent(session: Session, rows: list[MessageRow]) -> None:
         key = (row.workflow_id, row.run_id)
         if key not in firsts or (row.at, row.id) < (firsts[key].at, firsts[key].id):
             firsts[key] = row
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(ReachedRow.__table__)  # one cached statement for many rows
+    statement = upsert_insert(session, ReachedRow.__table__)  # one cached statement for many rows
     rows_of_runs = [
         {
             "workflow_id": row.workflow_id,
@@ -455,14 +453,13 @@ def sync_goals(session: Session, rules: dict[str, GoalRule | None]) -> list[str]
     conversions computed again (returned). A journey without a goal has none."""
     known = _rules(session, list(rules))
     changed = [journey for journey, rule in rules.items() if known.get(journey) != rule]
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
     for journey in changed:
         rule = rules[journey]
         if rule is None:
             session.execute(delete(GoalRow).where(GoalRow.journey == journey))
             continue
         values = {"event": rule.event, "within_seconds": rule.within.total_seconds(), "key": rule.key}
-        statement = insert(GoalRow.__table__).values(journey=journey, **values)
+        statement = upsert_insert(session, GoalRow.__table__).values(journey=journey, **values)
         session.execute(statement.on_conflict_do_update(index_elements=["journey"], set_=values))
     for journey in changed:
         _convert(session, journey, rules[journey], None)

@@ -1,9 +1,10 @@
-"""Segments in SQL (a read model): a segment's condition (definitions.segments) compiled to one query over the
-customers table, with RFM as of a time computed by the database (core.rfm's rule, with
-core/amounts.py's SQL form of what an amount and a purchase are: a purchase is an order first
-paid in (T-365 d, T] and not refunded by T, its amount the first order.paid's data.amount, else
-the latest order.created's, else 0). Counting a segment is one `SELECT count(*)`; listing pages
-through it by customer id. Nothing loads customers into Python one by one.
+"""Segments in SQL (a read model): a segment's condition (core/audience.py, one file each in
+definitions/segments/) compiled to one query over the customers table, with RFM as of a time
+computed by the database (core.rfm's rule, with core/amounts.py's SQL form of what an amount and
+a purchase are: a purchase is an order first paid in (T-365 d, T] and not refunded by T, its
+amount the first order.paid's data.amount, else the latest order.created's, else 0). Counting a
+segment is one `SELECT count(*)`; listing pages through it by customer id. Nothing loads
+customers into Python one by one.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import tracemalloc
 import pytest
 from typer.testing import CliRunner
 
-from core.segments import sms_segments
+from core.sms_parts import sms_segments
 from definitions.expressions import MAX_TEMPLATE_CHARS, ExpressionError, evaluate
 from definitions.render import TemplateRenderError, render_message
 from definitions.schema import Template

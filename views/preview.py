@@ -23,7 +23,7 @@ from core.orders import order_context
 from core.records import Event
 from core.rfm import customer_context
 from core.vocabulary import CHANNELS
-from definitions.expressions import build_context, evaluate, zone
+from definitions.expressions import build_context, evaluate, message_context, zone
 from definitions.loader import Definitions
 from definitions.render import TemplateRenderError, has_variant, render_message
 from definitions.schema import SendStep, walk_steps
@@ -161,7 +161,7 @@ def preview(
 
     policy = _policy_line(decision, tz)
     template = snapshot.templates[spec.template]
-    message_context = {"event": context["event"], "entry": context["entry"], "order": order, "vars": variables}
+    data = message_context({**context, "vars": variables})  # what a send of the step would render with
     channels = []
     for channel in (name for name in CHANNELS if name != "outbox"):
         if not has_variant(template, channel) or (channel == "webhook" and not template.webhook):
@@ -172,7 +172,7 @@ def preview(
                 name=spec.template,
                 channel=channel,
                 locale=customer.locale,
-                context={**message_context, "customer": seen},
+                context=data,
                 shop_name=shop_name,
                 marketing=category == "marketing",
                 opt_out=opt_out,

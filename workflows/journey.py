@@ -27,7 +27,14 @@ with workflow.unsafe.imports_passed_through():
     from core.records import DEFAULT_TIMEZONE, Customer, Event
     from core.rfm import Purchase, customer_context, fold
     from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_STEP, ORDER_ID
-    from definitions.expressions import ExpressionError, build_context, evaluate, evaluate_time, zone
+    from definitions.expressions import (
+        ExpressionError,
+        build_context,
+        evaluate,
+        evaluate_time,
+        message_context,
+        zone,
+    )
     from definitions.schema import (
         HOLDOUT,
         ExitStep,
@@ -347,14 +354,12 @@ class JourneyWorkflow:
                 fallback=spec.fallback,
                 template_name=spec.template,
                 template=self.input.snapshot.templates[spec.template],
-                context={
-                    "event": context["event"],
-                    **({"entry": context["entry"]} if self.revision4 else {}),
-                    "order": self.order,
-                    "vars": self.vars,
-                    # RFM as of the send; the activity adds the record as the store has it then.
-                    "customer": {"rfm": context["customer"]["rfm"]} if context["customer"] else {},
-                },
+                # RFM as of the send; the activity adds the record as the store has it then.
+                context=message_context(
+                    context,
+                    customer={"rfm": context["customer"]["rfm"]} if context["customer"] else {},
+                    entry=self.revision4,
+                ),
                 at=self.now(),
                 deadline=deadline,
                 resource=self.input.snapshot.resources[spec.resource] if spec.resource else None,

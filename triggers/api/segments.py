@@ -1,4 +1,4 @@
-"""Segments: their counts and members, evaluated in the store (views.segments)."""
+"""Segments: their counts and members, evaluated in the store (store/segments.py)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ depends_on = None
 
 
 def _amount(dialect: str) -> str:
-    """`data.amount` as store/segments.json_number reads it."""
+    """`data.amount` as store/segments.py's json_number reads it."""
     if dialect == "postgresql":
         return (
             "CASE WHEN json_typeof(data -> 'amount') = 'number' THEN CAST(data ->> 'amount' AS DOUBLE PRECISION) "
