@@ -107,7 +107,19 @@ def test_workers_get_longer_to_stop_than_they_take_to_drain():
 
 @pytest.mark.parametrize(
     "package",
-    ["core", "definitions", "store", "rules", "instances", "workflows", "activities", "channels", "views", "triggers", "journeys"],
+    [
+        "core",
+        "definitions",
+        "store",
+        "rules",
+        "instances",
+        "workflows",
+        "activities",
+        "channels",
+        "views",
+        "triggers",
+        "journeys",
+    ],
 )
 def test_the_image_copies_every_package(package):
     assert re.search(rf"^COPY {package} {package}$", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE)
