@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.production [--intake 10000] [--starts 2000] [--rate 5,20] [--seconds 30]
                                          [--scale 400] [--rss 10000,100000]
+                                         [--burst 1000] [--only PART,...]
 
 Everything runs as it does for a shop: `journeys api` (intake and dispatch) and `journeys worker`
 processes, a `temporal server start-dev` (in memory) and PostgreSQL (JOURNEYS_TEST_DATABASE_URL,
@@ -21,9 +22,17 @@ It prints:
    MinimalReminder started at the same rate with nothing to wait for, to its completion;
 4. history: events and billable actions of one payment reminder (a timer, then a send) against
    MinimalReminder (bench/raw_journey.py), the same timer and one activity written by hand;
-5. scale-out: dispatch and send throughput of a burst of order.shipped with one worker process,
-   then with two;
-6. worker RSS with N waiting instances (order.created starts two that wait).
+5. urgent sends during a burst: `--burst` order.created (two new instances each, whose first task
+   only arms a timer) posted at once, then order.shipped (an immediate SMS) at 10/s with no pause
+   between: the shipped notices' event-to-send p50/p99, measured without waiting for the worker to
+   work through the burst first;
+6. scale-out: dispatch and send throughput of a burst of order.shipped with one worker process,
+   then with two, and the CPU per send of each process; next to it, the CPU per completed
+   MinimalReminder with nothing to wait for (raw Temporal's minimal journey, started by
+   signal-with-start at the same concurrency) of the Temporal server and the raw worker;
+7. worker RSS with N waiting instances (order.created starts two that wait).
+
+`--only latency,urgent` runs some parts alone (history, latency, dispatch, urgent, scale, rss).
 
 Billable actions are counted from the history as Temporal Cloud counts them: the start, each
 signal, timer, activity attempt, search-attribute upsert, marker, child start and continue-as-new.
@@ -214,10 +223,11 @@ def dispatch(stack: Stack, store: Store, shop: Shop, starts: int, workers: list[
 
 
 def latency(stack: Stack, store: Store, shop: Shop, rate: float, seconds: float) -> tuple[float, float, int]:
+    """Event-to-send p50 and p99 of order.shipped posted one by one at `rate` for `seconds`."""
     count = int(rate * seconds)
     prefix = f"l{uuid.uuid4().hex[:4]}-"
     posted: dict[str, datetime] = {}
-    with httpx.Client(base_url=stack.api, timeout=30) as client:
+    with httpx.Client(base_url=stack.api, timeout=60) as client:
         began = time.perf_counter()
         for n in range(count):
             due = began + n / rate
@@ -236,7 +246,7 @@ def latency(stack: Stack, store: Store, shop: Shop, rate: float, seconds: float)
             ).all()  # fmt: skip
         return rows if len(rows) == count else None
 
-    rows = wait_until(all_sent, 600, "the latency run's sends")
+    rows = wait_until(all_sent, 1800, "the latency run's sends")
     waits = sorted((sent_at - posted[order]).total_seconds() for order, sent_at in rows)
     return statistics.median(waits), waits[min(len(waits) - 1, int(len(waits) * 0.99))], count
 
@@ -323,8 +333,45 @@ def burst(stack: Stack, store: Store, shop: Shop, count: int) -> tuple[float, fl
     return dispatched, sends, used
 
 
+def urgent_during_burst(
+    stack: Stack, store: Store, shop: Shop, orders: int, rate: float = 10, seconds: float = 10
+) -> tuple[float, float, int, float]:
+    """`orders` order.created posted at once (two instances each, arming timers), then order.shipped
+    at `rate` for `seconds` with no pause: the shipped notices' (p50, p99, sends) and how long the
+    worker took to work through everything afterwards."""
+    post_all(stack.api, shop.orders(f"b{uuid.uuid4().hex[:4]}-", orders))
+    p50, p99, count = latency(stack, store, shop, rate, seconds)
+    return p50, p99, count, settle([stack.processes["worker0"].pid])
+
+
+async def raw_burst(address: str, count: int, concurrency: int = 32) -> None:
+    """`count` MinimalReminder with nothing to wait for, by signal-with-start at `concurrency`,
+    each to its completion: raw Temporal's minimal immediate journey."""
+    client = await Client.connect(address)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(n: int) -> None:
+        async with gate:
+            handle = await client.start_workflow(
+                "MinimalReminder", 0.0, id=f"raw-burst-{uuid.uuid4().hex}-{n}", task_queue=RAW_QUEUE,
+                start_signal="event", start_signal_args=[{"type": "order.shipped", "n": n}],
+            )  # fmt: skip
+        await handle.result()
+
+    await asyncio.gather(*(one(n) for n in range(count)))
+
+
+def raw_cpu(stack: Stack, raw_worker: int, count: int) -> dict[str, float]:
+    """CPU milliseconds per completed raw minimal journey, of the Temporal server and the raw worker."""
+    pids = {"temporal": stack.processes["temporal"].pid, "raw worker": raw_worker}
+    before = {part: cpu_seconds(pid) for part, pid in pids.items()}
+    asyncio.run(raw_burst(stack.address, count))
+    return {part: (cpu_seconds(pid) - before[part]) * 1000 / count for part, pid in pids.items()}
+
+
 def describe_cpu(used: dict[str, float]) -> str:
-    return ", ".join(f"{part} {ms:.0f}" for part, ms in sorted(used.items(), key=lambda item: -item[1]))
+    parts = ", ".join(f"{part} {ms:.0f}" for part, ms in sorted(used.items(), key=lambda item: -item[1]))
+    return f"{parts}; total {sum(used.values()):.0f}"
 
 
 def waiting_rss(stack: Stack, store: Store, shop: Shop, targets: list[int]) -> list[tuple[int, float, float]]:
@@ -365,19 +412,28 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, Python {sys.version.split()[0]}"
 
 
+PARTS = ("history", "latency", "dispatch", "urgent", "scale", "rss")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--intake", type=int, default=10_000, help="events for the intake figure")
+    parser.add_argument("--intake", type=int, default=10_000, help="events for the intake figure (0: skip it)")
     parser.add_argument("--starts", type=int, default=2_000, help="workflow starts for the dispatch figure")
     parser.add_argument("--rate", default="5,20", help="events/s for the latency figures")
     parser.add_argument("--seconds", type=float, default=30, help="how long the latency run posts")
+    parser.add_argument("--burst", type=int, default=1_000, help="order.created posted at once before the urgent sends")
     parser.add_argument("--scale", type=int, default=400, help="order.shipped per scale-out burst")
     parser.add_argument("--rss", default="10000,100000", help="waiting instances at which to read worker RSS")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"the parts to run, of {', '.join(PARTS)}")
     args = parser.parse_args()
+    parts = {part.strip() for part in args.only.split(",") if part.strip()}
+    if unknown := parts - set(PARTS):
+        parser.error(f"--only: no part {', '.join(sorted(unknown))} (the parts: {', '.join(PARTS)})")
     print(f"machine: {machine()}", flush=True)
 
-    events_per_second = intake(args.intake)
-    print(f"intake: {events_per_second:.0f} events/s (batches of 100, 4 clients, PostgreSQL)", flush=True)
+    if args.intake:
+        events_per_second = intake(args.intake)
+        print(f"intake: {events_per_second:.0f} events/s (batches of 100, 4 clients, PostgreSQL)", flush=True)
 
     schema = Schema()
     directory = Path(tempfile.mkdtemp(prefix="journeys-bench-"))
@@ -394,15 +450,16 @@ def main() -> None:
         stack.post(shop.people())
         wait_until(lambda: pending(schema.store) == 0, 300, "the customers")
 
-        (ours_events, ours_actions), (raw_events, raw_actions) = asyncio.run(history_costs(stack, shop))
-        print(
-            f"history per payment reminder: {ours_events} events, {ours_actions} billable actions; "
-            f"hand-written minimal: {raw_events} events, {raw_actions} actions "
-            f"(+{ours_actions - raw_actions} actions)",
-            flush=True,
-        )
+        if "history" in parts:
+            (ours_events, ours_actions), (raw_events, raw_actions) = asyncio.run(history_costs(stack, shop))
+            print(
+                f"history per payment reminder: {ours_events} events, {ours_actions} billable actions; "
+                f"hand-written minimal: {raw_events} events, {raw_actions} actions "
+                f"(+{ours_actions - raw_actions} actions)",
+                flush=True,
+            )
 
-        for rate in [float(r) for r in args.rate.split(",") if r.strip()]:
+        for rate in [float(r) for r in args.rate.split(",") if r.strip()] if "latency" in parts else []:
             p50, p99, sent = latency(stack, schema.store, shop, rate, args.seconds)
             raw50, raw99 = asyncio.run(raw_latency(stack.address, rate, args.seconds))
             print(
@@ -411,32 +468,48 @@ def main() -> None:
                 flush=True,
             )
 
-        ours, raw = dispatch(stack, schema.store, shop, args.starts, [stack.processes["worker0"].pid, raw_worker.pid])
-        print(
-            f"dispatch: {ours:.0f} workflow starts/s; raw signal-with-start {raw:.0f}/s; ratio {ours / raw:.2f}",
-            flush=True,
-        )
+        if "dispatch" in parts:
+            workers = [stack.processes["worker0"].pid, raw_worker.pid]
+            ours, raw = dispatch(stack, schema.store, shop, args.starts, workers)
+            print(
+                f"dispatch: {ours:.0f} workflow starts/s; raw signal-with-start {raw:.0f}/s; ratio {ours / raw:.2f}",
+                flush=True,
+            )
+            # The paused worker has the dispatch run's new instances to start: let it finish first.
+            caught_up = settle([stack.processes["worker0"].pid])
+            print(f"  the worker started the dispatch run's instances in {caught_up:.0f} s", flush=True)
 
-        # The paused worker has the dispatch run's new instances to start: let it finish first.
-        caught_up = settle([stack.processes["worker0"].pid])
-        print(f"  the worker started the dispatch run's instances in {caught_up:.0f} s", flush=True)
-        one = burst(stack, schema.store, shop, args.scale)
-        stack.workers = 2
-        stack.start_worker(1)
-        settle([stack.processes["worker0"].pid, stack.processes["worker1"].pid])
-        two = burst(stack, schema.store, shop, args.scale)
-        print(
-            f"scale-out ({args.scale} order.shipped at once): "
-            f"one worker {one[0]:.0f} dispatched/s, {one[1]:.0f} sent/s; "
-            f"two workers {two[0]:.0f} dispatched/s, {two[1]:.0f} sent/s ({two[1] / one[1]:.2f}x sends)\n"
-            f"  CPU ms per send, one worker: {describe_cpu(one[2])} (of {os.cpu_count()} cores)\n"
-            f"  CPU ms per send, two workers: {describe_cpu(two[2])}",
-            flush=True,
-        )
-        stack.stop_worker(1)
-        stack.workers = 1
+        if "urgent" in parts:
+            p50, p99, sent, after = urgent_during_burst(stack, schema.store, shop, args.burst)
+            print(
+                f"urgent sends during a burst ({args.burst} order.created at once, {2 * args.burst} new "
+                f"instances, then {sent} order.shipped at 10/s): p50 {p50:.3f} s, p99 {p99:.3f} s; "
+                f"the worker was done with the burst {after:.0f} s after the last send",
+                flush=True,
+            )
 
-        targets = [int(n) for n in args.rss.split(",") if n.strip() and int(n) > 0]
+        if "scale" in parts:
+            one = burst(stack, schema.store, shop, args.scale)
+            raw = raw_cpu(stack, raw_worker.pid, args.scale)
+            stack.workers = 2
+            stack.start_worker(1)
+            settle([stack.processes["worker0"].pid, stack.processes["worker1"].pid])
+            two = burst(stack, schema.store, shop, args.scale)
+            ours_total, raw_total = sum(one[2].values()), sum(raw.values())
+            print(
+                f"scale-out ({args.scale} order.shipped at once): "
+                f"one worker {one[0]:.0f} dispatched/s, {one[1]:.0f} sent/s; "
+                f"two workers {two[0]:.0f} dispatched/s, {two[1]:.0f} sent/s ({two[1] / one[1]:.2f}x sends)\n"
+                f"  CPU ms per send, one worker: {describe_cpu(one[2])} (of {os.cpu_count()} cores)\n"
+                f"  CPU ms per send, two workers: {describe_cpu(two[2])}\n"
+                f"  CPU ms per raw minimal journey (MinimalReminder, nothing to wait for): {describe_cpu(raw)}; "
+                f"ratio {ours_total / raw_total:.2f}",
+                flush=True,
+            )
+            stack.stop_worker(1)
+            stack.workers = 1
+
+        targets = [int(n) for n in args.rss.split(",") if n.strip() and int(n) > 0] if "rss" in parts else []
         for made, rss, seconds in waiting_rss(stack, schema.store, shop, targets):
             print(f"worker RSS with {made} waiting instances: {rss:.0f} MB (reached in {seconds:.0f} s)", flush=True)
     finally:
