@@ -77,6 +77,7 @@ class BroadcastActivities:
                 rfm_table=request.rfm_table,
                 clock_offset=request.clock_offset,
                 memo={"broadcast": request.broadcast},
+                broadcast=True,
             )
             async with gate:
                 row = await start_journey(client, request.task_queue, instance, self.registration)

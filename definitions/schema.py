@@ -325,6 +325,25 @@ class Journey(_Strict):
         return split.group(split_draw(self.name, key)) if split else None
 
     @cached_property
+    def sends_at_once(self) -> bool:
+        """Whether an instance may send as soon as it starts: a send before any wait, at the top or
+        first in a branch of a leading `if` or `split` (a shipping notice, not a reminder that waits)."""
+
+        def at_once(steps: list[Any]) -> bool:
+            if not steps:
+                return False
+            first = steps[0]
+            if isinstance(first, SendStep):
+                return True
+            if isinstance(first, IfStep):
+                return at_once(first.if_.then) or at_once(first.if_.else_) or at_once(steps[1:])
+            if isinstance(first, SplitStep):
+                return any(at_once(branch.steps) for branch in first.split.branches) or at_once(steps[1:])
+            return False
+
+        return at_once(self.steps)
+
+    @cached_property
     def listened_events(self) -> frozenset[str]:
         """The non-entry event types a running instance reacts to: exits and awaited events."""
         waits = {step.wait_for.event for _, step in walk_steps(self.steps) if isinstance(step, WaitForStep)}

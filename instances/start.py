@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import Priority, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -22,7 +22,7 @@ from core.records import Customer, Event
 from core.rfm import Purchase, RfmTable
 from core.temporal import ensure_search_attributes
 from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_VERSION, ORDER_ID
-from definitions.schema import JourneySnapshot
+from definitions.schema import Journey, JourneySnapshot
 from instances.contract import EVENT_SIGNAL, JOURNEY_WORKFLOW, REVISION, JourneyInput, workflow_id
 from store.tables import InstanceRow
 
@@ -32,6 +32,30 @@ REUSE_POLICY = {
     "after_exit": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
     "restart": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
 }
+
+
+#: The task priority of an instance (Temporal's priority key: 1 goes first, 3 is the server's
+#: default), so that what a customer waits for is never stuck behind a backlog. A sale-day burst of
+#: new orders starts thousands of instances whose first task only arms a timer; a shipping notice
+#: posted meanwhile must go out at once. The instance's activities (the decision, the channel's
+#: delivery) inherit its priority. One queue with priorities, rather than a queue per urgency: the
+#: same workers serve both, so nothing idles while the other queue is backlogged, and no
+#: deployment needs another queue to configure, watch and scale.
+PRIORITY = {
+    "transactional at once": 1,  # a shipping notice, a payment confirmation
+    "marketing at once": 2,  # a cart nudge when the cart is abandoned
+    "waits first": 3,  # a payment reminder in 30 minutes: its first task only arms a timer
+    "broadcast": 4,  # a campaign to a segment: thousands at once, none waited for
+}
+
+
+def priority_of(definition: Journey, *, broadcast: bool = False) -> Priority:
+    """The task priority of an instance of `definition` (PRIORITY)."""
+    if broadcast:
+        return Priority(priority_key=PRIORITY["broadcast"])
+    if not definition.sends_at_once:
+        return Priority(priority_key=PRIORITY["waits first"])
+    return Priority(priority_key=PRIORITY[f"{definition.category} at once"])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +80,8 @@ class JourneyStart:
     signal_entry: bool = False
     #: Memo besides `journey_version` (a broadcast's instances carry its name).
     memo: dict[str, str] = field(default_factory=dict)
+    #: A broadcast's member: bulk work, after anything a customer waits for (PRIORITY).
+    broadcast: bool = False
 
 
 class Registration:
@@ -128,6 +154,7 @@ async def start_journey(
             memo={"journey_version": start.snapshot.version, **start.memo},
             start_signal=EVENT_SIGNAL if start.signal_entry else None,
             start_signal_args=[event] if start.signal_entry else [],
+            priority=priority_of(definition, broadcast=start.broadcast),
         )
         return handle.first_execution_run_id or handle.result_run_id or ""
 

@@ -14,11 +14,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from core.temporal import binary
+from definitions.schema import Journey
 from instances.contract import EVENT_SIGNAL, JOURNEY_WORKFLOW, REVISION, JourneyInput
-from instances.start import JourneyStart, Registration, signal_journey, start_journey
+from instances.start import PRIORITY, JourneyStart, Registration, priority_of, signal_journey, start_journey
 from tests.helpers import customer, event
 
 QUEUE = "start-test"
+SEND = {"id": "s", "channel": "sms", "template": "t"}
 
 
 @pytest.fixture
@@ -137,3 +139,50 @@ async def test_a_server_that_forgot_the_search_attributes_gets_them_again_and_th
     with pytest.raises(RPCError):
         await start_journey(client, QUEUE, start, registration)
     assert (client.starts, registration.asked) == (1, [False])
+
+
+async def test_what_a_customer_waits_for_goes_first_and_a_broadcast_last(definitions, client):
+    """A shipping notice sends at once (priority 1); a payment reminder's first task only arms a
+    timer (3, the server's default); a broadcast's members are bulk (4). The server keeps the key
+    with the start, and the instance's tasks and activities inherit it."""
+    registration = Registration()
+
+    async def priority_key(journey: str, order: str, **more) -> int:
+        entry = event("order.shipped" if journey == "shipped_notice" else "order.created", "2026-02-01 10:00+08:00",
+                      order=order)  # fmt: skip
+        start = JourneyStart(snapshot=definitions[journey], key=order, entry_event=entry, customer=None, **more)
+        row = await start_journey(client, QUEUE, start, registration)
+        history = await client.get_workflow_handle(row.workflow_id).fetch_history()
+        return history.events[0].workflow_execution_started_event_attributes.priority.priority_key
+
+    assert await priority_key("shipped_notice", "p1") == PRIORITY["transactional at once"] == 1
+    assert await priority_key("payment_reminder", "p2") == PRIORITY["waits first"] == 3
+    assert await priority_key("payment_reminder", "p3", broadcast=True) == PRIORITY["broadcast"] == 4
+
+
+@pytest.mark.parametrize(
+    ("steps", "at_once"),
+    [
+        ([{"send": SEND}], True),
+        ([{"wait": "30m"}, {"send": SEND}], False),
+        ([{"if": {"condition": "order.amount > 100", "then": [{"wait": "1h"}], "else": [{"send": SEND}]}}], True),
+        ([{"if": {"condition": "order.amount > 100", "then": [{"wait": "1h"}]}}, {"send": SEND}], True),
+        ([{"split": {"holdout": 0.1, "branches": [{"steps": [{"wait": "1d"}]}]}}, {"wait": "1h"}], False),
+        ([{"split": {"branches": [{"steps": [{"wait": "1d"}]}, {"steps": [{"send": SEND}]}]}}], True),
+        ([{"wait_for": {"event": "order.paid", "timeout": "1h", "on_timeout": [{"send": SEND}]}}], False),
+    ],
+)
+def test_a_journey_sends_at_once_when_a_send_comes_before_any_wait(steps, at_once):
+    journey = Journey.model_validate(
+        {"name": "j", "category": "marketing", "entry": {"event": "order.created", "key": "order"}, "steps": steps}
+    )
+    assert journey.sends_at_once is at_once
+    assert priority_of(journey).priority_key == (2 if at_once else 3)
+
+
+def test_the_shipped_journeys_priorities(definitions):
+    keys = {snapshot.definition.name: priority_of(snapshot.definition).priority_key for snapshot in definitions}
+    assert keys == {
+        "shipped_notice": 1, "delivered_care": 1, "payment_reminder": 3, "pre_close_reminder": 3,
+        "review_request": 3, "revisit_28d": 3, "birthday_greeting": 3,
+    }  # fmt: skip
