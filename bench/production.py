@@ -33,6 +33,9 @@ It prints:
 7. worker RSS with N waiting instances (order.created starts two that wait).
 
 `--only latency,urgent` runs some parts alone (history, latency, dispatch, urgent, scale, rss).
+`--profile DIR` records py-spy profiles (`pip install py-spy`) of the API and worker processes
+during one extra burst of the scale part (sampling costs CPU, so the figures come from a burst
+without it), and prints each process's top costs.
 
 Billable actions are counted from the history as Temporal Cloud counts them: the start, each
 signal, timer, activity attempt, search-attribute upsert, marker, child start and continue-as-new.
@@ -52,6 +55,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -369,6 +373,83 @@ def raw_cpu(stack: Stack, raw_worker: int, count: int) -> dict[str, float]:
     return {part: (cpu_seconds(pid) - before[part]) * 1000 / count for part, pid in pids.items()}
 
 
+class Profiles:
+    """py-spy (`pip install py-spy`) sampling each Python process of the stack while a part runs:
+    folded stacks in `directory`, and each process's top costs, by function (own time) and by
+    the project's functions (time including what they call)."""
+
+    def __init__(self, directory: Path, pids: dict[str, int]) -> None:
+        self.directory = directory
+        self.pids = pids
+        self.recorders: dict[str, subprocess.Popen] = {}
+
+    def __enter__(self) -> Profiles:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name, pid in self.pids.items():
+            self.recorders[name] = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking",
+                 "--output", str(self.directory / f"{name}.folded")],
+                stdout=subprocess.DEVNULL, stderr=(self.directory / f"{name}.log").open("wb"),
+            )  # fmt: skip
+        time.sleep(1)  # attached before the part begins
+        return self
+
+    def __exit__(self, *_) -> None:
+        for recorder in self.recorders.values():
+            recorder.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
+        for recorder in self.recorders.values():
+            recorder.wait(60)
+
+    def summary(self, top: int = 12) -> str:
+        lines = []
+        for name in self.pids:
+            own, inclusive, total = self._read(self.directory / f"{name}.folded")
+            if not total:
+                lines.append(f"  {name}: no samples (see {self.directory / (name + '.log')})")
+                continue
+            lines.append(f"  {name}: {total} samples; own time, top {top}:")
+            lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
+            lines.append(f"  {name}: the project's functions, including what they call, top {top}:")
+            lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
+        return "\n".join(lines)
+
+    @staticmethod
+    def _read(path: Path) -> tuple[Counter, Counter, int]:
+        own: Counter = Counter()
+        inclusive: Counter = Counter()
+        total = 0
+        if not path.exists():
+            return own, inclusive, 0
+        project = ("core/", "definitions/", "store/", "rules/", "instances/", "activities/", "workflows/",
+                   "channels/", "views/", "triggers/", "journeys/")  # fmt: skip
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            frames = [frame for frame in stack.split(";") if frame]
+            # py-spy's thread and process frames carry no file: leave them out
+            frames = [frame for frame in frames if "(" in frame]
+            if not frames:
+                continue
+            n = int(count)
+            total += n
+            own[_short(frames[-1])] += n
+            for frame in {_short(frame) for frame in frames if any(f"/{p}" in frame for p in project)}:
+                inclusive[frame] += n
+        return own, inclusive, total
+
+
+def _short(frame: str) -> str:
+    """`function (path/to/file.py:line)` with the path from site-packages or the project's root."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "lib/python3", "/work/"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+    root = str(Path(__file__).resolve().parent.parent) + "/"
+    return f"{name} ({where.replace(root, '')})"
+
+
 def describe_cpu(used: dict[str, float]) -> str:
     parts = ", ".join(f"{part} {ms:.0f}" for part, ms in sorted(used.items(), key=lambda item: -item[1]))
     return f"{parts}; total {sum(used.values()):.0f}"
@@ -424,6 +505,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1_000, help="order.created posted at once before the urgent sends")
     parser.add_argument("--scale", type=int, default=400, help="order.shipped per scale-out burst")
     parser.add_argument("--rss", default="10000,100000", help="waiting instances at which to read worker RSS")
+    parser.add_argument("--profile", type=Path, help="with the scale part: py-spy profiles of a burst into this folder")
     parser.add_argument("--only", default=",".join(PARTS), help=f"the parts to run, of {', '.join(PARTS)}")
     args = parser.parse_args()
     parts = {part.strip() for part in args.only.split(",") if part.strip()}
@@ -489,6 +571,13 @@ def main() -> None:
             )
 
         if "scale" in parts:
+            if args.profile:
+                pids = {name: process.pid for name, process in stack.processes.items() if name != "temporal"}
+                with Profiles(args.profile, pids) as profiles:
+                    one = burst(stack, schema.store, shop, args.scale)
+                print(f"profiles of one burst ({args.scale} order.shipped), in {args.profile}:", flush=True)
+                print(profiles.summary(), flush=True)
+                settle([stack.processes["worker0"].pid])
             one = burst(stack, schema.store, shop, args.scale)
             raw = raw_cpu(stack, raw_worker.pid, args.scale)
             stack.workers = 2

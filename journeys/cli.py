@@ -378,18 +378,18 @@ def history(
         client = await connect(settings)
         return await load_history(client, store, ui_url=settings.temporal_ui_url, customer_id=customer, order_id=order)
 
-    try:
-        with _opened_store(settings) as store:
+    with _opened_store(settings) as store:  # outside the try: typer.Exit is a RuntimeError too
+        try:
             found = asyncio.run(load(store))
-    except BadId as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(2) from None
-    except EncryptionKeyError as err:  # not the converter's 100-line KeyError
-        typer.echo(f"journeys history: cannot decrypt the history: {err}", err=True)
-        raise typer.Exit(1) from None
-    except RuntimeError as err:  # Client.connect: the server is unreachable
-        typer.echo(f"cannot reach Temporal at {target(settings)}: {err}", err=True)
-        raise typer.Exit(1) from None
+        except BadId as err:
+            typer.echo(str(err), err=True)
+            raise typer.Exit(2) from None
+        except EncryptionKeyError as err:  # not the converter's 100-line KeyError
+            typer.echo(f"journeys history: cannot decrypt the history: {err}", err=True)
+            raise typer.Exit(1) from None
+        except RuntimeError as err:  # Client.connect: the server is unreachable
+            typer.echo(f"cannot reach Temporal at {target(settings)}: {err}", err=True)
+            raise typer.Exit(1) from None
     if as_json:
         typer.echo(found.model_dump_json(indent=2))
     else:
@@ -618,15 +618,15 @@ def customer_erase(
             outbox=settings.outbox_path,
         )
 
-    try:
-        with _opened_store(settings) as store:
+    with _opened_store(settings) as store:  # outside the try: typer.Exit is a RuntimeError too
+        try:
             done = asyncio.run(run(store))
-    except (BadId, NoSuchCustomer) as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(2) from None
-    except RuntimeError as err:
-        typer.echo(f"cannot reach Temporal at {target(settings)}: {err}; nothing was erased", err=True)
-        raise typer.Exit(1) from None
+        except (BadId, NoSuchCustomer) as err:
+            typer.echo(str(err), err=True)
+            raise typer.Exit(2) from None
+        except RuntimeError as err:
+            typer.echo(f"cannot reach Temporal at {target(settings)}: {err}; nothing was erased", err=True)
+            raise typer.Exit(1) from None
     removed = ", ".join(f"{name} {count}" for name, count in done.removed.items())
     outbox = f", outbox lines {done.outbox_lines_removed}" if done.outbox_lines_removed else ""
     typer.echo(f"erased {customer_id}: {len(done.terminated)} journeys stopped; {removed}{outbox}")
@@ -715,15 +715,15 @@ def _broadcast_call(work) -> None:
     async def run(store):
         return await work(await connect(settings), store, definitions, settings)
 
-    try:
-        with _opened_store(settings) as store:
+    with _opened_store(settings) as store:  # outside the try: typer.Exit is a RuntimeError too
+        try:
             lines = asyncio.run(run(store))
-    except BroadcastError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(1) from None
-    except RuntimeError as err:  # Client.connect: the server is unreachable
-        typer.echo(f"cannot reach Temporal at {target(settings)}: {err}", err=True)
-        raise typer.Exit(1) from None
+        except BroadcastError as err:
+            typer.echo(str(err), err=True)
+            raise typer.Exit(1) from None
+        except RuntimeError as err:  # Client.connect: the server is unreachable
+            typer.echo(f"cannot reach Temporal at {target(settings)}: {err}", err=True)
+            raise typer.Exit(1) from None
     for line in lines:
         typer.echo(line)
 

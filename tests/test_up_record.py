@@ -90,7 +90,8 @@ def test_every_command_finds_what_up_started(tmp_path):
 
 def test_a_read_makes_no_database_and_names_the_real_variable(tmp_path):
     env = clean_environment()
-    for command in (["customer", "c1"], ["events"], ["report"], ["segment", "count"], ["history", "--order", "o1"]):
+    reads = (["customer", "c1"], ["events"], ["report"], ["segment", "count"], ["history", "--order", "o1"])
+    for command in (*reads, ["customer", "erase", "c1", "--yes"]):  # an erasure reads first
         answer = run(tmp_path, env, *command)
         assert answer.returncode == 2, (command, answer.stdout, answer.stderr)
         assert answer.stderr.startswith("journeys: no database at .data/journeys.db."), answer.stderr
