@@ -67,7 +67,7 @@ from temporalio.common import WorkflowIDReusePolicy
 
 from bench.common import Schema
 from store.db import Store
-from store.tables import MessageRow
+from store.tables import EventRow, MessageRow
 from tests.helpers import daytime_zone, free_port
 from tests.stack import Stack, pending, sent, wait_until
 
@@ -226,8 +226,12 @@ def dispatch(stack: Stack, store: Store, shop: Shop, starts: int, workers: list[
     return ours, raw
 
 
-def latency(stack: Stack, store: Store, shop: Shop, rate: float, seconds: float) -> tuple[float, float, int]:
-    """Event-to-send p50 and p99 of order.shipped posted one by one at `rate` for `seconds`."""
+def latency(
+    stack: Stack, store: Store, shop: Shop, rate: float, seconds: float
+) -> tuple[float, float, int, float, float, float, float]:
+    """Event-to-send p50 and p99 of order.shipped posted one by one at `rate` for `seconds`, how
+    many, then the p50 and p99 until dispatch (the log to the start) and until the interpreter ran
+    the send step (the start's first workflow task)."""
     count = int(rate * seconds)
     prefix = f"l{uuid.uuid4().hex[:4]}-"
     posted: dict[str, datetime] = {}
@@ -243,7 +247,7 @@ def latency(stack: Stack, store: Store, shop: Shop, rate: float, seconds: float)
     def all_sent():
         with store.transaction() as session:
             rows = session.execute(
-                select(MessageRow.order_id, MessageRow.updated_at).where(
+                select(MessageRow.order_id, MessageRow.updated_at, MessageRow.at).where(
                     MessageRow.journey == "shipped_notice", MessageRow.status == "sent",
                     MessageRow.order_id.startswith(prefix),
                 )
@@ -251,8 +255,24 @@ def latency(stack: Stack, store: Store, shop: Shop, rate: float, seconds: float)
         return rows if len(rows) == count else None
 
     rows = wait_until(all_sent, 1800, "the latency run's sends")
-    waits = sorted((sent_at - posted[order]).total_seconds() for order, sent_at in rows)
-    return statistics.median(waits), waits[min(len(waits) - 1, int(len(waits) * 0.99))], count
+    waits = [(sent_at - posted[order]).total_seconds() for order, sent_at, _ in rows]
+    # Until the interpreter ran the send step (its workflow task's time); after it, the decision and the channel.
+    to_step = [(step_at - posted[order]).total_seconds() for order, _, step_at in rows]
+    with store.transaction() as session:
+        dispatched = session.execute(
+            select(EventRow.received_at, EventRow.dispatched_at).where(
+                EventRow.type == "order.shipped", EventRow.order_id.startswith(prefix)
+            )
+        ).all()
+    # The part of the wait before the start reached Temporal: the API's log and its dispatcher.
+    in_dispatch = [(done - received).total_seconds() for received, done in dispatched]
+    return (*percentiles(waits), count, *percentiles(in_dispatch), *percentiles(to_step))
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    """p50 and p99."""
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 async def raw_latency(address: str, rate: float, seconds: float) -> tuple[float, float]:
@@ -339,13 +359,13 @@ def burst(stack: Stack, store: Store, shop: Shop, count: int) -> tuple[float, fl
 
 def urgent_during_burst(
     stack: Stack, store: Store, shop: Shop, orders: int, rate: float = 10, seconds: float = 10
-) -> tuple[float, float, int, float]:
+) -> tuple[tuple[float, float, int, float, float, float, float], float]:
     """`orders` order.created posted at once (two instances each, arming timers), then order.shipped
-    at `rate` for `seconds` with no pause: the shipped notices' (p50, p99, sends) and how long the
+    at `rate` for `seconds` with no pause: the shipped notices' latency figures, and how long the
     worker took to work through everything afterwards."""
     post_all(stack.api, shop.orders(f"b{uuid.uuid4().hex[:4]}-", orders))
-    p50, p99, count = latency(stack, store, shop, rate, seconds)
-    return p50, p99, count, settle([stack.processes["worker0"].pid])
+    figures = latency(stack, store, shop, rate, seconds)
+    return figures, settle([stack.processes["worker0"].pid])
 
 
 async def raw_burst(address: str, count: int, concurrency: int = 32) -> None:
@@ -373,6 +393,10 @@ def raw_cpu(stack: Stack, raw_worker: int, count: int) -> dict[str, float]:
     return {part: (cpu_seconds(pid) - before[part]) * 1000 / count for part, pid in pids.items()}
 
 
+#: py-spy installed beside this Python (`pip install py-spy` in the venv), else on the PATH.
+PY_SPY = str(next((p for p in [Path(sys.executable).parent / "py-spy"] if p.exists()), "py-spy"))
+
+
 class Profiles:
     """py-spy (`pip install py-spy`) sampling each Python process of the stack while a part runs:
     folded stacks in `directory`, and each process's top costs, by function (own time) and by
@@ -387,7 +411,7 @@ class Profiles:
         self.directory.mkdir(parents=True, exist_ok=True)
         for name, pid in self.pids.items():
             self.recorders[name] = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking",
+                [PY_SPY, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking",
                  "--output", str(self.directory / f"{name}.folded")],
                 stdout=subprocess.DEVNULL, stderr=(self.directory / f"{name}.log").open("wb"),
             )  # fmt: skip
@@ -457,7 +481,9 @@ def describe_cpu(used: dict[str, float]) -> str:
 
 def waiting_rss(stack: Stack, store: Store, shop: Shop, targets: list[int]) -> list[tuple[int, float, float]]:
     """Grow to each target of waiting instances; (instances, worker RSS MB, seconds to get there)."""
-    out = []
+    out: list[tuple[int, float, float]] = []
+    if not targets:
+        return out
     made = asyncio.run(_running(stack.address))
     print(f"  {made} waiting instances: worker RSS {rss_mb(stack.processes['worker0'].pid):.0f} MB", flush=True)
     for target in targets:
@@ -542,11 +568,12 @@ def main() -> None:
             )
 
         for rate in [float(r) for r in args.rate.split(",") if r.strip()] if "latency" in parts else []:
-            p50, p99, sent = latency(stack, schema.store, shop, rate, args.seconds)
+            p50, p99, sent, d50, d99, s50, s99 = latency(stack, schema.store, shop, rate, args.seconds)
             raw50, raw99 = asyncio.run(raw_latency(stack.address, rate, args.seconds))
             print(
-                f"event-to-send at {rate:.0f} events/s ({sent} sends): p50 {p50:.3f} s, p99 {p99:.3f} s; "
-                f"raw start-to-activity p50 {raw50:.3f} s, p99 {raw99:.3f} s",
+                f"event-to-send at {rate:.0f} events/s ({sent} sends): p50 {p50:.3f} s, p99 {p99:.3f} s "
+                f"(dispatched by p50 {d50:.3f} s, p99 {d99:.3f} s; at the send step by p50 {s50:.3f} s, "
+                f"p99 {s99:.3f} s); raw start-to-activity p50 {raw50:.3f} s, p99 {raw99:.3f} s",
                 flush=True,
             )
 
@@ -562,10 +589,12 @@ def main() -> None:
             print(f"  the worker started the dispatch run's instances in {caught_up:.0f} s", flush=True)
 
         if "urgent" in parts:
-            p50, p99, sent, after = urgent_during_burst(stack, schema.store, shop, args.burst)
+            (p50, p99, sent, d50, d99, s50, s99), after = urgent_during_burst(stack, schema.store, shop, args.burst)
             print(
                 f"urgent sends during a burst ({args.burst} order.created at once, {2 * args.burst} new "
-                f"instances, then {sent} order.shipped at 10/s): p50 {p50:.3f} s, p99 {p99:.3f} s; "
+                f"instances, then {sent} order.shipped at 10/s): p50 {p50:.3f} s, p99 {p99:.3f} s "
+                f"(dispatched by p50 {d50:.3f} s, p99 {d99:.3f} s; at the send step by p50 {s50:.3f} s, "
+                f"p99 {s99:.3f} s); "
                 f"the worker was done with the burst {after:.0f} s after the last send",
                 flush=True,
             )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, cast, delete, func, null, or_, select, update
+from sqlalchemy import String, case, cast, delete, func, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.contacts import canonical_contacts, email_forms, phone_forms, region_of
@@ -569,20 +569,34 @@ def mark_all_dispatched(
         session.execute(update(EventRow).where(EventRow.event_id == event_id).values(note=note[:2000]))
 
 
-def customers_with_pending_events(session: Session, limit: int, now: datetime) -> list[str]:
-    """Customers whose events wait for dispatch, the longest-waiting first. A customer held back
-    after a passing failure waits out its `retry_at` without taking a place; once due it takes one
-    of a tenth of the places kept for retries, so any number of failing customers never crowds
-    out the others (nor do the others starve the retries)."""
+def customers_with_pending_events(
+    session: Session,
+    limit: int,
+    now: datetime,
+    *,
+    urgent: frozenset[str] = frozenset(),
+    busy: Collection[str] = (),
+) -> list[str]:
+    """Customers whose events wait for dispatch: those with an `urgent` event type waiting first
+    (an event that starts a journey sending at once), then the longest-waiting. A customer held
+    back after a passing failure waits out its `retry_at` without taking a place; once due it
+    takes one of a tenth of the places kept for retries, so any number of failing customers never
+    crowds out the others (nor do the others starve the retries). `busy` customers (being
+    dispatched now) are left out."""
     oldest = func.min(EventRow.occurred_at)
     held = func.max(EventRow.retry_at)
     waiting = select(EventRow.customer_id).where(_pending()).group_by(EventRow.customer_id)
+    if busy:
+        waiting = waiting.where(EventRow.customer_id.not_in(list(busy)))
     retries = list(
         session.scalars(
             waiting.having(held.is_not(None) & (held <= now)).order_by(held, EventRow.customer_id).limit(limit)
         )
     )
-    fresh = list(session.scalars(waiting.having(held.is_(None)).order_by(oldest, EventRow.customer_id).limit(limit)))
+    first = [func.max(case((EventRow.type.in_(sorted(urgent)), 1), else_=0)).desc()] if urgent else []
+    fresh = list(
+        session.scalars(waiting.having(held.is_(None)).order_by(*first, oldest, EventRow.customer_id).limit(limit))
+    )
     kept = max(1, limit // 10)
     retried = retries[: max(kept, limit - len(fresh))]
     return (retried + fresh)[:limit]

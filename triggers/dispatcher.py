@@ -5,6 +5,12 @@ router, oldest first and one at a time per customer (every journey key, order or
 belongs to one customer, so that keeps each key's events in order), many customers at once.
 Several dispatchers (several API processes) share the log: a lease per customer in the store
 lets one at a time work on a customer.
+Customers are taken up as slots free, not a pass at a time: a customer whose events arrive while
+a burst is dispatched waits for a free slot, not for the burst's end. Customers with an urgent
+event waiting (one that starts a journey sending at once: a shipping notice) take the free slots
+first; the instances they start go ahead of the burst's on Temporal's task queue too (their task
+priority, instances/start.py).
+
 While Temporal is unreachable the events stay pending and are tried again with backoff; a
 restart loses nothing because the log is the queue. An error Temporal will repeat forever
 (a rejected request) closes the event with its error recorded instead of blocking its customer.
@@ -33,6 +39,10 @@ from store.tables import InstanceRow
 from triggers.router import Router, note_of
 
 log = logging.getLogger(__name__)
+
+#: After a customer is done, how long `run` waits for others to finish before it looks for the
+#: next customers (one query for several free slots, not one per customer).
+TAKE_UP_PAUSE = 0.02
 
 #: How long a dispatcher holds a customer without renewing (renewed before each event).
 LEASE = timedelta(minutes=2)
@@ -68,30 +78,82 @@ class Dispatcher:
         self.connect = connect
         self.task_queue = task_queue
         self.batch = batch
+        self.slots = concurrency  # customers dispatched at once by `run`
         self.concurrency = asyncio.Semaphore(concurrency)
+        #: The event types that start a journey sending at once: their customers go first.
+        self.urgent = frozenset(
+            event_type
+            for snapshot in definitions
+            if snapshot.definition.sends_at_once
+            for event_type in snapshot.definition.entry.events
+        )
         self.max_backoff = max_backoff
         self.wake = asyncio.Event()
         self.router: Router | None = None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Dispatch until `stop` is set; `wake` (set by the API on new events) skips the wait."""
+        """Dispatch until `stop` is set: take up waiting customers whenever a slot is free, the
+        urgent ones first (`_take_up`); `wake` (set by the API on new events) looks at once. After
+        a passing failure (Temporal or the database unreachable) no customer is taken up for a
+        backoff, doubling up to `max_backoff`; the customers being dispatched finish first."""
         backoff = 0.5
-        while not stop.is_set():
-            self.wake.clear()
-            try:
-                done, blocked = await self.dispatch_pending()
-            except Exception as err:  # Temporal or the database unreachable: try again later
-                log.warning("dispatch paused: %s", err)
-                self.router = None
-                done, blocked = 0, True
-            backoff = min(backoff * 2, self.max_backoff) if blocked else 0.5
-            if done and not blocked:
-                continue  # maybe more pending
-            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self.wake.wait())]
-            await asyncio.wait(waiters, timeout=backoff if blocked else 5.0, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiters:
-                waiter.cancel()
+        working: dict[str, asyncio.Task[tuple[int, bool]]] = {}
+        paused_until = 0.0
+        try:
+            while not stop.is_set():
+                self.wake.clear()
+                if time.monotonic() >= paused_until:
+                    try:
+                        await self._take_up(working)
+                    except Exception as err:  # Temporal or the database unreachable: try again later
+                        log.warning("dispatch paused: %s", err)
+                        self.router = None
+                        paused_until = time.monotonic() + backoff
+                        backoff = min(backoff * 2, self.max_backoff)
+                waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self.wake.wait())]
+                timeout = max(0.0, paused_until - time.monotonic()) or (5.0 if not working else None)
+                done, _ = await asyncio.wait(
+                    [*waiters, *working.values()], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                for waiter in waiters:
+                    waiter.cancel()
+                blocked = False
+                for customer_id, task in list(working.items()):
+                    if not task.done():
+                        continue
+                    del working[customer_id]
+                    if (err := task.exception()) is not None:  # the store unreachable mid-customer
+                        log.warning("dispatch paused: %s", err)
+                        self.router = None
+                        blocked = True
+                    else:
+                        blocked = blocked or task.result()[1]
+                if blocked:
+                    paused_until = time.monotonic() + backoff
+                    backoff = min(backoff * 2, self.max_backoff)
+                elif done - set(waiters):
+                    backoff = 0.5
+                    await asyncio.sleep(TAKE_UP_PAUSE)  # let a few slots free up: one look for them all
+        finally:
+            for task in working.values():
+                task.cancel()
+            await asyncio.gather(*working.values(), return_exceptions=True)
+
+    async def _take_up(self, working: dict[str, asyncio.Task[tuple[int, bool]]]) -> None:
+        """Start dispatching as many waiting customers as there are free slots, urgent ones first."""
+        free = self.slots - len(working)
+        if free <= 0:
+            return
+        customers = await asyncio.to_thread(self._customers_waiting, free, frozenset(working))
+        if not customers:
+            return
+        if self.router is None:
+            self.router = Router(
+                await self.connect(), self.definitions, self.store, self.task_queue, default_region=self.default_region
+            )
+        for customer_id in customers:
+            working[customer_id] = asyncio.create_task(self._dispatch_customer(customer_id))
 
     async def dispatch_pending(self) -> tuple[int, bool]:
         """One pass over what is pending: how many were dispatched, and whether any had to wait."""
@@ -105,9 +167,11 @@ class Dispatcher:
         results = await asyncio.gather(*(self._dispatch_customer(customer_id) for customer_id in customers))
         return sum(n for n, _ in results), any(blocked for _, blocked in results)
 
-    def _customers_waiting(self) -> list[str]:
+    def _customers_waiting(self, limit: int | None = None, busy: frozenset[str] = frozenset()) -> list[str]:
         with self.store.transaction() as session:
-            return queries.customers_with_pending_events(session, self.batch, datetime.now(UTC))
+            return queries.customers_with_pending_events(
+                session, limit or self.batch, datetime.now(UTC), urgent=self.urgent, busy=busy
+            )
 
     async def _dispatch_customer(self, customer_id: str) -> tuple[int, bool]:
         """Dispatch one customer's pending events in order, under a lease so that no other
