@@ -63,7 +63,7 @@ import httpx
 from sqlalchemy import select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import Priority, WorkflowIDReusePolicy
 
 from bench.common import Schema
 from store.db import Store
@@ -368,6 +368,41 @@ def urgent_during_burst(
     return figures, settle([stack.processes["worker0"].pid])
 
 
+async def raw_urgent_during_burst(
+    address: str, starts: int, rate: float = 10, seconds: float = 10, concurrency: int = 32
+) -> tuple[float, float]:
+    """Raw Temporal in the same case: `starts` MinimalReminder that wait (timer-only first tasks),
+    started by signal-with-start at `concurrency` with the default priority, and meanwhile
+    MinimalReminder with nothing to wait for at `rate` with priority 1 (the engine's shipping
+    notices'): the urgent ones' start-to-completion p50 and p99."""
+    client = await Client.connect(address)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def waiting(n: int) -> None:
+        async with gate:
+            await client.start_workflow(
+                "MinimalReminder", 900.0, id=f"raw-wait-{uuid.uuid4().hex}-{n}", task_queue=RAW_QUEUE,
+                start_signal="event", start_signal_args=[{"type": "order.created", "n": n}],
+            )  # fmt: skip
+
+    waits: list[float] = []
+    began = time.perf_counter()
+
+    async def urgent(n: int) -> None:
+        await asyncio.sleep(max(0.0, began + n / rate - time.perf_counter()))
+        sent = time.perf_counter()
+        handle = await client.start_workflow(
+            "MinimalReminder", 0.0, id=f"raw-urgent-{uuid.uuid4().hex}-{n}", task_queue=RAW_QUEUE,
+            start_signal="event", start_signal_args=[{"type": "order.shipped", "n": n}],
+            priority=Priority(priority_key=1),
+        )  # fmt: skip
+        await handle.result()
+        waits.append(time.perf_counter() - sent)
+
+    await asyncio.gather(*(waiting(n) for n in range(starts)), *(urgent(n) for n in range(int(rate * seconds))))
+    return percentiles(waits)
+
+
 async def raw_burst(address: str, count: int, concurrency: int = 32) -> None:
     """`count` MinimalReminder with nothing to wait for, by signal-with-start at `concurrency`,
     each to its completion: raw Temporal's minimal immediate journey."""
@@ -596,6 +631,13 @@ def main() -> None:
                 f"(dispatched by p50 {d50:.3f} s, p99 {d99:.3f} s; at the send step by p50 {s50:.3f} s, "
                 f"p99 {s99:.3f} s); "
                 f"the worker was done with the burst {after:.0f} s after the last send",
+                flush=True,
+            )
+            raw50, raw99 = asyncio.run(raw_urgent_during_burst(stack.address, 2 * args.burst))
+            settle([raw_worker.pid])
+            print(
+                f"  raw, the same case ({2 * args.burst} waiting MinimalReminder started at once, then "
+                f"immediate ones at 10/s with priority 1): p50 {raw50:.3f} s, p99 {raw99:.3f} s",
                 flush=True,
             )
 
