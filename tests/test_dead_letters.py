@@ -7,6 +7,7 @@ and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -203,3 +204,25 @@ def test_the_urgent_events_are_those_starting_a_journey_that_sends_at_once(defin
 
     dispatcher = Dispatcher(store, definitions, connect, "q", default_region="CN")
     assert dispatcher.urgent == {"order.shipped", "order.delivered"}  # 发货提醒, 签收关怀
+
+
+async def test_on_stop_the_customers_being_dispatched_finish_their_events(definitions, store):
+    """Stopping the API stops the dispatcher: a customer it is working on finishes its events and
+    marks them, so none is dispatched twice after a restart."""
+    now = datetime.now(UTC)
+    log(store, *[event("order.shipped", now, customer="c1", order=f"o{n}", event_id=f"e{n}") for n in range(3)])
+    routing = asyncio.Event()
+
+    class Slow(Router):
+        async def route(self, item, mark=True, backfill=False):
+            routing.set()
+            await asyncio.sleep(0.2)
+            return await super().route(item, mark, backfill)
+
+    async with dispatcher_on_test_server(store, definitions, Slow) as dispatcher:
+        stop = asyncio.Event()
+        running = asyncio.create_task(dispatcher.run(stop))
+        await asyncio.wait_for(routing.wait(), 30)  # c1's first event is being routed
+        stop.set()
+        await asyncio.wait_for(running, 60)
+    assert [row(store, f"e{n}").dispatched_at is not None for n in range(3)] == [True, True, True]

@@ -96,7 +96,8 @@ class Dispatcher:
         """Dispatch until `stop` is set: take up waiting customers whenever a slot is free, the
         urgent ones first (`_take_up`); `wake` (set by the API on new events) looks at once. After
         a passing failure (Temporal or the database unreachable) no customer is taken up for a
-        backoff, doubling up to `max_backoff`; the customers being dispatched finish first."""
+        backoff, doubling up to `max_backoff`. On `stop`, the customers being dispatched finish
+        their events before it returns."""
         backoff = 0.5
         working: dict[str, asyncio.Task[tuple[int, bool]]] = {}
         paused_until = 0.0
@@ -136,8 +137,8 @@ class Dispatcher:
                     backoff = 0.5
                     await asyncio.sleep(TAKE_UP_PAUSE)  # let a few slots free up: one look for them all
         finally:
-            for task in working.values():
-                task.cancel()
+            # The customers being dispatched finish their events first, as a whole pass did: a run
+            # cut short would leave events it had dispatched unmarked, to be dispatched again.
             await asyncio.gather(*working.values(), return_exceptions=True)
 
     async def _take_up(self, working: dict[str, asyncio.Task[tuple[int, bool]]]) -> None:
