@@ -77,6 +77,17 @@ class Definitions:
     def __len__(self) -> int:
         return len(self.journeys)
 
+    @property
+    def urgent_events(self) -> frozenset[str]:
+        """The event types that start a journey sending at once (`Journey.sends_at_once`): a
+        customer waits for what they start, so they are dispatched first."""
+        return frozenset(
+            event_type
+            for snapshot in self
+            if snapshot.definition.sends_at_once
+            for event_type in snapshot.definition.entry.events
+        )
+
 
 # ---------------------------------------------------------------------------------------------
 # YAML with line numbers

@@ -80,13 +80,7 @@ class Dispatcher:
         self.batch = batch
         self.slots = concurrency  # customers dispatched at once by `run`
         self.concurrency = asyncio.Semaphore(concurrency)
-        #: The event types that start a journey sending at once: their customers go first.
-        self.urgent = frozenset(
-            event_type
-            for snapshot in definitions
-            if snapshot.definition.sends_at_once
-            for event_type in snapshot.definition.entry.events
-        )
+        self.urgent = definitions.urgent_events  # their customers go first
         self.max_backoff = max_backoff
         self.wake = asyncio.Event()
         self.router: Router | None = None
@@ -101,39 +95,34 @@ class Dispatcher:
         backoff = 0.5
         working: dict[str, asyncio.Task[tuple[int, bool]]] = {}
         paused_until = 0.0
+
+        def pause(err: BaseException | None = None) -> None:
+            nonlocal backoff, paused_until
+            if err is not None:  # Temporal or the database unreachable: connect again after the pause
+                log.warning("dispatch paused: %s", err)
+                self.router = None
+            paused_until = time.monotonic() + backoff
+            backoff = min(backoff * 2, self.max_backoff)
+
         try:
             while not stop.is_set():
                 self.wake.clear()
                 if time.monotonic() >= paused_until:
                     try:
                         await self._take_up(working)
-                    except Exception as err:  # Temporal or the database unreachable: try again later
-                        log.warning("dispatch paused: %s", err)
-                        self.router = None
-                        paused_until = time.monotonic() + backoff
-                        backoff = min(backoff * 2, self.max_backoff)
+                    except Exception as err:
+                        pause(err)
                 waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self.wake.wait())]
                 timeout = max(0.0, paused_until - time.monotonic()) or (5.0 if not working else None)
-                done, _ = await asyncio.wait(
-                    [*waiters, *working.values()], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
+                await asyncio.wait([*waiters, *working.values()], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in waiters:
                     waiter.cancel()
-                blocked = False
-                for customer_id, task in list(working.items()):
-                    if not task.done():
-                        continue
-                    del working[customer_id]
-                    if (err := task.exception()) is not None:  # the store unreachable mid-customer
-                        log.warning("dispatch paused: %s", err)
-                        self.router = None
-                        blocked = True
-                    else:
-                        blocked = blocked or task.result()[1]
-                if blocked:
-                    paused_until = time.monotonic() + backoff
-                    backoff = min(backoff * 2, self.max_backoff)
-                elif done - set(waiters):
+                finished = [working.pop(customer_id) for customer_id, task in list(working.items()) if task.done()]
+                errors = [err for task in finished if (err := task.exception()) is not None]
+                blocked = any(task.result()[1] for task in finished if task.exception() is None)
+                if errors or blocked:  # the store unreachable mid-customer, or a customer's events must wait
+                    pause(errors[0] if errors else None)
+                elif finished:
                     backoff = 0.5
                     await asyncio.sleep(TAKE_UP_PAUSE)  # let a few slots free up: one look for them all
         finally:
@@ -147,12 +136,8 @@ class Dispatcher:
         if free <= 0:
             return
         customers = await asyncio.to_thread(self._customers_waiting, free, frozenset(working))
-        if not customers:
-            return
-        if self.router is None:
-            self.router = Router(
-                await self.connect(), self.definitions, self.store, self.task_queue, default_region=self.default_region
-            )
+        if customers:
+            await self._connect()
         for customer_id in customers:
             working[customer_id] = asyncio.create_task(self._dispatch_customer(customer_id))
 
@@ -161,12 +146,16 @@ class Dispatcher:
         customers = await asyncio.to_thread(self._customers_waiting)
         if not customers:
             return 0, False
+        await self._connect()
+        results = await asyncio.gather(*(self._dispatch_customer(customer_id) for customer_id in customers))
+        return sum(n for n, _ in results), any(blocked for _, blocked in results)
+
+    async def _connect(self) -> None:
+        """The router, on a client made when first needed (again after Temporal was unreachable)."""
         if self.router is None:
             self.router = Router(
                 await self.connect(), self.definitions, self.store, self.task_queue, default_region=self.default_region
             )
-        results = await asyncio.gather(*(self._dispatch_customer(customer_id) for customer_id in customers))
-        return sum(n for n, _ in results), any(blocked for _, blocked in results)
 
     def _customers_waiting(self, limit: int | None = None, busy: frozenset[str] = frozenset()) -> list[str]:
         with self.store.transaction() as session:
