@@ -33,9 +33,7 @@ It prints:
 7. worker RSS with N waiting instances (order.created starts two that wait).
 
 `--only latency,urgent` runs some parts alone (history, latency, dispatch, urgent, scale, rss).
-`--profile DIR` records py-spy profiles (`pip install py-spy`) of the API and worker processes
-during one extra burst of the scale part (sampling costs CPU, so the figures come from a burst
-without it), and prints each process's top costs.
+Where the worker's CPU goes, by function: `python -m bench.profile_worker`.
 
 Billable actions are counted from the history as Temporal Cloud counts them: the start, each
 signal, timer, activity attempt, search-attribute upsert, marker, child start and continue-as-new.
@@ -55,9 +53,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 from sqlalchemy import select
@@ -190,17 +188,23 @@ def intake(count: int) -> float:
         schema.drop()
 
 
-async def raw_starts(address: str, count: int, concurrency: int = 32) -> float:
+async def raw_starts(
+    address: str, count: int, concurrency: int = 32, *, wait_seconds: float = 900.0, to_completion: bool = False
+) -> float:
+    """Starts/s of `count` MinimalReminder by signal-with-start, `concurrency` at a time, each
+    waiting `wait_seconds` before its one activity; with `to_completion`, until each has ended."""
     client = await Client.connect(address)
     gate = asyncio.Semaphore(concurrency)
 
     async def start(n: int) -> None:
         async with gate:
-            await client.start_workflow(
-                "MinimalReminder", 900.0, id=f"raw-{uuid.uuid4().hex}-{n}", task_queue=RAW_QUEUE,
+            handle = await client.start_workflow(
+                "MinimalReminder", wait_seconds, id=f"raw-{uuid.uuid4().hex}-{n}", task_queue=RAW_QUEUE,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 start_signal="event", start_signal_args=[{"type": "order.created", "n": n}],
             )  # fmt: skip
+        if to_completion:
+            await handle.result()
 
     began = time.perf_counter()
     await asyncio.gather(*(start(n) for n in range(count)))
@@ -226,12 +230,25 @@ def dispatch(stack: Stack, store: Store, shop: Shop, starts: int, workers: list[
     return ours, raw
 
 
-def latency(
-    stack: Stack, store: Store, shop: Shop, rate: float, seconds: float
-) -> tuple[float, float, int, float, float, float, float]:
-    """Event-to-send p50 and p99 of order.shipped posted one by one at `rate` for `seconds`, how
-    many, then the p50 and p99 until dispatch (the log to the start) and until the interpreter ran
-    the send step (the start's first workflow task)."""
+class Waits(NamedTuple):
+    """Event-to-send of a run of order.shipped, and the parts of it: until dispatch (the log to
+    the start) and until the interpreter ran the send step (the start's first workflow task)."""
+
+    sends: int
+    sent: tuple[float, float]  # p50, p99
+    dispatched: tuple[float, float]
+    at_step: tuple[float, float]
+
+    def describe(self) -> str:
+        (p50, p99), (d50, d99), (s50, s99) = self.sent, self.dispatched, self.at_step
+        return (
+            f"p50 {p50:.3f} s, p99 {p99:.3f} s (dispatched by p50 {d50:.3f} s, p99 {d99:.3f} s; "
+            f"at the send step by p50 {s50:.3f} s, p99 {s99:.3f} s)"
+        )
+
+
+def latency(stack: Stack, store: Store, shop: Shop, rate: float, seconds: float) -> Waits:
+    """Order.shipped posted one by one at `rate` for `seconds`, each until its SMS is sent."""
     count = int(rate * seconds)
     prefix = f"l{uuid.uuid4().hex[:4]}-"
     posted: dict[str, datetime] = {}
@@ -266,7 +283,7 @@ def latency(
         ).all()
     # The part of the wait before the start reached Temporal: the API's log and its dispatcher.
     in_dispatch = [(done - received).total_seconds() for received, done in dispatched]
-    return (*percentiles(waits), count, *percentiles(in_dispatch), *percentiles(to_step))
+    return Waits(count, percentiles(waits), percentiles(in_dispatch), percentiles(to_step))
 
 
 def percentiles(values: list[float]) -> tuple[float, float]:
@@ -275,9 +292,10 @@ def percentiles(values: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-async def raw_latency(address: str, rate: float, seconds: float) -> tuple[float, float]:
+async def raw_latency(address: str, rate: float, seconds: float, priority: int | None = None) -> tuple[float, float]:
     """The floor: signal-with-start of MinimalReminder with nothing to wait for (its one activity
-    at once), at the same rate; from the start call to the workflow's completion."""
+    at once), at the same rate, with the task `priority` key if given; the p50 and p99 from the
+    start call to the workflow's completion."""
     client = await Client.connect(address)
     count = int(rate * seconds)
     began = time.perf_counter()
@@ -289,13 +307,13 @@ async def raw_latency(address: str, rate: float, seconds: float) -> tuple[float,
         handle = await client.start_workflow(
             "MinimalReminder", 0.0, id=f"raw-latency-{uuid.uuid4().hex}", task_queue=RAW_QUEUE,
             start_signal="event", start_signal_args=[{"type": "order.shipped"}],
+            priority=Priority(priority_key=priority) if priority else Priority.default,
         )  # fmt: skip
         await handle.result()
         waits.append(time.perf_counter() - sent)
 
     await asyncio.gather(*(one(n) for n in range(count)))
-    waits.sort()
-    return statistics.median(waits), waits[min(len(waits) - 1, int(len(waits) * 0.99))]
+    return percentiles(waits)
 
 
 async def history_costs(stack: Stack, shop: Shop) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -359,7 +377,7 @@ def burst(stack: Stack, store: Store, shop: Shop, count: int) -> tuple[float, fl
 
 def urgent_during_burst(
     stack: Stack, store: Store, shop: Shop, orders: int, rate: float = 10, seconds: float = 10
-) -> tuple[tuple[float, float, int, float, float, float, float], float]:
+) -> tuple[Waits, float]:
     """`orders` order.created posted at once (two instances each, arming timers), then order.shipped
     at `rate` for `seconds` with no pause: the shipped notices' latency figures, and how long the
     worker took to work through everything afterwards."""
@@ -369,144 +387,21 @@ def urgent_during_burst(
 
 
 async def raw_urgent_during_burst(
-    address: str, starts: int, rate: float = 10, seconds: float = 10, concurrency: int = 32
+    address: str, starts: int, rate: float = 10, seconds: float = 10
 ) -> tuple[float, float]:
-    """Raw Temporal in the same case: `starts` MinimalReminder that wait (timer-only first tasks),
-    started by signal-with-start at `concurrency` with the default priority, and meanwhile
-    MinimalReminder with nothing to wait for at `rate` with priority 1 (the engine's shipping
-    notices'): the urgent ones' start-to-completion p50 and p99."""
-    client = await Client.connect(address)
-    gate = asyncio.Semaphore(concurrency)
-
-    async def waiting(n: int) -> None:
-        async with gate:
-            await client.start_workflow(
-                "MinimalReminder", 900.0, id=f"raw-wait-{uuid.uuid4().hex}-{n}", task_queue=RAW_QUEUE,
-                start_signal="event", start_signal_args=[{"type": "order.created", "n": n}],
-            )  # fmt: skip
-
-    waits: list[float] = []
-    began = time.perf_counter()
-
-    async def urgent(n: int) -> None:
-        await asyncio.sleep(max(0.0, began + n / rate - time.perf_counter()))
-        sent = time.perf_counter()
-        handle = await client.start_workflow(
-            "MinimalReminder", 0.0, id=f"raw-urgent-{uuid.uuid4().hex}-{n}", task_queue=RAW_QUEUE,
-            start_signal="event", start_signal_args=[{"type": "order.shipped", "n": n}],
-            priority=Priority(priority_key=1),
-        )  # fmt: skip
-        await handle.result()
-        waits.append(time.perf_counter() - sent)
-
-    await asyncio.gather(*(waiting(n) for n in range(starts)), *(urgent(n) for n in range(int(rate * seconds))))
-    return percentiles(waits)
-
-
-async def raw_burst(address: str, count: int, concurrency: int = 32) -> None:
-    """`count` MinimalReminder with nothing to wait for, by signal-with-start at `concurrency`,
-    each to its completion: raw Temporal's minimal immediate journey."""
-    client = await Client.connect(address)
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(n: int) -> None:
-        async with gate:
-            handle = await client.start_workflow(
-                "MinimalReminder", 0.0, id=f"raw-burst-{uuid.uuid4().hex}-{n}", task_queue=RAW_QUEUE,
-                start_signal="event", start_signal_args=[{"type": "order.shipped", "n": n}],
-            )  # fmt: skip
-        await handle.result()
-
-    await asyncio.gather(*(one(n) for n in range(count)))
+    """Raw Temporal in the same case: `starts` MinimalReminder that wait (timer-only first tasks)
+    started at once with the default priority, and meanwhile ones with nothing to wait for at
+    `rate` with priority 1 (the engine's shipping notices'): the urgent ones' p50 and p99."""
+    _, waits = await asyncio.gather(raw_starts(address, starts), raw_latency(address, rate, seconds, priority=1))
+    return waits
 
 
 def raw_cpu(stack: Stack, raw_worker: int, count: int) -> dict[str, float]:
     """CPU milliseconds per completed raw minimal journey, of the Temporal server and the raw worker."""
     pids = {"temporal": stack.processes["temporal"].pid, "raw worker": raw_worker}
     before = {part: cpu_seconds(pid) for part, pid in pids.items()}
-    asyncio.run(raw_burst(stack.address, count))
+    asyncio.run(raw_starts(stack.address, count, wait_seconds=0.0, to_completion=True))
     return {part: (cpu_seconds(pid) - before[part]) * 1000 / count for part, pid in pids.items()}
-
-
-#: py-spy installed beside this Python (`pip install py-spy` in the venv), else on the PATH.
-PY_SPY = str(next((p for p in [Path(sys.executable).parent / "py-spy"] if p.exists()), "py-spy"))
-
-
-class Profiles:
-    """py-spy (`pip install py-spy`) sampling each Python process of the stack while a part runs:
-    folded stacks in `directory`, and each process's top costs, by function (own time) and by
-    the project's functions (time including what they call)."""
-
-    def __init__(self, directory: Path, pids: dict[str, int]) -> None:
-        self.directory = directory
-        self.pids = pids
-        self.recorders: dict[str, subprocess.Popen] = {}
-
-    def __enter__(self) -> Profiles:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for name, pid in self.pids.items():
-            self.recorders[name] = subprocess.Popen(
-                [PY_SPY, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking",
-                 "--output", str(self.directory / f"{name}.folded")],
-                stdout=subprocess.DEVNULL, stderr=(self.directory / f"{name}.log").open("wb"),
-            )  # fmt: skip
-        time.sleep(1)  # attached before the part begins
-        return self
-
-    def __exit__(self, *_) -> None:
-        for recorder in self.recorders.values():
-            recorder.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
-        for recorder in self.recorders.values():
-            recorder.wait(60)
-
-    def summary(self, top: int = 12) -> str:
-        lines = []
-        for name in self.pids:
-            own, inclusive, total = self._read(self.directory / f"{name}.folded")
-            if not total:
-                lines.append(f"  {name}: no samples (see {self.directory / (name + '.log')})")
-                continue
-            lines.append(f"  {name}: {total} samples; own time, top {top}:")
-            lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
-            lines.append(f"  {name}: the project's functions, including what they call, top {top}:")
-            lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
-        return "\n".join(lines)
-
-    @staticmethod
-    def _read(path: Path) -> tuple[Counter, Counter, int]:
-        own: Counter = Counter()
-        inclusive: Counter = Counter()
-        total = 0
-        if not path.exists():
-            return own, inclusive, 0
-        project = ("core/", "definitions/", "store/", "rules/", "instances/", "activities/", "workflows/",
-                   "channels/", "views/", "triggers/", "journeys/")  # fmt: skip
-        for line in path.read_text(errors="replace").splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not stack or not count.isdigit():
-                continue
-            frames = [frame for frame in stack.split(";") if frame]
-            # py-spy's thread and process frames carry no file: leave them out
-            frames = [frame for frame in frames if "(" in frame]
-            if not frames:
-                continue
-            n = int(count)
-            total += n
-            own[_short(frames[-1])] += n
-            for frame in {_short(frame) for frame in frames if any(f"/{p}" in frame for p in project)}:
-                inclusive[frame] += n
-        return own, inclusive, total
-
-
-def _short(frame: str) -> str:
-    """`function (path/to/file.py:line)` with the path from site-packages or the project's root."""
-    name, _, where = frame.partition(" (")
-    where = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "lib/python3", "/work/"):
-        if marker in where:
-            where = where.split(marker, 1)[1]
-    root = str(Path(__file__).resolve().parent.parent) + "/"
-    return f"{name} ({where.replace(root, '')})"
 
 
 def describe_cpu(used: dict[str, float]) -> str:
@@ -566,7 +461,6 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1_000, help="order.created posted at once before the urgent sends")
     parser.add_argument("--scale", type=int, default=400, help="order.shipped per scale-out burst")
     parser.add_argument("--rss", default="10000,100000", help="waiting instances at which to read worker RSS")
-    parser.add_argument("--profile", type=Path, help="with the scale part: py-spy profiles of a burst into this folder")
     parser.add_argument("--only", default=",".join(PARTS), help=f"the parts to run, of {', '.join(PARTS)}")
     args = parser.parse_args()
     parts = {part.strip() for part in args.only.split(",") if part.strip()}
@@ -603,12 +497,11 @@ def main() -> None:
             )
 
         for rate in [float(r) for r in args.rate.split(",") if r.strip()] if "latency" in parts else []:
-            p50, p99, sent, d50, d99, s50, s99 = latency(stack, schema.store, shop, rate, args.seconds)
+            waits = latency(stack, schema.store, shop, rate, args.seconds)
             raw50, raw99 = asyncio.run(raw_latency(stack.address, rate, args.seconds))
             print(
-                f"event-to-send at {rate:.0f} events/s ({sent} sends): p50 {p50:.3f} s, p99 {p99:.3f} s "
-                f"(dispatched by p50 {d50:.3f} s, p99 {d99:.3f} s; at the send step by p50 {s50:.3f} s, "
-                f"p99 {s99:.3f} s); raw start-to-activity p50 {raw50:.3f} s, p99 {raw99:.3f} s",
+                f"event-to-send at {rate:.0f} events/s ({waits.sends} sends): {waits.describe()}; "
+                f"raw start-to-activity p50 {raw50:.3f} s, p99 {raw99:.3f} s",
                 flush=True,
             )
 
@@ -624,12 +517,10 @@ def main() -> None:
             print(f"  the worker started the dispatch run's instances in {caught_up:.0f} s", flush=True)
 
         if "urgent" in parts:
-            (p50, p99, sent, d50, d99, s50, s99), after = urgent_during_burst(stack, schema.store, shop, args.burst)
+            waits, after = urgent_during_burst(stack, schema.store, shop, args.burst)
             print(
                 f"urgent sends during a burst ({args.burst} order.created at once, {2 * args.burst} new "
-                f"instances, then {sent} order.shipped at 10/s): p50 {p50:.3f} s, p99 {p99:.3f} s "
-                f"(dispatched by p50 {d50:.3f} s, p99 {d99:.3f} s; at the send step by p50 {s50:.3f} s, "
-                f"p99 {s99:.3f} s); "
+                f"instances, then {waits.sends} order.shipped at 10/s): {waits.describe()}; "
                 f"the worker was done with the burst {after:.0f} s after the last send",
                 flush=True,
             )
@@ -642,13 +533,6 @@ def main() -> None:
             )
 
         if "scale" in parts:
-            if args.profile:
-                pids = {name: process.pid for name, process in stack.processes.items() if name != "temporal"}
-                with Profiles(args.profile, pids) as profiles:
-                    one = burst(stack, schema.store, shop, args.scale)
-                print(f"profiles of one burst ({args.scale} order.shipped), in {args.profile}:", flush=True)
-                print(profiles.summary(), flush=True)
-                settle([stack.processes["worker0"].pid])
             one = burst(stack, schema.store, shop, args.scale)
             raw = raw_cpu(stack, raw_worker.pid, args.scale)
             stack.workers = 2
