@@ -76,8 +76,7 @@ class BroadcastActivities:
                 purchases=purchases,
                 rfm_table=request.rfm_table,
                 clock_offset=request.clock_offset,
-                memo={"broadcast": request.broadcast},
-                broadcast=True,
+                broadcast=request.broadcast,
             )
             async with gate:
                 row = await start_journey(client, request.task_queue, instance, self.registration)

@@ -78,10 +78,9 @@ class JourneyStart:
     #: Signal-with-start with the entry event (the router's): an instance already running under the
     #: id hears the event instead of failing the start.
     signal_entry: bool = False
-    #: Memo besides `journey_version` (a broadcast's instances carry its name).
-    memo: dict[str, str] = field(default_factory=dict)
-    #: A broadcast's member: bulk work, after anything a customer waits for (PRIORITY).
-    broadcast: bool = False
+    #: The broadcast this instance is a member's of: its name goes in the memo, and the start is
+    #: bulk work, after anything a customer waits for (PRIORITY).
+    broadcast: str | None = None
 
 
 class Registration:
@@ -133,6 +132,11 @@ def search_attributes(start: JourneyStart) -> TypedSearchAttributes:
     )
 
 
+def memo(start: JourneyStart) -> dict[str, str]:
+    """What an instance shows beside its search attributes: its journey version, and its broadcast."""
+    return {"journey_version": start.snapshot.version, **({"broadcast": start.broadcast} if start.broadcast else {})}
+
+
 async def start_journey(
     client: Client, task_queue: str, start: JourneyStart, registration: Registration
 ) -> InstanceRow | None:
@@ -151,10 +155,10 @@ async def start_journey(
             task_queue=task_queue,
             id_reuse_policy=REUSE_POLICY[definition.entry.reentry],
             search_attributes=search_attributes(start),
-            memo={"journey_version": start.snapshot.version, **start.memo},
+            memo=memo(start),
             start_signal=EVENT_SIGNAL if start.signal_entry else None,
             start_signal_args=[event] if start.signal_entry else [],
-            priority=priority_of(definition, broadcast=start.broadcast),
+            priority=priority_of(definition, broadcast=start.broadcast is not None),
         )
         return handle.first_execution_run_id or handle.result_run_id or ""
 

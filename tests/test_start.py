@@ -42,7 +42,7 @@ async def test_a_start_carries_its_input_attributes_and_memo_and_a_once_id_is_no
         customer=customer(),
         prior_events=[paid],
         order_history=[paid],  # already among the prior events: not handed over twice
-        memo={"broadcast": "spring"},
+        broadcast="spring",
     )
     registration = Registration()
     row = await start_journey(client, QUEUE, start, registration)
@@ -157,7 +157,7 @@ async def test_what_a_customer_waits_for_goes_first_and_a_broadcast_last(definit
 
     assert await priority_key("shipped_notice", "p1") == PRIORITY["transactional at once"] == 1
     assert await priority_key("payment_reminder", "p2") == PRIORITY["waits first"] == 3
-    assert await priority_key("payment_reminder", "p3", broadcast=True) == PRIORITY["broadcast"] == 4
+    assert await priority_key("payment_reminder", "p3", broadcast="spring") == PRIORITY["broadcast"] == 4
 
 
 @pytest.mark.parametrize(
