@@ -113,8 +113,16 @@ def describe(client: Client) -> str:
     return f"{client.service_client.config.target_host} (namespace {client.namespace})"
 
 
+class TemporalUnreachable(RuntimeError):
+    """No connection to the configured Temporal (Client.connect's RuntimeError), saying where it
+    was sought."""
+
+
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(**connect_config(settings), data_converter=converter(settings))
+    try:
+        return await Client.connect(**connect_config(settings), data_converter=converter(settings))
+    except RuntimeError as err:
+        raise TemporalUnreachable(f"cannot reach Temporal at {target(settings)}: {err}") from err
 
 
 async def ensure_search_attributes(client: Client) -> None:

@@ -365,7 +365,7 @@ def history(
 ) -> None:
     """What every journey did for a customer or an order, newest first."""
     from core.encryption import EncryptionKeyError
-    from core.temporal import connect, target
+    from core.temporal import TemporalUnreachable, connect
     from views.history import BadId, timeline
     from views.history import history as load_history
 
@@ -378,7 +378,7 @@ def history(
         client = await connect(settings)
         return await load_history(client, store, ui_url=settings.temporal_ui_url, customer_id=customer, order_id=order)
 
-    with _opened_store(settings) as store:  # outside the try: typer.Exit is a RuntimeError too
+    with _opened_store(settings) as store:
         try:
             found = asyncio.run(load(store))
         except BadId as err:
@@ -387,8 +387,8 @@ def history(
         except EncryptionKeyError as err:  # not the converter's 100-line KeyError
             typer.echo(f"journeys history: cannot decrypt the history: {err}", err=True)
             raise typer.Exit(1) from None
-        except RuntimeError as err:  # Client.connect: the server is unreachable
-            typer.echo(f"cannot reach Temporal at {target(settings)}: {err}", err=True)
+        except TemporalUnreachable as err:
+            typer.echo(str(err), err=True)
             raise typer.Exit(1) from None
     if as_json:
         typer.echo(found.model_dump_json(indent=2))
@@ -594,7 +594,7 @@ def customer_erase(
     by: Annotated[str, typer.Option(help="Who asks, for the record")] = "cli",
 ) -> None:
     """Erase a customer (PIPL, GDPR): stop their journeys and remove their personal data."""
-    from core.temporal import connect, target
+    from core.temporal import TemporalUnreachable, connect
     from store import queries
     from triggers.erasure import NoSuchCustomer, erase
     from views.history import BadId
@@ -618,14 +618,14 @@ def customer_erase(
             outbox=settings.outbox_path,
         )
 
-    with _opened_store(settings) as store:  # outside the try: typer.Exit is a RuntimeError too
+    with _opened_store(settings) as store:
         try:
             done = asyncio.run(run(store))
         except (BadId, NoSuchCustomer) as err:
             typer.echo(str(err), err=True)
             raise typer.Exit(2) from None
-        except RuntimeError as err:
-            typer.echo(f"cannot reach Temporal at {target(settings)}: {err}; nothing was erased", err=True)
+        except TemporalUnreachable as err:
+            typer.echo(f"{err}; nothing was erased", err=True)
             raise typer.Exit(1) from None
     removed = ", ".join(f"{name} {count}" for name, count in done.removed.items())
     outbox = f", outbox lines {done.outbox_lines_removed}" if done.outbox_lines_removed else ""
@@ -706,7 +706,7 @@ app.add_typer(broadcast_app, name="broadcast")
 def _broadcast_call(work) -> None:
     """Run `work(client, store, definitions, settings)` and print what it returns; a clear line
     and exit code 1 for a broadcast that cannot do that, or Temporal out of reach."""
-    from core.temporal import connect, target
+    from core.temporal import TemporalUnreachable, connect
     from triggers.broadcasts import BroadcastError
 
     settings = _settings()
@@ -715,14 +715,14 @@ def _broadcast_call(work) -> None:
     async def run(store):
         return await work(await connect(settings), store, definitions, settings)
 
-    with _opened_store(settings) as store:  # outside the try: typer.Exit is a RuntimeError too
+    with _opened_store(settings) as store:
         try:
             lines = asyncio.run(run(store))
         except BroadcastError as err:
             typer.echo(str(err), err=True)
             raise typer.Exit(1) from None
-        except RuntimeError as err:  # Client.connect: the server is unreachable
-            typer.echo(f"cannot reach Temporal at {target(settings)}: {err}", err=True)
+        except TemporalUnreachable as err:
+            typer.echo(str(err), err=True)
             raise typer.Exit(1) from None
     for line in lines:
         typer.echo(line)
@@ -820,7 +820,7 @@ def retention(
     """The retention schedule (JOURNEYS_RETENTION_DAYS): its next run and what its last runs removed."""
     from temporalio.service import RPCError
 
-    from core.temporal import connect, target
+    from core.temporal import TemporalUnreachable, connect, target
     from journeys.retention import describe_report, retention_status, run_retention_now
 
     settings = _settings()
@@ -833,7 +833,10 @@ def retention(
 
     try:
         lines = asyncio.run(run())
-    except RuntimeError as err:  # the server unreachable, or no run started
+    except TemporalUnreachable as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
+    except RuntimeError as err:  # no run started
         typer.echo(f"{err} (Temporal at {target(settings)})", err=True)
         raise typer.Exit(1) from None
     except RPCError as err:  # no schedule to trigger
