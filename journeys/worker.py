@@ -54,7 +54,18 @@ log = logging.getLogger("journeys.worker")
 #: Modules the workflow sandbox shares with the worker instead of importing them again for each
 #: workflow run: the project's vocabulary the interpreter reads, and Jinja2 with what it needs, so
 #: an expression compiled outside the sandbox runs inside it without importing anything.
+#:
+#: And the interpreter itself, `workflows.journey`. The sandbox executes a workflow class's module
+#: afresh for every instance and applies `@workflow.defn` to the class again: about a sixth of the
+#: worker's CPU per immediate send (bench/profile_worker.py; docs/performance.md). Passed through,
+#: it runs once per process; each instance still has its own `JourneyWorkflow` object, and the
+#: module keeps no state between instances. The sandbox's restricted builtins still apply during
+#: every activation. What it no longer checks at run time (the wall clock, randomness, I/O called
+#: from that module) the replay test checks: `Replayer` runs the sandbox's default restrictions,
+#: which import the module inside the sandbox, so such a call fails every saved history's replay
+#: (tests/test_replay.py). The broadcast and retention workflows, seldom run, stay imported afresh.
 PASSTHROUGH_MODULES = (
+    "workflows.journey",
     "jinja2",
     "markupsafe",
     "tzdata",
