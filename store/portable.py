@@ -22,7 +22,12 @@ def upsert_insert(session: Session, table: Table) -> PostgresqlInsert | SqliteIn
     """An INSERT into `table` in the session's dialect, which takes ON CONFLICT clauses
     (`on_conflict_do_nothing`, `on_conflict_do_update`, and `excluded` for the row proposed):
     both databases write them alike, but SQLAlchemy has an Insert of its own for each."""
-    return (postgresql_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(table)
+    return dialect_insert(session.bind.dialect.name, table)
+
+
+def dialect_insert(dialect: str, table: Table) -> PostgresqlInsert | SqliteInsert:
+    """`upsert_insert` by the dialect's name, for a statement built once per dialect and kept."""
+    return (postgresql_insert if dialect == "postgresql" else sqlite_insert)(table)
 
 
 def _sql_function(name: str, result_type, postgresql: str) -> type[FunctionElement]:

@@ -52,6 +52,7 @@ settling lock (`_SETTLE_LOCK`), so one settles at a time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -59,12 +60,12 @@ from typing import Literal
 
 from sqlalchemy import and_, delete, event, func, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session, aliased, object_session, sessionmaker
-from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.expression import ColumnElement, Executable
 
 from core.records import Event
 from core.vocabulary import SENT_STATUSES
 from store.orders import amount
-from store.portable import shifted, upsert_insert
+from store.portable import dialect_insert, shifted, upsert_insert
 from store.tables import EventRow, GoalRow, MessageRow, OrderRow, ReachedRow
 
 _SENT = frozenset(str(status) for status in SENT_STATUSES)
@@ -160,7 +161,6 @@ def note_sent(session: Session, rows: list[MessageRow]) -> None:
         key = (row.workflow_id, row.run_id)
         if key not in firsts or (row.at, row.id) < (firsts[key].at, firsts[key].id):
             firsts[key] = row
-    statement = upsert_insert(session, ReachedRow.__table__)  # one cached statement for many rows
     rows_of_runs = [
         {
             "workflow_id": row.workflow_id,
@@ -177,20 +177,26 @@ def note_sent(session: Session, rows: list[MessageRow]) -> None:
         }
         for row in firsts.values()
     ]
+    session.execute(_first_sent_upsert(session.bind.dialect.name), rows_of_runs)
+
+
+@functools.cache
+def _first_sent_upsert(dialect: str) -> Executable:
+    """`note_sent`'s statement, built once per dialect and shared (statements are immutable):
+    it is on every send's path, and building it (`excluded` is an alias that copies every column
+    of the table) took CPU on each send."""
+    statement = dialect_insert(dialect, ReachedRow.__table__)
     new, old = statement.excluded, ReachedRow.__table__.c
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[old.workflow_id, old.run_id],
-            set_={
-                "step": new.step,
-                "channel": new.channel,
-                "at": new.at,
-                "message_id": new.message_id,
-                "settled": False,
-            },
-            where=or_(new.at < old.at, and_(new.at == old.at, new.message_id < old.message_id)),
-        ),
-        rows_of_runs,
+    return statement.on_conflict_do_update(
+        index_elements=[old.workflow_id, old.run_id],
+        set_={
+            "step": new.step,
+            "channel": new.channel,
+            "at": new.at,
+            "message_id": new.message_id,
+            "settled": False,
+        },
+        where=or_(new.at < old.at, and_(new.at == old.at, new.message_id < old.message_id)),
     )
 
 
