@@ -78,10 +78,15 @@ def suppression_scope(session: Session, channel: str, address: str) -> str | Non
 
 
 def suppression_of(session: Session, channel: str, address: str) -> SuppressionRow | None:
-    """The row suppressing `address`: its own, or the salted hash an erasure left of it."""
-    return session.get(SuppressionRow, (channel, address)) or session.get(
-        SuppressionRow, (channel, suppression_hash(channel, address))
-    )
+    """The row suppressing `address`: its own, else the salted hash an erasure left of it. One
+    query for both (on every send's path)."""
+    rows = session.scalars(
+        select(SuppressionRow).where(
+            SuppressionRow.channel == channel,
+            SuppressionRow.address.in_((address, suppression_hash(channel, address))),
+        )
+    ).all()
+    return next((row for row in rows if row.address == address), rows[0] if rows else None)
 
 
 #: The salt of erased addresses' suppression hashes. `configure_salt` sets it from JOURNEYS_SECRET.
@@ -341,11 +346,15 @@ def record_instances(session: Session, rows: list[InstanceRow]) -> None:
 def record_exit(session: Session, record: dict[str, Any]) -> None:
     """A run's end and its reason on its instance row, written with the row if the run was not
     recorded when it started (a restarted run, or one started before instances were recorded)."""
-    row = session.get(InstanceRow, (record["workflow_id"], record["run_id"]))
-    if row is None:
-        row = InstanceRow(**{k: v for k, v in record.items() if k not in ("ended_at", "reason")})
-        session.add(row)
-    row.ended_at, row.exit_reason = record["ended_at"], record["reason"][:60]
+    ended = {"ended_at": record["ended_at"], "exit_reason": record["reason"][:60]}
+    written = session.execute(
+        update(InstanceRow)
+        .where(InstanceRow.workflow_id == record["workflow_id"], InstanceRow.run_id == record["run_id"])
+        .values(ended)
+        .execution_options(synchronize_session=False)
+    )
+    if written.rowcount == 0:  # one statement for the usual case, on every run's end
+        session.add(InstanceRow(**{k: v for k, v in record.items() if k not in ("ended_at", "reason")}, **ended))
 
 
 def find_ledger_row(session: Session, workflow_id: str, run_id: str, step: str) -> MessageRow | None:

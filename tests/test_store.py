@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 
 from store import queries
+from store.tables import InstanceRow, SuppressionRow
 from tests.helpers import at, customer, event
 
 
@@ -85,3 +86,58 @@ def test_dispatch_leases(store):
         assert queries.claim_customer(session, "c1", "a", now + 2 * minute, minute) is False
         queries.release_customer(session, "c1", "b")
         assert queries.claim_customer(session, "c1", "a", now + 2 * minute, minute) is True
+
+
+def test_a_runs_end_is_put_on_its_instance_row_or_on_a_new_one(store):
+    """record_exit: the run's row gets its end and reason; a run with no row (restarted, or started
+    before instances were recorded) gets one, with both; the reason is cut to its column."""
+    entered = datetime(2026, 2, 1, 2, tzinfo=UTC)
+
+    def record(workflow_id: str, reason: str) -> dict:
+        return {
+            "workflow_id": workflow_id,
+            "run_id": "r1",
+            "journey": "payment_reminder",
+            "journey_version": "v1",
+            "customer_id": "c1",
+            "order_id": "o1",
+            "variant": None,
+            "entered_at": entered,
+            "ended_at": entered + timedelta(hours=1),
+            "reason": reason,
+        }
+
+    with store.transaction() as session:
+        started = {k: v for k, v in record("payment_reminder:o1", "").items() if k not in ("ended_at", "reason")}
+        session.add(InstanceRow(**started))
+    with store.transaction() as session:
+        queries.record_exit(session, record("payment_reminder:o1", "exit:order.paid"))
+        queries.record_exit(session, record("payment_reminder:o2", "x" * 80))
+    with store.transaction() as session:
+        rows = {row.workflow_id: row for row in session.scalars(select(InstanceRow))}
+    assert set(rows) == {"payment_reminder:o1", "payment_reminder:o2"}
+    assert (rows["payment_reminder:o1"].exit_reason, rows["payment_reminder:o1"].ended_at) == (
+        "exit:order.paid",
+        entered + timedelta(hours=1),
+    )
+    assert rows["payment_reminder:o2"].exit_reason == "x" * 60
+    assert rows["payment_reminder:o2"].entered_at == entered
+
+
+def test_a_suppression_of_the_address_itself_wins_over_its_erased_hash(store):
+    at_ = datetime(2026, 2, 1, tzinfo=UTC)
+    with store.transaction() as session:
+        session.add(
+            SuppressionRow(
+                channel="sms", address=queries.suppression_hash("sms", "+8613800000001"), scope="all",
+                reason="erased", created_at=at_,
+            )
+        )  # fmt: skip
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "sms", "+8613800000001") == "all"
+        assert queries.suppression_scope(session, "sms", "+8613800000002") is None
+        session.add(
+            SuppressionRow(channel="sms", address="+8613800000001", scope="marketing", reason="STOP", created_at=at_)
+        )
+    with store.transaction() as session:
+        assert queries.suppression_of(session, "sms", "+8613800000001").reason == "STOP"
