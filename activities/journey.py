@@ -108,9 +108,15 @@ class JourneyActivities:
 
     def _decide(self, req: SendRequest) -> tuple[SendOutcome | None, MessageRow | None, bool]:
         """Apply the policy and write the ledger row, atomically per customer. The flag says the
-        row was already there: an earlier attempt may have reached the provider."""
+        row was already there: an earlier attempt may have reached the provider.
+
+        Only a retry looks for that row first (one query less on every first attempt). A step is
+        decided once per run (a quiet-hours deferral writes no row), so a first attempt finds
+        none; were one there all the same, the ledger's unique (workflow, run, step) refuses the
+        insert, and the retry that follows finds it."""
         with self.store.transaction() as session:
-            row = queries.find_ledger_row(session, req.workflow_id, req.run_id, req.step)
+            retrying = activity.in_activity() and activity.info().attempt > 1
+            row = queries.find_ledger_row(session, req.workflow_id, req.run_id, req.step) if retrying else None
             if row is not None:
                 return (None, row, True) if row.status == "sending" else (_outcome(row), None, True)
             decided, row = self._decide_new(session, req)

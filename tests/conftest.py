@@ -7,12 +7,12 @@ import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
-from temporalio.testing import ActivityEnvironment
 
 from activities.journey import JourneyActivities
 from channels import build_channels
 from definitions.loader import PACKAGE_DIR, load_definitions
 from store.db import Store
+from tests.helpers import attempt
 
 PG_URL = os.environ.get("JOURNEYS_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
@@ -73,5 +73,4 @@ def outbox(tmp_path):
 def send(store, outbox):
     """The real send activity on `store`, every channel the outbox, the shop 小店."""
     activities = JourneyActivities(store, build_channels(outbox), "小店", default_region="CN")
-    env = ActivityEnvironment()
-    return lambda req: env.run(activities.decide_message, req)
+    return lambda req, number=1: attempt(number).run(activities.decide_message, req)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import socket
@@ -9,6 +10,8 @@ import textwrap
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from temporalio.testing import ActivityEnvironment
 
 from core.records import Customer, Event
 
@@ -45,6 +48,14 @@ def daytime_zone(now: datetime) -> str:
         if 12 <= (now + timedelta(hours=offset)).hour <= 13:
             return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
     raise AssertionError("unreachable: every hour is 12 or 13 somewhere")
+
+
+def attempt(number: int) -> ActivityEnvironment:
+    """An activity environment for an activity's `number`th try: a retry, as Temporal makes it,
+    is attempt 2 on (the send activity looks for its earlier ledger row only then)."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=number)
+    return env
 
 
 def at(text: str) -> datetime:

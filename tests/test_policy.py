@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -20,7 +21,7 @@ from definitions.schema import Template
 from rules.quiet_hours import QuietHours
 from store import queries
 from store.tables import MessageRow
-from tests.helpers import at, customer
+from tests.helpers import at, attempt, customer
 
 TEMPLATE = Template(
     sms={"zh-CN": "您好{{ customer.name }}，订单{{ order.order_id }}", "en": "Hi {{ customer.name }}"},
@@ -236,11 +237,23 @@ def test_cap_holds_under_concurrent_sends(store, outbox):
 def test_a_retried_step_sends_once(store, send, outbox):
     save(store, customer())
     first = send(request())
-    again = send(request())
+    again = send(request(), 2)
     assert first.message_id == again.message_id and again.status == "sent"
     assert len(sent_lines(outbox)) == 1 and len(rows(store)) == 1
     other_run = send(request(run_id="run-2"))  # a new run (continue-as-new) is a new message
     assert other_run.message_id != first.message_id
+
+
+def test_a_first_attempt_meeting_a_ledger_row_is_refused_and_its_retry_sends_nothing_more(store, send, outbox):
+    """A first attempt does not look for an earlier row (a step is decided once per run); if one is
+    there all the same, the ledger's unique (workflow, run, step) refuses it, and the retry finds it."""
+    save(store, customer())
+    first = send(request())
+    with pytest.raises(IntegrityError):
+        send(request())
+    again = send(request(), 2)
+    assert (again.message_id, again.status) == (first.message_id, "sent")
+    assert len(sent_lines(outbox)) == 1 and len(rows(store)) == 1
 
 
 class FlakyChannel:
@@ -269,7 +282,7 @@ def test_retryable_failure_is_retried_with_the_same_message_id(store):
         env.run(activities.decide_message, request())
     [row] = rows(store)
     assert row.status == "sending"  # written before the channel was called
-    outcome = env.run(activities.decide_message, request())
+    outcome = attempt(2).run(activities.decide_message, request())
     assert outcome.status == "sent"
     assert [m.message_id for m in channel.calls] == [row.id, row.id]
     [row] = rows(store)
@@ -282,7 +295,7 @@ def test_permanent_failure_is_recorded_and_not_retried(store):
     activities = JourneyActivities(store, {"sms": channel}, "小店", default_region="CN")
     outcome = ActivityEnvironment().run(activities.decide_message, request())
     assert (outcome.status, outcome.reason) == ("failed", "provider_rejected")
-    assert ActivityEnvironment().run(activities.decide_message, request()).status == "failed"
+    assert attempt(2).run(activities.decide_message, request()).status == "failed"
     assert len(channel.calls) == 1
     [row] = rows(store)
     assert row.error == "21211: invalid number"
