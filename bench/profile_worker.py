@@ -58,6 +58,14 @@ def run_profiled_worker(out: Path) -> None:
     Path(f"{out}.txt").write_text(summary(list(stats), int(os.environ.get("PROFILE_TOP", "30"))))
 
 
+def report(profiled: subprocess.Popen, out: Path) -> None:
+    """Stop the profiled process (SIGTERM: it writes its profile) and print the profile's summary."""
+    profiled.send_signal(signal.SIGTERM)
+    profiled.wait(120)
+    print(Path(f"{out}.txt").read_text(), end="", flush=True)
+    print(f"the whole profile (pstat, for snakeviz or pstats): {out}", flush=True)
+
+
 def summary(stats: list, top: int) -> str:
     total = sum(s.tsub for s in stats) or 1.0
     lines = [f"worker CPU during the burst, under the profiler: {total:.2f} s", "own time:"]
@@ -110,11 +118,8 @@ def main() -> None:
         wait_until(lambda: sent(schema.store, "shipped_notice") >= len(warm) + args.sends, 1800, "the burst's sends")
         seconds = time.perf_counter() - began
         print(f"{args.sends} immediate sends in {seconds:.1f} s with the worker profiled", flush=True)
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(120)
+        report(worker, out)
         worker = None
-        print(Path(f"{out}.txt").read_text(), end="", flush=True)
-        print(f"the whole profile (pstat, for snakeviz or pstats): {out}", flush=True)
     finally:
         if worker is not None:
             worker.kill()
