@@ -221,6 +221,25 @@ def erased_at(session: Session, customer_id: str) -> datetime | None:
     return record.erased_at if record is not None and record.recreated_at is None else None
 
 
+def customer_and_erasure(
+    session: Session, customer_id: str, lock: bool = False
+) -> tuple[Customer | None, datetime | None]:
+    """`get_customer` and `erased_at` together, in one query when the customer has a record (the
+    router asks both for every event that starts a journey)."""
+    erased = (
+        select(ErasureRow.erased_at)
+        .where(ErasureRow.customer_id == customer_id, ErasureRow.recreated_at.is_(None))
+        .scalar_subquery()
+    )
+    query = select(CustomerRow, erased).where(CustomerRow.customer_id == customer_id)
+    if lock:
+        query = query.with_for_update(of=CustomerRow)
+    found = session.execute(query).first()
+    if found is None:  # no record: only the erasures can answer
+        return None, erased_at(session, customer_id)
+    return _customer_of(found[0]), found[1]
+
+
 def scrub_event(session: Session, event_id: str) -> None:
     """Keep a logged event's type and time, drop its data."""
     session.execute(update(EventRow).where(EventRow.event_id == event_id).values(data={}))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import inspect, select
 
 from store import queries
-from store.tables import InstanceRow, SuppressionRow
+from store.tables import ErasureRow, InstanceRow, SuppressionRow
 from tests.helpers import at, customer, event
 
 
@@ -141,3 +141,20 @@ def test_a_suppression_of_the_address_itself_wins_over_its_erased_hash(store):
         )
     with store.transaction() as session:
         assert queries.suppression_of(session, "sms", "+8613800000001").reason == "STOP"
+
+
+def test_a_customer_and_their_erasure_are_read_together(store):
+    erased = datetime(2026, 2, 1, tzinfo=UTC)
+    with store.transaction() as session:
+        queries.upsert_customer(session, customer("c1"), erased, "CN")
+        queries.upsert_customer(session, customer("c2"), erased, "CN")
+        for customer_id in ("c2", "c3", "c4"):
+            session.add(ErasureRow(customer_id=customer_id, erased_at=erased, requested_by="test", removed={}))
+    with store.transaction() as session:
+        queries.recreate_customer(session, "c4", erased + timedelta(days=1))
+    with store.transaction() as session:
+        assert queries.customer_and_erasure(session, "c1", lock=True) == (customer("c1"), None)
+        assert queries.customer_and_erasure(session, "c2") == (customer("c2"), erased)  # a record kept, erased
+        assert queries.customer_and_erasure(session, "c3") == (None, erased)  # no record, erased
+        assert queries.customer_and_erasure(session, "c4") == (None, None)  # erased, then created again
+        assert queries.customer_and_erasure(session, "nobody") == (None, None)

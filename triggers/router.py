@@ -214,15 +214,18 @@ class Router:
         None for an erased customer: the event is kept without its data and applied to nothing,
         unless it is a new `customer.created`, which brings the customer back."""
         with self.store.transaction() as session:
-            if queries.erased_at(session, event.customer_id) is not None:
+            changes_customer = event.type in CUSTOMER_EVENT_TYPES
+            if starts or changes_customer:
+                customer, erased = queries.customer_and_erasure(session, event.customer_id, lock=changes_customer)
+            else:
+                customer, erased = None, queries.erased_at(session, event.customer_id)
+            if erased is not None:
                 if event.type != "customer.created":
                     queries.scrub_event(session, event.event_id)
                     return None
                 queries.recreate_customer(session, event.customer_id, event.occurred_at)
-            changes_customer = event.type in CUSTOMER_EVENT_TYPES
             if not (starts or changes_customer):
                 return None, {}, [], []
-            customer = queries.get_customer(session, event.customer_id, lock=changes_customer)
             if changes_customer:  # the record as it stands after the event, read once
                 customer = apply_customer_event(customer, event)
                 customer = queries.upsert_customer(session, customer, event.occurred_at, self.default_region)
