@@ -88,11 +88,13 @@ def workflow_runner(fast: bool = False) -> WorkflowRunner:
 
 @functools.cache
 def write_workflow_bytecode() -> None:
-    """Write the bytecode of the modules the sandbox imports afresh for every workflow instance.
-    The sandbox re-executes the workflow module per instance, reading its .pyc; without one (under
-    PYTHONDONTWRITEBYTECODE, common in container images) it compiled the source every time, about
-    a tenth of the worker's CPU. A read-only install keeps whatever bytecode it shipped with.
-    Once per process: every later build_workers finds it done."""
+    """Write the bytecode of the workflow modules, which the sandbox imports afresh for every
+    workflow instance unless they are passed through (the broadcast and retention workflows in
+    the worker; all of them under `Replayer`'s default sandbox), reading their .pyc; without one
+    (under PYTHONDONTWRITEBYTECODE, common in container images) it compiled the source every
+    time, about a tenth of the worker's CPU when the interpreter was imported so. A read-only
+    install keeps whatever bytecode it shipped with. Once per process: every later
+    build_workers finds it done."""
     for module in (workflows_journey, workflows_broadcast, workflows_retention, workflows_package):
         source = module.__file__
         if not source or not source.endswith(".py"):
