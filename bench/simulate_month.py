@@ -1,6 +1,6 @@
 """Benchmark: a month of a shop's events through `journeys simulate`, against raw Temporal.
 
-    .venv/bin/python -m bench.simulate_month [--customers 300] [--seed 7] [--shards 1,2] [--no-raw]
+    .venv/bin/python -m bench.simulate_month [--customers 300] [--seed 7] [--shards 1,2] [--no-raw] [--progress]
 
 Generates a deterministic month (orders created around the clock, most paid, some cancelled or
 left to close, shipments, deliveries, reviews, refunds, repurchases, birthdays), plays it through
@@ -153,6 +153,7 @@ async def main() -> None:
         "--shards", default="1", help="shard counts to run the month with, one run each: 1 or 1,2 (default 1)"
     )
     parser.add_argument("--no-raw", action="store_true", help="skip raw Temporal (long at 10,000 customers)")
+    parser.add_argument("--progress", action="store_true", help="the progress line on stderr even when not a terminal")
     args = parser.parse_args()
     shard_counts = [int(n) for n in args.shards.split(",")]
     definitions = load_definitions(PACKAGE_DIR)
@@ -166,8 +167,9 @@ async def main() -> None:
     for shards in shard_counts:
         began = time.perf_counter()
         report = await simulate(
-            definitions, people, events, UNTIL, shards=shards, progress=sys.stderr if sys.stderr.isatty() else None
-        )
+            definitions, people, events, UNTIL, shards=shards,
+            progress=sys.stderr if args.progress or sys.stderr.isatty() else None,
+        )  # fmt: skip
         runs[shards] = time.perf_counter() - began
         written = [json.dumps(record, ensure_ascii=False) for record in report.messages]
         same = "" if first is None else ", " + _compared(written, first)
