@@ -164,9 +164,13 @@ def _shard_main(
         return await play(work, Tally(progress, index))
 
     try:
-        writer.send(("ok", asyncio.run(main())))
+        outcome = ("ok", asyncio.run(main()))
     except BaseException:  # noqa: BLE001 - every failure goes to the parent, which names the shard
-        writer.send(("error", traceback.format_exc()))
+        outcome = ("error", traceback.format_exc())
+    try:
+        writer.send(outcome)
+    except OSError:
+        pass  # the parent stopped listening: it stopped this shard, after a failure elsewhere
     finally:
         writer.close()
 
