@@ -226,6 +226,8 @@ class Simulation:
         """Events of one instant: the clock moves once, each customer's events are logged and
         routed in their order, and the customers concurrently (as the dispatcher routes them),
         since nothing of one customer's reaches another's. `tally` counts each one played."""
+        if not events:
+            return
         await self.advance_to(events[0].occurred_at)
         await _by_customer(
             [(event.customer_id, functools.partial(self._log_and_route, event)) for event in events],
