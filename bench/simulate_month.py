@@ -1,6 +1,6 @@
 """Benchmark: a month of a shop's events through `journeys simulate`, against raw Temporal.
 
-    .venv/bin/python -m bench.simulate_month [--customers 300] [--seed 7]
+    .venv/bin/python -m bench.simulate_month [--customers 300] [--seed 7] [--shards 1,2] [--no-raw] [--progress]
 
 Generates a deterministic month (orders created around the clock, most paid, some cancelled or
 left to close, shipments, deliveries, reviews, refunds, repurchases, birthdays), plays it through
@@ -8,6 +8,14 @@ the real engine on the time-skipping test server, then plays the same dispatches
 workflow (one timer and one no-op activity per instance, no policy, no store) on a fresh server of
 the same kind. Prints both and their ratio; the ratio, not the absolute time, is the figure to
 watch on a given machine.
+
+`--shards 1,2` plays the same month once per shard count (`journeys simulate --shards`: customers
+split across processes, each with its own test server and worker), checks that every run wrote
+the records of the first, and prints each run's time, its ratio to raw Temporal (which runs
+unsharded, in one process, once) and its speed-up over the 1-shard run when there is one: the
+whole speed-up, and that divided by the shards (1.0 would be perfect scaling). The runs follow
+one another on the same machine, so whatever else runs there meanwhile is in the figures; the
+load average before and after is printed with them.
 """
 
 from __future__ import annotations
@@ -15,8 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import os
 import random
 import resource
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +42,7 @@ from bench.raw_journey import RawJourney, raw_send
 from core.records import Customer, Event
 from core.temporal import binary
 from definitions.loader import PACKAGE_DIR, load_definitions
+from journeys.shards import available_cores
 from journeys.simulate import simulate
 from journeys.worker import workflow_runner
 from triggers.router import plan
@@ -137,25 +149,83 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=300)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--shards", default="1", help="shard counts to run the month with, one run each: 1 or 1,2 (default 1)"
+    )
+    parser.add_argument("--no-raw", action="store_true", help="skip raw Temporal (long at 10,000 customers)")
+    parser.add_argument("--progress", action="store_true", help="the progress line on stderr even when not a terminal")
     args = parser.parse_args()
+    shard_counts = [int(n) for n in args.shards.split(",")]
     definitions = load_definitions(PACKAGE_DIR)
     people, events = shop_month(args.customers, args.seed)
     kinds = Counter(e.type for e in events)
     print(f"shop month: {len(people)} customers, {len(events)} events ({kinds['order.created']} orders)")
+    print(f"cores available: {available_cores()}, load average before: {_load()}")
 
-    began = time.perf_counter()
-    report = await simulate(definitions, people, events, UNTIL)
-    engine_seconds = time.perf_counter() - began
-    statuses = Counter(r["status"] + (f":{r['reason']}" if r["reason"] else "") for r in report.messages)
-    print(f"journeys simulate: {engine_seconds:.1f} s wall, {len(report.messages)} records {dict(statuses)}")
-    for line in report.summary_lines()[1:]:
-        print("  " + line)
+    runs: dict[int, float] = {}
+    first: list[str] | None = None
+    for shards in shard_counts:
+        began = time.perf_counter()
+        report = await simulate(
+            definitions, people, events, UNTIL, shards=shards,
+            progress=sys.stderr if args.progress or sys.stderr.isatty() else None,
+        )  # fmt: skip
+        runs[shards] = time.perf_counter() - began
+        written = [json.dumps(record, ensure_ascii=False) for record in report.messages]
+        same = "" if first is None else ", " + _compared(written, first)
+        first = first if first is not None else written
+        statuses = Counter(r["status"] + (f":{r['reason']}" if r["reason"] else "") for r in report.messages)
+        print(
+            f"journeys simulate, {shards} shard{'s' if shards > 1 else ''}: {runs[shards]:.1f} s wall, "
+            f"{len(events) / runs[shards]:.0f} events/s, {len(report.messages)} records{same} {dict(statuses)}"
+        )
+        if shards == shard_counts[0]:
+            for line in report.summary_lines()[1:]:
+                print("  " + line)
 
-    raw_seconds, starts = await raw_temporal(definitions, people, events)
-    print(f"raw Temporal, same server kind, same dispatches: {raw_seconds:.1f} s wall ({starts} workflow starts)")
-    print(f"ratio journeys/raw: {engine_seconds / raw_seconds:.2f}")
-    print(f"events per second through the engine: {len(events) / engine_seconds:.0f}")
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    raw_seconds = None
+    if not args.no_raw:
+        raw_seconds, starts = await raw_temporal(definitions, people, events)
+        print(
+            f"raw Temporal, same server kind, same dispatches, one process: {raw_seconds:.1f} s wall "
+            f"({starts} workflow starts)"
+        )
+    for shards, seconds in runs.items():
+        line = f"{shards} shard{'s' if shards > 1 else ''}:"
+        if raw_seconds is not None:
+            line += f" ratio journeys/raw {seconds / raw_seconds:.2f}"
+        if 1 in runs and shards > 1:
+            speedup = runs[1] / seconds
+            line += f", speed-up over 1 shard {speedup:.2f}x, {speedup / shards:.2f}x per shard"
+        print(line)
+    print(f"load average after: {_load()}")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(
+        f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB this process, "
+        f"{children:.0f} MiB the largest child (a shard or a test server)"
+    )
+
+
+def _compared(written: list[str], first: list[str]) -> str:
+    """Whether a run wrote the first run's records, byte for byte; if not, how many records each
+    has that the other lacks, and how many of those differ only in `at` (the test server's clock
+    runs on in real time while a worker handles a burst: docs/journeys.md)."""
+    if written == first:
+        return "byte for byte the records of the first run"
+    extra, missing = Counter(written) - Counter(first), Counter(first) - Counter(written)
+
+    def timeless(lines: Counter) -> Counter:
+        return Counter(json.dumps({**json.loads(line), "at": None}, ensure_ascii=False) for line in lines.elements())
+
+    only_at = sum((timeless(extra) & timeless(missing)).values())
+    return (
+        f"RECORDS DIFFER from the first run: {extra.total()} records not in it, {missing.total()} of it missing, "
+        f"{only_at} of these pairs differing only in `at`"
+    )
+
+
+def _load() -> str:
+    return " ".join(f"{n:.2f}" for n in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -227,10 +227,28 @@ def simulate(
             "spring_festival_care=2026-11-20T10:00 (no offset: each customer's local time). Repeatable.",
         ),
     ] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Split the customers across this many processes, each with its own test server and worker "
+            "(the records are the same). Default: one a core, at most 16, one per 500 customers and events. "
+            "1: all in this process.",
+        ),
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="A progress line on stderr (simulated date, events per second, time left). Default: when "
+            "stderr is a terminal.",
+        ),
+    ] = None,
 ) -> None:
     """Play events through the real engine on Temporal's time-skipping server, with the broadcasts
     scheduled in the window."""
     from core.records import Customer, Event
+    from journeys.shards import ShardFailed
     from journeys.simulate import SimulationInputError, read_jsonl, write_jsonl
     from journeys.simulate import simulate as run_simulation
     from views.effect import Prices
@@ -264,20 +282,28 @@ def simulate(
         )
         raise typer.Exit(2)
     settings = _settings()
-    found = asyncio.run(
-        run_simulation(
-            loaded,
-            customer_list,
-            event_list,
-            end,
-            shop_name=settings.shop_name,
-            fast=fast,
-            profiles=profiles is not None,
-            broadcasts=moves,
-            prices=Prices.of(settings) if report is not None else None,
-            timezone=settings.shop_timezone,
+    if progress is None:
+        progress = sys.stderr.isatty()
+    try:
+        found = asyncio.run(
+            run_simulation(
+                loaded,
+                customer_list,
+                event_list,
+                end,
+                shop_name=settings.shop_name,
+                fast=fast,
+                profiles=profiles is not None,
+                broadcasts=moves,
+                prices=Prices.of(settings) if report is not None else None,
+                timezone=settings.shop_timezone,
+                shards=shards,
+                progress=sys.stderr if progress else None,
+            )
         )
-    )
+    except ShardFailed as err:
+        typer.echo(f"simulate: {err}", err=True)
+        raise typer.Exit(1) from None
     write_jsonl(found.messages, out)
     if report is not None and found.effect is not None:
         report.write_text(found.effect.model_dump_json(indent=2), encoding="utf-8")

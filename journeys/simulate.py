@@ -14,17 +14,22 @@ Spring Festival) is listed as not run; `broadcasts={name: time}` moves it in.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import itertools
 import json
+import multiprocessing
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -34,8 +39,11 @@ from core.config import Settings
 from core.records import Customer, Event
 from core.rfm import score
 from core.temporal import binary
+from definitions.events import EventCatalog
 from definitions.loader import Definitions, rescheduled
 from instances.contract import BroadcastProgress, broadcast_workflow_id
+from journeys.progress import Progress, Tally, slots
+from journeys.shards import default_shards, merge_stores, partition, run_in_processes
 from journeys.worker import activity_threads, build_workers
 from store import queries
 from store.db import Store
@@ -48,6 +56,8 @@ from views.effect import EffectReport, Prices, effect_report
 from workflows.broadcast import BroadcastWorkflow
 
 TASK_QUEUE = "journeys-simulation"
+#: How long one move of the test server's clock may take (Simulation.advance_to).
+SKIP_TIMEOUT = timedelta(hours=1)
 
 
 class SimulationInputError(ValueError):
@@ -197,15 +207,35 @@ class Simulation:
 
     async def advance_to(self, moment: datetime) -> None:
         """Move the clock to `moment`. The test server does not move its clock past work that is
-        due, so everything due before `moment` has run when this returns."""
+        due, so everything due before `moment` has run when this returns: after thousands of
+        instances started at one instant (a shop's customers created at the start) that takes
+        minutes, longer than the SDK's `env.sleep` waits for its call, hence SKIP_TIMEOUT."""
         behind = moment - await self.now()
         if behind > timedelta(0):
-            await self.env.sleep(behind)
+            request = SleepRequest()
+            request.duration.FromTimedelta(behind)
+            await self.client.test_service.unlock_time_skipping_with_sleep(request, timeout=SKIP_TIMEOUT)
 
     async def emit(self, event: Event, backfill: bool = False) -> list:
         """Log the event (a duplicate event_id is dropped) and route it at its own time, or now if
         its time has passed (it arrives late). `backfill`: as history, which starts nothing."""
         await self.advance_to(event.occurred_at)
+        return await self._log_and_route(event, backfill)
+
+    async def emit_together(self, events: list[Event], tally: Tally | None = None) -> None:
+        """Events of one instant: the clock moves once, each customer's events are logged and
+        routed in their order, and the customers concurrently (as the dispatcher routes them),
+        since nothing of one customer's reaches another's. `tally` counts each one played."""
+        if not events:
+            return
+        await self.advance_to(events[0].occurred_at)
+        await _by_customer(
+            [(event.customer_id, functools.partial(self._log_and_route, event)) for event in events],
+            events[0].occurred_at,
+            tally,
+        )
+
+    async def _log_and_route(self, event: Event, backfill: bool = False) -> list:
         with self.store.transaction() as session:
             fresh = queries.store_event(session, event, datetime.now(UTC), backfill=backfill)
         return await self.router.route(event, backfill=backfill) if fresh else []
@@ -222,15 +252,7 @@ class Simulation:
 
     async def create_customer(self, customer: Customer, at: datetime) -> None:
         """Upsert a customer as a `customer.created` event at `at`."""
-        await self.emit(
-            Event(
-                event_id=f"simulate:customer.created:{customer.customer_id}",
-                type="customer.created",
-                occurred_at=at,
-                customer_id=customer.customer_id,
-                data=customer.model_dump(mode="json", exclude={"customer_id"}),
-            )
-        )
+        await self.emit(created(customer, at))
 
     def records(self, until: datetime | None = None) -> list[dict[str, Any]]:
         with self.store.transaction() as session:
@@ -248,38 +270,77 @@ async def simulate(
     broadcasts: dict[str, datetime] | None = None,
     prices: Prices | None = None,
     timezone: str = Settings.default("shop_timezone"),
+    shards: int | None = None,
+    progress: TextIO | None = None,
 ) -> SimulationReport:
     """Play `events` (any order; played in `occurred_at` order) for `customers` up to `until`, on
     the production worker (sandboxed), with the definitions' broadcasts that fall in the window;
     `broadcasts` moves some to other times first (naive: each customer's local time). `fast=True`
     is the explicit fast mode (every module passed through the sandbox). With `prices`, the report
-    holds the effect report of [first event, until], days in `timezone`."""
+    holds the effect report of [first event, until], days in `timezone`.
+
+    `shards` splits the customers across that many processes, each with its own test server,
+    worker and store (journeys/shards.py), merged before anything is read, so the records are
+    those of one process; None: one a core, as the work allows (`default_shards`), 1: all in
+    this process. `progress`: a stream (stderr) for a progress line, redrawn in place."""
     started = datetime.now(UTC)
     ordered = sorted(events, key=lambda e: e.occurred_at)
     begin = ordered[0].occurred_at if ordered else until
     for name, when in (broadcasts or {}).items():
         definitions = rescheduled(definitions, name, when)
     due, not_run = broadcast_plan(definitions, begin, until)
+    played = [event for event in ordered if event.occurred_at <= until]
+    if shards is None:
+        shards = default_shards(len(customers) + len(played))
+    if shards < 1:
+        raise ValueError(f"shards: {shards}; at least 1")
+    if shards > 1:  # a repeated event_id plays once, the first in time, as one store keeps it
+        played = _first_of_each(played)
 
     with tempfile.TemporaryDirectory(prefix="journeys-sim-") as scratch:
-        store = Store(f"sqlite:///{scratch}/simulation.db", durable=False).migrate()
+        works = [
+            ShardWork(
+                definitions=_portable(definitions) if shards > 1 else definitions,
+                customers=part_customers,
+                events=part_events,
+                begin=begin,
+                until=until,
+                due=due,
+                shop_name=shop_name,
+                fast=fast,
+                database=Path(scratch) / f"shard-{index + 1}.db",
+            )
+            for index, (part_customers, part_events) in enumerate(
+                [part for part in partition(customers, played, shards) if part != ([], [])]
+                if shards > 1
+                else [(customers, played)]
+            )
+        ]
+        counters = slots(len(works), begin)
+        if shards > 1:  # shared with the shards' processes
+            counters = multiprocessing.get_context("spawn").Array("d", counters, lock=False)
+        follow = None
+        if progress is not None:
+            totals = [len(work.customers) + len(work.events) for work in works]
+            follow = asyncio.create_task(Progress(counters, totals, progress).follow())
         try:
-            async with Simulation(definitions, store, begin, shop_name, fast=fast) as sim:
-                for customer in customers:
-                    await sim.create_customer(customer, begin)
-                waiting = list(due)
-                for event in ordered:
-                    if event.occurred_at > until:
-                        break
-                    while waiting and waiting[0][0] <= event.occurred_at:
-                        await _start(sim, *waiting.pop(0))
-                    await sim.emit(event)
-                for when, name in waiting:
-                    await _start(sim, when, name)
-                # One second past the end, so everything due up to `until` has run.
-                await sim.advance_to(until + timedelta(seconds=1))
-                records = sim.records(until=until)
-                ran = [await _ran(sim, when, name) for when, name in due]
+            if shards > 1:
+                counts = _summed(await run_in_processes(play_shard, works, counters))
+                database = Path(scratch) / "simulation.db"
+                Store(f"sqlite:///{database}", durable=False).migrate().dispose()
+                merge_stores(database, [work.database for work in works])
+            else:
+                counts = await play_shard(works[0], Tally(counters, 0))
+                database = works[0].database
+        finally:
+            if follow is not None:
+                follow.cancel()
+                await asyncio.gather(follow, return_exceptions=True)
+
+        store = Store(f"sqlite:///{database}", durable=False)
+        try:
+            with store.transaction() as session:
+                records = ordered_records(message_record(row) for row in queries.list_messages(session, until=until))
             found = customer_profiles(store, definitions, until) if profiles else []
             earned = (
                 effect_report(store, definitions, Period(begin, until, timezone), prices, by="variant")
@@ -289,6 +350,7 @@ async def simulate(
         finally:
             store.dispose()
 
+    ran = [_ran(definitions, when, name, counts[name]) for when, name in due]
     report = SimulationReport(
         broadcasts=ran + not_run,
         effect=earned,
@@ -302,6 +364,150 @@ async def simulate(
         status = record["status"] + (f":{record['reason']}" if record["status"] == "skipped" else "")
         report.per_journey[record["journey"]][status] += 1
     return report
+
+
+class BroadcastCount(BaseModel):
+    """What one shard's run of a broadcast reached: its members there, and the instances started
+    for them (or found running)."""
+
+    members: int = 0
+    instances: int = 0
+
+
+@dataclass(frozen=True)
+class ShardWork:
+    """What one shard plays: its customers and their events (in time order, none after
+    `until`), with what every shard shares, and where its store goes."""
+
+    definitions: Definitions
+    customers: list[Customer]
+    events: list[Event]
+    begin: datetime
+    until: datetime
+    due: list[tuple[datetime, str]]
+    shop_name: str
+    fast: bool
+    database: Path
+
+
+async def play_shard(work: ShardWork, tally: Tally) -> dict[str, BroadcastCount]:
+    """Play a shard on a test server of its own, into a store of its own at `work.database`
+    (kept for reading): its customers created at `begin`, its events by instant, each broadcast
+    due started before the events of its instant; then the clock run to one second past `until`,
+    so everything due up to it has run. What each broadcast reached, by name."""
+    definitions = _compiled(work.definitions)
+    store = Store(f"sqlite:///{work.database}", durable=False).migrate()
+    try:
+        async with Simulation(definitions, store, work.begin, work.shop_name, fast=work.fast) as sim:
+            await sim.advance_to(work.begin)
+            await sim.emit_together([created(customer, work.begin) for customer in work.customers], tally)
+            waiting = list(work.due)
+            for at, together in itertools.groupby(work.events, key=lambda e: e.occurred_at):
+                while waiting and waiting[0][0] <= at:
+                    await _start(sim, *waiting.pop(0))
+                await sim.emit_together(list(together), tally)
+            for when, name in waiting:
+                await _start(sim, when, name)
+            await sim.advance_to(work.until + timedelta(seconds=1))
+            counts = {}
+            for _, name in work.due:
+                progress = await sim.broadcast_progress(name)
+                counts[name] = BroadcastCount(members=progress.total, instances=progress.started + progress.already)
+            return counts
+    finally:
+        store.dispose()
+
+
+def created(customer: Customer, at: datetime) -> Event:
+    """A customer's record as the `customer.created` event at `at` that upserts it."""
+    return Event(
+        event_id=f"simulate:customer.created:{customer.customer_id}",
+        type="customer.created",
+        occurred_at=at,
+        customer_id=customer.customer_id,
+        data=customer.model_dump(mode="json", exclude={"customer_id"}),
+    )
+
+
+def ordered_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ledger's order (the store's, list_messages) on the records as written: by the second
+    of `at`, journey, customer, order (none first), step, and the whole record last. The store's
+    own order also sees the milliseconds the test server's clock runs on while a task is handled,
+    which differ from run to run; to the second, two runs agree."""
+
+    def key(record: dict[str, Any]) -> tuple:
+        order = record["order_id"]
+        return (
+            record["at"],
+            record["journey"],
+            record["customer_id"],
+            order is not None,
+            order or "",
+            record["step"],
+            json.dumps(record, ensure_ascii=False, sort_keys=True),
+        )
+
+    return sorted(records, key=key)
+
+
+#: How many customers one instant's events are routed for at once.
+TOGETHER = 64
+
+
+async def _by_customer(
+    steps: list[tuple[str, Callable[[], Awaitable[Any]]]], at: datetime, tally: Tally | None
+) -> None:
+    """Each customer's steps in order, customers concurrently (TOGETHER at a time)."""
+    chains: dict[str, list[Callable[[], Awaitable[Any]]]] = defaultdict(list)
+    for customer_id, step in steps:
+        chains[customer_id].append(step)
+    limit = asyncio.Semaphore(TOGETHER)
+
+    async def run(chain: list[Callable[[], Awaitable[Any]]]) -> None:
+        async with limit:
+            for step in chain:
+                await step()
+                if tally is not None:
+                    tally.played(at)
+
+    if len(chains) == 1:  # the common case: no task to make
+        await run(next(iter(chains.values())))
+        return
+    async with asyncio.TaskGroup() as group:
+        for chain in chains.values():
+            group.create_task(run(chain))
+
+
+def _first_of_each(events: list[Event]) -> list[Event]:
+    """The first event of each event_id, in their order."""
+    seen: set[str] = set()
+    first = []
+    for event in events:
+        if event.event_id not in seen:
+            seen.add(event.event_id)
+            first.append(event)
+    return first
+
+
+def _summed(shard_counts: list[dict[str, BroadcastCount]]) -> dict[str, BroadcastCount]:
+    total: dict[str, BroadcastCount] = {}
+    for counts in shard_counts:
+        for name, count in counts.items():
+            before = total.get(name, BroadcastCount())
+            total[name] = BroadcastCount(
+                members=before.members + count.members, instances=before.instances + count.instances
+            )
+    return total
+
+
+def _portable(definitions: Definitions) -> Definitions:
+    """`definitions` for another process: the event catalogue without its compiled checks (which
+    do not pickle); `_compiled` compiles them again there."""
+    return replace(definitions, events=EventCatalog(definitions.events.declared))
+
+
+def _compiled(definitions: Definitions) -> Definitions:
+    return replace(definitions, events=EventCatalog.of(list(definitions.events.declared.values())))
 
 
 def broadcast_plan(
@@ -330,12 +536,11 @@ async def _start(sim: Simulation, when: datetime, name: str) -> None:
     await sim.start_broadcast(name)
 
 
-async def _ran(sim: Simulation, when: datetime, name: str) -> str:
-    progress = await sim.broadcast_progress(name)
-    segment = sim.definitions.broadcasts[name][0].segment
+def _ran(definitions: Definitions, when: datetime, name: str, count: BroadcastCount) -> str:
+    segment = definitions.broadcasts[name][0].segment
     return (
-        f"broadcast {name}: started {_instant(when)}, segment {segment}: {progress.total} members, "
-        f"{progress.started + progress.already} instances"
+        f"broadcast {name}: started {_instant(when)}, segment {segment}: {count.members} members, "
+        f"{count.instances} instances"
     )
 
 
