@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.payloads import ExitRecord, FailureRecord, SendOutcome, SendRequest
 from core.channel import Channel, OutgoingMessage, PermanentChannelError, RetryableChannelError
+from core.contact_policy import ContactPolicy
 from core.records import Customer
 from core.vocabulary import Reason
 from definitions.expressions import message_context
@@ -30,7 +31,8 @@ from store.tables import MessageRow
 
 
 class JourneyActivities:
-    """Activities with their dependencies: the store, the channel adapters, the shop's name."""
+    """Activities with their dependencies: the store, the channel adapters, the shop's name and
+    contact policy (policy.yaml, read when the worker starts; the shipped one without it)."""
 
     def __init__(
         self,
@@ -41,8 +43,11 @@ class JourneyActivities:
         default_region: str,
         opt_out: dict[str, str] | None = None,
         deliver_inline: frozenset[str] = frozenset(),
+        policy: ContactPolicy | None = None,
     ):
         self.store = store
+        # The shop's policy as the worker read it; each send brings its journey's and step's overrides.
+        self.policy = policy or ContactPolicy()
         self.channels = channels
         self.shop_name = shop_name
         self.default_region = default_region  # where national phone numbers are read
@@ -145,6 +150,7 @@ class JourneyActivities:
             default_region=self.default_region,
             planned_at=req.planned_at,
             max_lateness=req.max_lateness,
+            policy=self.policy.for_send(req.policy),
         )
         notes = "; ".join(decision.notes) or None  # unusable contacts passed over, recorded with the outcome
         if decision.action == "skip":
@@ -178,6 +184,7 @@ class JourneyActivities:
             return SendOutcome(status="failed", reason=Reason.TEMPLATE_ERROR, channel=decision.channel), None
 
         row = _ledger_row(req, status="sending", reason=None, channel=decision.channel, address=decision.address)
+        row.cap = decision.cap  # counts against another cap than its category's
         row.locale, row.subject, row.body = rendered.locale, rendered.subject, rendered.body
         row.segments = rendered.segments
         row.provider_template, row.template_data = rendered.provider_template, rendered.template_data

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from core.audience import Segment
+from core.contact_policy import PolicyOverride
 from core.rfm import RfmTable
 from definitions.schema import JourneySnapshot, Resource, Template
 
@@ -51,6 +52,11 @@ class SendRequest(BaseModel):
     exit_since: datetime | None = None
     resource: Resource | None = Field(default=None, description="What the message hands out, with its limits.")
     variant: str | None = Field(default=None, description="The instance's group at the journey's split.")
+    policy: PolicyOverride | None = Field(
+        default=None,
+        description="The send's changes to the shop's contact policy (the step's `policy` over its journey's), as "
+        "the instance's snapshot has them; the shop's policy.yaml is the worker's.",
+    )
     deliver: bool = Field(
         default=True,
         description="False: decide and record only, answering `ready`, and the workflow hands the message "

@@ -5,10 +5,23 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Annotated
+
+from pydantic import Field
 
 _DURATION = re.compile(r"^(-)?((?:\d+[wdhms])+)$")
 _PART = re.compile(r"(\d+)([wdhms])")
 _UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+#: A field holding a duration as written (the journey schema's and the contact policy's).
+Duration = Annotated[
+    str,
+    Field(
+        pattern=r"^-?(\d+[wdhms])+$",
+        description="A duration such as 15m, 2h, 3d, 1d12h or -2h (w, d, h, m, s).",
+        examples=["15m", "3d", "-2h"],
+    ),
+]
 
 
 def parse_duration(text: str) -> timedelta:

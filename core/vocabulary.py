@@ -12,6 +12,11 @@ from temporalio.common import SearchAttributeKey
 ChannelName = Literal["sms", "email", "webhook", "outbox"]
 CHANNELS: tuple[ChannelName, ...] = get_args(ChannelName)
 
+#: What a message is: a notice the customer expects (payment, delivery), or marketing (opt-out
+#: text, email unsubscribes, the shipped frequency cap).
+CategoryName = Literal["transactional", "marketing"]
+CATEGORIES: tuple[CategoryName, ...] = get_args(CategoryName)
+
 
 class Status(StrEnum):
     """A ledger row's status. `sending`: decided, the provider not (yet) sure to have it;
@@ -57,6 +62,7 @@ class Reason(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BLACKLISTED = "blacklisted"
     QUIET_HOURS = "quiet_hours"
+    SEND_WINDOW = "send_window"  # outside the send windows of policy.yaml, and deferred past its deadline
     FREQUENCY_CAP = "frequency_cap"
     RESOURCE_LIMIT = "resource_limit"
     TEMPLATE_ERROR = "template_error"

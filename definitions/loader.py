@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from core.audience import SEGMENTS_DIR, RfmTest, Segment, tests_of
+from core.contact_policy import EXEMPT, ContactPolicy, PolicyOverride
 from core.rfm import DEFAULT_TABLE, RfmTable
 from definitions.broadcasts import BROADCAST_EVENT, BROADCASTS_DIR, Broadcast, BroadcastSchedule, journey_of
 from definitions.events import BUILT_IN, EVENTS_FILE, EventCatalog, EventDeclaration
@@ -38,7 +39,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 #: Files of a definitions directory that are not journeys.
 RFM_FILE = "rfm.yaml"
 RESOURCES_FILE = "resources.yaml"
-RESERVED_FILES = frozenset({RFM_FILE, EVENTS_FILE, RESOURCES_FILE})
+POLICY_FILE = "policy.yaml"
+RESERVED_FILES = frozenset({RFM_FILE, EVENTS_FILE, RESOURCES_FILE, POLICY_FILE})
 
 
 class DefinitionsError(Exception):
@@ -64,6 +66,8 @@ class Definitions:
     broadcasts: dict[str, tuple[Broadcast, JourneySnapshot]] = field(default_factory=dict)
     #: What send steps hand out, with its harassment limits (`resources.yaml`), by name.
     resources: dict[str, Resource] = field(default_factory=dict)
+    #: The shop's contact policy (`policy.yaml`; what the engine always did without one).
+    policy: ContactPolicy = field(default_factory=ContactPolicy)
     #: What looks wrong but may be meant (a field a declared event's schema lacks), one line each as
     #: `path:line: field: warning: ...`; never a reason not to load (`journeys validate` prints them).
     warnings: list[str] = field(default_factory=list)
@@ -141,7 +145,7 @@ def _parse_loc(where: str) -> tuple:
     return tuple(loc)
 
 
-_UNION_MEMBER = re.compile(r"^(literal|list|dict|str|int|float|bool|function-[a-z]+)\[")
+_UNION_MEMBER = re.compile(r"^((literal|list|dict|str|int|float|bool|function-[a-z]+)\[|constrained-str$)")
 
 
 def _problem_lines(path: Path, lines: dict[tuple, int], err: ValidationError, prefix: tuple = ()) -> list[str]:
@@ -163,6 +167,8 @@ def _pydantic_problems(err: ValidationError) -> list[tuple[tuple, str]]:
                 continue  # a step's tag repeats its key: ('send', 'send') → ('send',)
             if isinstance(part, str) and _UNION_MEMBER.match(part):
                 continue  # which member of a union (one event type or a list of them) failed
+            if part == "[key]":
+                continue  # a mapping's key was refused: the key itself names the place
             loc.append(part)
         if tuple(loc) in seen:
             continue  # a union reports each member's failure: the first says it best
@@ -238,6 +244,7 @@ def _journey_problems(
     catalog: EventCatalog = BUILT_IN,
     resources: dict[str, Resource] | None = None,
     warnings: list[tuple[str, str]] | None = None,
+    policy: ContactPolicy | None = None,
 ) -> list[tuple[str, str]]:
     """Problems pydantic cannot see: references, known event types, routing, duplicate step ids,
     and the mistakes of definitions/lint.py, the journey's expressions among them (its warnings go
@@ -261,10 +268,20 @@ def _journey_problems(
     if journey.conversion:
         routable(journey.conversion.event, "goal" if isinstance(journey.goal, str) else "goal.event")
 
+    def capped(override: PolicyOverride | None, where: str) -> None:
+        shop = policy or ContactPolicy()
+        if override is not None and override.cap not in (None, EXEMPT) and shop.cap_named(override.cap) is None:
+            known = ", ".join(cap.name for cap in shop.caps) or "none"
+            problems.append(
+                (f"{where}.cap", f"no cap {override.cap!r} in {POLICY_FILE}; caps: {known} (or `exempt` with a reason)")
+            )
+
+    capped(journey.policy, "policy")
     seen_ids: dict[str, str] = {}
     for path, step in walk_steps(journey.steps):
         if isinstance(step, SendStep):
             spec = step.send
+            capped(spec.policy, f"{path}.send.policy")
             template = templates.get(spec.template)
             if template is None:
                 problems.append((f"{path}.send.template", f"unknown template {spec.template!r}"))
@@ -327,6 +344,7 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
     loaded.events = _load_events(directory, problems)
     loaded.segments = _load_segments(directory, loaded.rfm, problems)
     loaded.resources = _load_resources(directory, loaded.events, problems)
+    loaded.policy = _load_policy(directory, problems)
     where_defined: dict[str, str] = {}
     files = [
         path
@@ -350,7 +368,7 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
             problems.extend(_problem_lines(path, lines, err))
             continue
         warned: list[tuple[str, str]] = []
-        found = _journey_problems(journey, templates, loaded.events, loaded.resources, warned)
+        found = _journey_problems(journey, templates, loaded.events, loaded.resources, warned, loaded.policy)
         own, warnings = (
             [f"{path}:{_line_of(lines, _parse_loc(where))}: {where}: {message}" for where, message in listed]
             for listed in (found, warned)
@@ -396,7 +414,7 @@ def _load_broadcasts(
             own.append((("segment",), f"no segment {broadcast.segment!r}; segments: {known}"))
         journey = journey_of(broadcast)
         warned: list[tuple[str, str]] = []
-        for where, message in _journey_problems(journey, templates, catalog, loaded.resources, warned):
+        for where, message in _journey_problems(journey, templates, catalog, loaded.resources, warned, loaded.policy):
             own.append((_broadcast_loc(where), message))
         own_warnings = [(_broadcast_loc(where), message) for where, message in warned]
         for into, listed in ((problems, own), (loaded.warnings, own_warnings)):
@@ -513,6 +531,34 @@ def _load_segments(directory: Path, rfm: RfmTable, problems: list[str]) -> dict[
     return found
 
 
+def _load_policy(directory: Path, problems: list[str]) -> ContactPolicy:
+    """`policy.yaml`: the shop's contact policy; what the engine always did without the file (or
+    with a broken one, the problems added)."""
+    path = directory / POLICY_FILE
+    read = _read_optional(path, problems)
+    if read is None:
+        return ContactPolicy()
+    data, lines = read
+    try:
+        policy = ContactPolicy.model_validate(data or {})
+    except ValidationError as err:
+        problems.extend(_problem_lines(path, lines, err))
+        return ContactPolicy()
+    found = policy.problems()
+    problems.extend(f"{path}:{_line_of(lines, loc)}: {dotted(loc)}: {message}" for loc, message in found)
+    return ContactPolicy() if found else policy
+
+
+def load_policy(directory: Path | str) -> ContactPolicy:
+    """The contact policy of `directory` (`policy.yaml`), or DefinitionsError naming its problems:
+    what the worker decides every send by."""
+    problems: list[str] = []
+    policy = _load_policy(Path(directory), problems)
+    if problems:
+        raise DefinitionsError(problems)
+    return policy
+
+
 def _load_rfm(directory: Path, problems: list[str]) -> RfmTable:
     """`rfm.yaml`: the shop's RFM table, or the practice's default without the file."""
     path = directory / RFM_FILE
@@ -558,4 +604,12 @@ def json_schema() -> dict[str, Any]:
     schema = Journey.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Journeys journey definition"
+    return schema
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of `policy.yaml` (definitions/policy.schema.json, for editors)."""
+    schema = ContactPolicy.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Journeys contact policy (policy.yaml)"
     return schema

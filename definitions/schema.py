@@ -26,18 +26,11 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from core.durations import parse_duration
+from core.contact_policy import PolicyOverride
+from core.durations import Duration, parse_duration
 from core.records import EventName, Locale
-from core.vocabulary import ChannelName
+from core.vocabulary import CategoryName, ChannelName
 
-Duration = Annotated[
-    str,
-    Field(
-        pattern=r"^-?(\d+[wdhms])+$",
-        description="A duration such as 15m, 2h, 3d, 1d12h or -2h (w, d, h, m, s).",
-        examples=["15m", "3d", "-2h"],
-    ),
-]
 Expression = Annotated[
     str,
     Field(
@@ -46,7 +39,7 @@ Expression = Annotated[
     ),
 ]
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=60)]
-Category = Literal["transactional", "marketing"]
+Category = CategoryName
 
 
 #: How long after its planned moment a message of each category is still sent (a send's
@@ -126,6 +119,12 @@ class SendSpec(_Strict):
         "sending; later, it is skipped with reason `stale`. Defaults by category: transactional 30m, marketing 1d.",
         exclude_if=lambda value: value is None,
     )
+    policy: PolicyOverride | None = Field(
+        default=None,
+        description="This message's changes to the contact policy (policy.yaml), over the journey's `policy`: "
+        "quiet_hours, cap (another named cap, or `exempt` with a `reason`), priority.",
+        exclude_if=lambda value: value is None,  # so journeys without one keep their content hash
+    )
 
     def lateness(self, category: str) -> timedelta:
         """How late this message may go: its own `max_lateness`, else its category's default."""
@@ -134,6 +133,10 @@ class SendSpec(_Strict):
     @property
     def step_id(self) -> str:
         return self.id or self.template
+
+    def policy_over(self, journey: PolicyOverride | None) -> PolicyOverride | None:
+        """The contact-policy override of this send: its own over its journey's."""
+        return self.policy.over(journey) if self.policy else journey
 
 
 class WaitUntilSpec(_Strict):
@@ -296,6 +299,12 @@ class Journey(_Strict):
     )
     conversion_window: Duration = Field(
         default="3d", description="With a plain `goal: EVENT`: how long after the first sent message it counts."
+    )
+    policy: PolicyOverride | None = Field(
+        default=None,
+        description="Changes to the contact policy (policy.yaml) for every send of the journey (a send's own "
+        "`policy` wins): quiet_hours, cap (another named cap, or `exempt` with a `reason`), priority.",
+        exclude_if=lambda value: value is None,  # so journeys without one keep their content hash
     )
     steps: list[Step]
 

@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from core.config import Settings
-from definitions.loader import check_definitions, default_directory, json_schema
+from definitions.loader import check_definitions, default_directory, json_schema, policy_json_schema
 
 if TYPE_CHECKING:
     from store.db import Store
@@ -172,9 +172,15 @@ def validate(directory: Annotated[Path | None, typer.Argument(help="Default: ./d
 
 
 @app.command()
-def schema() -> None:
-    """Print the JSON Schema of a journey definition (for editors)."""
-    typer.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+def schema(
+    of: Annotated[str, typer.Argument(help="journey (a journey definition) or policy (policy.yaml)")] = "journey",
+) -> None:
+    """Print the JSON Schema of a journey definition or of policy.yaml (for editors)."""
+    schemas = {"journey": json_schema, "policy": policy_json_schema}
+    if of not in schemas:
+        typer.echo(f"schema {of!r}: one of {', '.join(schemas)}", err=True)
+        raise typer.Exit(2)
+    typer.echo(json.dumps(schemas[of](), indent=2, ensure_ascii=False))
 
 
 def _broadcast_moves(options: list[str], loaded) -> dict[str, datetime]:

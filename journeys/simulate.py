@@ -180,7 +180,13 @@ class Simulation:
             )
             self._executor = ThreadPoolExecutor(activity_threads(settings))
             self.workers = build_workers(
-                self.env.client, settings, self.store, self._executor, build_channels(None), fast=self.fast
+                self.env.client,
+                settings,
+                self.store,
+                self._executor,
+                build_channels(None),
+                fast=self.fast,
+                policy=self.definitions.policy,
             )
             for worker in self.workers:
                 await worker.__aenter__()

@@ -37,10 +37,11 @@ from activities.retention import RetentionActivities
 from channels import build_channels, describe_channels
 from core.channel import Channel
 from core.config import Settings
+from core.contact_policy import ContactPolicy
 from core.temporal import connect, describe, ensure_search_attributes
 from core.vocabulary import CHANNELS
 from definitions.expressions import compiled_counts
-from definitions.loader import check_definitions, default_directory
+from definitions.loader import check_definitions, default_directory, load_policy
 from instances.contract import channel_queue
 from journeys.retention import ensure_retention_schedule, limit_history_retention
 from store import queries
@@ -129,13 +130,20 @@ def build_workers(
     channels: dict[str, Channel] | None = None,
     *,
     fast: bool = False,
+    policy: ContactPolicy | None = None,
 ) -> list[Worker]:
     """The journey worker and one delivery worker per channel, on `settings.task_queue`. A channel's
     rate limit is enforced by the Temporal server across all workers of its queue, so adding
     workers never exceeds a provider's limit. `channels` defaults to those `settings` configure.
     Workflows always run in Temporal's sandbox; `fast` (passed by `journeys simulate --fast`
-    alone, no setting turns it on) only passes every module through it."""
+    alone, no setting turns it on) only passes every module through it. Every send is decided by
+    `policy`, by default the contact policy of the configured definitions (policy.yaml, read
+    here: a worker started after an edit decides by it, running instances included; a journey's
+    and a step's overrides are in each instance's snapshot). A policy.yaml with problems stops
+    the worker (DefinitionsError, each as `file:line`): it would decide every send."""
     write_workflow_bytecode()
+    if policy is None:
+        policy = load_policy(settings.definitions_dir or default_directory())
     channels = channels if channels is not None else build_channels(settings.outbox_path, settings)
     log.info("channels: %s", describe_channels(channels))
     log.info("send rate limits per second: %s", describe_rate_limits(settings.rate_limits))
@@ -146,6 +154,7 @@ def build_workers(
         default_region=settings.default_region,
         opt_out=settings.sms_opt_out,
         deliver_inline=frozenset(channel for channel in CHANNELS if not settings.rate_limits.get(channel)),
+        policy=policy,
     )
     broadcasts = BroadcastActivities(store, client)
     options = {

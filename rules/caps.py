@@ -1,25 +1,30 @@
-"""The caps on how much reaches one customer: the frequency cap on marketing messages, and the
-limits on a resource a send hands out (a coupon at most once per 30 days, at most two unredeemed).
-Each `*_refusal` says why a send would break its cap, or None; the counts come from the store
-through rules.policy's `Lookups`."""
+"""The caps on how much reaches one customer: the contact policy's caps (policy.yaml: marketing at
+most 2 per 7 days as shipped, several windows at once), and the limits on a resource a send hands
+out (a coupon at most once per 30 days, at most two unredeemed). Each `*_refusal` says why a send
+would break its cap, or None; the counts come from the store through rules.policy's `Lookups`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-#: At most FREQUENCY_CAP marketing messages to a customer within FREQUENCY_WINDOW, all journeys
-#: and channels together.
-FREQUENCY_CAP = 2
-FREQUENCY_WINDOW = timedelta(days=7)
+from core.contact_policy import Cap
+
+#: How many messages a cap counts for the customer since a moment, on one channel or (None) all.
+CapCount = Callable[[datetime, str | None], int]
 
 
-def frequency_refusal(recent: int) -> str | None:
-    """Why one more marketing message would break the frequency cap, given the `recent` ones sent
-    within the window, or None."""
-    if recent >= FREQUENCY_CAP:
-        return f"{recent} marketing messages in the last {FREQUENCY_WINDOW.days} days"
+def cap_refusal(cap: Cap, at: datetime, channel: str, counted: CapCount) -> str | None:
+    """Why one more message on `channel` at `at` would break one of the cap's windows (the first
+    full one, as `cap marketing 2/7d: 2 sent since ...`), or None. Every window holds at once;
+    one with `per_channel` counts the chosen channel's messages alone."""
+    for window in cap.windows:
+        since = at - window.length
+        sent = counted(since, channel if window.per_channel else None)
+        if sent >= window.max:
+            return f"{window.label(cap.name, channel)}: {sent} sent since {since.isoformat()}"
     return None
 
 

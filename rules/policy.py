@@ -1,9 +1,11 @@
 """The contact policy, as one pure function, `decide`: staleness, blacklist, channel choice, quiet
-hours, resource limits, frequency cap, in that order (exactly-once is the ledger's job). The send
-activity records what it decides; `journeys preview` and a broadcast's dry run show what it would
-decide now. What the rule needs from the store (suppressions, the recent marketing count, a
-resource's issues and redemptions) comes in through `Lookups`, so the rule itself touches nothing;
-store.lookups.StoreLookups answers from a session."""
+hours and send windows, resource limits, caps, in that order (exactly-once is the ledger's job).
+The send activity records what it decides; `journeys preview` and a broadcast's dry run show what
+it would decide now. Which hours and caps hold is the send's `SendPolicy` (core.contact_policy:
+the shop's policy.yaml with the journey's and the step's overrides). What the rule needs from the
+store (suppressions, how many messages a cap counts, a resource's issues and redemptions) comes in
+through `Lookups`, so the rule itself touches nothing; store.lookups.StoreLookups answers from a
+session."""
 
 from __future__ import annotations
 
@@ -13,13 +15,18 @@ from datetime import datetime, timedelta
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
+from core.contact_policy import ContactPolicy, SendPolicy
 from core.contacts import UnusableContact
 from core.durations import format_duration
 from core.records import Customer
 from core.vocabulary import Reason
-from rules.caps import FREQUENCY_WINDOW, ResourceLimits, ResourceUses, frequency_refusal, resource_refusal
+from rules.caps import ResourceLimits, ResourceUses, cap_refusal, resource_refusal
 from rules.contacts import address_for
-from rules.quiet_hours import QUIET_HOURS
+from rules.quiet_hours import QuietHours
+from rules.send_windows import NeverOpen, opening
+
+#: The policy of a send nobody configured: the shipped one (22:00-08:00, marketing 2 per 7 days).
+DEFAULT_POLICY = ContactPolicy().for_send()
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,9 @@ def choose_channel(
 @dataclass(frozen=True)
 class Decision:
     """What the policy says about one send: `send` on `channel` to `address`; `skip` with a
-    `reason`; or `defer` until `resume_at` (quiet hours). `notes` are unusable contacts passed over."""
+    `reason`; or `defer` until `resume_at` (quiet hours, a send window). `notes` are unusable
+    contacts passed over. `cap`: the cap a send counts against when it is not its category's (a
+    step's `cap: NAME`), for the ledger; None counts it against its category's."""
 
     action: Literal["send", "skip", "defer"]
     channel: str | None = None
@@ -76,6 +85,7 @@ class Decision:
     detail: str | None = None
     resume_at: datetime | None = None
     notes: tuple[str, ...] = ()
+    cap: str | None = None
 
 
 class Lookups(Protocol):
@@ -83,7 +93,10 @@ class Lookups(Protocol):
 
     def suppression_scope(self, channel: str, address: str) -> str | None: ...
 
-    def marketing_since(self, since: datetime) -> int: ...
+    def capped_since(self, cap: str, category: str | None, since: datetime, channel: str | None) -> int:
+        """Messages sent (or possibly sent) to the customer after `since` that count against `cap`:
+        those recorded against it, and those of `category` (the cap's) recorded against none; on
+        `channel` alone, or every channel (None)."""
 
     def resource_issued(self, resource: str) -> Sequence[datetime]:
         """When `resource` was issued to the customer (sent, or possibly sent)."""
@@ -112,11 +125,13 @@ def decide(
     resource: ResourceLimits | None = None,
     planned_at: datetime | None = None,
     max_lateness: timedelta | None = None,
+    policy: SendPolicy = DEFAULT_POLICY,
 ) -> Decision:
-    """The contact policy for a send due `at` (the journey's clock), handing out `resource` if
+    """The contact `policy` for a send due `at` (the journey's clock), handing out `resource` if
     given; national phone numbers are read in `default_region` (the shop's) unless the customer
     has their own. A send deferred past its `deadline` is skipped instead; so is one more than
-    `max_lateness` past its `planned_at` (stale: an order replayed days late sends no notice)."""
+    `max_lateness` past its `planned_at` (stale: an order replayed days late sends no notice).
+    The hours that hold are the chosen channel's: a fallback may have other quiet hours."""
     if planned_at is not None and max_lateness is not None and at - planned_at > max_lateness:
         late, most = format_duration(at - planned_at), format_duration(max_lateness)
         detail = f"planned for {planned_at.isoformat()}, {late} late; max_lateness {most}"
@@ -129,17 +144,53 @@ def decide(
     if choice.channel is None:
         return Decision("skip", reason=choice.skip_reason or Reason.NO_CONTACT, notes=choice.problems)
     chosen = {"channel": choice.channel, "address": choice.address, "notes": choice.problems}
-    resume_at = QUIET_HOURS.deferral(at, ZoneInfo(customer.timezone))
-    if resume_at is not None:
-        if deadline is not None and resume_at >= deadline:
-            return Decision("skip", reason=Reason.QUIET_HOURS, detail=f"quiet until {resume_at}", **chosen)
+    held = _held_until(policy, category, choice.channel, at, ZoneInfo(customer.timezone))
+    if held is not None:
+        reason, resume_at, detail = held
+        if resume_at is None or (deadline is not None and resume_at >= deadline):
+            return Decision("skip", reason=reason, detail=detail, **chosen)
         return Decision("defer", resume_at=resume_at, **chosen)
     if resource is not None:
         refusal = resource_refusal(resource, at, resource_uses(resource, lookups))
         if refusal is not None:
             return Decision("skip", reason=Reason.RESOURCE_LIMIT, detail=refusal, **chosen)
-    if category == "marketing":
-        refusal = frequency_refusal(lookups.marketing_since(at - FREQUENCY_WINDOW))
+    cap = policy.cap(category)
+    if cap is not None and not policy.exempt:
+        refusal = cap_refusal(
+            cap, at, choice.channel, lambda since, on: lookups.capped_since(cap.name, cap.category, since, on)
+        )
         if refusal is not None:
             return Decision("skip", reason=Reason.FREQUENCY_CAP, detail=refusal, **chosen)
-    return Decision("send", **chosen)
+    own = cap.name if cap is not None and cap.category != category else None
+    return Decision("send", cap=own, **chosen)
+
+
+def _held_until(
+    policy: SendPolicy, category: str, channel: str, at: datetime, tz: ZoneInfo
+) -> tuple[str, datetime | None, str] | None:
+    """Whether quiet hours or a send window hold a send due `at`: (the reason, the first moment
+    both allow, or None when none ever comes, the detail); None when it may go now."""
+    quiet = QuietHours.of(policy.quiet_hours(category, channel))
+    window = policy.send_window(category, channel)
+    held: str | None = None
+    moment = at
+    for _ in range(16):  # each step moves to the end of a quiet night or a window's opening
+        resume = quiet.deferral(moment, tz) if quiet else None
+        if resume is None and window is not None:
+            try:
+                resume = opening(window.days, moment, tz)
+            except NeverOpen:
+                return Reason.SEND_WINDOW, None, "the send windows never open"
+            if resume is not None:
+                held = held or Reason.SEND_WINDOW
+        elif resume is not None:
+            held = held or Reason.QUIET_HOURS
+        if resume is None:
+            break
+        moment = resume
+    else:
+        return Reason.SEND_WINDOW, None, "no moment in the send windows outside quiet hours"
+    if held is None:
+        return None
+    what = "quiet" if held == Reason.QUIET_HOURS else "send window closed"
+    return held, moment, f"{what} until {moment}"

@@ -22,8 +22,8 @@ class StoreLookups:
     def suppression_scope(self, channel: str, address: str) -> str | None:
         return queries.suppression_scope(self.session, channel, address)
 
-    def marketing_since(self, since: datetime) -> int:
-        return queries.counted_marketing_since(self.session, self.customer_id, since)
+    def capped_since(self, cap: str, category: str | None, since: datetime, channel: str | None) -> int:
+        return queries.capped_since(self.session, self.customer_id, cap, category, since, channel)
 
     def resource_issued(self, resource: str) -> list[datetime]:
         return queries.resource_issued(self.session, self.customer_id, resource)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, case, cast, delete, func, null, or_, select, update
+from sqlalchemy import String, and_, case, cast, delete, func, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.contacts import canonical_contacts, email_forms, phone_forms, region_of
@@ -324,6 +324,32 @@ def counted_marketing_since(session: Session, customer_id: str, since: datetime)
             MessageRow.at > since,
         )
     )
+
+
+def capped_since(
+    session: Session, customer_id: str, cap: str, category: str | None, since: datetime, channel: str | None = None
+) -> int:
+    """Messages sent (or being sent) to a customer after `since` that count against `cap`: those
+    recorded against it, and those of the cap's `category` recorded against none (every row from
+    before named caps); on `channel` alone, or all channels. The customer's rows come from
+    ix_messages_cap (customer_id, category, at): a customer has few, and a category's own rows
+    are one range of it."""
+    counts = MessageRow.cap == cap
+    if category is not None:
+        counts = or_(and_(MessageRow.category == category, MessageRow.cap.is_(None)), counts)
+    query = (
+        select(func.count())
+        .select_from(MessageRow)
+        .where(
+            MessageRow.customer_id == customer_id,
+            counts,
+            MessageRow.status.in_(COUNTED_STATUSES),
+            MessageRow.at > since,
+        )
+    )
+    if channel is not None:
+        query = query.where(MessageRow.channel == channel)
+    return session.scalar(query)
 
 
 def resource_issued(session: Session, customer_id: str, resource: str) -> list[datetime]:

@@ -112,6 +112,9 @@ class MessageRow(Base):
     template: Mapped[str] = mapped_column(String(60))
     #: What the message hands out (definitions/resources.yaml), for the resource limits.
     resource: Mapped[str | None] = mapped_column(String(60))
+    #: The cap of policy.yaml the message counts against when not its category's (a send step's
+    #: `policy: {cap: NAME}`); None: its category's, if it has one.
+    cap: Mapped[str | None] = mapped_column(String(60))
     #: The split group of the instance's key (definitions.schema.variant_of), for effect by variant.
     variant: Mapped[str | None] = mapped_column(String(60))
     category: Mapped[str] = mapped_column(String(20))

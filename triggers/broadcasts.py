@@ -15,6 +15,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.contact_policy import ContactPolicy
 from core.records import DEFAULT_TIMEZONE, Customer
 from definitions.broadcasts import Broadcast
 from definitions.loader import Definitions
@@ -181,7 +182,7 @@ def dry_run(store: Store, definitions: Definitions, name: str, now: datetime, *,
             ids = [m.customer_id for m in page if split_draw(journey, m.customer_id) >= broadcast.holdout]
             members, held_out = members + len(page), held_out + len(page) - len(ids)
             for customer in queries.get_customers(session, ids).values():
-                key, when = _would(broadcast, snapshot, customer, session, now, default_region)
+                key, when = _would(broadcast, snapshot, customer, session, now, default_region, definitions.policy)
                 outcomes[key] = outcomes.get(key, 0) + 1
                 times.append(when)
         if len(page) < PAGE:
@@ -204,6 +205,7 @@ def _would(
     session,
     now: datetime,
     default_region: str,
+    policy: ContactPolicy,
 ) -> tuple[str, datetime]:
     """What the contact policy would do with the broadcast's message to `customer`, at their
     send time: (`send:sms`, `defer:sms`, `skip:unsubscribed`..., the time)."""
@@ -224,6 +226,7 @@ def _would(
         lookups=StoreLookups(session, who),
         default_region=default_region,
         resource=snapshot.resources.get(broadcast.send.resource) if broadcast.send.resource else None,
+        policy=policy.for_send(broadcast.send.policy),
     )
     # A skip says why (a resource limit or the frequency cap skips on a chosen channel); a send or a
     # deferral says on which channel.

@@ -128,6 +128,7 @@ def preview(
             lookups=StoreLookups(session, customer_id),
             resource=snapshot.resources.get(spec.resource) if spec.resource else None,
             default_region=default_region,
+            policy=definitions.policy.for_send(spec.policy_over(definition.policy)),
         )
 
     entry_types = set(definition.entry.events)

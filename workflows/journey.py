@@ -364,6 +364,7 @@ class JourneyWorkflow:
                 deadline=deadline,
                 resource=self.input.snapshot.resources[spec.resource] if spec.resource else None,
                 variant=self.definition.variant_of(self.input.key),
+                policy=spec.policy_over(self.definition.policy),
                 deliver=not on_channel_queue,
                 **lateness,
                 **exits,
