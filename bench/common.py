@@ -1,13 +1,15 @@
 """What the benchmarks share: a throwaway PostgreSQL schema at the newest migration, timing,
-and the process's peak memory."""
+the process's peak memory, and a watchdog on the memory of the processes a benchmark starts."""
 
 from __future__ import annotations
 
 import os
 import resource
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import create_engine, text
@@ -21,6 +23,95 @@ PG_URL = os.environ.get("JOURNEYS_TEST_DATABASE_URL", "postgresql+psycopg2://pos
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of process `pid` now, in MB (NaN once it has ended)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return float("nan")
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def meminfo_mb(field: str) -> float:
+    """A figure of the machine's /proc/meminfo (MemTotal, MemAvailable), in MB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+class MemoryLimitExceeded(RuntimeError):
+    """The watchdog stopped the run: a watched process, or the machine, ran short of memory."""
+
+
+class MemoryWatch:
+    """Samples the RSS of named processes every `interval` seconds in a thread of its own and keeps
+    each one's peak. When `limited` passes `limit_mb`, or the machine's available memory falls
+    under `reserve` of its total, it stops sampling and notes why; `check()`, which a benchmark
+    calls wherever it waits, then raises MemoryLimitExceeded with that reason, so the run stops
+    and cleans up before the machine runs out. Use it as a context manager."""
+
+    def __init__(
+        self, pids: Callable[[], dict[str, int]], limited: str, limit_mb: float, *,
+        interval: float = 2.0, reserve: float = 0.05,
+    ) -> None:  # fmt: skip
+        self.pids, self.limited, self.limit_mb = pids, limited, limit_mb
+        self.interval, self.reserve = interval, reserve
+        self.peaks: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.tripped: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-watch", daemon=True)
+
+    def sample(self) -> None:
+        for name, pid in self.pids().items():
+            mb = rss_mb(pid)
+            if mb == mb:  # not NaN: the process still runs
+                self.last[name] = mb
+                self.peaks[name] = max(self.peaks.get(name, 0.0), mb)
+        server = self.last.get(self.limited, 0.0)
+        available, total = meminfo_mb("MemAvailable"), meminfo_mb("MemTotal")
+        if server > self.limit_mb:
+            self.tripped = (
+                f"the {self.limited} process reached {server:,.0f} MB RSS, over the limit of {self.limit_mb:,.0f} MB"
+            )
+        elif available < self.reserve * total:
+            self.tripped = (
+                f"the machine has {available:,.0f} MB available, under {self.reserve:.0%} of its {total:,.0f} MB "
+                f"(the {self.limited} process at {server:,.0f} MB RSS)"
+            )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+            if self.tripped:
+                return
+
+    def check(self) -> None:
+        """Raise MemoryLimitExceeded if the watchdog has tripped."""
+        if self.tripped:
+            raise MemoryLimitExceeded(f"stopped by the memory watchdog: {self.tripped}")
+
+    def describe_peaks(self) -> str:
+        return ", ".join(f"{name} {mb:,.0f} MB" for name, mb in self.peaks.items())
+
+    def describe_last(self) -> str:
+        """The latest sample of each process."""
+        return "RSS " + ", ".join(f"{name} {mb:,.0f} MB" for name, mb in self.last.items())
+
+    def __enter__(self) -> MemoryWatch:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def timed(work: Callable[[], T]) -> tuple[float, T]:

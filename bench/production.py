@@ -1,11 +1,12 @@
 """Benchmark: the production path, as deployed, against raw Temporal on the same dev server.
 
     .venv/bin/python -m bench.production [--intake 10000] [--starts 2000] [--rate 5,20] [--seconds 30]
-                                         [--scale 400] [--rss 10000,100000]
+                                         [--scale 400] [--rss 10000,100000] [--server-memory-limit-mb MB]
                                          [--burst 1000] [--only PART,...]
 
 Everything runs as it does for a shop: `journeys api` (intake and dispatch) and `journeys worker`
-processes, a `temporal server start-dev` (in memory) and PostgreSQL (JOURNEYS_TEST_DATABASE_URL,
+processes, a `temporal server start-dev` (in memory; for part 7 as `journeys up` runs it, its
+state in a SQLite file) and PostgreSQL (JOURNEYS_TEST_DATABASE_URL,
 default the local `test` database; each run works in a schema of its own, dropped afterwards).
 Customers live where it is midday now, so no send waits for quiet hours, and the channels have no
 rate limit (JOURNEYS_RATE_LIMITS throttles to a provider's contract; it would be measured instead).
@@ -30,7 +31,11 @@ It prints:
    then with two, and the CPU per send of each process; next to it, the CPU per completed
    MinimalReminder with nothing to wait for (raw Temporal's minimal journey, started by
    signal-with-start at the same concurrency) of the Temporal server and the raw worker;
-7. worker RSS with N waiting instances (order.created starts two that wait).
+7. worker RSS with N waiting instances (order.created starts two that wait), on a stack of its
+   own whose dev server runs as `journeys up` runs it (`--db-filename`: the in-memory server grows
+   with every instance and runs out first); a watchdog samples the RSS of the server, the worker
+   and the API every 2 s, prints their peaks, and stops the part if the server passes
+   `--server-memory-limit-mb` (half the machine's memory by default).
 
 `--only latency,urgent` runs some parts alone (history, latency, dispatch, urgent, scale, rss).
 Where the worker's CPU goes, by function: `python -m bench.profile_worker`.
@@ -63,7 +68,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import Priority, WorkflowIDReusePolicy
 
-from bench.common import Schema
+from bench.common import MemoryLimitExceeded, MemoryWatch, Schema, meminfo_mb, rss_mb
 from store.db import Store
 from store.tables import EventRow, MessageRow
 from tests.helpers import daytime_zone, free_port
@@ -130,13 +135,6 @@ def post_all(api: str, events: list[dict], batch: int = 100, clients: int = 4) -
     for thread in threads:
         thread.join()
     return time.perf_counter() - began
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -409,26 +407,96 @@ def describe_cpu(used: dict[str, float]) -> str:
     return f"{parts}; total {sum(used.values()):.0f}"
 
 
-def waiting_rss(stack: Stack, store: Store, shop: Shop, targets: list[int]) -> list[tuple[int, float, float]]:
-    """Grow to each target of waiting instances; (instances, worker RSS MB, seconds to get there)."""
-    out: list[tuple[int, float, float]] = []
-    if not targets:
-        return out
+class Reading(NamedTuple):
+    """The stack's memory once a number of instances wait."""
+
+    instances: int
+    worker_mb: float
+    server_mb: float
+    api_mb: float
+    server_db_mb: float  # the dev server's SQLite file and its write-ahead log, on disk
+    seconds: float  # from the first post for this target until the worker was idle again
+
+    def describe(self) -> str:
+        return (
+            f"worker RSS with {self.instances} waiting instances: {self.worker_mb:.0f} MB "
+            f"(Temporal server {self.server_mb:,.0f} MB, its database {self.server_db_mb:,.0f} MB on disk; "
+            f"API {self.api_mb:.0f} MB; reached in {self.seconds:.0f} s)"
+        )
+
+
+def waiting_rss(stack: Stack, store: Store, shop: Shop, targets: list[int], watch: MemoryWatch) -> list[Reading]:
+    """Grow to each target of waiting instances and read the stack's memory there, once the worker
+    has run every new instance's first task. The orders occur three hours from now, so that no
+    instance's timer fires during the run (a payment reminder's would 15 minutes after its
+    order) and every instance counted still waits. `watch` stops the run if the server grows
+    past its limit."""
+    out: list[Reading] = []
+    worker = stack.processes["worker0"].pid
     made = asyncio.run(_running(stack.address))
-    print(f"  {made} waiting instances: worker RSS {rss_mb(stack.processes['worker0'].pid):.0f} MB", flush=True)
+    print(f"  {made} waiting instances: worker RSS {rss_mb(worker):.0f} MB", flush=True)
     for target in targets:
         began = time.perf_counter()
         orders = max(0, (target - made + 1) // 2)
         prefix = f"w{uuid.uuid4().hex[:4]}-"
+        when = datetime.now(UTC) + timedelta(hours=3)
         for start in range(0, orders, 5000):
-            post_all(stack.api, shop.orders(f"{prefix}{start}-", min(5000, orders - start)))
-            wait_until(lambda: pending(store) < 5000, 3600, "dispatch to catch up", interval=0.5)
-        wait_until(lambda: pending(store) == 0, 3600, "the waiting instances", interval=0.5)
-        time.sleep(5)  # their first workflow tasks
+            events = [
+                shop.event("order.created", n, f"{prefix}{start}-{n}", when=when)
+                for n in range(min(5000, orders - start))
+            ]
+            post_all(stack.api, events)
+            wait_until(lambda: watch.check() or pending(store) < 5000, 3600, "dispatch to catch up", interval=0.5)
+            print(f"  {start + len(events)} of {orders} orders posted, {watch.describe_last()}", flush=True)
+        wait_until(lambda: watch.check() or pending(store) == 0, 3600, "the waiting instances", interval=0.5)
+        while settle([worker], limit=30) >= 30:  # the worker still starts the new instances
+            watch.check()
+            print(f"  the worker catches up: {watch.describe_last()}", flush=True)
+        watch.check()
         made = asyncio.run(_running(stack.address))
-        out.append((made, rss_mb(stack.processes["worker0"].pid), time.perf_counter() - began))
-        print(f"  {made} waiting instances: worker RSS {out[-1][1]:.0f} MB", flush=True)
+        assert stack.server_db is not None
+        database = sum(path.stat().st_size for path in stack.server_db.parent.glob(f"{stack.server_db.name}*"))
+        out.append(
+            Reading(
+                made, rss_mb(worker), rss_mb(stack.processes["temporal"].pid), rss_mb(stack.processes["api"].pid),
+                database / 2**20, time.perf_counter() - began,
+            )
+        )  # fmt: skip
+        print(out[-1].describe(), flush=True)
     return out
+
+
+def waiting_memory(targets: list[int], server_limit_mb: float) -> list[Reading]:
+    """Part 7 on a stack of its own: the Temporal dev server as `journeys up` runs it (its state in
+    a SQLite file, tests.stack.Stack(as_up=True)), whose memory, unlike the in-memory server's,
+    does not grow with every instance; a watchdog samples the server's, the worker's and the API's
+    RSS every 2 s and stops the run if the server passes `server_limit_mb`."""
+    schema = Schema()
+    directory = Path(tempfile.mkdtemp(prefix="journeys-rss-"))
+    stack = Stack(directory, schema.url, as_up=True, extra_env={"JOURNEYS_RATE_LIMITS": "sms=0,email=0,webhook=0"})
+    shop = Shop()
+    began = time.perf_counter()
+    try:
+        stack.start()
+        print(f"rss: the Temporal server as `journeys up` runs it, its state in {stack.server_db}", flush=True)
+        with MemoryWatch(
+            lambda: {name: p.pid for name, p in stack.processes.items()}, "temporal", server_limit_mb
+        ) as watch:
+            try:
+                stack.post(shop.people())
+                wait_until(lambda: pending(schema.store) == 0, 300, "the customers")
+                return waiting_rss(stack, schema.store, shop, targets, watch)
+            finally:
+                print(
+                    f"rss: peak RSS over {time.perf_counter() - began:.0f} s, sampled every {watch.interval:.0f} s: "
+                    f"{watch.describe_peaks()} (the server's limit {server_limit_mb:,.0f} MB)",
+                    flush=True,
+                )
+    finally:
+        stack.stop()
+        schema.drop()
+        for state in directory.glob("temporal.db*"):  # gigabytes at 100,000 instances; the logs stay
+            state.unlink()
 
 
 async def _running(address: str) -> int:
@@ -461,6 +529,10 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1_000, help="order.created posted at once before the urgent sends")
     parser.add_argument("--scale", type=int, default=400, help="order.shipped per scale-out burst")
     parser.add_argument("--rss", default="10000,100000", help="waiting instances at which to read worker RSS")
+    parser.add_argument(
+        "--server-memory-limit-mb", type=float, default=meminfo_mb("MemTotal") / 2,
+        help="stop the rss part when the Temporal server's RSS passes this (default: half the machine's memory)",
+    )  # fmt: skip
     parser.add_argument("--only", default=",".join(PARTS), help=f"the parts to run, of {', '.join(PARTS)}")
     args = parser.parse_args()
     parts = {part.strip() for part in args.only.split(",") if part.strip()}
@@ -471,6 +543,15 @@ def main() -> None:
     if args.intake:
         events_per_second = intake(args.intake)
         print(f"intake: {events_per_second:.0f} events/s (batches of 100, 4 clients, PostgreSQL)", flush=True)
+
+    targets = [int(n) for n in args.rss.split(",") if n.strip() and int(n) > 0] if "rss" in parts else []
+    if targets:
+        try:
+            waiting_memory(targets, args.server_memory_limit_mb)
+        except MemoryLimitExceeded as stopped:
+            print(f"rss: {stopped}; the stack was stopped", flush=True)
+    if not parts - {"rss"}:
+        return
 
     schema = Schema()
     directory = Path(tempfile.mkdtemp(prefix="journeys-bench-"))
@@ -552,10 +633,6 @@ def main() -> None:
             )
             stack.stop_worker(1)
             stack.workers = 1
-
-        targets = [int(n) for n in args.rss.split(",") if n.strip() and int(n) > 0] if "rss" in parts else []
-        for made, rss, seconds in waiting_rss(stack, schema.store, shop, targets):
-            print(f"worker RSS with {made} waiting instances: {rss:.0f} MB (reached in {seconds:.0f} s)", flush=True)
     finally:
         if raw_worker is not None:
             raw_worker.terminate()

@@ -84,28 +84,24 @@ def _webhooks_line(settings: Settings) -> str:
     )
 
 
+def server_command(db_file: Path, port: int, ui_port: int) -> list[str]:
+    """The Temporal dev server as `journeys up` runs it: its state in the SQLite file `db_file`,
+    the search attributes registered, the Web UI on `ui_port` (the benchmark starts it so too)."""
+    args = [
+        binary("temporal"), "server", "start-dev", "--db-filename", str(db_file), "--ip", "127.0.0.1",
+        "--port", str(port), "--ui-port", str(ui_port), "--log-level", "warn",
+    ]  # fmt: skip
+    for key in SEARCH_ATTRIBUTES:
+        args += ["--search-attribute", f"{key.name}=Keyword"]
+    return args
+
+
 async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:
     from journeys.worker import run_worker
     from triggers.serve import api_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    args = [
-        binary("temporal"),
-        "server",
-        "start-dev",
-        "--db-filename",
-        str(data_dir / "temporal.db"),
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--ui-port",
-        str(ui_port),
-        "--log-level",
-        "warn",
-    ]
-    for key in SEARCH_ATTRIBUTES:
-        args += ["--search-attribute", f"{key.name}=Keyword"]
+    args = server_command(data_dir / "temporal.db", port, ui_port)
     log_file = data_dir / "temporal.log"
     with log_file.open("ab") as server_log:
         log_start = server_log.tell()

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
+from journeys.up import server_command
 from store import queries
 from store.db import Store
 from store.tables import MessageRow
@@ -66,6 +67,9 @@ class Stack:
     #: Keep the dev server's state in this SQLite file, so the server can be stopped and started
     #: again with its workflows (in memory when None).
     server_db: Path | None = None
+    #: Start the dev server as `journeys up` does (journeys.up.server_command: its flags, the Web
+    #: UI, the search attributes), its state in `server_db` or else temporal.db in `directory`.
+    as_up: bool = False
 
     def __post_init__(self) -> None:
         self.port, self.ui_port, self.api_port = free_port(), free_port(), free_port()
@@ -103,12 +107,16 @@ class Stack:
             return sock.connect_ex(("127.0.0.1", port)) == 0
 
     def start_server(self) -> None:
-        persist = ["--db-filename", str(self.server_db)] if self.server_db else []
-        self._spawn(
-            "temporal",
-            [TEMPORAL, "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(self.port),
-             "--ui-port", str(self.ui_port), "--log-level", "error", *persist],
-        )  # fmt: skip
+        if self.as_up:
+            self.server_db = self.server_db or self.directory / "temporal.db"
+            self._spawn("temporal", server_command(self.server_db, self.port, self.ui_port))
+        else:
+            persist = ["--db-filename", str(self.server_db)] if self.server_db else []
+            self._spawn(
+                "temporal",
+                [TEMPORAL, "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(self.port),
+                 "--ui-port", str(self.ui_port), "--log-level", "error", *persist],
+            )  # fmt: skip
         wait_until(lambda: self._port_open(self.port), 60, "the Temporal dev server")
 
     def stop_server(self) -> None:
