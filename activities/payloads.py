@@ -52,6 +52,12 @@ class SendRequest(BaseModel):
     exit_since: datetime | None = None
     resource: Resource | None = Field(default=None, description="What the message hands out, with its limits.")
     variant: str | None = Field(default=None, description="The instance's group at the journey's split.")
+    cap_wait_until: datetime | None = Field(
+        default=None,
+        description="Until when the message may wait for a slot of a full cap (the step's deadline, or its planned "
+        "moment plus the step's own max_lateness, whichever comes first); None: a full cap skips it.",
+    )
+    deferrals: int = Field(default=0, description="How often the policy put this send off before (this run).")
     policy: PolicyOverride | None = Field(
         default=None,
         description="The send's changes to the shop's contact policy (the step's `policy` over its journey's), as "
@@ -71,6 +77,7 @@ class SendOutcome(BaseModel):
     channel: str | None = None
     message_id: str | None = None
     defer_until: datetime | None = None
+    detail: str | None = Field(default=None, description="What the policy said, e.g. which cap is full.")
 
 
 class FailureRecord(BaseModel):

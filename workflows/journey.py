@@ -340,6 +340,13 @@ class JourneyWorkflow:
             if self.revision4 and self.definition.exit_on
             else {}
         )
+        # A full cap makes the message wait for a slot until its deadline, or its planned moment
+        # plus its own max_lateness (a step that sets one; a category's default makes none wait),
+        # whichever comes first; with neither, a full cap skips it.
+        own_lateness = self.cursor + parse_duration(spec.max_lateness) if self.revision4 and spec.max_lateness else None
+        limits = [when for when in (deadline, own_lateness) if when is not None]
+        cap_wait_until = min(limits) if limits else None
+        deferrals = 0
         while True:
             request = SendRequest(
                 workflow_id=info.workflow_id,
@@ -366,6 +373,8 @@ class JourneyWorkflow:
                 variant=self.definition.variant_of(self.input.key),
                 policy=spec.policy_over(self.definition.policy),
                 deliver=not on_channel_queue,
+                cap_wait_until=cap_wait_until,
+                deferrals=deferrals,
                 **lateness,
                 **exits,
             )
@@ -385,8 +394,12 @@ class JourneyWorkflow:
                 )
             if outcome.status != "deferred":
                 break
-            # Quiet hours: wait for the morning; an exit event meanwhile ends the journey, unrecorded.
-            self._set_step(f"quiet_hours:{spec.step_id}")
+            # Quiet hours (wait for the morning), a closed send window, a full cap (wait for a slot):
+            # an exit event meanwhile ends the journey, unrecorded. The status names the reason
+            # (revision 0 put the step in a search attribute, as `quiet_hours:` whatever held it).
+            deferrals += 1
+            held_by = outcome.reason if self.input.revision >= 1 and outcome.reason else "quiet_hours"
+            self._set_step(f"{held_by}:{spec.step_id}")
             await self._sleep_until(outcome.defer_until)
             self.cursor = max(self.cursor, outcome.defer_until)
             if lateness:  # the policy moved it: it is planned for the morning now
