@@ -157,7 +157,6 @@ class JourneyActivities:
             planned_at=req.planned_at,
             max_lateness=req.max_lateness,
             policy=self.policy.for_send(req.policy),
-            cap_deadline=req.cap_wait_until,
             waiting=waiting,
         )
         notes = "; ".join(decision.notes) or None  # unusable contacts passed over, recorded with the outcome
@@ -347,7 +346,7 @@ def _deferral(req: SendRequest, decision: Decision) -> dict:
         "resume_at": decision.resume_at,
         "cap": decision.waits_for,
         "priority": decision.priority,
-        "deadline": req.cap_wait_until if decision.waits_for else None,
+        "deadline": req.deadline if decision.waits_for else None,
         "held": decision.held,
         "open": False,
     }

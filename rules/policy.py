@@ -136,7 +136,6 @@ def decide(
     planned_at: datetime | None = None,
     max_lateness: timedelta | None = None,
     policy: SendPolicy = DEFAULT_POLICY,
-    cap_deadline: datetime | None = None,
     waiting: CapWait | None = None,
 ) -> Decision:
     """The contact `policy` for a send due `at` (the journey's clock), handing out `resource` if
@@ -145,8 +144,9 @@ def decide(
     `max_lateness` past its `planned_at` (stale: an order replayed days late sends no notice).
     The hours that hold are the chosen channel's: a fallback may have other quiet hours.
 
-    A full cap skips a send without a `cap_deadline`; one with it waits (`defer`) for the moment
-    the full windows free, and is skipped when that is not before the deadline. `waiting` is the
+    A full cap skips a send without a `deadline`; one with it waits (`defer`) for the moment the
+    full windows free, and is skipped when that is not before the deadline (max_lateness makes
+    nothing wait: every shipped marketing step sets one, and a full cap skips them as before). `waiting` is the
     send's own wait when it was deferred for the cap before: since when it waits ranks it among
     messages of equal priority. A send leaves a free slot to the customer's waiting messages of
     higher priority that are due (`_cap_decision`)."""
@@ -175,7 +175,7 @@ def decide(
             return Decision("skip", reason=Reason.RESOURCE_LIMIT, detail=refusal, **chosen)
     cap = policy.cap(category)
     if cap is not None and not policy.exempt:
-        capped = _cap_decision(cap, policy, category, choice.channel, at, cap_deadline, waiting, lookups, tz)
+        capped = _cap_decision(cap, policy, category, choice.channel, at, deadline, waiting, lookups, tz)
         if capped is not None:
             return dataclasses.replace(capped, **chosen)
     own = cap.name if cap is not None and cap.category != category else None

@@ -1,5 +1,5 @@
 """Priorities that defer instead of drop (issue 25): a message that finds a cap full waits for the
-moment its window frees, if that is before its deadline (`cap_wait_until`), else it is skipped
+moment its window frees, if that is before its deadline (the step's `deadline`), else it is skipped
 with `frequency_cap` as before; a waiting message of higher priority that is due takes the slot
 ahead of lower ones; a cap's `hold` lets a higher-priority message due at the same moment take a
 last free slot; a run's end clears its waits. The send activity on both databases; the workflow
@@ -37,7 +37,7 @@ def promo(journey: str, when, *, priority: PolicyOverride | None = None, wait_da
         workflow_id=f"{journey}:c1",
         journey=journey,
         policy=priority,
-        cap_wait_until=when + wait_days * DAY if wait_days else None,
+        deadline=when + wait_days * DAY if wait_days else None,
         deferrals=deferrals,
     )
 
@@ -208,8 +208,7 @@ def test_preview_and_dry_runs_see_the_deferral(full):
             fallback=None,
             category="marketing",
             at=MONDAY + 2 * DAY,
-            deadline=None,
-            cap_deadline=MONDAY + 9 * DAY,
+            deadline=MONDAY + 9 * DAY,
             lookups=StoreLookups(session, "c1"),
             default_region="CN",
             policy=policy,

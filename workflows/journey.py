@@ -340,12 +340,6 @@ class JourneyWorkflow:
             if self.revision4 and self.definition.exit_on
             else {}
         )
-        # A full cap makes the message wait for a slot until its deadline, or its planned moment
-        # plus its own max_lateness (a step that sets one; a category's default makes none wait),
-        # whichever comes first; with neither, a full cap skips it.
-        own_lateness = self.cursor + parse_duration(spec.max_lateness) if self.revision4 and spec.max_lateness else None
-        limits = [when for when in (deadline, own_lateness) if when is not None]
-        cap_wait_until = min(limits) if limits else None
         deferrals = 0
         while True:
             request = SendRequest(
@@ -373,7 +367,6 @@ class JourneyWorkflow:
                 variant=self.definition.variant_of(self.input.key),
                 policy=spec.policy_over(self.definition.policy),
                 deliver=not on_channel_queue,
-                cap_wait_until=cap_wait_until,
                 deferrals=deferrals,
                 **lateness,
                 **exits,
