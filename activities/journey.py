@@ -340,6 +340,7 @@ def _deferral(req: SendRequest, decision: Decision) -> dict:
         "customer_id": req.customer_id,
         "category": req.category,
         "variant": req.variant,
+        "channel": decision.channel,
         "reason": decision.reason or Reason.QUIET_HOURS,
         "detail": decision.detail,
         "at": req.at,

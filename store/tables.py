@@ -183,6 +183,7 @@ class DeferralRow(Base):
     customer_id: Mapped[str] = mapped_column(String(200))
     category: Mapped[str] = mapped_column(String(20))
     variant: Mapped[str | None] = mapped_column(String(60))
+    channel: Mapped[str | None] = mapped_column(String(20))
     reason: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str | None] = mapped_column(Text)
     #: The journey's time of the deferral, and the moment the message comes back.

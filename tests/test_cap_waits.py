@@ -160,7 +160,7 @@ def test_a_wait_past_its_deadline_holds_nothing(full, send):
             session,
             {
                 "workflow_id": "gone:c1", "run_id": "r", "step": "promo", "journey": "gone", "customer_id": "c1",
-                "category": "marketing", "variant": None, "reason": "frequency_cap", "detail": None,
+                "category": "marketing", "variant": None, "channel": "sms", "reason": "frequency_cap", "detail": None,
                 "at": MONDAY + 2 * DAY, "resume_at": next_monday, "cap": "marketing", "priority": 90,
                 "deadline": next_monday - timedelta(hours=1), "held": False, "open": False,
             },

@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("customer_id", sa.String(200), nullable=False),
         sa.Column("category", sa.String(20), nullable=False),
         sa.Column("variant", sa.String(60), nullable=True),
+        sa.Column("channel", sa.String(20), nullable=True),
         sa.Column("reason", sa.String(40), nullable=False),
         sa.Column("detail", sa.Text(), nullable=True),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
