@@ -133,12 +133,11 @@ class JourneyActivities:
         # so the frequency cap holds across journeys and workers.
         customer = queries.get_customer(session, req.customer_id, lock=True)
         message = (req.workflow_id, req.run_id, req.step)
-        if req.deferrals:  # decided now, or deferred again: no longer waiting for a cap's slot as before
-            waiting = queries.open_wait(session, *message)
-            queries.close_waits(session, *message)
-        else:
-            waiting = None
+        # Deferred before for a cap: its wait ranks it (since when it waits), until it is decided.
+        waiting = queries.open_wait(session, *message) if req.deferrals else None
         if (exited := self._exit_logged(session, req)) is not None:
+            if waiting is not None:
+                queries.close_waits(session, *message)
             row = _ledger_row(req, status="skipped", reason=Reason.EXITED, channel=None, address=None)
             row.error = f"{exited.type} {exited.event_id} is logged: the instance ends on it"
             session.add(row)
@@ -160,6 +159,8 @@ class JourneyActivities:
             waiting=waiting,
         )
         notes = "; ".join(decision.notes) or None  # unusable contacts passed over, recorded with the outcome
+        if waiting is not None and decision.action != "defer":  # decided: it waits no longer
+            queries.close_waits(session, *message)
         if decision.action == "skip":
             row = _ledger_row(
                 req, status="skipped", reason=decision.reason, channel=decision.channel, address=decision.address

@@ -214,3 +214,18 @@ def test_preview_and_dry_runs_see_the_deferral(full):
             policy=policy,
         )
     assert (decision.action, decision.resume_at, decision.waits_for) == ("defer", MONDAY + 7 * DAY, "marketing")
+
+
+def test_a_message_deferred_again_keeps_its_place_in_the_queue(full, send):
+    first = promo("first", MONDAY + 2 * DAY)
+    second = promo("second", MONDAY + 3 * DAY)
+    next_monday = MONDAY + 7 * DAY
+    assert send(first).defer_until == send(second).defer_until == next_monday
+    # `first` comes back early (a quiet-hours wake, say) and is deferred again: still the elder.
+    first = again(first, MONDAY + 4 * DAY)
+    assert send(first).defer_until == next_monday
+    with full.transaction() as session:
+        waiting = queries.open_wait(session, first.workflow_id, first.run_id, first.step)
+    assert waiting.waiting_since == MONDAY + 2 * DAY
+    assert send(again(second, next_monday)).defer_until == next_monday + DAY
+    assert send(again(first, next_monday)).status == "sent"
