@@ -146,10 +146,10 @@ def decide(
 
     A full cap skips a send without a `deadline`; one with it waits (`defer`) for the moment the
     full windows free, and is skipped when that is not before the deadline (max_lateness makes
-    nothing wait: every shipped marketing step sets one, and a full cap skips them as before). `waiting` is the
-    send's own wait when it was deferred for the cap before: since when it waits ranks it among
-    messages of equal priority. A send leaves a free slot to the customer's waiting messages of
-    higher priority that are due (`_cap_decision`)."""
+    nothing wait: every shipped marketing step sets one, and a full cap skips them as before).
+    `waiting` is the send's own wait when it was deferred for the cap before: since when it waits
+    ranks it among messages of equal priority. A send leaves a free slot to the customer's
+    waiting messages of higher priority that are due (`_cap_decision`)."""
     if planned_at is not None and max_lateness is not None and at - planned_at > max_lateness:
         late, most = format_duration(at - planned_at), format_duration(max_lateness)
         detail = f"planned for {planned_at.isoformat()}, {late} late; max_lateness {most}"
