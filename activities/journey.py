@@ -23,7 +23,7 @@ from core.records import Customer
 from core.vocabulary import Reason
 from definitions.expressions import message_context
 from definitions.render import TemplateRenderError, render_message
-from rules.policy import decide
+from rules.policy import Decision, decide
 from store import queries
 from store.db import Store
 from store.lookups import StoreLookups
@@ -132,7 +132,12 @@ class JourneyActivities:
         # Locks the customer's row: two sends to one customer are decided one after the other,
         # so the frequency cap holds across journeys and workers.
         customer = queries.get_customer(session, req.customer_id, lock=True)
+        message = (req.workflow_id, req.run_id, req.step)
+        # Deferred before for a cap: its wait ranks it (since when it waits), until it is decided.
+        waiting = queries.open_wait(session, *message) if req.deferrals else None
         if (exited := self._exit_logged(session, req)) is not None:
+            if waiting is not None:
+                queries.close_waits(session, *message)
             row = _ledger_row(req, status="skipped", reason=Reason.EXITED, channel=None, address=None)
             row.error = f"{exited.type} {exited.event_id} is logged: the instance ends on it"
             session.add(row)
@@ -145,14 +150,17 @@ class JourneyActivities:
             category=req.category,
             at=req.at,
             deadline=req.deadline,
-            lookups=StoreLookups(session, req.customer_id),
+            lookups=StoreLookups(session, req.customer_id, message=message),
             resource=req.resource,
             default_region=self.default_region,
             planned_at=req.planned_at,
             max_lateness=req.max_lateness,
             policy=self.policy.for_send(req.policy),
+            waiting=waiting,
         )
         notes = "; ".join(decision.notes) or None  # unusable contacts passed over, recorded with the outcome
+        if waiting is not None and decision.action != "defer":  # decided: it waits no longer
+            queries.close_waits(session, *message)
         if decision.action == "skip":
             row = _ledger_row(
                 req, status="skipped", reason=decision.reason, channel=decision.channel, address=decision.address
@@ -161,7 +169,17 @@ class JourneyActivities:
             session.add(row)
             return SendOutcome(status="skipped", reason=decision.reason, channel=decision.channel), None
         if decision.action == "defer":
-            return SendOutcome(status="deferred", channel=decision.channel, defer_until=decision.resume_at), None
+            # No ledger row until it is decided; the deferral is recorded, and a wait for a cap's
+            # slot stays open (under this customer's lock) for other messages to see.
+            queries.record_deferral(session, _deferral(req, decision))
+            outcome = SendOutcome(
+                status="deferred",
+                reason=decision.reason,
+                detail=decision.detail,
+                channel=decision.channel,
+                defer_until=decision.resume_at,
+            )
+            return outcome, None
 
         try:
             rendered = render_message(
@@ -311,6 +329,29 @@ def _ledger_row(req: SendRequest, *, status: str, reason: str | None, channel: s
         resource=req.resource.name if req.resource else None,
         variant=req.variant,
     )
+
+
+def _deferral(req: SendRequest, decision: Decision) -> dict:
+    """The deferrals row of a send the policy put off (store.tables.DeferralRow's fields)."""
+    return {
+        "workflow_id": req.workflow_id,
+        "run_id": req.run_id,
+        "step": req.step,
+        "journey": req.journey,
+        "customer_id": req.customer_id,
+        "category": req.category,
+        "variant": req.variant,
+        "channel": decision.channel,
+        "reason": decision.reason or Reason.QUIET_HOURS,
+        "detail": decision.detail,
+        "at": req.at,
+        "resume_at": decision.resume_at,
+        "cap": decision.waits_for,
+        "priority": decision.priority,
+        "deadline": req.deadline if decision.waits_for else None,
+        "held": decision.held,
+        "open": False,
+    }
 
 
 def _new_row(origin: SendRequest | FailureRecord, **fields) -> MessageRow:

@@ -34,7 +34,11 @@ class SendRequest(BaseModel):
         "the entry event (from revision 4), the order, the vars and the customer's RFM",
     )
     at: datetime = Field(description="The time of the send in the journey's clock (never wall-clock).")
-    deadline: datetime | None = None
+    deadline: datetime | None = Field(
+        default=None,
+        description="After this the message is pointless: a deferral past it skips. Until then a message that finds "
+        "a cap full waits for a slot; without one, a full cap skips it.",
+    )
     planned_at: datetime | None = Field(
         default=None,
         description="When the journey meant to send it (the end of the waits before it, in the journey's clock); "
@@ -52,6 +56,7 @@ class SendRequest(BaseModel):
     exit_since: datetime | None = None
     resource: Resource | None = Field(default=None, description="What the message hands out, with its limits.")
     variant: str | None = Field(default=None, description="The instance's group at the journey's split.")
+    deferrals: int = Field(default=0, description="How often the policy put this send off before (this run).")
     policy: PolicyOverride | None = Field(
         default=None,
         description="The send's changes to the shop's contact policy (the step's `policy` over its journey's), as "
@@ -71,6 +76,7 @@ class SendOutcome(BaseModel):
     channel: str | None = None
     message_id: str | None = None
     defer_until: datetime | None = None
+    detail: str | None = Field(default=None, description="What the policy said, e.g. which cap is full.")
 
 
 class FailureRecord(BaseModel):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
 from functools import cached_property
 from typing import Annotated, Literal, TypeVar, get_args
 
@@ -144,6 +144,30 @@ class Cap(_Strict):
         description="The category whose messages it caps and counts. None: only the sends that name it (`cap: NAME`).",
     )
     windows: list[CapWindow] = Field(min_length=1, description="Every window holds at once.")
+    hold: Duration | None = Field(
+        default=None,
+        description="A message about to take a window's last free slot first waits this long (once), if its "
+        "deadline allows, so that a higher-priority message due meanwhile takes the slot ahead of it. None: the "
+        "first message to ask takes a free slot; messages waiting for one still go in priority order.",
+        exclude_if=lambda value: value is None,
+    )
+
+    @cached_property
+    def hold_length(self) -> timedelta:
+        return parse_duration(self.hold) if self.hold else timedelta(0)
+
+
+@dataclass(frozen=True)
+class CapWait:
+    """A message waiting for a slot of a full cap (the store's open deferrals for the customer and
+    the cap): how it ranks, since when it waits, when it comes back, until when it may still go;
+    `held`: it is waiting out the cap's `hold` before taking a last free slot."""
+
+    priority: int
+    waiting_since: datetime
+    resume_at: datetime
+    deadline: datetime
+    held: bool = False
 
 
 class SendWindowRule(_Scoped):

@@ -5,27 +5,66 @@ would break its cap, or None; the counts come from the store through rules.polic
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from core.contact_policy import Cap
 
-#: How many messages a cap counts for the customer since a moment, on one channel or (None) all.
-CapCount = Callable[[datetime, str | None], int]
+#: When the messages a cap counts for the customer were sent, after a moment, on one channel or
+#: (None) all, oldest first.
+CapTimes = Callable[[datetime, str | None], Sequence[datetime]]
 
 
-def cap_refusal(cap: Cap, at: datetime, channel: str, counted: CapCount) -> str | None:
-    """Why one more message on `channel` at `at` would break one of the cap's windows (the first
-    full one, as `cap marketing 2/7d: 2 sent since ...`), or None. Every window holds at once;
-    one with `per_channel` counts the chosen channel's messages alone."""
+@dataclass(frozen=True)
+class CapCheck:
+    """A cap's answer for one more message at a moment. `refusal`: why a window is full (None: a
+    slot is free); `frees_at`: when every window has room again (with a refusal); `last_slot`: a
+    slot is free, and taking it fills a window."""
+
+    refusal: str | None = None
+    frees_at: datetime | None = None
+    last_slot: bool = False
+
+
+def check_cap(cap: Cap, at: datetime, channel: str, sent: CapTimes, ahead: Sequence[datetime] = ()) -> CapCheck:
+    """Whether one more message on `channel` at `at` fits every window of the cap, counting the
+    messages `sent` and, as if sent at those moments, the waiting messages `ahead` of it (higher
+    priority, due). A window with `per_channel` counts the chosen channel's messages alone. A full
+    window names itself as `cap marketing 2/7d: 2 sent since ...`, or `cap marketing 2/7d; a
+    higher-priority message holds the slot` when the waiting messages fill it."""
+    counted: list[list[datetime]] = []
+    refusal: str | None = None
+    last_slot = False
     for window in cap.windows:
         since = at - window.length
-        sent = counted(since, channel if window.per_channel else None)
-        if sent >= window.max:
-            return f"{window.label(cap.name, channel)}: {sent} sent since {since.isoformat()}"
-    return None
+        own = list(sent(since, channel if window.per_channel else None))
+        times = sorted([*own, *ahead])
+        counted.append(times)
+        label = window.label(cap.name, channel)
+        if len(times) >= window.max and refusal is None:
+            refusal = (
+                f"{label}: {len(own)} sent since {since.isoformat()}"
+                if len(own) >= window.max
+                else f"{label}; a higher-priority message holds the slot"
+            )
+        last_slot = last_slot or len(times) + 1 == window.max
+    if refusal is None:
+        return CapCheck(last_slot=last_slot)
+    # The earliest moment every window has room: a full window frees when enough of its oldest
+    # messages leave it; freeing one may leave another full, so again from there (times are fixed).
+    moment = at
+    for _ in range(64):
+        later = moment
+        for window, times in zip(cap.windows, counted, strict=True):
+            inside = [t for t in times if t > moment - window.length]
+            if len(inside) >= window.max:
+                later = max(later, inside[len(inside) - window.max] + window.length)
+        if later == moment:
+            break
+        moment = later
+    return CapCheck(refusal=refusal, frees_at=moment)
 
 
 class ResourceLimits(Protocol):

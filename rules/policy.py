@@ -9,18 +9,19 @@ session."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from core.contact_policy import ContactPolicy, SendPolicy
+from core.contact_policy import Cap, CapWait, ContactPolicy, SendPolicy
 from core.contacts import UnusableContact
 from core.durations import format_duration
 from core.records import Customer
 from core.vocabulary import Reason
-from rules.caps import ResourceLimits, ResourceUses, cap_refusal, resource_refusal
+from rules.caps import ResourceLimits, ResourceUses, check_cap, resource_refusal
 from rules.contacts import address_for
 from rules.quiet_hours import QuietHours
 from rules.send_windows import NeverOpen, opening
@@ -74,9 +75,12 @@ def choose_channel(
 @dataclass(frozen=True)
 class Decision:
     """What the policy says about one send: `send` on `channel` to `address`; `skip` with a
-    `reason`; or `defer` until `resume_at` (quiet hours, a send window). `notes` are unusable
-    contacts passed over. `cap`: the cap a send counts against when it is not its category's (a
-    step's `cap: NAME`), for the ledger; None counts it against its category's."""
+    `reason`; or `defer` until `resume_at` with a `reason` (quiet hours, a send window, a full
+    cap). `notes` are unusable contacts passed over. `cap`: the cap a send counts against when it
+    is not its category's (a step's `cap: NAME`), for the ledger; None counts it against its
+    category's. A deferral for a cap names it in `waits_for` with the message's `priority`, and
+    `held` when it waits out the cap's `hold` before a last free slot: the store keeps it as a
+    waiting message, which lower-priority messages leave the slot to."""
 
     action: Literal["send", "skip", "defer"]
     channel: str | None = None
@@ -86,6 +90,9 @@ class Decision:
     resume_at: datetime | None = None
     notes: tuple[str, ...] = ()
     cap: str | None = None
+    waits_for: str | None = None
+    priority: int | None = None
+    held: bool = False
 
 
 class Lookups(Protocol):
@@ -93,10 +100,13 @@ class Lookups(Protocol):
 
     def suppression_scope(self, channel: str, address: str) -> str | None: ...
 
-    def capped_since(self, cap: str, category: str | None, since: datetime, channel: str | None) -> int:
-        """Messages sent (or possibly sent) to the customer after `since` that count against `cap`:
-        those recorded against it, and those of `category` (the cap's) recorded against none; on
-        `channel` alone, or every channel (None)."""
+    def capped_at(self, cap: str, category: str | None, since: datetime, channel: str | None) -> Sequence[datetime]:
+        """When the messages sent (or possibly sent) to the customer after `since` that count
+        against `cap` were sent, oldest first: those recorded against it, and those of `category`
+        (the cap's) recorded against none; on `channel` alone, or every channel (None)."""
+
+    def cap_waits(self, cap: str) -> Sequence[CapWait]:
+        """The customer's other messages waiting for a slot of `cap` (deferred for it, undecided)."""
 
     def resource_issued(self, resource: str) -> Sequence[datetime]:
         """When `resource` was issued to the customer (sent, or possibly sent)."""
@@ -126,12 +136,20 @@ def decide(
     planned_at: datetime | None = None,
     max_lateness: timedelta | None = None,
     policy: SendPolicy = DEFAULT_POLICY,
+    waiting: CapWait | None = None,
 ) -> Decision:
     """The contact `policy` for a send due `at` (the journey's clock), handing out `resource` if
     given; national phone numbers are read in `default_region` (the shop's) unless the customer
     has their own. A send deferred past its `deadline` is skipped instead; so is one more than
     `max_lateness` past its `planned_at` (stale: an order replayed days late sends no notice).
-    The hours that hold are the chosen channel's: a fallback may have other quiet hours."""
+    The hours that hold are the chosen channel's: a fallback may have other quiet hours.
+
+    A full cap skips a send without a `deadline`; one with it waits (`defer`) for the moment the
+    full windows free, and is skipped when that is not before the deadline (max_lateness makes
+    nothing wait: every shipped marketing step sets one, and a full cap skips them as before).
+    `waiting` is the send's own wait when it was deferred for the cap before: since when it waits
+    ranks it among messages of equal priority. A send leaves a free slot to the customer's
+    waiting messages of higher priority that are due (`_cap_decision`)."""
     if planned_at is not None and max_lateness is not None and at - planned_at > max_lateness:
         late, most = format_duration(at - planned_at), format_duration(max_lateness)
         detail = f"planned for {planned_at.isoformat()}, {late} late; max_lateness {most}"
@@ -144,25 +162,77 @@ def decide(
     if choice.channel is None:
         return Decision("skip", reason=choice.skip_reason or Reason.NO_CONTACT, notes=choice.problems)
     chosen = {"channel": choice.channel, "address": choice.address, "notes": choice.problems}
-    held = _held_until(policy, category, choice.channel, at, ZoneInfo(customer.timezone))
+    tz = ZoneInfo(customer.timezone)
+    held = _held_until(policy, category, choice.channel, at, tz)
     if held is not None:
         reason, resume_at, detail = held
         if resume_at is None or (deadline is not None and resume_at >= deadline):
             return Decision("skip", reason=reason, detail=detail, **chosen)
-        return Decision("defer", resume_at=resume_at, **chosen)
+        return Decision("defer", resume_at=resume_at, reason=reason, detail=detail, **chosen)
     if resource is not None:
         refusal = resource_refusal(resource, at, resource_uses(resource, lookups))
         if refusal is not None:
             return Decision("skip", reason=Reason.RESOURCE_LIMIT, detail=refusal, **chosen)
     cap = policy.cap(category)
     if cap is not None and not policy.exempt:
-        refusal = cap_refusal(
-            cap, at, choice.channel, lambda since, on: lookups.capped_since(cap.name, cap.category, since, on)
-        )
-        if refusal is not None:
-            return Decision("skip", reason=Reason.FREQUENCY_CAP, detail=refusal, **chosen)
+        capped = _cap_decision(cap, policy, category, choice.channel, at, deadline, waiting, lookups, tz)
+        if capped is not None:
+            return dataclasses.replace(capped, **chosen)
     own = cap.name if cap is not None and cap.category != category else None
     return Decision("send", cap=own, **chosen)
+
+
+def _cap_decision(
+    cap: Cap,
+    policy: SendPolicy,
+    category: str,
+    channel: str,
+    at: datetime,
+    deadline: datetime | None,
+    waiting: CapWait | None,
+    lookups: Lookups,
+    tz: ZoneInfo,
+) -> Decision | None:
+    """The cap's answer for a send due `at` (a skip or a deferral; None: it may take a slot).
+
+    Waiting messages ahead of it (higher priority, or equal and waiting longer; due within the
+    cap's `hold`, and not past their deadline) count as if sent: a slot they need is not free.
+    A send that finds every window full waits for the moment they free, moved past quiet hours
+    and closed send windows, if that is before its `deadline`. A send about to take a last free
+    slot first waits out the cap's `hold` (once), so that a higher-priority message due meanwhile
+    goes first. Stale waits hold nothing: a wait past its deadline is ignored."""
+    priority = policy.priority(category)
+    hold = cap.hold_length
+    since = waiting.waiting_since if waiting is not None else at
+    ahead = sorted(
+        max(other.resume_at, at)
+        for other in lookups.cap_waits(cap.name)
+        if other.deadline > at
+        and other.resume_at <= at + hold
+        and (other.priority > priority or (other.priority == priority and other.waiting_since < since))
+    )
+
+    def sent(after: datetime, on: str | None) -> Sequence[datetime]:
+        return lookups.capped_at(cap.name, cap.category, after, on)
+
+    check = check_cap(cap, at, channel, sent, ahead)
+    wait = {"reason": Reason.FREQUENCY_CAP, "waits_for": cap.name, "priority": priority}
+    if check.refusal is None:
+        just_held = waiting is not None and waiting.held and waiting.resume_at <= at
+        if check.last_slot and hold and deadline is not None and not just_held and at + hold < deadline:
+            detail = f"cap {cap.name}: the last free slot, held {cap.hold} for a higher-priority message"
+            return Decision("defer", resume_at=at + hold, detail=detail, held=True, **wait)
+        return None
+    if deadline is None:
+        return Decision("skip", reason=Reason.FREQUENCY_CAP, detail=check.refusal)
+    resume_at = check.frees_at
+    held = _held_until(policy, category, channel, resume_at, tz)
+    if held is not None:
+        resume_at = held[1]
+    if resume_at is None or resume_at >= deadline:
+        detail = f"{check.refusal}; no slot before its deadline {deadline.isoformat()}"
+        return Decision("skip", reason=Reason.FREQUENCY_CAP, detail=detail)
+    return Decision("defer", resume_at=resume_at, detail=check.refusal, **wait)
 
 
 def _held_until(

@@ -26,7 +26,7 @@ from core.vocabulary import SENT_STATUSES, Status
 from store.orders import amount
 from store.portable import bytewise, local_day, shifted
 from store.reached import GoalRule, first_goal_event
-from store.tables import InstanceRow, MessageRow, OrderRow, ProviderEventRow, ReachedRow, UTCDateTime
+from store.tables import DeferralRow, InstanceRow, MessageRow, OrderRow, ProviderEventRow, ReachedRow, UTCDateTime
 
 DELIVERED_STATUSES = (Status.DELIVERED, Status.OPENED, Status.CLICKED)
 OPENED_STATUSES = (Status.OPENED, Status.CLICKED)
@@ -157,6 +157,33 @@ def message_counts(
     )
     for journey, grp, unsubscribes, complaints in feedback:
         found[journey, grp].update(unsubscribes=int(unsubscribes or 0), complaints=int(complaints or 0))
+    for (journey, grp), deferred in deferral_counts(session, period, by, journeys).items():
+        counts = found.setdefault((journey, grp), dict.fromkeys(names, 0))
+        for why, count in deferred.items():
+            counts["deferred"] = counts.get("deferred", 0) + count
+            counts[f"deferred:{why}"] = count
+    return found
+
+
+def deferral_counts(
+    session: Session, period: Period, by: Grouping | None, journeys: list[str] | None = None
+) -> dict[tuple[str, str], dict[str, int]]:
+    """Per (journey, group): the times the contact policy put a send off in the period (by the
+    deferral's journey time), by reason (quiet_hours, send_window, frequency_cap). A message
+    deferred twice counts twice; it is counted once more, sent or skipped, in the ledger."""
+    d = DeferralRow
+    group = _group(by, d, d.at, period)
+    where = [d.at >= _at(period.start), d.at < _at(period.end)]
+    if journeys is not None:
+        where.append(d.journey.in_(journeys))
+    rows = session.execute(
+        select(d.journey, group.label("grp"), d.reason, func.count())
+        .where(*where)
+        .group_by(*_keys(d.journey, group, by), d.reason)
+    )
+    found: dict[tuple[str, str], dict[str, int]] = {}
+    for journey, grp, reason, count in rows:
+        found.setdefault((journey, grp), {})[reason] = int(count)
     return found
 
 

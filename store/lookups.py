@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from core.contact_policy import CapWait
 from store import queries
 
 
@@ -18,12 +19,17 @@ class StoreLookups:
 
     session: Session
     customer_id: str
+    #: The message asking (workflow_id, run_id, step): its own wait is not another's.
+    message: tuple[str, str, str] | None = None
 
     def suppression_scope(self, channel: str, address: str) -> str | None:
         return queries.suppression_scope(self.session, channel, address)
 
-    def capped_since(self, cap: str, category: str | None, since: datetime, channel: str | None) -> int:
-        return queries.capped_since(self.session, self.customer_id, cap, category, since, channel)
+    def capped_at(self, cap: str, category: str | None, since: datetime, channel: str | None) -> list[datetime]:
+        return queries.capped_at(self.session, self.customer_id, cap, category, since, channel)
+
+    def cap_waits(self, cap: str) -> list[CapWait]:
+        return queries.cap_waits(self.session, self.customer_id, cap, exclude=self.message)
 
     def resource_issued(self, resource: str) -> list[datetime]:
         return queries.resource_issued(self.session, self.customer_id, resource)

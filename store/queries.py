@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import String, and_, case, cast, delete, func, null, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.contact_policy import CapWait
 from core.contacts import canonical_contacts, email_forms, phone_forms, region_of
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event
 from core.rfm import PURCHASE_EVENT_TYPES, Purchase, purchases_from
@@ -21,6 +22,7 @@ from store.orders import note_order_events
 from store.portable import upsert_insert
 from store.tables import (
     CustomerRow,
+    DeferralRow,
     DispatchLeaseRow,
     ErasureRow,
     EventRow,
@@ -334,22 +336,96 @@ def capped_since(
     before named caps); on `channel` alone, or all channels. The customer's rows come from
     ix_messages_cap (customer_id, category, at): a customer has few, and a category's own rows
     are one range of it."""
+    counting = select(func.count()).select_from(MessageRow)
+    return session.scalar(_capped(counting, customer_id, cap, category, since, channel))
+
+
+def capped_at(
+    session: Session, customer_id: str, cap: str, category: str | None, since: datetime, channel: str | None = None
+) -> list[datetime]:
+    """When the messages `capped_since` counts were sent (their `at`), oldest first: a full cap's
+    windows free as they age out."""
+    query = _capped(select(MessageRow.at), customer_id, cap, category, since, channel)
+    return list(session.scalars(query.order_by(MessageRow.at)))
+
+
+def _capped(query, customer_id: str, cap: str, category: str | None, since: datetime, channel: str | None):
     counts = MessageRow.cap == cap
     if category is not None:
         counts = or_(and_(MessageRow.category == category, MessageRow.cap.is_(None)), counts)
-    query = (
-        select(func.count())
-        .select_from(MessageRow)
-        .where(
-            MessageRow.customer_id == customer_id,
-            counts,
-            MessageRow.status.in_(COUNTED_STATUSES),
-            MessageRow.at > since,
-        )
+    query = query.where(
+        MessageRow.customer_id == customer_id,
+        counts,
+        MessageRow.status.in_(COUNTED_STATUSES),
+        MessageRow.at > since,
     )
     if channel is not None:
         query = query.where(MessageRow.channel == channel)
-    return session.scalar(query)
+    return query
+
+
+def cap_waits(
+    session: Session, customer_id: str, cap: str, exclude: tuple[str, str, str] | None = None
+) -> list[CapWait]:
+    """The customer's messages waiting for a slot of `cap` (open deferrals for it), but the
+    message `exclude` (workflow_id, run_id, step): the one asking."""
+    d = DeferralRow
+    query = select(d).where(d.customer_id == customer_id, d.cap == cap, d.open.is_(True))
+    if exclude is not None:
+        query = query.where(or_(d.workflow_id != exclude[0], d.run_id != exclude[1], d.step != exclude[2]))
+    return [_wait_of(row) for row in session.scalars(query)]
+
+
+def open_wait(session: Session, workflow_id: str, run_id: str, step: str) -> CapWait | None:
+    """The message's own wait for a cap's slot, if it is waiting."""
+    d = DeferralRow
+    row = session.scalars(
+        select(d).where(d.workflow_id == workflow_id, d.run_id == run_id, d.step == step, d.open.is_(True))
+    ).first()
+    return _wait_of(row) if row else None
+
+
+def _wait_of(row: DeferralRow) -> CapWait:
+    return CapWait(
+        priority=row.priority or 0,
+        waiting_since=row.waiting_since or row.at,
+        resume_at=row.resume_at,
+        deadline=row.deadline or row.resume_at,
+        held=row.held,
+    )
+
+
+def record_deferral(session: Session, deferral: dict[str, Any]) -> None:
+    """Put down a deferral (DeferralRow's fields), closing the message's earlier wait; a wait for
+    a cap keeps the moment the message began waiting. A retry of the same decision (the same
+    message and `at`) writes the same row again."""
+    d = DeferralRow
+    key = (deferral["workflow_id"], deferral["run_id"], deferral["step"])
+    earlier = session.scalars(
+        select(d).where(d.workflow_id == key[0], d.run_id == key[1], d.step == key[2], d.open.is_(True))
+    ).first()
+    if deferral.get("cap") is not None:
+        waiting = earlier.waiting_since if earlier is not None and earlier.cap == deferral["cap"] else None
+        deferral = {**deferral, "waiting_since": waiting or deferral["at"], "open": True}
+    close_waits(session, *key)
+    row = session.scalars(
+        select(d).where(d.workflow_id == key[0], d.run_id == key[1], d.step == key[2], d.at == deferral["at"])
+    ).first()
+    if row is None:
+        session.add(DeferralRow(**deferral))
+        return
+    for name, value in deferral.items():
+        setattr(row, name, value)
+
+
+def close_waits(session: Session, workflow_id: str, run_id: str, step: str | None = None) -> None:
+    """The message (or every message of the run) no longer waits for a cap's slot: it was decided,
+    or its run ended."""
+    d = DeferralRow
+    query = update(d).where(d.workflow_id == workflow_id, d.run_id == run_id, d.open.is_(True))
+    if step is not None:
+        query = query.where(d.step == step)
+    session.execute(query.values(open=False).execution_options(synchronize_session=False))
 
 
 def resource_issued(session: Session, customer_id: str, resource: str) -> list[datetime]:
@@ -403,6 +479,8 @@ def record_exit(session: Session, record: dict[str, Any]) -> None:
     )
     if written.rowcount == 0:  # one statement for the usual case, on every run's end
         session.add(InstanceRow(**{k: v for k, v in record.items() if k not in ("ended_at", "reason")}, **ended))
+    # A message of the run still waiting for a cap's slot (its instance exited) holds it no longer.
+    close_waits(session, record["workflow_id"], record["run_id"])
 
 
 def find_ledger_row(session: Session, workflow_id: str, run_id: str, step: str) -> MessageRow | None:

@@ -160,6 +160,45 @@ class InstanceRow(Base):
     exit_reason: Mapped[str | None] = mapped_column(String(60))
 
 
+class DeferralRow(Base):
+    """A send the contact policy put off, one row each time (quiet hours, a send window, a full
+    cap): the reason, the detail and the moments, for the effect report and whoever asks why a
+    message went late. A deferral for a cap (`cap` set) stays `open` while the message waits for
+    its slot: lower-priority messages of the customer leave the slot to it. It is closed when the
+    message is decided (sent, skipped) or deferred again, and when its run ends; a wait past its
+    `deadline` holds nothing. The ledger has no row for the message until it is decided."""
+
+    __tablename__ = "deferrals"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "run_id", "step", "at", name="uq_deferrals_attempt"),
+        Index("ix_deferrals_waiting", "customer_id", "cap", "open"),
+        Index("ix_deferrals_journey_at", "journey", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workflow_id: Mapped[str] = mapped_column(String(300))
+    run_id: Mapped[str] = mapped_column(String(64))
+    step: Mapped[str] = mapped_column(String(60))
+    journey: Mapped[str] = mapped_column(String(60))
+    customer_id: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(20))
+    variant: Mapped[str | None] = mapped_column(String(60))
+    channel: Mapped[str | None] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(Text)
+    #: The journey's time of the deferral, and the moment the message comes back.
+    at: Mapped[datetime]
+    resume_at: Mapped[datetime]
+    #: A wait for a cap's slot: the cap, the message's priority, since when it waits (its first
+    #: deferral for the cap), until when it may still go, whether it waits out the cap's `hold`.
+    cap: Mapped[str | None] = mapped_column(String(60))
+    priority: Mapped[int | None] = mapped_column(Integer)
+    waiting_since: Mapped[datetime | None]
+    deadline: Mapped[datetime | None]
+    held: Mapped[bool] = mapped_column(Boolean, default=False)
+    open: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
 class ReachedRow(Base):
     """A journey run's first sent message: when the run reached its customer, by which step and
     channel. The effect report's conversions count from it. Kept as the ledger changes

@@ -12,9 +12,9 @@ import pytest
 
 from store import queries
 from store.effect import Period
-from store.tables import InstanceRow, MessageRow, ProviderEventRow
+from store.tables import DeferralRow, InstanceRow, MessageRow, ProviderEventRow
 from tests.helpers import at, event
-from views.effect import Prices, effect_report, newcombe, wilson
+from views.effect import Prices, csv_rows, effect_report, newcombe, report_lines, wilson
 
 FEB = Period(at("2026-02-01 00:00+08:00"), at("2026-03-01 00:00+08:00"), "Asia/Shanghai")
 PRICES = Prices(sms=0.05, email=0.01, currency="CNY")
@@ -149,6 +149,34 @@ def test_payment_reminders_recovered_amount_and_roi(month, definitions):
     assert (report.totals.converted_orders, report.totals.revenue) == (3, 430.0)
     assert report.totals.cost == round(0.41 + 0.05, 4)
     assert report.journeys["review_request"].sent == 0  # every journey of the definitions is listed
+
+
+def deferral(journey, key, when, reason, *, step="promo", channel="sms", **more):
+    return DeferralRow(
+        workflow_id=f"{journey}:{key}", run_id="r1", step=step, journey=journey, customer_id="c1",
+        category="marketing", channel=channel, reason=reason, at=when, resume_at=when + timedelta(hours=10), **more,
+    )  # fmt: skip
+
+
+def test_deferrals_are_counted_by_reason_beside_skips(month, definitions):
+    with month.transaction() as session:
+        session.add_all(
+            [
+                deferral("review_request", "o1", T, "quiet_hours"),
+                deferral("review_request", "o2", T, "frequency_cap", cap="marketing", priority=20, open=True),
+                deferral("review_request", "o2", T + timedelta(days=1), "frequency_cap", cap="marketing"),
+                deferral("review_request", "o3", T - timedelta(days=30), "quiet_hours"),  # before the period
+            ]
+        )
+    report = effect_report(month, definitions, FEB, PRICES)
+    rr = report.journeys["review_request"]
+    assert (rr.deferred, rr.deferred_by_reason) == (3, {"quiet_hours": 1, "frequency_cap": 2})
+    assert report.journeys["payment_reminder"].deferred_by_reason == {}
+    assert "  deferred: frequency_cap 2, quiet_hours 1" in report_lines(report)
+    rows = csv_rows(effect_report(month, definitions, FEB, PRICES, by="channel"))
+    header = rows[0]
+    [sms] = [row for row in rows if row[:2] == ["review_request", "sms"]]
+    assert (sms[header.index("deferred:frequency_cap")], sms[header.index("deferred")]) == (2, 3)
 
 
 def test_grouped_by_step_channel_and_day(month, definitions):

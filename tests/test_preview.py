@@ -6,13 +6,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from activities.journey import JourneyActivities
+from channels import build_channels
+from core.contact_policy import PolicyOverride
+from definitions.loader import load_definitions
 from store import queries
-from tests.helpers import customer, event
+from tests.helpers import attempt, customer, event
+from tests.test_policy import request
+from tests.test_resources import copy_definitions
 from views.preview import PreviewError, preview
 
 NOW = datetime(2026, 2, 1, 4, 0, tzinfo=UTC)
@@ -121,3 +127,38 @@ def test_preview_command(sqlite_store, tmp_path):
         [*command[:2], "nope", "x", "--customer", "c1"], capture_output=True, text=True, env=env, cwd=tmp_path
     )
     assert bad.returncode == 2 and "no journey 'nope'" in bad.stderr
+
+
+def test_preview_shows_a_capped_message_waiting_for_its_slot(store, tmp_path, outbox):
+    """A step with a deadline waits for the cap's next free slot; a waiting message of higher
+    priority holds the slot ahead of it, and the preview says so."""
+    folder = copy_definitions(tmp_path)
+    path = folder / "review_request.yaml"
+    path.write_text(
+        path.read_text().replace("      max_lateness: 1d", "      deadline: now + days(10)\n      max_lateness: 1d")
+    )
+    definitions = load_definitions(folder)
+    save(store, customer())
+    activities = JourneyActivities(store, build_channels(outbox), "小店", default_region="CN")
+    noon = datetime(2026, 2, 2, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai, a Monday
+    day = timedelta(days=1)
+    for n in (0, 1):  # the cap (2 per 7 days) is full until the next Monday noon
+        sent = request(step=f"p{n}", category="marketing", when=noon + n * day, fallback=None)
+        assert attempt(1).run(activities.decide_message, sent).status == "sent"
+
+    def policy(now):
+        return preview(
+            definitions, store, journey="review_request", step="review_request", customer_id="c1", now=now, **SHOP
+        ).policy
+
+    assert policy(noon + 2 * day) == (
+        "sms to +8613800000001, deferred until 2026-02-09 12:00 (customer's time; cap marketing 2/7d: 2 sent "
+        "since 2026-01-28T04:00:00+00:00)"
+    )
+    high = request(step="h", category="marketing", when=noon + 3 * day, fallback=None, deadline=noon + 9 * day)
+    high = high.model_copy(update={"workflow_id": "logistics:c1", "policy": PolicyOverride(priority=60)})
+    assert attempt(1).run(activities.decide_message, high).defer_until == noon + 7 * day
+    assert policy(noon + 7 * day) == (
+        "sms to +8613800000001, deferred until 2026-02-10 12:00 (customer's time; cap marketing 2/7d; a "
+        "higher-priority message holds the slot)"
+    )

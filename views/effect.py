@@ -61,6 +61,10 @@ class Figures(BaseModel):
     failed: int = 0
     in_doubt: int = Field(0, description="Sending, or unknown: the provider's answer was lost.")
     skipped_by_reason: dict[str, int] = Field(default_factory=dict)
+    deferred: int = Field(0, description="Times the contact policy put a send off (a message may be put off twice).")
+    deferred_by_reason: dict[str, int] = Field(
+        default_factory=dict, description="quiet_hours, send_window, frequency_cap (waiting for a cap's slot)."
+    )
     failed_by_reason: dict[str, int] = Field(default_factory=dict)
     delivered: int = 0
     opened: int = 0
@@ -415,6 +419,7 @@ def _figures(counts: dict[str, Any], entered: int, exits: dict[str, int], conver
         exited=sum(exits.values()),
         exited_by_reason=dict(exits),
         skipped_by_reason={k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("skipped:")},
+        deferred_by_reason={k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("deferred:")},
         failed_by_reason={k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("failed:")},
         **plain,
         **(converted or {}),
@@ -509,6 +514,9 @@ def report_lines(report: EffectReport) -> list[str]:
         skips = ", ".join(f"{reason} {n}" for reason, n in sorted(journey.skipped_by_reason.items()))
         if skips:
             lines.append(f"  skipped: {skips}")
+        deferrals = ", ".join(f"{reason} {n}" for reason, n in sorted(journey.deferred_by_reason.items()))
+        if deferrals:
+            lines.append(f"  deferred: {deferrals}")
     lifts = [(name, j.uplift) for name, j in report.journeys.items() if j.uplift]
     for name, lift in lifts:
         interval = (
@@ -543,9 +551,11 @@ CSV_FIELDS = ("journey", "group", *[name for name in Figures.model_fields if not
 
 
 def csv_rows(report: EffectReport) -> list[list[Any]]:
-    """One row per journey (group empty) and per group; skip reasons as `skipped:REASON` columns."""
+    """One row per journey (group empty) and per group; skip and deferral reasons as
+    `skipped:REASON` and `deferred:REASON` columns."""
     reasons = sorted({r for j in report.journeys.values() for r in j.skipped_by_reason})
-    header = [*CSV_FIELDS, *[f"skipped:{r}" for r in reasons]]
+    put_off = sorted({r for j in report.journeys.values() for r in j.deferred_by_reason})
+    header = [*CSV_FIELDS, *[f"skipped:{r}" for r in reasons], *[f"deferred:{r}" for r in put_off]]
     rows: list[list[Any]] = [header]
     for name, journey in report.journeys.items():
         for group, figures in [("", journey), *journey.groups.items()]:
@@ -556,6 +566,7 @@ def csv_rows(report: EffectReport) -> list[list[Any]]:
                     group,
                     *[values[f] for f in CSV_FIELDS[2:]],
                     *[figures.skipped_by_reason.get(r, 0) for r in reasons],
+                    *[figures.deferred_by_reason.get(r, 0) for r in put_off],
                 ]
             )
     return rows

@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field
 from core.orders import order_context
 from core.records import Event
 from core.rfm import customer_context
-from core.vocabulary import CHANNELS
-from definitions.expressions import build_context, evaluate, message_context, zone
+from core.vocabulary import CHANNELS, Reason
+from definitions.expressions import build_context, evaluate, evaluate_time, message_context, zone
 from definitions.loader import Definitions
 from definitions.render import TemplateRenderError, has_variant, render_message
 from definitions.schema import SendStep, walk_steps
@@ -117,20 +117,7 @@ def preview(
                 f"pass one of {customer_id!r}'s orders ({mine}), or no order"
             )
         purchases = queries.purchases_of(session, customer_id, now)
-        category = spec.category or definition.category
-        decision = decide(  # the very rule the send activity applies, as if the step ran now
-            customer,
-            channel=spec.channel,
-            fallback=spec.fallback,
-            category=category,
-            at=now,
-            deadline=None,
-            lookups=StoreLookups(session, customer_id),
-            resource=snapshot.resources.get(spec.resource) if spec.resource else None,
-            default_region=default_region,
-            policy=definitions.policy.for_send(spec.policy_over(definition.policy)),
-        )
-
+    category = spec.category or definition.category
     entry_types = set(definition.entry.events)
     entry_rows = [row for row in order_events if row.type in entry_types] or order_events
     if entry_rows:
@@ -150,13 +137,35 @@ def preview(
     tz = zone(customer.timezone)
     seen = customer_context(customer, purchases, definitions.rfm, now)  # as the workflow sees it
     context = build_context(tz=tz, now=now, event=entry, order=order, customer=seen)
-    notes = [*notes, *decision.notes]
     variables: dict[str, Any] = {}
+    problems: list[str] = []
     for name, source in definition.vars.items():
         try:
             variables[name] = evaluate(source, {**context, "vars": variables})
         except Exception as err:  # shown, not raised: the preview is for finding such problems
-            notes.append(f"vars.{name}: {err}")
+            problems.append(f"vars.{name}: {err}")
+    # The step's deadline, as the workflow has it: a deferral past it skips, and a full cap lets
+    # the message wait for a slot until then.
+    deadline = None
+    if spec.deadline:
+        try:
+            deadline = evaluate_time(spec.deadline, {**context, "vars": variables}, tz)
+        except Exception as err:
+            problems.append(f"deadline: {err}")
+    with store.transaction() as session:
+        decision = decide(  # the very rule the send activity applies, as if the step ran now
+            customer,
+            channel=spec.channel,
+            fallback=spec.fallback,
+            category=category,
+            at=now,
+            deadline=deadline,
+            lookups=StoreLookups(session, customer_id),
+            resource=snapshot.resources.get(spec.resource) if spec.resource else None,
+            default_region=default_region,
+            policy=definitions.policy.for_send(spec.policy_over(definition.policy)),
+        )
+    notes = [*notes, *decision.notes, *problems]
     if order_id and not entry_rows:
         notes.append(f"order {order_id!r} has no events in the log: only its id is known")
 
@@ -201,7 +210,10 @@ def _policy_line(decision: Decision, tz) -> str:
     target = f"{decision.channel} to {decision.address}"
     if decision.action == "defer":
         resume = decision.resume_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
-        return f"{target}, held by quiet hours until {resume} (customer's time)"
+        if decision.reason == Reason.FREQUENCY_CAP:  # which cap, and whether a waiting message holds the slot
+            return f"{target}, deferred until {resume} (customer's time; {decision.detail})"
+        by = "the send windows" if decision.reason == Reason.SEND_WINDOW else "quiet hours"
+        return f"{target}, held by {by} until {resume} (customer's time)"
     return target
 
 

@@ -340,6 +340,7 @@ class JourneyWorkflow:
             if self.revision4 and self.definition.exit_on
             else {}
         )
+        deferrals = 0
         while True:
             request = SendRequest(
                 workflow_id=info.workflow_id,
@@ -366,6 +367,7 @@ class JourneyWorkflow:
                 variant=self.definition.variant_of(self.input.key),
                 policy=spec.policy_over(self.definition.policy),
                 deliver=not on_channel_queue,
+                deferrals=deferrals,
                 **lateness,
                 **exits,
             )
@@ -385,8 +387,12 @@ class JourneyWorkflow:
                 )
             if outcome.status != "deferred":
                 break
-            # Quiet hours: wait for the morning; an exit event meanwhile ends the journey, unrecorded.
-            self._set_step(f"quiet_hours:{spec.step_id}")
+            # Quiet hours (wait for the morning), a closed send window, a full cap (wait for a slot):
+            # an exit event meanwhile ends the journey, unrecorded. The status names the reason
+            # (revision 0 put the step in a search attribute, as `quiet_hours:` whatever held it).
+            deferrals += 1
+            held_by = outcome.reason if self.input.revision >= 1 and outcome.reason else "quiet_hours"
+            self._set_step(f"{held_by}:{spec.step_id}")
             await self._sleep_until(outcome.defer_until)
             self.cursor = max(self.cursor, outcome.defer_until)
             if lateness:  # the policy moved it: it is planned for the morning now

@@ -174,7 +174,7 @@ async function journeyPage(name) {
     h("div", {class: "kpis"}, kpi(L("Entered", "进入"), num(j.entered)), kpi(L("Sent", "发送"), num(j.sent)), kpi(L("Skipped", "跳过"), num(j.skipped)),
       kpi(L("Converted", "转化"), num(j.converted)), kpi(L("Conversion rate", "转化率"), pct(j.conversion_rate)),
       kpi(L("Revenue", "回款"), money(j.revenue)), kpi(L("Cost", "成本"), money(j.cost)), kpi("ROI", j.roi === null || j.roi === undefined ? "–" : `${j.roi}×`)),
-    h("p", {class: "muted"}, `${L("Skipped by reason", "跳过原因")}: ${reasons(j.skipped_by_reason)} · ${L("failed", "失败")}: ${reasons(j.failed_by_reason)}`),
+    h("p", {class: "muted"}, `${L("Skipped by reason", "跳过原因")}: ${reasons(j.skipped_by_reason)} · ${L("deferred", "延后")}: ${reasons(j.deferred_by_reason)} · ${L("failed", "失败")}: ${reasons(j.failed_by_reason)}`),
     h("div", {class: "grid"},
       h("section", {class: "card"}, h("h2", {}, L("Per day", "每日")), h("div", {class: "chart-box"}, canvas)),
       h("section", {class: "card funnel"}, h("h2", {}, L("Funnel per step", "步骤漏斗")), funnel(steps))),
