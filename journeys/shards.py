@@ -178,14 +178,18 @@ def _shard_main(
 def merge_stores(into: Path, shards: list[Path]) -> None:
     """Copy every row of the shard stores into `into` (migrated, as they are). Every table's rows
     are a customer's, or keyed by one (a message's id is a uuid); a journey's goal is the same in
-    every shard, so a repeated one is kept once. A clash anywhere else raises."""
+    every shard, so a repeated one is kept once; a surrogate integer id is numbered again. A
+    clash anywhere else raises."""
     connection = sqlite3.connect(into, isolation_level=None)
     try:
         for path in shards:
             connection.execute("ATTACH DATABASE ? AS shard", (str(path),))
             connection.execute("BEGIN")
             for table in Base.metadata.sorted_tables:
-                columns = ", ".join(f'"{column.name}"' for column in table.columns)
+                # A surrogate id (an autoincrement integer, as a deferral's) is per store: the
+                # merged store numbers the rows again, so two shards' row 1 do not clash.
+                kept = [column for column in table.columns if not (column.primary_key and column.autoincrement is True)]
+                columns = ", ".join(f'"{column.name}"' for column in kept)
                 verb = "INSERT OR IGNORE" if table is GoalRow.__table__ else "INSERT"
                 name = f'"{table.name}"'
                 connection.execute(f"{verb} INTO main.{name} ({columns}) SELECT {columns} FROM shard.{name}")
