@@ -134,7 +134,7 @@ class JourneyActivities:
         customer = queries.get_customer(session, req.customer_id, lock=True)
         message = (req.workflow_id, req.run_id, req.step)
         # Deferred before for a cap: its wait ranks it (since when it waits), until it is decided.
-        waiting = queries.open_wait(session, *message) if req.deferrals else None
+        waiting = queries.open_wait(session, *message) if req.waiting else None
         if (exited := self._exit_logged(session, req)) is not None:
             if waiting is not None:
                 queries.close_waits(session, *message)
@@ -171,7 +171,7 @@ class JourneyActivities:
         if decision.action == "defer":
             # No ledger row until it is decided; the deferral is recorded, and a wait for a cap's
             # slot stays open (under this customer's lock) for other messages to see.
-            queries.record_deferral(session, _deferral(req, decision))
+            queries.record_deferral(session, _deferral(req, decision), earlier=waiting)
             outcome = SendOutcome(
                 status="deferred",
                 reason=decision.reason,

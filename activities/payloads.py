@@ -56,7 +56,10 @@ class SendRequest(BaseModel):
     exit_since: datetime | None = None
     resource: Resource | None = Field(default=None, description="What the message hands out, with its limits.")
     variant: str | None = Field(default=None, description="The instance's group at the journey's split.")
-    deferrals: int = Field(default=0, description="How often the policy put this send off before (this run).")
+    waiting: bool = Field(
+        default=False,
+        description="Its last deferral was a wait for a cap's slot (an open deferral that ranks it).",
+    )
     policy: PolicyOverride | None = Field(
         default=None,
         description="The send's changes to the shop's contact policy (the step's `policy` over its journey's), as "
@@ -111,6 +114,9 @@ class ExitRecord(BaseModel):
     entered_at: datetime
     ended_at: datetime = Field(description="The journey's time of the end.")
     reason: str = Field(description="completed, exit:EVENT, exit_step, holdout, entry_condition, restarted, ...")
+    waited_for_cap: bool = Field(
+        default=True, description="A send of the run waited for a cap's slot: a wait still open is closed."
+    )
 
 
 class RetentionRequest(BaseModel):

@@ -168,6 +168,7 @@ class CapWait:
     resume_at: datetime
     deadline: datetime
     held: bool = False
+    cap: str | None = None  # the cap it waits for
 
 
 class SendWindowRule(_Scoped):

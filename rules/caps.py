@@ -5,7 +5,7 @@ would break its cap, or None; the counts come from the store through rules.polic
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -14,7 +14,8 @@ from core.contact_policy import Cap
 
 #: When the messages a cap counts for the customer were sent, after a moment, on one channel or
 #: (None) all, oldest first.
-CapTimes = Callable[[datetime, str | None], Sequence[datetime]]
+#: The messages counting against a cap, as (when sent, on which channel), since at least its longest window.
+CapTimes = Sequence[tuple[datetime, str | None]]
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def check_cap(cap: Cap, at: datetime, channel: str, sent: CapTimes, ahead: Seque
     last_slot = False
     for window in cap.windows:
         since = at - window.length
-        own = list(sent(since, channel if window.per_channel else None))
+        own = [when for when, on in sent if when > since and (on == channel or not window.per_channel)]
         times = sorted([*own, *ahead])
         counted.append(times)
         label = window.label(cap.name, channel)

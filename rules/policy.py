@@ -100,10 +100,10 @@ class Lookups(Protocol):
 
     def suppression_scope(self, channel: str, address: str) -> str | None: ...
 
-    def capped_at(self, cap: str, category: str | None, since: datetime, channel: str | None) -> Sequence[datetime]:
-        """When the messages sent (or possibly sent) to the customer after `since` that count
-        against `cap` were sent, oldest first: those recorded against it, and those of `category`
-        (the cap's) recorded against none; on `channel` alone, or every channel (None)."""
+    def capped_at(self, cap: str, category: str | None, since: datetime) -> Sequence[tuple[datetime, str | None]]:
+        """When, and on which channel, the messages sent (or possibly sent) to the customer after
+        `since` that count against `cap` were sent, oldest first: those recorded against it, and
+        those of `category` (the cap's) recorded against none; every channel."""
 
     def cap_waits(self, cap: str) -> Sequence[CapWait]:
         """The customer's other messages waiting for a slot of `cap` (deferred for it, undecided)."""
@@ -212,9 +212,8 @@ def _cap_decision(
         and (other.priority > priority or (other.priority == priority and other.waiting_since < since))
     )
 
-    def sent(after: datetime, on: str | None) -> Sequence[datetime]:
-        return lookups.capped_at(cap.name, cap.category, after, on)
-
+    # One read for every window: the longest one's messages, which each window filters.
+    sent = lookups.capped_at(cap.name, cap.category, at - max(window.length for window in cap.windows))
     check = check_cap(cap, at, channel, sent, ahead)
     wait = {"reason": Reason.FREQUENCY_CAP, "waits_for": cap.name, "priority": priority}
     if check.refusal is None:

@@ -25,8 +25,8 @@ class StoreLookups:
     def suppression_scope(self, channel: str, address: str) -> str | None:
         return queries.suppression_scope(self.session, channel, address)
 
-    def capped_at(self, cap: str, category: str | None, since: datetime, channel: str | None) -> list[datetime]:
-        return queries.capped_at(self.session, self.customer_id, cap, category, since, channel)
+    def capped_at(self, cap: str, category: str | None, since: datetime) -> list[tuple[datetime, str | None]]:
+        return queries.capped_at(self.session, self.customer_id, cap, category, since)
 
     def cap_waits(self, cap: str) -> list[CapWait]:
         return queries.cap_waits(self.session, self.customer_id, cap, exclude=self.message)

@@ -341,12 +341,12 @@ def capped_since(
 
 
 def capped_at(
-    session: Session, customer_id: str, cap: str, category: str | None, since: datetime, channel: str | None = None
-) -> list[datetime]:
-    """When the messages `capped_since` counts were sent (their `at`), oldest first: a full cap's
-    windows free as they age out."""
-    query = _capped(select(MessageRow.at), customer_id, cap, category, since, channel)
-    return list(session.scalars(query.order_by(MessageRow.at)))
+    session: Session, customer_id: str, cap: str, category: str | None, since: datetime
+) -> list[tuple[datetime, str | None]]:
+    """When, and on which channel, the messages `capped_since` counts (on every channel) were
+    sent, oldest first: a full cap's windows free as they age out."""
+    query = _capped(select(MessageRow.at, MessageRow.channel), customer_id, cap, category, since, None)
+    return [(at, channel) for at, channel in session.execute(query.order_by(MessageRow.at))]
 
 
 def _capped(query, customer_id: str, cap: str, category: str | None, since: datetime, channel: str | None):
@@ -392,30 +392,29 @@ def _wait_of(row: DeferralRow) -> CapWait:
         resume_at=row.resume_at,
         deadline=row.deadline or row.resume_at,
         held=row.held,
+        cap=row.cap,
     )
 
 
-def record_deferral(session: Session, deferral: dict[str, Any]) -> None:
-    """Put down a deferral (DeferralRow's fields), closing the message's earlier wait; a wait for
-    a cap keeps the moment the message began waiting. A retry of the same decision (the same
-    message and `at`) writes the same row again."""
-    d = DeferralRow
-    key = (deferral["workflow_id"], deferral["run_id"], deferral["step"])
-    earlier = session.scalars(
-        select(d).where(d.workflow_id == key[0], d.run_id == key[1], d.step == key[2], d.open.is_(True))
-    ).first()
+def record_deferral(session: Session, deferral: dict[str, Any], earlier: CapWait | None = None) -> None:
+    """Put down a deferral (DeferralRow's fields), closing the message's `earlier` wait (which the
+    caller read under the customer's lock); a wait for the same cap keeps the moment the message
+    began waiting. A retry of the same decision (the same message and `at`) writes the same row
+    again: one upsert on the row's (workflow, run, step, at)."""
     if deferral.get("cap") is not None:
-        waiting = earlier.waiting_since if earlier is not None and earlier.cap == deferral["cap"] else None
-        deferral = {**deferral, "waiting_since": waiting or deferral["at"], "open": True}
-    close_waits(session, *key)
-    row = session.scalars(
-        select(d).where(d.workflow_id == key[0], d.run_id == key[1], d.step == key[2], d.at == deferral["at"])
-    ).first()
-    if row is None:
-        session.add(DeferralRow(**deferral))
-        return
-    for name, value in deferral.items():
-        setattr(row, name, value)
+        since = earlier.waiting_since if earlier is not None and earlier.cap == deferral["cap"] else None
+        deferral = {**deferral, "waiting_since": since or deferral["at"], "open": True}
+    if earlier is not None:
+        close_waits(session, deferral["workflow_id"], deferral["run_id"], deferral["step"])
+    table = DeferralRow.__table__
+    statement = upsert_insert(session, table).values(deferral)
+    key = ("workflow_id", "run_id", "step", "at")
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[table.c[name] for name in key],
+            set_={name: statement.excluded[name] for name in deferral if name not in key},
+        )
+    )
 
 
 def close_waits(session: Session, workflow_id: str, run_id: str, step: str | None = None) -> None:
@@ -478,9 +477,10 @@ def record_exit(session: Session, record: dict[str, Any]) -> None:
         .execution_options(synchronize_session=False)
     )
     if written.rowcount == 0:  # one statement for the usual case, on every run's end
-        session.add(InstanceRow(**{k: v for k, v in record.items() if k not in ("ended_at", "reason")}, **ended))
-    # A message of the run still waiting for a cap's slot (its instance exited) holds it no longer.
-    close_waits(session, record["workflow_id"], record["run_id"])
+        started = {k: v for k, v in record.items() if k not in ("ended_at", "reason", "waited_for_cap")}
+        session.add(InstanceRow(**started, **ended))
+    if record.get("waited_for_cap", True):  # a message of the run still waiting for a slot holds it no longer
+        close_waits(session, record["workflow_id"], record["run_id"])
 
 
 def find_ledger_row(session: Session, workflow_id: str, run_id: str, step: str) -> MessageRow | None:

@@ -27,7 +27,7 @@ DAY = timedelta(days=1)
 HIGH = PolicyOverride(priority=60)
 
 
-def promo(journey: str, when, *, priority: PolicyOverride | None = None, wait_days: float = 10, deferrals=0):
+def promo(journey: str, when, *, priority: PolicyOverride | None = None, wait_days: float = 10):
     """A marketing SMS of `journey` (its own instance) to c1, which may wait `wait_days` for a slot."""
     return request(
         step="promo",
@@ -38,13 +38,12 @@ def promo(journey: str, when, *, priority: PolicyOverride | None = None, wait_da
         journey=journey,
         policy=priority,
         deadline=when + wait_days * DAY if wait_days else None,
-        deferrals=deferrals,
     )
 
 
 def again(req, when):
-    """The same send decided again at `when`, after a deferral (as the workflow asks)."""
-    return req.model_copy(update={"at": when, "deferrals": req.deferrals + 1})
+    """The same send decided again at `when`, after a deferral for a cap (as the workflow asks)."""
+    return req.model_copy(update={"at": when, "waiting": True})
 
 
 @pytest.fixture

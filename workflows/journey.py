@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from core.orders import MAX_ORDER_EVENTS, order_context
     from core.records import DEFAULT_TIMEZONE, Customer, Event
     from core.rfm import Purchase, customer_context, fold
-    from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_STEP, ORDER_ID
+    from core.vocabulary import CUSTOMER_ID, JOURNEY_NAME, JOURNEY_STEP, ORDER_ID, Reason
     from definitions.expressions import (
         ExpressionError,
         build_context,
@@ -115,6 +115,8 @@ class JourneyWorkflow:
         self.vars: dict[str, Any] = {}  # the definition's vars, once evaluated
         self.where = "entry"  # what is being evaluated, for the record when an expression fails
         self.template: str | None = None  # ... and the template of the send step it belongs to
+        # A send of this run waited for a cap's slot: its end closes any wait still open.
+        self.waited_for_cap = False
         # Revision 4: inside a wait_for's on_event branch, `event` is the event that ended the wait.
         self.awaited: Event | None = None
         for event in input.prior_events:
@@ -237,6 +239,7 @@ class JourneyWorkflow:
                 entered_at=self.started,
                 ended_at=self.now(),
                 reason=reason,
+                waited_for_cap=self.waited_for_cap,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=ACTIVITY_RETRY,
@@ -340,7 +343,8 @@ class JourneyWorkflow:
             if self.revision4 and self.definition.exit_on
             else {}
         )
-        deferrals = 0
+        policy = spec.policy_over(self.definition.policy)
+        waiting = False  # its last deferral was a wait for a cap's slot: the activity looks its wait up
         while True:
             request = SendRequest(
                 workflow_id=info.workflow_id,
@@ -365,9 +369,9 @@ class JourneyWorkflow:
                 deadline=deadline,
                 resource=self.input.snapshot.resources[spec.resource] if spec.resource else None,
                 variant=self.definition.variant_of(self.input.key),
-                policy=spec.policy_over(self.definition.policy),
+                policy=policy,
                 deliver=not on_channel_queue,
-                deferrals=deferrals,
+                waiting=waiting,
                 **lateness,
                 **exits,
             )
@@ -390,7 +394,8 @@ class JourneyWorkflow:
             # Quiet hours (wait for the morning), a closed send window, a full cap (wait for a slot):
             # an exit event meanwhile ends the journey, unrecorded. The status names the reason
             # (revision 0 put the step in a search attribute, as `quiet_hours:` whatever held it).
-            deferrals += 1
+            waiting = outcome.reason == Reason.FREQUENCY_CAP
+            self.waited_for_cap = self.waited_for_cap or waiting
             held_by = outcome.reason if self.input.revision >= 1 and outcome.reason else "quiet_hours"
             self._set_step(f"{held_by}:{spec.step_id}")
             await self._sleep_until(outcome.defer_until)
