@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from core.records import Customer, Event
 from journeys.progress import Tally
-from store.tables import Base, GoalRow
+from store.tables import Base
 
 W = TypeVar("W")
 R = TypeVar("R")
@@ -177,9 +177,9 @@ def _shard_main(
 
 def merge_stores(into: Path, shards: list[Path]) -> None:
     """Copy every row of the shard stores into `into` (migrated, as they are). Every table's rows
-    are a customer's, or keyed by one (a message's id is a uuid); a journey's goal is the same in
-    every shard, so a repeated one is kept once; a surrogate integer id is numbered again. A
-    clash anywhere else raises."""
+    are a customer's, or keyed by one (a message's id is a uuid); a surrogate integer id is
+    numbered again. A shard computes no effect report, so it has no journey goals to repeat. A
+    clash raises."""
     connection = sqlite3.connect(into, isolation_level=None)
     try:
         for path in shards:
@@ -188,11 +188,10 @@ def merge_stores(into: Path, shards: list[Path]) -> None:
             for table in Base.metadata.sorted_tables:
                 # A surrogate id (an autoincrement integer, as a deferral's) is per store: the
                 # merged store numbers the rows again, so two shards' row 1 do not clash.
-                kept = [column for column in table.columns if not (column.primary_key and column.autoincrement is True)]
+                kept = [column for column in table.columns if column is not table.autoincrement_column]
                 columns = ", ".join(f'"{column.name}"' for column in kept)
-                verb = "INSERT OR IGNORE" if table is GoalRow.__table__ else "INSERT"
                 name = f'"{table.name}"'
-                connection.execute(f"{verb} INTO main.{name} ({columns}) SELECT {columns} FROM shard.{name}")
+                connection.execute(f"INSERT INTO main.{name} ({columns}) SELECT {columns} FROM shard.{name}")
             connection.execute("COMMIT")
             connection.execute("DETACH DATABASE shard")
     finally:
