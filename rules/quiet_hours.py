@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from core.contact_policy import NO_QUIET_HOURS, clock, span
+from core.contact_policy import DEFAULT_QUIET_HOURS, NO_QUIET_HOURS, clock, span
 
 
 @dataclass(frozen=True)
 class QuietHours:
     """Nothing is sent between `start` and `end` in the customer's time zone."""
 
-    start: time = time(22, 0)
-    end: time = time(8, 0)
+    start: time
+    end: time
 
     @classmethod
     def of(cls, hours: str) -> QuietHours | None:
@@ -37,4 +37,4 @@ class QuietHours:
 
 
 #: The quiet hours of the shipped policy (and of every send before policy.yaml): 22:00 to 08:00.
-QUIET_HOURS = QuietHours()
+QUIET_HOURS = QuietHours.of(DEFAULT_QUIET_HOURS)

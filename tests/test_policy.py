@@ -18,7 +18,7 @@ from channels import build_channels
 from core.channel import OutgoingMessage, PermanentChannelError, RetryableChannelError, SendReceipt
 from definitions.expressions import zone
 from definitions.schema import Template
-from rules.quiet_hours import QuietHours
+from rules.quiet_hours import QUIET_HOURS
 from store import queries
 from store.tables import MessageRow
 from tests.helpers import at, attempt, customer
@@ -150,7 +150,7 @@ def test_no_contact(store, send):
 )
 def test_quiet_hours_are_22_to_8_local(local, resume):
     tz = zone("Asia/Shanghai")
-    deferral = QuietHours().deferral(datetime.fromisoformat(local).replace(tzinfo=tz), tz)
+    deferral = QUIET_HOURS.deferral(datetime.fromisoformat(local).replace(tzinfo=tz), tz)
     assert deferral == (datetime.fromisoformat(resume).replace(tzinfo=tz) if resume else None)
 
 

@@ -15,7 +15,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.contact_policy import ContactPolicy
+from core.contact_policy import SendPolicy
 from core.records import DEFAULT_TIMEZONE, Customer
 from definitions.broadcasts import Broadcast
 from definitions.loader import Definitions
@@ -175,6 +175,7 @@ def dry_run(store: Store, definitions: Definitions, name: str, now: datetime, *,
     outcomes: dict[str, int] = {}
     members = held_out = 0
     times: list[datetime] = []
+    policy = definitions.policy.for_send(broadcast.send.policy)  # the same for every member
     after = None
     while True:  # a page at a time, each in one transaction, as a start would
         with store.transaction() as session:
@@ -182,7 +183,7 @@ def dry_run(store: Store, definitions: Definitions, name: str, now: datetime, *,
             ids = [m.customer_id for m in page if split_draw(journey, m.customer_id) >= broadcast.holdout]
             members, held_out = members + len(page), held_out + len(page) - len(ids)
             for customer in queries.get_customers(session, ids).values():
-                key, when = _would(broadcast, snapshot, customer, session, now, default_region, definitions.policy)
+                key, when = _would(broadcast, snapshot, customer, session, now, default_region, policy)
                 outcomes[key] = outcomes.get(key, 0) + 1
                 times.append(when)
         if len(page) < PAGE:
@@ -205,7 +206,7 @@ def _would(
     session,
     now: datetime,
     default_region: str,
-    policy: ContactPolicy,
+    policy: SendPolicy,
 ) -> tuple[str, datetime]:
     """What the contact policy would do with the broadcast's message to `customer`, at their
     send time: (`send:sms`, `defer:sms`, `skip:unsubscribed`..., the time)."""
@@ -226,7 +227,7 @@ def _would(
         lookups=StoreLookups(session, who),
         default_region=default_region,
         resource=snapshot.resources.get(broadcast.send.resource) if broadcast.send.resource else None,
-        policy=policy.for_send(broadcast.send.policy),
+        policy=policy,
     )
     # A skip says why (a resource limit or the frequency cap skips on a chosen channel); a send or a
     # deferral says on which channel.
