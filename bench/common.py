@@ -21,8 +21,9 @@ T = TypeVar("T")
 PG_URL = os.environ.get("JOURNEYS_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    """The peak resident memory of this process (or, RUSAGE_CHILDREN, of its largest child), in MB."""
+    return resource.getrusage(who).ru_maxrss / 1024
 
 
 def rss_mb(pid: int) -> float:

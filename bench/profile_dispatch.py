@@ -27,7 +27,7 @@ import httpx
 
 from bench.common import Schema
 from bench.production import Shop, post_all
-from bench.profile_worker import ROOT, report, summary
+from bench.profile_worker import ROOT, profiled, report
 from tests.stack import Stack, pending, wait_until
 
 
@@ -46,15 +46,8 @@ def run_profiled_api(out: Path) -> None:
     # uvicorn handles SIGTERM itself, then raises it again with the handler it found: this one, so
     # that the process lives on to write the profile.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    yappi.set_clock_type("cpu")
-    yappi.start(builtins=False, profile_threads=True)
     logging.basicConfig(level=logging.INFO)
-    server.run()
-    yappi.stop()
-    stats = yappi.get_func_stats()
-    stats.save(str(out), type="pstat")
-    text = summary(list(stats), int(os.environ.get("PROFILE_TOP", "30")))
-    Path(f"{out}.txt").write_text(text.replace("worker CPU", "API CPU", 1))
+    profiled(out, "API", server.run)
 
 
 def main() -> None:

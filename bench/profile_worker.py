@@ -40,9 +40,6 @@ def run_profiled_worker(out: Path) -> None:
     from core.config import Settings
     from journeys.worker import run_worker
 
-    yappi.set_clock_type("cpu")
-    yappi.start(builtins=False, profile_threads=True)
-
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -51,11 +48,21 @@ def run_profiled_worker(out: Path) -> None:
         await run_worker(Settings(), stop)
 
     logging.basicConfig(level=logging.INFO)
-    asyncio.run(main())
+    profiled(out, "worker", lambda: asyncio.run(main()))
+
+
+def profiled(out: Path, what: str, run) -> None:
+    """`run()` under yappi (CPU clock, every thread); then its profile to `out` (pstat) and its
+    summary, naming `what` was profiled, to `out` + .txt."""
+    import yappi
+
+    yappi.set_clock_type("cpu")
+    yappi.start(builtins=False, profile_threads=True)
+    run()
     yappi.stop()
     stats = yappi.get_func_stats()
     stats.save(str(out), type="pstat")
-    Path(f"{out}.txt").write_text(summary(list(stats), int(os.environ.get("PROFILE_TOP", "30"))))
+    Path(f"{out}.txt").write_text(summary(list(stats), int(os.environ.get("PROFILE_TOP", "30")), what))
 
 
 def report(profiled: subprocess.Popen, out: Path) -> None:
@@ -66,9 +73,9 @@ def report(profiled: subprocess.Popen, out: Path) -> None:
     print(f"the whole profile (pstat, for snakeviz or pstats): {out}", flush=True)
 
 
-def summary(stats: list, top: int) -> str:
+def summary(stats: list, top: int, what: str = "worker") -> str:
     total = sum(s.tsub for s in stats) or 1.0
-    lines = [f"worker CPU during the burst, under the profiler: {total:.2f} s", "own time:"]
+    lines = [f"{what} CPU during the burst, under the profiler: {total:.2f} s", "own time:"]
     for s in sorted(stats, key=lambda s: -s.tsub)[:top]:
         lines.append(f"  {100 * s.tsub / total:5.1f}%  {s.ncall:8d} calls  {s.name}  ({where(s.module)}:{s.lineno})")
     lines.append("the project's functions, including what they call:")

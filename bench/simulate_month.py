@@ -38,6 +38,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from bench.common import peak_rss_mb
 from bench.raw_journey import RawJourney, raw_send
 from core.records import Customer, Event
 from core.temporal import binary
@@ -199,10 +200,9 @@ async def main() -> None:
             line += f", speed-up over 1 shard {speedup:.2f}x, {speedup / shards:.2f}x per shard"
         print(line)
     print(f"load average after: {_load()}")
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
-        f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB this process, "
-        f"{children:.0f} MiB the largest child (a shard or a test server)"
+        f"peak RSS: {peak_rss_mb():.0f} MiB this process, "
+        f"{peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MiB the largest child (a shard or a test server)"
     )
 
 
