@@ -124,17 +124,21 @@ class JourneyActivities:
             row = queries.find_ledger_row(session, req.workflow_id, req.run_id, req.step) if retrying else None
             if row is not None:
                 return (None, row, True) if row.status == "sending" else (_outcome(row), None, True)
-            decided, row = self._decide_new(session, req)
+            decided, row = self._decide_new(session, req, retrying=retrying)
             return decided, row, False
 
-    def _decide_new(self, session, req: SendRequest) -> tuple[SendOutcome | None, MessageRow | None]:
-        """The policy for a send not decided before."""
+    def _decide_new(
+        self, session, req: SendRequest, *, retrying: bool = False
+    ) -> tuple[SendOutcome | None, MessageRow | None]:
+        """The policy for a send not decided before. A retry looks for the message's wait even when
+        the workflow knows of none: an earlier attempt may have deferred it for a cap and committed
+        before its result was lost, and the wait it left open must rank it and be closed."""
         # Locks the customer's row: two sends to one customer are decided one after the other,
         # so the frequency cap holds across journeys and workers.
         customer = queries.get_customer(session, req.customer_id, lock=True)
         message = (req.workflow_id, req.run_id, req.step)
         # Deferred before for a cap: its wait ranks it (since when it waits), until it is decided.
-        waiting = queries.open_wait(session, *message) if req.waiting else None
+        waiting = queries.open_wait(session, *message) if req.waiting or retrying else None
         if (exited := self._exit_logged(session, req)) is not None:
             if waiting is not None:
                 queries.close_waits(session, *message)

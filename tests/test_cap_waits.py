@@ -15,12 +15,14 @@ from activities.journey import JourneyActivities
 from activities.payloads import ExitRecord
 from channels import build_channels
 from core.contact_policy import ContactPolicy, PolicyOverride
+from core.rfm import DEFAULT_TABLE
 from rules.policy import decide
 from store import queries
 from store.lookups import StoreLookups
 from store.tables import DeferralRow
 from tests.helpers import at, attempt, customer
 from tests.test_policy import request, rows, save
+from views.profile import profile
 
 MONDAY = at("2026-02-02 10:00+08:00")
 DAY = timedelta(days=1)
@@ -228,3 +230,54 @@ def test_a_message_deferred_again_keeps_its_place_in_the_queue(full, send):
     assert waiting.waiting_since == MONDAY + 2 * DAY
     assert send(again(second, next_monday)).defer_until == next_monday + DAY
     assert send(again(first, next_monday)).status == "sent"
+
+
+def test_a_retry_after_a_lost_deferral_closes_the_wait_it_left(full, store, outbox, send):
+    """The first attempt deferred the message for a cap and committed its wait, but its result was
+    lost (a worker killed): the workflow, not knowing of the wait, retries the same decision. The
+    retry finds the wait, and once it decides otherwise closes it, so it holds no slot after."""
+    activities = JourneyActivities(store, build_channels(outbox), "小店", default_region="CN")
+    thursday, next_monday = MONDAY + 3 * DAY, MONDAY + 7 * DAY
+    high = promo("logistics", thursday, priority=HIGH)
+    assert send(high).defer_until == next_monday
+    low = promo("promotion", next_monday)
+    assert send(low).defer_until == next_monday + DAY  # the high one holds the slot; this result is lost
+    # Meanwhile the high one's run ends: its slot is free.
+    record = ExitRecord(
+        workflow_id=high.workflow_id, run_id=high.run_id, journey="logistics", journey_version="v1",
+        customer_id="c1", entered_at=thursday, ended_at=next_monday, reason="exit:order.paid",
+    )  # fmt: skip
+    attempt(1).run(activities.record_exit, record)
+    assert send(low, 2).status == "sent"  # the retry: `waiting` unset, as the workflow never heard
+    with store.transaction() as session:
+        assert queries.cap_waits(session, "c1", "marketing") == []
+    assert [row.journey for row in rows(full)] == ["earlier0", "earlier1", "promotion"]
+
+
+def test_an_erasure_ends_the_customers_waits(full, send):
+    """Erasure terminates the customer's runs, which record no exit: their waits end with it."""
+    assert send(promo("winback", MONDAY + 2 * DAY)).status == "deferred"
+    with full.transaction() as session:
+        queries.erase_customer(session, "c1", MONDAY + 3 * DAY, "test", default_region="CN")
+    with full.transaction() as session:
+        assert queries.cap_waits(session, "c1", "marketing") == []
+
+
+def test_the_profile_lists_the_messages_waiting_for_a_slot_first_in_line_first(full, send):
+    thursday, next_monday = MONDAY + 3 * DAY, MONDAY + 7 * DAY
+    assert send(promo("promotion", MONDAY + 2 * DAY)).status == "deferred"
+    assert send(promo("logistics", thursday, priority=HIGH)).status == "deferred"
+
+    def waiting(at):
+        with full.transaction() as session:
+            return [(w.journey, w.cap, w.priority, w.until, w.detail)
+                    for w in profile(session, "c1", DEFAULT_TABLE, at, "CN").waiting]  # fmt: skip
+
+    detail = "cap marketing 2/7d: 2 sent since 2026-01-{}T10:00:00+08:00"  # 7 days before it asked
+    assert waiting(thursday) == [
+        ("logistics", "marketing", 60, next_monday, detail.format(29)),  # the higher priority first, though later
+        ("promotion", "marketing", 20, next_monday, detail.format(28)),
+    ]
+    assert send(again(promo("logistics", thursday, priority=HIGH), next_monday)).status == "sent"
+    assert [journey for journey, *_ in waiting(next_monday)] == ["promotion"]
+    assert waiting(MONDAY + 13 * DAY) == []  # past the promotion's deadline it holds nothing
