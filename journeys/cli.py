@@ -616,6 +616,10 @@ def customer_show(
     held += [f"{s.channel} {s.address} suppressed ({s.scope}: {s.reason})" for s in found.suppressions]
     held += found.contact_problems
     typer.echo(f"  held back  {'; '.join(held) or 'nothing'}")
+    for wait in found.waiting:
+        until, deadline = wait.until.isoformat(), wait.deadline.isoformat()
+        typer.echo(f"  waiting    {wait.journey}/{wait.step} for cap {wait.cap} (priority {wait.priority}), "
+                   f"until {until}, deadline {deadline}: {wait.detail or '-'}")  # fmt: skip
 
 
 @customer_app.command("erase")

@@ -144,6 +144,13 @@ def erase_customer(
         if row.status in ("sending", "unknown"):
             row.status, row.reason = "failed", "erased"
     scrubbed = session.execute(update(EventRow).where(EventRow.customer_id == customer_id).values(data={})).rowcount
+    # Its runs were terminated (nothing of theirs is sent): their waits for a cap's slot end too.
+    session.execute(
+        update(DeferralRow)
+        .where(DeferralRow.customer_id == customer_id, DeferralRow.open.is_(True))
+        .values(open=False)
+        .execution_options(synchronize_session=False)
+    )
     hashed = 0
     for channel, address in addresses:
         row = session.get(SuppressionRow, (channel, address))
@@ -374,6 +381,18 @@ def cap_waits(
     if exclude is not None:
         query = query.where(or_(d.workflow_id != exclude[0], d.run_id != exclude[1], d.step != exclude[2]))
     return [_wait_of(row) for row in session.scalars(query)]
+
+
+def waiting_messages(session: Session, customer_id: str, at: datetime) -> list[DeferralRow]:
+    """The customer's messages waiting for a cap's slot at `at` (open, not past their deadline),
+    in the order they would take a slot: higher priority first, then the longer waiting."""
+    d = DeferralRow
+    query = (
+        select(d)
+        .where(d.customer_id == customer_id, d.open.is_(True), or_(d.deadline.is_(None), d.deadline > at))
+        .order_by(d.priority.desc(), d.waiting_since, d.id)
+    )
+    return list(session.scalars(query))
 
 
 def open_wait(session: Session, workflow_id: str, run_id: str, step: str) -> CapWait | None:

@@ -1,5 +1,6 @@
-"""A customer's profile: the record, traits, tags, RFM as of now, segments and why messages
-to them may be held back (unsubscribes, the blacklist, suppressed addresses). Read by
+"""A customer's profile: the record, traits, tags, RFM as of now, segments, why messages
+to them may be held back (unsubscribes, the blacklist, suppressed addresses) and which wait for a
+cap's slot. Read by
 `GET /customers/{id}` and `journeys customer ID`; the console's search (`GET /customers?q=`)."""
 
 from __future__ import annotations
@@ -26,6 +27,21 @@ class Suppression(BaseModel):
     since: datetime
 
 
+class Waiting(BaseModel):
+    """A message deferred for a full cap, waiting for its slot (contact policy, issue 25)."""
+
+    journey: str
+    step: str
+    workflow_id: str
+    channel: str | None
+    cap: str
+    priority: int
+    since: datetime = Field(description="Its first deferral for the cap: its place in the queue.")
+    until: datetime = Field(description="When it is decided again.")
+    deadline: datetime = Field(description="Past it, the message is skipped frequency_cap.")
+    detail: str | None = Field(description="The policy's answer, e.g. cap marketing 2/7d: 2 sent since ...")
+
+
 class Profile(BaseModel):
     customer_id: str
     record: dict[str, Any] = Field(description="name, phone, email, birthday, timezone, locale, region.")
@@ -37,6 +53,9 @@ class Profile(BaseModel):
     blacklisted: bool
     suppressions: list[Suppression] = Field(description="Suppressed addresses of the customer's contacts.")
     contact_problems: list[str] = Field(default_factory=list, description="Contacts no provider can deliver to.")
+    waiting: list[Waiting] = Field(
+        default_factory=list, description="Messages waiting for a cap's slot as of `at`, first in line first."
+    )
     at: datetime
 
 
@@ -81,6 +100,21 @@ def profile(
         blacklisted=customer.blacklisted,
         suppressions=suppressions,
         contact_problems=problems,
+        waiting=[
+            Waiting(
+                journey=row.journey,
+                step=row.step,
+                workflow_id=row.workflow_id,
+                channel=row.channel,
+                cap=row.cap,
+                priority=row.priority or 0,
+                since=row.waiting_since or row.at,
+                until=row.resume_at,
+                deadline=row.deadline or row.resume_at,
+                detail=row.detail,
+            )
+            for row in queries.waiting_messages(session, customer_id, at)
+        ],
         at=at,
     )
 
