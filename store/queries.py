@@ -321,54 +321,25 @@ def seen_provider_event(
     return False
 
 
-def counted_marketing_since(session: Session, customer_id: str, since: datetime) -> int:
-    """Marketing messages sent (or being sent) to a customer after `since`, all journeys and channels."""
-    return session.scalar(
-        select(func.count())
-        .select_from(MessageRow)
-        .where(
-            MessageRow.customer_id == customer_id,
-            MessageRow.category == "marketing",
-            MessageRow.status.in_(COUNTED_STATUSES),
-            MessageRow.at > since,
-        )
-    )
-
-
-def capped_since(
-    session: Session, customer_id: str, cap: str, category: str | None, since: datetime, channel: str | None = None
-) -> int:
-    """Messages sent (or being sent) to a customer after `since` that count against `cap`: those
-    recorded against it, and those of the cap's `category` recorded against none (every row from
-    before named caps); on `channel` alone, or all channels. The customer's rows come from
-    ix_messages_cap (customer_id, category, at): a customer has few, and a category's own rows
-    are one range of it."""
-    counting = select(func.count()).select_from(MessageRow)
-    return session.scalar(_capped(counting, customer_id, cap, category, since, channel))
-
-
 def capped_at(
     session: Session, customer_id: str, cap: str, category: str | None, since: datetime
 ) -> list[tuple[datetime, str | None]]:
-    """When, and on which channel, the messages `capped_since` counts (on every channel) were
-    sent, oldest first: a full cap's windows free as they age out."""
-    query = _capped(select(MessageRow.at, MessageRow.channel), customer_id, cap, category, since, None)
-    return [(at, channel) for at, channel in session.execute(query.order_by(MessageRow.at))]
-
-
-def _capped(query, customer_id: str, cap: str, category: str | None, since: datetime, channel: str | None):
+    """When, and on which channel, the messages sent (or being sent) to a customer after `since`
+    that count against `cap` were sent, oldest first, on every channel: a full cap's windows free
+    as they age out. Those count that were recorded against the cap, and those of the cap's
+    `category` recorded against none (every row from before named caps). The customer's rows come
+    from ix_messages_cap (customer_id, category, at): a customer has few, and a category's own
+    rows are one range of it."""
     counts = MessageRow.cap == cap
     if category is not None:
         counts = or_(and_(MessageRow.category == category, MessageRow.cap.is_(None)), counts)
-    query = query.where(
+    query = select(MessageRow.at, MessageRow.channel).where(
         MessageRow.customer_id == customer_id,
         counts,
         MessageRow.status.in_(COUNTED_STATUSES),
         MessageRow.at > since,
     )
-    if channel is not None:
-        query = query.where(MessageRow.channel == channel)
-    return query
+    return [(at, channel) for at, channel in session.execute(query.order_by(MessageRow.at))]
 
 
 def cap_waits(

@@ -228,7 +228,10 @@ def test_cap_holds_under_concurrent_sends(store, outbox):
         assert sorted(s for c, s in results if c == person.customer_id) == ["sent", "skipped"]
     with store.transaction() as session:
         for person in people:
-            assert queries.counted_marketing_since(session, person.customer_id, NOON - timedelta(days=7)) == 2
+            assert (
+                len(queries.capped_at(session, person.customer_id, "marketing", "marketing", NOON - timedelta(days=7)))
+                == 2
+            )
 
 
 # ------------------------------------------------------------------ 5. exactly once
