@@ -755,7 +755,8 @@ def products_import(
             raise typer.Exit(1) from None
     for problem in found.problems:
         typer.echo(problem, err=True)
-    skipped = f", {len(found.problems)} problems (lines skipped)" if found.problems else ""
+    count = len(found.problems)
+    skipped = f", {count} problem{'s' if count != 1 else ''} (lines skipped)" if count else ""
     if dry_run or found.saved is None:
         typer.echo(f"{file}: {len(found.products)} of {found.lines} lines good{skipped}; nothing written")
     else:
