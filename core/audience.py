@@ -24,18 +24,23 @@ A condition is `all: [...]`, `any: [...]`, `not: {...}` or one test:
 | `{spent_in_year: {at_least: X}}` (or `at_most`) | the year's purchases add up so (RFM's M amount) |
 | `{subscribed: sms/email}` | has that contact, has not unsubscribed from it, is not blacklisted |
 | `{locale: zh-CN}`, `{timezone: Asia/Shanghai}` | the record says so |
+| `{bought: {category: skincare, within: 180d}}`, `{bought: {sku: S}}` | a purchase in the window has the item |
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
+from core.durations import parse_duration
 from core.records import TRAIT_KEY
 
 SEGMENTS_DIR = "segments"
+#: The longest `bought: {within: ...}`.
+MAX_BOUGHT_WITHIN = timedelta(days=3650)
 
 Scalar = str | int | float | bool
 
@@ -139,6 +144,36 @@ class TimezoneTest(BaseModel):
     timezone: str = Field(min_length=1, max_length=64)
 
 
+class BoughtSpec(BaseModel):
+    """A purchase (paid, not refunded) within `within` (or ever) with an item of `sku`, or of a
+    SKU the catalogue (core/products.py) files under `category`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    category: str | None = Field(default=None, min_length=1, max_length=100)
+    sku: str | None = Field(default=None, min_length=1, max_length=100)
+    within: str | None = Field(default=None, description="A duration (180d, 26w); none: ever.", examples=["180d"])
+
+    @model_validator(mode="after")
+    def _one_product(self):
+        if (self.category is None) == (self.sku is None):
+            raise ValueError("give one of category or sku")
+        if self.within is not None:
+            try:
+                length = parse_duration(self.within)
+            except (ValueError, OverflowError):
+                raise ValueError(f"within: {self.within!r} is not a duration like 180d or 26w") from None
+            if not timedelta(0) < length <= MAX_BOUGHT_WITHIN:
+                raise ValueError(f"within: {self.within!r} is not over 0 and at most 3650d")
+        return self
+
+
+class BoughtTest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bought: BoughtSpec
+
+
 class AllOf(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -172,6 +207,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "subscribed": SubscribedTest,
     "locale": LocaleTest,
     "timezone": TimezoneTest,
+    "bought": BoughtTest,
 }
 
 
@@ -198,7 +234,8 @@ Condition = Annotated[
     | Annotated[SpentTest, Tag("spent_in_year")]
     | Annotated[SubscribedTest, Tag("subscribed")]
     | Annotated[LocaleTest, Tag("locale")]
-    | Annotated[TimezoneTest, Tag("timezone")],
+    | Annotated[TimezoneTest, Tag("timezone")]
+    | Annotated[BoughtTest, Tag("bought")],
     Discriminator(
         _kind,
         custom_error_type="unknown_condition",

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     #: webhook events and the data of customer.* events are removed daily (a Temporal schedule),
     #: and the namespace's history retention is kept within it where the server allows. 0: off.
     retention_days: int = Field(180, ge=0)
+    #: Repeat pairs (a customer's two purchases of a SKU) a SKU's cycle learned from the order
+    #: history needs before replenish_at uses it (core/products.py); recomputed daily.
+    repurchase_min_pairs: int = Field(5, ge=1)
 
     #: Sends a second per channel (`sms=10,email=100`; 0 = unlimited), kept by the Temporal server
     #: on each channel's task queue across all workers.

@@ -22,6 +22,12 @@ deletes a field), then the derived fields, which win over data of the same name:
   becomes its number (`"129.00"` -> 129.0); absent when neither is an amount (`-500`,
   `"一百二十九元"` and the like never show as `order.amount`).
 
+Given the catalogue's facts of its SKUs (core/products.py `ProductFacts`, looked up by the caller:
+the router for the entry condition and the instance's input, preview), each item with a known SKU
+carries `product` and `replenish`, and `categories` lists the products' categories
+(core.products.enrich). Without them (None: an instance started before the catalogue) the context
+is as it was, so running instances replay unchanged.
+
 Temporal payloads are limited (2 MB each), so an instance starts with at most `MAX_ORDER_EVENTS`
 earlier events of its order (the latest), each with at most `MAX_EVENT_DATA_BYTES` of data; an
 event over that keeps only its small fields and says `_trimmed`.
@@ -30,10 +36,11 @@ event over that keeps only its small fields and says `_trimmed`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from core.amounts import amount_number
+from core.products import ProductFacts, enrich, skus_of
 from core.records import Event
 
 STATUS_OF_EVENT = {
@@ -74,9 +81,11 @@ MAX_EVENT_DATA_BYTES = 16_384
 MAX_FIELD_BYTES = 1_024
 
 
-def order_context(order_id: str | None, events: Iterable[Event]) -> dict[str, Any]:
-    """The order `order_id` as its `events` (in any order; others are ignored) tell it; `{}`
-    when no order applies."""
+def order_context(
+    order_id: str | None, events: Iterable[Event], products: Mapping[str, ProductFacts] | None = None
+) -> dict[str, Any]:
+    """The order `order_id` as its `events` (in any order; others are ignored) tell it, its items
+    joined with `products` when given; `{}` when no order applies."""
     if not order_id:
         return {}
     context: dict[str, Any] = {}
@@ -110,7 +119,17 @@ def order_context(order_id: str | None, events: Iterable[Event]) -> dict[str, An
         context.pop("amount", None)
     else:
         context["amount"] = amount
+    if products is not None:
+        enrich(context, products)
     return context
+
+
+def order_skus(events: Iterable[Event]) -> list[str]:
+    """Every SKU the items of these events name, each once: what to look up in the catalogue."""
+    found: dict[str, None] = {}
+    for event in events:
+        found.update(dict.fromkeys(skus_of(event.data.get("items"))))
+    return list(found)
 
 
 def order_history(events: Iterable[Event], *, until: Event) -> list[Event]:

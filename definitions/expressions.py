@@ -9,6 +9,9 @@ these helpers:
     yearly(date, time="10:00", before="3d")   the next moment, strictly after now, that is `before`
                        ahead of the yearly anniversary of `date` (YYYY-MM-DD or --MM-DD) at `time`
                        local; 29 February is kept on 28 February in other years
+    replenish_at(order)   when the customer likely runs out of what the order bought (core/products.py:
+                       their own interval, the shop's learned cycle, the catalogue's cycle_days), or
+                       nothing when no item has a cycle
 
 Templates add the filter `localtime(fmt)` (a time shown in the customer's time zone).
 
@@ -43,6 +46,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, modifies_known_mutable
 from jinja2.utils import missing
 from temporalio import workflow as _workflow
 
+from core.products import replenish_at as _replenish_at
 from definitions.schema import parse_duration
 
 _MONTH_DAY = re.compile(r"^(?:\d{4}|-)-(\d{2})-(\d{2})$")
@@ -749,6 +753,10 @@ def build_context(
     def yearly(value: Any, time: str = "00:00", before: str = "0d") -> Any:
         return value if _nothing(value) else LocalTime.of(next_yearly(value, local_now, tz, time, before), tz)
 
+    def replenish_at(value: Any) -> Any:  # core.products: when the order's first product runs out
+        moment = None if _nothing(value) else _replenish_at(value)
+        return None if moment is None else LocalTime.of(moment, tz)
+
     event = localised(event)
     return {
         "event": event,
@@ -763,6 +771,7 @@ def build_context(
         "days": _DAYS,
         "duration": _DURATION_OF,
         "yearly": yearly,
+        "replenish_at": replenish_at,
     }
 
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, Field
 
 from core.audience import Segment
+from core.products import ProductFacts
 from core.records import Customer, Event
 from core.rfm import Purchase, RfmTable
 from definitions.schema import JourneySnapshot
@@ -60,6 +61,12 @@ class JourneyInput(BaseModel):
     order_history: list[Event] = Field(
         default_factory=list,
         description="The order's logged events up to the entry event (trimmed to fit: core.orders.order_history).",
+    )
+    products: dict[str, ProductFacts] | None = Field(
+        default=None,
+        description="The catalogue's facts of the order's SKUs (product, repurchase figures) as the router read "
+        "them, joined into `order` (core.orders.order_context); None for instances started before the catalogue, "
+        "whose `order` stays as recorded. Data, not a revision: the interpreter reads no catalogue itself.",
     )
     customer: Customer | None = Field(
         default=None, description="The customer as the router saw it; loaded by an activity when not given."

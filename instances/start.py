@@ -18,6 +18,7 @@ from temporalio.common import Priority, SearchAttributePair, TypedSearchAttribut
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.products import ProductFacts
 from core.records import Customer, Event
 from core.rfm import Purchase, RfmTable
 from core.temporal import ensure_search_attributes
@@ -75,6 +76,8 @@ class JourneyStart:
     prior_events: list[Event] = field(default_factory=list)
     #: The order's events up to the entry event; those among `prior_events` are left out here.
     order_history: list[Event] = field(default_factory=list)
+    #: The catalogue's facts of the order's SKUs (store.products.order_facts), joined into `order`.
+    products: dict[str, ProductFacts] = field(default_factory=dict)
     #: Signal-with-start with the entry event (the router's): an instance already running under the
     #: id hears the event instead of failing the start.
     signal_entry: bool = False
@@ -110,6 +113,7 @@ def journey_input(start: JourneyStart) -> JourneyInput:
         entry_event=start.entry_event,
         prior_events=start.prior_events,
         order_history=[event for event in start.order_history if event.event_id not in prior],
+        products=start.products,
         customer=start.customer,
         customer_given=True,
         purchases=start.purchases,

@@ -733,6 +733,98 @@ def segment_list(
                 )
 
 
+products_app = typer.Typer(
+    help="The product catalogue and repurchase cycles (回购周期): import it, show a product, show the cycles.",
+    no_args_is_help=True,
+)
+app.add_typer(products_app, name="products")
+
+
+@products_app.command("import")
+def products_import(
+    file: Annotated[Path, typer.Argument(help="A CSV file: UTF-8 (a BOM or not) or GBK, with a header")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the file, write nothing")] = False,
+) -> None:
+    """Products from a CSV file into the catalogue (sku, title, category, price, tags, cycle_days; or
+    商家编码, 商品名称, 类目, 价格, 标签, 回购周期). Bad lines are skipped and listed as FILE:LINE: column:
+    problem; the good ones are written in one transaction. The same file again changes nothing."""
+    from journeys.products import ImportFileError, import_products_file
+
+    settings = _settings()
+    with _opened_store(settings) as store:
+        try:
+            found = import_products_file(store, file, dry_run=dry_run)
+        except ImportFileError as err:
+            typer.echo(str(err), err=True)
+            raise typer.Exit(1) from None
+    for problem in found.problems:
+        typer.echo(problem, err=True)
+    count = len(found.problems)
+    skipped = f", {count} problem{'s' if count != 1 else ''} (lines skipped)" if count else ""
+    if dry_run or found.saved is None:
+        typer.echo(f"{file}: {len(found.products)} of {found.lines} lines good{skipped}; nothing written")
+    else:
+        saved = found.saved
+        typer.echo(
+            f"{file}: {len(saved.created)} new, {len(saved.updated)} updated, {len(saved.unchanged)} unchanged{skipped}"
+        )
+    if found.problems:
+        raise typer.Exit(1)
+
+
+@products_app.command("show")
+def products_show(sku: Annotated[str, typer.Argument(help="The SKU")]) -> None:
+    """One product as the catalogue has it, with its learned cycle."""
+    from store.products import cycle_lines, get_product
+
+    with _opened_store(_settings()) as store, store.transaction() as session:
+        product = get_product(session, sku)
+        lines = cycle_lines(session, skus=[sku])
+    if product is None:
+        typer.echo(f"no product {sku!r} in the catalogue", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(product.model_dump(mode="json"), ensure_ascii=False))
+    for line in lines:
+        typer.echo(_cycle_text(line))
+
+
+def _cycle_text(line) -> str:
+    learned = (
+        f"learned {line.learned_days:g} d on {line.pairs} pairs of {line.customers} customers"
+        + ("" if line.usable else f" (under {line.min_pairs}: not used)")
+        if line.learned_days is not None
+        else "learned: no repeat purchases"
+    )
+    catalogue = f"catalogue {line.cycle_days} d" if line.cycle_days else "catalogue: no cycle_days"
+    return f"{line.sku}  {line.title or '(not in the catalogue)'}  {catalogue}; {learned}"
+
+
+@products_app.command("cycles")
+def products_cycles(
+    relearn: Annotated[
+        bool, typer.Option("--relearn", help="Learn them from the order history now, as the daily schedule does")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line")] = False,
+) -> None:
+    """Every SKU's repurchase cycle: the catalogue's cycle_days and the one learned from the orders,
+    with its sample counts (pairs, customers) and whether it is used (JOURNEYS_REPURCHASE_MIN_PAIRS)."""
+    from datetime import UTC
+
+    from store.products import cycle_lines, relearn_cycles
+
+    settings = _settings()
+    with _opened_store(settings) as store:
+        if relearn:
+            with store.transaction() as session:
+                relearn_cycles(session, datetime.now(UTC), settings.repurchase_min_pairs)
+        with store.transaction() as session:
+            lines = cycle_lines(session)
+    if not lines:
+        typer.echo("no products and no repeat purchases yet")
+    for line in lines:
+        typer.echo(json.dumps(line.model_dump(mode="json"), ensure_ascii=False) if as_json else _cycle_text(line))
+
+
 broadcast_app = typer.Typer(
     help="Broadcasts (definitions/broadcasts/): start one, follow it, cancel it.", no_args_is_help=True
 )

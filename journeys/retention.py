@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -44,20 +45,62 @@ EVERY = timedelta(days=1)
 AT = timedelta(hours=3)
 
 
-def retention_schedule(settings: Settings) -> Schedule:
+def daily_schedule(action: ScheduleActionStartWorkflow, at: timedelta) -> Schedule:
+    """A schedule that starts `action` each day at `at` past midnight UTC."""
     return Schedule(
-        action=ScheduleActionStartWorkflow(
+        action=action,
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=EVERY, offset=at)]),
+        # A run still going when the next is due is enough; one missed while the cluster was
+        # down runs when it is back, within a day.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=EVERY),
+    )
+
+
+def retention_schedule(settings: Settings) -> Schedule:
+    return daily_schedule(
+        ScheduleActionStartWorkflow(
             RetentionWorkflow.run,
             RetentionPolicy(days=settings.retention_days),
             id=retention_schedule_id(settings.task_queue),
             task_queue=settings.task_queue,
             execution_timeout=timedelta(hours=6),
         ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=EVERY, offset=AT)]),
-        # A run still going when the next is due is enough; one missed while the cluster was
-        # down runs when it is back, within a day.
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=EVERY),
+        AT,
     )
+
+
+async def ensure_daily_schedule(
+    client: Client, schedule_id: str, wanted: Schedule, same: Callable[[Any], bool]
+) -> None:
+    """Create the schedule, or bring it to `wanted` unless its argument is the `same` and it runs
+    at the same times already (several workers starting at once agree; a restart changes nothing)."""
+    try:
+        await client.create_schedule(schedule_id, wanted)
+    except ScheduleAlreadyRunningError:
+        action = wanted.action
+        model = type(action.args[0]) if isinstance(action, ScheduleActionStartWorkflow) and action.args else None
+
+        async def update(current: ScheduleUpdateInput) -> ScheduleUpdate | None:
+            held = await schedule_argument(current.description, model) if model else None
+            if held is not None and same(held) and current.description.schedule.spec.intervals == wanted.spec.intervals:
+                return None  # already as configured
+            return ScheduleUpdate(schedule=wanted)
+
+        await client.get_schedule_handle(schedule_id).update(update)
+
+
+async def schedule_argument(description: ScheduleDescription, model: type) -> Any:
+    """The one argument a schedule's action carries, as `model`, or None if it cannot be read
+    (another format, or a key this process does not hold). The arguments come back as the server
+    keeps them, so they go through the data converter's codec (decryption) first."""
+    action = description.schedule.action
+    if not isinstance(action, ScheduleActionStartWorkflow) or len(action.args) != 1:
+        return None
+    try:
+        [argument] = await description.data_converter.decode(list(action.args), [model])
+    except Exception:  # an older or foreign payload: replace it
+        return None
+    return argument
 
 
 async def ensure_retention_schedule(client: Client, settings: Settings) -> str:
@@ -73,32 +116,14 @@ async def ensure_retention_schedule(client: Client, settings: Settings) -> str:
                 raise
         return f"retention off (JOURNEYS_RETENTION_DAYS=0): personal data is kept; no schedule {schedule_id}"
     wanted = retention_schedule(settings)
-    try:
-        await client.create_schedule(schedule_id, wanted)
-    except ScheduleAlreadyRunningError:
-
-        async def update(current: ScheduleUpdateInput) -> ScheduleUpdate | None:
-            same_days = await _days(current.description) == settings.retention_days
-            if same_days and current.description.schedule.spec.intervals == wanted.spec.intervals:
-                return None  # already as configured
-            return ScheduleUpdate(schedule=wanted)
-
-        await handle.update(update)
+    await ensure_daily_schedule(client, schedule_id, wanted, lambda held: held.days == settings.retention_days)
     return f"personal data older than {settings.retention_days} days removed daily (schedule {schedule_id})"
 
 
 async def _days(description: ScheduleDescription) -> int | None:
-    """The days a schedule's action carries, or None if it cannot be read (another format, or
-    a key this process does not hold). The arguments come back as the server keeps them, so
-    they go through the data converter's codec (decryption) first."""
-    action = description.schedule.action
-    if not isinstance(action, ScheduleActionStartWorkflow) or len(action.args) != 1:
-        return None
-    try:
-        [policy] = await description.data_converter.decode(list(action.args), [RetentionPolicy])
-    except Exception:  # an older or foreign payload: replace it
-        return None
-    return policy.days
+    """The days a schedule's action carries, or None if it cannot be read."""
+    policy = await schedule_argument(description, RetentionPolicy)
+    return None if policy is None else policy.days
 
 
 async def limit_history_retention(client: Client, days: int) -> str:

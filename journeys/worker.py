@@ -33,6 +33,7 @@ import workflows.journey as workflows_journey
 import workflows.retention as workflows_retention
 from activities.broadcast import BroadcastActivities
 from activities.journey import JourneyActivities
+from activities.product_cycles import ProductCycleActivities
 from activities.retention import RetentionActivities
 from channels import build_channels, describe_channels
 from core.channel import Channel
@@ -43,11 +44,13 @@ from core.vocabulary import CHANNELS
 from definitions.expressions import compiled_counts
 from definitions.loader import check_definitions, default_directory, load_policy
 from instances.contract import channel_queue
+from journeys.product_cycles import ensure_product_cycles_schedule
 from journeys.retention import ensure_retention_schedule, limit_history_retention
 from store import queries
 from store.db import Store
 from workflows.broadcast import BroadcastWorkflow
 from workflows.journey import JourneyWorkflow
+from workflows.product_cycles import ProductCyclesWorkflow
 from workflows.retention import RetentionWorkflow
 
 log = logging.getLogger("journeys.worker")
@@ -165,7 +168,7 @@ def build_workers(
     journeys = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[JourneyWorkflow, BroadcastWorkflow, RetentionWorkflow],
+        workflows=[JourneyWorkflow, BroadcastWorkflow, RetentionWorkflow, ProductCyclesWorkflow],
         activities=[
             activities.load_customer,
             activities.decide_message,
@@ -176,6 +179,7 @@ def build_workers(
             broadcasts.start_broadcast_instances,
             broadcasts.cancel_broadcast_instances,
             RetentionActivities(store, settings.outbox_path).expire_personal_data,
+            ProductCycleActivities(store).relearn_product_cycles,
         ],
         workflow_runner=workflow_runner(fast),
         max_concurrent_workflow_tasks=settings.worker_workflow_tasks,
@@ -218,6 +222,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     except RPCError as err:  # journeys still run; the operator must see that retention does not
         log.error("retention: could not register the schedule (%s); personal data is not expired", err.message)
     log.info("retention: %s", await limit_history_retention(client, settings.retention_days))
+    try:
+        log.info("products: %s", await ensure_product_cycles_schedule(client, settings))
+    except RPCError as err:  # journeys still run, on the cycles last learned
+        log.error("products: could not register the repurchase-cycle schedule (%s)", err.message)
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

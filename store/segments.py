@@ -38,6 +38,7 @@ from core.amounts import amount_sql, decimal_text_sql, in_year_log_sql, order_am
 from core.audience import (
     AllOf,
     AnyOf,
+    BoughtTest,
     LastPurchaseTest,
     LocaleTest,
     NoPurchaseTest,
@@ -52,8 +53,9 @@ from core.audience import (
     TraitTest,
     uses_rfm,
 )
+from core.durations import parse_duration
 from core.rfm import RfmTable
-from store.tables import CustomerRow, EventRow, UTCDateTime
+from store.tables import CustomerRow, EventRow, ProductRow, UTCDateTime
 
 # ---------------------------------------------------------------------------------------------
 # JSON, the same on both databases
@@ -170,6 +172,38 @@ def _json_array_has_sqlite(element, compiler, **kw):
 def _json_array_has_pg(element, compiler, **kw):
     column, value = element.clauses
     return f"(CAST({compiler.process(column, **kw)} AS JSONB) ? {compiler.process(value, **kw)})"
+
+
+class _ItemIn(FunctionElement):
+    """Whether the JSON object's `items` array has an item (an object) whose `sku` is among the
+    values of a scalar subquery (`bought:`): items that are not objects, and `items` that is no
+    array, match nothing, and nothing they hold makes the query fail."""
+
+    inherit_cache = True
+    name = "item_in"
+
+
+@compiles(_ItemIn, "sqlite")
+def _item_in_sqlite(element, compiler, **kw):
+    column, skus = element.clauses
+    col = compiler.process(column, **kw)
+    return (
+        f"EXISTS (SELECT 1 FROM json_each(CASE WHEN json_type({col}, '$.items') = 'array' THEN {col} "
+        f"ELSE '{{\"items\": []}}' END, '$.items') AS item "
+        f"WHERE CAST(json_extract({col}, '$.items[' || item.key || '].sku') AS TEXT) IN {compiler.process(skus, **kw)})"
+    )
+
+
+@compiles(_ItemIn, "postgresql")
+def _item_in_pg(element, compiler, **kw):
+    column, skus = element.clauses
+    items = f"(CAST({compiler.process(column, **kw)} AS JSONB) -> 'items')"
+    return (
+        f"EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof({items}) = 'array' THEN {items} "
+        f"ELSE CAST('[]' AS JSONB) END) AS item(value) "
+        f"WHERE (CASE WHEN jsonb_typeof(item.value) = 'object' AND jsonb_typeof(item.value -> 'sku') IN "
+        f"('string', 'number') THEN item.value ->> 'sku' END) IN {compiler.process(skus, **kw)})"
+    )
 
 
 def _key(name: str):
@@ -346,6 +380,8 @@ class _Compiler:
                 return CustomerRow.locale == node.locale
             case TimezoneTest():
                 return CustomerRow.timezone == node.timezone
+            case BoughtTest():
+                return self._bought(node)
         raise TypeError(f"not a segment condition: {node!r}")
 
     @staticmethod
@@ -395,6 +431,52 @@ class _Compiler:
         return and_(
             true() if node.at_least is None else orders >= node.at_least,
             true() if node.at_most is None else orders <= node.at_most,
+        )
+
+    def _bought(self, node: BoughtTest) -> ColumnElement:
+        """A purchase (an order first paid in the window, not refunded by `at`) with an item of
+        the SKU, or of a SKU the catalogue files under the category."""
+        spec = node.bought
+        skus = (
+            select(ProductRow.sku).where(ProductRow.category == spec.category)
+            if spec.category is not None
+            else select(literal(spec.sku, String()))
+        ).scalar_subquery()
+        paid, refund, listed = aliased(EventRow), aliased(EventRow), aliased(EventRow)
+        window = [paid.occurred_at <= _at(self.at)]
+        if spec.within is not None:
+            window.append(paid.occurred_at > _at(self.at - parse_duration(spec.within)))
+        refunded = (
+            select(refund.event_id)
+            .where(
+                refund.order_id == paid.order_id,
+                refund.customer_id == paid.customer_id,
+                refund.type == "order.refunded",
+                refund.occurred_at <= _at(self.at),
+            )
+            .exists()
+        )
+        has_item = (
+            select(listed.event_id)
+            .where(
+                listed.order_id == paid.order_id,
+                listed.customer_id == paid.customer_id,
+                listed.type.in_(("order.created", "order.paid")),
+                _ItemIn(listed.data, skus),
+            )
+            .exists()
+        )
+        return (
+            select(paid.event_id)
+            .where(
+                paid.customer_id == CustomerRow.customer_id,
+                paid.type == "order.paid",
+                paid.order_id.is_not(None),
+                *window,
+                not_(refunded),
+                has_item,
+            )
+            .exists()
         )
 
 

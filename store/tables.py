@@ -316,3 +316,33 @@ class ErasureRow(Base):
     requested_by: Mapped[str] = mapped_column(String(200))
     removed: Mapped[dict[str, Any]] = mapped_column(default=dict)
     recreated_at: Mapped[datetime | None]
+
+
+class ProductRow(Base):
+    """The product catalogue (core/products.py `Product`): one row per SKU, written by
+    `POST /products` and `journeys products import`."""
+
+    __tablename__ = "products"
+    __table_args__ = (Index("ix_products_category", "category"),)
+
+    sku: Mapped[str] = mapped_column(String(100), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(100))
+    price: Mapped[float | None]
+    tags: Mapped[list[str]] = mapped_column(default=list)
+    cycle_days: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime]
+
+
+class ProductCycleRow(Base):
+    """A SKU's repurchase cycle learned from the order history (core.products.learn_cycles),
+    replaced whole by each daily run; `usable` when it rests on at least the run's `min_pairs`."""
+
+    __tablename__ = "product_cycles"
+
+    sku: Mapped[str] = mapped_column(String(100), primary_key=True)
+    median_days: Mapped[float]
+    pairs: Mapped[int] = mapped_column(Integer)
+    customers: Mapped[int] = mapped_column(Integer)
+    min_pairs: Mapped[int] = mapped_column(Integer)
+    computed_at: Mapped[datetime]

@@ -1,6 +1,9 @@
 """Record workflow histories of every shipped journey for the replay test (tests/test_replay.py).
 
-    .venv/bin/python -m tests.record_histories
+    .venv/bin/python -m tests.record_histories [JOURNEY ...]
+
+With journey names, only their histories are written (a new journey's, leaving the others' as
+they were recorded).
 
 Run it when a journey is added, never to make a failing replay pass: a replay failure means an
 interpreter change would break running instances; put that change behind a new
@@ -11,19 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import tempfile
 from pathlib import Path
 
+from core.products import Product
 from definitions.loader import PACKAGE_DIR, load_definitions
 from journeys.simulate import Simulation
 from store.db import Store
+from store.products import save_products
 from tests.helpers import at, customer, event
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 
 SCENARIO = [
     # a paid order that ships, is delivered and reviewed late; a night order; a repurchase
-    event("order.created", "2026-02-01 10:00+08:00", order="o1", event_id="e1"),
+    event("order.created", "2026-02-01 10:00+08:00", order="o1", event_id="e1", items=[{"sku": "cream-30", "qty": 1}]),
     event("order.paid", "2026-02-01 11:00+08:00", order="o1", event_id="e2"),
     event("order.shipped", "2026-02-02 09:30+08:00", order="o1", event_id="e3", carrier="顺丰", tracking_no="SF1"),
     event("order.delivered", "2026-02-04 15:00+08:00", order="o1", event_id="e4"),
@@ -33,20 +39,25 @@ SCENARIO = [
     event("order.delivered", "2026-02-15 15:00+08:00", order="o10", event_id="e8"),  # restarts revisit_28d
 ]
 UNTIL = "2026-03-20 00:00+08:00"
+#: The catalogue: o1's cream lasts 30 days (replenish_reminder).
+PRODUCTS = [Product(sku="cream-30", title="保湿面霜 30ml", category="skincare", price=129, cycle_days=30)]
 
 
-async def record() -> list[Path]:
+async def record(only: set[str] | None = None) -> list[Path]:
     definitions = load_definitions(PACKAGE_DIR)
     written = []
     with tempfile.TemporaryDirectory() as scratch:
         store = Store(f"sqlite:///{scratch}/record.db").migrate()
         begin = SCENARIO[0].occurred_at
+        with store.transaction() as session:
+            save_products(session, PRODUCTS, begin)
         async with Simulation(definitions, store, begin) as sim:
             await sim.create_customer(customer(birthday="1990-02-20"), begin)
             for item in SCENARIO:
                 await sim.emit(item)
             await sim.advance_to(at(UNTIL))
-            ids = {f"{name}:{key}" for name in definitions.journeys for key in ("o1", "o2", "o9", "o10", "c1")}
+            names = [name for name in definitions.journeys if not only or name in only]
+            ids = {f"{name}:{key}" for name in names for key in ("o1", "o2", "o9", "o10", "c1")}
             for workflow_id in sorted(ids):
                 handle = sim.client.get_workflow_handle(workflow_id)
                 try:
@@ -67,5 +78,5 @@ async def record() -> list[Path]:
 
 
 if __name__ == "__main__":
-    for path in asyncio.run(record()):
+    for path in asyncio.run(record(set(sys.argv[1:]) or None)):
         print(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)

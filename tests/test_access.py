@@ -36,6 +36,8 @@ ROUTES = [
     (Permission.DECODE_PAYLOADS, "POST", "/codec/decode", {"payloads": []}),
     (Permission.DECODE_PAYLOADS, "POST", "/codec/encode", {"payloads": []}),
     (Permission.ERASE, "DELETE", "/customers/c1", None),
+    (Permission.SEND_EVENTS, "POST", "/products", {"sku": "cream-30", "title": "面霜", "category": "skincare"}),
+    (Permission.READ_JOURNEYS, "GET", "/products/cream-30", None),
 ]
 
 

@@ -223,7 +223,7 @@ def test_a_starting_instance_gets_the_orders_later_logged_events_and_its_history
             queries.store_event(session, item, BEGIN)
     router = Router(None, definitions, sqlite_store, "q", default_region="CN")  # type: ignore[arg-type]
     starts = [d for d in plan(created, definitions) if d.action == "start"]
-    _customer, prior, history, _purchases = router._prepare(created, starts)
+    _customer, prior, history, _purchases, _products = router._prepare(created, starts)
     assert {journey: [e.event_id for e in events] for journey, events in prior.items()} == {
         "payment_reminder": ["p"],
         "pre_close_reminder": ["p"],

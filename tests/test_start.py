@@ -184,5 +184,5 @@ def test_the_shipped_journeys_priorities(definitions):
     keys = {snapshot.definition.name: priority_of(snapshot.definition).priority_key for snapshot in definitions}
     assert keys == {
         "shipped_notice": 1, "delivered_care": 1, "payment_reminder": 3, "pre_close_reminder": 3,
-        "review_request": 3, "revisit_28d": 3, "birthday_greeting": 3,
+        "review_request": 3, "revisit_28d": 3, "birthday_greeting": 3, "replenish_reminder": 3,
     }  # fmt: skip

@@ -81,7 +81,7 @@ def test_the_base_journey_is_clean(tmp_path):
         # unknown root names, with what there is and the nearest
         ([('"order.amount"', '"ordr.amount"')],
          "x.yaml:7: vars.total: unknown name 'ordr' (known: customer, cycler, days, dict, duration, entry, event, hours, "
-         "joiner, minutes, namespace, now, order, range, time, vars, yearly); did you mean 'order'?"),
+         "joiner, minutes, namespace, now, order, range, replenish_at, time, vars, yearly); did you mean 'order'?"),
         ([('condition: "vars.big"', 'condition: "vars.big and custmer.tags"')],
          "x.yaml:12: steps[1].if.condition: unknown name 'custmer' (known: "),
         ([("key: order", 'key: order\n  condition: "evnt.data"')], "x.yaml:6: entry.condition: unknown name 'evnt'"),

@@ -4,7 +4,9 @@ something must pass before any route reads it (`cross_site_refusal`, `json_refus
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
@@ -26,6 +28,27 @@ async def read_body(request: Request, limit: int) -> bytes | None:
         if len(body) > limit:
             return None
     return bytes(body)
+
+
+class BodyRefused(ValueError):
+    """A body no route can read: over the size limit (`status` 413) or not JSON (422)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON; BodyRefused when it is over `limit` bytes or not JSON we can read."""
+    body = await read_body(request, limit)
+    if body is None:
+        raise BodyRefused(f"the body is over {limit} bytes", 413)
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise BodyRefused("the body is not JSON we can read: it nests too deeply", 422) from None
+    except ValueError as err:  # not JSON, not UTF-8, or an integer past Python's 4,300 digits
+        raise BodyRefused(f"the body is not JSON: {err}", 422) from None
 
 
 def origin_of(url: str) -> tuple[str, str, int] | None:

@@ -25,12 +25,14 @@ from temporalio.client import Client
 
 from core.durations import format_duration
 from core.orders import order_context, order_history
+from core.products import ProductFacts
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_event
 from core.rfm import Purchase, customer_context
 from definitions.expressions import ExpressionError, build_context, evaluate, zone
 from definitions.loader import Definitions
 from instances.contract import workflow_id
 from instances.start import JourneyStart, Registration, signal_journey, start_journey
+from store import products as catalogue
 from store import queries
 from store.db import Store
 from store.tables import InstanceRow
@@ -131,13 +133,13 @@ class Router:
             if mark:
                 await asyncio.to_thread(self._record, event, [], None)
             return []
-        customer, prior, history, purchases = prepared
+        customer, prior, history, purchases, products = prepared
         entered: list[InstanceRow] = []
 
         async def dispatch(d: Dispatch) -> str:
             if d.journey in stale:
                 return "stale"
-            return await self._dispatch(d, event, customer, prior.get(d.journey), history, purchases, entered)
+            return await self._dispatch(d, event, customer, prior.get(d.journey), history, purchases, products, entered)
 
         outcomes = await asyncio.gather(*(dispatch(d) for d in dispatches))
         rows = {row.workflow_id: row for row in entered}
@@ -165,12 +167,13 @@ class Router:
         prior: list[Event] | None,
         history: list[Event],
         purchases: list[Purchase],
+        products: dict[str, ProductFacts],
         entered: list[InstanceRow],
     ):
         if dispatch.action == "signal":
             return await self._signal(dispatch, event)
-        if self._entry_condition_holds(dispatch, event, customer, history, purchases):
-            return await self._start(dispatch, event, customer, prior or [], history, purchases, entered)
+        if self._entry_condition_holds(dispatch, event, customer, history, purchases, products):
+            return await self._start(dispatch, event, customer, prior or [], history, purchases, products, entered)
         if self.definitions[dispatch.journey].definition.entry.reentry == "restart":
             # A running instance still hears it: it starts over, finds the condition false and ends
             # (a customer whose birthday was removed gets no greeting for the old date).
@@ -185,6 +188,7 @@ class Router:
         customer: Customer | None,
         history: list[Event],
         purchases: list[Purchase],
+        products: dict[str, ProductFacts],
     ) -> bool:
         """The definition's entry condition at the event's time. A condition that fails to evaluate
         counts as true: the instance starts and ends with the error on record."""
@@ -196,7 +200,7 @@ class Router:
             tz=tz,
             now=event.occurred_at,
             event=event.model_dump(mode="json"),
-            order=order_context(event.order_id, [*history, event]),
+            order=order_context(event.order_id, [*history, event], products),
             customer=customer_context(customer, purchases, self.definitions.rfm, event.occurred_at),
         )
         try:
@@ -207,10 +211,12 @@ class Router:
 
     def _prepare(
         self, event: Event, starts: list[Dispatch]
-    ) -> tuple[Customer | None, dict[str, list[Event]], list[Event], list[Purchase]] | None:
+    ) -> tuple[Customer | None, dict[str, list[Event]], list[Event], list[Purchase], dict[str, ProductFacts]] | None:
         """In one transaction: apply a customer event to the record; for the journeys the event
-        starts, read the customer, the events each instance must already know about, and the
-        order's history up to the event (for its `order` context; core.orders.order_history).
+        starts, read the customer, the events each instance must already know about, the order's
+        history up to the event (for its `order` context; core.orders.order_history) and the
+        catalogue's facts of its SKUs as of the event (store.products.order_facts: the workflow
+        gets them in its input, as it reads nothing itself).
         None for an erased customer: the event is kept without its data and applied to nothing,
         unless it is a new `customer.created`, which brings the customer back."""
         with self.store.transaction() as session:
@@ -225,17 +231,23 @@ class Router:
                     return None
                 queries.recreate_customer(session, event.customer_id, event.occurred_at)
             if not (starts or changes_customer):
-                return None, {}, [], []
+                return None, {}, [], [], {}
             if changes_customer:  # the record as it stands after the event, read once
                 customer = apply_customer_event(customer, event)
                 customer = queries.upsert_customer(session, customer, event.occurred_at, self.default_region)
             if not starts:
-                return None, {}, [], []
+                return None, {}, [], [], {}
             order = queries.events_of_order(session, event.order_id) if event.order_id else []
             prior = self._prior_events(session, starts, event, order)
             reads_rfm = any(self.definitions[d.journey].reads_rfm for d in starts)
             purchases = queries.purchases_of(session, event.customer_id, event.occurred_at) if reads_rfm else []
-            return customer, prior, order_history(order, until=event), purchases
+            history = order_history(order, until=event)
+            products = (
+                catalogue.order_facts(session, event.customer_id, [*history, event], event.occurred_at)
+                if event.order_id
+                else {}
+            )
+            return customer, prior, history, purchases, products
 
     def _record(self, dispatched: Event, entered: list[InstanceRow], note: str | None) -> None:
         """In one transaction: the instances just started (for the effect report), and the event
@@ -289,6 +301,7 @@ class Router:
         prior: list[Event],
         history: list[Event],
         purchases: list[Purchase],
+        products: dict[str, ProductFacts],
         entered: list[InstanceRow],
     ):
         """Start (or signal, if it runs) the instance; a started one is added to `entered`."""
@@ -302,6 +315,7 @@ class Router:
             clock_offset=self.clock_offset,
             prior_events=prior,
             order_history=history,
+            products=products,
             signal_entry=True,
         )
         row = await start_journey(self.client, self.task_queue, start, self.registration)

@@ -31,6 +31,7 @@ from definitions.schema import HOLDOUT, Journey
 from store import effect, reached
 from store.db import Store
 from store.effect import Grouping, Period
+from store.products import SkuPrediction, prediction_errors
 from store.reached import GoalRule
 
 #: z for a two-sided 95% interval.
@@ -170,6 +171,12 @@ class EffectReport(BaseModel):
     journeys: dict[str, JourneyEffect]
     totals: Totals
     results: ResultIndicators | None = Field(description="The shop's results: in the report of every journey only.")
+    repurchase: list[SkuPrediction] = Field(
+        default_factory=list,
+        description="Per SKU, the repurchases (a customer buying it again) paid in the period against the moment "
+        "replenish_at's fallback order predicted after the purchase before (store/products.py): in the report of "
+        "every journey, when the shop has a catalogue.",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +270,14 @@ def effect_report(
         journeys=journeys,
         totals=_totals(journeys, read.conversions),
         results=_results(read.results),
+        repurchase=_repurchase(store, period) if journey is None else [],
     )
+
+
+def _repurchase(store: Store, period: Period) -> list[SkuPrediction]:
+    """The per-SKU prediction figures, read on a session of their own (nothing without a catalogue)."""
+    with store.transaction() as session:
+        return prediction_errors(session, period.start, period.end)
 
 
 @dataclass(frozen=True)
@@ -544,6 +558,22 @@ def report_lines(report: EffectReport) -> list[str]:
         f"{_percent(r.retention_rate)} ({r.retained} of {r.earlier_buyers}); reactivation "
         f"{_percent(r.reactivation_rate)} ({r.reactivated} of {r.silent_messaged} silent {r.silent_days}+ days)"
     )
+    return lines + repurchase_lines(report.repurchase)
+
+
+def repurchase_lines(found: list[SkuPrediction]) -> list[str]:
+    """Per SKU: repurchases, predicted moments and how far off they were (none without a catalogue)."""
+    lines = ["repurchase timing (回购周期), predicted vs actual:"] if found else []
+    for line in found:
+        if not line.predicted:
+            lines.append(f"  {line.sku}: {line.repurchases} repurchases, no cycle to predict from")
+            continue
+        sources = ", ".join(f"{source} {n}" for source, n in sorted(line.sources.items()))
+        lines.append(
+            f"  {line.sku}: {line.repurchases} repurchases, {line.predicted} predicted ({sources}); "
+            f"median error {line.median_error_days:g} d, median actual - predicted {line.median_bias_days:+g} d, "
+            f"{line.early} before the predicted day"
+        )
     return lines
 
 

@@ -3,7 +3,8 @@ the contact policy would pick: `journeys preview JOURNEY STEP --customer C [--or
 console's step preview (`GET /journeys/{name}/preview`).
 
 The customer comes from the store; the order is what the event log knows of it, built by the same
-function as a running journey's (core.orders.order_context). Without an order given, the
+function as a running journey's (core.orders.order_context), its items joined with the catalogue
+as the router joins them for an instance (store.products.order_facts). Without an order given, the
 customer's latest order is used, and a customer-keyed journey with none previews with an empty
 `order`; the notes say which. With no event logged for the order, the entry event is made up from
 the order id alone. Nothing is sent and nothing is written.
@@ -28,6 +29,7 @@ from definitions.loader import Definitions
 from definitions.render import TemplateRenderError, has_variant, render_message
 from definitions.schema import SendStep, walk_steps
 from rules.policy import Decision, decide
+from store import products as catalogue
 from store import queries
 from store.db import Store
 from store.lookups import StoreLookups
@@ -133,7 +135,11 @@ def preview(
             "data": {},
         }
         order_events = [Event.model_validate(entry)] if made_up_order else []
-    order = order_context(entry["order_id"], order_events)  # as the workflow and the router see it
+    # The catalogue's facts as of the entry event, read as the router reads them for the workflow's input.
+    entered_at = datetime.fromisoformat(str(entry["occurred_at"]).replace("Z", "+00:00"))
+    with store.transaction() as session:
+        products = catalogue.order_facts(session, customer_id, order_events, entered_at) if order_events else {}
+    order = order_context(entry["order_id"], order_events, products)  # as the workflow and the router see it
     tz = zone(customer.timezone)
     seen = customer_context(customer, purchases, definitions.rfm, now)  # as the workflow sees it
     context = build_context(tz=tz, now=now, event=entry, order=order, customer=seen)

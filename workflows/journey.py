@@ -101,7 +101,7 @@ class JourneyWorkflow:
         self.whole_order = input.revision >= 2
         self.order_events: list[Event] = [*input.order_history, entry] if entry.order_id else []
         self.order: dict[str, Any] = (
-            order_context(entry.order_id, self.order_events)
+            order_context(entry.order_id, self.order_events, input.products)
             if self.whole_order
             else {**entry.data, "order_id": entry.order_id}
         )
@@ -135,7 +135,7 @@ class JourneyWorkflow:
             fold(self.purchases, event.type, event.order_id, event.occurred_at, event.data)
         if self.whole_order and order_id and event.order_id == order_id:
             self.order_events.append(event)
-            self.order = order_context(order_id, self.order_events)
+            self.order = order_context(order_id, self.order_events, self.input.products)
         if event.type in definition.exit_on:
             self.exit_event = self.exit_event or event
         elif event.type in definition.entry.events:

@@ -28,7 +28,7 @@ from core.records import Event
 from definitions.loader import Definitions
 from store.db import Store
 from triggers import console
-from triggers.api import broadcasts, customers, effect, events, health, history, journeys, segments
+from triggers.api import broadcasts, customers, effect, events, health, history, journeys, products, segments
 from triggers.api import codec as codec_routes
 from triggers.api.deps import ApiContext, Forbidden, NotJson, TemporalDown, Unauthorised
 from triggers.webhooks import WebhookConfig, webhook_routes
@@ -139,7 +139,7 @@ def create_app(
     async def _bad_id(_request: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=422)
 
-    for module in (events, history, customers, journeys, effect, segments, broadcasts, health, codec_routes):
+    for module in (events, history, customers, journeys, effect, segments, broadcasts, products, health, codec_routes):
         app.include_router(module.router)
     app.include_router(webhook_routes(store, webhooks or WebhookConfig(max_body_bytes=max_body_bytes)))
     app.include_router(console.router)

@@ -4,7 +4,6 @@ Dead letters (events the dispatcher could not apply) are listed and replayed her
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -17,7 +16,7 @@ from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_e
 from store import queries
 from store.db import Store
 from triggers.api.deps import ApiContext, Context, Problem, allowed
-from triggers.http import read_body
+from triggers.http import BodyRefused, read_json
 from views.history import EventView
 
 MAX_BATCH = 1000
@@ -146,15 +145,10 @@ async def post_events(
         ),
     ] = False,
 ) -> JSONResponse:
-    body = await read_body(request, api.max_body_bytes)
-    if body is None:
-        return JSONResponse({"detail": f"the body is over {api.max_body_bytes} bytes"}, status_code=413)
     try:
-        payload = json.loads(body)
-    except RecursionError:
-        return JSONResponse({"detail": "the body is not JSON we can read: it nests too deeply"}, status_code=422)
-    except ValueError as err:  # not JSON, not UTF-8, or an integer past Python's 4,300 digits
-        return JSONResponse({"detail": f"the body is not JSON: {err}"}, status_code=422)
+        payload = await read_json(request, api.max_body_bytes)
+    except BodyRefused as refused:
+        return JSONResponse({"detail": str(refused)}, status_code=refused.status)
     single = isinstance(payload, dict)
     if not single and not isinstance(payload, list):
         return JSONResponse({"detail": "send one event (an object) or a batch (an array)"}, status_code=422)
