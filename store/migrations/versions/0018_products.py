@@ -1,14 +1,14 @@
 """The product catalogue (`products`) and the repurchase cycles learned from the order history
 (`product_cycles`, recomputed daily). New, so nothing to fill in.
 
-Revision ID: 0019
+Revision ID: 0018
 Revises: 0017
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0019"
+revision = "0018"
 down_revision = "0017"
 branch_labels = None
 depends_on = None
