@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -86,6 +87,25 @@ def amount_of(value: Any) -> float | None:
     """`value` (a `data.amount`) as an amount (a float), or None when it is none by the rule."""
     number = amount_number(value)
     return None if number is None else float(number)
+
+
+#: An amount as a person writes it in a file or a product's price: `１２９．００`, `¥129`, `129元`,
+#: `1,299.00`; commas only as thousands separators (`12,5` and `1,2,3` are no amount).
+WRITTEN_AMOUNT = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?|[0-9]+(?:\.[0-9]+)?")
+
+
+def written_amount(value: Any) -> int | float | None:
+    """A price as a person wrote it (a product's `price`, in `POST /products` and a CSV cell alike):
+    a number by the amount rule, or text that is one once read plainly: full-width digits and
+    points made ASCII (NFKC), a leading ¥/￥ or a trailing 元 dropped, commas as thousands separators
+    only. None when it is no amount. Order events' `data.amount` keeps the strict rule above."""
+    if not isinstance(value, str):
+        return amount_number(value)
+    text = unicodedata.normalize("NFKC", value).strip()
+    text = text.removeprefix("¥").removeprefix("￥").removesuffix("元").strip()  # NFKC keeps ￥ as ¥
+    if len(text) > MAX_AMOUNT_TEXT or not WRITTEN_AMOUNT.fullmatch(text):
+        return None
+    return amount_number(text.replace(",", ""))
 
 
 def amount_problem(value: Any, *, refund: bool = False) -> str | None:

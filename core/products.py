@@ -15,11 +15,18 @@ from), and `order.categories` lists the categories of its known products, in ite
    category, once they have at least `OWN_REPEATS` repeats (intervals) of it;
 2. `shop`: the shop's median interval for the SKU, learned daily from its order history, when it
    rests on at least N repeat pairs (JOURNEYS_REPURCHASE_MIN_PAIRS; a figure on fewer is not given);
-3. `catalogue`: the product's `cycle_days`;
+3. `catalogue`: the product's `cycle_days` times the item's `quantity` (or `qty`: a positive
+   integer, 1 when absent or not one): three 30-day creams last 90 days;
 4. none: the item has no `replenish`.
 
+An item joins its product by `items[].sku`, read by `normalise_sku` (NFKC, spaces trimmed: `ＳＫ００１`
+is `SK001`), the one reading of a SKU the catalogue, the CSV import, the order context and
+`bought:` segments share. A `product` or `replenish` the order system put in an item is dropped,
+known SKU or not: only the catalogue says what they are.
+
 `replenish_at(order)` is the order's purchase time (first payment, else creation) plus the shortest
-cycle of its items: the first thing to run out. Without any cycle it is nothing, so a journey's
+cycle of its items: the first thing to run out; `order.replenish_item` is that item (its
+`product.title` is what a reminder names). Without any cycle it is nothing, so a journey's
 `if: {condition: "replenish_at(order)"}` takes its `else`.
 
 An interval is between two purchases (paid orders) of the same customer at least
@@ -28,6 +35,7 @@ An interval is between two purchases (paid orders) of the same customer at least
 
 from __future__ import annotations
 
+import math
 import statistics
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -36,7 +44,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.amounts import amount_number
+from core.amounts import written_amount
 
 #: A customer's own interval counts once they have this many repeats of the SKU (or category).
 OWN_REPEATS = 2
@@ -47,8 +55,24 @@ DEFAULT_MIN_PAIRS = 5
 MIN_INTERVAL_DAYS = 1.0
 MAX_CYCLE_DAYS = 3650
 MAX_TAGS = 50
+#: An item's quantity counts up to this many units.
+MAX_QUANTITY = 100
+#: An instance's input carries the facts of at most this many SKUs of its order (the first ones
+#: of its items), to stay well within Temporal's payload limit.
+MAX_ORDER_PRODUCTS = 100
 
 Source = Literal["customer", "shop", "catalogue"]
+#: How enrich reads an order whose facts carry it (ProductFacts.reading): facts in instances'
+#: inputs written before it carry 1 and are read as then, so their histories replay unchanged.
+READING = 2
+
+
+def normalise_sku(value: Any) -> str | None:
+    """A SKU as the catalogue stores it and items join by: a string or an integer (not a bool),
+    NFKC (full-width letters and digits made ASCII), spaces trimmed; None when there is none."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return unicodedata.normalize("NFKC", str(value)).strip() or None
 
 
 def plain_text(value: str) -> str:
@@ -57,8 +81,24 @@ def plain_text(value: str) -> str:
     return unicodedata.normalize("NFKC", value).strip()
 
 
-class Product(BaseModel):
-    """One SKU of the catalogue, as `POST /products`, the CSV import and the order context show it."""
+class ProductRecord(BaseModel):
+    """A product as an instance's input carries it (instances/contract.py, through ProductFacts):
+    plain fields, no checks, unknown fields ignored, so an input written by another version of
+    the catalogue's rules (a field added, a rule made stricter) still decodes in a worker."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    sku: str
+    title: str
+    category: str
+    price: float | None = None
+    tags: list[str] = Field(default_factory=list)
+    cycle_days: int | None = None
+
+
+class Product(ProductRecord):
+    """One SKU of the catalogue, as `POST /products`, the CSV import and the order context show it:
+    what is written is checked here."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -73,7 +113,12 @@ class Product(BaseModel):
         default=None, ge=1, le=MAX_CYCLE_DAYS, description="How many days one unit lasts; none if it does not run out."
     )
 
-    @field_validator("sku", "title", "category", mode="before")
+    @field_validator("sku", mode="before")
+    @classmethod
+    def _sku(cls, value: Any) -> Any:
+        return (normalise_sku(value) or "") if isinstance(value, str) else value
+
+    @field_validator("title", "category", mode="before")
     @classmethod
     def _trimmed(cls, value: Any) -> Any:
         return value.strip() if isinstance(value, str) else value
@@ -88,10 +133,11 @@ class Product(BaseModel):
     def _amount(cls, value: Any) -> Any:
         if value is None:
             return None
-        number = amount_number(value)
+        number = written_amount(value)
         if number is None:
             raise ValueError(
-                f"{value!r} is not a price: give a number from 0 to 10^12, or digits with an optional decimal part"
+                f"{value!r} is not a price: give a number from 0 to 10^12, or digits with an optional decimal part "
+                "(full-width digits, a leading ¥ or a trailing 元, and commas between thousands are read too)"
             )
         return float(number)
 
@@ -118,6 +164,8 @@ def _storable_text(value: str) -> str:
 class Repurchase(BaseModel):
     """What is known of how soon one SKU is bought again, for one customer at one moment."""
 
+    model_config = ConfigDict(extra="ignore")
+
     own_sku_days: float | None = None
     own_sku_repeats: int = 0
     own_category_days: float | None = None
@@ -127,9 +175,17 @@ class Repurchase(BaseModel):
 
 
 class ProductFacts(BaseModel):
-    """A SKU's product and its repurchase figures: what an order context is enriched with."""
+    """A SKU's product and its repurchase figures: what an order context is enriched with, and
+    what an instance's input carries (a transport model: unknown fields ignored)."""
 
-    product: Product
+    model_config = ConfigDict(extra="ignore")
+
+    product: ProductRecord
+    reading: int = Field(
+        default=1,
+        description="How enrich reads the order with these facts: 1 (inputs written before it was given) as "
+        "then; READING (2): quantities count, an item's own product/replenish are dropped.",
+    )
     repurchase: Repurchase = Field(default_factory=Repurchase)
 
 
@@ -139,8 +195,20 @@ class Cycle(BaseModel):
     samples: int = Field(description="Intervals behind the figure (the catalogue's: 0).")
 
 
-def replenish_cycle(facts: ProductFacts) -> Cycle | None:
-    """The item's cycle by the fallback order (module docstring), or None."""
+def quantity_of(item: Any) -> int:
+    """An item's `quantity` (or `qty`) when it is a positive integer (or digits), else 1; at most MAX_QUANTITY
+    (a cycle stays within a few centuries)."""
+    value = next((item[k] for k in ("quantity", "qty") if k in item), None) if isinstance(item, Mapping) else None
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return min(value, MAX_QUANTITY) if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
+
+
+def replenish_cycle(facts: ProductFacts, quantity: int = 1) -> Cycle | None:
+    """The item's cycle by the fallback order (module docstring), or None. `quantity` multiplies
+    the catalogue's cycle_days only: the own and shop intervals are already what people bought."""
     seen = facts.repurchase
     if seen.own_sku_days is not None and seen.own_sku_repeats >= OWN_REPEATS:
         return Cycle(days=seen.own_sku_days, source="customer", samples=seen.own_sku_repeats)
@@ -149,19 +217,13 @@ def replenish_cycle(facts: ProductFacts) -> Cycle | None:
     if seen.shop_days is not None:
         return Cycle(days=seen.shop_days, source="shop", samples=seen.shop_pairs)
     if facts.product.cycle_days is not None:
-        return Cycle(days=float(facts.product.cycle_days), source="catalogue", samples=0)
+        return Cycle(days=float(facts.product.cycle_days * quantity), source="catalogue", samples=0)
     return None
 
 
 def item_sku(item: Any) -> str | None:
-    """An order item's SKU (`sku`, a string or an integer), or None."""
-    if not isinstance(item, Mapping):
-        return None
-    sku = item.get("sku")
-    if isinstance(sku, bool) or not isinstance(sku, str | int):
-        return None
-    text = str(sku).strip()
-    return text or None
+    """An order item's SKU (`sku`, read by normalise_sku), or None."""
+    return normalise_sku(item.get("sku")) if isinstance(item, Mapping) else None
 
 
 def skus_of(items: Any) -> list[str]:
@@ -172,17 +234,23 @@ def skus_of(items: Any) -> list[str]:
 
 
 def enrich(context: dict[str, Any], products: Mapping[str, ProductFacts]) -> None:
-    """Join the catalogue into an order context (in place; the events' data is not touched)."""
+    """Join the catalogue into an order context (in place; the events' data is not touched), and
+    name the item that runs out first (`replenish_item`, what a reminder's template names).
+    Facts of READING 2 on: an item's own `product`/`replenish` are dropped and quantities count;
+    older facts (an instance's input from before) are read as they were."""
     items = context.get("items")
     categories: list[str] = []
+    strict = any(facts.reading >= READING for facts in products.values())
     if isinstance(items, list):
         joined = []
         for item in items:
+            if strict and isinstance(item, Mapping):  # only the catalogue says what these are
+                item = {key: value for key, value in item.items() if key not in ("product", "replenish")}
             facts = products.get(item_sku(item) or "")
             if facts is None:
                 joined.append(item)
                 continue
-            cycle = replenish_cycle(facts)
+            cycle = replenish_cycle(facts, quantity_of(item) if facts.reading >= READING else 1)
             joined.append(
                 {
                     **item,
@@ -193,27 +261,45 @@ def enrich(context: dict[str, Any], products: Mapping[str, ProductFacts]) -> Non
             categories.append(facts.product.category)
         context["items"] = joined
     context["categories"] = list(dict.fromkeys(categories))
+    first = replenish_item(context)
+    if first is not None:
+        context["replenish_item"] = first
+
+
+def _cycle_days(item: Any) -> float | None:
+    """An item's `replenish.days` when it is a usable cycle: a finite number from 1 day to
+    MAX_CYCLE_DAYS times the largest quantity (not a bool); else None."""
+    replenish = item.get("replenish") if isinstance(item, Mapping) else None
+    days = replenish.get("days") if isinstance(replenish, Mapping) else None
+    if isinstance(days, bool) or not isinstance(days, int | float) or not math.isfinite(days):
+        return None
+    return float(days) if MIN_INTERVAL_DAYS <= days <= MAX_CYCLE_DAYS * MAX_QUANTITY else None
+
+
+def replenish_item(order: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The item of the order that runs out first (the shortest usable cycle, the first of equals),
+    or None: what a reminder names (`replenish_item(order).product.title`)."""
+    items = order.get("items") if isinstance(order, Mapping) else None
+    if not isinstance(items, list):
+        return None
+    timed = [(days, i) for i, item in enumerate(items) if (days := _cycle_days(item)) is not None]
+    return items[min(timed)[1]] if timed else None
 
 
 def replenish_at(order: Mapping[str, Any]) -> datetime | None:
     """When the customer is likely to run out of something the order bought: its purchase time
-    plus the shortest `replenish.days` of its items; None without a cycle or a time."""
-    if not isinstance(order, Mapping):
+    plus the shortest usable `replenish.days` of its items; None without a cycle or a time."""
+    item = replenish_item(order)
+    bought = order.get("paid_at") or order.get("created_at") if isinstance(order, Mapping) else None
+    if item is None or not isinstance(bought, str | datetime):
         return None
-    bought = order.get("paid_at") or order.get("created_at")
-    items = order.get("items")
-    if not isinstance(bought, str | datetime) or not isinstance(items, list):
+    try:
+        start = bought if isinstance(bought, datetime) else datetime.fromisoformat(bought.replace("Z", "+00:00"))
+    except ValueError:
         return None
-    days = [
-        item["replenish"]["days"]
-        for item in items
-        if isinstance(item, Mapping) and isinstance(item.get("replenish"), Mapping)
-        and isinstance(item["replenish"].get("days"), int | float)
-    ]  # fmt: skip
-    if not days:
-        return None
-    start = bought if isinstance(bought, datetime) else datetime.fromisoformat(bought.replace("Z", "+00:00"))
-    return start + timedelta(days=min(days))
+    days = _cycle_days(item)
+    assert days is not None
+    return start + timedelta(days=days)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,12 +360,11 @@ def parse_cycle_days(text: str) -> int | None:
 
 
 def parse_price(text: str) -> float | None:
-    """A price cell as a person wrote it (`129.00`, `１２９．００`, `¥129`, `￥129`, empty): the amount,
-    None when empty; ValueError when it is no amount by the amount rule."""
-    value = plain_text(text).lstrip("¥￥").replace(",", "").removesuffix("元").strip()
-    if not value:
+    """A price cell as a person wrote it (`129.00`, `１２９．００`, `¥129`, `1,299`, empty): the amount
+    by core.amounts.written_amount, None when empty; ValueError when it is no amount."""
+    if not plain_text(text):
         return None
-    number = amount_number(value)
+    number = written_amount(text)
     if number is None:
         raise ValueError(f"{text!r} is not a price")
     return float(number)

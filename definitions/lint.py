@@ -416,4 +416,19 @@ def lint_journey(journey: Journey, catalog: EventCatalog) -> list[Finding]:
                     walk(branch.steps, f"{here}.split.branches[{b}].steps", event_types)
 
     walk(journey.steps, "steps", entry_types)
+    if journey.entry.reentry == "restart" and _PRODUCT_READS.search(journey.model_dump_json()):
+        found.append(
+            Finding(
+                "entry.reentry",
+                "restart with the catalogue's facts (replenish_at, order.replenish_item, items[].product "
+                "or .replenish, order.categories): a restarted instance keeps the products of the order it "
+                "first started with, so a new order's items would be timed and named wrongly; use "
+                "`reentry: after_exit` (each order starts anew, with its own products)",
+            )
+        )
     return found
+
+
+#: What reads the catalogue's facts in an order context (core/products.py enrich): an instance
+#: restarted by a signal keeps the facts of its first input (workflows/journey.py continue_as_new).
+_PRODUCT_READS = re.compile(r"\breplenish_at\s*\(|\.product\b|\.replenish(?:_item)?\b|\border\.categories\b")

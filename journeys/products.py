@@ -1,8 +1,9 @@
 """Products from a CSV file into the catalogue: `journeys products import FILE.csv`, and
-`import_products_file` for any other command that wants it (`journeys import products`).
+`import_products_file` for any other command that wants it.
 
 The file is UTF-8 (with or without a BOM) or GBK/GB18030 (what Excel on a Chinese Windows saves),
-told apart by whether it reads as UTF-8. Its header names the columns, in English or as a shop's
+told apart by whether it reads as UTF-8 (a file that starts with a UTF-8 BOM is UTF-8: a byte
+that is not is reported by its line). Its header names the columns, in English or as a shop's
 export names them (`HEADERS`): sku (商家编码), title (商品名称), category (类目), price (价格),
 tags (标签), cycle_days (回购周期); sku, title and category are required. Numbers may be written
 with full-width digits (`３０`, `１２９．００`), a price with ¥/￥ or 元, days with 天. Tags are
@@ -59,8 +60,13 @@ def decode(raw: bytes, name: str) -> str:
     """The file's text: UTF-8 (a BOM dropped), else GB18030 (a superset of GBK)."""
     try:
         return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
+    except UnicodeDecodeError as err:
+        if raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 by its BOM: one bad cell, not a GBK file
+            line = raw.count(b"\n", 0, err.start) + 1
+            raise ImportFileError(
+                f"{name}:{line}: not UTF-8 text (byte {err.start}), though the file starts with a UTF-8 BOM: "
+                "save the whole file as UTF-8"
+            ) from None
     try:
         return raw.decode("gb18030")
     except UnicodeDecodeError as err:
@@ -128,7 +134,7 @@ def read_products(text: str, name: str) -> ProductsImport:
         tags = [tag for tag in _TAG_SEPARATORS.split(plain_text(cell("tags"))) if tag.strip()]
         try:
             product = Product(
-                sku=plain_text(cell("sku")),
+                sku=cell("sku"),  # read by core.products.normalise_sku, as everywhere
                 title=cell("title").strip(),
                 category=cell("category").strip(),
                 price=price,

@@ -26,6 +26,9 @@ from sqlalchemy.orm import Session
 from core.orders import order_skus
 from core.products import (
     DEFAULT_MIN_PAIRS,
+    MAX_ORDER_PRODUCTS,
+    MIN_INTERVAL_DAYS,
+    READING,
     LearnedCycle,
     Product,
     ProductFacts,
@@ -175,7 +178,7 @@ def order_facts(session: Session, customer_id: str, order: list[Event], at: date
     """The catalogue's facts of the SKUs `order`'s events name, as of `at`: each product with the
     customer's own intervals (of the SKU, of its category; purchases paid by `at`) and the shop's
     usable learned cycle. Empty when no SKU is in the catalogue (then nothing more is read)."""
-    products = products_of(session, order_skus(order))
+    products = products_of(session, order_skus(order)[:MAX_ORDER_PRODUCTS])
     if not products:
         return {}
     bought = list(purchases(session, customer_id=customer_id, until=at))
@@ -187,23 +190,32 @@ def order_facts(session: Session, customer_id: str, order: list[Event], at: date
         if (known := categories.get(purchase.sku)) is not None:
             by_category.setdefault(known.category, set()).add(purchase.paid_at)  # an order counts once
     shop = usable_cycles(session, products)
-    facts = {}
-    for sku, product in products.items():
-        own = intervals(by_sku.get(sku, ()))
-        mine = intervals(by_category.get(product.category, ()))
-        learned = shop.get(sku)
-        facts[sku] = ProductFacts(
-            product=product,
-            repurchase=Repurchase(
-                own_sku_days=median_days(own),
-                own_sku_repeats=len(own),
-                own_category_days=median_days(mine),
-                own_category_repeats=len(mine),
-                shop_days=learned.median_days if learned else None,
-                shop_pairs=learned.pairs if learned else 0,
-            ),
-        )
-    return facts
+    return {
+        sku: facts_of(product, by_sku.get(sku, ()), by_category.get(product.category, ()), shop.get(sku))
+        for sku, product in products.items()
+    }
+
+
+def facts_of(
+    product: Product, sku_times: Iterable[datetime], category_times: Iterable[datetime], learned: ProductCycleRow | None
+) -> ProductFacts:
+    """A product's facts from the customer's purchase times of it and of its category (an order
+    once) and the shop's usable learned cycle: the one way order_facts (what replenish_at reads)
+    and prediction_errors (what the effect report compares) build them."""
+    own = intervals(sku_times)
+    mine = intervals(category_times)
+    return ProductFacts(
+        product=product,
+        reading=READING,
+        repurchase=Repurchase(
+            own_sku_days=median_days(own),
+            own_sku_repeats=len(own),
+            own_category_days=median_days(mine),
+            own_category_repeats=len(mine),
+            shop_days=learned.median_days if learned else None,
+            shop_pairs=learned.pairs if learned else 0,
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,9 +311,13 @@ def prediction_errors(session: Session, start: datetime, end: datetime) -> list[
     skus = {sku for sku, _ in times}
     products = products_of(session, skus)
     shop = usable_cycles(session, skus)
+    by_category: dict[tuple[str, str], set[datetime]] = {}  # a customer's purchases of a category, an order once
+    for (sku, customer), seen in times.items():
+        if (known := products.get(sku)) is not None:
+            by_category.setdefault((known.category, customer), set()).update(seen)
     errors: dict[str, list[float]] = {}
     counts: dict[str, SkuPrediction] = {}
-    for (sku, _customer), seen in sorted(times.items()):
+    for (sku, customer), seen in sorted(times.items()):
         product = products.get(sku)
         if product is None:
             continue  # a SKU the catalogue lacks: nothing to compare with
@@ -311,8 +327,8 @@ def prediction_errors(session: Session, start: datetime, end: datetime) -> list[
             if not start <= actual < end:
                 continue
             gap = (actual - ordered[k - 1]).total_seconds() / 86400
-            if gap < 1:
-                continue  # the same trip, not a repurchase (core.products.MIN_INTERVAL_DAYS)
+            if gap < MIN_INTERVAL_DAYS:
+                continue  # the same trip, not a repurchase
             line = counts.setdefault(
                 sku,
                 SkuPrediction(
@@ -321,19 +337,9 @@ def prediction_errors(session: Session, start: datetime, end: datetime) -> list[
                 ),
             )  # fmt: skip
             line.repurchases += 1
-            own = intervals(ordered[:k])
-            learned = shop.get(sku)
-            cycle = replenish_cycle(
-                ProductFacts(
-                    product=product,
-                    repurchase=Repurchase(
-                        own_sku_days=median_days(own),
-                        own_sku_repeats=len(own),
-                        shop_days=learned.median_days if learned else None,
-                        shop_pairs=learned.pairs if learned else 0,
-                    ),
-                )
-            )
+            before = ordered[k - 1]  # what replenish_at knew at the purchase before: purchases paid by then
+            category = sorted(t for t in by_category.get((product.category, customer), ()) if t <= before)
+            cycle = replenish_cycle(facts_of(product, ordered[:k], category, shop.get(sku)))
             if cycle is None:
                 continue
             line.predicted += 1

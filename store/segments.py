@@ -34,7 +34,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
-from core.amounts import amount_sql, decimal_text_sql, in_year_log_sql, order_amount_sql
+from core.amounts import amount_sql, decimal_text_sql, held_sql, in_year_log_sql, order_amount_sql
 from core.audience import (
     AllOf,
     AnyOf,
@@ -54,8 +54,9 @@ from core.audience import (
     uses_rfm,
 )
 from core.durations import parse_duration
+from core.products import normalise_sku
 from core.rfm import RfmTable
-from store.tables import CustomerRow, EventRow, ProductRow, UTCDateTime
+from store.tables import CustomerRow, EventRow, OrderRow, ProductRow, UTCDateTime
 
 # ---------------------------------------------------------------------------------------------
 # JSON, the same on both databases
@@ -434,49 +435,31 @@ class _Compiler:
         )
 
     def _bought(self, node: BoughtTest) -> ColumnElement:
-        """A purchase (an order first paid in the window, not refunded by `at`) with an item of
-        the SKU, or of a SKU the catalogue files under the category."""
+        """A purchase held at `at` (core/amounts.py's rule on the `orders` read model: first paid
+        by then, in the window, not refunded by then) with an item of the SKU (read by
+        core.products.normalise_sku), or of a SKU the catalogue files under the category."""
         spec = node.bought
         skus = (
             select(ProductRow.sku).where(ProductRow.category == spec.category)
             if spec.category is not None
-            else select(literal(spec.sku, String()))
+            else select(literal(normalise_sku(spec.sku) or str(spec.sku), String()))
         ).scalar_subquery()
-        paid, refund, listed = aliased(EventRow), aliased(EventRow), aliased(EventRow)
-        window = [paid.occurred_at <= _at(self.at)]
+        window = [held_sql(OrderRow.paid_at, OrderRow.refunded_at, self.at)]
         if spec.within is not None:
-            window.append(paid.occurred_at > _at(self.at - parse_duration(spec.within)))
-        refunded = (
-            select(refund.event_id)
-            .where(
-                refund.order_id == paid.order_id,
-                refund.customer_id == paid.customer_id,
-                refund.type == "order.refunded",
-                refund.occurred_at <= _at(self.at),
-            )
-            .exists()
-        )
+            window.append(OrderRow.paid_at > _at(self.at - parse_duration(spec.within)))
+        listed = aliased(EventRow)
         has_item = (
             select(listed.event_id)
             .where(
-                listed.order_id == paid.order_id,
-                listed.customer_id == paid.customer_id,
+                listed.order_id == OrderRow.order_id,
+                listed.customer_id == OrderRow.customer_id,
                 listed.type.in_(("order.created", "order.paid")),
                 _ItemIn(listed.data, skus),
             )
             .exists()
         )
         return (
-            select(paid.event_id)
-            .where(
-                paid.customer_id == CustomerRow.customer_id,
-                paid.type == "order.paid",
-                paid.order_id.is_not(None),
-                *window,
-                not_(refunded),
-                has_item,
-            )
-            .exists()
+            select(OrderRow.order_id).where(OrderRow.customer_id == CustomerRow.customer_id, *window, has_item).exists()
         )
 
 

@@ -27,7 +27,7 @@ SHIPPED = {
                        "marketing"),
     "birthday_greeting": (["customer.created", "customer.updated"], "customer", [], "order.created", "marketing"),
     "revisit_28d": (["order.delivered"], "customer", ["order.created"], "order.created", "marketing"),
-    "replenish_reminder": (["order.paid"], "customer", ["order.created"], "order.paid", "marketing"),
+    "replenish_reminder": (["order.paid"], "customer", ["order.created", "order.refunded"], "order.paid", "marketing"),
 }  # fmt: skip
 
 

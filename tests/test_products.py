@@ -61,15 +61,17 @@ def test_prices_as_people_write_them(text, price):
     assert parse_price(text) == price
 
 
-@pytest.mark.parametrize("text", ["一百二十九元", "-5", "1e3", "12.5.1", "free"])
+@pytest.mark.parametrize("text", ["一百二十九元", "-5", "1e3", "12.5.1", "free", "12,5", "1,2,3,4", "1,29", ",129"])
 def test_prices_that_are_not(text):
     with pytest.raises(ValueError):
         parse_price(text)
 
 
 def test_a_product_takes_the_amount_rule_for_its_price():
-    assert Product(sku="a", title="t", category="c", price="129.00").price == 129.0
-    for bad in ("１２", "-1", True, "12元"):  # the API is strict JSON: what the amount rule refuses
+    """The API and the CSV read a price by one rule (core.amounts.written_amount)."""
+    for written, price in (("129.00", 129.0), ("１２", 12.0), ("12元", 12.0), ("¥1,299.50", 1299.5), (88, 88.0)):
+        assert Product(sku="a", title="t", category="c", price=written).price == price == parse_price(str(written))
+    for bad in ("-1", True, "12,5", "1,2,3,4", "1e3", float("nan")):
         with pytest.raises(ValueError, match="not a price"):
             Product(sku="a", title="t", category="c", price=bad)
 
@@ -96,7 +98,7 @@ async def test_post_products_is_idempotent_per_sku_and_get_shows_one(store):
 async def test_a_bad_product_names_itself_and_nothing_is_written(store):
     batch = [
         CREAM.model_dump(),
-        {"sku": "bad-price", "title": "x", "category": "c", "price": "１２９"},
+        {"sku": "bad-price", "title": "x", "category": "c", "price": "12,5"},
         {"sku": "no-title", "category": "c"},
         {**TEA.model_dump(), "cycle_days": 0},
         {"sku": "nul", "title": "面霜\u0000", "category": "c"},
@@ -315,3 +317,60 @@ def _rfm():
     from core.rfm import DEFAULT_TABLE
 
     return DEFAULT_TABLE
+
+
+# ------------------------------------------------------------------ review fixes (issue 26, second review)
+
+
+async def test_a_sku_with_a_slash_or_full_width_letters_can_be_read_back(store):
+    """What POST and the CSV accept, GET finds: `KM/001` (a path) and `ＳＫ００１` (stored as SK001)."""
+    async with client_for(create_app(store)) as api:
+        saved = await api.post(
+            "/products",
+            json=[
+                {"sku": "KM/001", "title": "茶具", "category": "tea"},
+                {"sku": "ＳＫ００１", "title": "面霜", "category": "c"},
+            ],
+        )
+        assert saved.json()["created"] == ["KM/001", "SK001"]
+        for path in ("/products/KM/001", "/products/KM%2F001"):
+            shown = await api.get(path)
+            assert shown.status_code == 200, (path, shown.text)
+            assert shown.json()["title"] == "茶具"
+        assert (await api.get("/products/%EF%BC%B3%EF%BC%AB%EF%BC%90%EF%BC%90%EF%BC%91")).json()["title"] == "面霜"
+
+
+async def test_a_batch_naming_a_sku_twice_is_refused_as_the_csv_does(store):
+    async with client_for(create_app(store)) as api:
+        answer = await api.post(
+            "/products", json=[CREAM.model_dump(), TEA.model_dump(), {**CREAM.model_dump(), "title": "另一个"}]
+        )
+        assert answer.status_code == 422
+        [problem] = answer.json()["problems"]
+        assert (problem["index"], problem["sku"], problem["field"]) == (2, "cream-30", "sku")
+        assert "first at index 0" in problem["message"]
+        assert (await api.get("/products/cream-30")).status_code == 404  # nothing written
+
+
+def test_a_bom_file_with_one_gbk_cell_names_its_line(sqlite_store, tmp_path):
+    path = tmp_path / "products.csv"
+    path.write_bytes(
+        "\ufeffsku,title,category\ncream-30,保湿面霜,skincare\n".encode() + "tea-01,龙井,tea\n".encode("gbk")
+    )
+    with pytest.raises(ImportFileError, match=r"products\.csv:3: not UTF-8 text .* UTF-8 BOM"):
+        import_products_file(sqlite_store, path)
+
+
+def test_bought_counts_an_order_from_its_first_payment(store):
+    """An order first paid 200 days ago, with a second `order.paid` 10 days ago (a retried
+    webhook), was bought 200 days ago: not within 180d, as RFM and the effect report count it."""
+    with store.transaction() as session:
+        save_products(session, [CREAM], T)
+        add_customer(session, "c1")
+        bought(session, "c1", "o1", 200, [{"sku": "cream-30"}])
+        queries.store_events(session, [event("order.paid", T - timedelta(days=10), customer="c1", order="o1")], T)
+    recent = Segment.model_validate({"name": "s", "where": {"bought": {"category": "skincare", "within": "180d"}}})
+    by_sku = Segment.model_validate({"name": "s", "where": {"bought": {"sku": "ｃｒｅａｍ-30"}}})  # read as cream-30
+    with store.transaction() as session:
+        assert [m.customer_id for m in members(session, recent, T, _rfm())] == []
+        assert [m.customer_id for m in members(session, by_sku, T, _rfm())] == ["c1"]

@@ -9,14 +9,20 @@ from __future__ import annotations
 import asyncio
 import random
 import statistics
+import textwrap
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 
 from activities.product_cycles import CyclesPolicy
 from core.orders import order_context
-from core.products import Product, replenish_at
+from core.products import READING, Product, ProductFacts, replenish_at, replenish_item
 from core.records import Event
+from definitions.loader import DefinitionsError, load_definitions
+from definitions.render import render_message
+from definitions.schema import Template
 from journeys.simulate import TASK_QUEUE, Simulation
 from store import queries
 from store.products import cycle_lines, order_facts, prediction_errors, relearn_cycles, save_products
@@ -24,6 +30,7 @@ from tests.helpers import at, customer, event
 from workflows.product_cycles import ProductCyclesWorkflow
 
 T = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+DEFINITIONS = Path(__file__).resolve().parent.parent / "definitions"
 CREAM = Product(sku="cream-30", title="保湿面霜 30ml", category="skincare", price=129, cycle_days=30)
 SERUM = Product(sku="serum-1", title="精华液", category="skincare", price=299)
 VITAMIN = Product(sku="vit-90", title="复合维生素", category="supplement", price=199, cycle_days=90)
@@ -280,3 +287,119 @@ def test_the_daily_schedule_follows_the_setting(tmp_path):
     assert untouched
     assert decoded == [{"min_pairs": 8}]
     assert every == [EVERY]
+
+
+# ------------------------------------------------------------------ review fixes (issue 26, second review)
+
+PHONE_CASE = Product(sku="case-1", title="手机壳", category="accessory", price=39)
+CASE_WITH_CYCLE = PHONE_CASE.model_copy(update={"cycle_days": 365})
+
+
+def catalogue_order(items: list[dict], products: list[Product], reading: int = READING) -> dict:
+    """The order context as the router builds it now (facts of READING), or as an older input has it."""
+    paid = event("order.paid", T, order="o1")
+    created = event("order.created", T - timedelta(minutes=5), order="o1", items=items)
+    facts = {p.sku: ProductFacts(product=p, reading=reading) for p in products}
+    return order_context("o1", [created, paid], facts)
+
+
+def test_the_reminder_names_the_product_that_runs_out_first():
+    """[phone case (a year), cream-30]: the reminder is timed by the cream, and names the cream."""
+    order = catalogue_order([{"sku": "case-1"}, {"sku": "cream-30"}], [CASE_WITH_CYCLE, CREAM])
+    assert replenish_at(order) == T + timedelta(days=30)
+    assert replenish_item(order)["product"]["title"] == order["replenish_item"]["product"]["title"] == "保湿面霜 30ml"
+    template = Template.model_validate(
+        yaml.safe_load((DEFINITIONS / "templates" / "replenish_reminder.yaml").read_text(encoding="utf-8"))
+    )
+    for channel in ("sms", "email"):
+        message = render_message(
+            template, name="replenish_reminder", channel=channel, locale="zh-CN",
+            context={"order": order, "customer": {"name": "王芳"}}, shop_name="小店", marketing=True,
+        )  # fmt: skip
+        assert "您上次购买的保湿面霜 30ml快用完了吧" in message.body and "手机壳" not in message.body
+    nothing = render_message(
+        template, name="replenish_reminder", channel="sms", locale="zh-CN", context={"order": {}, "customer": {}},
+        shop_name="小店", marketing=True,
+    )  # fmt: skip
+    assert "您上次购买的宝贝快用完了吧" in nothing.body
+
+
+@pytest.mark.parametrize(("qty", "days"), [(3, 90), ("3", 90), (1, 30), (None, 30), (0, 30), (-2, 30), (True, 30)])
+def test_three_creams_last_three_times_as_long(qty, days):
+    item = {"sku": "cream-30"} | ({} if qty is None else {"qty": qty})
+    assert replenish_at(catalogue_order([item], [CREAM])) == T + timedelta(days=days)
+    assert replenish_at(catalogue_order([{"sku": "cream-30", "quantity": qty}], [CREAM])) == T + timedelta(days=days)
+    # an instance started before (its input's facts of reading 1) keeps timing as it did: its history replays
+    assert replenish_at(catalogue_order([item], [CREAM], reading=1)) == T + timedelta(days=30)
+
+
+@pytest.mark.parametrize("sent", [True, -40, 1e9, "30", 5])
+def test_what_the_order_system_says_of_products_is_not_believed(sent):
+    """An item's own `replenish`/`product` is dropped, known SKU or not: only the catalogue times it."""
+    unknown = catalogue_order([{"sku": "x-9", "replenish": {"days": sent}, "product": {"title": "假"}}], [CREAM])
+    assert replenish_at(unknown) is None and "product" not in unknown["items"][0]
+    no_cycle = catalogue_order([{"sku": "case-1", "replenish": {"days": sent}}], [PHONE_CASE])
+    assert replenish_at(no_cycle) is None
+    assert no_cycle["items"][0]["product"]["title"] == "手机壳"  # the catalogue's, not the sender's
+
+
+@pytest.mark.parametrize(("days", "runs_out"), [(True, None), (-40, None), (0.5, None), (float("nan"), None),
+                                                (float("inf"), None), (1e9, None), ("30", None), (5, 5)])  # fmt: skip
+def test_a_cycle_is_read_only_when_it_is_a_number_of_days(days, runs_out):
+    """A context built by hand (an older instance's order) never fails, nor goes back in time."""
+    order = {"paid_at": "2026-01-01T00:00:00Z", "items": [{"replenish": {"days": days}}]}
+    assert replenish_at(order) == (None if runs_out is None else datetime(2026, 1, 1 + runs_out, tzinfo=UTC))
+
+
+def test_a_full_width_sku_joins_its_product_everywhere(store):
+    """ＳＫ００１ in the CSV, the API, an order's items and a bought: segment is one SKU, SK001."""
+    product = Product(sku="ＳＫ００１", title="面霜", category="skincare", cycle_days=30)
+    assert product.sku == "SK001"
+    order = catalogue_order([{"sku": " ＳＫ００１ "}], [product])
+    assert order["items"][0]["product"]["title"] == "面霜" and replenish_at(order) == T + timedelta(days=30)
+
+
+def test_the_effect_report_predicts_as_replenish_at_does(store):
+    """Serums on days 0 and 20, a cream on day 40 (her first), the next cream on day 85: at day 40
+    replenish_at times the cream by her own skincare rhythm (20 days: two repeats of the
+    category), not the catalogue's 30, and the report's prediction is that same 20 days."""
+    with store.transaction() as session:
+        save_products(session, [CREAM, SERUM], T)
+    start = T - timedelta(days=100)
+    log(store, purchase("c1", "o1", start, ["serum-1"]))
+    log(store, purchase("c1", "o2", start + timedelta(days=20), ["serum-1"]))
+    cream = purchase("c1", "o3", start + timedelta(days=40), ["cream-30"])
+    log(store, cream)
+    log(store, purchase("c1", "o4", start + timedelta(days=85), ["cream-30"]))
+    with store.transaction() as session:
+        facts = order_facts(session, "c1", cream, start + timedelta(days=40))
+        lines = {line.sku: line for line in prediction_errors(session, start, T)}
+    assert replenish_at(catalogue_order([{"sku": "cream-30"}], [CREAM])) == T + timedelta(days=30)  # catalogue alone
+    timed = order_context("o3", cream, facts)
+    assert timed["items"][0]["replenish"] == {"days": 20.0, "source": "customer", "samples": 2}
+    assert (lines["cream-30"].sources, lines["cream-30"].median_bias_days) == ({"customer": 1}, 25.0)  # 45 - 20
+
+
+def test_validate_refuses_restart_with_the_catalogues_facts(tmp_path):
+    """A restarted instance keeps the first order's products: `restart` with replenish_at is refused,
+    naming the fix; the same journey with after_exit loads."""
+    journey = textwrap.dedent(
+        """\
+        name: restart_replenish
+        category: marketing
+        entry: {event: order.paid, key: customer, reentry: REENTRY, condition: "replenish_at(order)"}
+        steps:
+          - wait_until: {at: "replenish_at(order)", offset: -3d}
+          - send: {id: r, channel: sms, template: replenish_reminder}
+        """
+    )
+    folder = tmp_path / "definitions"
+    (folder / "templates").mkdir(parents=True)
+    (folder / "templates" / "replenish_reminder.yaml").write_text(
+        (DEFINITIONS / "templates" / "replenish_reminder.yaml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    (folder / "restart_replenish.yaml").write_text(journey.replace("REENTRY", "restart"))
+    with pytest.raises(DefinitionsError, match=r"entry\.reentry.*restart with the catalogue's facts"):
+        load_definitions(folder)
+    (folder / "restart_replenish.yaml").write_text(journey.replace("REENTRY", "after_exit"))
+    assert "restart_replenish" in load_definitions(folder).journeys

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from core.access import Permission
-from core.products import Product
+from core.products import Product, normalise_sku
 from store.products import CycleLine, Saved, cycle_lines, get_product, save_products
 from triggers.api.deps import Context, Problem, allowed
 from triggers.http import BodyRefused, read_json
@@ -83,11 +83,23 @@ async def post_products(request: Request, api: Context) -> JSONResponse:
         return JSONResponse({"detail": f"{len(items)} products in one batch; at most {MAX_BATCH}"}, status_code=413)
     products: list[Product] = []
     problems: list[ProductProblem] = []
+    first: dict[str, int] = {}
     for index, item in enumerate(items):
         try:
-            products.append(Product.model_validate(item))
+            product = Product.model_validate(item)
         except ValidationError as err:
             problems.extend(_problems(index, item, err))
+            continue
+        if product.sku in first:  # as the CSV import: a SKU once per batch, not the last silently winning
+            problems.append(
+                ProductProblem(
+                    index=index, sku=product.sku, field="sku",
+                    message=f"{product.sku!r} again (first at index {first[product.sku]}): send each SKU once",
+                )
+            )  # fmt: skip
+            continue
+        first[product.sku] = index
+        products.append(product)
     if problems:
         bad = sorted({p.index for p in problems})
         refused = ProductsRefused(
@@ -102,7 +114,7 @@ async def post_products(request: Request, api: Context) -> JSONResponse:
 
 
 @router.get(
-    "/products/{sku}",
+    "/products/{sku:path}",
     response_model=ProductView,
     responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}},
     dependencies=[Depends(allowed(Permission.READ_JOURNEYS))],
@@ -111,6 +123,8 @@ async def post_products(request: Request, api: Context) -> JSONResponse:
 async def product(
     api: Context, sku: str = Path(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
 ) -> ProductView | JSONResponse:
+    sku = normalise_sku(sku) or sku  # as the catalogue stored it (a `/` in a SKU is part of the path)
+
     def read(session) -> ProductView | None:
         found = get_product(session, sku)
         if found is None:
