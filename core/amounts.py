@@ -31,6 +31,11 @@ counts those first paid in it and not refunded before its end (`in_period`).
 purchase from its time on, its count and its amount, whatever amount it names. A refund before
 any payment takes back nothing (there is no purchase).
 
+**A written amount** (`written_amount`: a product's price, in `POST /products` and a CSV cell
+alike) is an amount, or text that is one once read plainly: full-width digits and points made
+ASCII, a leading `¥`/`￥` or a trailing `元` dropped, commas only between thousands (`1,299.00`;
+`12,5` is none). Order events' `data.amount` keeps the strict rule.
+
 The SQL form works on SQLAlchemy expressions and compiles for SQLite and PostgreSQL alike; it
 is imported by store/ only (the workflow imports this module passed through, and never builds SQL).
 """

@@ -18,7 +18,7 @@ import yaml
 
 from activities.product_cycles import CyclesPolicy
 from core.orders import order_context
-from core.products import READING, Product, ProductFacts, replenish_at, replenish_item
+from core.products import MAX_ORDER_PRODUCTS, READING, Product, ProductFacts, replenish_at, replenish_item
 from core.records import Event
 from definitions.loader import DefinitionsError, load_definitions
 from definitions.render import render_message
@@ -195,25 +195,30 @@ async def test_the_daily_workflow_relearns_on_the_production_worker(sqlite_store
 BEGIN = at("2026-03-02 10:00+08:00")
 
 
-async def test_replenish_reminder_reminds_three_days_before_the_cream_runs_out(store, definitions):
+async def reminders(store, definitions, products: list[Product], played: list[Event], days: int) -> list[dict]:
+    """The shipped journey's sends over `days` of simulated time, its customers c1, c2, ... as
+    the played events name them."""
     with store.transaction() as session:
-        save_products(session, [CREAM, SOAP], BEGIN)
+        save_products(session, products, BEGIN)
     async with Simulation(definitions, store, BEGIN) as sim:
-        await sim.create_customer(customer("c1"), BEGIN)
-        await sim.create_customer(customer("c2", phone="+8613800000002"), BEGIN)
-        await sim.create_customer(customer("c3", phone="+8613800000003"), BEGIN)
-        played = [
-            *purchase("c1", "o1", BEGIN + timedelta(hours=2), ["cream-30"]),
-            *purchase("c2", "o2", BEGIN + timedelta(hours=2), ["soap-1"]),  # no cycle: no reminder
-            # c3 orders again after 10 days: the new order ends the first countdown, its payment
-            # starts the next (one repeat of her own is not enough: the catalogue's 30 days again).
-            *purchase("c3", "o3", BEGIN + timedelta(hours=2), ["cream-30"]),
-            *purchase("c3", "o4", BEGIN + timedelta(days=10, hours=2), ["cream-30"]),
-        ]
+        for n, customer_id in enumerate(dict.fromkeys(e.customer_id for e in played), start=1):
+            await sim.create_customer(customer(customer_id, phone=f"+86138000000{n:02}"), BEGIN)
         for item in sorted(played, key=lambda e: e.occurred_at):
             await sim.emit(item)
-        await sim.advance_to(BEGIN + timedelta(days=50))
-        records = [r for r in sim.records() if r["journey"] == "replenish_reminder"]
+        await sim.advance_to(BEGIN + timedelta(days=days))
+        return [r for r in sim.records() if r["journey"] == "replenish_reminder"]
+
+
+async def test_replenish_reminder_reminds_three_days_before_the_cream_runs_out(store, definitions):
+    played = [
+        *purchase("c1", "o1", BEGIN + timedelta(hours=2), ["cream-30"]),
+        *purchase("c2", "o2", BEGIN + timedelta(hours=2), ["soap-1"]),  # no cycle: no reminder
+        # c3 orders again after 10 days: the new order ends the first countdown, its payment
+        # starts the next (one repeat of her own is not enough: the catalogue's 30 days again).
+        *purchase("c3", "o3", BEGIN + timedelta(hours=2), ["cream-30"]),
+        *purchase("c3", "o4", BEGIN + timedelta(days=10, hours=2), ["cream-30"]),
+    ]
+    records = await reminders(store, definitions, [CREAM, SOAP], played, 50)
     assert [(r["customer_id"], r["order_id"], r["status"]) for r in records] == [
         ("c1", "o1", "sent"),
         ("c3", "o4", "sent"),
@@ -403,3 +408,35 @@ def test_validate_refuses_restart_with_the_catalogues_facts(tmp_path):
         load_definitions(folder)
     (folder / "restart_replenish.yaml").write_text(journey.replace("REENTRY", "after_exit"))
     assert "restart_replenish" in load_definitions(folder).journeys
+
+
+async def test_a_refunded_order_gets_no_running_low_reminder(sqlite_store, definitions):
+    played = [
+        *purchase("c1", "o1", BEGIN + timedelta(hours=2), ["cream-30"], refunded=True),
+        *purchase("c2", "o2", BEGIN + timedelta(hours=2), ["cream-30"]),
+    ]
+    records = await reminders(sqlite_store, definitions, [CREAM], played, 40)
+    assert [(r["customer_id"], r["status"]) for r in records] == [("c2", "sent")]
+
+
+def test_an_input_written_by_another_version_still_decodes():
+    """ProductFacts travel in instances' inputs: a field added later, or a value a later rule
+    refuses, must not make a worker fail to decode a running instance's input."""
+    facts = ProductFacts.model_validate(
+        {
+            "product": {"sku": "ＳＫ 1", "title": "面霜\u0007", "category": "c", "cycle_days": 99999, "colour": "red"},
+            "repurchase": {"own_sku_days": 20.0, "own_sku_repeats": 2, "seasonal": True},
+            "forecast": {"days": 3},
+        }
+    )
+    assert (facts.product.sku, facts.product.cycle_days, facts.reading) == ("ＳＫ 1", 99999, 1)
+    assert facts.repurchase.own_sku_days == 20.0
+
+
+def test_an_input_carries_the_facts_of_at_most_so_many_skus(sqlite_store):
+    many = [Product(sku=f"sku-{n:03}", title=f"商品{n}", category="c", cycle_days=30) for n in range(150)]
+    with sqlite_store.transaction() as session:
+        save_products(session, many, T)
+        order = purchase("c1", "o1", T, [p.sku for p in many])
+        facts = order_facts(session, "c1", order, T)
+    assert list(facts) == [f"sku-{n:03}" for n in range(MAX_ORDER_PRODUCTS)]
