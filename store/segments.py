@@ -178,7 +178,9 @@ def _json_array_has_pg(element, compiler, **kw):
 class _ItemIn(FunctionElement):
     """Whether the JSON object's `items` array has an item (an object) whose `sku` is among the
     values of a scalar subquery (`bought:`): items that are not objects, and `items` that is no
-    array, match nothing, and nothing they hold makes the query fail."""
+    array, match nothing, and nothing they hold makes the query fail. A `sku` is read as
+    core.products.item_sku reads it as far as SQL can: a string (trimmed) or an integer, not a
+    fraction or a bool; full-width characters are compared as written (SQL has no NFKC)."""
 
     inherit_cache = True
     name = "item_in"
@@ -191,7 +193,9 @@ def _item_in_sqlite(element, compiler, **kw):
     return (
         f"EXISTS (SELECT 1 FROM json_each(CASE WHEN json_type({col}, '$.items') = 'array' THEN {col} "
         f"ELSE '{{\"items\": []}}' END, '$.items') AS item "
-        f"WHERE CAST(json_extract({col}, '$.items[' || item.key || '].sku') AS TEXT) IN {compiler.process(skus, **kw)})"
+        f"WHERE json_type({col}, '$.items[' || item.key || '].sku') IN ('text', 'integer') "
+        f"AND TRIM(CAST(json_extract({col}, '$.items[' || item.key || '].sku') AS TEXT)) "
+        f"IN {compiler.process(skus, **kw)})"
     )
 
 
@@ -202,8 +206,9 @@ def _item_in_pg(element, compiler, **kw):
     return (
         f"EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof({items}) = 'array' THEN {items} "
         f"ELSE CAST('[]' AS JSONB) END) AS item(value) "
-        f"WHERE (CASE WHEN jsonb_typeof(item.value) = 'object' AND jsonb_typeof(item.value -> 'sku') IN "
-        f"('string', 'number') THEN item.value ->> 'sku' END) IN {compiler.process(skus, **kw)})"
+        f"WHERE TRIM(CASE WHEN jsonb_typeof(item.value) = 'object' AND (jsonb_typeof(item.value -> 'sku') = 'string' "
+        f"OR (jsonb_typeof(item.value -> 'sku') = 'number' AND item.value ->> 'sku' ~ '^-?[0-9]+$')) "
+        f"THEN item.value ->> 'sku' END) IN {compiler.process(skus, **kw)})"
     )
 
 

@@ -374,3 +374,20 @@ def test_bought_counts_an_order_from_its_first_payment(store):
     with store.transaction() as session:
         assert [m.customer_id for m in members(session, recent, T, _rfm())] == []
         assert [m.customer_id for m in members(session, by_sku, T, _rfm())] == ["c1"]
+
+
+def test_bought_reads_an_items_sku_as_the_order_context_does(store):
+    """` 42 ` and 42 are SKU 42, as the order context joins them; 42.5 and true are no SKU."""
+    answer = Product(sku="42", title="茶饼", category="tea")
+    with store.transaction() as session:
+        save_products(session, [answer, Product(sku="42.5", title="半饼", category="tea")], T)
+        for customer_id, sku in (("c1", " 42 "), ("c2", 42), ("c3", 42.5), ("c4", True)):
+            add_customer(session, customer_id)
+            bought(session, customer_id, f"o-{customer_id}", 10, [{"sku": sku}])
+    tea = Segment.model_validate({"name": "s", "where": {"bought": {"category": "tea"}}})
+    with store.transaction() as session:
+        assert [m.customer_id for m in members(session, tea, T, _rfm())] == ["c1", "c2"]
+    joined = [order_context("o", [event("order.created", T, order="o", items=[{"sku": s}])],
+                            {"42": ProductFacts(product=answer), "42.5": ProductFacts(product=answer)})
+              for s in (" 42 ", 42, 42.5, True)]  # fmt: skip
+    assert ["product" in order["items"][0] for order in joined] == [True, True, False, False]
