@@ -416,7 +416,9 @@ def lint_journey(journey: Journey, catalog: EventCatalog) -> list[Finding]:
                     walk(branch.steps, f"{here}.split.branches[{b}].steps", event_types)
 
     walk(journey.steps, "steps", entry_types)
-    if journey.entry.reentry == "restart" and _PRODUCT_READS.search(journey.model_dump_json()):
+    if journey.entry.reentry == "restart" and _PRODUCT_READS.search(
+        journey.model_dump_json(exclude={"title", "description"})  # its expressions and templates, not prose
+    ):
         found.append(
             Finding(
                 "entry.reentry",

@@ -408,6 +408,10 @@ def test_validate_refuses_restart_with_the_catalogues_facts(tmp_path):
         load_definitions(folder)
     (folder / "restart_replenish.yaml").write_text(journey.replace("REENTRY", "after_exit"))
     assert "restart_replenish" in load_definitions(folder).journeys
+    prose = journey.replace("REENTRY", "restart").replace('"replenish_at(order)"', '"order.paid_at"')
+    prose = prose.replace("category: marketing", "category: marketing\ndescription: no order.product read here")
+    (folder / "restart_replenish.yaml").write_text(prose)
+    assert "restart_replenish" in load_definitions(folder).journeys  # restart without the facts is fine
 
 
 async def test_a_refunded_order_gets_no_running_low_reminder(sqlite_store, definitions):
