@@ -46,7 +46,7 @@ from instances.contract import channel_queue
 from journeys.retention import ensure_retention_schedule, limit_history_retention
 from store import queries
 from store.db import Store
-from workflows.broadcast import BroadcastWorkflow
+from workflows.broadcast import BroadcastWorkflow, RecurringBroadcastWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.retention import RetentionWorkflow
 
@@ -165,7 +165,7 @@ def build_workers(
     journeys = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[JourneyWorkflow, BroadcastWorkflow, RetentionWorkflow],
+        workflows=[JourneyWorkflow, BroadcastWorkflow, RecurringBroadcastWorkflow, RetentionWorkflow],
         activities=[
             activities.load_customer,
             activities.decide_message,
@@ -175,6 +175,7 @@ def build_workers(
             broadcasts.broadcast_page,
             broadcasts.start_broadcast_instances,
             broadcasts.cancel_broadcast_instances,
+            broadcasts.start_broadcast_run,
             RetentionActivities(store, settings.outbox_path).expire_personal_data,
         ],
         workflow_runner=workflow_runner(fast),
