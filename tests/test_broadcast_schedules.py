@@ -381,6 +381,11 @@ async def test_card_expiring_in_7_days_runs_daily_in_a_simulation(folder):
     ] + [Customer(customer_id="c5", name="客户5", phone="+8613800000005", timezone="Asia/Shanghai")]  # fmt: skip
     events = [event("customer.updated", begin, customer="c5", event_id="e-c5", name="客户5")]
     report = await simulate(definitions, people, events, until, shards=1)
+    # Split across two processes (each its own server, schedule and store), the same runs and counts.
+    sharded = await simulate(definitions, people, events, until, shards=2)
+    assert [line for line in sharded.summary_lines() if "card_expiring" in line] == [
+        line for line in report.summary_lines() if "card_expiring" in line
+    ]
     mine = [r for r in report.messages if r["journey"].startswith("card_expiring_")]
     sent = [(r["at"], r["customer_id"], r["body"]) for r in mine if r["status"] == "sent"]
     # c1 on the first run (its card expires within 7 days already), c2 seven days before the 20th;
