@@ -1,25 +1,76 @@
 """The Broadcast workflow's side effects: count and page through its segment in the store
 (store.segments, as of the start), start each member's instance (instances.start, as the router
-does), and cancel the instances still waiting when a broadcast is cancelled."""
+does) but for those an earlier run reached within a recurring broadcast's once_per, and cancel
+the instances still waiting when a broadcast is cancelled. And the RecurringBroadcast workflow's:
+start a run (a Broadcast workflow of its own, `broadcast:{name}@{date}`, never started twice)."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
 
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.payloads import PageRequest, StartedInstances, StartInstances
+from activities.payloads import PageRequest, RunRequest, StartedInstances, StartInstances
+from core.audience import Segment
 from core.records import Customer, Event
-from core.rfm import Purchase
+from core.rfm import Purchase, RfmTable
 from core.vocabulary import JOURNEY_NAME
-from definitions.broadcasts import BROADCAST_EVENT
+from definitions.broadcasts import BROADCAST_EVENT, LATE_MARGIN, Broadcast, journey_of, not_again, run_name, run_of
+from definitions.loader import snapshot_of
+from definitions.schema import JourneySnapshot
+from instances.contract import BROADCAST_WORKFLOW, BroadcastInput, broadcast_workflow_id
 from instances.start import JourneyStart, Registration, start_journey
 from store import queries, segments
 from store.db import Store
 from store.tables import InstanceRow
+
+
+def run_definition(broadcast: Broadcast, snapshot: JourneySnapshot, day: date) -> tuple[Broadcast, JourneySnapshot]:
+    """A recurring broadcast's run on `day` and the journey snapshot its members run, with the
+    templates and resources of the broadcast's own snapshot."""
+    run = run_of(broadcast, day)
+    return run, snapshot_of(journey_of(run), snapshot.templates, snapshot.resources)
+
+
+def broadcast_input(
+    name: str,
+    broadcast: Broadcast,
+    snapshot: JourneySnapshot,
+    segment: Segment,
+    rfm_table: RfmTable,
+    now: datetime,
+    clock_offset: timedelta = timedelta(0),
+    not_again: Iterable[str] = (),
+) -> BroadcastInput:
+    """The Broadcast workflow's input for a one-off broadcast or a run (`broadcast` its one-off
+    form), its members as of `now`: open until its latest send anywhere has passed."""
+    return BroadcastInput(
+        name=name,
+        snapshot=snapshot,
+        segment=segment,
+        rfm_table=rfm_table,
+        members_at=now,
+        open_until=max(broadcast.schedule.latest + LATE_MARGIN, now),
+        clock_offset=clock_offset,
+        not_again=list(not_again),
+    )
+
+
+def recurring_run_input(
+    base: Broadcast, snapshot: JourneySnapshot, segment: Segment, rfm_table: RfmTable, day: date, now: datetime,
+    clock_offset: timedelta = timedelta(0),
+) -> BroadcastInput:  # fmt: skip
+    """The input of recurring broadcast `base`'s run on `day`, started at `now`."""
+    run, run_snapshot = run_definition(base, snapshot, day)
+    return broadcast_input(
+        run_name(base.name, day), run, run_snapshot, segment, rfm_table, now, clock_offset, not_again(base, day)
+    )
 
 
 class BroadcastActivities:
@@ -57,8 +108,9 @@ class BroadcastActivities:
         outcome = StartedInstances()
         entered: list[InstanceRow] = []
         # Each instance gets its customer and purchases with it (customer.rfm in its template),
-        # read for the whole page in one transaction.
-        known = await asyncio.to_thread(self._customers, request.customer_ids, request.at)
+        # read for the whole page in one transaction, with those an earlier run reached (once_per).
+        known, reached = await asyncio.to_thread(self._customers, request.customer_ids, request.at, request.not_again)
+        outcome.not_again = len(reached)
 
         async def start(customer_id: str) -> None:
             customer, purchases = known[customer_id]
@@ -86,7 +138,9 @@ class BroadcastActivities:
                 outcome.started += 1
                 entered.append(row)
 
-        await asyncio.gather(*(start(customer_id) for customer_id in request.customer_ids))
+        await asyncio.gather(
+            *(start(customer_id) for customer_id in request.customer_ids if customer_id not in reached)
+        )
         await asyncio.to_thread(self._record, entered)
         return outcome
 
@@ -95,12 +149,42 @@ class BroadcastActivities:
         with self.store.transaction() as session:
             queries.record_instances(session, entered)
 
-    def _customers(self, customer_ids: list[str], at: datetime) -> dict[str, tuple[Customer | None, list[Purchase]]]:
-        """The page's customers and their purchases, in two queries."""
+    def _customers(
+        self, customer_ids: list[str], at: datetime, not_again: list[str]
+    ) -> tuple[dict[str, tuple[Customer | None, list[Purchase]]], set[str]]:
+        """The page's customers and their purchases, in two queries; and those of them an
+        instance of `not_again` reached (a third, with once_per)."""
         with self.store.transaction() as session:
-            customers = queries.get_customers(session, customer_ids)
-            purchases = queries.purchases_of_customers(session, customer_ids, at)
-        return {customer_id: (customers[customer_id], purchases[customer_id]) for customer_id in customer_ids}
+            reached = queries.reached_by_runs(session, customer_ids, not_again)
+            wanted = [customer_id for customer_id in customer_ids if customer_id not in reached]
+            customers = queries.get_customers(session, wanted)
+            purchases = queries.purchases_of_customers(session, wanted, at)
+        return {customer_id: (customers[customer_id], purchases[customer_id]) for customer_id in wanted}, reached
+
+    @activity.defn(name="start_broadcast_run")
+    async def start_broadcast_run(self, request: RunRequest) -> bool:
+        """Start a recurring broadcast's run on `request.day` as a Broadcast workflow of its own,
+        `broadcast:{name}@{date}`, an id never reused: False when it was started before (by
+        hand, or this activity retried), so a run starts once whoever asks."""
+        if self.client is None:
+            raise RuntimeError("this worker has no Temporal client to start a broadcast's run with")
+        recurring = request.recurring
+        input = recurring_run_input(
+            recurring.broadcast, recurring.snapshot, recurring.segment, recurring.rfm_table, request.day, request.at,
+            recurring.clock_offset,
+        )  # fmt: skip
+        try:
+            await self.client.start_workflow(
+                BROADCAST_WORKFLOW,
+                input,
+                id=broadcast_workflow_id(input.name),
+                task_queue=activity.info().task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                memo={"broadcast": input.name, "segment": input.segment.name, "recurring": recurring.name},
+            )
+        except WorkflowAlreadyStartedError:
+            return False
+        return True
 
     @activity.defn(name="cancel_broadcast_instances")
     async def cancel_broadcast_instances(self, journey: str) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -11,6 +11,7 @@ from core.audience import Segment
 from core.contact_policy import PolicyOverride
 from core.rfm import RfmTable
 from definitions.schema import JourneySnapshot, Resource, Template
+from instances.contract import RecurringInput
 
 
 class SendRequest(BaseModel):
@@ -157,8 +158,20 @@ class StartInstances(BaseModel):
     task_queue: str
     broadcast: str
     clock_offset: timedelta = Field(default=timedelta(0), description="Handed to each instance (simulations).")
+    not_again: list[str] = Field(
+        default_factory=list, description="once_per: members with an instance of these journeys are not started."
+    )
 
 
 class StartedInstances(BaseModel):
     started: int = 0
     already: int = Field(0, description="Instances that existed already (the page was dealt with before).")
+    not_again: int = Field(0, description="Members left out: an earlier run of the campaign reached them.")
+
+
+class RunRequest(BaseModel):
+    """Start a recurring broadcast's run on `day`, its members as of `at` (the run's start)."""
+
+    recurring: RecurringInput
+    day: date
+    at: datetime

@@ -61,7 +61,7 @@ class _Compare(BaseModel):
     @model_validator(mode="after")
     def _one_comparison(self):
         given = self._given()
-        if not given and getattr(self, "exists", None) is None:
+        if not given and getattr(self, "exists", None) is None and getattr(self, "within_next_days", None) is None:
             raise ValueError("give one of is, in, at_least, at_most")
         return self
 
@@ -69,6 +69,21 @@ class _Compare(BaseModel):
 class TraitTest(_Compare):
     trait: str = Field(pattern=TRAIT_KEY.pattern)
     exists: bool | None = None
+    within_next_days: int | None = Field(
+        default=None,
+        ge=0,
+        le=3650,
+        description="The trait is a date (2026-12-10, or an ISO time) from the segment's day to this many days "
+        "after it: `{trait: card_expires_on, within_next_days: 7}`.",
+    )
+
+    @model_validator(mode="after")
+    def _dates_alone(self):
+        if self.within_next_days is not None and (self._given() or self.exists is not None):
+            raise ValueError(
+                "within_next_days is a comparison of its own: not with is, in, at_least, at_most or exists"
+            )
+        return self
 
 
 class TagTest(BaseModel):

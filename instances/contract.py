@@ -5,7 +5,7 @@ never change."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel, Field
 
@@ -13,11 +13,14 @@ from core.audience import Segment
 from core.products import ProductFacts
 from core.records import Customer, Event
 from core.rfm import Purchase, RfmTable
+from definitions.broadcasts import Broadcast
 from definitions.schema import JourneySnapshot
 
 #: The journey interpreter's registered workflow type (workflows.journey.JourneyWorkflow): instances
 #: are started by this name, so their starters need no import of the workflow.
 JOURNEY_WORKFLOW = "Journey"
+#: A broadcast's (or a recurring broadcast's run's) registered workflow type (workflows.broadcast).
+BROADCAST_WORKFLOW = "Broadcast"
 #: The signal an instance hears events by (the start's, too, with signal-with-start).
 EVENT_SIGNAL = "event"
 #: The query a running instance answers with its JourneyStatus (the history views ask it).
@@ -117,7 +120,9 @@ class RetentionPolicy(BaseModel):
 
 
 def broadcast_workflow_id(name: str) -> str:
-    """The Broadcast workflow of a broadcast: one per name (a name runs once)."""
+    """The Broadcast workflow of a broadcast: one per name (a name runs once). A recurring
+    broadcast's RecurringBroadcast workflow has its name's, and each of its runs its run's
+    (`name@2026-12-03`)."""
     return f"broadcast:{name}"
 
 
@@ -145,6 +150,39 @@ class BroadcastInput(BaseModel):
         default=timedelta(0),
         description="Server time minus the broadcast's own time: zero but in simulations, as for journeys.",
     )
+    not_again: list[str] = Field(
+        default_factory=list,
+        description="A recurring run's once_per: the journeys of earlier runs whose members it does not start.",
+    )
+    not_again_count: int = Field(default=0, description="Members left out so far for once_per.")
+
+
+class RecurringInput(BaseModel):
+    """What the RecurringBroadcast workflow runs, and where it has got to (carried over
+    continue-as-new, once a run)."""
+
+    name: str
+    broadcast: Broadcast
+    snapshot: JourneySnapshot = Field(description="The broadcast's templates and resources, for each run's journey.")
+    segment: Segment
+    rfm_table: RfmTable = Field(default_factory=RfmTable)
+    since: datetime = Field(description="When the schedule was started: the first run is the first to start after.")
+    after: date | None = Field(default=None, description="The last run date dealt with (started, or missed).")
+    runs: list[str] = Field(default_factory=list, description="The latest runs it started (RECENT_RUNS of them).")
+    already: int = Field(default=0, description="Runs that were started before (by hand, or a retry).")
+    missed: list[str] = Field(default_factory=list, description="Runs whose time had passed when it woke.")
+    cancelled: bool = False
+    clock_offset: timedelta = Field(default=timedelta(0), description="As a broadcast's (simulations).")
+
+
+class RecurringProgress(BaseModel):
+    name: str
+    state: str = Field(description="waiting (for its next run), done (past its end), cancelled")
+    next_run: str | None
+    next_at: datetime | None = Field(description="When the next run starts (its first send anywhere).")
+    runs: list[str]
+    already: int
+    missed: list[str]
 
 
 class BroadcastProgress(BaseModel):
@@ -158,3 +196,4 @@ class BroadcastProgress(BaseModel):
     already: int
     after: str | None
     cancelled_instances: int = 0
+    not_again: int = Field(default=0, description="Members not started: an earlier run reached them (once_per).")

@@ -862,8 +862,9 @@ def broadcast_list() -> None:
     definitions = _definitions_or_exit(_settings().definitions_dir)
     for name, (broadcast, _snapshot) in sorted(definitions.broadcasts.items()):
         schedule = broadcast.schedule
-        when = f"{schedule.local_time.isoformat()} local" if schedule.local_time else schedule.at.isoformat()
-        typer.echo(f"{name}  segment {broadcast.segment}  at {when}  holdout {broadcast.holdout:g}"
+        when = schedule.describe() if schedule.recurring else f"at {schedule.describe()}"
+        once = f"  once per {broadcast.once_per}" if broadcast.once_per else ""
+        typer.echo(f"{name}  segment {broadcast.segment}  {when}{once}  holdout {broadcast.holdout:g}"
                    + (f"  ({broadcast.title})" if broadcast.title else ""))  # fmt: skip
 
 
@@ -893,11 +894,16 @@ def broadcast_dry_run(name: Annotated[str, typer.Argument(help="The broadcast")]
 @broadcast_app.command("start")
 @_exits_hard
 def broadcast_start(name: Annotated[str, typer.Argument(help="The broadcast")]) -> None:
-    """Start a broadcast: every member of its segment now gets an instance that sends at its time."""
+    """Start a broadcast: every member of its segment now gets an instance that sends at its time.
+    A recurring one starts its schedule (a run at each of its dates); NAME@DATE starts that run now."""
     from triggers import broadcasts
 
     async def work(client, _store, definitions, settings):
         workflow_id = await broadcasts.start(client, definitions, name, settings.task_queue)
+        if _recurring(definitions, name):
+            return [
+                f"started {name}'s schedule: workflow {workflow_id} (journeys broadcast runs {name} lists its runs)"
+            ]
         return [f"started {name}: workflow {workflow_id} (journeys broadcast status {name} follows it)"]
 
     _broadcast_call(work)
@@ -906,11 +912,14 @@ def broadcast_start(name: Annotated[str, typer.Argument(help="The broadcast")]) 
 @broadcast_app.command("cancel")
 @_exits_hard
 def broadcast_cancel(name: Annotated[str, typer.Argument(help="The broadcast")]) -> None:
-    """Cancel a broadcast: no more instances start, and those still waiting end without sending."""
+    """Cancel a broadcast: no more instances start, and those still waiting end without sending.
+    A recurring one: no more runs (a run started goes on; cancel it as NAME@DATE)."""
     from triggers import broadcasts
 
     async def work(client, _store, definitions, _settings):
         await broadcasts.cancel(client, definitions, name)
+        if _recurring(definitions, name):
+            return [f"cancelling {name}'s schedule: no more runs (journeys broadcast runs {name} lists those started)"]
         return [f"cancelling {name}: instances still waiting will send nothing"]
 
     _broadcast_call(work)
@@ -929,13 +938,49 @@ def broadcast_status(
         found = await broadcasts.status(client, store, definitions, name)
         if as_json:
             return [found.model_dump_json(indent=2)]
-        outcomes = ", ".join(f"{key} {count}" for key, count in sorted(found.outcomes.items())) or "nothing yet"
-        members = found.members if found.members is not None else "-"
-        return [
-            f"{found.name}  {found.state}  segment {found.segment}: {members} members",
-            f"  instances  {found.started} started, {found.waiting} waiting",
-            f"  messages   {outcomes}",
-        ]
+        if _recurring(definitions, name):
+            return [
+                f"{found.name}  {found.state}  segment {found.segment}  {found.schedule}",
+                *([f"  next run   {found.next_run} from {found.next_at:%Y-%m-%dT%H:%MZ}"] if found.next_at else []),
+                f"  runs       {len(found.runs)} started (journeys broadcast runs {name})"
+                + (f", {len(found.missed)} missed: {', '.join(found.missed)}" if found.missed else ""),
+            ]
+        return _broadcast_lines(found)
+
+    _broadcast_call(work)
+
+
+def _recurring(definitions, name: str) -> bool:
+    """Whether `name` is a recurring broadcast itself (not one of its runs, NAME@DATE)."""
+    return name in definitions.broadcasts and definitions.broadcasts[name][0].schedule.recurring
+
+
+def _broadcast_lines(found) -> list[str]:
+    """A broadcast's (or a run's) progress, as `status` and `runs` print it."""
+    outcomes = ", ".join(f"{key} {count}" for key, count in sorted(found.outcomes.items())) or "nothing yet"
+    members = found.members if found.members is not None else "-"
+    again = f", {found.not_again} not again (once_per)" if found.not_again else ""
+    return [
+        f"{found.name}  {found.state}  segment {found.segment}: {members} members",
+        f"  instances  {found.started} started{again}, {found.waiting} waiting",
+        f"  messages   {outcomes}",
+    ]
+
+
+@broadcast_app.command("runs")
+@_exits_hard
+def broadcast_runs(
+    name: Annotated[str, typer.Argument(help="The recurring broadcast")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, one run a line")] = False,
+) -> None:
+    """A recurring broadcast's runs (NAME@DATE), by date, each with its progress."""
+    from triggers import broadcasts
+
+    async def work(client, store, definitions, _settings):
+        found = await broadcasts.runs(client, store, definitions, name)
+        if as_json:
+            return [run.model_dump_json() for run in found]
+        return [line for run in found for line in _broadcast_lines(run)] or [f"{name}: no runs yet"]
 
     _broadcast_call(work)
 

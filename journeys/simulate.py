@@ -9,7 +9,9 @@ birthdays are all computed in the events' own time.
 Broadcasts run too, as `journeys broadcast start` runs them: each one whose schedule falls in the
 simulated window is started when its first send is due anywhere (its local time at UTC+14, or its
 moment), with the segment's members as of then. One scheduled outside the window (next year's
-Spring Festival) is listed as not run; `broadcasts={name: time}` moves it in.
+Spring Festival) is listed as not run; `broadcasts={name: time}` moves it in. A recurring
+broadcast's schedule starts at the beginning, as `journeys broadcast start` starts it, and its
+RecurringBroadcast workflow starts the runs that fall in the window on the skipping clock.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from core.config import Settings
 from core.records import Customer, Event
 from core.rfm import score
 from core.temporal import binary
+from definitions.broadcasts import run_name
 from definitions.events import EventCatalog
 from definitions.loader import Definitions, rescheduled
 from instances.contract import BroadcastProgress, broadcast_workflow_id
@@ -378,6 +381,9 @@ class BroadcastCount(BaseModel):
 
     members: int = 0
     instances: int = 0
+    #: A recurring broadcast's: its runs, and the members they left out for once_per.
+    runs: list[str] = []
+    not_again: int = 0
 
 
 @dataclass(frozen=True)
@@ -417,8 +423,19 @@ async def play_shard(work: ShardWork, tally: Tally) -> dict[str, BroadcastCount]
             await sim.advance_to(work.until + timedelta(seconds=1))
             counts = {}
             for _, name in work.due:
-                progress = await sim.broadcast_progress(name)
-                counts[name] = BroadcastCount(members=progress.total, instances=progress.started + progress.already)
+                schedule = definitions.broadcasts[name][0].schedule
+                if not schedule.recurring:
+                    progress = await sim.broadcast_progress(name)
+                    counts[name] = BroadcastCount(members=progress.total, instances=progress.started + progress.already)
+                    continue
+                count = BroadcastCount()
+                for day in schedule.runs_between(work.begin, work.until):
+                    progress = await sim.broadcast_progress(run_name(name, day))
+                    count.runs.append(run_name(name, day))
+                    count.members += progress.total or 0
+                    count.instances += progress.started + progress.already
+                    count.not_again += progress.not_again
+                counts[name] = count
             return counts
     finally:
         store.dispose()
@@ -501,7 +518,10 @@ def _summed(shard_counts: list[dict[str, BroadcastCount]]) -> dict[str, Broadcas
         for name, count in counts.items():
             before = total.get(name, BroadcastCount())
             total[name] = BroadcastCount(
-                members=before.members + count.members, instances=before.instances + count.instances
+                members=before.members + count.members,
+                instances=before.instances + count.instances,
+                runs=count.runs,  # every shard plays the same runs
+                not_again=before.not_again + count.not_again,
             )
     return total
 
@@ -526,10 +546,18 @@ def broadcast_plan(
     not_run: list[str] = []
     for name, (broadcast, _) in sorted(definitions.broadcasts.items()):
         schedule = broadcast.schedule
+        if schedule.recurring:  # its schedule starts with the simulation, when it has a run in it
+            if schedule.runs_between(begin, until):
+                due.append((begin, name))
+            else:
+                not_run.append(
+                    f"broadcast {name}: not run, {schedule.describe()}: no run starts in the simulated "
+                    f"{_instant(begin)} to {_instant(until)}"
+                )
+            continue
         if schedule.latest < begin or schedule.earliest > until:
-            when = schedule.local_time.isoformat() + " local" if schedule.local_time else schedule.at.isoformat()
             not_run.append(
-                f"broadcast {name}: not run, scheduled {when}, outside the simulated "
+                f"broadcast {name}: not run, scheduled {schedule.describe()}, outside the simulated "
                 f"{_instant(begin)} to {_instant(until)} (--broadcast {name}=TIME moves it in)"
             )
             continue
@@ -543,7 +571,15 @@ async def _start(sim: Simulation, when: datetime, name: str) -> None:
 
 
 def _ran(definitions: Definitions, when: datetime, name: str, count: BroadcastCount) -> str:
-    segment = definitions.broadcasts[name][0].segment
+    broadcast = definitions.broadcasts[name][0]
+    segment = broadcast.segment
+    if broadcast.schedule.recurring:
+        again = f", {count.not_again} not again (once_per {broadcast.once_per})" if broadcast.once_per else ""
+        span = f" from {count.runs[0]} to {count.runs[-1]}" if count.runs else ""
+        return (
+            f"broadcast {name}: {broadcast.schedule.describe()}, {len(count.runs)} runs{span}, segment {segment}: "
+            f"{count.members} members, {count.instances} instances{again}"
+        )
     return (
         f"broadcast {name}: started {_instant(when)}, segment {segment}: {count.members} members, "
         f"{count.instances} instances"

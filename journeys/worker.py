@@ -48,7 +48,7 @@ from journeys.product_cycles import ensure_product_cycles_schedule
 from journeys.retention import ensure_retention_schedule, limit_history_retention
 from store import queries
 from store.db import Store
-from workflows.broadcast import BroadcastWorkflow
+from workflows.broadcast import BroadcastWorkflow, RecurringBroadcastWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.product_cycles import ProductCyclesWorkflow
 from workflows.retention import RetentionWorkflow
@@ -168,7 +168,13 @@ def build_workers(
     journeys = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[JourneyWorkflow, BroadcastWorkflow, RetentionWorkflow, ProductCyclesWorkflow],
+        workflows=[
+            JourneyWorkflow,
+            BroadcastWorkflow,
+            RecurringBroadcastWorkflow,
+            RetentionWorkflow,
+            ProductCyclesWorkflow,
+        ],
         activities=[
             activities.load_customer,
             activities.decide_message,
@@ -178,6 +184,7 @@ def build_workers(
             broadcasts.broadcast_page,
             broadcasts.start_broadcast_instances,
             broadcasts.cancel_broadcast_instances,
+            broadcasts.start_broadcast_run,
             RetentionActivities(store, settings.outbox_path).expire_personal_data,
             ProductCycleActivities(store).relearn_product_cycles,
         ],

@@ -496,6 +496,43 @@ def message_outcomes(session: Session, journey: str) -> dict[str, int]:
     return counts
 
 
+def reached_by_runs(session: Session, customer_ids: Collection[str], journeys: Collection[str]) -> set[str]:
+    """Of `customer_ids`, those an earlier run of a recurring broadcast reached: an instance of
+    one of `journeys` (the runs' within its once_per) whose message was not skipped or failed.
+    Held out counts as reached (the control group stays one for the window), and so does a send
+    still waiting for its time."""
+    if not customer_ids or not journeys:
+        return set()
+    got_nothing = select(MessageRow.workflow_id).where(
+        MessageRow.journey.in_(journeys), MessageRow.status.in_(("skipped", "failed"))
+    )
+    return set(
+        session.scalars(
+            select(InstanceRow.customer_id)
+            .where(
+                InstanceRow.journey.in_(journeys),
+                InstanceRow.customer_id.in_(customer_ids),
+                InstanceRow.workflow_id.not_in(got_nothing),
+            )
+            .distinct()
+        )
+    )
+
+
+def run_journeys(session: Session, journey_prefix: str) -> list[str]:
+    """The journeys with instances whose name starts with `journey_prefix` (a recurring
+    broadcast's runs: `card_expiring_`), by name; the caller keeps those that are runs'."""
+    escaped = journey_prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+    return list(
+        session.scalars(
+            select(InstanceRow.journey)
+            .where(InstanceRow.journey.like(escaped + "%", escape="\\"))
+            .distinct()
+            .order_by(InstanceRow.journey)
+        )
+    )
+
+
 def list_messages(
     session: Session,
     *,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -402,6 +402,10 @@ class _Compiler:
         )
 
     def _trait(self, node: TraitTest) -> ColumnElement:
+        if node.within_next_days is not None:  # ISO dates (and times) compare as text
+            day = self.at.astimezone(UTC).date()
+            text = _JsonText(CustomerRow.traits, _key(node.trait))
+            return and_(text >= day.isoformat(), text < (day + timedelta(days=node.within_next_days + 1)).isoformat())
         if node.exists is not None and not node._given():
             has = _JsonHas(CustomerRow.traits, _key(node.trait))
             return has if node.exists else not_(has)

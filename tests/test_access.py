@@ -31,6 +31,7 @@ ROUTES = [
     (Permission.READ_SEGMENTS, "GET", "/segments", None),
     (Permission.READ_SEGMENTS, "GET", "/segments/lapsing/members", None),
     (Permission.READ_SEGMENTS, "GET", "/broadcasts/x/dry-run", None),
+    (Permission.READ_SEGMENTS, "GET", "/broadcasts/x/runs", None),
     (Permission.RUN_BROADCASTS, "POST", "/broadcasts/x/start", None),
     (Permission.RUN_BROADCASTS, "POST", "/broadcasts/x/cancel", None),
     (Permission.DECODE_PAYLOADS, "POST", "/codec/decode", {"payloads": []}),

@@ -198,3 +198,66 @@ def test_a_cancelled_broadcast_sends_nothing(pg_store, tmp_path):
     assert status["outcomes"] == {}
     assert twice.status_code == 409 and "is no longer running (completed)" in twice.json()["detail"]
     assert unknown.status_code == 404 and unknown.json()["detail"].startswith("no broadcast 'nope'; broadcasts:")
+
+
+def test_a_recurring_broadcast_s_runs_are_listed_with_their_progress(pg_store, tmp_path):
+    """A day's run started by hand (its time has passed today, so it sends at once) beside the
+    schedule, whose first run is tomorrow's: both in the CLI and the API, and neither started twice."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    zone = daytime_zone(now)
+    with pg_store.transaction() as session:
+        for n in range(6):
+            data = {"name": f"客户{n}", "phone": f"+86138{n:08d}", "timezone": zone, "tags": ["vip"]}
+            if n == 5:
+                data["unsubscribed"] = ["sms"]
+            created = event("customer.created", now - timedelta(days=1), customer=f"d{n}", **data)
+            queries.upsert_customer(session, apply_customer_event(None, created), created.occurred_at, "CN")
+    folder = definitions_with_broadcasts(tmp_path, now)
+    earlier = now - timedelta(hours=1)
+    (folder / "broadcasts" / "daily_vips.yaml").write_text(
+        "name: daily_vips\ntitle: 每日关怀\nsegment: vips\nsend: {channel: sms, template: holiday_care}\n"
+        f'schedule: {{every: day, time: "{earlier:%H:%M}", zone: UTC}}\nonce_per: 7d\n'
+    )
+    today, tomorrow = earlier.date(), earlier.date() + timedelta(days=1)
+    with Stack(tmp_path, pg_store.url, extra_env={"JOURNEYS_DEFINITIONS": str(folder)}) as stack:
+        listed = cli(stack, "list").stdout
+        by_hand = cli(stack, "start", f"daily_vips@{today}")
+        twice = cli(stack, "start", f"daily_vips@{today}")
+        scheduled = cli(stack, "start", "daily_vips")
+        again = cli(stack, "start", "daily_vips")
+
+        def sent():
+            shown = httpx.get(f"{stack.api}/broadcasts/daily_vips/runs", timeout=30).json()
+            return shown if shown and shown[0]["waiting"] == 0 and sum(shown[0]["outcomes"].values()) == 6 else None
+
+        runs = wait_until(sent, 120, "the run's sends")
+        printed = cli(stack, "runs", "daily_vips")
+        status = cli(stack, "status", "daily_vips")
+        one_off = httpx.get(f"{stack.api}/broadcasts/spring_care/runs", timeout=30)
+        no_run = httpx.get(f"{stack.api}/broadcasts/daily_vips@2026-02-30", timeout=30)
+        unknown = httpx.get(f"{stack.api}/broadcasts/nope@2026-02-03/runs", timeout=30)
+        shown = httpx.get(f"{stack.api}/broadcasts/daily_vips", timeout=30).json()
+    assert f"daily_vips  segment vips  every day at {earlier:%H:%M} (UTC)  once per 7d  holdout 0  (每日关怀)" in listed
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert twice.returncode == 1 and "has already been started (a broadcast runs once)" in twice.stderr
+    assert scheduled.returncode == 0 and scheduled.stdout.startswith(
+        "started daily_vips's schedule: workflow broadcast:daily_vips"
+    )
+    assert again.returncode == 1 and "is already running" in again.stderr
+    (run,) = runs
+    assert (run["name"], run["members"], run["started"], run["not_again"]) == (f"daily_vips@{today}", 6, 6, 0)
+    assert run["outcomes"] == {"sent": 5, "skipped:unsubscribed": 1}
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.splitlines() == [
+        f"daily_vips@{today}  started  segment vips: 6 members",
+        "  instances  6 started, 0 waiting",
+        "  messages   sent 5, skipped:unsubscribed 1",
+    ]
+    assert status.stdout.splitlines()[:2] == [
+        f"daily_vips  waiting  segment vips  every day at {earlier:%H:%M} (UTC)",
+        f"  next run   daily_vips@{tomorrow} from {tomorrow}T{earlier:%H:%M}Z",
+    ]
+    assert (shown["state"], shown["next_run"], shown["runs"]) == ("waiting", f"daily_vips@{tomorrow}", [])
+    assert one_off.status_code == 409 and "is not recurring" in one_off.json()["detail"]
+    assert no_run.status_code == 404 and no_run.json()["detail"].startswith("no broadcast 'daily_vips@2026-02-30'")
+    assert unknown.status_code == 404 and unknown.json()["detail"].startswith("no broadcast 'nope'")

@@ -1,12 +1,17 @@
 """Starting, cancelling and following broadcasts (definitions/broadcasts/): used by the API
 (`/broadcasts`) and `journeys broadcast`. The running is the Broadcast workflow's
 (workflows.broadcast); progress joins its own count of started instances with the ledger's
-sends and skips and the instances still waiting."""
+sends and skips and the instances still waiting.
+
+A recurring broadcast starts as its RecurringBroadcast workflow, which starts a run at each of
+its dates; a run is named `{name}@{date}` and is followed, cancelled (and, by hand, started) by
+that name as a one-off broadcast is."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
@@ -15,63 +20,108 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.broadcast import broadcast_input as input_of
+from activities.broadcast import recurring_run_input, run_definition
 from core.contact_policy import SendPolicy
 from core.records import DEFAULT_TIMEZONE, Customer
-from definitions.broadcasts import Broadcast
+from definitions.broadcasts import Broadcast, not_again, parse_run, run_journey, run_name
 from definitions.loader import Definitions
 from definitions.schema import JourneySnapshot, split_draw
-from instances.contract import BroadcastInput, BroadcastProgress, broadcast_workflow_id
+from instances.contract import (
+    BroadcastInput,
+    BroadcastProgress,
+    RecurringInput,
+    RecurringProgress,
+    broadcast_workflow_id,
+)
 from rules.policy import decide
 from store import queries, segments
 from store.db import Store
 from store.lookups import StoreLookups
 from views.history import count_instances
-from workflows.broadcast import BroadcastWorkflow
+from workflows.broadcast import BroadcastWorkflow, RecurringBroadcastWorkflow
 
 #: Members a dry run reads at a time (a start pages the same way).
 PAGE = 500
-
-#: How long after its scheduled moment a broadcast stays open: the spread of time zones (a local
-#: time is reached last at UTC-12) and a quiet-hours deferral to the next morning.
-LATE_MARGIN = timedelta(hours=36)
 
 
 class BroadcastError(Exception):
     """A broadcast that does not exist, already ran, or is not running; the message says which."""
 
 
+class UnknownBroadcast(BroadcastError):
+    """No such broadcast, or no such run of one (the API's 404)."""
+
+
 class BroadcastStatus(BaseModel):
     name: str
     title: str | None
     segment: str
-    state: str = Field(description="not started, counting, starting, started, done, cancelling, cancelled")
+    schedule: str = Field(description="When it runs: a time, or `every day at 10:00 (each customer's zone)`.")
+    state: str = Field(
+        description="not started, counting, starting, started, done, cancelling, cancelled; a recurring "
+        "broadcast: not started, waiting (for its next run), done (past its end), cancelled"
+    )
     members: int | None = Field(description="Members of the segment when it started.")
     started: int = Field(description="Instances started (one per member).")
+    not_again: int = Field(
+        0, description="A recurring run's members not started: an earlier run reached them within once_per."
+    )
     waiting: int = Field(description="Instances still waiting for their time.")
     outcomes: dict[str, int] = Field(description="Ledger rows by status (and reason): sent, skipped:..., failed:...")
     workflow_id: str
+    next_run: str | None = Field(None, description="A recurring broadcast's next run, e.g. card_expiring@2026-12-03.")
+    next_at: datetime | None = Field(None, description="When that run starts (its first send anywhere).")
+    runs: list[str] = Field(default_factory=list, description="A recurring broadcast's latest runs started.")
+    missed: list[str] = Field(default_factory=list, description="Runs not started: the workflow woke past their time.")
 
 
-def _found(definitions: Definitions, name: str):
-    if name not in definitions.broadcasts:
+@dataclass(frozen=True)
+class Found:
+    """A broadcast, a recurring one, or a recurring one's run (`base` and `day` set), with the
+    journey snapshot its members run (for a recurring one itself, a template of its runs')."""
+
+    name: str
+    broadcast: Broadcast
+    snapshot: JourneySnapshot
+    base: Broadcast | None = None
+    day: date | None = None
+
+    @property
+    def recurring(self) -> bool:
+        return self.base is None and self.broadcast.schedule.recurring
+
+
+def _found(definitions: Definitions, name: str) -> Found:
+    run = parse_run(name)
+    base_name = run[0] if run else name
+    if base_name not in definitions.broadcasts:
         known = ", ".join(sorted(definitions.broadcasts)) or "none"
-        raise BroadcastError(f"no broadcast {name!r}; broadcasts: {known}")
-    return definitions.broadcasts[name]
+        raise UnknownBroadcast(f"no broadcast {base_name!r}; broadcasts: {known}")
+    broadcast, snapshot = definitions.broadcasts[base_name]
+    if run is None:
+        return Found(name, broadcast, snapshot)
+    day = run[1]
+    if not broadcast.schedule.recurring:
+        raise UnknownBroadcast(f"broadcast {base_name!r} is not recurring: it has no run {name!r}")
+    if not broadcast.schedule.runs_on(day):
+        raise UnknownBroadcast(f"broadcast {base_name!r} has no run on {day} ({broadcast.schedule.describe()})")
+    one_off, run_snapshot = run_definition(broadcast, snapshot, day)
+    return Found(name, one_off, run_snapshot, base=broadcast, day=day)
 
 
 def broadcast_input(
     definitions: Definitions, name: str, now: datetime, clock_offset: timedelta = timedelta(0)
 ) -> BroadcastInput:
-    broadcast, snapshot = _found(definitions, name)
-    return BroadcastInput(
-        name=name,
-        snapshot=snapshot,
-        segment=definitions.segments[broadcast.segment],
-        rfm_table=definitions.rfm,
-        members_at=now,
-        open_until=max(broadcast.schedule.latest + LATE_MARGIN, now),
-        clock_offset=clock_offset,
-    )
+    """The Broadcast workflow's input for a one-off broadcast or a run, its members as of `now`."""
+    found = _found(definitions, name)
+    segment = definitions.segments[found.broadcast.segment]
+    if found.base is not None and found.day is not None:
+        return recurring_run_input(
+            found.base, definitions.broadcasts[found.base.name][1], segment, definitions.rfm, found.day, now,
+            clock_offset,
+        )  # fmt: skip
+    return input_of(name, found.broadcast, found.snapshot, segment, definitions.rfm, now, clock_offset)
 
 
 async def start(
@@ -84,8 +134,13 @@ async def start(
     clock_offset: timedelta = timedelta(0),
 ) -> str:
     """Start the broadcast (its members as of `now`, the wall clock but in simulations); its
-    workflow id. A broadcast runs once: BroadcastError if it ran."""
-    input = broadcast_input(definitions, name, now or datetime.now(UTC), clock_offset)
+    workflow id. A broadcast or a run runs once: BroadcastError if it ran. A recurring broadcast
+    starts its schedule: its first run is the first whose time comes after `now`."""
+    now = now or datetime.now(UTC)
+    found = _found(definitions, name)
+    if found.recurring:
+        return await _start_recurring(client, definitions, found, task_queue, now, clock_offset)
+    input = broadcast_input(definitions, name, now, clock_offset)
     try:
         handle = await client.start_workflow(
             BroadcastWorkflow.run,
@@ -100,8 +155,38 @@ async def start(
     return handle.id
 
 
+async def _start_recurring(
+    client: Client, definitions: Definitions, found: Found, task_queue: str, now: datetime, offset: timedelta
+) -> str:
+    """Start the schedule. It may start again once stopped (cancelled, or to take an edited file):
+    its runs are by date, so a run that started before is not started again."""
+    try:
+        handle = await client.start_workflow(
+            RecurringBroadcastWorkflow.run,
+            RecurringInput(
+                name=found.name,
+                broadcast=found.broadcast,
+                snapshot=found.snapshot,
+                segment=definitions.segments[found.broadcast.segment],
+                rfm_table=definitions.rfm,
+                since=now,
+                clock_offset=offset,
+            ),
+            id=broadcast_workflow_id(found.name),
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            memo={"broadcast": found.name, "segment": found.broadcast.segment},
+        )
+    except WorkflowAlreadyStartedError:
+        raise BroadcastError(
+            f"recurring broadcast {found.name!r} is already running (cancel it first to start it again)"
+        ) from None
+    return handle.id
+
+
 async def cancel(client: Client, definitions: Definitions, name: str) -> None:
-    """Stop starting instances and cancel those still waiting."""
+    """Stop starting instances and cancel those still waiting; of a recurring broadcast, stop
+    its schedule (a run already started goes on: cancel it by its own name)."""
     _found(definitions, name)
     handle = client.get_workflow_handle(broadcast_workflow_id(name))
     try:
@@ -112,37 +197,91 @@ async def cancel(client: Client, definitions: Definitions, name: str) -> None:
         raise
     if described.status != WorkflowExecutionStatus.RUNNING:
         raise BroadcastError(f"broadcast {name!r} is no longer running ({described.status.name.lower()})")
-    await handle.signal(BroadcastWorkflow.cancel)
+    await handle.signal("cancel")
 
 
-async def status(client: Client, store: Store, definitions: Definitions, name: str) -> BroadcastStatus:
-    broadcast, snapshot = _found(definitions, name)
-    handle = client.get_workflow_handle(broadcast_workflow_id(name), result_type=BroadcastProgress)
-    progress: BroadcastProgress | None
+async def _progress(client: Client, name: str, kind: type) -> BroadcastProgress | RecurringProgress | None:
+    """The workflow's progress: its query while it runs, its result once it ended; None before it started."""
+    handle = client.get_workflow_handle(broadcast_workflow_id(name), result_type=kind)
     try:
         described = await handle.describe()
         if described.status == WorkflowExecutionStatus.RUNNING:
-            progress = await handle.query(BroadcastWorkflow.progress)
-        else:
-            progress = await handle.result()
+            return await handle.query("progress", result_type=kind)
+        return await handle.result()
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
-        progress = None
-    journey = snapshot.definition.name
+        return None
+
+
+async def status(client: Client, store: Store, definitions: Definitions, name: str) -> BroadcastStatus:
+    found = _found(definitions, name)
+    broadcast = found.base or found.broadcast
+    shown = {
+        "name": name,
+        "title": broadcast.title,
+        "segment": broadcast.segment,
+        "schedule": found.broadcast.schedule.describe(),
+        "workflow_id": broadcast_workflow_id(name),
+    }
+    if found.recurring:
+        recurring = await _progress(client, name, RecurringProgress)
+        assert recurring is None or isinstance(recurring, RecurringProgress)
+        return BroadcastStatus(
+            **shown,
+            state=recurring.state if recurring else "not started",
+            members=None,
+            started=0,
+            waiting=0,
+            outcomes={},
+            next_run=recurring.next_run if recurring else None,
+            next_at=recurring.next_at if recurring else None,
+            runs=recurring.runs if recurring else [],
+            missed=recurring.missed if recurring else [],
+        )
+    progress = await _progress(client, name, BroadcastProgress)
+    assert progress is None or isinstance(progress, BroadcastProgress)
+    journey = found.snapshot.definition.name
     waiting = await count_instances(client, f"JourneyName = '{journey}' AND ExecutionStatus = 'Running'")
     outcomes = await asyncio.to_thread(_outcomes, store, journey)
     return BroadcastStatus(
-        name=name,
-        title=broadcast.title,
-        segment=broadcast.segment,
+        **shown,
         state=progress.state if progress else "not started",
         members=progress.total if progress else None,
         started=progress.started + progress.already if progress else 0,
+        not_again=progress.not_again if progress else 0,
         waiting=waiting,
         outcomes=outcomes,
-        workflow_id=broadcast_workflow_id(name),
     )
+
+
+async def runs(client: Client, store: Store, definitions: Definitions, name: str) -> list[BroadcastStatus]:
+    """A recurring broadcast's runs, by date, each with its progress: those whose instances the
+    store has, and the latest its schedule started (an empty one too)."""
+    found = _found(definitions, name)
+    if not found.recurring:
+        raise BroadcastError(f"broadcast {name!r} is not recurring: it has no runs (journeys broadcast status {name})")
+    schedule = await _progress(client, name, RecurringProgress)
+    assert schedule is None or isinstance(schedule, RecurringProgress)
+    days = {run[1] for run in map(parse_run, schedule.runs if schedule else []) if run}
+    for journey in await asyncio.to_thread(_run_journeys, store, name):
+        day = _day_of(journey[len(name) + 1 :])
+        if day is not None and run_journey(name, day) == journey and found.broadcast.schedule.runs_on(day):
+            days.add(day)
+    return [await status(client, store, definitions, run_name(name, day)) for day in sorted(days)]
+
+
+def _run_journeys(store: Store, name: str) -> list[str]:
+    with store.transaction() as session:
+        return queries.run_journeys(session, f"{name}_")
+
+
+def _day_of(text: str) -> date | None:
+    """`20261203` as a date; None for anything else (another journey named alike)."""
+    try:
+        return datetime.strptime(text, "%Y%m%d").date() if len(text) == 8 and text.isdigit() else None
+    except ValueError:
+        return None
 
 
 def _outcomes(store: Store, journey: str) -> dict[str, int]:
@@ -168,8 +307,13 @@ def dry_run(store: Store, definitions: Definitions, name: str, now: datetime, *,
     """Page through the segment as a start would, and ask the contact policy, for each member
     not held out, what it would do at their send time (their local time, or the moment; now if
     that has passed), reading national phone numbers in `default_region` as the sends would.
-    Reads only."""
-    broadcast, snapshot = _found(definitions, name)
+    Reads only. A recurring broadcast's is its next run's (the first to start after `now`); a
+    run's leaves out the members an earlier run reached within its once_per, as the run would."""
+    found = _found(definitions, name)
+    if found.recurring:
+        found = _found(definitions, _next_run(found.broadcast, now))
+    broadcast, snapshot = found.broadcast, found.snapshot
+    reach = not_again(found.base, found.day) if found.base and found.day else []
     segment = definitions.segments[broadcast.segment]
     journey = snapshot.definition.name
     outcomes: dict[str, int] = {}
@@ -180,8 +324,12 @@ def dry_run(store: Store, definitions: Definitions, name: str, now: datetime, *,
     while True:  # a page at a time, each in one transaction, as a start would
         with store.transaction() as session:
             page = segments.members(session, segment, now, definitions.rfm, after=after, limit=PAGE)
-            ids = [m.customer_id for m in page if split_draw(journey, m.customer_id) >= broadcast.holdout]
-            members, held_out = members + len(page), held_out + len(page) - len(ids)
+            reached = queries.reached_by_runs(session, [m.customer_id for m in page], reach)
+            if reached:
+                outcomes["not_again:once_per"] = outcomes.get("not_again:once_per", 0) + len(reached)
+            fresh = [m.customer_id for m in page if m.customer_id not in reached]
+            ids = [customer_id for customer_id in fresh if split_draw(journey, customer_id) >= broadcast.holdout]
+            members, held_out = members + len(page), held_out + len(fresh) - len(ids)
             for customer in queries.get_customers(session, ids).values():
                 key, when = _would(broadcast, snapshot, customer, session, now, default_region, policy)
                 outcomes[key] = outcomes.get(key, 0) + 1
@@ -190,13 +338,21 @@ def dry_run(store: Store, definitions: Definitions, name: str, now: datetime, *,
             break
         after = page[-1].customer_id
     return DryRun(
-        name=name,
+        name=found.name,
         members=members,
         held_out=held_out,
         outcomes=outcomes,
         first_send=min(times) if times else None,
         last_send=max(times) if times else None,
     )
+
+
+def _next_run(broadcast: Broadcast, now: datetime) -> str:
+    """The name of a recurring broadcast's first run to start after `now`."""
+    ahead = broadcast.schedule.runs_between(now, now + timedelta(days=400))
+    if not ahead:
+        raise BroadcastError(f"broadcast {broadcast.name!r} has no run ahead ({broadcast.schedule.describe()})")
+    return run_name(broadcast.name, ahead[0])
 
 
 def _would(

@@ -12,20 +12,38 @@ wait until the time, then the send step, through the same policy and ledger as e
 - After the last page it stays open until the schedule's latest moment in any zone has passed,
   so it can still be followed and cancelled.
 - `cancel` stops the paging and cancels every instance still waiting.
+- A recurring broadcast's run leaves out the members an earlier run reached within its once_per
+  (counted as `not_again`).
+
+A recurring broadcast is one RecurringBroadcast workflow (`broadcast:{name}`): it sleeps on a
+durable timer until its next run starts (definitions.broadcasts: the schedule's time on the date,
+reached first at UTC+14 for each customer's zone), has an activity start that run as a Broadcast
+workflow of its own (`broadcast:{name}@{date}`, an id never reused, so a run starts once however
+often it is asked for: a retry, a worker restart, a start by hand), then continues as new with
+the date done, so its history stays a run long. The run's instances then wait for each
+customer's local time as a one-off broadcast's do. A run whose start is more than LATE_MARGIN
+behind when the workflow wakes (the workers were down for days) is listed as missed, not sent.
 """
 
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.broadcast import BroadcastActivities
-    from activities.payloads import PageRequest, StartInstances
-    from instances.contract import BroadcastInput, BroadcastProgress
+    from activities.payloads import PageRequest, RunRequest, StartInstances
+    from definitions.broadcasts import LATE_MARGIN, run_name
+    from instances.contract import (
+        BROADCAST_WORKFLOW,
+        BroadcastInput,
+        BroadcastProgress,
+        RecurringInput,
+        RecurringProgress,
+    )
 
 ACTIVITY = {
     "start_to_close_timeout": timedelta(minutes=10),
@@ -33,7 +51,7 @@ ACTIVITY = {
 }
 
 
-@workflow.defn(name="Broadcast")
+@workflow.defn(name=BROADCAST_WORKFLOW)
 class BroadcastWorkflow:
     @workflow.init
     def __init__(self, input: BroadcastInput) -> None:
@@ -45,6 +63,7 @@ class BroadcastWorkflow:
         self.already = input.already
         self.cancel_requested = input.cancelled
         self.cancelled_instances = 0
+        self.not_again = input.not_again_count
 
     @workflow.signal(name="cancel")
     def cancel(self) -> None:
@@ -60,6 +79,7 @@ class BroadcastWorkflow:
             already=self.already,
             after=self.after,
             cancelled_instances=self.cancelled_instances,
+            not_again=self.not_again,
         )
 
     def _page(self, after: str | None) -> PageRequest:
@@ -101,6 +121,7 @@ class BroadcastWorkflow:
                             "started": self.started,
                             "already": self.already,
                             "cancelled": self.cancel_requested,
+                            "not_again_count": self.not_again,
                         }
                     )
                 )
@@ -143,8 +164,87 @@ class BroadcastWorkflow:
                 task_queue=workflow.info().task_queue,
                 broadcast=self.input.name,
                 clock_offset=self.input.clock_offset,
+                not_again=self.input.not_again,
             ),
             **ACTIVITY,
         )
         self.started += done.started
         self.already += done.already
+        self.not_again += done.not_again
+
+
+#: The runs a RecurringBroadcast workflow lists (the store lists every run that started anyone).
+RECENT_RUNS = 100
+
+
+@workflow.defn(name="RecurringBroadcast")
+class RecurringBroadcastWorkflow:
+    @workflow.init
+    def __init__(self, input: RecurringInput) -> None:
+        self.input = input
+        self.schedule = input.broadcast.schedule
+        self.state = "waiting"
+        self.cancel_requested = input.cancelled
+        self.next_run: date | None = None
+        self.next_at: datetime | None = None
+
+    @workflow.signal(name="cancel")
+    def cancel(self) -> None:
+        """No more runs; a run already started goes on (cancel it by its own name)."""
+        self.cancel_requested = True
+
+    @workflow.query(name="progress")
+    def progress(self) -> RecurringProgress:
+        return RecurringProgress(
+            name=self.input.name,
+            state=self.state,
+            next_run=run_name(self.input.name, self.next_run) if self.next_run else None,
+            next_at=self.next_at,
+            runs=self.input.runs,
+            already=self.input.already,
+            missed=self.input.missed,
+        )
+
+    @workflow.run
+    async def run(self, input: RecurringInput) -> RecurringProgress:
+        after = input.after or (input.since - timedelta(days=2)).date()
+        day = self.schedule.next_run(after)
+        while day is not None and self.schedule.run_starts(day) < input.since:  # before the schedule began
+            day = self.schedule.next_run(day)
+        if day is None or self.cancel_requested:
+            self.state = "cancelled" if self.cancel_requested else "done"
+            return self.progress()
+        self.next_run, self.next_at = day, self.schedule.run_starts(day)
+        left = self.next_at - self.now()
+        if left > timedelta(0):
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self.cancel_requested, timeout=left)
+        if self.cancel_requested:
+            self.state = "cancelled"
+            return self.progress()
+        runs, already, missed = list(input.runs), input.already, list(input.missed)
+        if self.now() > self.schedule.run_schedule(day).latest + LATE_MARGIN:
+            missed = [*missed, run_name(input.name, day)][-RECENT_RUNS:]
+            workflow.logger.warning("broadcast %s: run %s missed (woke too late)", input.name, day)
+        else:
+            started = await workflow.execute_activity_method(
+                BroadcastActivities.start_broadcast_run,
+                RunRequest(recurring=input, day=day, at=self.now()),
+                **ACTIVITY,
+            )
+            runs = [*runs, run_name(input.name, day)][-RECENT_RUNS:]
+            already += 0 if started else 1
+        workflow.continue_as_new(
+            input.model_copy(
+                update={
+                    "after": day,
+                    "runs": runs,
+                    "already": already,
+                    "missed": missed,
+                    "cancelled": self.cancel_requested,
+                }
+            )
+        )
+
+    def now(self) -> datetime:
+        return workflow.now() - self.input.clock_offset

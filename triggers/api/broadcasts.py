@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from core.access import Permission
 from triggers import broadcasts
 from triggers.api.deps import ApiContext, Context, Problem, Temporal, allowed
-from triggers.broadcasts import BroadcastError, BroadcastStatus
+from triggers.broadcasts import BroadcastError, BroadcastStatus, UnknownBroadcast
 
 router = APIRouter(tags=["broadcasts"])
 
@@ -20,8 +20,8 @@ _RESPONSES = {401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": P
 
 
 def _refused(err: BroadcastError, name: str, api: ApiContext) -> JSONResponse:
-    missing = name not in api.definitions.broadcasts
-    return JSONResponse({"detail": str(err)}, status_code=404 if missing else 409)
+    """404 for no such broadcast (or run of one), 409 for one that cannot do that now."""
+    return JSONResponse({"detail": str(err)}, status_code=404 if isinstance(err, UnknownBroadcast) else 409)
 
 
 @router.get(
@@ -46,6 +46,20 @@ async def list_broadcasts(api: Context, client: Temporal) -> list[BroadcastStatu
 async def broadcast_status(name: str, api: Context, client: Temporal) -> BroadcastStatus | JSONResponse:
     try:
         return await broadcasts.status(client, api.store, api.definitions, name)
+    except BroadcastError as err:
+        return _refused(err, name, api)
+
+
+@router.get(
+    "/broadcasts/{name}/runs",
+    response_model=list[BroadcastStatus],
+    responses=_RESPONSES,
+    dependencies=[Depends(allowed(Permission.READ_SEGMENTS))],
+    summary="A recurring broadcast's runs (name@date), by date, each with its progress",
+)
+async def broadcast_runs(name: str, api: Context, client: Temporal) -> list[BroadcastStatus] | JSONResponse:
+    try:
+        return await broadcasts.runs(client, api.store, api.definitions, name)
     except BroadcastError as err:
         return _refused(err, name, api)
 
