@@ -539,11 +539,21 @@ def store_event(session: Session, event: Event, received_at: datetime, *, backfi
     return bool(store_events(session, [event], received_at, backfill=backfill))
 
 
-def store_events(session: Session, events: list[Event], received_at: datetime, *, backfill: bool = False) -> set[str]:
+def store_events(
+    session: Session,
+    events: list[Event],
+    received_at: datetime,
+    *,
+    backfill: bool = False,
+    dispatched_at: datetime | None = None,
+    note: str | None = None,
+) -> set[str]:
     """Write a batch of events to the log in one statement; the ids written now (the others were
     already there, or came twice in the batch: duplicates). Safe against concurrent writers: a
     conflicting id is skipped by the database, never an error. `backfill` events are history: the
-    router applies them to the customer and starts or steers nothing."""
+    router applies them to the customer and starts or steers nothing. An import (store/imports.py)
+    writes history that has nothing left to route already dispatched (`dispatched_at`, with the
+    router's `note`)."""
     if not events:
         return set()
     table = EventRow.__table__
@@ -558,6 +568,8 @@ def store_events(session: Session, events: list[Event], received_at: datetime, *
             "received_at": received_at,
             "attempts": 0,
             "backfill": backfill,
+            "dispatched_at": dispatched_at,
+            "note": note,
         }
         for event in events
     ]
