@@ -576,6 +576,13 @@ def store_events(
     # One cached statement, executed for many rows (SQLAlchemy batches them into multi-row VALUES).
     statement = upsert_insert(session, table).on_conflict_do_nothing(index_elements=[table.c.event_id])
     written = set(session.scalars(statement.returning(table.c.event_id), rows))
+    note_logged(session, events, written)
+    return written
+
+
+def note_logged(session: Session, events: list[Event], written: set[str]) -> None:
+    """The read models after `events` were offered to the log and those of `written` (ids) were
+    logged now: `store_events` calls it, and so does an import's bulk copy (store/imports.py)."""
     new: dict[str, Event] = {}
     for event in events:  # the first of each id written: what the log holds
         if event.event_id in written:
@@ -584,7 +591,6 @@ def store_events(
     reached.lock_customers(session, (event.customer_id for event in written_now))  # the read models' writers
     orders, paid = note_order_events(session, written_now)
     reached.note_events(session, written_now, orders, paid)
-    return written
 
 
 def events_for_key_since(
