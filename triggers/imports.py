@@ -15,27 +15,21 @@ server's lock table holds) and, on SQLite, the only write lock for minutes, stop
 live events. An import cut short (the database gone, the process killed) says where it stopped;
 running it again completes it and doubles nothing, because every imported event has a fixed id
 (`import:ORDER:TYPE`) that the log takes once, and a customer is only filled in. A dry run writes
-each batch the same way and rolls it back, so its counts are what the import would do. The file
-is read a batch or two ahead in a thread of its own, so parsing and the database's writing overlap.
+each batch the same way and rolls it back, so its counts are what the import would do.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from core.order_exports import ExportReader, ImportProblem, ParsedOrder, ReadTally
 from store import imports
 from store.db import Store
 from store.imports import ImportCounts
 from triggers.router import note_of
-
-T = TypeVar("T")
 
 #: Orders written per transaction.
 BATCH_ORDERS = 1000
@@ -97,8 +91,11 @@ def run_import(
     with store.transaction() as session:
         open_keys = imports.open_instance_keys(session)
     customers_seen: set[str] = set()
+    batch: list[ParsedOrder] = []
 
-    def flush(batch: list[ParsedOrder]) -> None:
+    def flush() -> None:
+        if not batch:
+            return
         try:
             with store.transaction() as session:
                 imports.write_orders(
@@ -116,22 +113,10 @@ def run_import(
                 "(nothing is imported twice)"
             )
             raise ImportStopped(state.error) from err
-        _tally(state)
+        batch.clear()
         if on_progress is not None:
             on_progress(state)
 
-    for batch in _read_ahead(_batches(reader, state, batch_orders)):
-        flush(batch)
-    _tally(state)
-    state.seconds = time.monotonic() - state.started
-    if on_progress is not None:
-        on_progress(state)
-    return state
-
-
-def _batches(reader: ExportReader, state: ImportState, size: int) -> Iterator[list[ParsedOrder]]:
-    """The file's orders `size` at a time, its problems put down in `state` as they come."""
-    batch: list[ParsedOrder] = []
     for item in reader.read():
         if isinstance(item, ImportProblem):
             state.problem_count += 1
@@ -140,51 +125,15 @@ def _batches(reader: ExportReader, state: ImportState, size: int) -> Iterator[li
                 state.problems.append(reader.problem_text(item))
             continue
         batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-_END = object()
-
-
-def _read_ahead(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """`batches`, read in a thread of their own up to `depth` ahead: the file is parsed while the
-    database writes the batch before (the driver lets go of the interpreter while it waits), so on
-    two cores the two overlap. An error of the reading (the file's header) is raised here."""
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for batch in batches:
-                if not put(batch):
-                    return
-            put(_END)
-        except BaseException as err:  # handed to the consumer, which raises it
-            put(err)
-
-    reader = threading.Thread(target=read, name="import-reader", daemon=True)
-    reader.start()
-    try:
-        while (item := ready.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        reader.join()
+        if len(batch) >= batch_orders:
+            _tally(state)
+            flush()
+    _tally(state)
+    flush()
+    state.seconds = time.monotonic() - state.started
+    if on_progress is not None:
+        on_progress(state)
+    return state
 
 
 def _tally(state: ImportState) -> None:
