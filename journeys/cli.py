@@ -1019,6 +1019,94 @@ def retention(
         typer.echo(line)
 
 
+import_app = typer.Typer(
+    help="Load a platform's export as history (backfill): it updates customers, orders, RFM and traits, and "
+    "starts no journey and sends nothing.",
+    no_args_is_help=True,
+)
+app.add_typer(import_app, name="import")
+#: `journeys import products FILE.csv` is `journeys products import FILE.csv`: one command, two ways in.
+import_app.command("products")(products_import)
+
+
+@import_app.command("orders")
+def import_orders(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="The export, CSV (UTF-8, with a BOM or GBK)")
+    ],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format", help="taobao (淘宝 下载订单报表), jd (京东 订单导出) or generic (columns named as fields)"
+        ),
+    ] = "taobao",
+    map_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map", help="COLUMN=FIELD: read FIELD from the file's COLUMN (repeatable), e.g. 会员名=customer_id"
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read and check everything, write nothing; say what would change")
+    ] = False,
+    timezone: Annotated[
+        str | None, typer.Option(help="Where the file's times were written (default: JOURNEYS_SHOP_TIMEZONE)")
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress", help="A progress bar on stderr (rows/s, time left). Default: on a terminal"
+        ),
+    ] = None,
+) -> None:
+    """An order export as customers and order events. Bad rows are skipped and listed (file:line: column: problem);
+    importing the same file again changes nothing."""
+    from core.order_exports import FORMATS, ExportError, ExportReader, parse_mapping
+    from core.records import known_timezone
+    from journeys.progress import Meter
+    from triggers.imports import ImportStopped, run_import, summary
+
+    settings = _settings()
+    if format not in FORMATS:
+        typer.echo(f"--format: {format!r} is not one of {', '.join(FORMATS)}", err=True)
+        raise typer.Exit(2)
+    zone = timezone or settings.shop_timezone
+    if not known_timezone(zone):
+        typer.echo(f"--timezone: {zone!r} is not an IANA time zone (e.g. Asia/Shanghai)", err=True)
+        raise typer.Exit(2)
+    try:
+        mapping = parse_mapping(map_ or [])
+    except ExportError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    reader = ExportReader(
+        file, FORMATS[format], mapping, timezone=zone, default_region=settings.default_region, name=str(file)
+    )
+    meter = Meter(sys.stderr) if (sys.stderr.isatty() if progress is None else progress) else None
+    with _opened_store(settings) as store:
+        try:
+            state = run_import(
+                store, reader, dry_run=dry_run,
+                on_progress=(lambda s: meter.update(s.tally.rows, s.fraction)) if meter else None,
+            )  # fmt: skip
+        except ExportError as err:
+            typer.echo(str(err), err=True)
+            raise typer.Exit(2) from None
+        except ImportStopped as err:
+            if meter:
+                meter.close()
+            typer.echo(str(err), err=True)
+            raise typer.Exit(1) from None
+    if meter:
+        meter.close()
+    for line in state.problems:
+        typer.echo(line, err=True)
+    if state.problem_count > len(state.problems):
+        typer.echo(f"... and {state.problem_count - len(state.problems):,} more rows skipped", err=True)
+    for line in summary(state, dry_run=dry_run):
+        typer.echo(line)
+
+
 @app.command()
 def migrate() -> None:
     """Bring the database at DATABASE_URL to the newest schema."""

@@ -1,4 +1,5 @@
-"""A simulation's progress on stderr: the simulated date, events per second and the time left.
+"""Progress on stderr: a simulation's (the simulated date, events per second and the time left), and
+an import's (`Meter`: rows per second and the time left).
 
 Each shard counts what it has played into two slots of a shared array (`Tally`): how many of its
 customers and events, and the simulated time it has reached. `Progress` reads every shard's slots
@@ -76,6 +77,40 @@ class Progress:
                 await asyncio.sleep(every)
         finally:
             self.draw()
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class Meter:
+    """One line, redrawn in place, for a run through a file (`journeys import`): rows so far, rows
+    per second, how far through the file and the time left at that pace. Redrawn at most every
+    `every` seconds, however often it is told."""
+
+    def __init__(self, stream: TextIO, every: float = 0.5):
+        self.stream = stream
+        self.every = every
+        self.started = time.monotonic()
+        self.drawn = 0.0
+        self.width = 0
+
+    def line(self, rows: int, fraction: float) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        left = f"{_duration(elapsed * (1 - fraction) / fraction)} left" if fraction > 0 else "starting"
+        rate = rows / elapsed
+        return f"{rows:,} rows  {rate:,.0f} rows/s  {fraction:.0%} of the file  {_duration(elapsed)} so far, {left}"
+
+    def update(self, rows: int, fraction: float) -> None:
+        now = time.monotonic()
+        if now - self.drawn < self.every and fraction < 1:
+            return
+        self.drawn = now
+        text = self.line(rows, fraction)
+        self.stream.write("\r" + text.ljust(self.width))
+        self.stream.flush()
+        self.width = len(text)
+
+    def close(self) -> None:
+        if self.width:
             self.stream.write("\n")
             self.stream.flush()
 

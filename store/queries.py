@@ -566,11 +566,21 @@ def store_event(session: Session, event: Event, received_at: datetime, *, backfi
     return bool(store_events(session, [event], received_at, backfill=backfill))
 
 
-def store_events(session: Session, events: list[Event], received_at: datetime, *, backfill: bool = False) -> set[str]:
+def store_events(
+    session: Session,
+    events: list[Event],
+    received_at: datetime,
+    *,
+    backfill: bool = False,
+    dispatched_at: datetime | None = None,
+    note: str | None = None,
+) -> set[str]:
     """Write a batch of events to the log in one statement; the ids written now (the others were
     already there, or came twice in the batch: duplicates). Safe against concurrent writers: a
     conflicting id is skipped by the database, never an error. `backfill` events are history: the
-    router applies them to the customer and starts or steers nothing."""
+    router applies them to the customer and starts or steers nothing. An import (store/imports.py)
+    writes history that has nothing left to route already dispatched (`dispatched_at`, with the
+    router's `note`)."""
     if not events:
         return set()
     table = EventRow.__table__
@@ -585,12 +595,21 @@ def store_events(session: Session, events: list[Event], received_at: datetime, *
             "received_at": received_at,
             "attempts": 0,
             "backfill": backfill,
+            "dispatched_at": dispatched_at,
+            "note": note,
         }
         for event in events
     ]
     # One cached statement, executed for many rows (SQLAlchemy batches them into multi-row VALUES).
     statement = upsert_insert(session, table).on_conflict_do_nothing(index_elements=[table.c.event_id])
     written = set(session.scalars(statement.returning(table.c.event_id), rows))
+    note_logged(session, events, written)
+    return written
+
+
+def note_logged(session: Session, events: list[Event], written: set[str]) -> None:
+    """The read models after `events` were offered to the log and those of `written` (ids) were
+    logged now: `store_events` calls it, and so does an import's bulk copy (store/imports.py)."""
     new: dict[str, Event] = {}
     for event in events:  # the first of each id written: what the log holds
         if event.event_id in written:
@@ -599,7 +618,6 @@ def store_events(session: Session, events: list[Event], received_at: datetime, *
     reached.lock_customers(session, (event.customer_id for event in written_now))  # the read models' writers
     orders, paid = note_order_events(session, written_now)
     reached.note_events(session, written_now, orders, paid)
-    return written
 
 
 def events_for_key_since(

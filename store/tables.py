@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint, false, text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -346,3 +346,29 @@ class ProductCycleRow(Base):
     customers: Mapped[int] = mapped_column(Integer)
     min_pairs: Mapped[int] = mapped_column(Integer)
     computed_at: Mapped[datetime]
+
+
+class ImportRow(Base):
+    """An import of an order export (`POST /imports`, triggers/imports.py): its file and format,
+    how far it has got (updated after each batch of orders, so any API process can answer
+    `GET /imports/{id}`), what it did (counts) and the rows it skipped (the first 1,000 problems,
+    `file:line: column: problem`)."""
+
+    __tablename__ = "imports"
+
+    import_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    file: Mapped[str] = mapped_column(String(300))
+    format: Mapped[str] = mapped_column(String(20))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: running, done (every row read; skipped rows are in `problems`), failed (stopped: `error`).
+    status: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    problems: Mapped[list[str]] = mapped_column(default=list)
+    problem_count: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)

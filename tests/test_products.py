@@ -186,6 +186,8 @@ def test_journeys_products_import_and_cycles_commands(sqlite_store, tmp_path, mo
     assert f"{path}: 3 of 3 lines good; nothing written" in dry.output
     done = runner.invoke(app, ["products", "import", str(path)])
     assert f"{path}: 3 new, 0 updated, 0 unchanged" in done.output
+    again = runner.invoke(app, ["import", "products", str(path)])  # the same command, as `journeys import`
+    assert f"{path}: 0 new, 0 updated, 3 unchanged" in again.output
     cycles = runner.invoke(app, ["products", "cycles"])
     assert "cream-30  保湿面霜 30ml  catalogue 30 d; learned: no repeat purchases" in cycles.output
 

@@ -115,6 +115,22 @@ def json_refusal(request: Request) -> str | None:
     return f"this endpoint takes JSON: send Content-Type: application/json (not {shown})"
 
 
+#: What a file upload (`POST /imports`) may be sent as: types a page of another site cannot send
+#: without asking first (a CORS preflight), unlike text/plain, forms and multipart.
+FILE_TYPES = frozenset({"text/csv", "application/octet-stream", "application/vnd.ms-excel"})
+
+
+def file_refusal(request: Request) -> str | None:
+    """`json_refusal` for an endpoint that takes a file: why the body's type is refused, or None."""
+    if request.method.upper() in SAFE_METHODS or not _has_body(request):
+        return None
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not media or media in FILE_TYPES:
+        return None
+    shown = media if media.isprintable() and len(media) <= 100 else "another type"
+    return f"this endpoint takes a file: send Content-Type: text/csv or application/octet-stream (not {shown})"
+
+
 def _has_body(request: Request) -> bool:
     length = request.headers.get("content-length")
     if length is not None:

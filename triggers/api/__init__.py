@@ -1,10 +1,10 @@
 """The HTTP API: how order systems hand events to Journeys, and how operators read what happened.
 
-One router per resource: events (`events.py`), history (`history.py`), journeys (`journeys.py`),
-health (`health.py`), the payload codec for the Temporal Web UI (`codec.py`), and the providers'
-webhooks (`triggers.webhooks`). What they share (the store, the Temporal connection, the API keys)
-comes in through FastAPI dependencies (`deps.py`). The OpenAPI document at `/openapi.json` (and
-`/docs`) is the integration contract.
+One router per resource: events (`events.py`), imports of order exports (`imports.py`), history
+(`history.py`), journeys (`journeys.py`), health (`health.py`), the payload codec for the Temporal
+Web UI (`codec.py`), and the providers' webhooks (`triggers.webhooks`). What they share (the store,
+the Temporal connection, the API keys) comes in through FastAPI dependencies (`deps.py`). The
+OpenAPI document at `/openapi.json` (and `/docs`) is the integration contract.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from core.records import Event
 from definitions.loader import Definitions
 from store.db import Store
 from triggers import console
-from triggers.api import broadcasts, customers, effect, events, health, history, journeys, products, segments
+from triggers.api import broadcasts, customers, effect, events, health, history, imports, journeys, products, segments
 from triggers.api import codec as codec_routes
 from triggers.api.deps import ApiContext, Forbidden, NotJson, TemporalDown, Unauthorised
 from triggers.webhooks import WebhookConfig, webhook_routes
@@ -56,6 +56,7 @@ def create_app(
     sms_opt_out: dict[str, str] | None = None,
     outbox: Path | None = None,
     lifespan=None,
+    max_import_bytes: int = imports.MAX_IMPORT_BYTES,
 ) -> FastAPI:
     """The API over `store` (and Temporal, through `temporal`, for history and /journeys).
     `on_accepted` is called after new events are logged (the dispatcher's wake-up); with
@@ -89,6 +90,7 @@ def create_app(
         ui_origins=tuple(ui_origins or ()),
         outbox=outbox,
     )
+    app.state.max_import_bytes = max_import_bytes  # POST /imports' upload limit
     if ui_origins:  # the Temporal Web UI calls the codec endpoint from the operator's browser
         app.add_middleware(
             CORSMiddleware,
@@ -139,7 +141,19 @@ def create_app(
     async def _bad_id(_request: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=422)
 
-    for module in (events, history, customers, journeys, effect, segments, broadcasts, products, health, codec_routes):
+    for module in (
+        events,
+        imports,
+        history,
+        customers,
+        journeys,
+        effect,
+        segments,
+        broadcasts,
+        products,
+        health,
+        codec_routes,
+    ):
         app.include_router(module.router)
     app.include_router(webhook_routes(store, webhooks or WebhookConfig(max_body_bytes=max_body_bytes)))
     app.include_router(console.router)

@@ -31,7 +31,7 @@ from core.config import Settings
 from core.encryption import EncryptionCodec
 from definitions.loader import Definitions
 from store.db import Store
-from triggers.http import cross_site_refusal, json_refusal
+from triggers.http import cross_site_refusal, file_refusal, json_refusal
 from views.effect import Prices
 from views.history import check_id
 
@@ -104,19 +104,20 @@ def _check_csrf(request: Request, expected: str) -> None:
         raise Forbidden(f"this action needs the console's {CSRF_HEADER} header (reload the page and try again)")
 
 
-def _check_json(request: Request) -> None:
-    if refusal := json_refusal(request):
+def _check_json(request: Request, body: str = "json") -> None:
+    if refusal := (file_refusal if body == "file" else json_refusal)(request):
         raise NotJson(refusal)
 
 
-def allowed(permission: Permission) -> Callable[[Request], ApiKey | None]:
+def allowed(permission: Permission, *, body: str = "json") -> Callable[[Request], ApiKey | None]:
     """A dependency: with API keys configured, `Authorization: Bearer KEY` with a key whose role
     allows `permission` (core.access), or the console's session cookie for a key whose role allows
     it and the console may use; 401 without a known key, 403 with one not allowed. A console
     action (`BROWSER_ACTIONS`) from a browser also needs the session's CSRF token. It gives the
     key (None when no keys are configured: the API then listens on loopback only and trusts every
     caller but a page of another site, triggers.http `cross_site_refusal`: a 403). Then a body
-    that is not JSON gets a 415 (triggers.http `json_refusal`), after the key is judged."""
+    that is not JSON gets a 415 (triggers.http `json_refusal`), after the key is judged; with
+    `body="file"`, one that is not a file type (`file_refusal`: CSV or bytes) does."""
 
     def check(request: Request) -> ApiKey | None:
         api = context(request)
@@ -127,7 +128,7 @@ def allowed(permission: Permission) -> Callable[[Request], ApiKey | None]:
                 raise Forbidden(refusal)
             if permission in BROWSER_ACTIONS and not token and _from_browser(request):
                 _check_csrf(request, csrf_token(api.console_secret, "local"))
-            _check_json(request)
+            _check_json(request, body)
             return None
         cookie = request.cookies.get(SESSION_COOKIE) if not token else None
         if cookie:
@@ -147,7 +148,7 @@ def allowed(permission: Permission) -> Callable[[Request], ApiKey | None]:
             )
         if cookie and permission in BROWSER_ACTIONS:
             _check_csrf(request, csrf_token(key.secret, cookie))
-        _check_json(request)
+        _check_json(request, body)
         request.state.api_key = key
         return key
 
