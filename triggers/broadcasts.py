@@ -24,7 +24,7 @@ from activities.broadcast import broadcast_input as input_of
 from activities.broadcast import recurring_run_input, run_definition
 from core.contact_policy import SendPolicy
 from core.records import DEFAULT_TIMEZONE, Customer
-from definitions.broadcasts import Broadcast, not_again, parse_run, run_journey, run_name
+from definitions.broadcasts import Broadcast, journey_run, not_again, parse_run, run_name
 from definitions.loader import Definitions
 from definitions.schema import JourneySnapshot, split_draw
 from instances.contract import (
@@ -265,23 +265,14 @@ async def runs(client: Client, store: Store, definitions: Definitions, name: str
     assert schedule is None or isinstance(schedule, RecurringProgress)
     days = {run[1] for run in map(parse_run, schedule.runs if schedule else []) if run}
     for journey in await asyncio.to_thread(_run_journeys, store, name):
-        day = _day_of(journey[len(name) + 1 :])
-        if day is not None and run_journey(name, day) == journey and found.broadcast.schedule.runs_on(day):
-            days.add(day)
+        if (run := journey_run(journey, [found.broadcast])) is not None:
+            days.add(run[1])
     return [await status(client, store, definitions, run_name(name, day)) for day in sorted(days)]
 
 
 def _run_journeys(store: Store, name: str) -> list[str]:
     with store.transaction() as session:
         return queries.run_journeys(session, f"{name}_")
-
-
-def _day_of(text: str) -> date | None:
-    """`20261203` as a date; None for anything else (another journey named alike)."""
-    try:
-        return datetime.strptime(text, "%Y%m%d").date() if len(text) == 8 and text.isdigit() else None
-    except ValueError:
-        return None
 
 
 def _outcomes(store: Store, journey: str) -> dict[str, int]:
