@@ -13,7 +13,7 @@ import pytest
 from store import queries
 from store.effect import Period
 from store.tables import DeferralRow, InstanceRow, MessageRow, ProviderEventRow
-from tests.helpers import at, event
+from tests.helpers import at, event, shipped_definitions_with
 from views.effect import Prices, csv_rows, effect_report, newcombe, report_lines, wilson
 
 FEB = Period(at("2026-02-01 00:00+08:00"), at("2026-03-01 00:00+08:00"), "Asia/Shanghai")
@@ -383,17 +383,16 @@ def test_a_database_not_set_up_gets_a_clear_answer(tmp_path):
 @pytest.fixture
 def recurring(tmp_path):
     """The shipped definitions with a daily 会员卡到期 campaign: goal order.created, 20% held out."""
-    import shutil
+    from definitions.loader import load_definitions
 
-    from definitions.loader import PACKAGE_DIR, load_definitions
-
-    folder = tmp_path / "definitions"
-    shutil.copytree(PACKAGE_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    (folder / "templates" / "card_expiring.yaml").write_text('sms:\n  zh-CN: "{{ customer.name }}，会员卡即将到期"\n')
-    (folder / "broadcasts" / "card_expiring.yaml").write_text(
-        "name: card_expiring\ntitle: 会员卡到期提醒\nsegment: lapsing_valuable\n"
-        "send: {channel: sms, template: card_expiring}\n"
-        'schedule: {every: day, time: "10:00", zone: Asia/Shanghai}\nholdout: 0.2\ngoal: order.created\n'
+    folder = shipped_definitions_with(
+        tmp_path / "definitions",
+        {
+            "templates/card_expiring.yaml": 'sms:\n  zh-CN: "{{ customer.name }}，会员卡即将到期"\n',
+            "broadcasts/card_expiring.yaml": "name: card_expiring\ntitle: 会员卡到期提醒\nsegment: lapsing_valuable\n"
+            "send: {channel: sms, template: card_expiring}\n"
+            'schedule: {every: day, time: "10:00", zone: Asia/Shanghai}\nholdout: 0.2\ngoal: order.created\n',
+        },
     )
     return folder, load_definitions(folder)
 

@@ -15,9 +15,15 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    CancelledError,
+    FailureError,
+    TerminatedError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.exceptions import TimeoutError as WorkflowTimedOut
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.broadcast import broadcast_input as input_of
@@ -60,7 +66,12 @@ class BroadcastStatus(BaseModel):
     schedule: str = Field(description="When it runs: a time, or `every day at 10:00 (each customer's zone)`.")
     state: str = Field(
         description="not started, counting, starting, started, done, cancelling, cancelled; a recurring "
-        "broadcast: not started, waiting (for its next run), done (past its end), cancelled"
+        "broadcast: not started, waiting (for its next run), done (past its end), cancelled; and for a workflow "
+        "that ended without its result: failed, terminated, timed out (see `reason`)"
+    )
+    reason: str | None = Field(
+        None,
+        description="Why a failed, terminated or timed-out workflow ended: its failure, or the termination's reason.",
     )
     members: int | None = Field(description="Members of the segment when it started.")
     started: int = Field(description="Instances started (one per member).")
@@ -74,6 +85,11 @@ class BroadcastStatus(BaseModel):
     next_at: datetime | None = Field(None, description="When that run starts (its first send anywhere).")
     runs: list[str] = Field(default_factory=list, description="A recurring broadcast's latest runs started.")
     missed: list[str] = Field(default_factory=list, description="Runs not started: the workflow woke past their time.")
+
+    @property
+    def shown_state(self) -> str:
+        """The state, with the reason a workflow ended without its result: `failed (...)`."""
+        return f"{self.state} ({self.reason})" if self.reason else self.state
 
 
 @dataclass(frozen=True)
@@ -200,18 +216,55 @@ async def cancel(client: Client, definitions: Definitions, name: str) -> None:
     await handle.signal("cancel")
 
 
-async def _progress(client: Client, name: str, kind: type) -> BroadcastProgress | RecurringProgress | None:
-    """The workflow's progress: its query while it runs, its result once it ended; None before it started."""
+@dataclass(frozen=True)
+class _Seen:
+    """What the workflow shows: its progress (None before it started, or when it ended without
+    a result), or how it ended without one (`ended`: failed, terminated, ...) and why."""
+
+    progress: BroadcastProgress | RecurringProgress | None = None
+    ended: str | None = None
+    reason: str | None = None
+
+    def state(self, progress_state: str | None) -> str:
+        return self.ended or progress_state or "not started"
+
+
+async def _progress(client: Client, name: str, kind: type) -> _Seen:
+    """The workflow's progress: its query while it runs, its result once it ended; how it ended
+    when it failed, was terminated or timed out (no result to show); nothing before it started."""
     handle = client.get_workflow_handle(broadcast_workflow_id(name), result_type=kind)
     try:
         described = await handle.describe()
         if described.status == WorkflowExecutionStatus.RUNNING:
-            return await handle.query("progress", result_type=kind)
-        return await handle.result()
+            return _Seen(await handle.query("progress", result_type=kind))
+        return _Seen(await handle.result())
+    except WorkflowFailureError as err:
+        return _Seen(ended=_ended(err.cause), reason=_why(err.cause))
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
-        return None
+        return _Seen()
+
+
+def _ended(cause: BaseException | None) -> str:
+    if isinstance(cause, TerminatedError):
+        return "terminated"
+    if isinstance(cause, CancelledError):
+        return "cancelled"
+    if isinstance(cause, WorkflowTimedOut):
+        return "timed out"
+    return "failed"
+
+
+def _why(cause: BaseException | None) -> str:
+    """The failure's messages, outermost first (`Activity task failed: the store is down`)."""
+    found: list[str] = []
+    while cause is not None and len(found) < 5:
+        message = cause.message if isinstance(cause, FailureError) else str(cause)
+        if message and message not in found:
+            found.append(message)
+        cause = cause.__cause__
+    return ": ".join(found) or "no reason given"
 
 
 async def status(client: Client, store: Store, definitions: Definitions, name: str) -> BroadcastStatus:
@@ -225,11 +278,13 @@ async def status(client: Client, store: Store, definitions: Definitions, name: s
         "workflow_id": broadcast_workflow_id(name),
     }
     if found.recurring:
-        recurring = await _progress(client, name, RecurringProgress)
+        seen = await _progress(client, name, RecurringProgress)
+        recurring = seen.progress
         assert recurring is None or isinstance(recurring, RecurringProgress)
         return BroadcastStatus(
             **shown,
-            state=recurring.state if recurring else "not started",
+            state=seen.state(recurring.state if recurring else None),
+            reason=seen.reason,
             members=None,
             started=0,
             waiting=0,
@@ -239,14 +294,16 @@ async def status(client: Client, store: Store, definitions: Definitions, name: s
             runs=recurring.runs if recurring else [],
             missed=recurring.missed if recurring else [],
         )
-    progress = await _progress(client, name, BroadcastProgress)
+    seen = await _progress(client, name, BroadcastProgress)
+    progress = seen.progress
     assert progress is None or isinstance(progress, BroadcastProgress)
     journey = found.snapshot.definition.name
     waiting = await count_instances(client, f"JourneyName = '{journey}' AND ExecutionStatus = 'Running'")
     outcomes = await asyncio.to_thread(_outcomes, store, journey)
     return BroadcastStatus(
         **shown,
-        state=progress.state if progress else "not started",
+        state=seen.state(progress.state if progress else None),
+        reason=seen.reason,
         members=progress.total if progress else None,
         started=progress.started + progress.already if progress else 0,
         not_again=progress.not_again if progress else 0,
@@ -261,7 +318,7 @@ async def runs(client: Client, store: Store, definitions: Definitions, name: str
     found = _found(definitions, name)
     if not found.recurring:
         raise BroadcastError(f"broadcast {name!r} is not recurring: it has no runs (journeys broadcast status {name})")
-    schedule = await _progress(client, name, RecurringProgress)
+    schedule = (await _progress(client, name, RecurringProgress)).progress
     assert schedule is None or isinstance(schedule, RecurringProgress)
     days = {run[1] for run in map(parse_run, schedule.runs if schedule else []) if run}
     for journey in await asyncio.to_thread(_run_journeys, store, name):
