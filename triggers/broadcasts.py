@@ -27,10 +27,12 @@ from temporalio.exceptions import TimeoutError as WorkflowTimedOut
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.broadcast import broadcast_input as input_of
-from activities.broadcast import recurring_run_input, run_definition
+from activities.broadcast import entry_event, recurring_run_input, run_definition
 from core.contact_policy import SendPolicy
 from core.records import DEFAULT_TIMEZONE, Customer
+from core.rfm import Purchase, RfmTable, customer_context
 from definitions.broadcasts import Broadcast, journey_run, not_again, parse_run, run_name
+from definitions.expressions import ExpressionError, build_context, evaluate_time, zone
 from definitions.loader import Definitions
 from definitions.schema import JourneySnapshot, split_draw
 from instances.contract import (
@@ -378,8 +380,11 @@ def dry_run(store: Store, definitions: Definitions, name: str, now: datetime, *,
             fresh = [m.customer_id for m in page if m.customer_id not in reached]
             ids = [customer_id for customer_id in fresh if split_draw(journey, customer_id) >= broadcast.holdout]
             members, held_out = members + len(page), held_out + len(fresh) - len(ids)
-            for customer in queries.get_customers(session, ids).values():
-                key, when = _would(broadcast, snapshot, customer, session, now, default_region, policy)
+            # The send step's deadline is the customer's own (an expression of their context).
+            purchases = queries.purchases_of_customers(session, ids, now) if broadcast.send.deadline else {}
+            for customer_id, customer in queries.get_customers(session, ids).items():
+                member = _Member(customer_id, customer, purchases.get(customer_id, []), definitions.rfm)
+                key, when = _would(broadcast, snapshot, member, session, now, default_region, policy)
                 outcomes[key] = outcomes.get(key, 0) + 1
                 times.append(when)
         if len(page) < PAGE:
@@ -403,23 +408,64 @@ def _next_run(broadcast: Broadcast, now: datetime) -> str:
     return run_name(broadcast.name, ahead[0])
 
 
+@dataclass(frozen=True)
+class _Member:
+    """A member as their instance would start: the record (None: none in the store) and the
+    purchases its customer context is read from."""
+
+    customer_id: str
+    customer: Customer | None
+    purchases: list[Purchase]
+    rfm_table: RfmTable
+
+
+def _deadline(
+    broadcast: Broadcast, journey: str, member: _Member, started: datetime, when: datetime
+) -> datetime | None:
+    """The send step's `deadline` as the member's instance evaluates it at its send step
+    (workflows/journey.py `_send`): at `when`, in the customer's zone, with the entry event of a
+    broadcast started at `started`, no order, and the customer as of then. ExpressionError as the
+    instance would meet it."""
+    if not broadcast.send.deadline:
+        return None
+    customer = member.customer
+    tz = zone(customer.timezone if customer else DEFAULT_TIMEZONE)
+    entry = entry_event(journey, member.customer_id, started).model_dump(mode="json")
+    context = build_context(
+        tz=tz,
+        now=when,
+        event=entry,
+        entry=entry,
+        order={},
+        customer=customer_context(customer, member.purchases, member.rfm_table, when),
+        vars={},
+    )
+    return evaluate_time(broadcast.send.deadline, context, tz)
+
+
 def _would(
     broadcast: Broadcast,
     snapshot: JourneySnapshot,
-    customer: Customer | None,
+    member: _Member,
     session,
     now: datetime,
     default_region: str,
     policy: SendPolicy,
 ) -> tuple[str, datetime]:
-    """What the contact policy would do with the broadcast's message to `customer`, at their
-    send time: (`send:sms`, `defer:sms`, `skip:unsubscribed`..., the time)."""
+    """What the contact policy would do with the broadcast's message to the member, at their
+    send time, with the send step's deadline (a full cap waits for a slot before it): (`send:sms`,
+    `defer:sms`, `skip:unsubscribed`, `exit:expression_error`..., the time)."""
+    customer = member.customer
     schedule = broadcast.schedule
     if schedule.at is not None:
         when = schedule.at
     else:
         when = schedule.local_time.replace(tzinfo=ZoneInfo(customer.timezone if customer else DEFAULT_TIMEZONE))
     when = max(when.astimezone(UTC), now)
+    try:
+        deadline = _deadline(broadcast, snapshot.definition.name, member, now, when)
+    except ExpressionError:  # the instance would end there, its message unsent
+        return "exit:expression_error", when
     who = customer.customer_id if customer else ""
     decision = decide(
         customer,
@@ -427,7 +473,7 @@ def _would(
         fallback=broadcast.send.fallback,
         category=broadcast.send.category or broadcast.category,
         at=when,
-        deadline=None,
+        deadline=deadline,
         lookups=StoreLookups(session, who),
         default_region=default_region,
         resource=snapshot.resources.get(broadcast.send.resource) if broadcast.send.resource else None,
