@@ -73,6 +73,17 @@ def recurring_run_input(
     )
 
 
+def entry_event(journey: str, customer_id: str, at: datetime) -> Event:
+    """The entry event of a member's instance of a broadcast's journey (`event` and `entry` in its
+    expressions), the broadcast (or run) started at `at`."""
+    return Event(
+        event_id=f"{BROADCAST_EVENT}:{journey}:{customer_id}"[:200],
+        type=BROADCAST_EVENT,
+        occurred_at=at,
+        customer_id=customer_id,
+    )
+
+
 class BroadcastActivities:
     def __init__(self, store: Store, client: Client | None):
         self.store = store
@@ -114,12 +125,7 @@ class BroadcastActivities:
 
         async def start(customer_id: str) -> None:
             customer, purchases = known[customer_id]
-            entry = Event(
-                event_id=f"{BROADCAST_EVENT}:{name}:{customer_id}"[:200],
-                type=BROADCAST_EVENT,
-                occurred_at=request.at,
-                customer_id=customer_id,
-            )
+            entry = entry_event(name, customer_id, request.at)
             instance = JourneyStart(
                 snapshot=snapshot,
                 key=customer_id,

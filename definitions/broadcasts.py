@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as Time
 from typing import Literal
@@ -262,6 +263,22 @@ def run_journey(name: str, day: date) -> str:
     """The journey a run's instances run (in the ledger, the effect report and their workflow ids
     `{journey}:{customer}`): `card_expiring_20261203`, an identifier as every journey's name."""
     return f"{name}_{day:%Y%m%d}"
+
+
+def journey_run(journey: str, broadcasts: Iterable[Broadcast]) -> tuple[Broadcast, date] | None:
+    """The recurring broadcast and date whose run's journey is `journey` (`run_journey`'s
+    inverse); None for any other journey (one named alike, or a date off the schedule)."""
+    name, _, digits = journey.rpartition("_")
+    if len(digits) != 8 or not digits.isdigit():
+        return None
+    try:
+        day = date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+    except ValueError:
+        return None
+    for broadcast in broadcasts:
+        if broadcast.name == name and broadcast.schedule.recurring and broadcast.schedule.runs_on(day):
+            return broadcast, day
+    return None
 
 
 def run_of(broadcast: Broadcast, day: date) -> Broadcast:

@@ -940,7 +940,7 @@ def broadcast_status(
             return [found.model_dump_json(indent=2)]
         if _recurring(definitions, name):
             return [
-                f"{found.name}  {found.state}  segment {found.segment}  {found.schedule}",
+                f"{found.name}  {found.shown_state}  segment {found.segment}  {found.schedule}",
                 *([f"  next run   {found.next_run} from {found.next_at:%Y-%m-%dT%H:%MZ}"] if found.next_at else []),
                 f"  runs       {len(found.runs)} started (journeys broadcast runs {name})"
                 + (f", {len(found.missed)} missed: {', '.join(found.missed)}" if found.missed else ""),
@@ -961,7 +961,7 @@ def _broadcast_lines(found) -> list[str]:
     members = found.members if found.members is not None else "-"
     again = f", {found.not_again} not again (once_per)" if found.not_again else ""
     return [
-        f"{found.name}  {found.state}  segment {found.segment}: {members} members",
+        f"{found.name}  {found.shown_state}  segment {found.segment}: {members} members",
         f"  instances  {found.started} started{again}, {found.waiting} waiting",
         f"  messages   {outcomes}",
     ]

@@ -116,3 +116,32 @@ def write_definitions(folder: Path, templates: dict[str, str], journeys: tuple[s
 #: How long a test waits for a Temporal dev server to start listening. The SDK's default (5 s) is
 #: too short on a loaded 2-core machine: it failed once in make test with the server still starting.
 DEV_SERVER_STARTUP = timedelta(seconds=60)
+
+
+def shipped_definitions_with(folder: Path, files: dict[str, str]) -> Path:
+    """A copy of the shipped definitions in `folder`, with `files` (path inside it → text) written in."""
+    import shutil
+
+    from definitions.loader import PACKAGE_DIR
+
+    shutil.copytree(PACKAGE_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    for path, text in files.items():
+        (folder / path).write_text(text)
+    return folder
+
+
+async def local_temporal(port: int):
+    """A Temporal dev server on `port` (`async with await local_temporal(port):`), with the
+    project's data converter and only errors in its log."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from core.temporal import binary
+
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"),
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
+        port=port,
+        data_converter=pydantic_data_converter,
+        dev_server_extra_args=["--log-level", "error"],
+    )

@@ -243,6 +243,37 @@ def test_a_recurring_broadcast_s_dry_run_is_its_next_run_s_without_those_once_pe
         broadcasts.dry_run(store, definitions, "daily_care@2026-02-30", now, default_region="CN")
 
 
+def test_a_dry_run_gives_a_full_cap_the_send_step_s_deadline_as_the_run_would(store, folder):
+    """The shipped marketing cap (2 in 7 days) is full for c1 and c2 at the send time (10:00 on
+    3 March, Shanghai). The send step's deadline (`now + days(2)`, at the send step: 5 March
+    10:00) is the member's own: c1's window frees on the 4th, before it, so the run would defer
+    c1's message to that slot; c2's frees on the 9th, after it: skipped. c3 has room: sent."""
+    (folder / "segments" / "vips.yaml").write_text("name: vips\nwhere: {tag: vip}\n")
+    (folder / "broadcasts" / "march_offer.yaml").write_text(
+        "name: march_offer\ntitle: 三月特惠\nsegment: vips\n"
+        'send: {channel: sms, template: holiday_care, deadline: "now + days(2)"}\n'
+        'schedule: {at: "2026-03-03T10:00:00+08:00"}\n'
+    )
+    definitions = load_definitions(folder)
+    now, send_at = datetime(2026, 3, 2, 0, 0, tzinfo=UTC), datetime(2026, 3, 3, 2, 0, tzinfo=UTC)
+    for customer_id in ("c1", "c2", "c3"):
+        add_customer(store, customer_id, now - timedelta(days=30), tags=["vip"])
+    sent_before = {"c1": timedelta(days=6), "c2": timedelta(days=1)}  # two marketing messages, that long before
+    with store.transaction() as session:
+        for customer_id, back in sent_before.items():
+            for n in range(2):
+                when = send_at - back + timedelta(minutes=n)
+                session.add(
+                    MessageRow(id=f"{customer_id}-{n}", workflow_id=f"weekly_promo:{customer_id}", run_id="r",
+                               step=f"promo{n}", journey="weekly_promo", journey_version="v", customer_id=customer_id,
+                               channel="sms", template="promo", category="marketing", status="sent", at=when,
+                               updated_at=when, segments=1)
+                )  # fmt: skip
+    found = broadcasts.dry_run(store, definitions, "march_offer", now, default_region="CN")
+    assert found.outcomes == {"defer:sms": 1, "skip:frequency_cap": 1, "send:sms": 1}
+    assert found.first_send == found.last_send == send_at
+
+
 # ------------------------------------------------------------------ a month of daily runs on Temporal
 
 ZONES = {"c1": "Asia/Shanghai", "c2": "America/New_York", "c3": "Europe/London"}

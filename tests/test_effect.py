@@ -13,7 +13,7 @@ import pytest
 from store import queries
 from store.effect import Period
 from store.tables import DeferralRow, InstanceRow, MessageRow, ProviderEventRow
-from tests.helpers import at, event
+from tests.helpers import at, event, shipped_definitions_with
 from views.effect import Prices, csv_rows, effect_report, newcombe, report_lines, wilson
 
 FEB = Period(at("2026-02-01 00:00+08:00"), at("2026-03-01 00:00+08:00"), "Asia/Shanghai")
@@ -375,3 +375,117 @@ def test_a_database_not_set_up_gets_a_clear_answer(tmp_path):
         "journeys: the database is not ready (no such table: goals). Check DATABASE_URL (or --data-dir); "
         "`journeys migrate` creates or upgrades its tables."
     )
+
+
+# ------------------------------------------------------------------ a recurring broadcast
+
+
+@pytest.fixture
+def recurring(tmp_path):
+    """The shipped definitions with a daily 会员卡到期 campaign: goal order.created, 20% held out."""
+    from definitions.loader import load_definitions
+
+    folder = shipped_definitions_with(
+        tmp_path / "definitions",
+        {
+            "templates/card_expiring.yaml": 'sms:\n  zh-CN: "{{ customer.name }}，会员卡即将到期"\n',
+            "broadcasts/card_expiring.yaml": "name: card_expiring\ntitle: 会员卡到期提醒\nsegment: lapsing_valuable\n"
+            "send: {channel: sms, template: card_expiring}\n"
+            'schedule: {every: day, time: "10:00", zone: Asia/Shanghai}\nholdout: 0.2\ngoal: order.created\n',
+        },
+    )
+    return folder, load_definitions(folder)
+
+
+def two_runs(store) -> None:
+    """The runs of 10 and 11 February, each 10 messaged and 5 held out: 3 (100 each) and 2 (50
+    each) of the messaged order within the goal's 3 days, 1 held out of the first run orders."""
+    d = timedelta(days=1)
+    rows, events = [], []
+    for day, (converts, amount, held_converts) in enumerate([(3, 100, 1), (2, 50, 0)]):
+        journey, when = f"card_expiring_202602{10 + day}", T + day * d
+        for n in range(10):
+            key = f"r{day}t{n}"
+            rows += [
+                instance(journey, key, when, variant="send"),
+                message(journey, key, when, customer=key, step="send", variant="send"),
+            ]
+            if n < converts:
+                events += order_events(f"{key}-o", key, created=when + d, amount=amount)
+        for n in range(5):
+            key = f"r{day}h{n}"
+            rows.append(instance(journey, key, when, variant="holdout"))
+            if n < held_converts:
+                events += order_events(f"{key}-o", key, created=when + d, amount=amount)
+    load(store, rows, events)
+
+
+def test_a_recurring_broadcast_is_one_row_converting_by_its_goal_with_each_run(store, recurring):
+    """The runs' journeys (card_expiring_20260210, ...) convert by the broadcast's goal, and the
+    campaign is one row: conversions, revenue (回款), ROI and the uplift over the runs' holdouts
+    together, each run's own figures beside it."""
+    two_runs(store)
+    _, definitions = recurring
+    report = effect_report(store, definitions, FEB, PRICES)
+    assert not [name for name in report.journeys if name.startswith("card_expiring_")]
+    card = report.journeys["card_expiring"]
+    assert (card.title, card.goal, card.within) == ("会员卡到期提醒", "order.created", "3d")
+    assert (card.entered, card.sent, card.reached, card.converted, card.revenue) == (30, 20, 20, 5, 400.0)
+    assert (card.cost, card.roi) == (1.0, 400.0)
+    lift = card.uplift
+    assert (lift.treated.instances, lift.treated.converted, lift.holdout.instances, lift.holdout.converted) == (
+        20, 5, 10, 1,
+    )  # fmt: skip
+    assert lift.absolute == 0.15
+    assert {run: (r.reached, r.converted, r.revenue, r.goal) for run, r in card.runs.items()} == {
+        "card_expiring@2026-02-10": (10, 3, 300.0, "order.created"),
+        "card_expiring@2026-02-11": (10, 2, 100.0, "order.created"),
+    }
+    assert card.runs["card_expiring@2026-02-10"].uplift.holdout.converted == 1
+    assert report.totals.converted_orders == 5 and report.totals.revenue == 400.0
+    lines = report_lines(report)
+    assert any(line.startswith("card_expiring ") for line in lines)
+    assert any(line.startswith("  card_expiring@2026-02-11") for line in lines)
+    # By variant: the campaign's groups add its runs' up.
+    by_variant = effect_report(store, definitions, FEB, PRICES, by="variant", journey="card_expiring")
+    groups = by_variant.journeys["card_expiring"].groups
+    assert {g: (f.entered, f.reached, f.converted) for g, f in groups.items()} == {
+        "send": (20, 20, 5),
+        "holdout": (10, 10, 1),
+    }
+    assert list(by_variant.journeys) == ["card_expiring"]
+
+
+async def test_a_recurring_broadcast_s_effect_is_the_same_in_the_api_and_the_cli(store, recurring):
+    import subprocess
+
+    import httpx
+
+    from tests.test_up import JOURNEYS, with_checkout
+    from triggers.api import create_app
+
+    two_runs(store)
+    folder, definitions = recurring
+    app = create_app(store, definitions=definitions, prices=PRICES, shop_timezone="Asia/Shanghai")
+    window = {"from": "2026-02-01", "to": "2026-02-28"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://journeys") as api:
+        whole = (await api.get("/effect", params=window)).json()
+        one = (await api.get("/journeys/card_expiring/effect", params=window)).json()
+    env = {**with_checkout(None), "DATABASE_URL": store.url, "JOURNEYS_SMS_PRICE": "0.05"}
+    cli = subprocess.run(
+        [*JOURNEYS, "report", "--from", "2026-02-01", "--to", "2026-02-28", "--definitions", str(folder),
+         "--journey", "card_expiring", "--json"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    import json
+
+    for body in (whole, one, json.loads(cli.stdout)):
+        card = body["journeys"]["card_expiring"]
+        assert (card["goal"], card["converted"], card["revenue"], card["roi"]) == ("order.created", 5, 400.0, 400.0)
+        assert {run: r["converted"] for run, r in card["runs"].items()} == {
+            "card_expiring@2026-02-10": 3,
+            "card_expiring@2026-02-11": 2,
+        }
+        assert not [name for name in body["journeys"] if name.startswith("card_expiring_")]
+    assert list(one["journeys"]) == ["card_expiring"]

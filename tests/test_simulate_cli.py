@@ -223,3 +223,49 @@ def test_an_empty_or_inverted_window_is_refused(tmp_path):
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [f"{empty}: no events, so the window to simulate is empty"]
     assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_simulate_prints_no_warning_about_the_test_server_s_missing_capability(tmp_path):
+    """The SDK's core warns, once per worker, that the time-skipping test server does not
+    advertise a heartbeat capability no simulation relies on: that warning is dropped, the run's
+    output is the summary alone, in two shards (two servers) as in one."""
+    for shards in ("1", "2"):
+        result = run(
+            "--customers", str(DATA / "customers.jsonl"), "--events", str(DATA / "events.jsonl"),
+            "--until", "2026-03-10T00:00:00Z", "--out", str(tmp_path / f"messages-{shards}.jsonl"), "--shards", shards,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "activity_failure_include_heartbeat" not in result.stdout + result.stderr
+        assert "Temporal Server 1.16.0 or newer is required" not in result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0] == "3 customers, 7 events, 12 records", result.stdout
+        assert lines[2:-1] == [
+            "birthday_greeting: sent 2",
+            "delivered_care: sent 1",
+            "payment_reminder: sent 2, skipped blacklisted 1, quiet_hours 1",
+            "pre_close_reminder: sent 1, skipped blacklisted 1",
+            "review_request: sent 1",
+            "revisit_28d: sent 1",
+            "shipped_notice: sent 1",
+        ]
+        assert lines[1].startswith("broadcast spring_festival_care: not run") and lines[-1].startswith("wrote ")
+        assert result.stderr == ""
+
+
+def test_other_core_warnings_still_show(caplog):
+    """Only the known message is dropped: any other warning of the SDK's core reaches the log."""
+    import logging
+
+    from journeys.simulate import CORE_LOG, simulation_runtime
+
+    simulation_runtime()
+    with caplog.at_level(logging.WARNING, logger=CORE_LOG.name):
+        CORE_LOG.warning(
+            "[temporalio_sdk_core::worker] Temporal Server 1.16.0 or newer is required to guarantee that the latest "
+            "heartbeat details are preserved when an activity fails; the server did not advertise the "
+            "activity_failure_include_heartbeat capability, so heartbeat details may be lost on failure"
+        )
+        CORE_LOG.warning("[temporalio_sdk_core::worker] Poll error: the server is unreachable")
+    assert [record.getMessage() for record in caplog.records] == [
+        "[temporalio_sdk_core::worker] Poll error: the server is unreachable"
+    ]

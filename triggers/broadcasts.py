@@ -15,16 +15,24 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    CancelledError,
+    FailureError,
+    TerminatedError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.exceptions import TimeoutError as WorkflowTimedOut
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.broadcast import broadcast_input as input_of
-from activities.broadcast import recurring_run_input, run_definition
+from activities.broadcast import entry_event, recurring_run_input, run_definition
 from core.contact_policy import SendPolicy
 from core.records import DEFAULT_TIMEZONE, Customer
-from definitions.broadcasts import Broadcast, not_again, parse_run, run_journey, run_name
+from core.rfm import Purchase, RfmTable, customer_context
+from definitions.broadcasts import Broadcast, journey_run, not_again, parse_run, run_name
+from definitions.expressions import ExpressionError, build_context, evaluate_time, zone
 from definitions.loader import Definitions
 from definitions.schema import JourneySnapshot, split_draw
 from instances.contract import (
@@ -60,7 +68,12 @@ class BroadcastStatus(BaseModel):
     schedule: str = Field(description="When it runs: a time, or `every day at 10:00 (each customer's zone)`.")
     state: str = Field(
         description="not started, counting, starting, started, done, cancelling, cancelled; a recurring "
-        "broadcast: not started, waiting (for its next run), done (past its end), cancelled"
+        "broadcast: not started, waiting (for its next run), done (past its end), cancelled; and for a workflow "
+        "that ended without its result: failed, terminated, timed out (see `reason`)"
+    )
+    reason: str | None = Field(
+        None,
+        description="Why a failed, terminated or timed-out workflow ended: its failure, or the termination's reason.",
     )
     members: int | None = Field(description="Members of the segment when it started.")
     started: int = Field(description="Instances started (one per member).")
@@ -74,6 +87,11 @@ class BroadcastStatus(BaseModel):
     next_at: datetime | None = Field(None, description="When that run starts (its first send anywhere).")
     runs: list[str] = Field(default_factory=list, description="A recurring broadcast's latest runs started.")
     missed: list[str] = Field(default_factory=list, description="Runs not started: the workflow woke past their time.")
+
+    @property
+    def shown_state(self) -> str:
+        """The state, with the reason a workflow ended without its result: `failed (...)`."""
+        return f"{self.state} ({self.reason})" if self.reason else self.state
 
 
 @dataclass(frozen=True)
@@ -200,18 +218,55 @@ async def cancel(client: Client, definitions: Definitions, name: str) -> None:
     await handle.signal("cancel")
 
 
-async def _progress(client: Client, name: str, kind: type) -> BroadcastProgress | RecurringProgress | None:
-    """The workflow's progress: its query while it runs, its result once it ended; None before it started."""
+@dataclass(frozen=True)
+class _Seen:
+    """What the workflow shows: its progress (None before it started, or when it ended without
+    a result), or how it ended without one (`ended`: failed, terminated, ...) and why."""
+
+    progress: BroadcastProgress | RecurringProgress | None = None
+    ended: str | None = None
+    reason: str | None = None
+
+    def state(self, progress_state: str | None) -> str:
+        return self.ended or progress_state or "not started"
+
+
+async def _progress(client: Client, name: str, kind: type) -> _Seen:
+    """The workflow's progress: its query while it runs, its result once it ended; how it ended
+    when it failed, was terminated or timed out (no result to show); nothing before it started."""
     handle = client.get_workflow_handle(broadcast_workflow_id(name), result_type=kind)
     try:
         described = await handle.describe()
         if described.status == WorkflowExecutionStatus.RUNNING:
-            return await handle.query("progress", result_type=kind)
-        return await handle.result()
+            return _Seen(await handle.query("progress", result_type=kind))
+        return _Seen(await handle.result())
+    except WorkflowFailureError as err:
+        return _Seen(ended=_ended(err.cause), reason=_why(err.cause))
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
-        return None
+        return _Seen()
+
+
+def _ended(cause: BaseException | None) -> str:
+    if isinstance(cause, TerminatedError):
+        return "terminated"
+    if isinstance(cause, CancelledError):
+        return "cancelled"
+    if isinstance(cause, WorkflowTimedOut):
+        return "timed out"
+    return "failed"
+
+
+def _why(cause: BaseException | None) -> str:
+    """The failure's messages, outermost first (`Activity task failed: the store is down`)."""
+    found: list[str] = []
+    while cause is not None and len(found) < 5:
+        message = cause.message if isinstance(cause, FailureError) else str(cause)
+        if message and message not in found:
+            found.append(message)
+        cause = cause.__cause__
+    return ": ".join(found) or "no reason given"
 
 
 async def status(client: Client, store: Store, definitions: Definitions, name: str) -> BroadcastStatus:
@@ -225,11 +280,13 @@ async def status(client: Client, store: Store, definitions: Definitions, name: s
         "workflow_id": broadcast_workflow_id(name),
     }
     if found.recurring:
-        recurring = await _progress(client, name, RecurringProgress)
+        seen = await _progress(client, name, RecurringProgress)
+        recurring = seen.progress
         assert recurring is None or isinstance(recurring, RecurringProgress)
         return BroadcastStatus(
             **shown,
-            state=recurring.state if recurring else "not started",
+            state=seen.state(recurring.state if recurring else None),
+            reason=seen.reason,
             members=None,
             started=0,
             waiting=0,
@@ -239,14 +296,16 @@ async def status(client: Client, store: Store, definitions: Definitions, name: s
             runs=recurring.runs if recurring else [],
             missed=recurring.missed if recurring else [],
         )
-    progress = await _progress(client, name, BroadcastProgress)
+    seen = await _progress(client, name, BroadcastProgress)
+    progress = seen.progress
     assert progress is None or isinstance(progress, BroadcastProgress)
     journey = found.snapshot.definition.name
     waiting = await count_instances(client, f"JourneyName = '{journey}' AND ExecutionStatus = 'Running'")
     outcomes = await asyncio.to_thread(_outcomes, store, journey)
     return BroadcastStatus(
         **shown,
-        state=progress.state if progress else "not started",
+        state=seen.state(progress.state if progress else None),
+        reason=seen.reason,
         members=progress.total if progress else None,
         started=progress.started + progress.already if progress else 0,
         not_again=progress.not_again if progress else 0,
@@ -261,27 +320,18 @@ async def runs(client: Client, store: Store, definitions: Definitions, name: str
     found = _found(definitions, name)
     if not found.recurring:
         raise BroadcastError(f"broadcast {name!r} is not recurring: it has no runs (journeys broadcast status {name})")
-    schedule = await _progress(client, name, RecurringProgress)
+    schedule = (await _progress(client, name, RecurringProgress)).progress
     assert schedule is None or isinstance(schedule, RecurringProgress)
     days = {run[1] for run in map(parse_run, schedule.runs if schedule else []) if run}
     for journey in await asyncio.to_thread(_run_journeys, store, name):
-        day = _day_of(journey[len(name) + 1 :])
-        if day is not None and run_journey(name, day) == journey and found.broadcast.schedule.runs_on(day):
-            days.add(day)
+        if (run := journey_run(journey, [found.broadcast])) is not None:
+            days.add(run[1])
     return [await status(client, store, definitions, run_name(name, day)) for day in sorted(days)]
 
 
 def _run_journeys(store: Store, name: str) -> list[str]:
     with store.transaction() as session:
         return queries.run_journeys(session, f"{name}_")
-
-
-def _day_of(text: str) -> date | None:
-    """`20261203` as a date; None for anything else (another journey named alike)."""
-    try:
-        return datetime.strptime(text, "%Y%m%d").date() if len(text) == 8 and text.isdigit() else None
-    except ValueError:
-        return None
 
 
 def _outcomes(store: Store, journey: str) -> dict[str, int]:
@@ -330,8 +380,11 @@ def dry_run(store: Store, definitions: Definitions, name: str, now: datetime, *,
             fresh = [m.customer_id for m in page if m.customer_id not in reached]
             ids = [customer_id for customer_id in fresh if split_draw(journey, customer_id) >= broadcast.holdout]
             members, held_out = members + len(page), held_out + len(fresh) - len(ids)
-            for customer in queries.get_customers(session, ids).values():
-                key, when = _would(broadcast, snapshot, customer, session, now, default_region, policy)
+            # The send step's deadline is the customer's own (an expression of their context).
+            purchases = queries.purchases_of_customers(session, ids, now) if broadcast.send.deadline else {}
+            for customer_id, customer in queries.get_customers(session, ids).items():
+                member = _Member(customer_id, customer, purchases.get(customer_id, []), definitions.rfm)
+                key, when = _would(broadcast, snapshot, member, session, now, default_region, policy)
                 outcomes[key] = outcomes.get(key, 0) + 1
                 times.append(when)
         if len(page) < PAGE:
@@ -355,23 +408,64 @@ def _next_run(broadcast: Broadcast, now: datetime) -> str:
     return run_name(broadcast.name, ahead[0])
 
 
+@dataclass(frozen=True)
+class _Member:
+    """A member as their instance would start: the record (None: none in the store) and the
+    purchases its customer context is read from."""
+
+    customer_id: str
+    customer: Customer | None
+    purchases: list[Purchase]
+    rfm_table: RfmTable
+
+
+def _deadline(
+    broadcast: Broadcast, journey: str, member: _Member, started: datetime, when: datetime
+) -> datetime | None:
+    """The send step's `deadline` as the member's instance evaluates it at its send step
+    (workflows/journey.py `_send`): at `when`, in the customer's zone, with the entry event of a
+    broadcast started at `started`, no order, and the customer as of then. ExpressionError as the
+    instance would meet it."""
+    if not broadcast.send.deadline:
+        return None
+    customer = member.customer
+    tz = zone(customer.timezone if customer else DEFAULT_TIMEZONE)
+    entry = entry_event(journey, member.customer_id, started).model_dump(mode="json")
+    context = build_context(
+        tz=tz,
+        now=when,
+        event=entry,
+        entry=entry,
+        order={},
+        customer=customer_context(customer, member.purchases, member.rfm_table, when),
+        vars={},
+    )
+    return evaluate_time(broadcast.send.deadline, context, tz)
+
+
 def _would(
     broadcast: Broadcast,
     snapshot: JourneySnapshot,
-    customer: Customer | None,
+    member: _Member,
     session,
     now: datetime,
     default_region: str,
     policy: SendPolicy,
 ) -> tuple[str, datetime]:
-    """What the contact policy would do with the broadcast's message to `customer`, at their
-    send time: (`send:sms`, `defer:sms`, `skip:unsubscribed`..., the time)."""
+    """What the contact policy would do with the broadcast's message to the member, at their
+    send time, with the send step's deadline (a full cap waits for a slot before it): (`send:sms`,
+    `defer:sms`, `skip:unsubscribed`, `exit:expression_error`..., the time)."""
+    customer = member.customer
     schedule = broadcast.schedule
     if schedule.at is not None:
         when = schedule.at
     else:
         when = schedule.local_time.replace(tzinfo=ZoneInfo(customer.timezone if customer else DEFAULT_TIMEZONE))
     when = max(when.astimezone(UTC), now)
+    try:
+        deadline = _deadline(broadcast, snapshot.definition.name, member, now, when)
+    except ExpressionError:  # the instance would end there, its message unsent
+        return "exit:expression_error", when
     who = customer.customer_id if customer else ""
     decision = decide(
         customer,
@@ -379,7 +473,7 @@ def _would(
         fallback=broadcast.send.fallback,
         category=broadcast.send.category or broadcast.category,
         at=when,
-        deadline=None,
+        deadline=deadline,
         lookups=StoreLookups(session, who),
         default_region=default_region,
         resource=snapshot.resources.get(broadcast.send.resource) if broadcast.send.resource else None,

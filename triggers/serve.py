@@ -20,16 +20,16 @@ from store.db import Store
 from triggers.api import create_app
 from triggers.dispatcher import Dispatcher
 from triggers.webhooks import WebhookConfig
-from views.effect import Prices, goals_of
+from views.effect import Prices, goals_of, runs_of
 
 log = logging.getLogger("journeys.api")
 
 
 def refresh_read_model(store: Store, definitions) -> None:
-    """Bring the effect report's read model up to date for the journeys' goals (store/reached.py
-    `refresh`); logged, never fatal."""
+    """Bring the effect report's read model up to date for the journeys' goals, the recurring
+    broadcasts' runs' too (store/reached.py `refresh`); logged, never fatal."""
     try:
-        changed = reached.refresh(store, goals_of(definitions))
+        changed = reached.refresh(store, goals_of(definitions, runs_of(store, definitions)))
         if changed:
             log.info("effect report: conversions computed for %s (goal new or changed)", ", ".join(changed))
     except Exception:  # the report refreshes it itself on its first run

@@ -16,6 +16,7 @@ last settling.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,9 +27,10 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field
 
 from core.config import Settings
+from definitions.broadcasts import journey_run, run_name
 from definitions.loader import Definitions
 from definitions.schema import HOLDOUT, Journey
-from store import effect, reached
+from store import effect, queries, reached
 from store.db import Store
 from store.effect import Grouping, Period
 from store.products import SkuPrediction, prediction_errors
@@ -132,6 +134,11 @@ class JourneyEffect(Figures):
     within: str | None = None
     groups: dict[str, Figures] = Field(default_factory=dict, description="By the report's grouping, if any.")
     uplift: Uplift | None = None
+    runs: dict[str, JourneyEffect] = Field(
+        default_factory=dict,
+        description="A recurring broadcast: each run's own figures, by run (card_expiring@2026-12-03); the row "
+        "itself adds them up.",
+    )
 
 
 class ResultIndicators(BaseModel):
@@ -232,9 +239,35 @@ def journeys_of(definitions: Definitions) -> dict[str, Journey]:
     return found
 
 
-def goals_of(definitions: Definitions) -> dict[str, GoalRule | None]:
-    """Each journey's conversion rule (None: no goal), for the `reached` read model."""
-    return {name: goal_rule(definition) for name, definition in journeys_of(definitions).items()}
+@dataclass(frozen=True)
+class Run:
+    """A recurring broadcast's run, as the report knows it by its journey's name."""
+
+    broadcast: str  # card_expiring
+    name: str  # card_expiring@2026-12-03
+
+
+def goals_of(definitions: Definitions, runs: dict[str, Run] | None = None) -> dict[str, GoalRule | None]:
+    """Each journey's conversion rule (None: no goal), for the `reached` read model; and each of
+    `runs`' journeys (`runs_of`) its recurring broadcast's, as a one-off broadcast's journey has
+    the broadcast's goal."""
+    goals = {name: goal_rule(definition) for name, definition in journeys_of(definitions).items()}
+    return goals | {journey: goals.get(run.broadcast) for journey, run in (runs or {}).items()}
+
+
+def runs_of(store: Store, definitions: Definitions) -> dict[str, Run]:
+    """The recurring broadcasts' runs the store has instances of, by their journey's name
+    (`card_expiring_20261203`)."""
+    recurring = [b for b, _ in definitions.broadcasts.values() if b.schedule.recurring]
+    if not recurring:
+        return {}
+    found: dict[str, Run] = {}
+    with store.transaction() as session:
+        for broadcast in recurring:
+            for journey in queries.run_journeys(session, f"{broadcast.name}_"):
+                if (run := journey_run(journey, [broadcast])) is not None:
+                    found[journey] = Run(broadcast.name, run_name(broadcast.name, run[1]))
+    return found
 
 
 def effect_report(
@@ -248,19 +281,32 @@ def effect_report(
     silent_days: int = 90,
 ) -> EffectReport:
     """The report for `period`, for every journey of the definitions (or only `journey`), and any
-    other journey the ledger has messages of (goal unknown: no conversions).
+    other journey the ledger has messages of (goal unknown: no conversions). A recurring
+    broadcast is one row, its runs' figures added up (each run converting by the broadcast's
+    goal), with each run's own row in `runs`.
 
     It first has the owner of `reached` bring it up to date for these definitions' goals
     (store/reached.py `refresh`; why, in this module's docstring); the rest only reads."""
     by = None if by == "journey" else by
     known = journeys_of(definitions)
-    goals = goals_of(definitions)
+    runs = runs_of(store, definitions)
+    goals = goals_of(definitions, runs)
     reached.refresh(store, goals)
-    read = _read(store, period, by, journey, goals, _held_out(known, goals, journey), silent_days)
+    only = [journey, *(j for j, run in runs.items() if run.broadcast == journey)] if journey else None
+    read = _read(store, period, by, only, goals, _held_out(known, goals, runs, only), silent_days)
+    figured = _figured(read)
+    per_run = {
+        run.name: (run.broadcast, _journey_effect(j, known.get(run.broadcast), goals.get(j), read, by, prices))
+        for j, run in sorted(runs.items())
+        if j in figured
+    }
+    read = _folded(read, runs)
     journeys = {
         name: _journey_effect(name, known.get(name), goals.get(name), read, by, prices)
         for name in _names(read, journey, known)
     }
+    for name, (broadcast, row) in per_run.items():
+        journeys[broadcast].runs[name] = row
     return EffectReport(
         start=period.start,
         end=period.end,
@@ -296,12 +342,18 @@ class _Read:
     results: dict[str, Any] | None
 
 
-def _held_out(known: dict[str, Journey], goals: dict[str, GoalRule | None], journey: str | None) -> dict[str, GoalRule]:
-    """The goal of each journey reported on whose split holds some of its instances out."""
+def _held_out(
+    known: dict[str, Journey], goals: dict[str, GoalRule | None], runs: dict[str, Run], only: list[str] | None
+) -> dict[str, GoalRule]:
+    """The goal of each journey reported on (a run's: its broadcast's) whose split holds some of
+    its instances out."""
     return {
         name: rule
         for name, rule in goals.items()
-        if rule and (not journey or name == journey) and (split := known[name].first_split) and split.holdout
+        if rule
+        and (only is None or name in only)
+        and (split := known[runs[name].broadcast if name in runs else name].first_split)
+        and split.holdout
     }
 
 
@@ -309,15 +361,14 @@ def _read(
     store: Store,
     period: Period,
     by: Grouping | None,
-    journey: str | None,
+    only: list[str] | None,
     goals: dict[str, GoalRule | None],
     held_out: dict[str, GoalRule],
     silent_days: int,
 ) -> _Read:
-    """Everything the report counts, in three independent parts, each on its own session of one
-    snapshot: side by side where the database allows (the ledger's counts, the runs'
-    conversions, the shop's results)."""
-    only = [journey] if journey else None
+    """Everything the report counts (of the journeys `only`, or all), in three independent
+    parts, each on its own session of one snapshot: side by side where the database allows (the
+    ledger's counts, the runs' conversions, the shop's results, of every journey only)."""
     with store.snapshot(3) as (ledger, runs, shop):
         for session in {ledger, runs, shop}:
             effect.prepare(session)
@@ -331,23 +382,62 @@ def _read(
                 effect.conversions(runs, goals, period, by, only),
                 {name: effect.holdout(runs, name, rule, period, HOLDOUT) for name, rule in held_out.items()},
             ),
-            "shop": lambda: effect.result_indicators(shop, period, silent_days) if journey is None else None,
+            "shop": lambda: effect.result_indicators(shop, period, silent_days) if only is None else None,
         }
         found = _run_parts(parts, store.parallel)
     (messages, entered, exits), (conversions, holdouts) = found["ledger"], found["runs"]
     return _Read(messages, entered, exits, conversions, holdouts, found["shop"])
 
 
+def _figured(read: _Read) -> set[str]:
+    """The journeys the store has figures of for the report."""
+    return (
+        {j for j, _ in read.messages}
+        | {j for j, _ in read.entered}
+        | {j for j, _ in read.exits}
+        | {j for j, groups in read.conversions.journeys.items() if groups}
+    )
+
+
 def _names(read: _Read, journey: str | None, known: dict[str, Journey]) -> list[str]:
     """The journeys reported on: `journey`, or those of the definitions and any the store has
     figures of."""
-    return sorted(
-        ({journey} if journey else set(known))
-        | {j for j, _ in read.messages}
-        | {j for j, _ in read.entered}
-        | {j for j, _ in read.exits}
-        | set(read.conversions.journeys)
-    )
+    return sorted(({journey} if journey else set(known)) | _figured(read))
+
+
+def _folded(read: _Read, runs: dict[str, Run]) -> _Read:
+    """`read` with each run's figures added into its recurring broadcast's: one row a campaign,
+    its holdout's instances and conversions the runs' together."""
+    if not runs:
+        return read
+
+    def to(journey: str) -> str:
+        return runs[journey].broadcast if journey in runs else journey
+
+    messages: dict[tuple[str, str], dict[str, Any]] = {}
+    entered: dict[tuple[str, str], int] = {}
+    exits: dict[tuple[str, str], dict[str, int]] = {}
+    for (journey, group), counts in read.messages.items():
+        _add(messages.setdefault((to(journey), group), {}), counts)
+    for (journey, group), n in read.entered.items():
+        entered[to(journey), group] = entered.get((to(journey), group), 0) + n
+    for (journey, group), reasons in read.exits.items():
+        _add(exits.setdefault((to(journey), group), {}), reasons)
+    converted: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for journey, groups in read.conversions.journeys.items():
+        for group, counts in groups.items():
+            _add(converted[to(journey)].setdefault(group, {}), counts)
+    holdouts: dict[str, tuple[int, int]] = {}
+    for journey, (n, k) in read.holdouts.items():
+        before = holdouts.get(to(journey), (0, 0))
+        holdouts[to(journey)] = (before[0] + n, before[1] + k)
+    conversions = effect.Conversions(converted, read.conversions.orders, read.conversions.revenue)
+    return _Read(messages, entered, exits, conversions, holdouts, read.results)
+
+
+def _add(into: dict[str, Any], counts: dict[str, Any]) -> None:
+    for name, value in counts.items():
+        into[name] = into.get(name, 0) + value
 
 
 def _journey_effect(
@@ -525,6 +615,8 @@ def report_lines(report: EffectReport) -> list[str]:
         lines.append(_row(name, journey))
         for group, figures in journey.groups.items():
             lines.append(_row(f"  {group or '-'}", figures))
+        for run, figures in journey.runs.items():
+            lines.append(_row(f"  {run}", figures))
         skips = ", ".join(f"{reason} {n}" for reason, n in sorted(journey.skipped_by_reason.items()))
         if skips:
             lines.append(f"  skipped: {skips}")
@@ -581,14 +673,15 @@ CSV_FIELDS = ("journey", "group", *[name for name in Figures.model_fields if not
 
 
 def csv_rows(report: EffectReport) -> list[list[Any]]:
-    """One row per journey (group empty) and per group; skip and deferral reasons as
+    """One row per journey (group empty), per group and per run of a recurring broadcast (its
+    run's name as the group: card_expiring@2026-12-03); skip and deferral reasons as
     `skipped:REASON` and `deferred:REASON` columns."""
     reasons = sorted({r for j in report.journeys.values() for r in j.skipped_by_reason})
     put_off = sorted({r for j in report.journeys.values() for r in j.deferred_by_reason})
     header = [*CSV_FIELDS, *[f"skipped:{r}" for r in reasons], *[f"deferred:{r}" for r in put_off]]
     rows: list[list[Any]] = [header]
     for name, journey in report.journeys.items():
-        for group, figures in [("", journey), *journey.groups.items()]:
+        for group, figures in [("", journey), *journey.groups.items(), *journey.runs.items()]:
             values = figures.model_dump()
             rows.append(
                 [
