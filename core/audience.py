@@ -21,6 +21,7 @@ A condition is `all: [...]`, `any: [...]`, `not: {...}` or one test:
 | `{orders_in_last_days: N, at_least: K}` (or `at_most`) | orders created in the last N days |
 | `{last_purchase_within_days: N}` | a purchase (paid, not refunded) in the last N days |
 | `{no_purchase_for_days: N}` | none in the last N days (or never) |
+| `{lifecycle: [churned, sleeping]}`, `{lifecycle: silent}` | the lifecycle stage now (core.lifecycle) is one of them |
 | `{spent_in_year: {at_least: X}}` (or `at_most`) | the year's purchases add up so (RFM's M amount) |
 | `{subscribed: sms/email}` | has that contact, has not unsubscribed from it, is not blacklisted |
 | `{locale: zh-CN}`, `{timezone: Asia/Shanghai}` | the record says so |
@@ -33,9 +34,10 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from core.durations import parse_duration
+from core.lifecycle import STAGES
 from core.records import TRAIT_KEY
 
 SEGMENTS_DIR = "segments"
@@ -128,6 +130,26 @@ class NoPurchaseTest(BaseModel):
     no_purchase_for_days: int = Field(ge=1, le=365)
 
 
+class LifecycleTest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lifecycle: list[str] = Field(min_length=1, description="A stage, or a list of them (any of).")
+
+    @field_validator("lifecycle", mode="before")
+    @classmethod
+    def _stages(cls, value: Any) -> Any:
+        value = [value] if isinstance(value, str) else value
+        if isinstance(value, list):
+            unknown = [v for v in value if v not in STAGES]
+            if unknown:
+                raise ValueError(f"unknown lifecycle stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+        return value
+
+    @property
+    def stages(self) -> list[str]:
+        return self.lifecycle
+
+
 class SpentBound(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -218,6 +240,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "orders_in_last_days": OrdersTest,
     "last_purchase_within_days": LastPurchaseTest,
     "no_purchase_for_days": NoPurchaseTest,
+    "lifecycle": LifecycleTest,
     "spent_in_year": SpentTest,
     "subscribed": SubscribedTest,
     "locale": LocaleTest,
@@ -246,6 +269,7 @@ Condition = Annotated[
     | Annotated[OrdersTest, Tag("orders_in_last_days")]
     | Annotated[LastPurchaseTest, Tag("last_purchase_within_days")]
     | Annotated[NoPurchaseTest, Tag("no_purchase_for_days")]
+    | Annotated[LifecycleTest, Tag("lifecycle")]
     | Annotated[SpentTest, Tag("spent_in_year")]
     | Annotated[SubscribedTest, Tag("subscribed")]
     | Annotated[LocaleTest, Tag("locale")]
@@ -292,3 +316,8 @@ def uses_rfm(condition: Any) -> bool:
     if isinstance(condition, Not):
         return uses_rfm(condition.not_)
     return isinstance(condition, RfmTest | LastPurchaseTest | NoPurchaseTest | SpentTest)
+
+
+def uses_lifecycle(condition: Any) -> bool:
+    """Whether evaluating `condition` needs the customers' lifecycle stages."""
+    return any(isinstance(test, LifecycleTest) for test in tests_of(condition))

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.amounts import WINDOW as WINDOW  # RFM's year, re-exported
 from core.amounts import amount_of, in_year, order_amount
+from core.lifecycle import LifecycleTable, stage
 from core.records import Customer
 
 #: Event types that change a customer's purchases.
@@ -60,6 +61,9 @@ class RfmTable(BaseModel):
         ],
         min_length=1,
     )
+    #: The lifecycle stage's windows (`lifecycle:` in rfm.yaml; core/lifecycle.py), kept with RFM's
+    #: table because they are read wherever it is: the workflow's input, segments, profiles.
+    lifecycle: LifecycleTable = Field(default_factory=LifecycleTable)
 
     @model_validator(mode="after")
     def _ordered(self) -> RfmTable:
@@ -163,10 +167,16 @@ def tier_of(value: int, table: RfmTable = DEFAULT_TABLE) -> str:
 
 
 def customer_context(
-    customer: Customer | None, purchases: Iterable[Purchase], table: RfmTable, at: datetime
+    customer: Customer | None, purchases: Iterable[Purchase], table: RfmTable, at: datetime, *, lifecycle: bool = True
 ) -> dict[str, Any]:
-    """The customer as conditions and templates read it: the record, `traits`, and `rfm` as of
-    `at` (R decays with time alone). Empty for a customer with no record."""
+    """The customer as conditions and templates read it: the record, `traits`, and `rfm` and
+    `lifecycle` (core/lifecycle.py's stage) as of `at` (both change with time alone). Empty for a
+    customer with no record. `lifecycle=False`: without the stage (journey instances of a
+    revision before 5, which must replay as they were recorded)."""
     if customer is None:
         return {}
-    return {**customer.model_dump(mode="json"), "rfm": score(purchases, at, table).model_dump(mode="json")}
+    bought = list(purchases)
+    seen = {**customer.model_dump(mode="json"), "rfm": score(bought, at, table).model_dump(mode="json")}
+    if lifecycle:
+        seen["lifecycle"] = stage(bought, at, table.lifecycle)
+    return seen

@@ -435,10 +435,10 @@ class JourneySnapshot(BaseModel):
 
     @cached_property
     def reads_rfm(self) -> bool:
-        """Whether any expression or template may read `customer.rfm`: only then does the router
-        read the customer's purchases for a new instance (a name that merely contains the word
-        costs a query, never a wrong answer)."""
-        return re.search(r"\brfm\b", self.model_dump_json()) is not None
+        """Whether any expression or template may read `customer.rfm` or `customer.lifecycle`:
+        only then does the router read the customer's purchases for a new instance (a name that
+        merely contains the word costs a query, never a wrong answer)."""
+        return re.search(r"\b(rfm|lifecycle)\b", self.model_dump_json()) is not None
 
 
 for _model in (WaitForSpec, IfSpec, Branch, SplitSpec, Journey):

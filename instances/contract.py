@@ -39,7 +39,10 @@ CHANNEL_QUEUES_PATCH = "deliver-on-channel-queue"
 #: 4   inside a `wait_for`'s `on_event` branch `event` is the awaited event (the entry event is
 #:     `entry` everywhere); a send carries its planned moment and `max_lateness`, so a message
 #:     whose moment has passed by more than that is skipped as `stale`
-REVISION = 4
+#: 5   `customer.lifecycle` (core.lifecycle) is in the context, from `purchases`, which hold every
+#:     purchase before the entry event (before, the year's only; a definition reading the name got
+#:     nothing)
+REVISION = 5
 
 
 def channel_queue(task_queue: str, channel: str) -> str:
@@ -77,7 +80,8 @@ class JourneyInput(BaseModel):
     customer_given: bool = False
     purchases: list[Purchase] = Field(
         default_factory=list,
-        description="The customer's orders paid in the year before the entry event, for customer.rfm (core.rfm); "
+        description="The customer's orders paid before the entry event (in the year before it for instances "
+        "started before customer.lifecycle), for customer.rfm (core.rfm) and customer.lifecycle (core.lifecycle); "
         "order events of the customer signalled later are folded in.",
     )
     rfm_table: RfmTable = Field(default_factory=RfmTable, description="definitions/rfm.yaml as the router loaded it.")

@@ -18,6 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from core.config import Settings
+from core.lifecycle import TITLES as LIFECYCLE_TITLES
 from definitions.loader import check_definitions, default_directory, json_schema, policy_json_schema
 
 if TYPE_CHECKING:
@@ -609,6 +610,7 @@ def customer_show(
                f"{record.get('email') or '-'}  ({record['timezone']}, {record['locale']})")  # fmt: skip
     typer.echo(f"  rfm        {rfm.tier}  score {rfm.score}  R{rfm.r} F{rfm.f} M{rfm.m}  "
                f"({rfm.purchases} purchases, {rfm.amount:g} in the year)")  # fmt: skip
+    typer.echo(f"  lifecycle  {found.lifecycle}  {LIFECYCLE_TITLES[found.lifecycle]}")
     typer.echo(f"  tags       {', '.join(found.tags) or '-'}")
     typer.echo(f"  traits     {json.dumps(found.traits, ensure_ascii=False) if found.traits else '-'}")
     typer.echo(f"  segments   {', '.join(found.segments) or '-'}")

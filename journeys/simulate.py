@@ -40,6 +40,7 @@ from temporalio.worker import Worker
 
 from channels import build_channels
 from core.config import Settings
+from core.lifecycle import stage
 from core.records import Customer, Event
 from core.rfm import score
 from core.temporal import binary
@@ -619,9 +620,9 @@ def _instant(moment: datetime) -> str:
 
 
 def customer_profiles(store: Store, definitions: Definitions, at: datetime) -> list[dict[str, Any]]:
-    """Every customer as of `at`: traits, RFM and the segments they are in, by customer id. One
-    query per segment for the memberships, and two for the records and RFM (core.rfm, as journeys
-    read it)."""
+    """Every customer as of `at`: traits, RFM, the lifecycle stage and the segments they are in, by
+    customer id. One query per segment for the memberships, and two for the records and the
+    purchases RFM and the stage are read from (core.rfm, core.lifecycle, as journeys read them)."""
     members: dict[str, list[str]] = defaultdict(list)
     for segment in definitions.segments.values():
         for member in iterate_members(store.transaction, segment, at, definitions.rfm):
@@ -638,6 +639,7 @@ def customer_profiles(store: Store, definitions: Definitions, at: datetime) -> l
                 "customer_id": customer_id,
                 "traits": customer.traits if customer else {},
                 "rfm": rfm.model_dump(mode="json", include={"r", "f", "m", "score", "tier"}),
+                "lifecycle": stage(purchases[customer_id], at, definitions.rfm.lifecycle),
                 "segments": members.get(customer_id, []),
             }
         )

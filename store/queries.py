@@ -15,7 +15,6 @@ from core.contact_policy import CapWait
 from core.contacts import canonical_contacts, email_forms, phone_forms, region_of
 from core.records import CUSTOMER_EVENT_TYPES, Customer, Event
 from core.rfm import PURCHASE_EVENT_TYPES, Purchase, purchases_from
-from core.rfm import WINDOW as RFM_WINDOW
 from core.vocabulary import COUNTED_STATUSES, STATUS_RANK
 from store import reached
 from store.orders import note_order_events
@@ -676,29 +675,25 @@ def events_of_order(session: Session, order_id: str) -> list[Event]:
 
 
 def purchases_of(session: Session, customer_id: str, at: datetime) -> list[Purchase]:
-    """The customer's orders paid in the year before `at` (core.rfm's window), as RFM reads
-    them: from their created, paid and refunded events up to `at`. One query."""
+    """The customer's orders paid at or before `at`, as RFM (its year, core.rfm) and the lifecycle
+    stage (every purchase: a silent customer's is older than a year, core.lifecycle) read them:
+    from their created, paid and refunded events up to `at`. One query."""
     return purchases_of_customers(session, [customer_id], at)[customer_id]
 
 
 def purchases_of_customers(session: Session, customer_ids: list[str], at: datetime) -> dict[str, list[Purchase]]:
     """`purchases_of` for many customers (a page of a broadcast or a simulation), in one query."""
-    paid_in_year = (
+    paid_by_then = (
         select(EventRow.customer_id, EventRow.order_id)
-        .where(
-            EventRow.customer_id.in_(customer_ids),
-            EventRow.type == "order.paid",
-            EventRow.occurred_at > at - RFM_WINDOW,
-            EventRow.occurred_at <= at,
-        )
+        .where(EventRow.customer_id.in_(customer_ids), EventRow.type == "order.paid", EventRow.occurred_at <= at)
         .distinct()
         .subquery()
     )
     rows = session.execute(
         select(EventRow.customer_id, EventRow.type, EventRow.order_id, EventRow.occurred_at, EventRow.data)
         .join(
-            paid_in_year,
-            (EventRow.customer_id == paid_in_year.c.customer_id) & (EventRow.order_id == paid_in_year.c.order_id),
+            paid_by_then,
+            (EventRow.customer_id == paid_by_then.c.customer_id) & (EventRow.order_id == paid_by_then.c.order_id),
         )
         .where(EventRow.type.in_(PURCHASE_EVENT_TYPES), EventRow.occurred_at <= at)
     )

@@ -2,7 +2,8 @@
 definitions/segments/) compiled to one query over the customers table, with RFM as of a time
 computed by the database (core.rfm's rule, with core/amounts.py's SQL form of what an amount and
 a purchase are: a purchase is an order first paid in (T-365 d, T] and not refunded by T, its
-amount the first order.paid's data.amount, else the latest order.created's, else 0). Counting a
+amount the first order.paid's data.amount, else the latest order.created's, else 0), and the
+lifecycle stage as of a time (core.lifecycle's rule over the `orders` read model). Counting a
 segment is one `SELECT count(*)`; listing pages through it by customer id. Nothing loads
 customers into Python one by one.
 """
@@ -40,6 +41,7 @@ from core.audience import (
     AnyOf,
     BoughtTest,
     LastPurchaseTest,
+    LifecycleTest,
     LocaleTest,
     NoPurchaseTest,
     Not,
@@ -51,9 +53,11 @@ from core.audience import (
     TagTest,
     TimezoneTest,
     TraitTest,
+    uses_lifecycle,
     uses_rfm,
 )
 from core.durations import parse_duration
+from core.lifecycle import LifecycleTable
 from core.products import normalise_sku
 from core.rfm import RfmTable
 from store.tables import CustomerRow, EventRow, OrderRow, ProductRow, UTCDateTime
@@ -330,6 +334,38 @@ def rfm_columns(at: datetime, table: RfmTable, scope: _Scope = _Scope()):
     ).subquery("rfm")
 
 
+def lifecycle_columns(at: datetime, table: LifecycleTable, scope: _Scope = _Scope()):
+    """A subquery of customers (within `scope`) holding a purchase at `at` (core/amounts.py's
+    rule on the `orders` read model, refunded ones excluded), with their stage (core.lifecycle's
+    rule in SQL): customer_id, first, last (times), recent (purchases within `active_days`),
+    stage. A customer without a row is a prospect."""
+    held = held_sql(OrderRow.paid_at, OrderRow.refunded_at, at)
+    active = _at(at - timedelta(days=table.active_days))  # within N days: paid at or after at - N
+    recent = func.sum(case((OrderRow.paid_at >= active, 1), else_=0))
+    totals = (
+        select(
+            OrderRow.customer_id,
+            func.min(OrderRow.paid_at).label("first"),
+            func.max(OrderRow.paid_at).label("last"),
+            recent.label("recent"),
+        )
+        .where(held, _scoped(OrderRow.customer_id, scope))
+        .group_by(OrderRow.customer_id)
+        .subquery("held_orders")
+    )
+    new = totals.c.first >= active
+    stage = case(
+        (and_(totals.c.recent == 1, new), "new_once"),
+        (and_(totals.c.recent >= 2, new), "new_repeat"),
+        (totals.c.recent == 1, "old_once"),
+        (totals.c.recent >= 2, "old_repeat"),
+        (totals.c.last >= _at(at - timedelta(days=table.churned_days)), "churned"),
+        (totals.c.last >= _at(at - timedelta(days=table.sleeping_days)), "sleeping"),
+        else_="silent",
+    )
+    return select(totals, stage.label("stage")).subquery("lifecycle")
+
+
 def _tier(score, table: RfmTable):
     return case(*[(score >= tier.min_score, tier.name) for tier in table.tiers[:-1]], else_=table.tiers[-1].name)
 
@@ -343,6 +379,7 @@ class _Compiler:
     at: datetime
     table: RfmTable
     rfm: Any  # the RFM subquery, outer-joined (None when the condition needs none)
+    lifecycle: Any = None  # the lifecycle subquery, outer-joined (None when the condition needs none)
 
     def condition(self, node: Any) -> ColumnElement:
         match node:
@@ -367,6 +404,8 @@ class _Compiler:
             case NoPurchaseTest():
                 since = _at(self.at - timedelta(days=node.no_purchase_for_days))
                 return or_(self.rfm.c.last.is_(None), self.rfm.c.last < since)
+            case LifecycleTest():
+                return func.coalesce(self.lifecycle.c.stage, "prospect").in_(node.stages)
             case SpentTest():
                 amount = func.coalesce(self.rfm.c.amount, 0.0)
                 bounds = node.spent_in_year
@@ -484,10 +523,14 @@ def _source(segment: Segment, at: datetime, table: RfmTable, scope: _Scope, rfm_
     """The customers in scope, outer-joined to their RFM when the segment (or the caller) needs
     it, with the segment's condition: (from clause, where clause, rfm subquery or None)."""
     rfm = rfm_columns(at, table, scope) if rfm_always or uses_rfm(segment.where) else None
+    lifecycle = lifecycle_columns(at, table.lifecycle, scope) if uses_lifecycle(segment.where) else None
     source = CustomerRow.__table__
     if rfm is not None:
         source = source.outerjoin(rfm, rfm.c.customer_id == CustomerRow.customer_id)
-    where = and_(_scoped(CustomerRow.customer_id, scope), _Compiler(at, table, rfm).condition(segment.where))
+    if lifecycle is not None:
+        source = source.outerjoin(lifecycle, lifecycle.c.customer_id == CustomerRow.customer_id)
+    compiler = _Compiler(at, table, rfm, lifecycle)
+    where = and_(_scoped(CustomerRow.customer_id, scope), compiler.condition(segment.where))
     return source, where, rfm
 
 

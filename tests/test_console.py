@@ -240,6 +240,7 @@ def test_an_operator_finds_a_customer_and_an_order(console, browser):
     ready(page)
     profile = page.locator("#profile").inner_text()
     assert "Alice" in profile and "alice@example.com" in profile
+    assert "Lifecycle 生命周期" in profile  # the stage, next to RFM
     deadline = time.monotonic() + 60
     # Temporal's visibility lags a little, and the worker sends the shipped notice: wait for both.
     while not all(text in page.locator("#timeline").inner_text() for text in ("payment_reminder", "shipped_notice · ")):

@@ -54,6 +54,8 @@ async def test_the_profile_says_who_the_customer_is_and_what_holds_messages_back
     rfm = body["rfm"]
     assert (rfm["r"], rfm["f"], rfm["m"], rfm["score"], rfm["purchases"], rfm["amount"]) == (4, 1, 4, 23, 1, 1200)
     assert rfm["tier"] == "potential"
+    # The lifecycle stage by the same purchases: the first (o1) 50 days ago, the only one held.
+    assert body["lifecycle"] == "new_once"
     assert body["suppressions"] == [
         {"channel": "email", "address": "wang.fang@example.com", "scope": "marketing",
          "reason": "unsubscribe link", "since": body["suppressions"][0]["since"]}
@@ -73,6 +75,7 @@ def test_journeys_customer_id_prints_the_profile(tmp_path):
     lines = shown.stdout.splitlines()
     assert lines[0] == "customer c1  王芳  +8613800000001  wang.fang@example.com  (Asia/Shanghai, zh-CN)"
     assert lines[1] == "  rfm        potential  score 23  R4 F1 M4  (1 purchases, 1200 in the year)"
+    assert lines[2] == "  lifecycle  new_once  1次购买新客"
     assert '  traits     {"member_level": "gold"}' in lines
     assert "  held back  email wang.fang@example.com suppressed (marketing: unsubscribe link)" in lines
     missing = subprocess.run([JOURNEYS, "customer", "nobody"], env=env, capture_output=True, text=True, timeout=60)

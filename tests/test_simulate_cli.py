@@ -99,7 +99,8 @@ def test_dry_run_a_new_journey(tmp_path):
 
 
 def test_profiles_as_of_the_end_of_a_simulation(tmp_path):
-    """--profiles: each customer's traits, RFM and segments as of --until, from the simulated shop."""
+    """--profiles: each customer's traits, RFM, lifecycle stage and segments as of --until, from the
+    simulated shop."""
     import shutil
 
     from definitions.loader import PACKAGE_DIR
@@ -119,11 +120,11 @@ def test_profiles_as_of_the_end_of_a_simulation(tmp_path):
     # c1 paid 99 for o1 on 1 February, 37 days before the end: R4 F1 M1, 4 + 3 + 4 = 11.
     assert found == [
         {"customer_id": "c1", "traits": {}, "rfm": {"r": 4, "f": 1, "m": 1, "score": 11, "tier": "occasional"},
-         "segments": ["bought_once"]},
+         "lifecycle": "new_once", "segments": ["bought_once"]},
         {"customer_id": "c2", "traits": {}, "rfm": {"r": 0, "f": 0, "m": 0, "score": 0, "tier": "none"},
-         "segments": []},
+         "lifecycle": "prospect", "segments": []},
         {"customer_id": "c3", "traits": {}, "rfm": {"r": 0, "f": 0, "m": 0, "score": 0, "tier": "none"},
-         "segments": []},
+         "lifecycle": "prospect", "segments": []},
     ]  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""A customer's profile: the record, traits, tags, RFM as of now, segments, why messages
+"""A customer's profile: the record, traits, tags, RFM and the lifecycle stage as of now, segments, why messages
 to them may be held back (unsubscribes, the blacklist, suppressed addresses) and which wait for a
 cap's slot. Read by
 `GET /customers/{id}` and `journeys customer ID`; the console's search (`GET /customers?q=`)."""
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from core.audience import Segment
 from core.contacts import UnusableContact, canonical_phone
+from core.lifecycle import Stage, stage
 from core.rfm import Rfm, RfmTable, score
 from rules.contacts import address_for
 from store import queries
@@ -48,6 +49,7 @@ class Profile(BaseModel):
     traits: dict[str, Any]
     tags: list[str]
     rfm: Rfm = Field(description="As of `at`.")
+    lifecycle: Stage = Field(description="The lifecycle stage as of `at` (core.lifecycle): prospect ... silent.")
     segments: list[str] = Field(default_factory=list, description="The segments the customer is in.")
     unsubscribed: list[str]
     blacklisted: bool
@@ -74,6 +76,7 @@ def profile(
     customer = queries.get_customer(session, customer_id)
     if customer is None:
         return None
+    purchases = queries.purchases_of(session, customer_id, at)
     suppressions: list[Suppression] = []
     problems: list[str] = []
     for channel in ("sms", "email"):
@@ -94,7 +97,8 @@ def profile(
         record=customer.model_dump(mode="json", include=set(RECORD_FIELDS)),
         traits=customer.traits,
         tags=customer.tags,
-        rfm=score(queries.purchases_of(session, customer_id, at), at, table),
+        rfm=score(purchases, at, table),
+        lifecycle=stage(purchases, at, table.lifecycle),
         segments=segments_of(session, customer_id, segments or [], at, table),
         unsubscribed=list(customer.unsubscribed),
         blacklisted=customer.blacklisted,

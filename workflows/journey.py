@@ -359,10 +359,11 @@ class JourneyWorkflow:
                 fallback=spec.fallback,
                 template_name=spec.template,
                 template=self.input.snapshot.templates[spec.template],
-                # RFM as of the send; the activity adds the record as the store has it then.
+                # RFM and the lifecycle stage (revision 5) as of the send; the activity adds the
+                # record as the store has it then.
                 context=message_context(
                     context,
-                    customer={"rfm": context["customer"]["rfm"]} if context["customer"] else {},
+                    customer={k: v for k, v in context["customer"].items() if k in ("rfm", "lifecycle")},
                     entry=self.revision4,
                 ),
                 at=self.now(),
@@ -498,6 +499,12 @@ class JourneyWorkflow:
             event=awaited.model_dump(mode="json") if awaited else entry,
             entry=entry if self.revision4 else None,
             order=self.order,
-            customer=customer_context(self.customer, self.purchases.values(), self.input.rfm_table, self.now()),
+            customer=customer_context(
+                self.customer,
+                self.purchases.values(),
+                self.input.rfm_table,
+                self.now(),
+                lifecycle=self.input.revision >= 5,
+            ),
             vars=self.vars,
         )

@@ -243,7 +243,7 @@ async function customerPage(id) {
   const parts = [h("h1", {}, `${L("Customer", "客户")} ${id}`)];
   if (profile instanceof Error) parts.push(problem(profile));
   else parts.push(h("section", {class: "card", id: "profile"}, h("h2", {}, L("Profile", "档案")),
-    h("div", {class: "kpis"}, kpi("RFM", `${profile.rfm.tier || "–"}`), kpi(L("Segments", "分群"), profile.segments.join(", ") || "–"),
+    h("div", {class: "kpis"}, kpi("RFM", `${profile.rfm.tier || "–"}`), kpi(L("Lifecycle", "生命周期"), profile.lifecycle || "–"), kpi(L("Segments", "分群"), profile.segments.join(", ") || "–"),
       kpi(L("Tags", "标签"), profile.tags.join(", ") || "–"), kpi(L("Unsubscribed", "退订"), profile.unsubscribed.join(", ") || "–"),
       kpi(L("Blacklisted", "黑名单"), profile.blacklisted ? "yes 是" : "no 否")),
     table([[L("Field", "字段")], [L("Value", "值")]], [...Object.entries(profile.record), ...Object.entries(profile.traits)].map(([k, v]) =>
