@@ -4,6 +4,7 @@ of an HTTP 500 or a traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from datetime import timedelta
 
@@ -47,6 +48,9 @@ async def test_a_failed_or_terminated_broadcast_shows_how_it_ended(sqlite_store,
             "broadcasts/daily_care.yaml": "name: daily_care\nsegment: lapsing_valuable\n"
             "send: {channel: sms, template: daily_care}\n"
             'schedule: {every: day, time: "10:00", zone: Asia/Shanghai}\n',
+            "broadcasts/silent.yaml": "name: silent\nsegment: lapsing_valuable\n"
+            "send: {channel: sms, template: daily_care}\n"
+            'schedule: {local_time: "2027-02-06T10:00"}\n',
         },
     )
     definitions = load_definitions(folder)
@@ -68,16 +72,19 @@ async def test_a_failed_or_terminated_broadcast_shows_how_it_ended(sqlite_store,
                     BroadcastThatWaits.run, id=broadcast_workflow_id(name), task_queue=QUEUE
                 )
                 await handle.terminate(reason="停止: stopped by hand")
+            await client.start_workflow(BroadcastThatWaits.run, id=broadcast_workflow_id("silent"), task_queue=QUEUE)
 
             async def temporal() -> Client:
                 return client
 
             app = create_app(sqlite_store, temporal=temporal, definitions=definitions)
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://j") as api:
-                for _ in range(100):  # the failing workflow's first task
+                for _ in range(200):  # the failing workflow's first task
                     spring = await api.get("/broadcasts/spring_festival_care")
-                    if spring.status_code != 200 or spring.json()["state"] != "not started":
+                    if spring.status_code != 200 or spring.json()["state"] not in ("not started", "running"):
                         break
+                    await asyncio.sleep(0.05)
+                silent = await api.get("/broadcasts/silent")
                 run = await api.get("/broadcasts/daily_care@2026-12-03")
                 recurring = await api.get("/broadcasts/daily_care")
                 listed = await api.get("/broadcasts")
@@ -96,6 +103,8 @@ async def test_a_failed_or_terminated_broadcast_shows_how_it_ended(sqlite_store,
     assert spring.status_code == 200, spring.text
     assert spring.json()["state"] == "failed"
     assert "segment 'lapsing_valuable' could not be read: 数据库不可用" in spring.json()["reason"]
+    assert silent.status_code == 200, silent.text
+    assert silent.json()["state"] == "running"  # it runs, and has no progress to answer with
     assert run.status_code == 200, run.text
     assert (run.json()["state"], run.json()["reason"]) == ("terminated", "停止: stopped by hand")
     assert recurring.status_code == 200, recurring.text
@@ -104,6 +113,7 @@ async def test_a_failed_or_terminated_broadcast_shows_how_it_ended(sqlite_store,
     assert {b["name"]: b["state"] for b in listed.json()} == {
         "spring_festival_care": "failed",
         "daily_care": "terminated",
+        "silent": "running",
     }
     assert runs.status_code == 200, runs.text
     assert all(answer.returncode == 0 for answer in cli), [answer.stderr for answer in cli]

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowQueryFailedError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import (
     CancelledError,
@@ -69,7 +69,8 @@ class BroadcastStatus(BaseModel):
     state: str = Field(
         description="not started, counting, starting, started, done, cancelling, cancelled; a recurring "
         "broadcast: not started, waiting (for its next run), done (past its end), cancelled; and for a workflow "
-        "that ended without its result: failed, terminated, timed out (see `reason`)"
+        "that ended without its result: failed, terminated, timed out (see `reason`); running: its workflow "
+        "runs but has not answered yet"
     )
     reason: str | None = Field(
         None,
@@ -226,20 +227,30 @@ class _Seen:
     progress: BroadcastProgress | RecurringProgress | None = None
     ended: str | None = None
     reason: str | None = None
+    running: bool = False
 
     def state(self, progress_state: str | None) -> str:
-        return self.ended or progress_state or "not started"
+        return self.ended or progress_state or ("running" if self.running else "not started")
 
 
 async def _progress(client: Client, name: str, kind: type) -> _Seen:
     """The workflow's progress: its query while it runs, its result once it ended; how it ended
-    when it failed, was terminated or timed out (no result to show); nothing before it started."""
+    when it failed, was terminated or timed out (no result to show); nothing before it started.
+
+    A workflow can end between the description and the query, or not have answered its first
+    task yet: then it is described again, and one still running without an answer shows
+    `running`."""
     handle = client.get_workflow_handle(broadcast_workflow_id(name), result_type=kind)
     try:
-        described = await handle.describe()
-        if described.status == WorkflowExecutionStatus.RUNNING:
-            return _Seen(await handle.query("progress", result_type=kind))
-        return _Seen(await handle.result())
+        for _ in range(2):
+            described = await handle.describe()
+            if described.status != WorkflowExecutionStatus.RUNNING:
+                return _Seen(await handle.result())
+            try:
+                return _Seen(await handle.query("progress", result_type=kind))
+            except WorkflowQueryFailedError:
+                continue
+        return _Seen(running=True)
     except WorkflowFailureError as err:
         return _Seen(ended=_ended(err.cause), reason=_why(err.cause))
     except RPCError as err:
