@@ -27,8 +27,22 @@ EventType = Literal[
     "review.posted",
     "customer.created",
     "customer.updated",
+    "points.earned",
+    "points.expiring",
+    "member.tier_changed",
+    "member.card_expiring",
+    "lifecycle.changed",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+#: The loyalty programme's events (core/loyalty.py): written into the log by the engine only,
+#: exactly once each; the API refuses them from outside.
+ENGINE_EVENT_TYPES: tuple[str, ...] = (
+    "points.earned",
+    "points.expiring",
+    "member.tier_changed",
+    "member.card_expiring",
+    "lifecycle.changed",
+)
 #: The built-in order events (`order.*`).
 ORDER_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t.startswith("order."))
 #: Event types that name an order: a journey keyed by order can be reached by these only.

@@ -39,6 +39,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.amounts import AMOUNT_CHECKED_TYPES, amount_problem
+from core.loyalty import ENGINE_EVENT_SCHEMAS
 from core.records import EVENT_TYPES, ORDER_EVENT_TYPES, Event, EventName
 
 EVENTS_FILE = "events.yaml"
@@ -174,7 +175,11 @@ class EventCatalog:
         return event_type in EVENT_TYPES or event_type in self.declared
 
     def names(self) -> list[str]:
-        return [*EVENT_TYPES, *sorted(self.declared)]
+        return [*EVENT_TYPES, *self.own()]
+
+    def own(self) -> list[str]:
+        """The shop's own types (events.yaml), without the engine's declared beside them."""
+        return sorted(name for name in self.declared if name not in EVENT_TYPES)
 
     def keyed_by_order(self, event_type: str) -> bool:
         """Whether events of the type name an order (and so can reach order-keyed journeys)."""
@@ -202,4 +207,9 @@ class EventCatalog:
         return found
 
 
-BUILT_IN = EventCatalog()
+#: The engine's own events (core/loyalty.py), declared with the schemas of their data.
+ENGINE_DECLARATIONS: list[EventDeclaration] = [
+    EventDeclaration.model_construct(name=name, key="customer", title=title, data_schema=schema)
+    for name, (title, schema) in ENGINE_EVENT_SCHEMAS.items()
+]
+BUILT_IN = EventCatalog.of(ENGINE_DECLARATIONS)

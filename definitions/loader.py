@@ -13,15 +13,17 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import ValidationError
 
 from core.audience import SEGMENTS_DIR, RfmTest, Segment, tests_of
 from core.contact_policy import EXEMPT, ContactPolicy, PolicyOverride
+from core.loyalty import ENGINE_EVENT_TYPES, NO_LOYALTY, Loyalty
 from core.rfm import DEFAULT_TABLE, RfmTable
 from definitions.broadcasts import BROADCAST_EVENT, BROADCASTS_DIR, Broadcast, BroadcastSchedule, journey_of
-from definitions.events import BUILT_IN, EVENTS_FILE, EventCatalog, EventDeclaration
+from definitions.events import BUILT_IN, ENGINE_DECLARATIONS, EVENTS_FILE, EventCatalog, EventDeclaration
 from definitions.expressions import check_template
 from definitions.lint import dotted, lint_journey, template_problems
 from definitions.render import has_variant
@@ -40,7 +42,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 RFM_FILE = "rfm.yaml"
 RESOURCES_FILE = "resources.yaml"
 POLICY_FILE = "policy.yaml"
-RESERVED_FILES = frozenset({RFM_FILE, EVENTS_FILE, RESOURCES_FILE, POLICY_FILE})
+LOYALTY_FILE = "loyalty.yaml"
+RESERVED_FILES = frozenset({RFM_FILE, EVENTS_FILE, RESOURCES_FILE, POLICY_FILE, LOYALTY_FILE})
 
 
 class DefinitionsError(Exception):
@@ -68,6 +71,8 @@ class Definitions:
     resources: dict[str, Resource] = field(default_factory=dict)
     #: The shop's contact policy (`policy.yaml`; what the engine always did without one).
     policy: ContactPolicy = field(default_factory=ContactPolicy)
+    #: The loyalty programme: points, tiers, blacklists (`loyalty.yaml`; none without one).
+    loyalty: Loyalty = NO_LOYALTY
     #: What looks wrong but may be meant (a field a declared event's schema lacks), one line each as
     #: `path:line: field: warning: ...`; never a reason not to load (`journeys validate` prints them).
     warnings: list[str] = field(default_factory=list)
@@ -345,6 +350,7 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
     loaded.segments = _load_segments(directory, loaded.rfm, problems)
     loaded.resources = _load_resources(directory, loaded.events, problems)
     loaded.policy = _load_policy(directory, problems)
+    loaded.loyalty = _load_loyalty(directory, loaded.events, loaded.segments, problems)
     where_defined: dict[str, str] = {}
     files = [
         path
@@ -476,7 +482,9 @@ def _declarations(path: Path, field_name: str, model: type[Any], problems: list[
 def _load_events(directory: Path, problems: list[str]) -> EventCatalog:
     """`events.yaml`: the shop's own event types (only the built-in ones without the file)."""
     declared = _declarations(directory / EVENTS_FILE, "events", EventDeclaration, problems)
-    return BUILT_IN if declared is None else EventCatalog.of([declaration for _, declaration in declared])
+    if declared is None:
+        return BUILT_IN
+    return EventCatalog.of([*ENGINE_DECLARATIONS, *(declaration for _, declaration in declared)])
 
 
 def _load_resources(directory: Path, catalog: EventCatalog, problems: list[str]) -> dict[str, Resource]:
@@ -559,6 +567,66 @@ def load_policy(directory: Path | str) -> ContactPolicy:
     return policy
 
 
+def _load_loyalty(directory: Path, events: EventCatalog, segments: dict[str, Segment], problems: list[str]) -> Loyalty:
+    """`loyalty.yaml`: the loyalty programme; none without the file (or with a broken one, the
+    problems added, each at its line)."""
+    path = directory / LOYALTY_FILE
+    read = _read_optional(path, problems)
+    if read is None:
+        return NO_LOYALTY
+    data, lines = read
+    try:
+        loyalty = Loyalty.model_validate(data or {})
+    except ValidationError as err:
+        problems.extend(_problem_lines(path, lines, err))
+        return NO_LOYALTY
+    found: list[tuple[tuple, str]] = []
+    try:
+        ZoneInfo(loyalty.zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        found.append((("zone",), f"unknown time zone {loyalty.zone!r} (an IANA name: Asia/Shanghai)"))
+    known_segments = ", ".join(sorted(segments)) or "none"
+    if loyalty.points is not None:
+        for i, bonus in enumerate(loyalty.points.bonuses):
+            if not events.known(bonus.event):
+                found.append(
+                    (("points", "bonuses", i, "event"), f"{bonus.event!r} is not a known event type; known: "
+                     f"{', '.join(events.names())}")
+                )  # fmt: skip
+            elif bonus.event in ENGINE_EVENT_TYPES:
+                found.append(
+                    (("points", "bonuses", i, "event"), f"{bonus.event!r} is the engine's own; it earns nothing")
+                )
+            if bonus.once_per == "order" and bonus.event in events.names() and not events.keyed_by_order(bonus.event):
+                found.append((("points", "bonuses", i, "once_per"), f"{bonus.event} events name no order"))
+        for i, multiplier in enumerate(loyalty.points.multipliers):
+            if multiplier.segment is not None and multiplier.segment not in segments:
+                found.append(
+                    (
+                        ("points", "multipliers", i, "segment"),
+                        f"no segment {multiplier.segment!r}; segments: {known_segments}",
+                    )
+                )
+    for kind in ("points", "members"):
+        for i, name in enumerate(getattr(loyalty.blacklists, kind).segments):
+            if name not in segments:
+                found.append((("blacklists", kind, "segments", i), f"no segment {name!r}; segments: {known_segments}"))
+    problems.extend(f"{path}:{_line_of(lines, loc)}: {dotted(loc)}: {message}" for loc, message in found)
+    return NO_LOYALTY if found else loyalty
+
+
+def load_loyalty(directory: Path | str) -> Loyalty:
+    """The loyalty programme of `directory` (`loyalty.yaml`), or DefinitionsError naming its problems."""
+    directory = Path(directory)
+    problems: list[str] = []
+    events = _load_events(directory, problems)
+    segments = _load_segments(directory, _load_rfm(directory, problems), problems)
+    loyalty = _load_loyalty(directory, events, segments, problems)
+    if problems:
+        raise DefinitionsError(problems)
+    return loyalty
+
+
 def _load_rfm(directory: Path, problems: list[str]) -> RfmTable:
     """`rfm.yaml`: the shop's RFM table, or the practice's default without the file."""
     path = directory / RFM_FILE
@@ -604,6 +672,14 @@ def json_schema() -> dict[str, Any]:
     schema = Journey.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Journeys journey definition"
+    return schema
+
+
+def loyalty_json_schema() -> dict[str, Any]:
+    """The JSON Schema of `loyalty.yaml` (definitions/loyalty.schema.json, for editors)."""
+    schema = Loyalty.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Journeys loyalty programme (loyalty.yaml)"
     return schema
 
 

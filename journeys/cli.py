@@ -19,7 +19,13 @@ from typer.core import TyperGroup
 
 from core.config import Settings
 from core.lifecycle import TITLES as LIFECYCLE_TITLES
-from definitions.loader import check_definitions, default_directory, json_schema, policy_json_schema
+from definitions.loader import (
+    check_definitions,
+    default_directory,
+    json_schema,
+    loyalty_json_schema,
+    policy_json_schema,
+)
 
 if TYPE_CHECKING:
     from store.db import Store
@@ -167,17 +173,19 @@ def validate(directory: Annotated[Path | None, typer.Argument(help="Default: ./d
         raise typer.Exit(1)
     typer.echo(f"{directory}: {len(loaded)} journeys OK ({', '.join(sorted(loaded.journeys))})")
     typer.echo(
-        f"{directory}: {len(loaded.events.declared)} declared event types, {len(loaded.resources)} resources, "
+        f"{directory}: {len(loaded.events.own())} declared event types, {len(loaded.resources)} resources, "
         f"{len(loaded.segments)} segments, {len(loaded.broadcasts)} broadcasts OK"
     )
 
 
 @app.command()
 def schema(
-    of: Annotated[str, typer.Argument(help="journey (a journey definition) or policy (policy.yaml)")] = "journey",
+    of: Annotated[
+        str, typer.Argument(help="journey (a journey definition), policy (policy.yaml) or loyalty (loyalty.yaml)")
+    ] = "journey",
 ) -> None:
-    """Print the JSON Schema of a journey definition or of policy.yaml (for editors)."""
-    schemas = {"journey": json_schema, "policy": policy_json_schema}
+    """Print the JSON Schema of a journey definition, policy.yaml or loyalty.yaml (for editors)."""
+    schemas = {"journey": json_schema, "policy": policy_json_schema, "loyalty": loyalty_json_schema}
     if of not in schemas:
         typer.echo(f"schema {of!r}: one of {', '.join(schemas)}", err=True)
         raise typer.Exit(2)

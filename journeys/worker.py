@@ -21,6 +21,7 @@ import py_compile
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -33,6 +34,7 @@ import workflows.journey as workflows_journey
 import workflows.retention as workflows_retention
 from activities.broadcast import BroadcastActivities
 from activities.journey import JourneyActivities
+from activities.loyalty import LoyaltyActivities
 from activities.product_cycles import ProductCycleActivities
 from activities.retention import RetentionActivities
 from channels import build_channels, describe_channels
@@ -44,12 +46,14 @@ from core.vocabulary import CHANNELS
 from definitions.expressions import compiled_counts
 from definitions.loader import check_definitions, default_directory, load_policy
 from instances.contract import channel_queue
+from journeys.loyalty import ensure_loyalty_schedule
 from journeys.product_cycles import ensure_product_cycles_schedule
 from journeys.retention import ensure_retention_schedule, limit_history_retention
 from store import queries
 from store.db import Store
 from workflows.broadcast import BroadcastWorkflow, RecurringBroadcastWorkflow
 from workflows.journey import JourneyWorkflow
+from workflows.loyalty import LoyaltyDailyWorkflow
 from workflows.product_cycles import ProductCyclesWorkflow
 from workflows.retention import RetentionWorkflow
 
@@ -174,6 +178,7 @@ def build_workers(
             RecurringBroadcastWorkflow,
             RetentionWorkflow,
             ProductCyclesWorkflow,
+            LoyaltyDailyWorkflow,
         ],
         activities=[
             activities.load_customer,
@@ -187,6 +192,7 @@ def build_workers(
             broadcasts.start_broadcast_run,
             RetentionActivities(store, settings.outbox_path).expire_personal_data,
             ProductCycleActivities(store).relearn_product_cycles,
+            LoyaltyActivities(store, Path(settings.definitions_dir or default_directory())).run_loyalty_daily,
         ],
         workflow_runner=workflow_runner(fast),
         max_concurrent_workflow_tasks=settings.worker_workflow_tasks,
@@ -233,6 +239,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         log.info("products: %s", await ensure_product_cycles_schedule(client, settings))
     except RPCError as err:  # journeys still run, on the cycles last learned
         log.error("products: could not register the repurchase-cycle schedule (%s)", err.message)
+    try:
+        log.info("loyalty: %s", await ensure_loyalty_schedule(client, settings))
+    except RPCError as err:  # journeys still run; points do not lapse and no notice goes out
+        log.error("loyalty: could not register the daily schedule (%s)", err.message)
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

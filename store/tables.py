@@ -372,3 +372,79 @@ class ImportRow(Base):
     problems: Mapped[list[str]] = mapped_column(default=list)
     problem_count: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class PointsEntryRow(Base):
+    """The points ledger (积分日志, store/points.py): append-only; a balance is the sum of a
+    customer's entries. Each entry names its source (the event, request or file row that caused
+    it), once per customer: a source delivered twice moves the balance once. Positive entries
+    are lots that lapse at `expires_at`; what is spent or lapses takes the oldest lots first."""
+
+    __tablename__ = "points_ledger"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "source", name="uq_points_ledger_source"),
+        Index("ix_points_ledger_customer_at", "customer_id", "at"),
+        Index("ix_points_ledger_expires", "expires_at"),
+    )
+
+    entry_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(200))
+    #: earn, redeem, expire, adjust, import, reverse (core/loyalty.py ENTRY_KINDS).
+    kind: Mapped[str] = mapped_column(String(10))
+    points: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(300))
+    event_id: Mapped[str | None] = mapped_column(String(200))
+    order_id: Mapped[str | None] = mapped_column(String(200))
+    #: When it counts (the purchase's payment, the request's time).
+    at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+
+
+class MemberTierRow(Base):
+    """A customer's member tier (store/tiers.py): since when, and until when the card is valid."""
+
+    __tablename__ = "member_tiers"
+
+    customer_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(60))
+    since: Mapped[datetime]
+    until: Mapped[datetime] = mapped_column(index=True)
+    #: Set by an operator (`POST /customers/{id}/tier`): purchases do not move it before `until`.
+    overridden: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime]
+
+
+class TierChangeRow(Base):
+    """The tiers' change log (变更日志): from, to, why and when, once per source."""
+
+    __tablename__ = "tier_changes"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "source", name="uq_tier_changes_source"),
+        Index("ix_tier_changes_at", "at"),
+    )
+
+    change_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(200), index=True)
+    from_tier: Mapped[str | None] = mapped_column(String(60))
+    to_tier: Mapped[str | None] = mapped_column(String(60))
+    #: up, down, renew (the card renewed at the same tier), override.
+    direction: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str] = mapped_column(Text)
+    #: Who: `engine`, or the operator's key name.
+    by: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(300))
+    at: Mapped[datetime]
+
+
+class LifecycleStageRow(Base):
+    """Each customer's lifecycle stage as last written to the log (`lifecycle.changed`), so a move
+    is written once: by the purchase that caused it, or by the daily evaluation."""
+
+    __tablename__ = "lifecycle_stages"
+
+    customer_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(20), index=True)
+    since: Mapped[datetime]
+    evaluated_at: Mapped[datetime]

@@ -86,10 +86,10 @@ def test_other_formats_stay_annotations():
     assert checked.problems(event("x.y", "2026-03-02 10:00+08:00", ip="not an address")) == []
 
 
-async def test_the_api_refuses_a_card_expiring_tomorrow_in_words(store):
-    """The issue's case, on the shipped `member.card_expiring` (`expires_on: {format: date}`)."""
+async def test_the_api_refuses_a_subscription_expiring_tomorrow_in_words(store):
+    """The issue's case, on the shipped `subscription.expiring` (`expires_on: {format: date}`)."""
     app = create_app(store, definitions=load_definitions(PACKAGE_DIR))
-    base = {"type": "member.card_expiring", "occurred_at": "2026-03-02T10:00:00+08:00", "customer_id": "c1"}
+    base = {"type": "subscription.expiring", "occurred_at": "2026-03-02T10:00:00+08:00", "customer_id": "c1"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://j") as api:
         refused = await api.post("/events", json={**base, "event_id": "words", "data": {"expires_on": "明天"}})
         taken = await api.post("/events", json={**base, "event_id": "date", "data": {"expires_on": "2026-03-31"}})

@@ -225,12 +225,12 @@ def test_the_cart_journey_is_clean(tmp_path):
         ([("event.data.items | length", "event.data.coupon_code | length")],
          "x.yaml:18: steps[0].wait_for.on_timeout[0].if.condition: warning: event.data.coupon_code: no field"),
         # Several entry types: a warning only when none has the field.
-        ([("event: cart.abandoned", "event: [cart.abandoned, member.card_expiring]"),
+        ([("event: cart.abandoned", "event: [cart.abandoned, subscription.expiring]"),
           ("event.data.cart_value > 100", "event.data.level or event.data.cart_value")], None),
-        ([("event: cart.abandoned", "event: [cart.abandoned, member.card_expiring]"),
+        ([("event: cart.abandoned", "event: [cart.abandoned, subscription.expiring]"),
           ("event.data.cart_value > 100", "event.data.levle")],
          "x.yaml:6: entry.condition: warning: event.data.levle: no field 'levle' in the schemas of cart.abandoned, "
-         "member.card_expiring (events.yaml: cart_value, expires_on, items, level); did you mean event.data.level?"),
+         "subscription.expiring (events.yaml: cart_value, expires_on, items, level); did you mean event.data.level?"),
         # Built-in types have no schema: anything goes.
         ([("event: cart.abandoned", "event: [cart.abandoned, customer.updated]"),
           ("event.data.cart_value > 100", "event.data.anything")], None),

@@ -11,8 +11,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from activities import loyalty
 from core.access import Permission
-from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_event
+from core.records import CUSTOMER_EVENT_TYPES, ENGINE_EVENT_TYPES, Customer, Event, apply_customer_event
+from definitions.loader import Definitions
 from store import queries
 from store.db import Store
 from triggers.api.deps import ApiContext, Context, Problem, allowed
@@ -171,6 +173,10 @@ async def post_events(
             problems = _problems(err, prefix="data." if in_data else "")
             answer.rejected.append(RejectedEvent(index=index, event_id=shown_id, problems=problems))
             continue
+        if event.type in ENGINE_EVENT_TYPES:
+            problem = FieldProblem(field="type", message=f"{event.type} events are written by the engine only")
+            answer.rejected.append(RejectedEvent(index=index, event_id=shown_id, problems=[problem]))
+            continue
         # Known types only; a declared type's order_id and data as events.yaml says.
         if found := catalog.problems(event):
             problems = [FieldProblem(field=where, message=message) for where, message in found]
@@ -178,7 +184,7 @@ async def post_events(
             continue
         good.append(event)
     if good:
-        answer.accepted, answer.duplicates = await _log(api.store, good, backfill)
+        answer.accepted, answer.duplicates = await _log(api.store, good, api.definitions, backfill)
     if answer.accepted and api.on_accepted is not None:
         api.on_accepted()
     answer.duplicate = single and bool(answer.duplicates)
@@ -249,11 +255,21 @@ def _printable(text: str) -> bool:
     return text.isprintable()
 
 
-async def _log(store: Store, events: list[Event], backfill: bool = False) -> tuple[list[str], list[str]]:
-    """Write events to the log in one statement: (accepted ids, duplicate ids), in batch order."""
+async def _log(
+    store: Store, events: list[Event], definitions: Definitions, backfill: bool = False
+) -> tuple[list[str], list[str]]:
+    """Write events to the log in one statement: (accepted ids, duplicate ids), in batch order.
+    The loyalty programme applies to those logged now (not to history), in the same transaction."""
 
     def write(session) -> tuple[list[str], list[str]]:
-        written = queries.store_events(session, events, datetime.now(UTC), backfill=backfill)
+        now = datetime.now(UTC)
+        written = queries.store_events(session, events, now, backfill=backfill)
+        if written and not backfill:
+            first: dict[str, Event] = {}  # what the log holds: the first of each id written now
+            for event in events:
+                if event.event_id in written:
+                    first.setdefault(event.event_id, event)
+            loyalty.note_logged(session, list(first.values()), definitions, now)
         accepted, duplicates = [], []
         for event in events:
             if event.event_id in written:
