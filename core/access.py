@@ -34,6 +34,8 @@ class Permission(StrEnum):
     RUN_BROADCASTS = "start or cancel broadcasts"
     DECODE_PAYLOADS = "decrypt payloads"
     ERASE = "erase customers"
+    REDEEM_POINTS = "redeem points"
+    MANAGE_LOYALTY = "adjust points and set member tiers"
 
 
 class Role(StrEnum):
@@ -43,7 +45,7 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
-_INGEST = frozenset({Permission.SEND_EVENTS})
+_INGEST = frozenset({Permission.SEND_EVENTS, Permission.REDEEM_POINTS})
 _READ = _INGEST | {
     Permission.READ_EVENTS,
     Permission.READ_HISTORY,
@@ -51,7 +53,12 @@ _READ = _INGEST | {
     Permission.READ_JOURNEYS,
     Permission.READ_SEGMENTS,
 }
-_OPERATOR = _READ | {Permission.REPLAY_EVENTS, Permission.DECODE_PAYLOADS, Permission.RUN_BROADCASTS}
+_OPERATOR = _READ | {
+    Permission.REPLAY_EVENTS,
+    Permission.DECODE_PAYLOADS,
+    Permission.RUN_BROADCASTS,
+    Permission.MANAGE_LOYALTY,
+}
 
 #: The one table of what each role may do.
 PERMISSIONS: dict[Role, frozenset[Permission]] = {

@@ -1,5 +1,5 @@
 """API keys and roles: each endpoint that reads or changes customer data needs a key whose role
-allows it. An order system's key sends events and nothing else; a read-only key cannot erase or
+allows it. An order system's key sends events and redeems points, nothing else; a read-only key cannot erase or
 decrypt; a key of last release's format keeps full access."""
 
 from __future__ import annotations
