@@ -219,9 +219,9 @@ def month_bounds(month: str, zone: str, now: datetime) -> tuple[str, datetime, d
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"the shop's time zone {zone!r} is not a time zone") from None
     start = datetime(year, number, 1, tzinfo=tz)
-    following = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=tz)
     if start > now:
         raise ValueError(f"month {month!r} has not begun yet")
+    following = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=tz)
     return f"{year:04d}-{number:02d}", start.astimezone(UTC), min(following.astimezone(UTC), now)
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import jsonschema
 import pytest
 from sqlalchemy import select
 from temporalio.testing import ActivityEnvironment
 
 from activities import lifecycle
 from activities.loyalty import DailyReport, DailyRequest, LoyaltyActivities
+from core.loyalty import ENGINE_EVENT_SCHEMAS
 from definitions.loader import PACKAGE_DIR, Definitions
 from store import queries
 from store.lifecycle import direction
@@ -76,6 +78,8 @@ def moves(store, customer: str | None = None) -> list[tuple]:
         query = select(EventRow).where(EventRow.type == "lifecycle.changed")
         query = query.order_by(EventRow.occurred_at, EventRow.customer_id)
         rows = [row for row in session.scalars(query) if customer is None or row.customer_id == customer]
+        for row in rows:  # what journeys may read of them: the declared data
+            jsonschema.validate(row.data, ENGINE_EVENT_SCHEMAS["lifecycle.changed"][1])
         return [(r.customer_id, r.data["from"], r.data["to"], r.data["direction"], r.occurred_at) for r in rows]
 
 
