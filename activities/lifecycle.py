@@ -75,9 +75,11 @@ def daily(store: Store, definitions: Definitions, at: datetime, report: DailyRep
     after: str | None = None
     while True:
         with store.transaction() as session:
-            ids = stages.next_customers(session, after, BATCH)
-            if not ids:
+            scanned = stages.next_customers(session, after, BATCH)
+            if not scanned:
                 return
+            gone = stages.erased(session, scanned)
+            ids = [customer_id for customer_id in scanned if customer_id not in gone]
             reached.lock_customers(session, ids)  # the API's note_customers writes these rows too
             now = stages.stages_at(session, ids, at, table)
             rows = stages.stored(session, ids)
@@ -94,5 +96,5 @@ def daily(store: Store, definitions: Definitions, at: datetime, report: DailyRep
                     unchanged.append(customer_id)
             stages.touch(session, unchanged, at)
             written = queries.store_events(session, events, at) if events else set()
-        after = ids[-1]
+        after = scanned[-1]
         yield from (event for event in events if event.event_id in written)

@@ -26,7 +26,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field
-from sqlalchemy import exists, func, literal, select, union, update
+from sqlalchemy import exists, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from core.lifecycle import STAGES, TITLES, LifecycleTable, stage
@@ -111,7 +111,7 @@ def stages_now_and_before(
                 EventRow.occurred_at,
                 EventRow.data,
                 EventRow.received_at,
-            ).where(EventRow.customer_id.in_(ids), EventRow.type.in_(("order.paid", "order.refunded")))  # fmt: skip
+            ).where(EventRow.customer_id.in_(ids), EventRow.type.in_(("order.paid", "order.refunded")))
         )
     )
     by_customer: dict[str, list] = {customer_id: [] for customer_id in ids}
@@ -129,16 +129,18 @@ def stages_now_and_before(
 
 
 def next_customers(session: Session, after: str | None, limit: int) -> list[str]:
-    """The next `limit` customers (by id, after `after`) who have a paid order or a stored stage,
-    erased ones left out: those the daily evaluation reads."""
-    paid = select(OrderRow.customer_id).where(OrderRow.paid_at.is_not(None))
+    """The next `limit` customers (by id, after `after`) who have a paid order or a stored stage:
+    those the daily evaluation reads (erased ones among them: `erased` tells). Each source is
+    read in id order up to `limit` (an index scan that stops), then merged: the `limit` smallest
+    of both are all there are up to the last of them."""
+    paid = select(OrderRow.customer_id).where(OrderRow.paid_at.is_not(None)).distinct()
     written = select(LifecycleStageRow.customer_id)
-    if after is not None:
-        paid = paid.where(OrderRow.customer_id > after)
-        written = written.where(LifecycleStageRow.customer_id > after)
-    both = union(paid, written).subquery("candidates")
-    query = select(both.c.customer_id).where(_not_erased(both.c.customer_id))
-    return list(session.scalars(query.order_by(both.c.customer_id).limit(limit)))
+    found: set[str] = set()
+    for query, column in ((paid, OrderRow.customer_id), (written, LifecycleStageRow.customer_id)):
+        if after is not None:
+            query = query.where(column > after)
+        found.update(session.scalars(query.order_by(column).limit(limit)))
+    return sorted(found)[:limit]
 
 
 def stages_at(session: Session, customer_ids: list[str], at: datetime, table: LifecycleTable) -> dict[str, str]:

@@ -220,3 +220,17 @@ def test_the_daily_activity_counts_the_moves(store, tmp_path):
     report = ActivityEnvironment().run(run, DailyRequest(at=T + 85 * DAY))
     assert report.events["lifecycle.changed"] == 1  # c1 churned; c2 was silent already
     assert moves(store, "c1")[0][1:4] == ("new_once", "churned", "backward")
+
+
+def test_the_daily_run_reads_every_customer_across_batches(store, monkeypatch):
+    """Batches of two: customers with a paid order, and one whose only order was refunded (known
+    by their stored stage alone), each evaluated once."""
+    monkeypatch.setattr(lifecycle, "BATCH", 2)
+    customers = [f"x{n}" for n in range(5)]
+    history(store, *[item for c in customers for item in paid(f"o-{c}", T - 10 * DAY, c)])
+    assert run_daily(store, T) == []
+    assert sorted(stored(store)) == customers
+    history(store, event("order.refunded", T + DAY, customer="x3", order="o-x3"))
+    assert run_daily(store, T + 2 * DAY) == [("x3", "new_once", "prospect")]
+    assert run_daily(store, T + 85 * DAY) == [(c, "new_once", "churned") for c in customers if c != "x3"]
+    assert stored(store)["x3"] == ("prospect", T + 2 * DAY)
