@@ -234,3 +234,19 @@ def test_the_daily_run_reads_every_customer_across_batches(store, monkeypatch):
     assert run_daily(store, T + 2 * DAY) == [("x3", "new_once", "prospect")]
     assert run_daily(store, T + 85 * DAY) == [(c, "new_once", "churned") for c in customers if c != "x3"]
     assert stored(store)["x3"] == ("prospect", T + 2 * DAY)
+
+
+def test_a_run_cut_short_and_retried_writes_each_move_once(store, monkeypatch):
+    """The activity fails after its first batch committed (a worker lost); the retry at the same
+    moment writes only what the first attempt had not."""
+    monkeypatch.setattr(lifecycle, "BATCH", 2)
+    customers = [f"y{n}" for n in range(5)]
+    history(store, *[item for c in customers for item in paid(f"o-{c}", T - 10 * DAY, c)])
+    run_daily(store, T)
+    later = T + 85 * DAY
+    attempt = lifecycle.daily(store, Definitions(), later, DailyReport(at=later))
+    first = next(attempt)
+    attempt.close()  # nothing more of that attempt
+    retried = run_daily(store, later)
+    assert first.customer_id == "y0" and [c for c, _, _ in retried] == customers[2:]
+    assert sorted(m[0] for m in moves(store)) == customers
