@@ -17,7 +17,8 @@ refuses), and start journeys like any event; the API refuses them from outside:
   null when the tier is lost), `direction` (`up`/`down`), `reason`, `until` (the card's end);
 - `member.card_expiring` (customer): `tier`, `expires_on` (a date), `days` (before);
 - `lifecycle.changed` (customer): `from`, `to` (stages, core/lifecycle.py), `direction`
-  (`forward`: toward buying more, `backward`: toward lapsing).
+  (`forward`: toward buying more, `backward`: toward lapsing, `sideways`: buying as often, the
+  first purchase only aged past the active window: new_repeat -> old_repeat; store/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -251,7 +252,11 @@ ENGINE_EVENT_SCHEMAS: dict[str, tuple[str, dict]] = {
         "生命周期变化",
         _schema(
             ["from", "to", "direction"],
-            {"from": {"type": "string"}, "to": {"type": "string"}, "direction": {"enum": ["forward", "backward"]}},
+            {
+                "from": {"type": "string"},
+                "to": {"type": "string"},
+                "direction": {"enum": ["forward", "backward", "sideways"]},
+            },
         ),
     ),
 }

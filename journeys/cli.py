@@ -743,6 +743,33 @@ def segment_list(
                 )
 
 
+lifecycle_app = typer.Typer(
+    help="The customer lifecycle (客户生命周期): stages and their monthly migration.", no_args_is_help=True
+)
+app.add_typer(lifecycle_app, name="lifecycle")
+
+
+@lifecycle_app.command("report")
+def lifecycle_report(
+    month: Annotated[str, typer.Option(help="YYYY-MM, in the shop's time zone (the current month runs to now)")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (what GET /lifecycle/report answers)")] = False,
+) -> None:
+    """The stages at the month's end and the migration matrix from its start (正向/负向迁移)."""
+    from datetime import UTC
+
+    from journeys.lifecycle import read_report, report_json, report_lines
+
+    settings = _settings()
+    definitions = _definitions_or_exit(settings.definitions_dir)
+    with _opened_store(settings) as store:
+        try:
+            found = read_report(store, month, settings.shop_timezone, definitions.rfm.lifecycle, datetime.now(UTC))
+        except ValueError as err:
+            typer.echo(f"--month: {err}", err=True)
+            raise typer.Exit(2) from None
+    typer.echo(report_json(found) if as_json else "\n".join(report_lines(found)))
+
+
 products_app = typer.Typer(
     help="The product catalogue and repurchase cycles (回购周期): import it, show a product, show the cycles.",
     no_args_is_help=True,

@@ -26,10 +26,18 @@ from store.tables import (
     ErasureRow,
     EventRow,
     InstanceRow,
+    LifecycleStageRow,
+    MemberTierRow,
     MessageRow,
+    PointsEntryRow,
     ProviderEventRow,
     SuppressionRow,
+    TierChangeRow,
 )
+
+#: The loyalty programme's rows of a customer (points, tier, its change log, lifecycle stage):
+#: erasure deletes them.
+LOYALTY_TABLES = (PointsEntryRow, MemberTierRow, TierChangeRow, LifecycleStageRow)
 
 
 def upsert_customer(session: Session, customer: Customer, at: datetime, default_region: str) -> Customer:
@@ -124,7 +132,8 @@ def erase_customer(
     logged events stay without their data; suppressions of the customer's addresses are kept as
     salted hashes. The erasure is recorded. A suppression is found by every form the contact may
     have been stored in (as typed by an older release, E.164 read in the customer's region and in
-    the shop's), so a record written before contacts were stored in one form is erased too."""
+    the shop's), so a record written before contacts were stored in one form is erased too. The
+    loyalty programme's rows (points ledger, tier, tier changes, lifecycle stage) are deleted."""
     addresses: set[tuple[str, str]] = set()
     customer = session.get(CustomerRow, customer_id)
     if customer is not None:
@@ -150,6 +159,9 @@ def erase_customer(
         .values(open=False)
         .execution_options(synchronize_session=False)
     )
+    loyalty = sum(
+        session.execute(delete(table).where(table.customer_id == customer_id)).rowcount for table in LOYALTY_TABLES
+    )
     hashed = 0
     for channel, address in addresses:
         row = session.get(SuppressionRow, (channel, address))
@@ -166,6 +178,7 @@ def erase_customer(
         "messages_scrubbed": len(messages),
         "events_scrubbed": scrubbed,
         "suppressions_hashed": hashed,
+        "loyalty_rows": loyalty,
     }
     record = session.get(ErasureRow, customer_id) or ErasureRow(customer_id=customer_id)
     record.erased_at, record.requested_by, record.removed, record.recreated_at = at, requested_by[:200], removed, None

@@ -30,6 +30,7 @@ ROUTES = [
     (Permission.READ_PROFILE, "GET", "/customers/c1", None),
     (Permission.READ_SEGMENTS, "GET", "/segments", None),
     (Permission.READ_SEGMENTS, "GET", "/segments/lapsing/members", None),
+    (Permission.READ_SEGMENTS, "GET", "/lifecycle/report?month=2026-03", None),
     (Permission.READ_SEGMENTS, "GET", "/broadcasts/x/dry-run", None),
     (Permission.READ_SEGMENTS, "GET", "/broadcasts/x/runs", None),
     (Permission.RUN_BROADCASTS, "POST", "/broadcasts/x/start", None),

@@ -9,6 +9,8 @@ in process, on both databases:
   nowhere in plain text;
 - the outbox file loses the customer's lines (others' stay, none lost to a concurrent writer),
   and retention removes its old lines;
+- the loyalty programme's rows (points ledger, tier, tier changes, lifecycle stage) are deleted,
+  and the daily lifecycle evaluation reads the erased customer no more;
 - on SQLite, the raw bytes of the database and its write-ahead log hold no phone, email or name
   after the erasure (secure_delete, and a checkpoint).
 """
@@ -24,7 +26,9 @@ import httpx
 from sqlalchemy import select
 from temporalio.testing import ActivityEnvironment
 
+from activities import lifecycle
 from activities.journey import JourneyActivities
+from activities.loyalty import DailyReport
 from activities.payloads import RetentionRequest
 from activities.retention import RetentionActivities
 from channels import build_channels
@@ -33,7 +37,7 @@ from core.channel import OutgoingMessage
 from core.outbox import expire_lines, forget_customer
 from definitions.loader import Definitions
 from store import queries
-from store.tables import Base, CustomerRow
+from store.tables import Base, CustomerRow, LifecycleStageRow, MemberTierRow, PointsEntryRow, TierChangeRow
 from tests.helpers import customer, event
 from tests.test_policy import NOON, request
 from triggers.api import create_app
@@ -154,8 +158,36 @@ async def test_a_record_written_now_is_erased_with_its_suppression(store, tmp_pa
         "messages_scrubbed": 1,
         "events_scrubbed": 1,
         "suppressions_hashed": 1,
+        "loyalty_rows": 0,
     }
     assert leftovers(everything_in(store)) == []
+
+
+async def test_the_loyalty_rows_are_deleted_and_the_lifecycle_forgets_the_customer(store, tmp_path):
+    day = timedelta(days=1)
+    for customer_id in ("c1", "c2"):
+        write_through_router(store, event("customer.created", NOON - 10 * day, customer=customer_id, name=NAME),
+                             event("order.paid", NOON - 10 * day, customer=customer_id, order=f"o-{customer_id}"))  # fmt: skip
+    assert list(lifecycle.daily(store, Definitions(), NOON, DailyReport(at=NOON))) == []  # the stages, silently
+    with store.transaction() as session:
+        for customer_id in ("c1", "c2"):
+            session.add(PointsEntryRow(customer_id=customer_id, kind="earn", points=99, reason="purchase",
+                                       source=f"order:o-{customer_id}", at=NOON, recorded_at=NOON))  # fmt: skip
+            session.add(MemberTierRow(customer_id=customer_id, tier="vip", since=NOON, until=NOON + 365 * day,
+                                      updated_at=NOON))  # fmt: skip
+            session.add(TierChangeRow(customer_id=customer_id, from_tier=None, to_tier="vip", direction="up",
+                                      reason="purchase", by="engine", source=f"order:o-{customer_id}", at=NOON))  # fmt: skip
+    erased = await erase_by_api(store, tmp_path / "outbox.jsonl")
+    assert erased["removed"]["loyalty_rows"] == 4
+    with store.transaction() as session:
+        for table in (PointsEntryRow, MemberTierRow, TierChangeRow, LifecycleStageRow):
+            assert set(session.scalars(select(table.customer_id))) == {"c2"}, table.__tablename__
+    # Their orders stay for effect reports, but the daily run evaluates only c2: no stage, no move for c1.
+    later = NOON + 100 * day
+    moved = list(lifecycle.daily(store, Definitions(), later, DailyReport(at=later)))
+    assert [(e.customer_id, e.data["to"]) for e in moved] == [("c2", "churned")]
+    with store.transaction() as session:
+        assert set(session.scalars(select(LifecycleStageRow.customer_id))) == {"c2"}
 
 
 # ------------------------------------------------------------------ item 5: files

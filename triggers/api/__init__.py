@@ -28,7 +28,19 @@ from core.records import Event
 from definitions.loader import Definitions
 from store.db import Store
 from triggers import console
-from triggers.api import broadcasts, customers, effect, events, health, history, imports, journeys, products, segments
+from triggers.api import (
+    broadcasts,
+    customers,
+    effect,
+    events,
+    health,
+    history,
+    imports,
+    journeys,
+    lifecycle,
+    products,
+    segments,
+)
 from triggers.api import codec as codec_routes
 from triggers.api.deps import ApiContext, Forbidden, NotJson, TemporalDown, Unauthorised
 from triggers.webhooks import WebhookConfig, webhook_routes
@@ -149,6 +161,7 @@ def create_app(
         journeys,
         effect,
         segments,
+        lifecycle,
         broadcasts,
         products,
         health,
