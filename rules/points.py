@@ -81,15 +81,14 @@ def _parts(amount: Decimal, items: Sequence[Item], categories: Collection[str]) 
     known = {item.category for item in items}
     if items and len(known) == 1 and next(iter(known)) in categories:
         return {next(iter(known)): amount}  # every item of one category: the whole amount is its
+    priced = [item for item in items if item.amount is not None and item.amount > 0]
+    listed = sum((_decimal(item.amount) for item in priced if item.amount is not None), Decimal(0))
+    share = amount / listed if listed > amount else Decimal(1)  # items worth more than paid: share the discount
     parts: dict[str | None, Decimal] = defaultdict(Decimal)
-    for item in items:
-        if item.category in categories and item.amount is not None and item.amount > 0:
-            parts[item.category] += _decimal(item.amount)
+    for item in priced:
+        if item.category in categories and item.amount is not None:
+            parts[item.category] += _decimal(item.amount) * share
     total = sum(parts.values(), Decimal(0))
-    if total > amount and total > 0:  # the items add up to more than was paid: share the discount
-        for category in parts:
-            parts[category] = parts[category] * amount / total
-        total = amount
     parts[None] = amount - total
     return parts
 
