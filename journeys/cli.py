@@ -743,6 +743,14 @@ def segment_list(
                 )
 
 
+def _echo_problems(problems: list[str]) -> str:
+    """Print a file's problems (one line each, on stderr); what the summary line says of them."""
+    for problem in problems:
+        typer.echo(problem, err=True)
+    count = len(problems)
+    return f", {count} problem{'s' if count != 1 else ''} (lines skipped)" if count else ""
+
+
 products_app = typer.Typer(
     help="The product catalogue and repurchase cycles (回购周期): import it, show a product, show the cycles.",
     no_args_is_help=True,
@@ -767,10 +775,7 @@ def products_import(
         except ImportFileError as err:
             typer.echo(str(err), err=True)
             raise typer.Exit(1) from None
-    for problem in found.problems:
-        typer.echo(problem, err=True)
-    count = len(found.problems)
-    skipped = f", {count} problem{'s' if count != 1 else ''} (lines skipped)" if count else ""
+    skipped = _echo_problems(found.problems)
     if dry_run or found.saved is None:
         typer.echo(f"{file}: {len(found.products)} of {found.lines} lines good{skipped}; nothing written")
     else:
@@ -1255,10 +1260,7 @@ def import_points(
         except ImportFileError as err:
             typer.echo(str(err), err=True)
             raise typer.Exit(1) from None
-    for problem in found.problems:
-        typer.echo(problem, err=True)
-    count = len(found.problems)
-    skipped = f", {count} problem{'s' if count != 1 else ''} (lines skipped)" if count else ""
+    skipped = _echo_problems(found.problems)
     if dry_run:
         typer.echo(f"{file}: {len(found.entries)} of {found.lines} lines good{skipped}; nothing written")
     else:

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 from activities.points import write_imported
 from core.loyalty import Loyalty
 from core.records import EARLIEST, LATEST, id_problem
-from journeys.products import ImportFileError, decode
+from journeys.products import ImportFileError, csv_rows, decode
 from rules.points import MAX_ENTRY_POINTS, lot_expiry
 from store.db import Store
 from store.points import NewEntry
@@ -99,20 +99,7 @@ def read_points(text: str, name: str, digest: str, loyalty: Loyalty, now: dateti
         )
     expiry = loyalty.points.expiry if loyalty.points else None
     seen: dict[tuple[str, str], int] = {}
-    line = reader.line_num
-    while True:
-        start = line + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            found.problems.append(f"{name}:{start}: {err}")
-            line = reader.line_num
-            continue
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
+    for start, row in csv_rows(reader, name, found.problems):
         found.lines += 1
 
         def cell(column: str, row: list[str] = row) -> str:

@@ -121,13 +121,22 @@ _BOOKED = {
 }
 
 
-@router.post(
+def _booking(path: str, permission: Permission, summary: str):
+    """A route that books an entry once per request id (201, or 200 for a repeat)."""
+    return router.post(
+        path,
+        response_model=operations.Booked,
+        status_code=201,
+        responses=_BOOKED,
+        dependencies=[Depends(allowed(permission))],
+        summary=summary,
+    )
+
+
+@_booking(
     "/points/redeem",
-    response_model=operations.Booked,
-    status_code=201,
-    responses=_BOOKED,
-    dependencies=[Depends(allowed(Permission.REDEEM_POINTS))],
-    summary="Spend a customer's points (the oldest first): refused past the balance, once per request id",
+    Permission.REDEEM_POINTS,
+    "Spend a customer's points (the oldest first): refused past the balance, once per request id",
 )
 async def redeem(body: RedeemRequest, api: Context) -> JSONResponse:
     zone = api.definitions.loyalty.zone
@@ -147,13 +156,10 @@ async def redeem(body: RedeemRequest, api: Context) -> JSONResponse:
     )
 
 
-@router.post(
+@_booking(
     "/points/adjust",
-    response_model=operations.Booked,
-    status_code=201,
-    responses=_BOOKED,
-    dependencies=[Depends(allowed(Permission.MANAGE_LOYALTY))],
-    summary="An operator's adjustment: add or take points, with a reason, once per request id",
+    Permission.MANAGE_LOYALTY,
+    "An operator's adjustment: add or take points, with a reason, once per request id",
 )
 async def adjust(body: AdjustRequest, api: Context) -> JSONResponse:
     if body.points == 0:
