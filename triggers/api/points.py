@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
 from activities import points as operations
 from core.access import Permission
@@ -23,7 +23,18 @@ from triggers.api.deps import Context, CustomerId, Problem, allowed
 router = APIRouter(tags=["points"])
 
 _Points = Annotated[StrictInt, Field(ge=-MAX_ENTRY_POINTS, le=MAX_ENTRY_POINTS)]
-_Reason = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")]
+
+
+def _utf8(text: str) -> str:
+    text.encode("utf-8")  # a lone surrogate (JSON's "\ud800") raises: a 422, not a failed insert
+    return text
+
+
+_Reason = Annotated[
+    str,
+    Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$"),
+    AfterValidator(_utf8),
+]
 
 
 class AdjustRequest(BaseModel):
