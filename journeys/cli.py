@@ -770,6 +770,14 @@ def lifecycle_report(
     typer.echo(report_json(found) if as_json else "\n".join(report_lines(found)))
 
 
+def _echo_problems(problems: list[str]) -> str:
+    """Print a file's problems (one line each, on stderr); what the summary line says of them."""
+    for problem in problems:
+        typer.echo(problem, err=True)
+    count = len(problems)
+    return f", {count} problem{'s' if count != 1 else ''} (lines skipped)" if count else ""
+
+
 products_app = typer.Typer(
     help="The product catalogue and repurchase cycles (回购周期): import it, show a product, show the cycles.",
     no_args_is_help=True,
@@ -794,10 +802,7 @@ def products_import(
         except ImportFileError as err:
             typer.echo(str(err), err=True)
             raise typer.Exit(1) from None
-    for problem in found.problems:
-        typer.echo(problem, err=True)
-    count = len(found.problems)
-    skipped = f", {count} problem{'s' if count != 1 else ''} (lines skipped)" if count else ""
+    skipped = _echo_problems(found.problems)
     if dry_run or found.saved is None:
         typer.echo(f"{file}: {len(found.products)} of {found.lines} lines good{skipped}; nothing written")
     else:
@@ -1142,6 +1147,154 @@ def import_orders(
         typer.echo(f"... and {state.problem_count - len(state.problems):,} more rows skipped", err=True)
     for line in summary(state, dry_run=dry_run):
         typer.echo(line)
+
+
+points_app = typer.Typer(
+    help="Points (积分体系): a customer's balance and log, an operator's adjustment, the overview (积分总览).",
+    no_args_is_help=True,
+)
+app.add_typer(points_app, name="points")
+
+
+def _loyalty_or_exit():
+    from definitions.loader import DefinitionsError, load_loyalty
+
+    try:
+        return load_loyalty(default_directory())
+    except DefinitionsError as err:
+        for line in err.problems:
+            typer.echo(line, err=True)
+        raise typer.Exit(1) from None
+
+
+@points_app.command("show")
+def points_show(
+    customer: Annotated[str, typer.Argument(help="The customer's id")],
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Entries of the log to show")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="As GET /customers/{id}/points answers")] = False,
+) -> None:
+    """A customer's balance, what lapses when, and the log (积分日志), the latest first."""
+    from activities.points import customer_points
+    from store.points import known
+
+    loyalty = _loyalty_or_exit()
+    with _opened_store(_settings()) as store, store.transaction() as session:
+        found = customer_points(session, customer, loyalty.zone, limit=limit) if known(session, customer) else None
+    if found is None:
+        typer.echo(f"no customer {customer!r}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(found.model_dump(mode="json"), ensure_ascii=False))
+        return
+    typer.echo(f"customer {customer}: {found.balance} points")
+    for expiring in found.expiring:
+        typer.echo(f"  {expiring.points} good until {expiring.expires_on}")
+    for entry in found.entries:
+        typer.echo(f"  {entry.at.isoformat()}  {entry.kind:<7} {entry.points:+d}  {entry.reason}  [{entry.source}]")
+
+
+@points_app.command("adjust")
+def points_adjust(
+    customer: Annotated[str, typer.Argument(help="The customer's id")],
+    points: Annotated[int, typer.Argument(help="Points to add, or (negative, after --) to take")],
+    reason: Annotated[str, typer.Option(help="Why (shown in the customer's log)")],
+    request_id: Annotated[
+        str | None, typer.Option(help="The same id again adjusts nothing twice (default: a new one, printed)")
+    ] = None,
+) -> None:
+    """An operator's adjustment, as POST /points/adjust: added points lapse as earned ones do; taken
+    points come from the oldest lots (the balance may go below zero)."""
+    import uuid
+    from datetime import UTC
+
+    from activities.points import RequestReused, adjust
+    from store.points import known
+
+    if points == 0 or not reason.strip():
+        typer.echo("points must not be 0, and --reason must say why", err=True)
+        raise typer.Exit(2)
+    loyalty = _loyalty_or_exit()
+    request_id = request_id or f"cli-{uuid.uuid4()}"
+    with _opened_store(_settings()) as store:
+        try:
+            with store.transaction() as session:
+                booked = (
+                    adjust(session, customer, points, reason, request_id, datetime.now(UTC), loyalty)
+                    if known(session, customer)
+                    else None
+                )
+        except RequestReused as err:
+            typer.echo(str(err), err=True)
+            raise typer.Exit(1) from None
+    if booked is None:
+        typer.echo(f"no customer {customer!r}", err=True)
+        raise typer.Exit(1)
+    again = " (already done: nothing changed)" if booked.duplicate else ""
+    typer.echo(
+        f"customer {customer}: {booked.points:+d} points, balance {booked.balance}{again}; request id {request_id}"
+    )
+
+
+@points_app.command("overview")
+def points_overview(
+    since: Annotated[
+        datetime | None, typer.Option(help="From (inclusive), in loyalty.yaml's zone without an offset")
+    ] = None,
+    until: Annotated[datetime | None, typer.Option(help="Until (exclusive)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="As GET /points/overview answers")] = False,
+) -> None:
+    """积分总览: points issued, redeemed, expired, adjusted, imported and reversed in the period (all
+    time by default), and what is outstanding now with its liability at the shop's point value."""
+    from zoneinfo import ZoneInfo
+
+    from activities.points import overview
+
+    loyalty = _loyalty_or_exit()
+    since, until = ((t.replace(tzinfo=ZoneInfo(loyalty.zone)) if t and t.tzinfo is None else t) for t in (since, until))
+    with _opened_store(_settings()) as store, store.transaction() as session:
+        found = overview(session, loyalty, since, until)
+    if as_json:
+        typer.echo(json.dumps(found.model_dump(mode="json"), ensure_ascii=False))
+        return
+    period = f"{since.isoformat() if since else 'the start'} to {until.isoformat() if until else 'now'}"
+    typer.echo(f"points from {period}:")
+    for name in ("issued", "redeemed", "expired", "adjusted", "imported", "reversed"):
+        typer.echo(f"  {name:<9} {getattr(found, name):>12,}")
+    typer.echo(
+        f"outstanding now: {found.outstanding:,} points held by {found.holders:,} customers; "
+        f"liability {found.liability:,.2f} at {found.point_value:g} a point"
+    )
+
+
+@import_app.command("points")
+def import_points(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV (UTF-8, with a BOM or not, or GBK) with a header")
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the file, write nothing")] = False,
+) -> None:
+    """积分导入: points from a CSV file (customer_id, points; optionally reason, at, expires_at, id) as
+    history: entries of kind import, no points.earned events. Bad rows are skipped and listed as
+    FILE:LINE: column: problem; importing the same file again adds nothing."""
+    from datetime import UTC
+
+    from journeys.points import ImportFileError, import_points_file
+
+    loyalty = _loyalty_or_exit()
+    with _opened_store(_settings()) as store:
+        try:
+            found = import_points_file(store, file, loyalty, datetime.now(UTC), dry_run=dry_run)
+        except ImportFileError as err:
+            typer.echo(str(err), err=True)
+            raise typer.Exit(1) from None
+    skipped = _echo_problems(found.problems)
+    if dry_run:
+        typer.echo(f"{file}: {len(found.entries)} of {found.lines} lines good{skipped}; nothing written")
+    else:
+        again = len(found.entries) - found.written
+        typer.echo(f"{file}: {found.written} entries written, {again} already imported{skipped}")
+    if found.problems:
+        raise typer.Exit(1)
 
 
 @app.command()

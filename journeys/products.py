@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,6 +90,25 @@ def _columns(header: list[str], name: str) -> dict[str, int]:
     return found
 
 
+def csv_rows(reader, name: str, problems: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """The rows after the header of a `csv.reader`, each with the line it starts on; blank lines
+    skipped, a row the reader cannot read listed in `problems` as `NAME:LINE: problem` and skipped."""
+    line = reader.line_num
+    while True:
+        start = line + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            problems.append(f"{name}:{start}: {err}")
+            line = reader.line_num
+            continue
+        line = reader.line_num
+        if any(cell.strip() for cell in row):
+            yield start, row
+
+
 def read_products(text: str, name: str) -> ProductsImport:
     """Products from CSV text, each bad line listed as `NAME:LINE: column: problem` and skipped."""
     found = ProductsImport()
@@ -101,20 +121,7 @@ def read_products(text: str, name: str) -> ProductsImport:
         raise ImportFileError(f"{name}:1: {err}") from None
     columns = _columns(header, name)
     seen: dict[str, int] = {}
-    line = reader.line_num
-    while True:
-        start = line + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            found.problems.append(f"{name}:{start}: {err}")
-            line = reader.line_num
-            continue
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue  # a blank line
+    for start, row in csv_rows(reader, name, found.problems):
         found.lines += 1
 
         def cell(column: str, row: list[str] = row) -> str:

@@ -40,6 +40,15 @@ ROUTES = [
     (Permission.ERASE, "DELETE", "/customers/c1", None),
     (Permission.SEND_EVENTS, "POST", "/products", {"sku": "cream-30", "title": "面霜", "category": "skincare"}),
     (Permission.READ_JOURNEYS, "GET", "/products/cream-30", None),
+    (Permission.READ_PROFILE, "GET", "/customers/c1/points", None),
+    (Permission.READ_PROFILE, "GET", "/points/overview", None),
+    (Permission.REDEEM_POINTS, "POST", "/points/redeem", {"customer_id": "c1", "points": 1, "request_id": "r1"}),
+    (
+        Permission.MANAGE_LOYALTY,
+        "POST",
+        "/points/adjust",
+        {"customer_id": "c1", "points": 5, "reason": "x", "request_id": "a1"},
+    ),
 ]
 
 

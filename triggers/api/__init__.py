@@ -42,6 +42,7 @@ from triggers.api import (
     segments,
 )
 from triggers.api import codec as codec_routes
+from triggers.api import points as points_routes
 from triggers.api.deps import ApiContext, Forbidden, NotJson, TemporalDown, Unauthorised
 from triggers.webhooks import WebhookConfig, webhook_routes
 from views.effect import Prices
@@ -164,6 +165,7 @@ def create_app(
         lifecycle,
         broadcasts,
         products,
+        points_routes,
         health,
         codec_routes,
     ):
