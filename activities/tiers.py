@@ -500,9 +500,9 @@ def month_bounds(month: str, zone: str) -> tuple[datetime, datetime]:
     try:
         year, number = (int(part) for part in month.split("-"))
         start = datetime(year, number, 1, tzinfo=ZoneInfo(zone))
+        end = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=ZoneInfo(zone))
     except ValueError:
         raise ValueError(f"{_shown(month)} is not a month: give YYYY-MM (2026-11)") from None
-    end = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=ZoneInfo(zone))
     return start, end
 
 

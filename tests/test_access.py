@@ -39,6 +39,9 @@ ROUTES = [
     (Permission.ERASE, "DELETE", "/customers/c1", None),
     (Permission.SEND_EVENTS, "POST", "/products", {"sku": "cream-30", "title": "面霜", "category": "skincare"}),
     (Permission.READ_JOURNEYS, "GET", "/products/cream-30", None),
+    (Permission.READ_PROFILE, "GET", "/customers/c1/tier", None),
+    (Permission.MANAGE_LOYALTY, "POST", "/customers/c1/tier", {"tier": "vip", "reason": "补偿"}),
+    (Permission.READ_PROFILE, "GET", "/tiers/report", None),
 ]
 
 

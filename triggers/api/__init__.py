@@ -30,6 +30,7 @@ from store.db import Store
 from triggers import console
 from triggers.api import broadcasts, customers, effect, events, health, history, imports, journeys, products, segments
 from triggers.api import codec as codec_routes
+from triggers.api import tiers as tier_routes
 from triggers.api.deps import ApiContext, Forbidden, NotJson, TemporalDown, Unauthorised
 from triggers.webhooks import WebhookConfig, webhook_routes
 from views.effect import Prices
@@ -151,6 +152,7 @@ def create_app(
         segments,
         broadcasts,
         products,
+        tier_routes,
         health,
         codec_routes,
     ):
