@@ -410,15 +410,6 @@ class Change(BaseModel):
     at: datetime
 
 
-class HeldTier(BaseModel):
-    """A customer's tier as a profile shows it."""
-
-    name: str
-    title: str | None
-    since: datetime
-    until: datetime
-
-
 class TierView(BaseModel):
     customer_id: str
     tier: str | None
@@ -430,14 +421,6 @@ class TierView(BaseModel):
     qualifies: str | None = Field(description="The level the window qualifies for now.")
     changes: list[Change] = Field(description="The change log (变更日志), newest first.")
     at: datetime
-
-
-def held_tier(session: Session, customer_id: str, tiers: Tiers | None) -> HeldTier | None:
-    """The customer's tier with its title (None without one)."""
-    row = tier_store.current(session, customer_id)
-    if row is None:
-        return None
-    return HeldTier(name=row.tier, title=_title(tiers, row.tier) if tiers else None, since=row.since, until=row.until)
 
 
 def show(session: Session, definitions: Definitions, customer_id: str, now: datetime) -> TierView:

@@ -6,8 +6,13 @@ member.card_expiring notices written once across a worker restart."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -15,13 +20,17 @@ from sqlalchemy import select
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.loyalty import note_logged
 from channels import build_channels
 from core.config import Settings
+from core.records import Event
 from core.temporal import binary
 from definitions.loader import PACKAGE_DIR, load_definitions
 from journeys.simulate import simulation_runtime
 from journeys.worker import activity_threads, build_workers
+from store import queries
 from store import tiers as tier_store
+from store.db import Store
 from store.tables import EventRow
 from triggers.api import create_app
 from workflows.loyalty import LoyaltyDailyWorkflow
@@ -214,3 +223,48 @@ async def test_card_expiring_notices_once_across_a_worker_restart(sqlite_store):
     notices = logged(sqlite_store, "member.card_expiring")
     assert sorted(row.data["days"] for row in notices) == [1, 7]
     assert {row.data["tier"] for row in notices} == {"vip"}
+
+
+# ------------------------------------------------------------------ the CLI
+
+JOURNEYS = str(Path(sys.executable).parent / "journeys")
+
+
+def test_journeys_tier_show_set_and_report(tmp_path, shipped):
+    url = f"sqlite:///{tmp_path}/journeys.db"
+    store = Store(url).migrate()
+    now = datetime.now(UTC)
+    with store.transaction() as session:
+        batch = [Event.model_validate(item) for item in orders("c1", 1, 5000, now - timedelta(minutes=5))]
+        queries.store_events(session, batch, now)
+        note_logged(session, batch, shipped, now)  # as the API does: normal at once
+    store.dispose()
+    env = {**os.environ, "DATABASE_URL": url}
+
+    def journeys(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([JOURNEYS, "tier", *args], env=env, capture_output=True, text=True, timeout=60)
+
+    shown = journeys("show", "c1")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "customer c1  normal 普通会员"
+    assert lines[2] == "  window     1 orders, 5000.00 spent in 365 days; qualifies for normal"
+    assert lines[4].endswith(
+        "up       - -> normal  by engine: 1 orders, 5000.00 spent in 365 days: reach 普通会员 (normal)"
+    )
+    set_ = journeys("set", "c1", "vip", "--reason", "大客户", "--until", "2030-01-01", "--by", "ops-li")
+    assert set_.returncode == 0, set_.stderr
+    assert set_.stdout.strip() == "customer c1: vip until 2029-12-31 16:00 UTC (up: member.tier_changed written)"
+    unknown = journeys("set", "c1", "gold", "--reason", "x")
+    assert (
+        unknown.returncode == 2 and unknown.stderr.strip() == "unknown tier 'gold'; the tiers are normal, senior, vip"
+    )
+    as_json = json.loads(journeys("show", "c1", "--json").stdout)
+    assert [(c["direction"], c["by"], c["reason"]) for c in as_json["changes"]][0] == ("override", "ops-li", "大客户")
+    month = now.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    report = json.loads(journeys("report", "--month", month, "--json").stdout)
+    assert report["now"]["counts"] == {"normal": 0, "senior": 0, "vip": 1, "none": 0}
+    assert (report["upward"], report["matrix"]) == (2, [{"from": None, "to": "normal", "count": 1},
+                                                        {"from": "normal", "to": "vip", "count": 1}])  # fmt: skip
+    bad = journeys("report", "--month", "2026-13")
+    assert bad.returncode == 2 and bad.stderr.strip() == "'2026-13' is not a month: give YYYY-MM (2026-11)"

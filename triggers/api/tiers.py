@@ -18,6 +18,7 @@ from activities import tiers
 from activities.loyalty import write_engine_events
 from core.access import ApiKey, Permission
 from store import queries
+from store import tiers as tier_store
 from triggers.api.deps import Context, CustomerId, Problem, allowed
 
 router = APIRouter(tags=["tiers"])
@@ -97,7 +98,7 @@ async def set_customer_tier(
     by = key.name if key is not None else "anonymous"
 
     def write(session) -> tuple[tiers.TierView | None, bool]:
-        if tiers.held_tier(session, customer_id, None) is None and not queries.known_customer(session, customer_id):
+        if tier_store.current(session, customer_id) is None and not queries.known_customer(session, customer_id):
             return None, False
         changed = tiers.override(
             session, api.definitions, customer_id, request.tier, reason=request.reason, by=by, until=request.until,
