@@ -231,8 +231,9 @@ def untiered_candidates(
 
 
 def distribution(session: Session, at: datetime) -> dict[str | None, int]:
-    """How many customers held each tier at `at`, by the change log (each customer's latest change
-    at or before it; those whose latest change removed their tier count under None)."""
+    """How many customers held each tier just before `at`, by the change log (each customer's latest
+    change before it; those whose latest change removed their tier count under None): a month's
+    end counts the changes of the month [start, end), as `moves` does."""
     ranked = select(
         TierChangeRow.to_tier,
         func.row_number()
@@ -240,7 +241,7 @@ def distribution(session: Session, at: datetime) -> dict[str | None, int]:
             partition_by=TierChangeRow.customer_id, order_by=(TierChangeRow.at.desc(), TierChangeRow.change_id.desc())
         )
         .label("n"),
-    ).where(TierChangeRow.at <= _at(at))
+    ).where(TierChangeRow.at < _at(at))
     latest = ranked.subquery("latest")
     rows = session.execute(select(latest.c.to_tier, func.count()).where(latest.c.n == 1).group_by(latest.c.to_tier))
     return {tier: int(count) for tier, count in rows}

@@ -12,13 +12,14 @@ from sqlalchemy import select
 
 from activities import tiers as activity
 from activities.loyalty import DailyReport, note_logged
+from core.audience import Segment
 from core.loyalty import Loyalty, Tiers
 from definitions.loader import Definitions
 from rules.tiers import Measures, at_card_end, qualifies
 from store import queries
 from store import tiers as tier_store
 from store.tables import EventRow
-from tests.helpers import at, event
+from tests.helpers import at, customer, event
 
 T0 = at("2026-03-02 10:00+08:00")
 TABLE = {
@@ -31,11 +32,10 @@ TABLE = {
 
 
 def definitions(**changes) -> Definitions:
-    blacklist = changes.pop("blacklist", [])
-    loyalty = Loyalty.model_validate(
-        {"tiers": {**TABLE, **changes}, "blacklists": {"members": {"customers": blacklist}}}
-    )
-    return Definitions(loyalty=loyalty)
+    members = {"customers": changes.pop("blacklist", []), "segments": changes.pop("blacklist_segments", [])}
+    loyalty = Loyalty.model_validate({"tiers": {**TABLE, **changes}, "blacklists": {"members": members}})
+    blocked = Segment.model_validate({"name": "blocked", "title": "拉黑客户", "where": {"tag": "拉黑"}})
+    return Definitions(loyalty=loyalty, segments={"blocked": blocked})
 
 
 def buy(store, defs, customer: str, order: str, when, amount: float, *, refund_at=None) -> list:
@@ -234,6 +234,20 @@ def test_a_blacklisted_holder_loses_the_tier_and_gains_none(store):
     [swept] = [e for e in run_daily(store, defs, T0 + timedelta(days=2)) if e.type == "member.tier_changed"]
     assert swept.customer_id == "c2" and held(store, "c2") is None
     assert buy(store, defs, "c1", "o4", T0 + timedelta(days=3), 50000) == []
+
+
+def test_a_member_blacklist_segment_keeps_its_members_out(store):
+    defs = definitions(blacklist_segments=["blocked"])
+    with store.transaction() as session:
+        queries.upsert_customer(session, customer("bad", tags=["拉黑"]), T0, "CN")
+        queries.upsert_customer(session, customer("good"), T0, "CN")
+    assert buy(store, defs, "bad", "o1", T0, 30000) == []
+    [up] = buy(store, defs, "good", "o2", T0, 30000)
+    assert (up.customer_id, up.data["to"]) == ("good", "normal")
+    assert held(store, "bad") is None
+    with store.transaction() as session, pytest.raises(activity.OverrideRefused) as refused:
+        activity.override(session, defs, "bad", "vip", reason="x", by="ops", until=None, now=T0)
+    assert refused.value.status == 409 and "会员黑名单" in str(refused.value)
 
 
 # ------------------------------------------------------------------ the report

@@ -203,19 +203,22 @@ async def test_card_expiring_notices_once_across_a_worker_restart(sqlite_store):
             for worker in workers:
                 await worker.__aenter__()
             try:
-                return await env.client.execute_workflow(
-                    LoyaltyDailyWorkflow.run, id=run_id, task_queue=settings.task_queue
-                )
+                with env.auto_time_skipping_disabled():  # the clock moves only when the test says
+                    return await env.client.execute_workflow(
+                        LoyaltyDailyWorkflow.run, id=run_id, task_queue=settings.task_queue
+                    )
             finally:
                 for worker in reversed(workers):
                     await worker.__aexit__(None, None, None)
 
         first = await run("loyalty-1")
+        assert first.at - start < timedelta(minutes=5)
         assert first.events.get("member.card_expiring") == 1
         second = await run("loyalty-2")  # a new worker, the workflow started again
         assert second.events.get("member.card_expiring") is None
         await env.sleep(timedelta(days=2, hours=12))  # now within a day of the card's end
         third = await run("loyalty-3")
+        assert timedelta(days=2, hours=12) <= third.at - start < timedelta(days=2, hours=13)
         assert third.events.get("member.card_expiring") == 1
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
