@@ -271,3 +271,21 @@ def test_journeys_tier_show_set_and_report(tmp_path, shipped):
                                                         {"from": "normal", "to": "vip", "count": 1}])  # fmt: skip
     bad = journeys("report", "--month", "2026-13")
     assert bad.returncode == 2 and bad.stderr.strip() == "'2026-13' is not a month: give YYYY-MM (2026-11)"
+
+
+async def test_odd_customer_ids_are_answered_not_failed(sqlite_store, shipped):
+    app = create_app(sqlite_store, definitions=shipped)
+    async with client_for(app) as api:
+        await api.post("/events", json=orders("顾客１", 1, 3000, datetime.now(UTC)))
+        for path, wanted in [
+            ("/customers/%E9%A1%BE%E5%AE%A2%EF%BC%91/tier", 200),  # 顾客１, full-width digit and all
+            ("/customers/a%00b/tier", 422),
+            ("/customers/" + "x" * 300 + "/tier", 422),
+            ("/customers/%ED%A0%80/tier", 404),  # not UTF-8: read with replacement characters, nobody
+            ("/customers/nobody/tier", 404),
+        ]:
+            shown = await api.get(path)
+            assert shown.status_code == wanted, (path, shown.text)
+            changed = await api.post(path, json={"tier": "vip", "reason": "x"})
+            assert changed.status_code == wanted, (path, changed.text)
+    assert logged(sqlite_store, "member.tier_changed")[-1].customer_id == "顾客１"
