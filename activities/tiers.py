@@ -26,7 +26,7 @@ nothing twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -296,45 +296,50 @@ def daily(store: Store, definitions: Definitions, at: datetime, report: DailyRep
         return
     listed = definitions.loyalty.blacklists.members
     if listed.customers or listed.segments:
-        after = None
-        while True:
-            with store.transaction() as session:
-                rows = tier_store.holders(session, after=after, limit=BATCH)
-                reached.lock_customers(session, (row.customer_id for row in rows))
-                yield from _written(session, _blacklisted_holders(session, definitions, rows, at), at)
-            if len(rows) < BATCH:
-                break
-            after = rows[-1].customer_id
-    after = None
-    while True:
-        with store.transaction() as session:
-            rows = tier_store.cards_ended(session, at, after=after, limit=BATCH)
-            reached.lock_customers(session, (row.customer_id for row in rows))
-            yield from _written(session, _reevaluate(session, definitions, rows, at), at)
-        if len(rows) < BATCH:
-            break
-        after = rows[-1].customer_id
+        yield from _pages(
+            store, at, lambda session, after: tier_store.holders(session, after=after, limit=BATCH),
+            lambda session, rows: _blacklisted_holders(session, definitions, rows, at),
+        )  # fmt: skip
+    yield from _pages(
+        store, at, lambda session, after: tier_store.cards_ended(session, at, after=after, limit=BATCH),
+        lambda session, rows: _reevaluate(session, definitions, rows, at),
+    )  # fmt: skip
     longest = max(tiers.notice_days, default=0)
-    after = None
-    while longest > 0:
-        with store.transaction() as session:
-            rows = tier_store.cards_ending(session, at, longest, after=after, limit=BATCH)
-            yield from _written(session, _notices(definitions, rows, at), at)
-        if len(rows) < BATCH:
-            break
-        after = rows[-1].customer_id
+    if longest > 0:
+        yield from _pages(
+            store, at, lambda session, after: tier_store.cards_ending(session, at, longest, after=after, limit=BATCH),
+            lambda session, rows: _notices(definitions, rows, at),
+        )  # fmt: skip
     everyone = any(all(v in (None, 0) for v in level.min.model_dump().values()) for level in tiers.levels)
-    after = None
+    yield from _pages(
+        store, at,
+        lambda session, after: tier_store.untiered_candidates(
+            session, at, tiers.window_days, everyone=everyone, after=after, limit=BATCH
+        ),
+        lambda session, customers: _untiered(session, definitions, customers, at),
+    )  # fmt: skip
+
+
+def _pages(
+    store: Store,
+    at: datetime,
+    fetch: Callable[[Session, str | None], list[Any]],
+    work: Callable[[Session, list[Any]], list[Event]],
+) -> Iterator[Event]:
+    """Page through customers by id (`fetch`: tier rows or ids after a customer), one transaction
+    each: lock them, `work` out the changes and events, log the events; yield the events written,
+    once the batch is committed."""
+    after: str | None = None
     while True:
         with store.transaction() as session:
-            customers = tier_store.untiered_candidates(
-                session, at, tiers.window_days, everyone=everyone, after=after, limit=BATCH
-            )
-            reached.lock_customers(session, customers)
-            yield from _written(session, _untiered(session, definitions, customers, at), at)
-        if len(customers) < BATCH:
-            break
-        after = customers[-1]
+            found = fetch(session, after)
+            ids = [item if isinstance(item, str) else item.customer_id for item in found]  # before any change
+            reached.lock_customers(session, ids)
+            written = _written(session, work(session, found), at)
+        yield from written
+        if len(found) < BATCH:
+            return
+        after = ids[-1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, literal, select, union
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from core.amounts import held_sql
 from core.products import quantity_of
@@ -118,6 +119,14 @@ def window_measures(
     return found
 
 
+def _forget(session: Session, customer_id: str) -> None:
+    """Drop the session's copy of the customer's row (the statements above bypass it), so the next
+    read sees what was written."""
+    cached = session.identity_map.get(identity_key(MemberTierRow, customer_id))
+    if cached is not None:
+        session.expire(cached)
+
+
 def set_tier(
     session: Session,
     customer_id: str,
@@ -138,13 +147,13 @@ def set_tier(
             set_={**{k: statement.excluded[k] for k in row if k != "customer_id"}, "updated_at": now},
         )
     )
-    session.expire_all()
+    _forget(session, customer_id)
 
 
 def remove_tier(session: Session, customer_id: str) -> None:
     """The customer holds no tier any more."""
     session.execute(delete(MemberTierRow).where(MemberTierRow.customer_id == customer_id))
-    session.expire_all()
+    _forget(session, customer_id)
 
 
 def log_change(session: Session, change: dict[str, Any]) -> bool:

@@ -279,3 +279,17 @@ def test_the_report_counts_the_months_moves_and_the_distribution(store):
     assert current.now.counts == {"normal": 0, "senior": 1, "vip": 1, "none": 1}
     with store.transaction() as session, pytest.raises(ValueError, match="is not a month"):
         activity.report(session, defs, "2026-13", now=april)
+
+
+def test_the_daily_run_pages_through_every_card(store, monkeypatch):
+    monkeypatch.setattr(activity, "BATCH", 2)  # five customers: three batches, each its own transaction
+    defs = definitions()
+    for n in range(5):
+        buy(store, defs, f"c{n}", f"o{n}", T0, 5000)
+    until = held(store, "c0")[2]
+    notices = [e.customer_id for e in run_daily(store, defs, until - timedelta(days=7))]
+    assert sorted(notices) == [f"c{n}" for n in range(5)]
+    # A year on, the purchases have left the window: every normal card ends in no tier.
+    lost = [e for e in run_daily(store, defs, until + timedelta(hours=1)) if e.type == "member.tier_changed"]
+    assert sorted((e.customer_id, e.data["to"]) for e in lost) == [(f"c{n}", None) for n in range(5)]
+    assert [held(store, f"c{n}") for n in range(5)] == [None] * 5
