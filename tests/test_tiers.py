@@ -18,7 +18,7 @@ from definitions.loader import Definitions
 from rules.tiers import Measures, at_card_end, qualifies
 from store import queries
 from store import tiers as tier_store
-from store.tables import EventRow
+from store.tables import EventRow, PointsEntryRow
 from tests.helpers import at, customer, event
 
 T0 = at("2026-03-02 10:00+08:00")
@@ -293,3 +293,25 @@ def test_the_daily_run_pages_through_every_card(store, monkeypatch):
     lost = [e for e in run_daily(store, defs, until + timedelta(hours=1)) if e.type == "member.tier_changed"]
     assert sorted((e.customer_id, e.data["to"]) for e in lost) == [(f"c{n}", None) for n in range(5)]
     assert [held(store, f"c{n}") for n in range(5)] == [None] * 5
+
+
+def test_items_and_points_count_where_orders_and_the_ledger_carry_them(store):
+    defs = Definitions(loyalty=Loyalty.model_validate({"tiers": {"levels": [
+        {"name": "collector", "title": "收藏家", "min": {"items": 5, "points": 50}},
+    ]}}))  # fmt: skip
+    events = [
+        event("order.created", T0, order="o1", amount=100, items=[{"sku": "a", "quantity": 2}]),
+        # The payment's items are the latest: 3 + 2 (a quantity written as digits) + 1 (none given).
+        event("order.paid", T0 + timedelta(minutes=1), order="o1", amount=100,
+              items=[{"sku": "a", "quantity": 3}, {"sku": "b", "qty": "2"}, {"sku": "c"}]),
+        event("order.paid", T0, order="o2", amount=100),  # no items: counts none
+    ]  # fmt: skip
+    with store.transaction() as session:
+        queries.store_events(session, events, T0)
+        for points, kind, when in [(100, "earn", T0), (-30, "reverse", T0), (500, "earn", T0 - timedelta(days=400))]:
+            session.add(PointsEntryRow(customer_id="c1", kind=kind, points=points, reason="r", source=f"{kind}:{points}",
+                                       at=when, recorded_at=T0))  # fmt: skip
+    with store.transaction() as session:
+        [measures] = activity.measures_of(session, ["c1"], T0 + timedelta(hours=1), defs.loyalty.tiers).values()
+    assert (measures.orders, measures.spend, measures.items, measures.points) == (2, 200.0, 6, 70)
+    assert qualifies(defs.loyalty.tiers, measures) == "collector"
