@@ -26,6 +26,7 @@ from definitions.loader import (
     loyalty_json_schema,
     policy_json_schema,
 )
+from journeys.tiers import tier_app
 
 if TYPE_CHECKING:
     from store.db import Store
@@ -605,6 +606,7 @@ def customer_show(
             datetime.now(UTC),
             settings.default_region,
             list(definitions.segments.values()),
+            tiers=definitions.loyalty.tiers,
         )
     if found is None:
         typer.echo(f"no customer {customer_id!r}", err=True)
@@ -619,6 +621,9 @@ def customer_show(
     typer.echo(f"  rfm        {rfm.tier}  score {rfm.score}  R{rfm.r} F{rfm.f} M{rfm.m}  "
                f"({rfm.purchases} purchases, {rfm.amount:g} in the year)")  # fmt: skip
     typer.echo(f"  lifecycle  {found.lifecycle}  {LIFECYCLE_TITLES[found.lifecycle]}")
+    tier = found.tier
+    held = f"{tier.name} {tier.title or ''}, card until {tier.until:%Y-%m-%d}" if tier else "no tier"
+    typer.echo(f"  member     {held}; {found.points} points")
     typer.echo(f"  tags       {', '.join(found.tags) or '-'}")
     typer.echo(f"  traits     {json.dumps(found.traits, ensure_ascii=False) if found.traits else '-'}")
     typer.echo(f"  segments   {', '.join(found.segments) or '-'}")
@@ -1069,6 +1074,8 @@ import_app = typer.Typer(
 app.add_typer(import_app, name="import")
 #: `journeys import products FILE.csv` is `journeys products import FILE.csv`: one command, two ways in.
 import_app.command("products")(products_import)
+
+app.add_typer(tier_app, name="tier")  # journeys/tiers.py: show, set, report
 
 
 @import_app.command("orders")

@@ -49,6 +49,9 @@ ROUTES = [
         "/points/adjust",
         {"customer_id": "c1", "points": 5, "reason": "x", "request_id": "a1"},
     ),
+    (Permission.READ_PROFILE, "GET", "/customers/c1/tier", None),
+    (Permission.MANAGE_LOYALTY, "POST", "/customers/c1/tier", {"tier": "vip", "reason": "补偿"}),
+    (Permission.READ_PROFILE, "GET", "/tiers/report", None),
 ]
 
 

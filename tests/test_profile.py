@@ -13,12 +13,15 @@ from pathlib import Path
 import httpx
 
 from core.records import apply_customer_event
-from store import queries
+from definitions.loader import PACKAGE_DIR, load_definitions
+from store import queries, tiers
 from store.db import Store
+from store.tables import PointsEntryRow
 from tests.helpers import event
 from triggers.api import create_app
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+SINCE = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 JOURNEYS = str(Path(sys.executable).parent / "journeys")
 
 
@@ -37,11 +40,17 @@ def seed(store: Store) -> None:
         for item in events:
             queries.store_event(session, item, item.occurred_at)
         queries.add_suppression(session, "email", "wang.fang@example.com", "marketing", "unsubscribe link", NOW)
+        tiers.set_tier(
+            session, "c1", "senior", since=SINCE, until=SINCE + timedelta(days=365), overridden=False, now=NOW
+        )
+        session.add(PointsEntryRow(customer_id="c1", kind="earn", points=1200, reason="order o1", source="earn:o1",
+                                   at=NOW - timedelta(days=50), recorded_at=NOW))  # fmt: skip
 
 
 async def test_the_profile_says_who_the_customer_is_and_what_holds_messages_back(store):
     seed(store)
-    app = create_app(store, api_keys=["support:read:k-read", "shop:ingest:k-ingest"])
+    shipped = load_definitions(PACKAGE_DIR)  # loyalty.yaml names the tiers' titles
+    app = create_app(store, definitions=shipped, api_keys=["support:read:k-read", "shop:ingest:k-ingest"])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://j") as api:
         found = await api.get("/customers/c1", headers={"Authorization": "Bearer k-read"})
         missing = await api.get("/customers/nobody", headers={"Authorization": "Bearer k-read"})
@@ -56,6 +65,10 @@ async def test_the_profile_says_who_the_customer_is_and_what_holds_messages_back
     assert rfm["tier"] == "potential"
     # The lifecycle stage by the same purchases: the first (o1) 50 days ago, the only one held.
     assert body["lifecycle"] == "new_once"
+    # The member tier and its card, and the points balance (the ledger's sum).
+    assert body["tier"] == {"name": "senior", "title": "高级会员", "since": "2026-03-02T02:00:00Z",
+                            "until": "2027-03-02T02:00:00Z"}  # fmt: skip
+    assert body["points"] == 1200
     assert body["suppressions"] == [
         {"channel": "email", "address": "wang.fang@example.com", "scope": "marketing",
          "reason": "unsubscribe link", "since": body["suppressions"][0]["since"]}
@@ -76,6 +89,7 @@ def test_journeys_customer_id_prints_the_profile(tmp_path):
     assert lines[0] == "customer c1  王芳  +8613800000001  wang.fang@example.com  (Asia/Shanghai, zh-CN)"
     assert lines[1] == "  rfm        potential  score 23  R4 F1 M4  (1 purchases, 1200 in the year)"
     assert lines[2] == "  lifecycle  new_once  1次购买新客"
+    assert lines[3] == "  member     senior 高级会员, card until 2027-03-02; 1200 points"
     assert '  traits     {"member_level": "gold"}' in lines
     assert "  held back  email wang.fang@example.com suppressed (marketing: unsubscribe link)" in lines
     missing = subprocess.run([JOURNEYS, "customer", "nobody"], env=env, capture_output=True, text=True, timeout=60)

@@ -1,4 +1,5 @@
-"""A customer's profile: the record, traits, tags, RFM and the lifecycle stage as of now, segments, why messages
+"""A customer's profile: the record, traits, tags, RFM and the lifecycle stage as of now, the member tier
+and the points balance, segments, why messages
 to them may be held back (unsubscribes, the blacklist, suppressed addresses) and which wait for a
 cap's slot. Read by
 `GET /customers/{id}` and `journeys customer ID`; the console's search (`GET /customers?q=`)."""
@@ -14,10 +15,13 @@ from sqlalchemy.orm import Session
 from core.audience import Segment
 from core.contacts import UnusableContact, canonical_phone
 from core.lifecycle import Stage, stage
+from core.loyalty import Tiers
 from core.rfm import Rfm, RfmTable, score
 from rules.contacts import address_for
 from store import queries
+from store.points import balance
 from store.segments import segments_of
+from store.tiers import current
 
 
 class Suppression(BaseModel):
@@ -43,6 +47,15 @@ class Waiting(BaseModel):
     detail: str | None = Field(description="The policy's answer, e.g. cap marketing 2/7d: 2 sent since ...")
 
 
+class ProfileTier(BaseModel):
+    """The member tier a customer holds (store/tiers.py) and its card."""
+
+    name: str
+    title: str | None = Field(description="The level's title in loyalty.yaml (None for a level no longer there).")
+    since: datetime
+    until: datetime = Field(description="When the card ends (and the tier is re-evaluated).")
+
+
 class Profile(BaseModel):
     customer_id: str
     record: dict[str, Any] = Field(description="name, phone, email, birthday, timezone, locale, region.")
@@ -50,6 +63,8 @@ class Profile(BaseModel):
     tags: list[str]
     rfm: Rfm = Field(description="As of `at`.")
     lifecycle: Stage = Field(description="The lifecycle stage as of `at` (core.lifecycle): prospect ... silent.")
+    tier: ProfileTier | None = Field(None, description="The member tier held (VIP体系), or null.")
+    points: int = Field(0, description="The points balance: the ledger's sum.")
     segments: list[str] = Field(default_factory=list, description="The segments the customer is in.")
     unsubscribed: list[str]
     blacklisted: bool
@@ -71,8 +86,10 @@ def profile(
     at: datetime,
     default_region: str,
     segments: list[Segment] | None = None,
+    tiers: Tiers | None = None,
 ) -> Profile | None:
-    """The profile as of `at`, or None when there is no such customer (or they were erased)."""
+    """The profile as of `at`, or None when there is no such customer (or they were erased);
+    `tiers` (loyalty.yaml's) gives the tier's title."""
     customer = queries.get_customer(session, customer_id)
     if customer is None:
         return None
@@ -99,6 +116,8 @@ def profile(
         tags=customer.tags,
         rfm=score(purchases, at, table),
         lifecycle=stage(purchases, at, table.lifecycle),
+        tier=_tier(session, customer_id, tiers),
+        points=balance(session, customer_id),
         segments=segments_of(session, customer_id, segments or [], at, table),
         unsubscribed=list(customer.unsubscribed),
         blacklisted=customer.blacklisted,
@@ -121,6 +140,15 @@ def profile(
         ],
         at=at,
     )
+
+
+def _tier(session: Session, customer_id: str, tiers: Tiers | None) -> ProfileTier | None:
+    row = current(session, customer_id)
+    if row is None:
+        return None
+    level = next((level for level in tiers.levels if level.name == row.tier), None) if tiers else None
+    title = None if level is None else level.title or level.name
+    return ProfileTier(name=row.tier, title=title, since=row.since, until=row.until)
 
 
 class CustomerMatch(BaseModel):

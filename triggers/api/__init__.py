@@ -43,6 +43,7 @@ from triggers.api import (
 )
 from triggers.api import codec as codec_routes
 from triggers.api import points as points_routes
+from triggers.api import tiers as tier_routes
 from triggers.api.deps import ApiContext, Forbidden, NotJson, TemporalDown, Unauthorised
 from triggers.webhooks import WebhookConfig, webhook_routes
 from views.effect import Prices
@@ -166,6 +167,7 @@ def create_app(
         broadcasts,
         products,
         points_routes,
+        tier_routes,
         health,
         codec_routes,
     ):

@@ -37,7 +37,10 @@ async def find_customers(api: Context, q: Annotated[str, Query(max_length=320)] 
 async def customer_profile(customer_id: CustomerId, api: Context) -> Profile | JSONResponse:
     table, segments = api.definitions.rfm, list(api.definitions.segments.values())
     now = datetime.now(UTC)
-    found = await api.store.run(lambda session: profile(session, customer_id, table, now, api.default_region, segments))
+    tiers = api.definitions.loyalty.tiers
+    found = await api.store.run(
+        lambda session: profile(session, customer_id, table, now, api.default_region, segments, tiers=tiers)
+    )
     if found is None:
         return JSONResponse({"detail": f"no customer {customer_id!r}"}, status_code=404)
     return found
