@@ -41,10 +41,11 @@ from channels import build_channels, describe_channels
 from core.channel import Channel
 from core.config import Settings
 from core.contact_policy import ContactPolicy
+from core.loyalty import NO_LOYALTY, Loyalty
 from core.temporal import connect, describe, ensure_search_attributes
 from core.vocabulary import CHANNELS
 from definitions.expressions import compiled_counts
-from definitions.loader import check_definitions, default_directory, load_policy
+from definitions.loader import DefinitionsError, check_definitions, default_directory, load_loyalty, load_policy
 from instances.contract import channel_queue
 from journeys.loyalty import ensure_loyalty_schedule
 from journeys.product_cycles import ensure_product_cycles_schedule
@@ -162,6 +163,7 @@ def build_workers(
         opt_out=settings.sms_opt_out,
         deliver_inline=frozenset(channel for channel in CHANNELS if not settings.rate_limits.get(channel)),
         policy=policy,
+        loyalty=_loyalty(settings),
     )
     broadcasts = BroadcastActivities(store, client)
     options = {
@@ -210,6 +212,17 @@ def build_workers(
         for channel in CHANNELS
     ]
     return [journeys, *delivery]
+
+
+def _loyalty(settings: Settings) -> Loyalty:
+    """The loyalty programme whose tier titles templates show (`customer.tier.title`); a
+    loyalty.yaml with problems is logged and shows the tiers' names instead: a title is no reason
+    to stop every send."""
+    try:
+        return load_loyalty(settings.definitions_dir or default_directory())
+    except DefinitionsError as err:
+        log.error("loyalty.yaml not read, templates show tier names for titles: %s", err)
+        return NO_LOYALTY
 
 
 def activity_threads(settings: Settings) -> int:

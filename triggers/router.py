@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from temporalio.client import Client
 
@@ -30,10 +30,13 @@ from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_e
 from core.rfm import Purchase, customer_context
 from definitions.expressions import ExpressionError, build_context, evaluate, zone
 from definitions.loader import Definitions
+from definitions.render import loyalty_facts, reads_loyalty
 from instances.contract import workflow_id
 from instances.start import JourneyStart, Registration, signal_journey, start_journey
+from store import points as ledger
 from store import products as catalogue
 from store import queries
+from store import tiers as member_tiers
 from store.db import Store
 from store.tables import InstanceRow
 
@@ -114,6 +117,7 @@ class Router:
         #: simulation's (the time-skipping server's) clock.
         self.clock = clock or self._wall_clock
         self.registration = Registration()
+        self._loyalty_readers: dict[tuple[str, str], bool] = {}  # (journey, version): reads the loyalty facts
 
     async def _wall_clock(self) -> datetime:
         return datetime.now(UTC) - self.clock_offset
@@ -134,12 +138,17 @@ class Router:
                 await asyncio.to_thread(self._record, event, [], None)
             return []
         customer, prior, history, purchases, products = prepared
+        loyalty = None
+        if customer is not None and any(self._reads_loyalty(d.journey) for d in starts):
+            loyalty = await asyncio.to_thread(self._loyalty_facts, event.customer_id)
         entered: list[InstanceRow] = []
 
         async def dispatch(d: Dispatch) -> str:
             if d.journey in stale:
                 return "stale"
-            return await self._dispatch(d, event, customer, prior.get(d.journey), history, purchases, products, entered)
+            return await self._dispatch(
+                d, event, customer, prior.get(d.journey), history, purchases, products, loyalty, entered
+            )
 
         outcomes = await asyncio.gather(*(dispatch(d) for d in dispatches))
         rows = {row.workflow_id: row for row in entered}
@@ -168,12 +177,15 @@ class Router:
         history: list[Event],
         purchases: list[Purchase],
         products: dict[str, ProductFacts],
+        loyalty: dict[str, Any] | None,
         entered: list[InstanceRow],
     ):
         if dispatch.action == "signal":
             return await self._signal(dispatch, event)
-        if self._entry_condition_holds(dispatch, event, customer, history, purchases, products):
-            return await self._start(dispatch, event, customer, prior or [], history, purchases, products, entered)
+        if self._entry_condition_holds(dispatch, event, customer, history, purchases, products, loyalty):
+            return await self._start(
+                dispatch, event, customer, prior or [], history, purchases, products, loyalty, entered
+            )
         if self.definitions[dispatch.journey].definition.entry.reentry == "restart":
             # A running instance still hears it: it starts over, finds the condition false and ends
             # (a customer whose birthday was removed gets no greeting for the old date).
@@ -189,25 +201,46 @@ class Router:
         history: list[Event],
         purchases: list[Purchase],
         products: dict[str, ProductFacts],
+        loyalty: dict[str, Any] | None,
     ) -> bool:
-        """The definition's entry condition at the event's time. A condition that fails to evaluate
-        counts as true: the instance starts and ends with the error on record."""
+        """The definition's entry condition at the event's time (with `customer.points` and
+        `customer.tier` as the store has them then, for a definition that reads them). A condition
+        that fails to evaluate counts as true: the instance starts and ends with the error on record."""
         source = self.definitions[dispatch.journey].definition.entry.condition
         if not source:
             return True
         tz = zone(customer.timezone if customer else None)
+        seen = customer_context(customer, purchases, self.definitions.rfm, event.occurred_at)
+        if seen and loyalty is not None:
+            seen |= loyalty
         context = build_context(
             tz=tz,
             now=event.occurred_at,
             event=event.model_dump(mode="json"),
             order=order_context(event.order_id, [*history, event], products),
-            customer=customer_context(customer, purchases, self.definitions.rfm, event.occurred_at),
+            customer=seen,
         )
         try:
             return bool(evaluate(source, context))
         except ExpressionError as err:
             log.warning("entry condition of %s failed for event %s: %s", dispatch.journey, event.event_id, err)
             return True
+
+    def _reads_loyalty(self, journey: str) -> bool:
+        """Whether the journey may read `customer.points` or `customer.tier` (a name that merely
+        looks so costs a query, never a wrong answer); once per journey version."""
+        snapshot = self.definitions[journey]
+        key = (journey, snapshot.version)
+        if key not in self._loyalty_readers:
+            self._loyalty_readers[key] = reads_loyalty(snapshot.model_dump_json())
+        return self._loyalty_readers[key]
+
+    def _loyalty_facts(self, customer_id: str) -> dict[str, Any]:
+        """`customer.points` and `customer.tier` as the store has them now (the entry event is
+        logged, and what it earned with it): for the entry condition and the instance's input."""
+        with self.store.transaction() as session:
+            points, tier = ledger.balance(session, customer_id), member_tiers.current(session, customer_id)
+        return loyalty_facts(points, tier, self.definitions.loyalty)
 
     def _prepare(
         self, event: Event, starts: list[Dispatch]
@@ -302,6 +335,7 @@ class Router:
         history: list[Event],
         purchases: list[Purchase],
         products: dict[str, ProductFacts],
+        loyalty: dict[str, Any] | None,
         entered: list[InstanceRow],
     ):
         """Start (or signal, if it runs) the instance; a started one is added to `entered`."""
@@ -316,6 +350,7 @@ class Router:
             prior_events=prior,
             order_history=history,
             products=products,
+            loyalty=loyalty,
             signal_entry=True,
         )
         row = await start_journey(self.client, self.task_queue, start, self.registration)

@@ -499,12 +499,16 @@ class JourneyWorkflow:
             event=awaited.model_dump(mode="json") if awaited else entry,
             entry=entry if self.revision4 else None,
             order=self.order,
-            customer=customer_context(
-                self.customer,
-                self.purchases.values(),
-                self.input.rfm_table,
-                self.now(),
-                lifecycle=self.input.revision >= 5,
-            ),
+            customer=self._customer_seen(),
             vars=self.vars,
         )
+
+    def _customer_seen(self) -> dict[str, Any]:
+        """The customer as expressions read them: the record, RFM and (revision 5) the stage as of
+        now, and (revision 6) the loyalty facts as the starter read them at the entry event."""
+        seen = customer_context(
+            self.customer, self.purchases.values(), self.input.rfm_table, self.now(), lifecycle=self.input.revision >= 5
+        )
+        if seen and self.input.revision >= 6 and self.input.loyalty is not None:
+            seen |= self.input.loyalty
+        return seen
