@@ -40,6 +40,15 @@ LOYALTY_FACTS = ("points", "tier")
 _READS_LOYALTY = re.compile(rf"\bcustomer\s*(?:\.\s*|\[\s*['\"])(?:{'|'.join(LOYALTY_FACTS)})\b")
 
 
+_READS_SEGMENTS = re.compile(r"\bcustomer\s*(?:\.\s*|\[\s*['\"])segments\b")
+
+
+def reads_segments(source: str) -> bool:
+    """Whether an expression or template may read `customer.segments` (the names of the segments
+    the customer is in at the entry event; the router evaluates them only then)."""
+    return _READS_SEGMENTS.search(source) is not None
+
+
 def reads_loyalty(source: str) -> bool:
     """Whether an expression or template may read `customer.points` or `customer.tier` (the
     router reads them from the store only then)."""

@@ -45,7 +45,9 @@ CHANNEL_QUEUES_PATCH = "deliver-on-channel-queue"
 #:     nothing)
 #: 6   `customer.points` and `customer.tier` (the loyalty facts, definitions.render.loyalty_facts) are
 #:     in the context as the starter read them at the entry event (`loyalty`), for the re-checked
-#:     entry condition, vars and steps; a send renders with them as of the send
+#:     entry condition, vars and steps; a send renders with them as of the send. And
+#:     `customer.segments`, the names of the segments the customer was in at the entry event
+#:     (`segments`), for conditions, steps and templates alike
 REVISION = 6
 
 
@@ -93,6 +95,11 @@ class JourneyInput(BaseModel):
         default=None,
         description="`customer.points` and `customer.tier` as the starter read them at the entry event, for a "
         "definition that reads them (revision 6); None otherwise, and before.",
+    )
+    segments: list[str] | None = Field(
+        default=None,
+        description="`customer.segments`: the segments the customer was in at the entry event, for a definition "
+        "that reads them (revision 6); None otherwise, and before.",
     )
     clock_offset: timedelta = timedelta(0)
     started_at: datetime | None = Field(default=None, description="Start of this run's clock (repeats).")

@@ -81,6 +81,8 @@ class JourneyStart:
     products: dict[str, ProductFacts] = field(default_factory=dict)
     #: `customer.points` and `customer.tier` at the entry event, for a definition that reads them.
     loyalty: dict[str, Any] | None = None
+    #: `customer.segments` at the entry event, for a definition that reads them.
+    segments: list[str] | None = None
     #: Signal-with-start with the entry event (the router's): an instance already running under the
     #: id hears the event instead of failing the start.
     signal_entry: bool = False
@@ -122,6 +124,7 @@ def journey_input(start: JourneyStart) -> JourneyInput:
         purchases=start.purchases,
         rfm_table=start.rfm_table,
         loyalty=start.loyalty,
+        segments=start.segments,
         clock_offset=start.clock_offset,
         revision=REVISION,
     )

@@ -9,9 +9,10 @@ condition, vars and steps read them as of the entry event (revision 6)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from core.loyalty import engine_event
-from definitions.loader import PACKAGE_DIR, check_definitions, load_definitions
+from definitions.loader import PACKAGE_DIR, Definitions, check_definitions, load_definitions
 from journeys.simulate import Simulation
 from store import queries
 from store.db import Store
@@ -59,6 +60,14 @@ def sent(store: Store, journey: str) -> list[tuple[str, str, str, datetime, str]
 def sms_to(customer_id: str, when: str | datetime, body: str) -> tuple[str, str, str, datetime, str]:
     """One expected SMS as `sent` lists it."""
     return (customer_id, "sms", PHONES[customer_id], at(when) if isinstance(when, str) else when, body)
+
+
+def own_journey(tmp_path: Path, name: str, journey: str, files: dict[str, str]) -> Definitions:
+    """The shipped definitions with a shop's own journey `name` (its YAML) and other files."""
+    header = "# yaml-language-server: $schema=journey.schema.json\n"
+    return load_definitions(
+        shipped_definitions_with(tmp_path / "definitions", {**files, f"{name}.yaml": header + journey})
+    )
 
 
 async def play(sim: Simulation, *customers: str) -> None:
@@ -243,34 +252,27 @@ def test_the_preview_shows_the_points_and_the_tier_the_store_has(sqlite_store, d
 
 
 OWN_JOURNEY = """\
-# yaml-language-server: $schema=journey.schema.json
 name: big_balance
 category: transactional
 entry: {event: points.earned, key: customer, reentry: after_exit, condition: "customer.points >= 1000"}
 steps:
   - wait: 1h
-  - if:
-      condition: 'customer.tier.name == "vip"'
-      then:
-        - send: {id: vip, channel: sms, template: big_balance_vip}
-      else:
-        - send: {id: other, channel: sms, template: big_balance}
+  - if: {condition: 'customer.tier.name == "vip"', then: [send: {id: vip, channel: sms, template: big_balance_vip}],
+         else: [send: {id: other, channel: sms, template: big_balance}]}
 """
+
+
+OWN_TEMPLATES = {
+    "templates/big_balance.yaml": 'sms:\n  zh-CN: "您的积分已达{{ customer.points }}。"\n',
+    "templates/big_balance_vip.yaml": 'sms:\n  zh-CN: "尊敬的VIP，您的积分已达{{ customer.points }}。"\n',
+}
 
 
 async def test_the_entry_condition_and_steps_read_the_facts_at_entry_and_templates_at_the_send(sqlite_store, tmp_path):
     """A shop's own journey: points.earned starts it for a balance of 1000 or more (c1, not c2);
     its `if` reads the tier as of the entry event (c1 was VIP then, and lost it during the hour's
     wait), and its message the balance at the send (100 more earned during the wait)."""
-    folder = shipped_definitions_with(
-        tmp_path / "definitions",
-        {
-            "templates/big_balance.yaml": 'sms:\n  zh-CN: "您的积分已达{{ customer.points }}。"\n',
-            "templates/big_balance_vip.yaml": 'sms:\n  zh-CN: "尊敬的VIP，您的积分已达{{ customer.points }}。"\n',
-            "big_balance.yaml": OWN_JOURNEY,
-        },
-    )
-    definitions = load_definitions(folder)
+    definitions = own_journey(tmp_path, "big_balance", OWN_JOURNEY, OWN_TEMPLATES)
     earned_at = BEGIN + timedelta(hours=1)
     async with Simulation(definitions, sqlite_store, BEGIN) as sim:
         await play(sim, "c1", "c2")
@@ -291,6 +293,37 @@ async def test_the_entry_condition_and_steps_read_the_facts_at_entry_and_templat
         await sim.advance_to(earned_at + timedelta(hours=2))
     assert sent(sqlite_store, "big_balance") == [
         ("c1", "sms", "+8613800000001", earned_at + timedelta(hours=1), "【Journeys】尊敬的VIP，您的积分已达1300。")
+    ]
+
+
+GOLD_JOURNEY = """\
+name: gold_thanks
+category: transactional
+entry: {event: order.paid, key: order, condition: "'gold' in customer.segments"}
+steps: [wait: 1d, if: {condition: "'members' in customer.segments", then: [send: {id: thanks, template: gold_thanks}]}]
+"""
+
+
+async def test_customer_segments_are_those_of_the_entry_event(sqlite_store, tmp_path):
+    """`customer.segments` in an entry condition, a step and a template: the segments the customer
+    was in at the entry event. c1 (gold) pays and is then a member too (a purchase this year);
+    c2, not gold, starts nothing; c1's trait removed during the wait changes nothing."""
+    gold = {
+        "segments/gold.yaml": "name: gold\nwhere: {trait: member_level, is: gold}\n",
+        "templates/gold_thanks.yaml": "sms:\n  zh-CN: \"感谢您（{{ customer.segments|join('、') }}）的订单。\"\n",
+    }
+    definitions, paid_at = own_journey(tmp_path, "gold_thanks", GOLD_JOURNEY, gold), BEGIN + timedelta(hours=1)
+    async with Simulation(definitions, sqlite_store, BEGIN) as sim:
+        await sim.create_customer(customer("c1", traits={"member_level": "gold"}), BEGIN)
+        await sim.create_customer(customer("c2", phone=PHONES["c2"], traits={"member_level": "silver"}), BEGIN)
+        for customer_id in ("c1", "c2"):
+            order = f"o{customer_id[1]}"
+            await sim.emit(event("order.created", BEGIN, customer=customer_id, order=order, amount=500))
+            await sim.emit(event("order.paid", paid_at, customer=customer_id, order=order, amount=500))
+        await sim.emit(event("customer.updated", paid_at + timedelta(hours=1), traits={"member_level": None}))
+        await sim.advance_to(paid_at + timedelta(days=2))
+    assert sent(sqlite_store, "gold_thanks") == [
+        sms_to("c1", paid_at + timedelta(days=1), "【Journeys】感谢您（gold、members）的订单。")
     ]
 
 
