@@ -23,7 +23,7 @@ from core.loyalty import NO_LOYALTY, Loyalty
 from core.records import Customer
 from core.vocabulary import Reason
 from definitions.expressions import message_context
-from definitions.render import TemplateRenderError, loyalty_facts, render_message
+from definitions.render import TemplateRenderError, loyalty_facts, reads_loyalty, render_message
 from rules.policy import Decision, decide
 from store import points as ledger
 from store import queries
@@ -221,13 +221,14 @@ class JourneyActivities:
         return None, row
 
     def _customer_now(self, session, req: SendRequest, customer: Customer) -> dict:
-        """The customer a template renders with: what the workflow saw (RFM, the stage), the
-        record as the store has it now, and the loyalty facts now (`customer.points`,
-        `customer.tier`), which the workflow never sees."""
-        facts = loyalty_facts(
-            ledger.balance(session, req.customer_id), member_tiers.current(session, req.customer_id), self.loyalty
-        )
-        return {**req.context.get("customer", {}), **customer.model_dump(mode="json"), **facts}
+        """The customer a template renders with: what the workflow saw (RFM, the stage, the
+        segments), the record as the store has it now, and the loyalty facts now (`customer.points`,
+        `customer.tier`), read only for a template that names them (two queries a send less)."""
+        seen = {**req.context.get("customer", {}), **customer.model_dump(mode="json")}
+        if not reads_loyalty(req.template.model_dump_json()):
+            return seen
+        points, tier = ledger.balance(session, req.customer_id), member_tiers.current(session, req.customer_id)
+        return seen | loyalty_facts(points, tier, self.loyalty)
 
     @staticmethod
     def _exit_logged(session, req: SendRequest):
