@@ -139,6 +139,7 @@ def build_workers(
     *,
     fast: bool = False,
     policy: ContactPolicy | None = None,
+    loyalty: Loyalty | None = None,
 ) -> list[Worker]:
     """The journey worker and one delivery worker per channel, on `settings.task_queue`. A channel's
     rate limit is enforced by the Temporal server across all workers of its queue, so adding
@@ -148,7 +149,8 @@ def build_workers(
     `policy`, by default the contact policy of the configured definitions (policy.yaml, read
     here: a worker started after an edit decides by it, running instances included; a journey's
     and a step's overrides are in each instance's snapshot). A policy.yaml with problems stops
-    the worker (DefinitionsError, each as `file:line`): it would decide every send."""
+    the worker (DefinitionsError, each as `file:line`): it would decide every send. `loyalty`, by
+    default the configured definitions' loyalty.yaml, gives templates the tiers' titles."""
     write_workflow_bytecode()
     if policy is None:
         policy = load_policy(settings.definitions_dir or default_directory())
@@ -163,7 +165,7 @@ def build_workers(
         opt_out=settings.sms_opt_out,
         deliver_inline=frozenset(channel for channel in CHANNELS if not settings.rate_limits.get(channel)),
         policy=policy,
-        loyalty=_loyalty(settings),
+        loyalty=loyalty if loyalty is not None else _loyalty(settings),
     )
     broadcasts = BroadcastActivities(store, client)
     options = {

@@ -109,6 +109,22 @@ async def test_tier_upgrade_congratulates_with_the_tier_at_the_send_and_not_on_a
     ]  # fmt: skip
 
 
+async def test_the_tier_s_title_is_the_shop_s_loyalty_yaml_s(sqlite_store, tmp_path):
+    """A shop that calls its senior tier 金卡 gets 金卡 in the message."""
+    loyalty = (PACKAGE_DIR / "loyalty.yaml").read_text().replace("title: 高级会员", "title: 金卡")
+    definitions = load_definitions(shipped_definitions_with(tmp_path / "definitions", {"loyalty.yaml": loyalty}))
+    up_at = BEGIN + timedelta(hours=1)
+    async with Simulation(definitions, sqlite_store, BEGIN) as sim:
+        await play(sim, "c1")
+        set_tier(sqlite_store, "c1", "senior", up_at, at("2027-12-01 10:00+08:00"))
+        change = {"from": None, "to": "senior", "direction": "up", "reason": "order o1", "until": "2027-12-01"}
+        await sim.emit(engine_event("member.tier_changed", "c1", "o1", up_at, change))
+        await sim.advance_to(up_at + timedelta(hours=1))
+    assert [m[4] for m in sent(sqlite_store, "tier_upgrade")] == [
+        "【Journeys】王芳，恭喜您升级为金卡！会员卡有效期至2027-12-01，当前积分0。"
+    ]
+
+
 # ------------------------------------------------------------------ 积分到期提醒
 
 
