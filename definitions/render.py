@@ -35,6 +35,8 @@ OPT_OUT_TEXT = {"zh-CN": "退订回T", "en": "Reply STOP to opt out"}
 #: the re-checked entry condition, vars and steps see them as of then, from revision 6), by the
 #: send activity at the send (templates) and by the preview (now).
 LOYALTY_FACTS = ("points", "tier")
+#: The fields of each loyalty fact (`customer.points` is a number: none), for `journeys validate`.
+LOYALTY_FIELDS: dict[str, tuple[str, ...]] = {"points": (), "tier": ("name", "title", "until")}
 
 
 _READS_LOYALTY = re.compile(rf"\bcustomer\s*(?:\.\s*|\[\s*['\"])(?:{'|'.join(LOYALTY_FACTS)})\b")

@@ -343,6 +343,20 @@ async def test_customer_segments_are_those_of_the_entry_event(sqlite_store, tmp_
     ]
 
 
+def test_validate_warns_of_a_field_the_loyalty_facts_do_not_have(tmp_path):
+    journey = (
+        "name: vip_only\ncategory: transactional\n"
+        "entry: {event: points.earned, key: customer, condition: 'customer.tier.level == \"vip\"'}\n"
+        "steps: [send: {template: points_expiring}]\n"
+    )
+    loaded, problems = check_definitions(shipped_definitions_with(tmp_path / "definitions", {"vip_only.yaml": journey}))
+    assert problems == []
+    assert [w for w in loaded.warnings if "vip_only" in w] == [
+        f"{tmp_path / 'definitions' / 'vip_only.yaml'}:3: entry.condition: warning: customer.tier has no field 'level' "
+        "(fields: name, title, until)"
+    ]
+
+
 def test_the_shipped_definitions_validate_clean():
     loaded, problems = check_definitions(PACKAGE_DIR)
     assert problems == [] and loaded.warnings == []
