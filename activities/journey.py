@@ -19,12 +19,15 @@ from temporalio.exceptions import ApplicationError
 from activities.payloads import ExitRecord, FailureRecord, SendOutcome, SendRequest
 from core.channel import Channel, OutgoingMessage, PermanentChannelError, RetryableChannelError
 from core.contact_policy import ContactPolicy
+from core.loyalty import NO_LOYALTY, Loyalty
 from core.records import Customer
 from core.vocabulary import Reason
 from definitions.expressions import message_context
-from definitions.render import TemplateRenderError, render_message
+from definitions.render import TemplateRenderError, loyalty_facts, reads_loyalty, render_message
 from rules.policy import Decision, decide
+from store import points as ledger
 from store import queries
+from store import tiers as member_tiers
 from store.db import Store
 from store.lookups import StoreLookups
 from store.tables import MessageRow
@@ -32,7 +35,8 @@ from store.tables import MessageRow
 
 class JourneyActivities:
     """Activities with their dependencies: the store, the channel adapters, the shop's name and
-    contact policy (policy.yaml, read when the worker starts; the shipped one without it)."""
+    contact policy (policy.yaml, read when the worker starts; the shipped one without it), and
+    the loyalty programme (loyalty.yaml: the tiers' titles a template's `customer.tier` shows)."""
 
     def __init__(
         self,
@@ -44,8 +48,10 @@ class JourneyActivities:
         opt_out: dict[str, str] | None = None,
         deliver_inline: frozenset[str] = frozenset(),
         policy: ContactPolicy | None = None,
+        loyalty: Loyalty = NO_LOYALTY,
     ):
         self.store = store
+        self.loyalty = loyalty
         # The shop's policy as the worker read it; each send brings its journey's and step's overrides.
         self.policy = policy or ContactPolicy()
         self.channels = channels
@@ -191,9 +197,7 @@ class JourneyActivities:
                 name=req.template_name,
                 channel=decision.channel,
                 locale=customer.locale,
-                context=message_context(
-                    req.context, customer={**req.context.get("customer", {}), **customer.model_dump(mode="json")}
-                ),
+                context=message_context(req.context, customer=self._customer_now(session, req, customer)),
                 shop_name=self.shop_name,
                 marketing=req.category == "marketing",
                 opt_out=self.opt_out,
@@ -215,6 +219,16 @@ class JourneyActivities:
             row.attempted_at = datetime.now(UTC)  # this attempt calls the provider next
         session.add(row)
         return None, row
+
+    def _customer_now(self, session, req: SendRequest, customer: Customer) -> dict:
+        """The customer a template renders with: what the workflow saw (RFM, the stage, the
+        segments), the record as the store has it now, and the loyalty facts now (`customer.points`,
+        `customer.tier`), read only for a template that names them (two queries a send less)."""
+        seen = {**req.context.get("customer", {}), **customer.model_dump(mode="json")}
+        if not reads_loyalty(req.template.model_dump_json()):
+            return seen
+        points, tier = ledger.balance(session, req.customer_id), member_tiers.current(session, req.customer_id)
+        return seen | loyalty_facts(points, tier, self.loyalty)
 
     @staticmethod
     def _exit_logged(session, req: SendRequest):

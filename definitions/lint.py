@@ -14,7 +14,8 @@ Errors (the journey is not loaded):
 - steps that can never run, after an `exit`, a `repeat`, or a step every branch of which ends.
 
 Warnings (loaded all the same): a field of a declared event type's `data` that its JSON Schema
-(events.yaml) does not have, and a field no event has (`event.dat`).
+(events.yaml) does not have, a field no event has (`event.dat`), and a field the loyalty facts do
+not have (`customer.tier.level`: a tier has name, title and until; `customer.points` is a number).
 
 Templates are checked for their root names only: they see definitions/render.py's TEMPLATE_NAMES
 (the data of the send and `shop`), and may set their own names.
@@ -39,7 +40,7 @@ from jinja2.parser import Parser
 from core.records import Event
 from definitions.events import EVENTS_FILE, EventCatalog
 from definitions.expressions import _CONDITIONS, TEMPLATES_TEXT, build_context, check_expression, zone
-from definitions.render import TEMPLATE_NAMES
+from definitions.render import LOYALTY_FIELDS, TEMPLATE_NAMES
 from definitions.schema import (
     ExitStep,
     IfStep,
@@ -202,6 +203,9 @@ def _expression_findings(source: str | None, where: str, scope: _Scope, catalog:
         elif root in ("event", "entry") and len(chain) > 1:
             types = scope.event_types if root == "event" else scope.entry_types
             found.extend(_field_findings(chain, types, where, catalog))
+        elif root == "customer" and len(chain) > 2 and chain[2] not in LOYALTY_FIELDS.get(chain[1], (chain[2],)):
+            fields = ", ".join(LOYALTY_FIELDS[chain[1]]) or "none: it is a number"
+            found.append(Finding(where, f"customer.{chain[1]} has no field {chain[2]!r} (fields: {fields})", True))
     return list(dict.fromkeys(found))  # `vars.b.x or vars.b` says it once
 
 

@@ -7,14 +7,17 @@ template has.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from jinja2 import Undefined, pass_context
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
+from core.loyalty import Loyalty
 from core.sms_parts import MAX_SMS_CHARS, sms_segments
 from definitions.expressions import MESSAGE_NAMES, TEMPLATES_HTML, TEMPLATES_TEXT, render_limited, to_datetime
 from definitions.schema import Template
@@ -25,6 +28,58 @@ from definitions.schema import Template
 TEMPLATE_NAMES = frozenset({*MESSAGE_NAMES, "shop"})
 #: The opt-out text marketing SMS end with, per locale (JOURNEYS_SMS_OPT_OUT changes it).
 OPT_OUT_TEXT = {"zh-CN": "退订回T", "en": "Reply STOP to opt out"}
+
+
+#: The customer's loyalty facts (`customer.points`, `customer.tier`), read from the store outside
+#: the workflow: by the router at the entry event (its entry condition, and the instance's input:
+#: the re-checked entry condition, vars and steps see them as of then, from revision 6), by the
+#: send activity at the send (templates) and by the preview (now).
+LOYALTY_FACTS = ("points", "tier")
+#: The fields of each loyalty fact (`customer.points` is a number: none), for `journeys validate`.
+LOYALTY_FIELDS: dict[str, tuple[str, ...]] = {"points": (), "tier": ("name", "title", "until")}
+
+
+_READS_LOYALTY = re.compile(rf"\bcustomer\s*(?:\.\s*|\[\s*['\"])(?:{'|'.join(LOYALTY_FACTS)})\b")
+
+
+_READS_SEGMENTS = re.compile(r"\bcustomer\s*(?:\.\s*|\[\s*['\"])segments\b")
+
+
+def reads_segments(source: str) -> bool:
+    """Whether an expression or template may read `customer.segments` (the names of the segments
+    the customer is in at the entry event; the router evaluates them only then)."""
+    return _READS_SEGMENTS.search(source) is not None
+
+
+def reads_loyalty(source: str) -> bool:
+    """Whether an expression or template may read `customer.points` or `customer.tier` (the
+    router reads them from the store only then)."""
+    return _READS_LOYALTY.search(source) is not None
+
+
+class TierLike(Protocol):
+    """A customer's tier as the store keeps it (store.tables.MemberTierRow)."""
+
+    tier: str
+    until: datetime
+
+
+def loyalty_facts(points: int, tier: TierLike | None, loyalty: Loyalty) -> dict[str, Any]:
+    """`customer.points` (the ledger's balance now) and `customer.tier` (`{name, title, until}`,
+    `until` the date of the card's end in the programme's zone, or None without a tier).
+    A tier no longer in loyalty.yaml keeps its name as its title."""
+    if tier is None:
+        return {"points": points, "tier": None}
+    levels = {level.name: level for level in loyalty.tiers.levels} if loyalty.tiers else {}
+    level = levels.get(tier.tier)
+    return {
+        "points": points,
+        "tier": {
+            "name": tier.tier,
+            "title": (level.title if level else None) or tier.tier,
+            "until": tier.until.astimezone(ZoneInfo(loyalty.zone)).date().isoformat(),
+        },
+    }
 
 
 class TemplateRenderError(ValueError):

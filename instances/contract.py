@@ -6,6 +6,7 @@ never change."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -42,7 +43,12 @@ CHANNEL_QUEUES_PATCH = "deliver-on-channel-queue"
 #: 5   `customer.lifecycle` (core.lifecycle) is in the context, from `purchases`, which hold every
 #:     purchase before the entry event (before, the year's only; a definition reading the name got
 #:     nothing)
-REVISION = 5
+#: 6   `customer.points` and `customer.tier` (the loyalty facts, definitions.render.loyalty_facts) are
+#:     in the context as the starter read them at the entry event (`loyalty`), for the re-checked
+#:     entry condition, vars and steps; a send renders with them as of the send. And
+#:     `customer.segments`, the names of the segments the customer was in at the entry event
+#:     (`segments`), for conditions, steps and templates alike
+REVISION = 6
 
 
 def channel_queue(task_queue: str, channel: str) -> str:
@@ -85,6 +91,16 @@ class JourneyInput(BaseModel):
         "order events of the customer signalled later are folded in.",
     )
     rfm_table: RfmTable = Field(default_factory=RfmTable, description="definitions/rfm.yaml as the router loaded it.")
+    loyalty: dict[str, Any] | None = Field(
+        default=None,
+        description="`customer.points` and `customer.tier` as the starter read them at the entry event, for a "
+        "definition that reads them (revision 6); None otherwise, and before.",
+    )
+    segments: list[str] | None = Field(
+        default=None,
+        description="`customer.segments`: the segments the customer was in at the entry event, for a definition "
+        "that reads them (revision 6); None otherwise, and before.",
+    )
     clock_offset: timedelta = timedelta(0)
     started_at: datetime | None = Field(default=None, description="Start of this run's clock (repeats).")
     seen_event_ids: list[str] = Field(default_factory=list)

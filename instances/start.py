@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import Priority, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
@@ -78,6 +79,10 @@ class JourneyStart:
     order_history: list[Event] = field(default_factory=list)
     #: The catalogue's facts of the order's SKUs (store.products.order_facts), joined into `order`.
     products: dict[str, ProductFacts] = field(default_factory=dict)
+    #: `customer.points` and `customer.tier` at the entry event, for a definition that reads them.
+    loyalty: dict[str, Any] | None = None
+    #: `customer.segments` at the entry event, for a definition that reads them.
+    segments: list[str] | None = None
     #: Signal-with-start with the entry event (the router's): an instance already running under the
     #: id hears the event instead of failing the start.
     signal_entry: bool = False
@@ -118,6 +123,8 @@ def journey_input(start: JourneyStart) -> JourneyInput:
         customer_given=True,
         purchases=start.purchases,
         rfm_table=start.rfm_table,
+        loyalty=start.loyalty,
+        segments=start.segments,
         clock_offset=start.clock_offset,
         revision=REVISION,
     )

@@ -219,6 +219,7 @@ class Simulation:
                 build_channels(None),
                 fast=self.fast,
                 policy=self.definitions.policy,
+                loyalty=self.definitions.loyalty,
             )
             for worker in self.workers:
                 await worker.__aenter__()
@@ -278,10 +279,13 @@ class Simulation:
             fresh = queries.store_event(session, event, datetime.now(UTC), backfill=backfill)
         return await self.router.route(event, backfill=backfill) if fresh else []
 
-    async def start_broadcast(self, name: str) -> None:
-        """Start a broadcast now (the simulation's clock), as `journeys broadcast start` would."""
+    async def start_broadcast(self, name: str, at: datetime | None = None) -> None:
+        """Start a broadcast now (the simulation's clock), as `journeys broadcast start` would; `at`:
+        as of that moment, just passed (a schedule started with the simulation has its run at the
+        simulation's first instant, as broadcast_plan counts it, though the clock moved on since)."""
+        now = await self.now()
         await broadcast_runs.start(
-            self.client, self.definitions, name, TASK_QUEUE, now=await self.now(), clock_offset=self.offset
+            self.client, self.definitions, name, TASK_QUEUE, now=min(at or now, now), clock_offset=self.offset
         )
 
     async def broadcast_progress(self, name: str) -> BroadcastProgress:
@@ -596,7 +600,7 @@ def broadcast_plan(
 
 async def _start(sim: Simulation, when: datetime, name: str) -> None:
     await sim.advance_to(when)
-    await sim.start_broadcast(name)
+    await sim.start_broadcast(name, at=when)
 
 
 def _ran(definitions: Definitions, when: datetime, name: str, count: BroadcastCount) -> str:

@@ -41,10 +41,11 @@ from channels import build_channels, describe_channels
 from core.channel import Channel
 from core.config import Settings
 from core.contact_policy import ContactPolicy
+from core.loyalty import NO_LOYALTY, Loyalty
 from core.temporal import connect, describe, ensure_search_attributes
 from core.vocabulary import CHANNELS
 from definitions.expressions import compiled_counts
-from definitions.loader import check_definitions, default_directory, load_policy
+from definitions.loader import DefinitionsError, check_definitions, default_directory, load_loyalty, load_policy
 from instances.contract import channel_queue
 from journeys.loyalty import ensure_loyalty_schedule
 from journeys.product_cycles import ensure_product_cycles_schedule
@@ -138,6 +139,7 @@ def build_workers(
     *,
     fast: bool = False,
     policy: ContactPolicy | None = None,
+    loyalty: Loyalty | None = None,
 ) -> list[Worker]:
     """The journey worker and one delivery worker per channel, on `settings.task_queue`. A channel's
     rate limit is enforced by the Temporal server across all workers of its queue, so adding
@@ -147,7 +149,8 @@ def build_workers(
     `policy`, by default the contact policy of the configured definitions (policy.yaml, read
     here: a worker started after an edit decides by it, running instances included; a journey's
     and a step's overrides are in each instance's snapshot). A policy.yaml with problems stops
-    the worker (DefinitionsError, each as `file:line`): it would decide every send."""
+    the worker (DefinitionsError, each as `file:line`): it would decide every send. `loyalty`, by
+    default the configured definitions' loyalty.yaml, gives templates the tiers' titles."""
     write_workflow_bytecode()
     if policy is None:
         policy = load_policy(settings.definitions_dir or default_directory())
@@ -162,6 +165,7 @@ def build_workers(
         opt_out=settings.sms_opt_out,
         deliver_inline=frozenset(channel for channel in CHANNELS if not settings.rate_limits.get(channel)),
         policy=policy,
+        loyalty=loyalty if loyalty is not None else _loyalty(settings),
     )
     broadcasts = BroadcastActivities(store, client)
     options = {
@@ -210,6 +214,17 @@ def build_workers(
         for channel in CHANNELS
     ]
     return [journeys, *delivery]
+
+
+def _loyalty(settings: Settings) -> Loyalty:
+    """The loyalty programme whose tier titles templates show (`customer.tier.title`); a
+    loyalty.yaml with problems is logged and shows the tiers' names instead: a title is no reason
+    to stop every send."""
+    try:
+        return load_loyalty(settings.definitions_dir or default_directory())
+    except DefinitionsError as err:
+        log.error("loyalty.yaml not read, templates show tier names for titles: %s", err)
+        return NO_LOYALTY
 
 
 def activity_threads(settings: Settings) -> int:

@@ -18,11 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from core.loyalty import engine_event
 from core.products import Product
 from definitions.loader import PACKAGE_DIR, load_definitions
 from journeys.simulate import Simulation
 from store.db import Store
 from store.products import save_products
+from store.tables import MemberTierRow, PointsEntryRow
 from tests.helpers import at, customer, event
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -37,7 +39,28 @@ SCENARIO = [
     event("order.delivered", "2026-02-10 15:00+08:00", order="o9", event_id="e6"),
     event("review.posted", "2026-02-12 12:00+08:00", order="o1", event_id="e7"),
     event("order.delivered", "2026-02-15 15:00+08:00", order="o10", event_id="e8"),  # restarts revisit_28d
-]
+    # the engine's own events (core.loyalty): an upgrade, points and a card about to lapse, sleeping
+    engine_event(
+        "member.tier_changed", "c1", "o1", at("2026-02-01 11:00+08:00"),
+        {"from": None, "to": "normal", "direction": "up", "reason": "order o1", "until": "2027-02-01"},
+    ),
+    engine_event(
+        "points.expiring", "c1", "2026-03-22:30", at("2026-02-20 10:00+08:00"),
+        {"points": 80, "expires_on": "2026-03-22", "days": 30, "balance": 3280},
+    ),
+    engine_event(
+        "member.card_expiring", "c1", "2026-03-08:7", at("2026-03-01 10:00+08:00"),
+        {"tier": "normal", "expires_on": "2026-03-08", "days": 7},
+    ),
+    engine_event(
+        "member.card_expiring", "c1", "2026-03-08:1", at("2026-03-07 10:00+08:00"),
+        {"tier": "normal", "expires_on": "2026-03-08", "days": 1},
+    ),
+    engine_event(
+        "lifecycle.changed", "c1", "churned:sleeping:2026-03-10", at("2026-03-10 10:00+08:00"),
+        {"from": "churned", "to": "sleeping", "direction": "backward"},
+    ),
+]  # fmt: skip
 UNTIL = "2026-03-20 00:00+08:00"
 #: The catalogue: o1's cream lasts 30 days (replenish_reminder).
 PRODUCTS = [Product(sku="cream-30", title="保湿面霜 30ml", category="skincare", price=129, cycle_days=30)]
@@ -51,9 +74,26 @@ async def record(only: set[str] | None = None) -> list[Path]:
         begin = SCENARIO[0].occurred_at
         with store.transaction() as session:
             save_products(session, PRODUCTS, begin)
+            # c1's points and tier, which the loyalty journeys' templates show
+            session.add(
+                PointsEntryRow(
+                    customer_id="c1",
+                    kind="import",
+                    points=3280,
+                    reason="import",
+                    source="import:1",
+                    at=begin,
+                    recorded_at=begin,
+                )
+            )
+            session.add(
+                MemberTierRow(
+                    customer_id="c1", tier="normal", since=begin, until=at("2026-03-08 00:00+08:00"), updated_at=begin
+                )
+            )
         async with Simulation(definitions, store, begin) as sim:
             await sim.create_customer(customer(birthday="1990-02-20"), begin)
-            for item in SCENARIO:
+            for item in sorted(SCENARIO, key=lambda e: e.occurred_at):  # stable: in order as listed
                 await sim.emit(item)
             await sim.advance_to(at(UNTIL))
             names = [name for name in definitions.journeys if not only or name in only]

@@ -114,6 +114,7 @@ async def test_a_failed_or_terminated_broadcast_shows_how_it_ended(sqlite_store,
         "spring_festival_care": "failed",
         "daily_care": "terminated",
         "silent": "running",
+        "member_statement": "not started",  # shipped, never started here
     }
     assert runs.status_code == 200, runs.text
     assert all(answer.returncode == 0 for answer in cli), [answer.stderr for answer in cli]

@@ -28,6 +28,10 @@ SHIPPED = {
     "birthday_greeting": (["customer.created", "customer.updated"], "customer", [], "order.created", "marketing"),
     "revisit_28d": (["order.delivered"], "customer", ["order.created"], "order.created", "marketing"),
     "replenish_reminder": (["order.paid"], "customer", ["order.created", "order.refunded"], "order.paid", "marketing"),
+    "tier_upgrade": (["member.tier_changed"], "customer", [], None, "transactional"),
+    "points_expiring": (["points.expiring"], "customer", [], None, "transactional"),
+    "member_card_expiry": (["member.card_expiring"], "customer", [], None, "transactional"),
+    "winback_sleeping": (["lifecycle.changed"], "customer", ["order.created"], "order.paid", "marketing"),
 }  # fmt: skip
 
 

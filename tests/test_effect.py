@@ -371,8 +371,9 @@ def test_a_database_not_set_up_gets_a_clear_answer(tmp_path):
     env = {**with_checkout(None), "DATABASE_URL": f"sqlite:///{tmp_path}/never-migrated.db"}
     answer = subprocess.run([*JOURNEYS, "report"], env=env, capture_output=True, text=True, timeout=120)
     assert answer.returncode == 2, answer.stderr
+    # The first table it reads: instances, for the runs of the shipped recurring member_statement.
     assert answer.stderr.strip() == (
-        "journeys: the database is not ready (no such table: goals). Check DATABASE_URL (or --data-dir); "
+        "journeys: the database is not ready (no such table: instances). Check DATABASE_URL (or --data-dir); "
         "`journeys migrate` creates or upgrades its tables."
     )
 

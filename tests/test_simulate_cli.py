@@ -39,13 +39,15 @@ def test_simulate_a_shop(tmp_path):
         ("2026-02-08T02:00:00Z", "pre_close_reminder", "c3", "o4", None, "skipped", "blacklisted"),
         ("2026-02-08T15:00:00Z", "pre_close_reminder", "c2", "o3", "sms", "sent", None),
         ("2026-02-25T15:00:00Z", "birthday_greeting", "c2", None, "sms", "sent", None),  # --02-29 in 2026
+        # the monthly member statement (a recurring broadcast): c1 bought in the last year
+        ("2026-03-01T02:00:00Z", "member_statement_20260301", "c1", None, "sms", "sent", None),
         ("2026-03-04T07:00:00Z", "revisit_28d", "c1", "o1", "sms", "sent", None),
     ]
     assert records[1]["body"] == "【Journeys】亲爱的王芳，您的订单o1已发货，顺丰单号SF123，请留意查收。"
     assert records[5]["body"].startswith("[Journeys] Hi Amy, your order o3 is waiting for payment.")
     assert all(r["body"] is None for r in records if r["status"] == "skipped")
     assert "payment_reminder: sent 2, skipped blacklisted 1, quiet_hours 1" in result.stdout
-    assert "3 customers, 7 events, 12 records" in result.stdout
+    assert "3 customers, 7 events, 13 records" in result.stdout
 
 
 def test_bad_input_names_file_and_line(tmp_path):
@@ -120,7 +122,7 @@ def test_profiles_as_of_the_end_of_a_simulation(tmp_path):
     # c1 paid 99 for o1 on 1 February, 37 days before the end: R4 F1 M1, 4 + 3 + 4 = 11.
     assert found == [
         {"customer_id": "c1", "traits": {}, "rfm": {"r": 4, "f": 1, "m": 1, "score": 11, "tier": "occasional"},
-         "lifecycle": "new_once", "segments": ["bought_once"]},
+         "lifecycle": "new_once", "segments": ["bought_once", "members"]},
         {"customer_id": "c2", "traits": {}, "rfm": {"r": 0, "f": 0, "m": 0, "score": 0, "tier": "none"},
          "lifecycle": "prospect", "segments": []},
         {"customer_id": "c3", "traits": {}, "rfm": {"r": 0, "f": 0, "m": 0, "score": 0, "tier": "none"},
@@ -198,7 +200,8 @@ def test_broadcasts_play_in_a_simulation(tmp_path):
     )  # fmt: skip
     assert unknown.returncode == 2
     assert (
-        "--broadcast spring=2026-02-25T10:00: no broadcast 'spring'; broadcasts: spring_festival_care" in unknown.stderr
+        "--broadcast spring=2026-02-25T10:00: no broadcast 'spring'; broadcasts: member_statement, spring_festival_care"
+        in unknown.stderr
     )
 
 
@@ -239,17 +242,23 @@ def test_simulate_prints_no_warning_about_the_test_server_s_missing_capability(t
         assert "activity_failure_include_heartbeat" not in result.stdout + result.stderr
         assert "Temporal Server 1.16.0 or newer is required" not in result.stdout + result.stderr
         lines = result.stdout.splitlines()
-        assert lines[0] == "3 customers, 7 events, 12 records", result.stdout
-        assert lines[2:-1] == [
+        assert lines[0] == "3 customers, 7 events, 13 records", result.stdout
+        assert lines[3:-1] == [
             "birthday_greeting: sent 2",
             "delivered_care: sent 1",
+            "member_statement_20260301: sent 1",
             "payment_reminder: sent 2, skipped blacklisted 1, quiet_hours 1",
             "pre_close_reminder: sent 1, skipped blacklisted 1",
             "review_request: sent 1",
             "revisit_28d: sent 1",
             "shipped_notice: sent 1",
         ]
-        assert lines[1].startswith("broadcast spring_festival_care: not run") and lines[-1].startswith("wrote ")
+        assert lines[1] == (
+            "broadcast member_statement: every month on day 1 at 10:00 (Asia/Shanghai), 2 runs from "
+            "member_statement@2026-02-01 to member_statement@2026-03-01, segment members: 1 members, 1 instances, "
+            "0 not again (once_per 20d)"
+        )
+        assert lines[2].startswith("broadcast spring_festival_care: not run") and lines[-1].startswith("wrote ")
         assert result.stderr == ""
 
 

@@ -185,4 +185,5 @@ def test_the_shipped_journeys_priorities(definitions):
     assert keys == {
         "shipped_notice": 1, "delivered_care": 1, "payment_reminder": 3, "pre_close_reminder": 3,
         "review_request": 3, "revisit_28d": 3, "birthday_greeting": 3, "replenish_reminder": 3,
+        "tier_upgrade": 1, "points_expiring": 1, "member_card_expiry": 1, "winback_sleeping": 2,
     }  # fmt: skip

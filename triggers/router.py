@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from temporalio.client import Client
 
@@ -30,11 +30,15 @@ from core.records import CUSTOMER_EVENT_TYPES, Customer, Event, apply_customer_e
 from core.rfm import Purchase, customer_context
 from definitions.expressions import ExpressionError, build_context, evaluate, zone
 from definitions.loader import Definitions
+from definitions.render import loyalty_facts, reads_loyalty, reads_segments
 from instances.contract import workflow_id
 from instances.start import JourneyStart, Registration, signal_journey, start_journey
+from store import points as ledger
 from store import products as catalogue
 from store import queries
+from store import tiers as member_tiers
 from store.db import Store
+from store.segments import segments_of
 from store.tables import InstanceRow
 
 log = logging.getLogger(__name__)
@@ -92,6 +96,24 @@ def note_of(results: list[DispatchResult], backfill: bool = False) -> str | None
     return f"stale: not started, too old for {', '.join(stale)}" if stale else None
 
 
+@dataclass(frozen=True)
+class EntryFacts:
+    """What the router reads of a customer at an entry event only for the journeys that name it:
+    `customer.points` and `customer.tier` (`loyalty`), `customer.segments` (`segments`)."""
+
+    loyalty: dict[str, Any] | None = None
+    segments: list[str] | None = None
+
+    def seen(self, customer: dict[str, Any]) -> dict[str, Any]:
+        """The customer's context with these facts (an unknown customer stays unknown)."""
+        if not customer:
+            return customer
+        return customer | (self.loyalty or {}) | ({"segments": self.segments} if self.segments is not None else {})
+
+
+NO_FACTS = EntryFacts()
+
+
 class Router:
     def __init__(
         self,
@@ -114,6 +136,7 @@ class Router:
         #: simulation's (the time-skipping server's) clock.
         self.clock = clock or self._wall_clock
         self.registration = Registration()
+        self._fact_readers: dict[tuple[str, str], tuple[bool, bool]] = {}  # (journey, version): see _reads_facts
 
     async def _wall_clock(self) -> datetime:
         return datetime.now(UTC) - self.clock_offset
@@ -134,12 +157,19 @@ class Router:
                 await asyncio.to_thread(self._record, event, [], None)
             return []
         customer, prior, history, purchases, products = prepared
+        wanted = [self._reads_facts(d.journey) for d in starts]
+        facts = NO_FACTS
+        if customer is not None and any(any(pair) for pair in wanted):
+            loyalty, segments = any(pair[0] for pair in wanted), any(pair[1] for pair in wanted)
+            facts = await asyncio.to_thread(self._entry_facts, event, loyalty, segments)
         entered: list[InstanceRow] = []
 
         async def dispatch(d: Dispatch) -> str:
             if d.journey in stale:
                 return "stale"
-            return await self._dispatch(d, event, customer, prior.get(d.journey), history, purchases, products, entered)
+            return await self._dispatch(
+                d, event, customer, prior.get(d.journey), history, purchases, products, facts, entered
+            )
 
         outcomes = await asyncio.gather(*(dispatch(d) for d in dispatches))
         rows = {row.workflow_id: row for row in entered}
@@ -168,12 +198,15 @@ class Router:
         history: list[Event],
         purchases: list[Purchase],
         products: dict[str, ProductFacts],
+        facts: EntryFacts,
         entered: list[InstanceRow],
     ):
         if dispatch.action == "signal":
             return await self._signal(dispatch, event)
-        if self._entry_condition_holds(dispatch, event, customer, history, purchases, products):
-            return await self._start(dispatch, event, customer, prior or [], history, purchases, products, entered)
+        if self._entry_condition_holds(dispatch, event, customer, history, purchases, products, facts):
+            return await self._start(
+                dispatch, event, customer, prior or [], history, purchases, products, facts, entered
+            )
         if self.definitions[dispatch.journey].definition.entry.reentry == "restart":
             # A running instance still hears it: it starts over, finds the condition false and ends
             # (a customer whose birthday was removed gets no greeting for the old date).
@@ -189,25 +222,53 @@ class Router:
         history: list[Event],
         purchases: list[Purchase],
         products: dict[str, ProductFacts],
+        facts: EntryFacts,
     ) -> bool:
-        """The definition's entry condition at the event's time. A condition that fails to evaluate
-        counts as true: the instance starts and ends with the error on record."""
+        """The definition's entry condition at the event's time (with `customer.points`,
+        `customer.tier` and `customer.segments` as of then, for a definition that reads them). A condition
+        that fails to evaluate counts as true: the instance starts and ends with the error on record."""
         source = self.definitions[dispatch.journey].definition.entry.condition
         if not source:
             return True
         tz = zone(customer.timezone if customer else None)
+        seen = facts.seen(customer_context(customer, purchases, self.definitions.rfm, event.occurred_at))
         context = build_context(
             tz=tz,
             now=event.occurred_at,
             event=event.model_dump(mode="json"),
             order=order_context(event.order_id, [*history, event], products),
-            customer=customer_context(customer, purchases, self.definitions.rfm, event.occurred_at),
+            customer=seen,
         )
         try:
             return bool(evaluate(source, context))
         except ExpressionError as err:
             log.warning("entry condition of %s failed for event %s: %s", dispatch.journey, event.event_id, err)
             return True
+
+    def _reads_facts(self, journey: str) -> tuple[bool, bool]:
+        """Whether the journey may read the loyalty facts, and `customer.segments` (a name that
+        merely looks so costs a query, never a wrong answer); once per journey version."""
+        snapshot = self.definitions[journey]
+        key = (journey, snapshot.version)
+        if key not in self._fact_readers:
+            text = snapshot.model_dump_json()
+            self._fact_readers[key] = (reads_loyalty(text), reads_segments(text))
+        return self._fact_readers[key]
+
+    def _entry_facts(self, event: Event, loyalty: bool, segments: bool) -> EntryFacts:
+        """The facts as the store has them at the entry event (logged, with what it earned): the
+        points and tier now, the segments as of the event's time."""
+        customer_id, definitions = event.customer_id, self.definitions
+        found = EntryFacts()
+        with self.store.transaction() as session:
+            if loyalty:
+                points, tier = ledger.balance(session, customer_id), member_tiers.current(session, customer_id)
+                found = EntryFacts(loyalty=loyalty_facts(points, tier, definitions.loyalty))
+            if segments:
+                every = list(definitions.segments.values())
+                names = segments_of(session, customer_id, every, event.occurred_at, definitions.rfm)
+                found = EntryFacts(loyalty=found.loyalty, segments=names)
+        return found
 
     def _prepare(
         self, event: Event, starts: list[Dispatch]
@@ -302,6 +363,7 @@ class Router:
         history: list[Event],
         purchases: list[Purchase],
         products: dict[str, ProductFacts],
+        facts: EntryFacts,
         entered: list[InstanceRow],
     ):
         """Start (or signal, if it runs) the instance; a started one is added to `entered`."""
@@ -316,6 +378,8 @@ class Router:
             prior_events=prior,
             order_history=history,
             products=products,
+            loyalty=facts.loyalty,
+            segments=facts.segments,
             signal_entry=True,
         )
         row = await start_journey(self.client, self.task_queue, start, self.registration)

@@ -26,13 +26,16 @@ from core.rfm import customer_context
 from core.vocabulary import CHANNELS, Reason
 from definitions.expressions import build_context, evaluate, evaluate_time, message_context, zone
 from definitions.loader import Definitions
-from definitions.render import TemplateRenderError, has_variant, render_message
+from definitions.render import TemplateRenderError, has_variant, loyalty_facts, reads_segments, render_message
 from definitions.schema import SendStep, walk_steps
 from rules.policy import Decision, decide
+from store import points as ledger
 from store import products as catalogue
 from store import queries
+from store import tiers as member_tiers
 from store.db import Store
 from store.lookups import StoreLookups
+from store.segments import segments_of
 
 
 class PreviewError(ValueError):
@@ -119,6 +122,11 @@ def preview(
                 f"pass one of {customer_id!r}'s orders ({mine}), or no order"
             )
         purchases = queries.purchases_of(session, customer_id, now)
+        points, tier = ledger.balance(session, customer_id), member_tiers.current(session, customer_id)
+        facts = loyalty_facts(points, tier, definitions.loyalty)
+        if reads_segments(snapshot.model_dump_json()):  # as the router gives a new instance
+            every = list(definitions.segments.values())
+            facts["segments"] = segments_of(session, customer_id, every, now, definitions.rfm)
     category = spec.category or definition.category
     entry_types = set(definition.entry.events)
     entry_rows = [row for row in order_events if row.type in entry_types] or order_events
@@ -141,7 +149,8 @@ def preview(
         products = catalogue.order_facts(session, customer_id, order_events, entered_at) if order_events else {}
     order = order_context(entry["order_id"], order_events, products)  # as the workflow and the router see it
     tz = zone(customer.timezone)
-    seen = customer_context(customer, purchases, definitions.rfm, now)  # as the workflow sees it
+    # As the workflow sees it, with the loyalty facts (and segments) as a new instance would have them now.
+    seen = customer_context(customer, purchases, definitions.rfm, now) | facts
     context = build_context(tz=tz, now=now, event=entry, order=order, customer=seen)
     variables: dict[str, Any] = {}
     problems: list[str] = []

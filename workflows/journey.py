@@ -359,11 +359,12 @@ class JourneyWorkflow:
                 fallback=spec.fallback,
                 template_name=spec.template,
                 template=self.input.snapshot.templates[spec.template],
-                # RFM and the lifecycle stage (revision 5) as of the send; the activity adds the
-                # record as the store has it then.
+                # RFM and the lifecycle stage (revision 5) as of the send, the segments of the entry
+                # event (revision 6); the activity adds the record and the loyalty facts as the
+                # store has them then.
                 context=message_context(
                     context,
-                    customer={k: v for k, v in context["customer"].items() if k in ("rfm", "lifecycle")},
+                    customer={k: v for k, v in context["customer"].items() if k in ("rfm", "lifecycle", "segments")},
                     entry=self.revision4,
                 ),
                 at=self.now(),
@@ -499,12 +500,20 @@ class JourneyWorkflow:
             event=awaited.model_dump(mode="json") if awaited else entry,
             entry=entry if self.revision4 else None,
             order=self.order,
-            customer=customer_context(
-                self.customer,
-                self.purchases.values(),
-                self.input.rfm_table,
-                self.now(),
-                lifecycle=self.input.revision >= 5,
-            ),
+            customer=self._customer_seen(),
             vars=self.vars,
         )
+
+    def _customer_seen(self) -> dict[str, Any]:
+        """The customer as expressions read them: the record, RFM and (revision 5) the stage as of
+        now, and (revision 6) the loyalty facts and the segments as the starter read them at the
+        entry event."""
+        seen = customer_context(
+            self.customer, self.purchases.values(), self.input.rfm_table, self.now(), lifecycle=self.input.revision >= 5
+        )
+        if seen and self.input.revision >= 6:
+            if self.input.loyalty is not None:
+                seen |= self.input.loyalty
+            if self.input.segments is not None:
+                seen["segments"] = self.input.segments
+        return seen
