@@ -203,7 +203,14 @@ def test_the_urgent_events_are_those_starting_a_journey_that_sends_at_once(defin
         raise AssertionError
 
     dispatcher = Dispatcher(store, definitions, connect, "q", default_region="CN")
-    assert dispatcher.urgent == {"order.shipped", "order.delivered"}  # 发货提醒, 签收关怀
+    assert dispatcher.urgent == {
+        "order.shipped",  # 发货提醒
+        "order.delivered",  # 签收关怀
+        "member.tier_changed",  # 升级提醒
+        "points.expiring",  # 积分到期提醒
+        "member.card_expiring",  # 会员卡到期关怀
+        "lifecycle.changed",  # winback_sleeping
+    }
 
 
 async def test_on_stop_the_customers_being_dispatched_finish_their_events(definitions, store):

@@ -91,8 +91,8 @@ def test_validate_names_each_mistake_at_its_line(folder):
         "member.card_expiring, lifecycle.changed, cart.abandoned, coupon.redeemed, subscription.expiring",
         "5: points.bonuses[1].event: 'points.earned' is the engine's own; it earns nothing",
         "6: points.bonuses[2].once_per: cart.abandoned events name no order",
-        "8: points.multipliers[0].segment: no segment 'vips'; segments: lapsing_valuable",
-        "10: blacklists.members.segments[0]: no segment 'nobody'; segments: lapsing_valuable",
+        "8: points.multipliers[0].segment: no segment 'vips'; segments: lapsing_valuable, members",
+        "10: blacklists.members.segments[0]: no segment 'nobody'; segments: lapsing_valuable, members",
     ]
     with pytest.raises(DefinitionsError) as raised:
         load_loyalty(folder)

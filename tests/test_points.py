@@ -37,11 +37,13 @@ def definitions_of(loyalty: Loyalty, segments: dict[str, Segment] | None = None)
 
 
 def log(store, events, definitions, now=NOW) -> list:
-    """Log events as the API does: the read models, then the loyalty programme, in one transaction."""
+    """Log events as the API does: the read models, then the loyalty programme, in one transaction;
+    the points events it caused (tiers and lifecycle moves are theirs to test)."""
     with store.transaction() as session:
         written = store_events(session, events, now)
         fresh = [e for e in events if e.event_id in written]
-        return loyalty_activities.note_logged(session, fresh, definitions, now)
+        caused = loyalty_activities.note_logged(session, fresh, definitions, now)
+    return [e for e in caused if e.type.startswith("points.")]
 
 
 def ledger_of(store, customer="c1") -> list[tuple[str, int, str]]:

@@ -75,7 +75,7 @@ async def test_a_purchase_upgrades_at_once_and_the_event_is_logged_once(store, s
         shown = await api.get("/customers/c1/tier", headers={"Authorization": "Bearer k-operator"})
     [changed] = logged(store, "member.tier_changed")
     assert changed.customer_id == "c1" and changed.data["to"] == "senior" and changed.data["from"] is None
-    assert changed.data["reason"] == "3 orders, 12000.00 spent in 365 days: reach 高级会员 (senior)"
+    assert changed.data["reason"] == "3 orders, 12000.00 spent, 12000 points earned in 365 days: reach 高级会员 (senior)"
     view = shown.json()
     assert (view["tier"], view["title"], view["overridden"], view["qualifies"]) == (
         "senior",
@@ -251,9 +251,9 @@ def test_journeys_tier_show_set_and_report(tmp_path, shipped):
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert lines[0] == "customer c1  normal 普通会员"
-    assert lines[2] == "  window     1 orders, 5000.00 spent in 365 days; qualifies for normal"
+    assert lines[2] == "  window     1 orders, 5000.00 spent, 5000 points earned in 365 days; qualifies for normal"
     assert lines[4].endswith(
-        "up       - -> normal  by engine: 1 orders, 5000.00 spent in 365 days: reach 普通会员 (normal)"
+        "up       - -> normal  by engine: 1 orders, 5000.00 spent, 5000 points earned in 365 days: reach 普通会员 (normal)"
     )
     set_ = journeys("set", "c1", "vip", "--reason", "大客户", "--until", "2030-01-01", "--by", "ops-li")
     assert set_.returncode == 0, set_.stderr
