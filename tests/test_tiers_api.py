@@ -75,7 +75,9 @@ async def test_a_purchase_upgrades_at_once_and_the_event_is_logged_once(store, s
         shown = await api.get("/customers/c1/tier", headers={"Authorization": "Bearer k-operator"})
     [changed] = logged(store, "member.tier_changed")
     assert changed.customer_id == "c1" and changed.data["to"] == "senior" and changed.data["from"] is None
-    assert changed.data["reason"] == "3 orders, 12000.00 spent, 12000 points earned in 365 days: reach 高级会员 (senior)"
+    assert (
+        changed.data["reason"] == "3 orders, 12000.00 spent, 12000 points earned in 365 days: reach 高级会员 (senior)"
+    )
     view = shown.json()
     assert (view["tier"], view["title"], view["overridden"], view["qualifies"]) == (
         "senior",
