@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
+from activities.engine_events import write_engine_events
 from core.loyalty import engine_event
 from core.records import Event
 from definitions.loader import Definitions
 from store import lifecycle as stages
-from store import queries, reached
+from store import reached
 from store.db import Store
 
 if TYPE_CHECKING:
@@ -95,6 +96,6 @@ def daily(store: Store, definitions: Definitions, at: datetime, report: DailyRep
                 else:
                     unchanged.append(customer_id)
             stages.touch(session, unchanged, at)
-            written = queries.store_events(session, events, at) if events else set()
+            written = write_engine_events(session, events, definitions, at)
         after = scanned[-1]
         yield from (event for event in events if event.event_id in written)

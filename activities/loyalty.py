@@ -29,15 +29,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import lifecycle, points, tiers
+from activities.engine_events import write_engine_events
 from core.records import Event
 from definitions.loader import LOYALTY_FILE, Definitions, check_definitions
-from store import queries
 from store.db import Store
-
-
-def write_engine_events(session: Session, events: list[Event], now: datetime) -> set[str]:
-    """Log the engine's own events (pending, so the dispatcher routes them); the ids written now."""
-    return queries.store_events(session, events, now) if events else set()
 
 
 def note_logged(session: Session, events: list[Event], definitions: Definitions, now: datetime) -> list[Event]:
@@ -47,7 +42,7 @@ def note_logged(session: Session, events: list[Event], definitions: Definitions,
     customers = {event.customer_id for event in events if event.type.startswith("order.")}
     caused += tiers.note_customers(session, customers, definitions, now)
     caused += lifecycle.note_customers(session, customers, definitions, now)
-    write_engine_events(session, caused, now)
+    write_engine_events(session, caused, definitions, now)
     return caused
 
 

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from activities.engine_events import write_engine_events
 from core.amounts import order_amount, written_amount
 from core.loyalty import EntryView, Loyalty, Points, engine_event
 from core.orders import order_context
@@ -273,7 +274,7 @@ def daily(store: Store, definitions: Definitions, at: datetime, report: DailyRep
             ledger.lock(session, batch)
             expired = lapse_due(session, batch, at, loyalty.zone)
             notices = _notices(session, batch, at, loyalty)
-            written = queries.store_events(session, notices, at)
+            written = write_engine_events(session, notices, definitions, at)
         report.expired_points += -sum(row.points for row in expired)
         yield from (event for event in notices if event.event_id in written)
         after = batch[-1]

@@ -34,11 +34,12 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from activities.engine_events import write_engine_events
 from core.loyalty import Loyalty, Tiers, engine_event
 from core.records import Event
 from definitions.loader import Definitions
 from rules.tiers import Measures, at_card_end, direction, on_evaluation, qualifies, rank
-from store import queries, reached
+from store import reached
 from store import tiers as tier_store
 from store.db import Store
 from store.segments import segments_of
@@ -202,9 +203,9 @@ def note_customers(session: Session, customers: Iterable[str], definitions: Defi
 # Daily
 
 
-def _written(session: Session, events: list[Event], at: datetime) -> list[Event]:
+def _written(session: Session, events: list[Event], definitions: Definitions, at: datetime) -> list[Event]:
     """Log the events in the batch's transaction; those the log took now."""
-    ids = queries.store_events(session, events, at) if events else set()
+    ids = write_engine_events(session, events, definitions, at)
     return [event for event in events if event.event_id in ids]
 
 
@@ -297,22 +298,23 @@ def daily(store: Store, definitions: Definitions, at: datetime, report: DailyRep
     listed = definitions.loyalty.blacklists.members
     if listed.customers or listed.segments:
         yield from _pages(
-            store, at, lambda session, after: tier_store.holders(session, after=after, limit=BATCH),
+            store, definitions, at, lambda session, after: tier_store.holders(session, after=after, limit=BATCH),
             lambda session, rows: _blacklisted_holders(session, definitions, rows, at),
         )  # fmt: skip
     yield from _pages(
-        store, at, lambda session, after: tier_store.cards_ended(session, at, after=after, limit=BATCH),
+        store, definitions, at, lambda session, after: tier_store.cards_ended(session, at, after=after, limit=BATCH),
         lambda session, rows: _reevaluate(session, definitions, rows, at),
     )  # fmt: skip
     longest = max(tiers.notice_days, default=0)
     if longest > 0:
         yield from _pages(
-            store, at, lambda session, after: tier_store.cards_ending(session, at, longest, after=after, limit=BATCH),
+            store, definitions, at,
+            lambda session, after: tier_store.cards_ending(session, at, longest, after=after, limit=BATCH),
             lambda session, rows: _notices(definitions, rows, at),
         )  # fmt: skip
     everyone = any(all(v in (None, 0) for v in level.min.model_dump().values()) for level in tiers.levels)
     yield from _pages(
-        store, at,
+        store, definitions, at,
         lambda session, after: tier_store.untiered_candidates(
             session, at, tiers.window_days, everyone=everyone, after=after, limit=BATCH
         ),
@@ -322,6 +324,7 @@ def daily(store: Store, definitions: Definitions, at: datetime, report: DailyRep
 
 def _pages(
     store: Store,
+    definitions: Definitions,
     at: datetime,
     fetch: Callable[[Session, str | None], list[Any]],
     work: Callable[[Session, list[Any]], list[Event]],
@@ -335,7 +338,7 @@ def _pages(
             found = fetch(session, after)
             ids = [item if isinstance(item, str) else item.customer_id for item in found]  # before any change
             reached.lock_customers(session, ids)
-            written = _written(session, work(session, found), at)
+            written = _written(session, work(session, found), definitions, at)
         yield from written
         if len(found) < BATCH:
             return

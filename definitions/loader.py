@@ -87,6 +87,16 @@ class Definitions:
         return len(self.journeys)
 
     @property
+    def routed_events(self) -> frozenset[str]:
+        """The event types some journey starts on, waits for or exits on: what the router has
+        something to do with (triggers/router.py `plan`)."""
+        return frozenset(
+            event_type
+            for snapshot in self
+            for event_type in (*snapshot.definition.entry.events, *snapshot.definition.listened_events)
+        )
+
+    @property
     def urgent_events(self) -> frozenset[str]:
         """The event types that start a journey sending at once (`Journey.sends_at_once`): a
         customer waits for what they start, so they are dispatched first."""

@@ -89,7 +89,7 @@ def tier_set(
     """Set a customer's tier by hand (an override: purchases may still raise it, nothing lowers it
     before its end), writing member.tier_changed when the tier changes."""
     from activities import tiers
-    from activities.loyalty import write_engine_events
+    from activities.engine_events import write_engine_events
     from store import queries
     from store import tiers as tier_store
 
@@ -106,7 +106,7 @@ def tier_set(
             )  # fmt: skip
         except (tiers.NoTiers, tiers.OverrideRefused) as err:
             _fail(str(err))
-        write_engine_events(session, [changed] if changed else [], now)
+        write_engine_events(session, [changed] if changed else [], definitions, now)
         view = tiers.show(session, definitions, customer_id, now)
     held = f"{view.tier} until {_when(view.until)}" if view.tier else "no tier"
     moved = f" ({changed.data['direction']}: member.tier_changed written)" if changed else ""

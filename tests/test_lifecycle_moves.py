@@ -18,7 +18,7 @@ from temporalio.testing import ActivityEnvironment
 from activities import lifecycle
 from activities.loyalty import DailyReport, DailyRequest, LoyaltyActivities
 from core.loyalty import ENGINE_EVENT_SCHEMAS
-from definitions.loader import PACKAGE_DIR, Definitions
+from definitions.loader import PACKAGE_DIR, Definitions, load_definitions
 from store import queries
 from store.lifecycle import direction
 from store.tables import EventRow, LifecycleStageRow
@@ -62,9 +62,11 @@ def purchase(order: str, when: datetime, customer: str = "c1") -> list[dict]:
     ]
 
 
-async def post(store, clock: Clock, now: datetime, batch: list[dict], times: int = 2) -> None:
+async def post(
+    store, clock: Clock, now: datetime, batch: list[dict], times: int = 2, definitions: Definitions | None = None
+) -> None:
     """Post the batch at `now`, `times` times (a retrying order system), a second apart."""
-    app = create_app(store, definitions=Definitions())
+    app = create_app(store, definitions=definitions or Definitions())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://j") as api:
         for n in range(times):
             clock.now = now + n * timedelta(seconds=1)
@@ -139,12 +141,32 @@ async def test_purchases_and_a_refund_move_the_customer_once_each(store, clock):
         ("c1", "new_repeat", "new_once", "backward", refund),
     ]
     assert stored(store) == {"c1": ("new_once", refund)}
-    with store.transaction() as session:  # pending, so the dispatcher routes them like any event
+    with store.transaction() as session:  # no journey here listens: logged as dispatched, saying so
         logged = session.scalars(select(EventRow).where(EventRow.type == "lifecycle.changed")).all()
-        assert {row.dispatched_at for row in logged} == {None}
+        assert {(row.dispatched_at, row.note) for row in logged} == {
+            (at, "no journey starts on, waits for or exits on it") for at in (T, second, refund)
+        }
         assert [row.event_id for row in logged if row.occurred_at == second] == [
             f"lifecycle.changed:c1:new_once>new_repeat@{second.isoformat()}"
         ]
+
+
+async def test_a_move_some_journey_starts_on_waits_for_the_dispatcher(store, clock):
+    """With the shipped journeys, winback_sleeping starts on lifecycle.changed: the move is pending,
+    for the dispatcher to route like any event; points.earned, which no shipped journey uses, is
+    logged as dispatched."""
+    await post(store, clock, T, purchase("o1", T - timedelta(minutes=5)), definitions=load_definitions(PACKAGE_DIR))
+    with store.transaction() as session:
+        logged = {
+            row.type: (row.dispatched_at, row.note)
+            for row in session.scalars(
+                select(EventRow).where(EventRow.type.in_(["lifecycle.changed", "points.earned"]))
+            )
+        }
+    assert logged == {
+        "lifecycle.changed": (None, None),
+        "points.earned": (T, "no journey starts on, waits for or exits on it"),
+    }
 
 
 async def test_an_order_created_unpaid_moves_nobody(store, clock):

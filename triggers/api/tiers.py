@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from activities import tiers
-from activities.loyalty import write_engine_events
+from activities.engine_events import write_engine_events
 from core.access import ApiKey, Permission
 from store import queries
 from store import tiers as tier_store
@@ -104,7 +104,7 @@ async def set_customer_tier(
             session, api.definitions, customer_id, request.tier, reason=request.reason, by=by, until=request.until,
             now=now,
         )  # fmt: skip
-        written = write_engine_events(session, [changed] if changed else [], now)
+        written = write_engine_events(session, [changed] if changed else [], api.definitions, now)
         return tiers.show(session, api.definitions, customer_id, now), bool(written)
 
     try:
