@@ -20,7 +20,7 @@ within; 90 days and a second is not).
 
 The windows are `lifecycle:` in definitions/rfm.yaml (`LifecycleTable`, part of `RfmTable`, so
 they travel wherever RFM's table does: the router, the workflow's input, preview, segments,
-profiles). store/segments.py holds the SQL form (`lifecycle_columns`, `lifecycle_sql`), which
+profiles). store/segments.py holds the SQL form (`lifecycle_columns`), which
 tests/test_lifecycle.py checks against `stage` on a generated population.
 """
 
