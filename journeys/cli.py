@@ -1242,6 +1242,56 @@ def points_adjust(
     )
 
 
+@points_app.command("redeem")
+def points_redeem(
+    customer: Annotated[str, typer.Argument(help="The customer's id")],
+    points: Annotated[int, typer.Argument(help="Points to spend (more than 0)")],
+    request_id: Annotated[
+        str, typer.Option(help="The order system's id of this request: the same again spends nothing twice")
+    ],
+    order: Annotated[str | None, typer.Option(help="The order the points pay for")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (default: redeemed for the order)")] = None,
+) -> None:
+    """Spend a customer's points, the oldest first, as POST /points/redeem: refused past the balance
+    (exit 1), once per request id."""
+    from datetime import UTC
+
+    from activities.points import NotEnoughPoints, RequestReused, redeem
+    from store.points import known
+
+    if points <= 0:
+        typer.echo("points must be more than 0", err=True)
+        raise typer.Exit(2)
+    loyalty = _loyalty_or_exit()
+    with _opened_store(_settings()) as store:
+        try:
+            with store.transaction() as session:
+                booked = (
+                    redeem(
+                        session,
+                        customer,
+                        points,
+                        request_id,
+                        datetime.now(UTC),
+                        loyalty.zone,
+                        order_id=order,
+                        reason=reason,
+                    )
+                    if known(session, customer)
+                    else None
+                )
+        except (NotEnoughPoints, RequestReused) as err:
+            typer.echo(str(err), err=True)
+            raise typer.Exit(1) from None
+    if booked is None:
+        typer.echo(f"no customer {customer!r}", err=True)
+        raise typer.Exit(1)
+    again = " (already done: nothing changed)" if booked.duplicate else ""
+    typer.echo(
+        f"customer {customer}: {booked.points:+d} points, balance {booked.balance}{again}; request id {request_id}"
+    )
+
+
 @points_app.command("overview")
 def points_overview(
     since: Annotated[

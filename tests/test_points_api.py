@@ -202,7 +202,7 @@ async def test_the_overview_gives_the_liability_at_the_point_value(store):
 
 
 def test_the_points_commands(sqlite_store, tmp_path, monkeypatch):
-    """`journeys points show|adjust|overview` and `journeys import points` on the store the settings name
+    """`journeys points show|adjust|redeem|overview` and `journeys import points` on the store the settings name
     (the shipped loyalty.yaml: 1 point per yuan, lapsing at the end of the next year)."""
     from typer.testing import CliRunner
 
@@ -227,7 +227,15 @@ def test_the_points_commands(sqlite_store, tmp_path, monkeypatch):
     assert found["balance"] == 250 and [e["kind"] for e in found["entries"]] == ["adjust", "import"]
     text = runner.invoke(app, ["points", "show", "c1"]).output
     assert text.startswith("customer c1: 250 points")
+    redeem = ["points", "redeem", "c1", "100", "--request-id", "r-1", "--order", "o9"]
+    spent = runner.invoke(app, redeem)
+    assert spent.exit_code == 0, spent.output
+    assert "customer c1: -100 points, balance 150; request id r-1" in spent.output
+    assert "already done: nothing changed" in runner.invoke(app, redeem).output
+    refused = runner.invoke(app, ["points", "redeem", "c1", "151", "--request-id", "r-2"])
+    assert refused.exit_code == 1 and "customer 'c1' has 150 points; 151 cannot be redeemed" in refused.output
     overview = json.loads(runner.invoke(app, ["points", "overview", "--json"]).output)
-    assert (overview["imported"], overview["adjusted"], overview["outstanding"]) == (300, -50, 250)
+    assert (overview["imported"], overview["adjusted"], overview["outstanding"]) == (300, -50, 150)
+    assert overview["redeemed"] == 100
     missing = runner.invoke(app, ["points", "show", "nobody"])
     assert missing.exit_code == 1 and "no customer 'nobody'" in missing.output
