@@ -1214,23 +1214,31 @@ def points_adjust(
     import uuid
     from datetime import UTC
 
-    from activities.points import RequestReused, adjust
-    from store.points import known
+    from activities.points import adjust
 
     if points == 0 or not reason.strip():
         typer.echo("points must not be 0, and --reason must say why", err=True)
         raise typer.Exit(2)
     loyalty = _loyalty_or_exit()
     request_id = request_id or f"cli-{uuid.uuid4()}"
+    _book_points(
+        customer,
+        request_id,
+        lambda session: adjust(session, customer, points, reason, request_id, datetime.now(UTC), loyalty),
+    )
+
+
+def _book_points(customer: str, request_id: str, book) -> None:
+    """Book a redemption or an adjustment (`book(session)`) for a known customer and say what it did;
+    exit 1 for an unknown customer, a refused redemption or a request id used for another request."""
+    from activities.points import NotEnoughPoints, RequestReused
+    from store.points import known
+
     with _opened_store(_settings()) as store:
         try:
             with store.transaction() as session:
-                booked = (
-                    adjust(session, customer, points, reason, request_id, datetime.now(UTC), loyalty)
-                    if known(session, customer)
-                    else None
-                )
-        except RequestReused as err:
+                booked = book(session) if known(session, customer) else None
+        except (NotEnoughPoints, RequestReused) as err:
             typer.echo(str(err), err=True)
             raise typer.Exit(1) from None
     if booked is None:
@@ -1256,39 +1264,18 @@ def points_redeem(
     (exit 1), once per request id."""
     from datetime import UTC
 
-    from activities.points import NotEnoughPoints, RequestReused, redeem
-    from store.points import known
+    from activities.points import redeem
 
     if points <= 0:
         typer.echo("points must be more than 0", err=True)
         raise typer.Exit(2)
     loyalty = _loyalty_or_exit()
-    with _opened_store(_settings()) as store:
-        try:
-            with store.transaction() as session:
-                booked = (
-                    redeem(
-                        session,
-                        customer,
-                        points,
-                        request_id,
-                        datetime.now(UTC),
-                        loyalty.zone,
-                        order_id=order,
-                        reason=reason,
-                    )
-                    if known(session, customer)
-                    else None
-                )
-        except (NotEnoughPoints, RequestReused) as err:
-            typer.echo(str(err), err=True)
-            raise typer.Exit(1) from None
-    if booked is None:
-        typer.echo(f"no customer {customer!r}", err=True)
-        raise typer.Exit(1)
-    again = " (already done: nothing changed)" if booked.duplicate else ""
-    typer.echo(
-        f"customer {customer}: {booked.points:+d} points, balance {booked.balance}{again}; request id {request_id}"
+    _book_points(
+        customer,
+        request_id,
+        lambda session: redeem(
+            session, customer, points, request_id, datetime.now(UTC), loyalty.zone, order_id=order, reason=reason
+        ),
     )
 
 
