@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from activities.engine_events import write_engine_events
@@ -108,6 +109,10 @@ class _Earning:
         self.config = config
         self.now = now
         self.caused: list[Event] = []
+        #: Entries decided but not yet written: the batch's are appended in one statement (`flush`).
+        self.pending: list[ledger.NewEntry] = []
+        #: The rows of the orders the batch pays, read together (the read model holds the batch).
+        self.orders: dict[str, OrderRow] = {}
 
     def _segments(self, customer_id: str, names: list[str], at: datetime) -> set[str]:
         known = [self.definitions.segments[name] for name in names if name in self.definitions.segments]
@@ -141,13 +146,28 @@ class _Earning:
         return lines
 
     def _write(self, entry: ledger.NewEntry) -> None:
-        """Append one entry; a points.earned event for a positive one written now."""
-        for row in ledger.append(self.session, [entry], self.now):
+        """Add one entry to the batch's (written by `flush`)."""
+        self.pending.append(entry)
+
+    def flush(self) -> None:
+        """Append the pending entries in one statement; a points.earned event for each positive one
+        written now, with the balance right after it (the balance now, less the batch's later
+        entries of the customer)."""
+        entries, self.pending = self.pending, []
+        rows = ledger.append(self.session, entries, self.now)
+        if not any(row.kind == "earn" for row in rows):
+            return
+        running = ledger.balances(self.session, {row.customer_id for row in rows})
+        after: dict[int, int] = {}
+        for row in reversed(rows):  # in the order recorded
+            after[row.entry_id] = running[row.customer_id]
+            running[row.customer_id] -= row.points
+        for row in rows:
             if row.kind != "earn":
                 continue
             data = {
                 "points": row.points,
-                "balance": ledger.balance(self.session, row.customer_id),
+                "balance": after[row.entry_id],
                 "reason": row.reason,
                 "source": row.source,
             } | ({"order_id": row.order_id} if row.order_id else {})
@@ -157,7 +177,7 @@ class _Earning:
         """Earn for the order `event` pays (or confirms): its amount by core/amounts.py's rule."""
         order_id = event.order_id
         assert order_id is not None
-        order = self.session.get(OrderRow, order_id)
+        order = self.orders.get(order_id) or self.session.get(OrderRow, order_id)
         if order is None or order.refunded_at is not None:
             return  # refunded before it counted: nothing to earn
         if self.blacklisted(event.customer_id, event.occurred_at):
@@ -193,6 +213,7 @@ class _Earning:
         """Take back what the order earned (a `reverse` entry), even past the balance."""
         order_id = event.order_id
         assert order_id is not None
+        self.flush()  # what this batch earned counts: a payment and its refund may come together
         source = f"earn:order:{order_id}"
         rows = ledger.entries_of_order(self.session, event.customer_id, order_id, kind="earn")
         earned = sum(row.points for row in rows if row.source == source)  # its purchase's, not a review's bonus
@@ -242,6 +263,11 @@ def note_events(session: Session, events: list[Event], definitions: Definitions,
         return []
     earning = _Earning(session, definitions, config, now)
     counted = "order.paid" if config.earning.counted_at == "paid" else "order.confirmed"
+    paying = {event.order_id for event in events if event.type == counted and event.order_id}
+    if paying:  # their rows in one query, not one each
+        earning.orders = {
+            row.order_id: row for row in session.scalars(select(OrderRow).where(OrderRow.order_id.in_(paying)))
+        }
     for event in events:
         if event.type in ENGINE_EVENT_TYPES:
             continue
@@ -250,6 +276,7 @@ def note_events(session: Session, events: list[Event], definitions: Definitions,
         elif event.type == "order.refunded" and event.order_id:
             earning.refund(event)
         earning.bonuses(event)
+    earning.flush()
     return earning.caused
 
 

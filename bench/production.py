@@ -13,7 +13,10 @@ rate limit (JOURNEYS_RATE_LIMITS throttles to a provider's contract; it would be
 It prints:
 
 1. intake: events/s accepted by POST /events in batches of 100, 4 clients at once (the dispatcher
-   of that API process has no Temporal to talk to, so this is the insert alone);
+   of that API process has no Temporal to talk to, so this is the insert alone), of order.created,
+   and of order.paid: a payment also earns points, evaluates the member tier and the lifecycle
+   stage, and logs the engine's events that follow (the loyalty programme, docs/loyalty.md), all
+   in the transaction that logs it;
 2. dispatch: workflow starts/s from order.created events (2 journeys each) through the API's
    dispatcher, against signal-with-start of a minimal workflow from one process with the same
    concurrency (32); the worker processes are paused meanwhile (SIGSTOP), so each measures the
@@ -169,17 +172,18 @@ def billable(history) -> int:
 # ------------------------------------------------------------------------------------------------
 
 
-def intake(count: int) -> float:
-    """Events/s into an API process whose dispatcher has no Temporal to talk to: the insert alone."""
+def intake(count: int, kind: str = "order.created") -> float:
+    """Events/s of `kind` into an API process whose dispatcher has no Temporal to talk to: the
+    insert alone (and for order.paid, the loyalty programme with it)."""
     schema = Schema()
     stack = Stack(Path(tempfile.mkdtemp(prefix="journeys-intake-")), schema.url)
     stack.extra_env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{free_port()}"  # nothing listens there
     try:
         stack.start_api(probe="/healthz")
         shop = Shop()
-        post_all(stack.api, shop.orders("warm", 500))  # warm up connections and code paths
-        seconds = post_all(stack.api, shop.orders("o", count))
-        assert pending(schema.store) == count + 500
+        post_all(stack.api, shop.orders("warm", 500, kind, amount=199))  # warm up connections and code paths
+        seconds = post_all(stack.api, shop.orders("o", count, kind, amount=199))
+        assert pending(schema.store) >= count + 500  # and the engine's events some journey starts on
         return count / seconds
     finally:
         stack.stop()
@@ -543,6 +547,9 @@ def main() -> None:
     if args.intake:
         events_per_second = intake(args.intake)
         print(f"intake: {events_per_second:.0f} events/s (batches of 100, 4 clients, PostgreSQL)", flush=True)
+        paid = intake(args.intake, "order.paid")
+        ratio = paid / events_per_second
+        print(f"intake of order.paid (points, tier, stage with each): {paid:.0f} events/s ({ratio:.2f}x)", flush=True)
 
     targets = [int(n) for n in args.rss.split(",") if n.strip() and int(n) > 0] if "rss" in parts else []
     if targets:

@@ -90,6 +90,21 @@ def balance(session: Session, customer_id: str) -> int:
     return int(total or 0)
 
 
+def balances(session: Session, customer_ids: Iterable[str]) -> dict[str, int]:
+    """Each customer's points now (0 for one without entries), in one query."""
+    ids = set(customer_ids)
+    found = {customer_id: 0 for customer_id in ids}
+    if ids:
+        query = select(PointsEntryRow.customer_id, func.sum(PointsEntryRow.points)).where(
+            PointsEntryRow.customer_id.in_(ids)
+        )
+        found |= {
+            customer_id: int(total or 0)
+            for customer_id, total in session.execute(query.group_by(PointsEntryRow.customer_id))
+        }
+    return found
+
+
 def balance_through(session: Session, customer_id: str, entry_id: int) -> int:
     """The customer's balance as it was right after entry `entry_id` was recorded."""
     total = session.scalar(
