@@ -29,6 +29,9 @@ from instances.contract import EVENT_SIGNAL, JOURNEY_WORKFLOW, REVISION, Journey
 from store.tables import InstanceRow
 
 #: The id-reuse policy of a definition's re-entry rule: a 'once' journey never runs twice for a key.
+#: Tries of a signal-with-start answered NOT_FOUND because the run it reached was closing.
+CLOSING_ATTEMPTS = 3
+
 REUSE_POLICY = {
     "once": WorkflowIDReusePolicy.REJECT_DUPLICATE,
     "after_exit": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
@@ -173,17 +176,30 @@ async def start_journey(
         )
         return handle.first_execution_run_id or handle.result_run_id or ""
 
+    async def attempts() -> str:
+        """Signal-with-start that reached a run as it closed (a `restart` journey's run ending on
+        the previous entry event) is answered NOT_FOUND `Completed workflow`: nothing was signalled
+        or started, and the next attempt finds the run closed, so the reuse policy decides."""
+        for _ in range(CLOSING_ATTEMPTS - 1):
+            try:
+                return await attempt()
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                await asyncio.sleep(0.05)
+        return await attempt()
+
     try:
         await registration.ensure(client)
         try:
-            run_id = await attempt()
+            run_id = await attempts()
         except RPCError as err:
             # A server that lost its registrations (a fresh dev server on the same address):
             # register them again and retry once; anything else goes to the caller.
             if err.status != RPCStatusCode.INVALID_ARGUMENT or "search attribute" not in str(err):
                 raise
             await registration.ensure(client, again=True)
-            run_id = await attempt()
+            run_id = await attempts()
     except WorkflowAlreadyStartedError:
         return None
     # The run the start reached: a new one, or (signal-with-start) the one running, recorded when it
