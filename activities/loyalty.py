@@ -13,7 +13,7 @@ are logged, and once a day.
   evaluated and each move written.
 
 Each part returns the engine's own events (core/loyalty.py) it caused; they are written into the
-event log here (`write_engine_events`), in the same transaction as the ledger or tier change
+event log by activities/engine_events.py (`write_engine_events`), in the same transaction as the ledger or tier change
 that caused them. Their ids are made of what they are about, so a retry or a second delivery
 writes nothing twice: each is logged exactly once, and the dispatcher routes it like any event.
 """

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -35,7 +35,7 @@ __all__ = ["ENGINE_EVENT_TYPES"]
 
 #: A ledger entry's kind: what moved the balance.
 EntryKind = Literal["earn", "redeem", "expire", "adjust", "import", "reverse"]
-ENTRY_KINDS: tuple[str, ...] = ("earn", "redeem", "expire", "adjust", "import", "reverse")
+ENTRY_KINDS: tuple[str, ...] = get_args(EntryKind)
 
 
 class _Strict(BaseModel):
@@ -170,9 +170,6 @@ class Loyalty(_Strict):
     points: Points | None = None
     tiers: Tiers | None = None
     blacklists: Blacklists = Field(default_factory=Blacklists)
-
-    def earns(self) -> bool:
-        return self.points is not None
 
 
 #: No loyalty.yaml: no points, no tiers.

@@ -619,14 +619,19 @@ def store_events(
     return written
 
 
+def first_written(events: list[Event], written: set[str]) -> list[Event]:
+    """The first event of each id `store_events` wrote now (`written`): what the log holds."""
+    new: dict[str, Event] = {}
+    for event in events:
+        if event.event_id in written:
+            new.setdefault(event.event_id, event)
+    return list(new.values())
+
+
 def note_logged(session: Session, events: list[Event], written: set[str]) -> None:
     """The read models after `events` were offered to the log and those of `written` (ids) were
     logged now: `store_events` calls it, and so does an import's bulk copy (store/imports.py)."""
-    new: dict[str, Event] = {}
-    for event in events:  # the first of each id written: what the log holds
-        if event.event_id in written:
-            new.setdefault(event.event_id, event)
-    written_now = list(new.values())
+    written_now = first_written(events, written)
     reached.lock_customers(session, (event.customer_id for event in written_now))  # the read models' writers
     orders, paid = note_order_events(session, written_now)
     reached.note_events(session, written_now, orders, paid)

@@ -116,7 +116,7 @@ def test_without_the_file_nobody_earns_or_holds_a_tier(folder):
     (folder / "loyalty.yaml").unlink()
     loaded, problems = check_definitions(folder)
     assert problems == [] and loaded.loyalty == NO_LOYALTY
-    assert not loaded.loyalty.earns() and loaded.loyalty.tiers is None
+    assert loaded.loyalty.points is None and loaded.loyalty.tiers is None
 
 
 def test_journeys_validate_and_schema_on_the_command_line(folder):

@@ -265,11 +265,7 @@ async def _log(
         now = datetime.now(UTC)
         written = queries.store_events(session, events, now, backfill=backfill)
         if written and not backfill:
-            first: dict[str, Event] = {}  # what the log holds: the first of each id written now
-            for event in events:
-                if event.event_id in written:
-                    first.setdefault(event.event_id, event)
-            loyalty.note_logged(session, list(first.values()), definitions, now)
+            loyalty.note_logged(session, queries.first_written(events, written), definitions, now)
         accepted, duplicates = [], []
         for event in events:
             if event.event_id in written:
