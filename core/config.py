@@ -97,6 +97,22 @@ class Settings(BaseSettings):
     sendgrid_reconcile_seconds: float = Field(900.0, ge=0)
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    # Aliyun SMS (Dysmsapi), for mainland numbers; the access key under the SDK's own names.
+    aliyun_access_key_id: str | None = Field(None, validation_alias="ALIBABA_CLOUD_ACCESS_KEY_ID")
+    aliyun_access_key_secret: str | None = Field(None, validation_alias="ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+    aliyun_sms_region: str = Field("cn-hangzhou", validation_alias="ALIYUN_SMS_REGION")
+    #: Aliyun's API host (a local fake or a proxy in tests), and the scheme it is reached by.
+    aliyun_sms_endpoint: str = Field("dysmsapi.aliyuncs.com", validation_alias="ALIYUN_SMS_ENDPOINT")
+    aliyun_sms_protocol: str = Field("https", pattern="^https?$", validation_alias="ALIYUN_SMS_PROTOCOL")
+    aliyun_sms_timeout: float = Field(10.0, gt=0, validation_alias="ALIYUN_SMS_TIMEOUT")
+    #: The secret in the URLs Aliyun's HTTP push posts receipts (SmsReport) and replies (SmsUp) to:
+    #: `/webhooks/aliyun/{token}/report` and `.../up`. Aliyun signs no push; without it they are refused.
+    aliyun_sms_push_token: str | None = Field(None, validation_alias="ALIYUN_SMS_PUSH_TOKEN")
+    #: How long a send waits for others with its template code and signature to go out with it in
+    #: one SendBatchSms (up to 100 numbers); 0: every message alone (SendSms).
+    aliyun_sms_batch_seconds: float = Field(0.2, ge=0, le=5)
+    #: Where short links (`{{ link(url) }}`) point: `{link_base}/l/{code}`; unset, JOURNEYS_PUBLIC_URL.
+    link_base: str | None = None
     #: Days personal data is kept: older message bodies, addresses and template data, provider
     #: webhook events and the data of customer.* events are removed daily (a Temporal schedule),
     #: and the namespace's history retention is kept within it where the server allows. 0: off.
@@ -160,6 +176,16 @@ class Settings(BaseSettings):
         finally:
             _READ_RECORD.reset(recorded)
             _ENVIRON.reset(token)
+
+    @property
+    def aliyun_sms(self) -> bool:
+        """Whether Aliyun SMS is configured (its access key pair)."""
+        return bool(self.aliyun_access_key_id and self.aliyun_access_key_secret)
+
+    def short_link_base(self) -> str | None:
+        """The base of short links (`{base}/l/{code}`), or None: then `link()` keeps the long URL."""
+        base = self.link_base or self.public_url
+        return base.rstrip("/") if base else None
 
     def public_endpoint(self, path: str) -> str | None:
         """The URL providers call for `path` (`/webhooks/twilio/status`), or None without JOURNEYS_PUBLIC_URL."""

@@ -32,9 +32,12 @@ EventType = Literal[
     "member.tier_changed",
     "member.card_expiring",
     "lifecycle.changed",
+    "sms.replied",
+    "message.clicked",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
-#: The loyalty programme's events (core/loyalty.py): written into the log by the engine only,
+#: The engine's own events: the loyalty programme's (core/loyalty.py) and the messages' (an SMS
+#: reply, a short link's click: core/message_events.py). Written into the log by the engine only,
 #: exactly once each; the API refuses them from outside.
 ENGINE_EVENT_TYPES: tuple[str, ...] = (
     "points.earned",
@@ -42,6 +45,8 @@ ENGINE_EVENT_TYPES: tuple[str, ...] = (
     "member.tier_changed",
     "member.card_expiring",
     "lifecycle.changed",
+    "sms.replied",
+    "message.clicked",
 )
 #: The built-in order events (`order.*`).
 ORDER_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t.startswith("order."))

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.amounts import AMOUNT_CHECKED_TYPES, amount_problem
 from core.loyalty import ENGINE_EVENT_SCHEMAS
+from core.message_events import MESSAGE_EVENT_SCHEMAS
 from core.records import EVENT_TYPES, ORDER_EVENT_TYPES, Event, EventName
 
 EVENTS_FILE = "events.yaml"
@@ -210,6 +211,6 @@ class EventCatalog:
 #: The engine's own events (core/loyalty.py), declared with the schemas of their data.
 ENGINE_DECLARATIONS: list[EventDeclaration] = [
     EventDeclaration.model_construct(name=name, key="customer", title=title, data_schema=schema)
-    for name, (title, schema) in ENGINE_EVENT_SCHEMAS.items()
+    for name, (title, schema) in {**ENGINE_EVENT_SCHEMAS, **MESSAGE_EVENT_SCHEMAS}.items()
 ]
 BUILT_IN = EventCatalog.of(ENGINE_DECLARATIONS)

@@ -12,16 +12,18 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from core.audience import SEGMENTS_DIR, RfmTest, Segment, tests_of
 from core.contact_policy import EXEMPT, ContactPolicy, PolicyOverride
 from core.loyalty import ENGINE_EVENT_TYPES, NO_LOYALTY, Loyalty
+from core.replies import DEFAULT_REPLIES, ReplyRules
 from core.rfm import DEFAULT_TABLE, RfmTable
+from core.sms_registry import NO_REGISTRY, SmsRegistry
 from definitions.broadcasts import BROADCAST_EVENT, BROADCASTS_DIR, Broadcast, BroadcastSchedule, journey_of
 from definitions.events import BUILT_IN, ENGINE_DECLARATIONS, EVENTS_FILE, EventCatalog, EventDeclaration
 from definitions.expressions import check_template
@@ -43,7 +45,10 @@ RFM_FILE = "rfm.yaml"
 RESOURCES_FILE = "resources.yaml"
 POLICY_FILE = "policy.yaml"
 LOYALTY_FILE = "loyalty.yaml"
-RESERVED_FILES = frozenset({RFM_FILE, EVENTS_FILE, RESOURCES_FILE, POLICY_FILE, LOYALTY_FILE})
+SMS_FILE = "sms.yaml"
+REPLIES_FILE = "replies.yaml"
+_M = TypeVar("_M", bound=BaseModel)
+RESERVED_FILES = frozenset({RFM_FILE, EVENTS_FILE, RESOURCES_FILE, POLICY_FILE, LOYALTY_FILE, SMS_FILE, REPLIES_FILE})
 
 
 class DefinitionsError(Exception):
@@ -73,6 +78,10 @@ class Definitions:
     policy: ContactPolicy = field(default_factory=ContactPolicy)
     #: The loyalty programme: points, tiers, blacklists (`loyalty.yaml`; none without one).
     loyalty: Loyalty = NO_LOYALTY
+    #: The signatures and templates registered with Aliyun SMS (`sms.yaml`; none without one).
+    sms: SmsRegistry = NO_REGISTRY
+    #: What SMS replies get (`replies.yaml`; the built-in unsubscribe words without one).
+    replies: ReplyRules = DEFAULT_REPLIES
     #: What looks wrong but may be meant (a field a declared event's schema lacks), one line each as
     #: `path:line: field: warning: ...`; never a reason not to load (`journeys validate` prints them).
     warnings: list[str] = field(default_factory=list)
@@ -361,6 +370,8 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
     loaded.resources = _load_resources(directory, loaded.events, problems)
     loaded.policy = _load_policy(directory, problems)
     loaded.loyalty = _load_loyalty(directory, loaded.events, loaded.segments, problems)
+    loaded.sms = _load_sms(directory, problems)
+    loaded.replies = _load_replies(directory, templates, problems)
     where_defined: dict[str, str] = {}
     files = [
         path
@@ -635,6 +646,62 @@ def load_loyalty(directory: Path | str) -> Loyalty:
     if problems:
         raise DefinitionsError(problems)
     return loyalty
+
+
+def _load_model(path: Path, model: type[_M], default: _M, problems: list[str]) -> tuple[_M, dict]:
+    """An optional file of the directory read as `model`: `default` without the file, or with a
+    broken one (its problems added, each at its line); with the file's line numbers."""
+    read = _read_optional(path, problems)
+    if read is None:
+        return default, {}
+    data, lines = read
+    try:
+        return model.model_validate(data or {}), lines
+    except ValidationError as err:
+        problems.extend(_problem_lines(path, lines, err))
+        return default, {}
+
+
+def _load_sms(directory: Path, problems: list[str]) -> SmsRegistry:
+    """`sms.yaml`: the signatures and templates the shop registered with Aliyun SMS."""
+    registry, _ = _load_model(directory / SMS_FILE, SmsRegistry, NO_REGISTRY, problems)
+    return registry
+
+
+def load_sms_registry(directory: Path | str) -> SmsRegistry:
+    """The registered SMS signatures and templates of `directory` (`sms.yaml`), or DefinitionsError."""
+    problems: list[str] = []
+    registry = _load_sms(Path(directory), problems)
+    if problems:
+        raise DefinitionsError(problems)
+    return registry
+
+
+def _load_replies(directory: Path, templates: dict[str, Template], problems: list[str]) -> ReplyRules:
+    """`replies.yaml`: what SMS replies get; each template it names must exist and have SMS text."""
+    path = directory / REPLIES_FILE
+    replies, lines = _load_model(path, ReplyRules, DEFAULT_REPLIES, problems)
+    found = [
+        ((("rules", i, field_name),), name)
+        for i, rule in enumerate(replies.rules)
+        for field_name, name in (("template", rule.template), ("confirm", rule.confirm))
+        if name is not None and not has_variant(templates.get(name) or Template(), "sms")
+    ]
+    for (loc,), name in found:
+        known = ", ".join(sorted(templates)) or "none"
+        reason = "has no sms text" if name in templates else f"is not a template; templates: {known}"
+        problems.append(f"{path}:{_line_of(lines, loc)}: {dotted(loc)}: {name!r} {reason}")
+    return DEFAULT_REPLIES if found else replies
+
+
+def load_replies(directory: Path | str) -> ReplyRules:
+    """What SMS replies get in `directory` (`replies.yaml`), or DefinitionsError naming its problems."""
+    directory = Path(directory)
+    templates, problems = load_templates(directory)
+    replies = _load_replies(directory, templates, problems)
+    if problems:
+        raise DefinitionsError(problems)
+    return replies
 
 
 def _load_rfm(directory: Path, problems: list[str]) -> RfmTable:

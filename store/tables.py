@@ -448,3 +448,61 @@ class LifecycleStageRow(Base):
     stage: Mapped[str] = mapped_column(String(20), index=True)
     since: Mapped[datetime]
     evaluated_at: Mapped[datetime]
+
+
+class SmsReplyRow(Base):
+    """An SMS a customer sent back (回复记录): Aliyun's SmsUp or Twilio's inbound message, once per
+    provider key; linked to the customer by number and to the message it most likely answers (the
+    latest SMS to that number before it), and what the shop's reply rules did with it."""
+
+    __tablename__ = "sms_replies"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_key", name="uq_sms_replies_key"),
+        Index("ix_sms_replies_customer", "customer_id", "received_at"),
+        Index("ix_sms_replies_received", "received_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    #: Aliyun's sequence_id, Twilio's MessageSid: a reply pushed twice is kept once.
+    provider_key: Mapped[str] = mapped_column(String(200))
+    number: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[str | None] = mapped_column(String(200))
+    message_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    order_id: Mapped[str | None] = mapped_column(String(200))
+    content: Mapped[str] = mapped_column(Text)
+    sign_name: Mapped[str | None] = mapped_column(String(60))
+    dest_code: Mapped[str | None] = mapped_column(String(40))
+    received_at: Mapped[datetime]
+    #: What the reply rules decided (core.replies: unsubscribe, answer, webhook, ignore), once handled.
+    action: Mapped[str | None] = mapped_column(String(20))
+    #: The ledger row of the answer or confirmation sent back, if any.
+    answer_id: Mapped[str | None] = mapped_column(String(36))
+    handled_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ShortLinkRow(Base):
+    """A tracked short link (短链) of one message: `{{ link(url) }}` in its template. The code is
+    random and unguessable; it stops redirecting at `expires_at` (the retention period)."""
+
+    __tablename__ = "short_links"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(36), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class LinkClickRow(Base):
+    """One click on a short link (each request one row): when, and by what user agent."""
+
+    __tablename__ = "link_clicks"
+    __table_args__ = (Index("ix_link_clicks_message", "message_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(32), index=True)
+    message_id: Mapped[str] = mapped_column(String(36))
+    at: Mapped[datetime] = mapped_column(index=True)
+    user_agent: Mapped[str | None] = mapped_column(String(400))

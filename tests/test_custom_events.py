@@ -99,7 +99,7 @@ async def test_the_api_takes_declared_types_after_checking_their_data(tmp_path, 
     assert problems["noorder"] == [{"field": "order_id", "message": "order_id is required for delivery.delayed events"}]
     [typo] = problems["typo"]
     assert typo["field"] == "type" and typo["message"].startswith("'cart.abandonned' is not a known event type; known:")
-    assert typo["message"].endswith("lifecycle.changed, cart.abandoned, delivery.delayed")
+    assert typo["message"].endswith("sms.replied, message.clicked, cart.abandoned, delivery.delayed")
 
 
 def test_validate_names_undeclared_types_and_bad_declarations(tmp_path):
@@ -121,7 +121,7 @@ def test_validate_names_undeclared_types_and_bad_declarations(tmp_path):
         "events.yaml); known: order.created, order.paid, order.cancelled, order.closed, order.shipped, "
         "order.delivered, order.confirmed, order.refunded, review.posted, customer.created, customer.updated, "
         "points.earned, points.expiring, member.tier_changed, member.card_expiring, lifecycle.changed, "
-        "cart.abandoned, delivery.delayed",
+        "sms.replied, message.clicked, cart.abandoned, delivery.delayed",
     ]
 
 

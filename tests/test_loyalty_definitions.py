@@ -88,7 +88,7 @@ def test_validate_names_each_mistake_at_its_line(folder):
         "4: points.bonuses[0].event: 'review.postd' is not a known event type; known: order.created, order.paid, "
         "order.cancelled, order.closed, order.shipped, order.delivered, order.confirmed, order.refunded, "
         "review.posted, customer.created, customer.updated, points.earned, points.expiring, member.tier_changed, "
-        "member.card_expiring, lifecycle.changed, cart.abandoned, coupon.redeemed, subscription.expiring",
+        "member.card_expiring, lifecycle.changed, sms.replied, message.clicked, cart.abandoned, coupon.redeemed, subscription.expiring",
         "5: points.bonuses[1].event: 'points.earned' is the engine's own; it earns nothing",
         "6: points.bonuses[2].once_per: cart.abandoned events name no order",
         "8: points.multipliers[0].segment: no segment 'vips'; segments: lapsing_valuable, members",
