@@ -27,10 +27,13 @@ from store.tables import (
     EventRow,
     InstanceRow,
     LifecycleStageRow,
+    LinkClickRow,
     MemberTierRow,
     MessageRow,
     PointsEntryRow,
     ProviderEventRow,
+    ShortLinkRow,
+    SmsReplyRow,
     SuppressionRow,
     TierChangeRow,
 )
@@ -162,6 +165,16 @@ def erase_customer(
     loyalty = sum(
         session.execute(delete(table).where(table.customer_id == customer_id)).rowcount for table in LOYALTY_TABLES
     )
+    # SMS replies (what they said, from which number), short links and their clicks (user agents).
+    sms_numbers = [address for channel, address in addresses if channel == "sms"]
+    replies = session.execute(
+        delete(SmsReplyRow).where(or_(SmsReplyRow.customer_id == customer_id, SmsReplyRow.number.in_(sms_numbers)))
+    ).rowcount
+    message_ids = [row.id for row in messages]
+    links = sum(
+        session.execute(delete(table).where(table.message_id.in_(message_ids))).rowcount
+        for table in (LinkClickRow, ShortLinkRow)
+    )
     hashed = 0
     for channel, address in addresses:
         row = session.get(SuppressionRow, (channel, address))
@@ -179,6 +192,8 @@ def erase_customer(
         "events_scrubbed": scrubbed,
         "suppressions_hashed": hashed,
         "loyalty_rows": loyalty,
+        "sms_replies": replies,
+        "links_and_clicks": links,
     }
     record = session.get(ErasureRow, customer_id) or ErasureRow(customer_id=customer_id)
     record.erased_at, record.requested_by, record.removed, record.recreated_at = at, requested_by[:200], removed, None

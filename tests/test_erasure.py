@@ -62,6 +62,8 @@ def test_an_erased_customer_leaves_no_contact_data_and_gets_nothing_more(pg_stor
             "events_scrubbed": 2,
             "suppressions_hashed": 1,
             "loyalty_rows": 0,
+            "sms_replies": 0,
+            "links_and_clicks": 0,
         }
         assert httpx.delete(f"{stack.api}/customers/c1", timeout=10).status_code == 401  # keys required
 

@@ -159,6 +159,8 @@ async def test_a_record_written_now_is_erased_with_its_suppression(store, tmp_pa
         "events_scrubbed": 1,
         "suppressions_hashed": 1,
         "loyalty_rows": 0,
+        "sms_replies": 0,
+        "links_and_clicks": 0,
     }
     assert leftovers(everything_in(store)) == []
 
