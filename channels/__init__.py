@@ -6,17 +6,47 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from channels.outbox import OutboxChannel
-from core.channel import Channel
+from core.channel import Channel, OutgoingMessage, SendReceipt
 from core.vocabulary import CHANNELS
 
 if TYPE_CHECKING:
     from core.config import Settings
 
 
+class SmsRouter:
+    """The `sms` channel with two providers: Aliyun for mainland numbers (+86), another adapter
+    (Twilio) for the rest. Journeys keep writing `channel: sms`; the send activity asks
+    `provider_for(address)` which provider a message goes through, to render it for that one.
+
+    Both routes settle a send in doubt by looking it up (`lookup`): the same message goes the
+    same route on its retry (the route is the number's), and its adapter looks the earlier attempt
+    up. A route that deduplicates by the ledger id (`resend`) takes a lookup's retry just as well."""
+
+    name = "sms"
+    settles_doubt = "lookup"
+    reconcile_seconds = 0.0
+
+    def __init__(self, mainland: Channel, elsewhere: Channel):
+        if elsewhere.settles_doubt not in ("lookup", "resend"):
+            raise ValueError(f"the sms route {elsewhere.provider} cannot settle a send in doubt by a lookup")
+        self.mainland = mainland
+        self.elsewhere = elsewhere
+        self.provider = f"{mainland.provider} (+86), {elsewhere.provider}"
+
+    def route(self, address: str) -> Channel:
+        return self.mainland if address.startswith("+86") else self.elsewhere
+
+    def provider_for(self, address: str) -> str:
+        return self.route(address).provider
+
+    def send(self, message: OutgoingMessage) -> SendReceipt:
+        return self.route(message.to).send(message)
+
+
 def build_channels(outbox_path: Path | None = None, settings: Settings | None = None) -> dict[str, Channel]:
-    """The adapter for each channel name: Twilio for SMS and SendGrid for email where `settings`
-    configure them, else the outbox, which stands in for every channel and records under the
-    channel's own name."""
+    """The adapter for each channel name: Twilio and/or Aliyun for SMS (Aliyun for +86 numbers when
+    both are configured: `SmsRouter`) and SendGrid for email where `settings` configure them, else
+    the outbox, which stands in for every channel and records under the channel's own name."""
     channels: dict[str, Channel] = {name: OutboxChannel(name, outbox_path) for name in CHANNELS}
     if settings is None:
         return channels
@@ -32,6 +62,21 @@ def build_channels(outbox_path: Path | None = None, settings: Settings | None = 
             timeout=settings.twilio_timeout,
             status_callback_url=settings.public_endpoint("/webhooks/twilio/status"),
         )
+    if settings.aliyun_sms:
+        from channels.aliyun_sms import AliyunSmsChannel
+
+        aliyun = AliyunSmsChannel(
+            settings.aliyun_access_key_id,
+            settings.aliyun_access_key_secret,
+            region=settings.aliyun_sms_region,
+            endpoint=settings.aliyun_sms_endpoint,
+            protocol=settings.aliyun_sms_protocol,
+            timeout=settings.aliyun_sms_timeout,
+            batch_seconds=settings.aliyun_sms_batch_seconds,
+        )
+        # Mainland numbers through Aliyun (its registered templates are for them); the others
+        # through Twilio where it is configured, else the outbox.
+        channels["sms"] = SmsRouter(aliyun, channels["sms"])
     if settings.sendgrid_api_key and settings.sendgrid_from:
         from channels.sendgrid_email import SendGridEmailChannel
 

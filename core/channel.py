@@ -94,3 +94,8 @@ class Channel(Protocol):
     reconcile_seconds: float  # `event`: how long to wait for the provider's event before sending again
 
     def send(self, message: OutgoingMessage) -> SendReceipt: ...
+
+    # Optional, for a channel with more than one provider (`sms`: Aliyun for +86, Twilio or the
+    # outbox for the rest, channels.SmsRouter): `provider_for(address) -> str` names the provider
+    # a message to `address` goes through ("aliyun", "twilio", "outbox"), so it is rendered for
+    # that provider (Aliyun sends a registered template, not free text). Without it, `provider`.
