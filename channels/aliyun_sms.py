@@ -30,6 +30,7 @@ connection errors name the URL, whose query holds the number: only their kind is
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -50,6 +51,10 @@ from core.channel import (
     SendReceipt,
 )
 from core.sms_registry import BATCH_LIMIT
+
+#: The SDK's core logs each request (its URL holds the number) and answer at DEBUG when DEBUG=sdk
+#: is set in the environment. Logs must hold no contact data, so only its warnings pass.
+logging.getLogger("darabonba-core").setLevel(logging.WARNING)
 
 #: Aliyun keeps its dates (SendDate) in Beijing time.
 CHINA = timezone(timedelta(hours=8))
