@@ -9,6 +9,7 @@ goes out as SendBatchSms, each ledger row settling alone when the batch is refus
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -164,8 +165,9 @@ def test_a_wrong_secret_or_unknown_key_is_refused_by_the_signature_check(aliyun)
     assert aliyun.out_ids() == ["m-1"]
 
 
-def test_a_forged_request_is_refused_by_the_signature_check(aliyun):
-    """A request signed for one number, replayed with another: the query is part of what is signed."""
+def test_a_forged_or_replayed_request_is_refused_by_the_signature_check(aliyun):
+    """A request signed for one number, sent with another: the query is part of what is signed.
+    The genuine request sent twice: the second is a replay."""
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     headers = {
@@ -176,7 +178,8 @@ def test_a_forged_request_is_refused_by_the_signature_check(aliyun):
         "x-acs-signature-nonce": uuid.uuid4().hex,
         "x-acs-content-sha256": empty,
     }
-    query = {"PhoneNumbers": "13900000001", "SignName": SIGN, "TemplateCode": SHIPPED, "TemplateParam": "{}"}
+    values = json.dumps(params(1), ensure_ascii=False)
+    query = {"PhoneNumbers": "13900000001", "SignName": SIGN, "TemplateCode": SHIPPED, "TemplateParam": values}
     signed = sorted(headers)
     signature = acs3_signature(ACCESS_KEY_SECRET, "POST", "/", list(query.items()), headers, signed)
     authorization = (
@@ -188,6 +191,12 @@ def test_a_forged_request_is_refused_by_the_signature_check(aliyun):
     )
     assert answer.status_code == 400 and answer.json()["Code"] == "SignatureDoesNotMatch"
     assert aliyun.taken() == []
+    # The request as signed is taken once; replayed as it is, its nonce is refused.
+    genuine = f"http://{aliyun.endpoint}/?{urlencode(query)}"
+    assert httpx.post(genuine, headers=headers | {"Authorization": authorization}).json()["Code"] == "OK"
+    replayed = httpx.post(genuine, headers=headers | {"Authorization": authorization})
+    assert replayed.status_code == 400 and replayed.json()["Code"] == "SignatureNonceUsed"
+    assert [entry["number"] for entry in aliyun.taken()] == ["13900000001"]
 
 
 # ------------------------------------------------------------------ the ledger: exactly once
