@@ -363,7 +363,9 @@ class AliyunSmsChannel:
                     body = self._call(self.client.query_send_details_with_options, request)
                 except ChannelError as err:
                     raise RetryableChannelError(
-                        f"cannot check Aliyun for an earlier attempt: {err}", code="lookup", in_doubt=True
+                        f"cannot check Aliyun for an earlier attempt ({err}); outcome unknown",
+                        code="lookup",
+                        in_doubt=True,
                     ) from None
                 details = body.sms_send_detail_dtos.sms_send_detail_dto if body.sms_send_detail_dtos else None
                 for detail in details or []:

@@ -151,6 +151,7 @@ class FakeAliyun:
         self.refused_signatures: list[str] = []  # why each unauthenticated request was refused
         self.script: dict[str, list[AliyunAnswer]] = {}  # number → its next answers, in order
         self.refuse: dict[str, str] = {}  # number → a code every request naming it gets
+        self.lookup_script: list[AliyunAnswer] = []  # the next QuerySendDetails answers, in order
         self.faults: AliyunFaults | None = None
         self._nonces: set[str] = set()
         self._lock = threading.Lock()
@@ -405,7 +406,9 @@ class FakeAliyun:
 
             def _query_send_details(self, params: dict) -> None:
                 number = params.get("PhoneNumber", "")
-                answer = fake.faults.draw() if fake.faults else AliyunAnswer()
+                with fake._lock:
+                    scripted = fake.lookup_script.pop(0) if fake.lookup_script else None
+                answer = scripted or (fake.faults.draw() if fake.faults else AliyunAnswer())
                 if answer.delay:  # a slow lookup: the answer comes late, nothing changes
                     answer = AliyunAnswer(delay=answer.delay, lost=True)
                 if self._refusal("QuerySendDetails", [number], answer):

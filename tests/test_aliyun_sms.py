@@ -286,6 +286,21 @@ def test_a_lost_answer_is_settled_by_query_send_details_without_a_second_message
     assert (row.status, row.provider_id, row.attempted_at) == ("sent", f"aliyun-out:{message_id}", None)
 
 
+def test_a_failed_lookup_keeps_the_message_in_doubt_and_sends_nothing(aliyun):
+    """QuerySendDetails itself fails: nothing is sent, the message stays in doubt for the next try."""
+    aliyun.script["13900000001"] = [AliyunAnswer(delay=1.2)]
+    sms = channel(aliyun)
+    with pytest.raises(RetryableChannelError):
+        sms.send(message(1))
+    aliyun.lookup_script = [AliyunAnswer(code="InternalError", status=500)]
+    retry = message(1, earlier=datetime.now(UTC) - timedelta(seconds=5))
+    with pytest.raises(RetryableChannelError, match="cannot check Aliyun.*outcome unknown") as failed:
+        sms.send(retry)
+    assert failed.value.in_doubt and failed.value.code == "lookup"
+    assert sms.send(retry).provider_id == "aliyun-out:m-1"
+    assert aliyun.out_ids() == ["m-1"]
+
+
 def test_a_request_that_never_reached_aliyun_is_sent_after_the_lookup(pg_store, aliyun):
     [message_id] = ledger_rows(pg_store, [number(1)])
     aliyun.script["13900000001"] = [AliyunAnswer(delay=1.2, lost=True)]
