@@ -821,3 +821,19 @@ def policy_json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Journeys contact policy (policy.yaml)"
     return schema
+
+
+def sms_json_schema() -> dict[str, Any]:
+    """The JSON Schema of `sms.yaml` (definitions/sms.schema.json, for editors)."""
+    schema = SmsRegistry.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Journeys SMS registry: Aliyun signatures and templates (sms.yaml)"
+    return schema
+
+
+def template_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a message template (`templates/*.yaml`; definitions/template.schema.json)."""
+    schema = Template.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Journeys message template (templates/*.yaml)"
+    return schema
