@@ -478,6 +478,7 @@ def preview(
                 shop_name=settings.shop_name,
                 default_region=settings.default_region,
                 opt_out=settings.sms_opt_out,
+                link_base=settings.short_link_base(),
             )
     except PreviewError as err:
         typer.echo(str(err), err=True)
