@@ -53,7 +53,7 @@ from definitions.expressions import (
     check_template,
     zone,
 )
-from definitions.render import LOYALTY_FIELDS, TEMPLATE_NAMES
+from definitions.render import LOYALTY_FIELDS, TEMPLATE_NAMES, is_link_url
 from definitions.schema import (
     AliyunSmsTemplate,
     ExitStep,
@@ -126,16 +126,23 @@ def _undeclared(ast: nodes.Template) -> set[str] | None:
 
 
 def template_problems(source: str) -> list[str]:
-    """The names a template reads that its data never has (a template that does not parse is
-    the loader's to report)."""
+    """The names a template reads that its data never has, and a `link()` of a written-out URL
+    that is not http(s) (a template that does not parse is the loader's to report)."""
     try:
-        names = _undeclared(TEMPLATES_TEXT.parse(source))
+        ast = TEMPLATES_TEXT.parse(source)
     except TemplateSyntaxError:
         return []
+    names = _undeclared(ast)
     if names is None:
         return []
     known = template_names()
-    return [_unknown_name(name, known) for name in sorted(names - known)]
+    found = [_unknown_name(name, known) for name in sorted(names - known)]
+    for call in ast.find_all(nodes.Call):
+        if isinstance(call.node, nodes.Name) and call.node.name == "link" and call.args:
+            url = call.args[0]
+            if isinstance(url, nodes.Const) and not (isinstance(url.value, str) and is_link_url(url.value.strip())):
+                found.append(f"link({url.value!r}): not an http(s) URL (write it in full, https://...)")
+    return found
 
 
 # ---------------------------------------------------------------------------------------------

@@ -157,12 +157,17 @@ def _collecting(base: str | None, preview: bool) -> Iterator[_Links]:
         _links.reset(token)
 
 
+def is_link_url(text: str) -> bool:
+    """Whether `link()` takes `text`: an http:// or https:// URL."""
+    return _URL.match(text) is not None
+
+
 def _link(url: Any) -> str:
     """`{{ link("https://shop.example/item/123") }}`: a tracked short link to `url`."""
     if isinstance(url, Undefined):  # fail naming what is missing, as printing it would
         url._fail_with_undefined_error()
     text = str(url).strip()
-    if not _URL.match(text):
+    if not is_link_url(text):
         raise ValueError(f"link({text!r}): not an http(s) URL (write it in full, https://...)")
     collecting = _links.get()
     return collecting.short(text) if collecting is not None else text

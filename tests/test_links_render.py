@@ -168,3 +168,25 @@ def test_an_aliyun_send_records_the_links_of_its_params(store):
         [link] = session.scalars(select(ShortLinkRow)).all()
     assert (link.message_id, link.url) == (message.message_id, "https://a.example/o/1")
     assert message.template_data["params"]["order"] == f"https://s.cn/l/{link.code}"
+
+
+def test_validate_names_a_written_out_link_that_is_not_http(tmp_path):
+    from tests.test_aliyun_templates import validate
+
+    bad = 'sms:\n  zh-CN: "{{ link(\'https://a.example/x\') }}"\nemail:\n  zh-CN:\n    subject: "x"\n    body: "{{ link(\'www.a.example\') }}"\n'
+    problems = validate(tmp_path, {"good": bad}, sms=None, journey=JOURNEY)
+    assert problems == [
+        "templates/good.yaml:6: email.zh-CN.body: link('www.a.example'): not an http(s) URL (write it in full, https://...)"
+    ]
+
+
+JOURNEY = """\
+name: x
+category: transactional
+entry:
+  event: order.paid
+  key: order
+steps:
+  - send:
+      template: good
+"""
