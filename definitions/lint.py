@@ -50,7 +50,6 @@ from definitions.expressions import (
     TEMPLATES_TEXT,
     build_context,
     check_expression,
-    check_template,
     zone,
 )
 from definitions.render import LOYALTY_FIELDS, TEMPLATE_NAMES, is_link_url
@@ -158,13 +157,10 @@ _TEMPLATE_CODE = re.compile(r"^SMS_[0-9A-Za-z_]{1,40}$")
 
 
 def aliyun_problems(aliyun: AliyunSmsTemplate, registry: SmsRegistry) -> list[tuple[tuple[str, ...], str]]:
-    """The mistakes of a template's `aliyun_sms` section, each as (where in the template file,
-    message): what Aliyun would refuse at every send, found before one is made."""
+    """The mistakes of a template's `aliyun_sms` section against sms.yaml, each as (where in the
+    template file, message): what Aliyun would refuse at every send, found before one is made.
+    Its params are checked as templates by the loader, with or without sms.yaml."""
     found: list[tuple[tuple[str, ...], str]] = []
-    for name, source in aliyun.params.items():
-        problem = check_template(source)
-        for message in [problem] if problem else template_problems(source):
-            found.append((("aliyun_sms", "params", name), message))
     registered = registry.templates.get(aliyun.template_code)
     if registered is None:
         known = ", ".join(sorted(registry.templates)) or "none"

@@ -249,6 +249,11 @@ def load_templates(
                     loc = (channel, locale, part) if part else (channel, locale)
                     for message in [problem] if problem else template_problems(source):
                         problems.append(f"{path}:{_line_of(lines, loc)}: {dotted(loc)}: {message}")
+        for name, source in (template.aliyun_sms.params if template.aliyun_sms else {}).items():
+            problem = check_template(source)
+            loc = ("aliyun_sms", "params", name)
+            for message in [problem] if problem else template_problems(source):
+                problems.append(f"{path}:{_line_of(lines, loc)}: {dotted(loc)}: {message}")
         templates[path.stem] = template
         if lines_of is not None:
             lines_of[path.stem] = (path, lines)

@@ -180,15 +180,15 @@ def test_validate_names_each_aliyun_mistake_at_its_line(tmp_path):
     promo = GOOD.replace("SMS_1", "SMS_3").replace('    order: "{{ order.order_id }}"\n', "")
     problems = validate(tmp_path, {"good": GOOD, "bad": bad, "nowhere": unregistered, "promo": promo})
     assert problems == [
+        "templates/bad.yaml:7: aliyun_sms.params.name: unknown name 'custmer' (known: customer, cycler, dict, entry, "
+        "event, joiner, link, namespace, order, range, shop, vars); did you mean 'customer'?",
+        "templates/bad.yaml:8: aliyun_sms.params.extra: line 1: unexpected end of template, expected 'end of print "
+        "statement'.",
         "sms.yaml:11: templates.SMS_3.text: a marketing template must carry the opt-out text '回T退订'",
         "sms.yaml:13: templates.SMS_4.text: ${id} is not a parameter name Aliyun takes (1 to 25 letters, digits "
         "or _, a letter first; not email, mobile, id, nick or site)",
         "sms.yaml:13: templates.SMS_4.text: ${1x} is not a parameter name Aliyun takes (1 to 25 letters, digits "
         "or _, a letter first; not email, mobile, id, nick or site)",
-        "templates/bad.yaml:7: aliyun_sms.params.name: unknown name 'custmer' (known: customer, cycler, dict, entry, "
-        "event, joiner, link, namespace, order, range, shop, vars); did you mean 'customer'?",
-        "templates/bad.yaml:8: aliyun_sms.params.extra: line 1: unexpected end of template, expected 'end of print "
-        "statement'.",
         "templates/bad.yaml:6: aliyun_sms.params: SMS_1 declares order, not filled here (Aliyun refuses a send "
         "without them)",
         "templates/bad.yaml:8: aliyun_sms.params.extra: SMS_1's text has no ${extra} (it declares: name, order)",
@@ -212,6 +212,12 @@ def test_a_marketing_send_of_a_marketing_template_is_clean_and_no_sms_yaml_check
     assert validate(tmp_path / "a", {"good": GOOD, "promo": promo}, good_sms, journey) == []
     # A shop without sms.yaml does not send through Aliyun: nothing to check the sections against.
     assert validate(tmp_path / "b", {"good": GOOD.replace("SMS_1", "SMS_404")}, None) == []
+    # Its params are templates all the same: checked with or without sms.yaml.
+    typo = GOOD.replace('{{ order.order_id }}"\n', '{{ ordr.order_id }}"\n').replace("SMS_1", "SMS_404")
+    assert validate(tmp_path / "c", {"good": typo}, None) == [
+        "templates/good.yaml:8: aliyun_sms.params.order: unknown name 'ordr' (known: customer, cycler, dict, entry, "
+        "event, joiner, link, namespace, order, range, shop, vars); did you mean 'order'?"
+    ]
 
 
 def test_the_shipped_templates_go_out_through_aliyun_with_registered_texts(definitions):
