@@ -320,3 +320,29 @@ def test_a_template_without_aliyun_sms_to_an_aliyun_number_fails_naming_it(store
         row = session.scalars(select(MessageRow)).one()
         assert (row.status, row.reason, row.address) == ("failed", "template_error", "+8613800000001")
         assert row.error.startswith("template 't' has no aliyun_sms section: Aliyun sends only registered templates")
+
+
+def test_sms_yaml_itself_is_checked_as_aliyun_takes_it(tmp_path):
+    registry = (
+        "signatures: [小店, 【大店】]\ntemplates:\n  SMS-1:\n    text: 您好${name}\n  SMS_2:\n    text: 您好${mobile}\n"
+    )
+    plain = 'sms:\n  zh-CN: "您好"\n'
+    assert validate(tmp_path, {"good": plain}, registry) == [
+        "sms.yaml:1: signatures[1]: '【大店】': a signature is its name alone, without 【】",
+        "sms.yaml:3: templates.SMS-1: 'SMS-1' is not an Aliyun template code like SMS_123456789",
+        "sms.yaml:6: templates.SMS_2.text: ${mobile} is not a parameter name Aliyun takes (1 to 25 letters, digits "
+        "or _, a letter first; not email, mobile, id, nick or site)",
+    ]
+
+
+def test_the_worker_sends_with_the_sms_yaml_it_loaded(tmp_path):
+    from core.config import Settings
+    from journeys.worker import _sms_registry, compile_definitions
+
+    settings = Settings.embedded(definitions_dir=PACKAGE_DIR)
+    loaded = compile_definitions(settings)  # what run_worker hands build_workers: no second read
+    assert loaded.sms == _sms_registry(settings) and "SMS_460000103" in loaded.sms.templates
+    broken = tmp_path / "defs"
+    broken.mkdir()
+    (broken / "sms.yaml").write_text("templates:\n  SMS_1:\n    kind: promo\n    text: x\n")
+    assert _sms_registry(Settings.embedded(definitions_dir=broken)).templates == {}
