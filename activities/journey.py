@@ -21,6 +21,7 @@ from core.channel import Channel, OutgoingMessage, PermanentChannelError, Retrya
 from core.contact_policy import ContactPolicy
 from core.loyalty import NO_LOYALTY, Loyalty
 from core.records import Customer
+from core.sms_registry import NO_REGISTRY, SmsRegistry
 from core.vocabulary import Reason
 from definitions.expressions import message_context
 from definitions.render import TemplateRenderError, loyalty_facts, reads_loyalty, render_message
@@ -30,13 +31,16 @@ from store import queries
 from store import tiers as member_tiers
 from store.db import Store
 from store.lookups import StoreLookups
+from store.short_links import record_links
 from store.tables import MessageRow
 
 
 class JourneyActivities:
     """Activities with their dependencies: the store, the channel adapters, the shop's name and
-    contact policy (policy.yaml, read when the worker starts; the shipped one without it), and
-    the loyalty programme (loyalty.yaml: the tiers' titles a template's `customer.tier` shows)."""
+    contact policy (policy.yaml, read when the worker starts; the shipped one without it), the
+    loyalty programme (loyalty.yaml: the tiers' titles a template's `customer.tier` shows), the
+    templates registered with Aliyun SMS (sms.yaml: what an SMS through Aliyun says), and where
+    short links point and how long they live (`link_base`, `link_days`: the retention period)."""
 
     def __init__(
         self,
@@ -49,8 +53,14 @@ class JourneyActivities:
         deliver_inline: frozenset[str] = frozenset(),
         policy: ContactPolicy | None = None,
         loyalty: Loyalty = NO_LOYALTY,
+        sms_registry: SmsRegistry = NO_REGISTRY,
+        link_base: str | None = None,
+        link_days: int = 0,
     ):
         self.store = store
+        self.sms_registry = sms_registry
+        self.link_base = link_base  # None: link() keeps the long URL, untracked
+        self.link_days = link_days  # a short link's life: the retention period (0: ten years)
         self.loyalty = loyalty
         # The shop's policy as the worker read it; each send brings its journey's and step's overrides.
         self.policy = policy or ContactPolicy()
@@ -201,6 +211,9 @@ class JourneyActivities:
                 shop_name=self.shop_name,
                 marketing=req.category == "marketing",
                 opt_out=self.opt_out,
+                provider=self._provider(decision.channel, decision.address),
+                registry=self.sms_registry,
+                link_base=self.link_base,
             )
         except TemplateRenderError as err:
             activity.logger.warning("template error in %s/%s: %s", req.journey, req.step, err)
@@ -218,7 +231,20 @@ class JourneyActivities:
         if req.deliver or decision.channel in self.deliver_inline:
             row.attempted_at = datetime.now(UTC)  # this attempt calls the provider next
         session.add(row)
+        if rendered.links:  # written with the ledger row: a link never points at no message
+            record_links(session, row.id, rendered.links, datetime.now(UTC), self.link_days)
         return None, row
+
+    def _provider(self, channel_name: str | None, address: str | None) -> str | None:
+        """Who delivers a message on this channel to this address: the adapter's `provider_for`
+        (the sms channel picks Aliyun for mainland numbers), else its one provider."""
+        channel = self.channels.get(channel_name) if channel_name else None
+        if channel is None:
+            return None
+        provider_for = getattr(channel, "provider_for", None)
+        if callable(provider_for) and address:
+            return provider_for(address)
+        return getattr(channel, "provider", None)
 
     def _customer_now(self, session, req: SendRequest, customer: Customer) -> dict:
         """The customer a template renders with: what the workflow saw (RFM, the stage, the

@@ -20,6 +20,11 @@ not have (`customer.tier.level`: a tier has name, title and until; `customer.poi
 Templates are checked for their root names only: they see definitions/render.py's TEMPLATE_NAMES
 (the data of the send and `shop`), and may set their own names.
 
+A template's `aliyun_sms` section is checked against the shop's sms.yaml (`aliyun_problems`): its
+code registered, every parameter the registered text declares filled and none other given, its
+signature registered, a marketing text carrying the 退订 text; and sms.yaml itself
+(`registry_problems`): codes, parameter names and marketing texts as Aliyun accepts them.
+
 lint_journey is the one place that knows a journey's expressions and where they are: a new
 expression field is checked (compiled, then linted) by adding it there.
 """
@@ -38,10 +43,18 @@ from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.parser import Parser
 
 from core.records import Event
+from core.sms_registry import SmsRegistry
 from definitions.events import EVENTS_FILE, EventCatalog
-from definitions.expressions import _CONDITIONS, TEMPLATES_TEXT, build_context, check_expression, zone
-from definitions.render import LOYALTY_FIELDS, TEMPLATE_NAMES
+from definitions.expressions import (
+    _CONDITIONS,
+    TEMPLATES_TEXT,
+    build_context,
+    check_expression,
+    zone,
+)
+from definitions.render import LOYALTY_FIELDS, TEMPLATE_NAMES, is_link_url
 from definitions.schema import (
+    AliyunSmsTemplate,
     ExitStep,
     IfStep,
     Journey,
@@ -112,16 +125,101 @@ def _undeclared(ast: nodes.Template) -> set[str] | None:
 
 
 def template_problems(source: str) -> list[str]:
-    """The names a template reads that its data never has (a template that does not parse is
-    the loader's to report)."""
+    """The names a template reads that its data never has, and a `link()` of a written-out URL
+    that is not http(s) (a template that does not parse is the loader's to report)."""
     try:
-        names = _undeclared(TEMPLATES_TEXT.parse(source))
+        ast = TEMPLATES_TEXT.parse(source)
     except TemplateSyntaxError:
         return []
+    names = _undeclared(ast)
     if names is None:
         return []
     known = template_names()
-    return [_unknown_name(name, known) for name in sorted(names - known)]
+    found = [_unknown_name(name, known) for name in sorted(names - known)]
+    for call in ast.find_all(nodes.Call):
+        if isinstance(call.node, nodes.Name) and call.node.name == "link" and call.args:
+            url = call.args[0]
+            if isinstance(url, nodes.Const) and not (isinstance(url.value, str) and is_link_url(url.value.strip())):
+                found.append(f"link({url.value!r}): not an http(s) URL (write it in full, https://...)")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Aliyun SMS: a template's registered template, and sms.yaml itself
+
+#: A `${...}` in a registered text, whatever its name (core.sms_registry.PARAMETER takes valid ones).
+_ANY_PARAMETER = re.compile(r"\$\{([^}]*)\}")
+#: Aliyun's rule for a variable's name: 1 to 25 letters, digits and underscores, a letter first.
+_PARAMETER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,24}$")
+#: Names Aliyun does not take for a variable.
+_RESERVED_PARAMETERS = frozenset({"email", "mobile", "id", "nick", "site"})
+_TEMPLATE_CODE = re.compile(r"^SMS_[0-9A-Za-z_]{1,40}$")
+
+
+def aliyun_problems(aliyun: AliyunSmsTemplate, registry: SmsRegistry) -> list[tuple[tuple[str, ...], str]]:
+    """The mistakes of a template's `aliyun_sms` section against sms.yaml, each as (where in the
+    template file, message): what Aliyun would refuse at every send, found before one is made.
+    Its params are checked as templates by the loader, with or without sms.yaml."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    registered = registry.templates.get(aliyun.template_code)
+    if registered is None:
+        known = ", ".join(sorted(registry.templates)) or "none"
+        found.append(
+            (
+                ("aliyun_sms", "template_code"),
+                f"{aliyun.template_code!r} is not registered in sms.yaml (registered: {known})",
+            )
+        )
+    else:
+        declared = registered.parameters
+        missing = [name for name in declared if name not in aliyun.params]
+        if missing:
+            found.append(
+                (("aliyun_sms", "params"), f"{aliyun.template_code} declares {', '.join(missing)}, not filled here "
+                 f"(Aliyun refuses a send without them)")
+            )  # fmt: skip
+        for name in aliyun.params:
+            if name not in declared:
+                found.append(
+                    (("aliyun_sms", "params", name), f"{aliyun.template_code}'s text has no ${{{name}}} "
+                     f"(it declares: {', '.join(declared) or 'none'})")
+                )  # fmt: skip
+        if registered.kind == "marketing" and registry.opt_out not in registered.text:
+            found.append(
+                (("aliyun_sms", "template_code"), f"{aliyun.template_code} is a marketing template and its registered "
+                 f"text lacks the opt-out text {registry.opt_out!r}")
+            )  # fmt: skip
+    if aliyun.sign_name not in registry.signatures:
+        known = ", ".join(registry.signatures) or "none"
+        found.append(
+            (
+                ("aliyun_sms", "sign_name"),
+                f"{aliyun.sign_name!r} is not a signature sms.yaml lists (signatures: {known})",
+            )
+        )
+    return found
+
+
+def registry_problems(registry: SmsRegistry) -> list[tuple[tuple[Any, ...], str]]:
+    """The mistakes of sms.yaml itself, each as (where in the file, message)."""
+    found: list[tuple[tuple[Any, ...], str]] = []
+    for i, signature in enumerate(registry.signatures):
+        if not signature.strip() or any(mark in signature for mark in "【】[]"):
+            found.append((("signatures", i), f"{signature!r}: a signature is its name alone, without 【】"))
+    for code, registered in registry.templates.items():
+        if not _TEMPLATE_CODE.match(code):
+            found.append((("templates", code), f"{code!r} is not an Aliyun template code like SMS_123456789"))
+        for name in dict.fromkeys(_ANY_PARAMETER.findall(registered.text)):
+            if not _PARAMETER_NAME.match(name) or name.lower() in _RESERVED_PARAMETERS:
+                found.append(
+                    (("templates", code, "text"), f"${{{name}}} is not a parameter name Aliyun takes (1 to 25 letters, "
+                     "digits or _, a letter first; not email, mobile, id, nick or site)")
+                )  # fmt: skip
+        if registered.kind == "marketing" and registry.opt_out not in registered.text:
+            found.append(
+                (("templates", code, "text"), f"a marketing template must carry the opt-out text {registry.opt_out!r}")
+            )
+    return found
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from core.sms_registry import NO_REGISTRY, SmsRegistry
 from definitions.broadcasts import BROADCAST_EVENT, BROADCASTS_DIR, Broadcast, BroadcastSchedule, journey_of
 from definitions.events import BUILT_IN, ENGINE_DECLARATIONS, EVENTS_FILE, EventCatalog, EventDeclaration
 from definitions.expressions import check_template
-from definitions.lint import dotted, lint_journey, template_problems
+from definitions.lint import aliyun_problems, dotted, lint_journey, registry_problems, template_problems
 from definitions.render import has_variant
 from definitions.schema import (
     Journey,
@@ -219,7 +219,11 @@ def _pydantic_problems(err: ValidationError) -> list[tuple[tuple, str]]:
 # Templates
 
 
-def load_templates(directory: Path) -> tuple[dict[str, Template], list[str]]:
+def load_templates(
+    directory: Path, lines_of: dict[str, tuple[Path, dict[tuple, int]]] | None = None
+) -> tuple[dict[str, Template], list[str]]:
+    """The templates of `directory` (`templates/*.yaml`) and their problems; `lines_of`, given,
+    gets each template's file and line numbers (for the checks against sms.yaml)."""
     templates: dict[str, Template] = {}
     problems: list[str] = []
     folder = directory / "templates"
@@ -245,8 +249,30 @@ def load_templates(directory: Path) -> tuple[dict[str, Template], list[str]]:
                     loc = (channel, locale, part) if part else (channel, locale)
                     for message in [problem] if problem else template_problems(source):
                         problems.append(f"{path}:{_line_of(lines, loc)}: {dotted(loc)}: {message}")
+        for name, source in (template.aliyun_sms.params if template.aliyun_sms else {}).items():
+            problem = check_template(source)
+            loc = ("aliyun_sms", "params", name)
+            for message in [problem] if problem else template_problems(source):
+                problems.append(f"{path}:{_line_of(lines, loc)}: {dotted(loc)}: {message}")
         templates[path.stem] = template
+        if lines_of is not None:
+            lines_of[path.stem] = (path, lines)
     return templates, problems
+
+
+def _aliyun_template_problems(
+    templates: dict[str, Template], lines_of: dict[str, tuple[Path, dict[tuple, int]]], registry: SmsRegistry
+) -> list[str]:
+    """Each template's `aliyun_sms` section checked against sms.yaml (definitions/lint.py
+    aliyun_problems), at its file and line."""
+    problems: list[str] = []
+    for name, template in templates.items():
+        if template.aliyun_sms is None or name not in lines_of:
+            continue
+        path, lines = lines_of[name]
+        for loc, message in aliyun_problems(template.aliyun_sms, registry):
+            problems.append(f"{path}:{_line_of(lines, loc)}: {dotted(loc)}: {message}")
+    return problems
 
 
 def _yaml_line(err: yaml.YAMLError) -> int:
@@ -269,10 +295,12 @@ def _journey_problems(
     resources: dict[str, Resource] | None = None,
     warnings: list[tuple[str, str]] | None = None,
     policy: ContactPolicy | None = None,
+    sms: SmsRegistry | None = None,
 ) -> list[tuple[str, str]]:
     """Problems pydantic cannot see: references, known event types, routing, duplicate step ids,
-    and the mistakes of definitions/lint.py, the journey's expressions among them (its warnings go
-    to `warnings`)."""
+    a marketing send of a template Aliyun registered as another kind (with `sms`, sms.yaml), and
+    the mistakes of definitions/lint.py, the journey's expressions among them (its warnings go to
+    `warnings`)."""
     problems: list[tuple[str, str]] = []
     order_keyed = journey.entry.key == "order"
 
@@ -313,6 +341,26 @@ def _journey_problems(
                 for role, channel in (("channel", spec.channel), ("fallback", spec.fallback)):
                     if channel and not has_variant(template, channel):
                         problems.append((f"{path}.send.{role}", f"template {spec.template!r} has no {channel} text"))
+                registered = (
+                    sms.templates.get(template.aliyun_sms.template_code) if sms and template.aliyun_sms else None
+                )
+                marketing = (spec.category or journey.category) == "marketing"
+                if (
+                    registered is not None
+                    and marketing
+                    and registered.kind != "marketing"
+                    and "sms"
+                    in (
+                        spec.channel,
+                        spec.fallback,
+                    )
+                ):
+                    problems.append(
+                        (f"{path}.send.template", f"a marketing send through Aliyun needs a marketing template: "
+                         f"template {spec.template!r} goes out as {template.aliyun_sms.template_code}, registered "
+                         f"as {registered.kind} (register a marketing one, with the opt-out text, or send it "
+                         "as transactional)")
+                    )  # fmt: skip
             if spec.step_id in seen_ids:
                 problems.append(
                     (
@@ -362,7 +410,8 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
     directory = Path(directory)
     if not directory.is_dir():
         return Definitions(), [f"{directory}: no such directory"]
-    templates, problems = load_templates(directory)
+    template_lines: dict[str, tuple[Path, dict[tuple, int]]] = {}
+    templates, problems = load_templates(directory, template_lines)
     loaded = Definitions()
     loaded.rfm = _load_rfm(directory, problems)
     loaded.events = _load_events(directory, problems)
@@ -371,6 +420,9 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
     loaded.policy = _load_policy(directory, problems)
     loaded.loyalty = _load_loyalty(directory, loaded.events, loaded.segments, problems)
     loaded.sms = _load_sms(directory, problems)
+    registry = loaded.sms if (directory / SMS_FILE).is_file() else None  # no sms.yaml: no Aliyun to check for
+    if registry is not None:
+        problems += _aliyun_template_problems(templates, template_lines, registry)
     loaded.replies = _load_replies(directory, templates, problems)
     where_defined: dict[str, str] = {}
     files = [
@@ -395,7 +447,7 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
             problems.extend(_problem_lines(path, lines, err))
             continue
         warned: list[tuple[str, str]] = []
-        found = _journey_problems(journey, templates, loaded.events, loaded.resources, warned, loaded.policy)
+        found = _journey_problems(journey, templates, loaded.events, loaded.resources, warned, loaded.policy, registry)
         own, warnings = (
             [f"{path}:{_line_of(lines, _parse_loc(where))}: {where}: {message}" for where, message in listed]
             for listed in (found, warned)
@@ -441,7 +493,10 @@ def _load_broadcasts(
             own.append((("segment",), f"no segment {broadcast.segment!r}; segments: {known}"))
         journey = journey_of(broadcast)
         warned: list[tuple[str, str]] = []
-        for where, message in _journey_problems(journey, templates, catalog, loaded.resources, warned, loaded.policy):
+        registry = loaded.sms if (directory / SMS_FILE).is_file() else None
+        for where, message in _journey_problems(
+            journey, templates, catalog, loaded.resources, warned, loaded.policy, registry
+        ):
             own.append((_broadcast_loc(where), message))
         own_warnings = [(_broadcast_loc(where), message) for where, message in warned]
         for into, listed in ((problems, own), (loaded.warnings, own_warnings)):
@@ -663,8 +718,13 @@ def _load_model(path: Path, model: type[_M], default: _M, problems: list[str]) -
 
 
 def _load_sms(directory: Path, problems: list[str]) -> SmsRegistry:
-    """`sms.yaml`: the signatures and templates the shop registered with Aliyun SMS."""
-    registry, _ = _load_model(directory / SMS_FILE, SmsRegistry, NO_REGISTRY, problems)
+    """`sms.yaml`: the signatures and templates the shop registered with Aliyun SMS, checked as
+    Aliyun takes them (definitions/lint.py registry_problems)."""
+    path = directory / SMS_FILE
+    registry, lines = _load_model(path, SmsRegistry, NO_REGISTRY, problems)
+    problems.extend(
+        f"{path}:{_line_of(lines, loc)}: {dotted(loc)}: {message}" for loc, message in registry_problems(registry)
+    )
     return registry
 
 
@@ -765,4 +825,20 @@ def policy_json_schema() -> dict[str, Any]:
     schema = ContactPolicy.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Journeys contact policy (policy.yaml)"
+    return schema
+
+
+def sms_json_schema() -> dict[str, Any]:
+    """The JSON Schema of `sms.yaml` (definitions/sms.schema.json, for editors)."""
+    schema = SmsRegistry.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Journeys SMS registry: Aliyun signatures and templates (sms.yaml)"
+    return schema
+
+
+def template_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a message template (`templates/*.yaml`; definitions/template.schema.json)."""
+    schema = Template.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Journeys message template (templates/*.yaml)"
     return schema

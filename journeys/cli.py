@@ -25,6 +25,8 @@ from definitions.loader import (
     json_schema,
     loyalty_json_schema,
     policy_json_schema,
+    sms_json_schema,
+    template_json_schema,
 )
 from journeys.tiers import tier_app
 
@@ -182,11 +184,21 @@ def validate(directory: Annotated[Path | None, typer.Argument(help="Default: ./d
 @app.command()
 def schema(
     of: Annotated[
-        str, typer.Argument(help="journey (a journey definition), policy (policy.yaml) or loyalty (loyalty.yaml)")
+        str,
+        typer.Argument(
+            help="journey (a journey definition), policy (policy.yaml), loyalty (loyalty.yaml), sms (sms.yaml) "
+            "or template (templates/*.yaml)"
+        ),
     ] = "journey",
 ) -> None:
-    """Print the JSON Schema of a journey definition, policy.yaml or loyalty.yaml (for editors)."""
-    schemas = {"journey": json_schema, "policy": policy_json_schema, "loyalty": loyalty_json_schema}
+    """Print the JSON Schema of a journey, policy.yaml, loyalty.yaml, sms.yaml or a template (for editors)."""
+    schemas = {
+        "journey": json_schema,
+        "policy": policy_json_schema,
+        "loyalty": loyalty_json_schema,
+        "sms": sms_json_schema,
+        "template": template_json_schema,
+    }
     if of not in schemas:
         typer.echo(f"schema {of!r}: one of {', '.join(schemas)}", err=True)
         raise typer.Exit(2)
@@ -466,6 +478,7 @@ def preview(
                 shop_name=settings.shop_name,
                 default_region=settings.default_region,
                 opt_out=settings.sms_opt_out,
+                link_base=settings.short_link_base(),
             )
     except PreviewError as err:
         typer.echo(str(err), err=True)

@@ -42,10 +42,19 @@ from core.channel import Channel
 from core.config import Settings
 from core.contact_policy import ContactPolicy
 from core.loyalty import NO_LOYALTY, Loyalty
+from core.sms_registry import NO_REGISTRY, SmsRegistry
 from core.temporal import connect, describe, ensure_search_attributes
 from core.vocabulary import CHANNELS
 from definitions.expressions import compiled_counts
-from definitions.loader import DefinitionsError, check_definitions, default_directory, load_loyalty, load_policy
+from definitions.loader import (
+    Definitions,
+    DefinitionsError,
+    check_definitions,
+    default_directory,
+    load_loyalty,
+    load_policy,
+    load_sms_registry,
+)
 from instances.contract import channel_queue
 from journeys.loyalty import ensure_loyalty_schedule
 from journeys.product_cycles import ensure_product_cycles_schedule
@@ -114,10 +123,11 @@ def write_workflow_bytecode() -> None:
             log.info("could not write the bytecode of %s (%s): each workflow instance compiles it", source, err)
 
 
-def compile_definitions(settings: Settings) -> None:
+def compile_definitions(settings: Settings) -> Definitions:
     """Compile the expressions and templates of the configured definitions before polling, so the
     instances that run them never compile in workflow code. A worker whose definitions have
-    problems still runs: every instance carries its own snapshot."""
+    problems still runs: every instance carries its own snapshot. Returns what loaded (its
+    sms.yaml is what SMS through Aliyun say)."""
     directory = settings.definitions_dir or default_directory()
     loaded, problems = check_definitions(directory)
     for problem in problems:
@@ -128,6 +138,7 @@ def compile_definitions(settings: Settings) -> None:
     log.info(
         "compiled %d expressions and %d templates of %d journeys in %s", expressions, templates, len(loaded), directory
     )
+    return loaded
 
 
 def build_workers(
@@ -140,6 +151,7 @@ def build_workers(
     fast: bool = False,
     policy: ContactPolicy | None = None,
     loyalty: Loyalty | None = None,
+    sms: SmsRegistry | None = None,
 ) -> list[Worker]:
     """The journey worker and one delivery worker per channel, on `settings.task_queue`. A channel's
     rate limit is enforced by the Temporal server across all workers of its queue, so adding
@@ -150,7 +162,8 @@ def build_workers(
     here: a worker started after an edit decides by it, running instances included; a journey's
     and a step's overrides are in each instance's snapshot). A policy.yaml with problems stops
     the worker (DefinitionsError, each as `file:line`): it would decide every send. `loyalty`, by
-    default the configured definitions' loyalty.yaml, gives templates the tiers' titles."""
+    default the configured definitions' loyalty.yaml, gives templates the tiers' titles. `sms`,
+    the definitions' sms.yaml (by default read here), is what an SMS through Aliyun says."""
     write_workflow_bytecode()
     if policy is None:
         policy = load_policy(settings.definitions_dir or default_directory())
@@ -166,6 +179,9 @@ def build_workers(
         deliver_inline=frozenset(channel for channel in CHANNELS if not settings.rate_limits.get(channel)),
         policy=policy,
         loyalty=loyalty if loyalty is not None else _loyalty(settings),
+        sms_registry=sms if sms is not None else _sms_registry(settings),
+        link_base=settings.short_link_base(),
+        link_days=settings.retention_days,
     )
     broadcasts = BroadcastActivities(store, client)
     options = {
@@ -227,6 +243,16 @@ def _loyalty(settings: Settings) -> Loyalty:
         return NO_LOYALTY
 
 
+def _sms_registry(settings: Settings) -> SmsRegistry:
+    """The templates registered with Aliyun SMS (sms.yaml); one with problems is logged and none
+    is used: an SMS through Aliyun then fails naming its template code, other sends go on."""
+    try:
+        return load_sms_registry(settings.definitions_dir or default_directory())
+    except DefinitionsError as err:
+        log.error("sms.yaml not read, SMS through Aliyun fail as unregistered: %s", err)
+        return NO_REGISTRY
+
+
 def activity_threads(settings: Settings) -> int:
     """Threads for the activities of all the process's workers: the journey worker's and the
     channels' slots may all be busy at once."""
@@ -242,7 +268,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     shuts down at once, each letting its running activities finish for the graceful timeout."""
     store = Store(settings.database_url).migrate()
     queries.configure_salt(settings.secret)  # erased addresses' suppression hashes
-    compile_definitions(settings)
+    loaded = compile_definitions(settings)
     client = await connect(settings)
     await ensure_search_attributes(client)
     try:
@@ -264,7 +290,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(activity_threads(settings), thread_name_prefix="activity") as executor:
-        workers = build_workers(client, settings, store, executor)
+        workers = build_workers(client, settings, store, executor, sms=loaded.sms)
         log.info(
             "worker polling %r on %s: %s",
             settings.task_queue,

@@ -19,7 +19,7 @@ from store import queries
 from tests.helpers import attempt, customer, event
 from tests.test_policy import request
 from tests.test_resources import copy_definitions
-from views.preview import PreviewError, preview
+from views.preview import PreviewError, describe, preview
 
 NOW = datetime(2026, 2, 1, 4, 0, tzinfo=UTC)
 #: What the CLI and the API pass from Settings.
@@ -123,6 +123,9 @@ def test_preview_command(sqlite_store, tmp_path):
     assert "[sms] (en, " in done.stdout and "GSM-7, 1 segment" in done.stdout
     assert "Reply STOP to opt out" in done.stdout  # review_request is marketing
     assert "Subject: " in done.stdout
+    # Beside it, the text as Aliyun would send it to a mainland number (review_request is registered).
+    assert "[sms via Aliyun] (template SMS_460000204, signature 【示例商城】, " in done.stdout
+    assert "【示例商城】亲爱的Amy，订单" in done.stdout and "回T退订" in done.stdout
     bad = subprocess.run(
         [*command[:2], "nope", "x", "--customer", "c1"], capture_output=True, text=True, env=env, cwd=tmp_path
     )
@@ -161,4 +164,84 @@ def test_preview_shows_a_capped_message_waiting_for_its_slot(store, tmp_path, ou
     assert policy(noon + 7 * day) == (
         "sms to +8613800000001, deferred until 2026-02-10 12:00 (customer's time; cap marketing 2/7d; a "
         "higher-priority message holds the slot)"
+    )
+
+
+def test_preview_shows_the_aliyun_text_with_its_parts_and_the_links_as_they_would_look(store, tmp_path):
+    folder = copy_definitions(tmp_path)
+    path = folder / "templates" / "review_request.yaml"
+    text = path.read_text()
+    assert "晒图好评即有好礼相送。" in text
+    path.write_text(
+        text.replace(
+            "晒图好评即有好礼相送。",
+            "晒图好评即有好礼相送：{{ link('https://shop.example/review/' ~ order.order_id) }}",
+            1,
+        )
+    )
+    definitions = load_definitions(folder)
+    save(store, customer())
+    log(store, event("order.created", "2026-02-01 10:00+08:00", order="o1", event_id="e1", amount=99))
+    found = preview(
+        definitions,
+        store,
+        journey="review_request",
+        step="review_request",
+        customer_id="c1",
+        order_id="o1",
+        now=NOW,
+        link_base="https://s.shop.example",
+        **SHOP,
+    )
+    sms = next(channel for channel in found.channels if channel.channel == "sms")
+    assert sms.body.startswith(
+        "【Journeys】亲爱的王芳，订单o1的宝贝还满意吗？晒图好评即有好礼相送：https://s.shop.example/l/preview000000001"
+    )
+    assert sms.links == ["https://shop.example/review/o1"] and sms.characters == len(sms.body)
+    shown = sms.aliyun
+    assert shown.body == "【示例商城】亲爱的王芳，订单o1的宝贝还满意吗？晒图好评即有好礼相送。回T退订"
+    assert (shown.template_code, shown.sign_name, shown.params) == (
+        "SMS_460000204",
+        "示例商城",
+        {"name": "王芳", "order": "o1"},
+    )
+    assert (shown.characters, shown.parts, shown.error) == (len(shown.body), 1, None)
+    lines = describe(found)
+    at = lines.index(
+        f"[sms via Aliyun] (template SMS_460000204, signature 【示例商城】, {shown.characters} characters, "
+        "1 billed part: 70 in one, else 67 a part)"
+    )
+    assert lines[at + 1] == shown.body
+    assert "links (placeholder codes here; each send makes its own): https://shop.example/review/o1" in lines
+
+    # A long name takes Aliyun past one part; one over its 35 characters a variable is refused, said so.
+    save(store, customer(name="王" * 35))
+    again = preview(
+        definitions,
+        store,
+        journey="review_request",
+        step="review_request",
+        customer_id="c1",
+        order_id="o1",
+        now=NOW,
+        **SHOP,
+    )
+    shown = next(channel for channel in again.channels if channel.channel == "sms").aliyun
+    assert (shown.characters, shown.parts) == (len(shown.body), 2) and len(shown.body) > 70
+    save(store, customer(name="王" * 36))
+    again = preview(
+        definitions,
+        store,
+        journey="review_request",
+        step="review_request",
+        customer_id="c1",
+        order_id="o1",
+        now=NOW,
+        **SHOP,
+    )
+    shown = next(channel for channel in again.channels if channel.channel == "sms").aliyun
+    assert shown.body is None and "is 36 characters, over Aliyun's limit of 35" in shown.error
+    assert any(
+        line.startswith("[sms via Aliyun] (template SMS_460000204, signature 【示例商城】) cannot send: ")
+        for line in describe(again)
     )

@@ -319,7 +319,7 @@ def test_a_template_reading_a_name_it_never_has_is_a_problem(tmp_path):
     )
     _, problems = check_definitions(folder)
     assert [line.replace(f"{folder}/", "") for line in problems] == [
-        "templates/typo.yaml:2: sms.zh-CN: unknown name 'ordr' (known: customer, cycler, dict, entry, event, joiner, "
+        "templates/typo.yaml:2: sms.zh-CN: unknown name 'ordr' (known: customer, cycler, dict, entry, event, joiner, link, "
         "namespace, order, range, shop, vars); did you mean 'order'?"
     ]
 

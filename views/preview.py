@@ -9,6 +9,12 @@ customer's latest order is used, and a customer-keyed journey with none previews
 `order`; the notes say which. With no event logged for the order, the entry event is made up from
 the order id alone. Nothing is sent and nothing is written.
 
+An SMS is shown as each provider would send it: the template's own text (Twilio, the outbox) and,
+for a template with an `aliyun_sms` section, the registered text with its parameters in, under
+its signature, as a customer of Aliyun gets it, with its characters and Aliyun's billed parts (70
+characters in one, else 67 a part), the template code and the signature. `link()`s show as they
+would look, with a placeholder code (`preview...`): a send makes its own.
+
 A journey, step or customer that is not there is a `PreviewError` (404); a request that cannot be
 previewed as given (an order of another customer) is a `PreviewRefused` (422) naming what to pass.
 """
@@ -46,14 +52,34 @@ class PreviewRefused(PreviewError):
     """A preview that cannot be made as asked; the message names what to pass instead."""
 
 
+class AliyunPreview(BaseModel):
+    """An SMS as Aliyun sends it: the registered text with the parameters in, under the signature."""
+
+    template_code: str | None = None
+    sign_name: str | None = None
+    params: dict[str, str] | None = Field(default=None, description="The parameters as they would be sent.")
+    body: str | None = Field(default=None, description="What the customer's phone shows, 【signature】 first.")
+    characters: int | None = None
+    parts: int | None = Field(default=None, description="Aliyun's billed parts: 70 characters in one, else 67 a part.")
+    links: list[str] = Field(default_factory=list)
+    error: str | None = Field(default=None, description="Why it does not render (or what Aliyun would refuse).")
+
+
 class ChannelPreview(BaseModel):
     channel: str
     locale: str | None = None
     subject: str | None = None
     body: str | None = None
+    characters: int | None = Field(default=None, description="SMS: the body's length, the signature included.")
     encoding: str | None = None
     segments: int | None = None
+    links: list[str] = Field(
+        default_factory=list, description="The long URLs of its short links (a preview's codes are placeholders)."
+    )
     error: str | None = Field(default=None, description="Why this channel's text does not render.")
+    aliyun: AliyunPreview | None = Field(
+        default=None, description="SMS of a template with aliyun_sms: the text as Aliyun sends it (mainland numbers)."
+    )
 
 
 class Preview(BaseModel):
@@ -94,6 +120,7 @@ def preview(
     default_region: str,
     opt_out: dict[str, str] | None = None,
     now: datetime | None = None,
+    link_base: str | None = None,
 ) -> Preview:
     snapshot, spec = _find_step(definitions, journey, step)
     definition = snapshot.definition
@@ -188,24 +215,33 @@ def preview(
     template = snapshot.templates[spec.template]
     data = message_context({**context, "vars": variables})  # what a send of the step would render with
     channels = []
+    options: dict[str, Any] = {
+        "locale": customer.locale,
+        "context": data,
+        "shop_name": shop_name,
+        "marketing": category == "marketing",
+        "opt_out": opt_out,
+        "link_base": link_base,
+        "preview": True,
+    }
     for channel in (name for name in CHANNELS if name != "outbox"):
-        if not has_variant(template, channel) or (channel == "webhook" and not template.webhook):
+        aliyun = channel == "sms" and template.aliyun_sms is not None
+        if not (has_variant(template, channel) or aliyun) or (channel == "webhook" and not template.webhook):
             continue
         try:
-            rendered = render_message(
-                template,
-                name=spec.template,
-                channel=channel,
-                locale=customer.locale,
-                context=data,
-                shop_name=shop_name,
-                marketing=category == "marketing",
-                opt_out=opt_out,
-            )
+            rendered = render_message(template, name=spec.template, channel=channel, **options)
         except TemplateRenderError as err:
-            channels.append(ChannelPreview(channel=channel, error=str(err)))
-            continue
-        channels.append(ChannelPreview(channel=channel, **rendered.model_dump()))
+            shown = ChannelPreview(channel=channel, error=str(err))
+        else:
+            shown = ChannelPreview(
+                channel=channel,
+                **rendered.model_dump(exclude={"links", "provider_template", "template_data"}),
+                characters=len(rendered.body) if channel == "sms" else None,
+                links=[url for _, url in rendered.links],
+            )
+        if aliyun:
+            shown.aliyun = _aliyun_preview(template, spec.template, definitions, options)
+        channels.append(shown)
     return Preview(
         journey=journey,
         step=step,
@@ -216,6 +252,28 @@ def preview(
         policy=policy,
         notes=notes,
         channels=channels,
+    )
+
+
+def _aliyun_preview(template, name: str, definitions: Definitions, options: dict[str, Any]) -> AliyunPreview:
+    """The SMS as Aliyun would send it, with sms.yaml's registered text; or why it would not go."""
+    try:
+        rendered = render_message(
+            template, name=name, channel="sms", provider="aliyun", registry=definitions.sms, **options
+        )
+    except TemplateRenderError as err:
+        return AliyunPreview(
+            template_code=template.aliyun_sms.template_code, sign_name=template.aliyun_sms.sign_name, error=str(err)
+        )
+    data = rendered.template_data or {}
+    return AliyunPreview(
+        template_code=rendered.provider_template,
+        sign_name=data.get("sign_name"),
+        params=data.get("params"),
+        body=rendered.body,
+        characters=len(rendered.body),
+        parts=rendered.segments,
+        links=[url for _, url in rendered.links],
     )
 
 
@@ -244,14 +302,33 @@ def describe(found: Preview) -> list[str]:
         lines.append("")
         if channel.error:
             lines.append(f"[{channel.channel}] cannot render: {channel.error}")
-            continue
-        detail = f"{channel.locale}"
-        if channel.segments:
-            detail += f", {len(channel.body)} characters, {channel.encoding}, {channel.segments} segment" + (
-                "s" if channel.segments != 1 else ""
-            )
-        lines.append(f"[{channel.channel}] ({detail})")
-        if channel.subject is not None:
-            lines.append(f"Subject: {channel.subject}")
-        lines.append(channel.body or "")
+        else:
+            detail = f"{channel.locale}"
+            if channel.segments:
+                detail += f", {channel.characters} characters, {channel.encoding}, {channel.segments} segment" + (
+                    "s" if channel.segments != 1 else ""
+                )
+            lines.append(f"[{channel.channel}] ({detail})")
+            if channel.subject is not None:
+                lines.append(f"Subject: {channel.subject}")
+            lines.append(channel.body or "")
+            lines += _links_line(channel.links)
+        if channel.aliyun is not None:
+            lines += _aliyun_lines(channel.aliyun)
     return lines
+
+
+def _aliyun_lines(shown: AliyunPreview) -> list[str]:
+    """The Aliyun text beside the SMS's own, as a person reads it."""
+    head = f"[sms via Aliyun] (template {shown.template_code}, signature 【{shown.sign_name}】"
+    if shown.error:
+        return ["", f"{head}) cannot send: {shown.error}"]
+    parts = f"{shown.parts} billed part" + ("s" if shown.parts != 1 else "")
+    return ["", f"{head}, {shown.characters} characters, {parts}: 70 in one, else 67 a part)", shown.body or "",
+            *_links_line(shown.links)]  # fmt: skip
+
+
+def _links_line(links: list[str]) -> list[str]:
+    if not links:
+        return []
+    return ["links (placeholder codes here; each send makes its own): " + ", ".join(links)]
