@@ -110,3 +110,10 @@ def replies_of(session: Session, customer_id: str, limit: int = 100) -> list[Sms
     """A customer's replies, newest first."""
     query = select(SmsReplyRow).where(SmsReplyRow.customer_id == customer_id)
     return list(session.scalars(query.order_by(SmsReplyRow.received_at.desc(), SmsReplyRow.id).limit(limit)))
+
+
+def messages_by_id(session: Session, ids: Collection[str]) -> list[MessageRow]:
+    """The ledger rows of these ids (the messages replies answer)."""
+    if not ids:
+        return []
+    return list(session.scalars(select(MessageRow).where(MessageRow.id.in_(list(ids)))))
