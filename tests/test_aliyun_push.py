@@ -18,6 +18,7 @@ from channels import build_channels
 from core.replies import ReplyRules
 from definitions.loader import Definitions
 from store.tables import MessageRow, ProviderEventRow
+from tests.fake_provider import AUTH_TOKEN
 from tests.helpers import attempt, customer
 from tests.test_policy import request, save
 from triggers.api import create_app
@@ -28,11 +29,12 @@ PUBLIC = "https://journeys.example.com"
 PHONE = "+8613800000001"
 
 
-def app_for(store, *, token: str | None = TOKEN, replies: ReplyRules | None = None, on_reply=None, woken=None):
+def app_for(
+    store, *, token: str | None = TOKEN, replies: ReplyRules | None = None, on_reply=None, woken=None, definitions=None
+):
     """The API as `journeys serve` builds it, with Aliyun's push token (and Twilio's for inbound)."""
-    from tests.fake_provider import AUTH_TOKEN
-
-    definitions = Definitions() if replies is None else Definitions(replies=replies)
+    if definitions is None:
+        definitions = Definitions() if replies is None else Definitions(replies=replies)
     config = WebhookConfig(public_url=PUBLIC, twilio_auth_token=AUTH_TOKEN, aliyun_push_token=token)
     app = create_app(
         store,

@@ -7,6 +7,7 @@ side once, and shown in the customer's profile and reply log."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -16,7 +17,9 @@ from sqlalchemy import select
 
 from activities.journey import JourneyActivities
 from channels import build_channels
+from core.records import Event
 from core.replies import Otherwise, ReplyRule, ReplyRules
+from definitions.loader import PACKAGE_DIR, load_definitions
 from rules.replies import decide, match
 from store import queries
 from store.tables import EventRow, ProviderEventRow, SmsReplyRow
@@ -24,6 +27,7 @@ from tests.fake_provider import twilio_signed
 from tests.helpers import attempt, customer
 from tests.test_aliyun_push import PUBLIC, app_for, push, sent_sms
 from tests.test_policy import request, save
+from triggers.router import plan
 
 PHONE = "+8613800000001"
 RULES = ReplyRules(
@@ -130,7 +134,7 @@ async def test_the_reply_event_carries_the_message_journey_and_order(store, tmp_
     assert sorted(hook.handed) == sorted([by_key["1"].id, by_key["2"].id])
     events = {e.data["reply_id"]: e for e in replied_events(store)}
     keyword = events[by_key["1"].id]
-    assert (keyword.customer_id, keyword.order_id) == ("c1", "o1")
+    assert (keyword.customer_id, keyword.order_id) == ("c1", None)  # a customer's event: the order is in its data
     assert keyword.data == {"text": "1", "reply_id": by_key["1"].id, "action": "answer", "message_id": older.id,
                             "journey": "payment_reminder", "step": "remind", "order_id": "o1"}  # fmt: skip
     assert events[by_key["2"].id].data["text"] == "谢谢，已收到"
@@ -217,3 +221,24 @@ async def test_the_reply_log_is_in_the_profile_and_its_own_route(store, tmp_path
                              ("TD", "unsubscribe", "payment_reminder", "remind", "o1")]  # fmt: skip
     assert [r["text"] for r in profile.json()["replies"]] == [r["text"] for r in listed.json()]
     assert refused.status_code == 403 and nobody.json() == []
+
+
+async def test_a_journey_that_exits_on_a_reply_is_steered_by_it(store, tmp_path):
+    """As Braze's Canvas exits on an inbound SMS: the customer's winback journey told to exit on
+    sms.replied gets the reply as a signal, and the event waits for the dispatcher."""
+    folder = tmp_path / "definitions"
+    shutil.copytree(PACKAGE_DIR, folder)
+    journey = folder / "winback_sleeping.yaml"
+    journey.write_text(journey.read_text().replace("exit_on: [order.created]", "exit_on: [order.created, sms.replied]"))
+    definitions = load_definitions(folder)
+    save(store, customer())
+    sent_sms(store, tmp_path)
+    woken: list[int] = []
+    async with app_for(store, definitions=definitions, woken=woken) as api:
+        await push(api, "up", [up("好的，马上付款", 11)])
+    [row] = replied_events(store)
+    assert (row.dispatched_at, row.data["order_id"], woken) == (None, "o1", [1])  # pending: a journey listens
+    event = Event(event_id=row.event_id, type=row.type, occurred_at=row.occurred_at, customer_id=row.customer_id,
+                  order_id=row.order_id, data=row.data)  # fmt: skip
+    [dispatch] = plan(event, definitions)
+    assert (dispatch.action, dispatch.journey, dispatch.key) == ("signal", "winback_sleeping", "c1")

@@ -186,9 +186,8 @@ class ReplyIntake:
                 "step": message.step if message is not None else None,
                 "order_id": row.order_id,
             }
+            # A customer's event (definitions/events.py): the order it concerns is in its data.
             event = engine_event("sms.replied", customer_id, row.id, at, data)
-            if row.order_id:
-                event = event.model_copy(update={"order_id": row.order_id})
             written = len(write_engine_events(session, [event], self.definitions, now))
         return row, decision, handed_on, written
 
