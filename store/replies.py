@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.vocabulary import COUNTED_STATUSES
-from store.tables import CustomerRow, MessageRow, SmsReplyRow
+from store.tables import CustomerRow, EventRow, MessageRow, SmsReplyRow
 
 #: How many of a number's latest messages are looked at for the one with the reply's signature.
 LATEST_LOOKED_AT = 20
@@ -117,3 +117,28 @@ def messages_by_id(session: Session, ids: Collection[str]) -> list[MessageRow]:
     if not ids:
         return []
     return list(session.scalars(select(MessageRow).where(MessageRow.id.in_(list(ids)))))
+
+
+def expire_replies(session: Session, before: datetime, batch: int = 1000) -> dict[str, int]:
+    """One batch of retention for the reply log: replies received before `before` are deleted, and
+    `sms.replied` events logged before it that are done with (dispatched or dead) lose their
+    `data` (the reply's text). Returns the counts; call again while either reaches `batch`. For
+    the daily retention run (store.queries.expire_personal_data) to call beside its own."""
+    reply_ids = list(session.scalars(select(SmsReplyRow.id).where(SmsReplyRow.received_at < before).limit(batch)))
+    if reply_ids:
+        session.execute(delete(SmsReplyRow).where(SmsReplyRow.id.in_(reply_ids)))
+    event_ids = list(
+        session.scalars(
+            select(EventRow.event_id)
+            .where(
+                EventRow.type == "sms.replied",
+                EventRow.received_at < before,
+                or_(EventRow.dispatched_at.is_not(None), EventRow.failed_at.is_not(None)),
+                cast(EventRow.data, String) != "{}",  # not scrubbed yet
+            )
+            .limit(batch)
+        )
+    )
+    if event_ids:
+        session.execute(update(EventRow).where(EventRow.event_id.in_(event_ids)).values(data={}))
+    return {"sms_replies": len(reply_ids), "reply_events": len(event_ids)}

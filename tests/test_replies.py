@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from activities.journey import JourneyActivities
 from channels import build_channels
@@ -22,6 +22,7 @@ from core.replies import Otherwise, ReplyRule, ReplyRules
 from definitions.loader import PACKAGE_DIR, load_definitions
 from rules.replies import decide, match
 from store import queries
+from store.replies import expire_replies
 from store.tables import EventRow, ProviderEventRow, SmsReplyRow
 from tests.fake_provider import twilio_signed
 from tests.helpers import attempt, customer
@@ -242,3 +243,18 @@ async def test_a_journey_that_exits_on_a_reply_is_steered_by_it(store, tmp_path)
                   order_id=row.order_id, data=row.data)  # fmt: skip
     [dispatch] = plan(event, definitions)
     assert (dispatch.action, dispatch.journey, dispatch.key) == ("signal", "winback_sleeping", "c1")
+
+
+async def test_retention_removes_old_replies_and_their_text_in_the_event_log(store, tmp_path):
+    save(store, customer())
+    async with app_for(store, replies=RULES) as api:
+        await push(api, "up", [up("我的地址是北京市朝阳区", 12)])
+    with store.transaction() as session:  # the dispatcher has applied it
+        session.execute(update(EventRow).values(dispatched_at=datetime.now(UTC)))
+    with store.transaction() as session:
+        kept = expire_replies(session, datetime.now(UTC) - timedelta(days=1))
+    assert kept == {"sms_replies": 0, "reply_events": 0}
+    with store.transaction() as session:
+        removed = expire_replies(session, datetime.now(UTC) + timedelta(minutes=1))
+    assert removed == {"sms_replies": 1, "reply_events": 1}
+    assert logged_replies(store) == [] and [e.data for e in replied_events(store)] == [{}]
