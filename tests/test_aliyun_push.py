@@ -216,3 +216,17 @@ async def test_bodies_no_retry_can_mend_are_4xx_with_a_reason(store):
     assert not_json.json()["msg"].startswith("the body is not JSON")
     assert not_array.json()["msg"] == "Aliyun pushes a JSON array of items"
     assert odd_items.status_code == 200 and odd_items.json()["ignored"] == 4
+
+
+async def test_text_the_store_cannot_keep_is_cleaned_not_a_500(store, tmp_path):
+    """JSON may carry a NUL or a lone surrogate in any field (PostgreSQL refuses both)."""
+    save(store, customer())
+    row = sent_sms(store, tmp_path, provider_id="BIZ-1")
+    odd = '[{"phone_number": "1380000000\\u0000", "success": false, "err_code": "MK\\ud800", "biz_id": "BIZ-1\\u0000",'
+    odd += ' "out_id": "' + row.id + '\\u0000"}]'
+    up = '[{"phone_number": "13800000001\\ud800", "content": "\\u0000TD\\ud800", "sign_name": "\\u0000", "sequence_id": "9\\u0000"}]'
+    async with app_for(store) as api:
+        receipt_answer = await push(api, "report", odd.encode())
+        up_answer = await push(api, "up", up.encode())
+    assert (receipt_answer.status_code, up_answer.status_code) == (200, 200), (receipt_answer.text, up_answer.text)
+    assert up_answer.json()["applied"] == 1

@@ -56,7 +56,7 @@ from store import queries
 from store import replies as reply_store
 from store.db import Store
 from triggers.http import read_body
-from triggers.reply_intake import MAX_CLOCK_SKEW, IncomingReply, ReplyIntake, number_forms
+from triggers.reply_intake import MAX_CLOCK_SKEW, IncomingReply, ReplyIntake, number_forms, storable
 
 log = logging.getLogger("journeys.webhooks.aliyun")
 
@@ -76,7 +76,8 @@ class AliyunAnswer(BaseModel):
     ignored: int = Field(0, description="Items about no message of ours, saying nothing new, or malformed.")
 
 
-def aliyun_push_routes(store: Store, token: str | None, intake: ReplyIntake, max_body_bytes: int) -> APIRouter:
+def aliyun_push_routes(store: Store, push_token: str | None, intake: ReplyIntake, max_body_bytes: int) -> APIRouter:
+    """The two push routes; `push_token` (ALIYUN_SMS_PUSH_TOKEN) is the secret their URLs must hold."""
     router = APIRouter(tags=["provider webhooks"])
     refused_doc = {
         403: {"description": "No ALIYUN_SMS_PUSH_TOKEN configured, or the URL's token is wrong."},
@@ -87,7 +88,7 @@ def aliyun_push_routes(store: Store, token: str | None, intake: ReplyIntake, max
 
     async def refuse(route: str) -> JSONResponse:
         record = refusals.take()
-        why = "no ALIYUN_SMS_PUSH_TOKEN configured" if not token else "wrong token in the URL"
+        why = "no ALIYUN_SMS_PUSH_TOKEN configured" if not push_token else "wrong token in the URL"
         dropped = "" if record else f" (not recorded: over {REFUSALS_RECORDED} refusals this minute)"
         log.warning("refused an Aliyun %s push: %s%s", route, why, dropped)
         if record:
@@ -97,7 +98,9 @@ def aliyun_push_routes(store: Store, token: str | None, intake: ReplyIntake, max
         return JSONResponse({"code": 403, "msg": "push token missing or wrong"}, status_code=403)
 
     def allowed(given: str) -> bool:
-        return bool(token) and hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8"))
+        if not push_token:
+            return False
+        return hmac.compare_digest(given.encode("utf-8", "replace"), push_token.encode("utf-8"))
 
     async def items_of(request: Request) -> list[Any] | JSONResponse:
         body = await read_body(request, max_body_bytes)
@@ -165,7 +168,7 @@ def _text(item: dict, name: str, limit: int = 200) -> str | None:
     value = item.get(name)
     if value is None or isinstance(value, dict | list):
         return None
-    text = str(value).strip()
+    text = storable(str(value))
     return text[:limit] or None
 
 

@@ -19,6 +19,7 @@ answering side sweeps replies left unhandled).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -94,11 +95,15 @@ def number_forms(raw: str, default_region: str) -> tuple[str | None, set[str]]:
     return e164, {form for form in forms if form}
 
 
+def storable(text: str) -> str:
+    """Text as the store can keep it: no NUL (PostgreSQL refuses it), no lone surrogate (JSON and
+    a form may carry one; UTF-8 cannot), trimmed. Every field a provider sends passes through it."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8").strip()
+
+
 def clean_text(text: str) -> str:
-    """A reply as it can be stored and shown: no NUL (PostgreSQL refuses it), no lone surrogate
-    (JSON may carry one; UTF-8 cannot), at most MAX_TEXT characters, trimmed."""
-    text = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
-    return text.strip()[:MAX_TEXT]
+    """A reply as it can be stored and shown: storable, at most MAX_TEXT characters."""
+    return storable(text)[:MAX_TEXT]
 
 
 @dataclass
@@ -118,12 +123,12 @@ class ReplyIntake:
         result = await self.store.run(lambda session: self._log_all(session, incoming))
         if result.events and self.on_accepted is not None:
             self.on_accepted()
-        if self.on_reply is not None:
-            for reply_id in result.to_answer:
-                try:
-                    await self.on_reply(reply_id)
-                except Exception:  # the reply is logged; the answering side's sweep takes it up
-                    log.exception("handing SMS reply %s on for its answer failed; it stays unhandled", reply_id)
+        if self.on_reply is not None and result.to_answer:
+            # Side by side: a push may carry many replies, and Aliyun does not wait long for its answer.
+            outcomes = await asyncio.gather(*(self.on_reply(i) for i in result.to_answer), return_exceptions=True)
+            for reply_id, outcome in zip(result.to_answer, outcomes, strict=True):
+                if isinstance(outcome, BaseException):  # the reply is logged: the answering side's sweep takes it up
+                    log.error("handing SMS reply %s on failed; it stays unhandled", reply_id, exc_info=outcome)
         return result
 
     def _log_all(self, session, incoming: list[IncomingReply]) -> IntakeResult:
@@ -142,30 +147,31 @@ class ReplyIntake:
         return result
 
     def _log_one(self, session, reply: IncomingReply, now: datetime) -> tuple[SmsReplyRow, Decision, bool, int] | None:
-        key = reply.key.strip()[:200]
+        key = storable(reply.key)[:200]
         if reply_store.find_reply(session, reply.provider, key) is not None:
             return None
         at = reply.at if reply.at is not None and abs(reply.at - now) <= MAX_CLOCK_SKEW else now
         text = clean_text(reply.text)
-        e164, forms = number_forms(reply.number, self.default_region)
+        number = storable(reply.number)
+        e164, forms = number_forms(number, self.default_region)
         customers = reply_store.customers_with_number(session, forms)
         messages = reply_store.latest_messages_to(session, forms, at, customers)
         if not messages and not customers:  # no record holds the number: the ledger may know whose it is
             messages = reply_store.latest_messages_to(session, forms, at)
-        message = reply_store.answered_message(messages, reply.sign_name)
+        message = reply_store.answered_message(messages, storable(reply.sign_name or ""))
         customer_id = message.customer_id if message is not None else (customers[0] if customers else None)
         decision = self._decision(reply, text)
         row = SmsReplyRow(
             id=str(uuid.uuid4()),
             provider=reply.provider,
             provider_key=key,
-            number=(e164 or reply.number.strip())[:32],
+            number=(e164 or number)[:32],
             customer_id=customer_id,
             message_id=message.id if message is not None else None,
             order_id=message.order_id if message is not None else None,
             content=text,
-            sign_name=(reply.sign_name or None) and reply.sign_name[:60],
-            dest_code=(reply.dest_code or None) and reply.dest_code[:40],
+            sign_name=storable(reply.sign_name)[:60] or None if reply.sign_name else None,
+            dest_code=storable(reply.dest_code)[:40] or None if reply.dest_code else None,
             received_at=at,
             action=decision.action,
         )
