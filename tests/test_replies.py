@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from activities.journey import JourneyActivities
 from channels import build_channels
 from core.records import Event
-from core.replies import Otherwise, ReplyRule, ReplyRules
+from core.replies import DEFAULT_REPLIES, Otherwise, ReplyRule, ReplyRules
 from definitions.loader import PACKAGE_DIR, load_definitions
 from rules.replies import decide, match
 from store import queries
@@ -90,6 +90,7 @@ def test_the_rules_compare_replies_as_customers_type_them():
     assert match(RULES, "please STOP now") is RULES.rules[2]  # a pattern is searched
     assert match(RULES, "TDX") is None and decide(RULES, "TDX").url == "https://service.shop.example/sms"
     assert not decide(ReplyRules(), "hello").needs_answer  # the default otherwise: nothing to do
+    assert decide(RULES, "TD").needs_answer and not decide(DEFAULT_REPLIES, "TD").needs_answer  # no confirm template
 
 
 @pytest.mark.parametrize(
@@ -258,3 +259,12 @@ async def test_retention_removes_old_replies_and_their_text_in_the_event_log(sto
         removed = expire_replies(session, datetime.now(UTC) + timedelta(minutes=1))
     assert removed == {"sms_replies": 1, "reply_events": 1}
     assert logged_replies(store) == [] and [e.data for e in replied_events(store)] == [{}]
+
+
+async def test_an_unsubscribe_reply_never_weakens_a_stop_from_every_sms(store):
+    with store.transaction() as session:
+        queries.add_suppression(session, "sms", PHONE, "all", "hard bounce", datetime.now(UTC))
+    async with app_for(store, replies=RULES) as api:
+        await push(api, "up", [up("退订", 13)])
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "sms", PHONE) == "all"
