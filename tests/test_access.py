@@ -28,6 +28,7 @@ ROUTES = [
     (Permission.READ_HISTORY, "GET", "/orders/o1/history", None),
     (Permission.READ_JOURNEYS, "GET", "/journeys", None),
     (Permission.READ_PROFILE, "GET", "/customers/c1", None),
+    (Permission.READ_PROFILE, "GET", "/customers/c1/replies", None),
     (Permission.READ_SEGMENTS, "GET", "/segments", None),
     (Permission.READ_SEGMENTS, "GET", "/segments/lapsing/members", None),
     (Permission.READ_SEGMENTS, "GET", "/lifecycle/report?month=2026-03", None),
@@ -104,6 +105,9 @@ async def test_health_checks_and_webhooks_need_no_key(app):
         assert (await api.get("/healthz")).status_code == 200
         unsigned = await api.post("/webhooks/sendgrid/events", json=[])  # providers sign instead
         assert unsigned.status_code == 403 and unsigned.json()["detail"] == "SendGrid signature missing or invalid"
+        # Aliyun signs nothing: its push URL's token is the check (none configured here: refused).
+        aliyun = await api.post("/webhooks/aliyun/guess/report", json=[])
+        assert aliyun.status_code == 403 and aliyun.json()["msg"] == "push token missing or wrong"
 
 
 def test_the_key_list_is_checked_and_errors_never_show_a_secret():

@@ -214,14 +214,30 @@ async def test_tampered_replayed_and_unsigned_sendgrid_events_are_refused(api, s
 # ------------------------------------------------------------------ inbound SMS: STOP and START
 
 
-@pytest.mark.parametrize("reply", ["STOP", "stop", " Unsubscribe ", "T", "td", "退订", "Quit.", "END", "cancel"])
+@pytest.mark.parametrize("reply", ["STOP", "stop", " Unsubscribe ", "Quit.", "END", "cancel"])
 async def test_a_stop_reply_blocks_the_next_sms(api, store, provider, send, reply):
+    """Twilio's own opt-out words: Twilio blocks the sender for every message, and so do we."""
     save(store, customer())
     answer = await twilio_post(api, "/webhooks/twilio/inbound", {"MessageSid": "SM1", "From": PHONE, "Body": reply})
     assert answer.status_code == 200 and "<Response>" in answer.text
     outcome = send(request())
     assert (outcome.status, outcome.channel) == ("sent", "email")  # SMS blocked: the fallback
     assert provider.sms == [] and len(provider.mail) == 1
+
+
+@pytest.mark.parametrize("reply", ["T", "td", "退订", "ｔｄ", "TD。"])
+async def test_the_shops_unsubscribe_words_stop_marketing_sms_only(api, store, provider, send, reply):
+    """退订 and TD are the shop's reply rules' (the built-in ones without replies.yaml): marketing
+    SMS stop, a payment reminder still goes by SMS."""
+    save(store, customer())
+    await twilio_post(api, "/webhooks/twilio/inbound", {"MessageSid": "SM1", "From": PHONE, "Body": reply})
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "sms", PHONE) == "marketing"
+    marketing = send(request(step="promo", category="marketing"))
+    assert (marketing.status, marketing.channel) == ("sent", "email")
+    notice = send(request(step="remind"))
+    assert (notice.status, notice.channel) == ("sent", "sms")
+    assert len(provider.sms) == 1 and len(provider.mail) == 1
 
 
 async def test_start_subscribes_again_and_chatter_changes_nothing(api, store, provider, send):

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Literal
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
@@ -36,15 +37,19 @@ from sqlalchemy.exc import IntegrityError
 from twilio.request_validator import RequestValidator
 
 from core.signing import unsubscribe_token
+from definitions.loader import Definitions
+from rules.replies import normalised
 from store import queries
 from store.db import Store
 from triggers.http import read_body
+from triggers.reply_intake import IncomingReply, ReplyIntake
 
 log = logging.getLogger("journeys.webhooks")
 
-#: Replies that unsubscribe a number from SMS, and that subscribe it again (compared upper-case,
-#: trimmed, trailing punctuation dropped).
-STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "T", "TD", "退订", "退订回T"})
+#: Twilio's own opt-out and opt-in words (its default Advanced Opt-Out keywords, compared as the
+#: reply rules compare keywords): Twilio blocks or unblocks the sender on them and confirms itself.
+#: Every other reply, 退订 and TD among them, is the shop's reply rules' to decide.
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "STOP ALL", "OPTOUT", "REVOKE"})
 START_WORDS = frozenset({"START", "UNSTOP"})
 
 #: Twilio message statuses as ledger statuses (the rest, such as queued or sending, say nothing new).
@@ -83,6 +88,10 @@ class WebhookConfig(BaseModel):
         default=None, description="Signs one-click unsubscribe links (JOURNEYS_SECRET)."
     )
     max_body_bytes: int = 1_048_576
+    aliyun_push_token: str | None = Field(
+        default=None,
+        description="The secret path part of Aliyun's push URLs (ALIYUN_SMS_PUSH_TOKEN); without it they are refused.",
+    )
 
 
 class WebhookAnswer(BaseModel):
@@ -91,8 +100,16 @@ class WebhookAnswer(BaseModel):
     ignored: int = Field(0, description="Events that say nothing new (an earlier status, an unknown message).")
 
 
-def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float] = time.time) -> APIRouter:
+def webhook_routes(
+    store: Store,
+    config: WebhookConfig,
+    now: Callable[[], float] = time.time,
+    intake: ReplyIntake | None = None,
+) -> APIRouter:
+    """The providers' webhooks; `intake` takes in SMS replies (the shop's reply rules, the event
+    log, the answering hook); without it, the built-in rules and no hook."""
     router = APIRouter(tags=["provider webhooks"])
+    intake = intake or ReplyIntake(store, Definitions())
     twilio = RequestValidator(config.twilio_auth_token) if config.twilio_auth_token else None
     sendgrid = _sendgrid_verifier(config.sendgrid_public_key)
     refused = {403: {"description": "Missing or bad signature, or no verification key configured."}}
@@ -139,28 +156,20 @@ def webhook_routes(store: Store, config: WebhookConfig, now: Callable[[], float]
 
         return _answer(await _apply(store, apply))
 
-    @router.post("/webhooks/twilio/inbound", responses=refused, summary="Twilio inbound SMS (STOP, START)")
+    @router.post("/webhooks/twilio/inbound", responses=refused, summary="Twilio inbound SMS: a reply (回复记录)")
     async def twilio_inbound(request: Request) -> Response:
         body = await read_body(request, config.max_body_bytes)
         form = twilio_verified(request, body) if body is not None else None
         if form is None:
             return forbidden("Twilio")
         number, text = form.first("From"), form.first("Body") or ""
-        action = _opt_action(form.first("OptOutType"), text)
-        if number and action:
+        if number:
             key = form.first("MessageSid") or f"{number}:{text}:{time.time_ns()}"
-
-            def apply(session) -> str:
-                if queries.seen_provider_event(session, "twilio", key, f"inbound:{action}", None, _now()):
-                    return "duplicates"
-                if action == "stop":
-                    queries.add_suppression(session, "sms", number, "all", f"replied {text.strip()[:40]!r}", _now())
-                else:
-                    queries.remove_suppression(session, "sms", number)
-                return "applied"
-
-            outcome = await _apply(store, apply)
-            log.info("SMS %s reply %s (%s)", action, form.first("MessageSid") or "without a MessageSid", outcome)
+            opt = _opt_action(form.first("OptOutType"), text)
+            reply = IncomingReply(provider="twilio", key=key, number=number, text=text, at=None, opt=opt)
+            result = await intake.take([reply])
+            outcome = "logged" if result.logged else "a duplicate"
+            log.info("SMS reply %s %s", form.first("MessageSid") or "without a MessageSid", outcome)
         return Response(EMPTY_TWIML, media_type="text/xml")
 
     @router.post(
@@ -288,11 +297,13 @@ class _Form(dict):
         return values[0] if values else None
 
 
-def _opt_action(opt_out_type: str | None, text: str) -> str | None:
-    """'stop', 'start' or None for an inbound SMS; Twilio's own classification wins when given."""
+def _opt_action(opt_out_type: str | None, text: str) -> Literal["stop", "start", "help"] | None:
+    """Twilio's own handling of an inbound SMS: 'stop' or 'start' (Twilio has blocked or unblocked
+    the sender and answered it), 'help' (Twilio answered), or None: the shop's reply rules decide.
+    Twilio's classification (`OptOutType`, Advanced Opt-Out) wins when given."""
     if opt_out_type:
-        return {"STOP": "stop", "START": "start"}.get(opt_out_type.upper())
-    word = text.strip().rstrip(".!。！ ").upper()
+        return {"STOP": "stop", "START": "start", "HELP": "help"}.get(opt_out_type.upper())
+    word = normalised(text)
     if word in STOP_WORDS:
         return "stop"
     if word in START_WORDS:

@@ -1,8 +1,9 @@
 """A customer's profile: the record, traits, tags, RFM and the lifecycle stage as of now, the member tier
 and the points balance, segments, why messages
 to them may be held back (unsubscribes, the blacklist, suppressed addresses) and which wait for a
-cap's slot. Read by
-`GET /customers/{id}` and `journeys customer ID`; the console's search (`GET /customers?q=`)."""
+cap's slot, and the SMS they sent back (回复记录: what they said, when, and what was done). Read by
+`GET /customers/{id}` and `journeys customer ID`; the console's search (`GET /customers?q=`);
+`GET /customers/{id}/replies` lists the replies alone."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from core.loyalty import Tiers
 from core.rfm import Rfm, RfmTable, score
 from rules.contacts import address_for
 from store import queries
+from store import replies as reply_store
 from store.points import balance
 from store.segments import segments_of
 from store.tiers import current
@@ -56,6 +58,58 @@ class ProfileTier(BaseModel):
     until: datetime = Field(description="When the card ends (and the tier is re-evaluated).")
 
 
+class Reply(BaseModel):
+    """An SMS the customer sent back (回复记录), with the message it answers and what was done."""
+
+    id: str
+    received_at: datetime
+    text: str
+    number: str
+    provider: str = Field(description="aliyun or twilio.")
+    sign_name: str | None = Field(None, description="The signature the reply was sent to (Aliyun).")
+    action: str | None = Field(description="What the reply rules decided: unsubscribe, answer, webhook, ignore.")
+    message_id: str | None = Field(description="The SMS it most likely answers (the latest sent to the number).")
+    journey: str | None = None
+    step: str | None = None
+    order_id: str | None = None
+    handled_at: datetime | None = Field(description="When its answer (confirmation, template, webhook) was done.")
+    answer_id: str | None = Field(None, description="The ledger row of the answer sent back.")
+    error: str | None = Field(None, description="Why answering it failed.")
+
+
+#: How many of a customer's latest replies the profile shows.
+PROFILE_REPLIES = 20
+
+
+def replies(session: Session, customer_id: str, limit: int = 100) -> list[Reply]:
+    """The customer's replies, newest first, each with the journey and step of the message it answers."""
+    rows = reply_store.replies_of(session, customer_id, limit)
+    answered = {row.message_id for row in rows if row.message_id}
+    messages = {m.id: m for m in reply_store.messages_by_id(session, answered)}
+    out = []
+    for row in rows:
+        message = messages.get(row.message_id) if row.message_id else None
+        out.append(
+            Reply(
+                id=row.id,
+                received_at=row.received_at,
+                text=row.content,
+                number=row.number,
+                provider=row.provider,
+                sign_name=row.sign_name,
+                action=row.action,
+                message_id=row.message_id,
+                journey=message.journey if message is not None else None,
+                step=message.step if message is not None else None,
+                order_id=row.order_id,
+                handled_at=row.handled_at,
+                answer_id=row.answer_id,
+                error=row.error,
+            )
+        )
+    return out
+
+
 class Profile(BaseModel):
     customer_id: str
     record: dict[str, Any] = Field(description="name, phone, email, birthday, timezone, locale, region.")
@@ -72,6 +126,9 @@ class Profile(BaseModel):
     contact_problems: list[str] = Field(default_factory=list, description="Contacts no provider can deliver to.")
     waiting: list[Waiting] = Field(
         default_factory=list, description="Messages waiting for a cap's slot as of `at`, first in line first."
+    )
+    replies: list[Reply] = Field(
+        default_factory=list, description=f"The latest {PROFILE_REPLIES} SMS replies (回复记录), newest first."
     )
     at: datetime
 
@@ -138,6 +195,7 @@ def profile(
             )
             for row in queries.waiting_messages(session, customer_id, at)
         ],
+        replies=replies(session, customer_id, PROFILE_REPLIES),
         at=at,
     )
 

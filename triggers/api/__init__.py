@@ -28,6 +28,7 @@ from core.records import Event
 from definitions.loader import Definitions
 from store.db import Store
 from triggers import console
+from triggers.aliyun_push import aliyun_push_routes
 from triggers.api import (
     broadcasts,
     customers,
@@ -45,6 +46,7 @@ from triggers.api import codec as codec_routes
 from triggers.api import points as points_routes
 from triggers.api import tiers as tier_routes
 from triggers.api.deps import ApiContext, Forbidden, NotJson, TemporalDown, Unauthorised
+from triggers.reply_intake import OnReply, ReplyIntake
 from triggers.webhooks import WebhookConfig, webhook_routes
 from views.effect import Prices
 from views.history import BadId
@@ -71,6 +73,7 @@ def create_app(
     outbox: Path | None = None,
     lifespan=None,
     max_import_bytes: int = imports.MAX_IMPORT_BYTES,
+    on_reply: OnReply | None = None,
 ) -> FastAPI:
     """The API over `store` (and Temporal, through `temporal`, for history and /journeys).
     `on_accepted` is called after new events are logged (the dispatcher's wake-up); with
@@ -172,7 +175,14 @@ def create_app(
         codec_routes,
     ):
         app.include_router(module.router)
-    app.include_router(webhook_routes(store, webhooks or WebhookConfig(max_body_bytes=max_body_bytes)))
+    # Provider webhooks; SMS replies (Twilio's, Aliyun's) go through one intake: the reply rules, the event
+    # log and the dispatcher's wake-up, then `on_reply(reply_id)` for a reply that needs an answer.
+    webhook_config = webhooks or WebhookConfig(max_body_bytes=max_body_bytes)
+    intake = ReplyIntake(store, app.state.journeys.definitions, default_region, on_accepted, on_reply)
+    app.include_router(webhook_routes(store, webhook_config, intake=intake))
+    app.include_router(
+        aliyun_push_routes(store, webhook_config.aliyun_push_token, intake, webhook_config.max_body_bytes)
+    )
     app.include_router(console.router)
 
     event_schema = Event.model_json_schema(ref_template="#/components/schemas/{model}")

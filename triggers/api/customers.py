@@ -1,4 +1,4 @@
-"""A customer: their profile, and erasure on request."""
+"""A customer: their profile, their SMS replies (回复记录), and erasure on request."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from core.access import Permission
 from triggers.api.deps import Context, CustomerId, Problem, Temporal, allowed, requester
 from triggers.erasure import Erasure, NoSuchCustomer, erase
-from views.profile import CustomerMatch, Profile, profile, search_customers
+from views.profile import CustomerMatch, Profile, Reply, profile, replies, search_customers
 
 router = APIRouter(tags=["customers"])
 
@@ -44,6 +44,20 @@ async def customer_profile(customer_id: CustomerId, api: Context) -> Profile | J
     if found is None:
         return JSONResponse({"detail": f"no customer {customer_id!r}"}, status_code=404)
     return found
+
+
+@router.get(
+    "/customers/{customer_id}/replies",
+    response_model=list[Reply],
+    responses={401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Problem}},
+    dependencies=[Depends(allowed(Permission.READ_PROFILE))],
+    summary="A customer's SMS replies (回复记录), newest first: what they said, the message answered, what was done",
+)
+async def customer_replies(
+    customer_id: CustomerId, api: Context, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[Reply]:
+    # An unknown or erased customer has none (erasure deletes them): an empty list, not a 404.
+    return await api.store.run(lambda session: replies(session, customer_id, limit))
 
 
 @router.delete(
