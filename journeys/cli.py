@@ -473,8 +473,15 @@ def preview(
     typer.echo(found.model_dump_json(indent=2) if as_json else "\n".join(describe(found)))
 
 
-@app.command()
+report_app = typer.Typer(
+    help="What journeys earned (the effect report, without a subcommand); `report sms`: the SMS report (短信报表)."
+)
+app.add_typer(report_app, name="report")
+
+
+@report_app.callback(invoke_without_command=True)
 def report(
+    ctx: typer.Context,
     journey: Annotated[str | None, typer.Option(help="One journey (or broadcast); all by default")] = None,
     start: Annotated[
         str | None,
@@ -487,7 +494,10 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV: a row per journey and per group")] = False,
 ) -> None:
-    """What each journey earned: sends, delivery, clicks, conversions, revenue, cost, ROI, holdout uplift."""
+    """What each journey earned: sends, delivery, clicks, conversions, revenue, cost, ROI, holdout uplift.
+    `journeys report sms`: the SMS report (短信报表)."""
+    if ctx.invoked_subcommand is not None:
+        return
     import csv
     from datetime import UTC
 
@@ -523,6 +533,37 @@ def report(
         csv.writer(sys.stdout).writerows(csv_rows(found))
     else:
         typer.echo("\n".join(report_lines(found)))
+
+
+@report_app.command("sms")
+def report_sms(
+    since: Annotated[
+        str | None, typer.Option(help="A date (the shop's time zone) or an RFC 3339 time; default 30 days ago")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="A date (included) or a time; default now")] = None,
+    definitions: Annotated[Path | None, typer.Option(help="Default: ./definitions (sms.yaml's price_per_part)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (what GET /reports/sms answers)")] = False,
+) -> None:
+    """The SMS report (短信报表): per day, signature and template, what was submitted, delivered,
+    failed (by error code), replied to and clicked, and the billed parts and their cost."""
+    from datetime import UTC
+
+    from views.effect import Prices
+    from views.sms_report import report_lines as sms_lines
+    from views.sms_report import sms_period, sms_report
+
+    settings = _settings()
+    loaded = _definitions_or_exit(definitions or settings.definitions_dir)
+    try:
+        period = sms_period(since, until, settings.shop_timezone, datetime.now(UTC))
+    except ValueError as err:
+        typer.echo(f"--{err}", err=True)
+        raise typer.Exit(2) from None
+    with _opened_store(settings) as store:
+        found = sms_report(
+            store, period.start, period.end, settings.shop_timezone, settings.shop_name, loaded.sms, Prices.of(settings)
+        )
+    typer.echo(found.model_dump_json(indent=2) if as_json else "\n".join(sms_lines(found)))
 
 
 @app.command()
