@@ -93,7 +93,10 @@ def message_counts(
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Per (journey, group): sent, skipped, failed, in_doubt, delivered, opened, clicked,
     bounced, sms_segments (of SMS sent), emails (sent), and skipped/failed by reason
-    (`skipped:quiet_hours`), for messages due in the period."""
+    (`skipped:quiet_hours`), for messages due in the period. Clicked counts messages by their
+    status, each once: an email moves there on SendGrid's click event, an SMS only when its
+    short link is followed (store/clicks.py); the status outlives the clicks' rows, which
+    retention deletes."""
     m = MessageRow
     group = _group(by, m, m.at, period)
     where = [m.at >= _at(period.start), m.at < _at(period.end)]
