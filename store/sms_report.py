@@ -106,15 +106,18 @@ def sms_counts(
         m.channel == "sms",
         m.at >= literal(start, UTCDateTime()),
         m.at < literal(end, UTCDateTime()),
-        m.status.in_([str(s) for s in (*SENT_STATUSES, *FAILED_STATUSES)]),
+        m.status.in_(sorted({str(s) for s in (*SENT_STATUSES, *FAILED_STATUSES)})),
     )
     submitted = m.status.in_([str(s) for s in SENT_STATUSES])
-    # Replies come after their message: those received since the period began (ix_sms_replies_received).
-    replied = m.id.in_(
-        select(SmsReplyRow.message_id).where(
-            SmsReplyRow.message_id.is_not(None), SmsReplyRow.received_at >= literal(start, UTCDateTime())
-        )
+    # The messages replied to, each once (a hash join, not a lookup per message); a reply comes
+    # after its message: those received since the period began (ix_sms_replies_received).
+    replies = (
+        select(SmsReplyRow.message_id)
+        .where(SmsReplyRow.message_id.is_not(None), SmsReplyRow.received_at >= literal(start, UTCDateTime()))
+        .distinct()
+        .subquery("replied")
     )
+    replied = replies.c.message_id.is_not(None)
     rows = session.execute(
         select(
             day,
@@ -127,6 +130,8 @@ def sms_counts(
             _count_if(m.status == Status.CLICKED),
             func.sum(case((submitted, func.coalesce(m.segments, 1)), else_=0)),
         )
+        .select_from(m)
+        .outerjoin(replies, replies.c.message_id == m.id)
         .where(*where)
         .group_by(day, signature, template)
     )
