@@ -205,3 +205,17 @@ def test_the_cli_prints_the_report_as_a_table_and_as_json(store, ledger, monkeyp
 
     bad = CliRunner().invoke(cli, ["report", "sms", "--since", "tomorrow", "--definitions", str(folder)])
     assert bad.exit_code == 2 and "--since: 'tomorrow' is not a date" in bad.output
+
+
+def test_the_cli_refuses_options_of_the_other_report(store, monkeypatch, tmp_path):
+    monkeypatch.setenv("DATABASE_URL", store.url)
+    folder = shipped_definitions_with(tmp_path / "definitions", {})
+    mixed = CliRunner().invoke(cli, ["report", "sms", "--from", DAY1, "--definitions", str(folder)])
+    assert (
+        mixed.exit_code == 2
+        and "journeys report sms: --from belongs to the effect report (`journeys report`)" in mixed.output
+    )
+    effect = CliRunner().invoke(cli, ["report", "--since", DAY1, "--definitions", str(folder)])
+    assert effect.exit_code == 2 and "journeys report: --since belongs to `journeys report sms`" in effect.output
+    unknown = CliRunner().invoke(cli, ["report", "smss", "--definitions", str(folder)])
+    assert unknown.exit_code == 2 and "'smss' is not a report; give none (the effect) or sms" in unknown.output
