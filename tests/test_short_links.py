@@ -5,18 +5,24 @@ start on. Link previewers (HEAD) are not counted; unknown, expired and malformed
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
+import subprocess
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from sqlalchemy import select
 
 from core.config import Settings
 from definitions.loader import load_definitions
 from store.tables import EventRow, LinkClickRow, MessageRow, ShortLinkRow
-from tests.helpers import write_definitions
+from tests.helpers import free_port, write_definitions
 from tests.test_api import client_for
+from tests.test_api_process import JOURNEYS
 from triggers.api import create_app
 from views.effect import Prices
 
@@ -193,3 +199,50 @@ async def test_clicks_are_the_sms_click_rate_of_the_effect_report(pg_store):
     assert (sms_figures["sent"], sms_figures["delivered"], sms_figures["clicked"]) == (4, 4, 2)
     assert sms_figures["click_rate"] == 0.5
     assert len(rows_of(pg_store, LinkClickRow)) == 4  # every click recorded, each message counted once
+
+
+def test_the_api_process_serves_links_without_a_key_and_reports_the_click(pg_store, tmp_path):
+    """`journeys api` on PostgreSQL with API keys (Temporal down, which a click does not need): a
+    phone follows the link with no key; a link previewer's HEAD is not counted; the SMS report
+    (a read key) shows the message clicked once."""
+    now = datetime.now(UTC)
+    message = sms("c-qian", at=now - timedelta(minutes=30))
+    short = link(message)
+    write(pg_store, message, short)
+    api_port, nothing_there = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": pg_store.url,
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{nothing_there}",
+        "JOURNEYS_API_PORT": str(api_port),
+        "JOURNEYS_API_KEYS": "support:read:k-read-process",
+        "JOURNEYS_SHOP_TIMEZONE": "Asia/Shanghai",
+    }
+    process = subprocess.Popen(
+        [JOURNEYS, "api"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"{base}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        previewed = httpx.head(f"{base}/l/{short.code}", timeout=10)
+        followed = httpx.get(f"{base}/l/{short.code}", headers={"User-Agent": PHONE_UA}, timeout=10)
+        unknown = httpx.get(f"{base}/l/{'x' * 16}", timeout=10)
+        keyless = httpx.get(f"{base}/reports/sms", timeout=10)
+        report = httpx.get(f"{base}/reports/sms", headers={"Authorization": "Bearer k-read-process"}, timeout=30)
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert previewed.status_code == 302 and previewed.headers["location"] == URL
+    assert followed.status_code == 302 and followed.headers["location"] == URL, output
+    assert unknown.status_code == 404 and "链接无效或已过期" in unknown.text
+    assert keyless.status_code == 401
+    assert report.status_code == 200, report.text
+    [line] = report.json()["lines"]
+    assert (line["signature"], line["template"], line["submitted"], line["clicked"]) == ("好店", "SMS_100001", 1, 1)
+    [click] = rows_of(pg_store, LinkClickRow)
+    assert click.user_agent == PHONE_UA
