@@ -2,9 +2,9 @@
 
 The send activity writes a `ShortLinkRow` per `{{ link(url) }}` with the message's ledger row
 (activities/journey.py); the API's `GET /l/{code}` (triggers/api/links.py) looks the code up here
-and records each click as a `LinkClickRow`, moving the message to `clicked`. The effect report's
-SMS clicks are those messages (store/effect.py counts `clicked` by status, which only a click
-moves an SMS to); the SMS report counts messages with a click row (store/sms_report.py).
+and records each click as a `LinkClickRow`, moving the message to `clicked`. The effect report
+and the SMS report count a message clicked when its status says so or it has a click
+(`clicked_messages`): each message once, however often it was clicked.
 
 Codes are random (`secrets.token_urlsafe`), so nothing about a message can be guessed from one;
 a code that is not of that alphabet or too long is refused before the store is asked.
@@ -16,12 +16,12 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import Subquery, delete, literal, select
 from sqlalchemy.orm import Session
 
 from core.vocabulary import Status
 from store import queries
-from store.tables import LinkClickRow, MessageRow, ShortLinkRow
+from store.tables import LinkClickRow, MessageRow, ShortLinkRow, UTCDateTime
 
 #: What a code may be: token_urlsafe's alphabet, at most the column's 32 characters.
 CODE = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -83,6 +83,18 @@ def record_click(session: Session, link: ShortLinkRow, at: datetime, user_agent:
         step=message.step,
         variant=message.variant,
         channel=message.channel,
+    )
+
+
+def clicked_messages(since: datetime) -> Subquery:
+    """The messages with a click at or after `since`, each once: what the reports join (by hash,
+    not a lookup per message) to count a message clicked even when a status written later hid
+    it (a send in doubt settled as `sent` after its customer had clicked)."""
+    return (
+        select(LinkClickRow.message_id)
+        .where(LinkClickRow.at >= literal(since, UTCDateTime()))
+        .distinct()
+        .subquery("clicked")
     )
 
 

@@ -8,9 +8,9 @@ statements over the period's SMS rows (ix_messages_channel_at), never rows walke
   expired keeps its template code and has no signature ('');
 - submitted: reached the provider (SENT_STATUSES); delivered: delivered or further (opened,
   clicked); failed: failed or undelivered, by error code (`failure_code`); replied: messages
-  an SMS reply (sms_replies) was linked to; clicked: messages whose short link was followed (only
-  a click moves an SMS to `clicked`, store/clicks.py); parts: Aliyun's (or Twilio's) billed parts
-  of the submitted messages (`segments`, 1 when unknown).
+  an SMS reply (sms_replies) was linked to; clicked: messages whose short link was followed (by
+  their status or a click, as the effect report counts them, store/clicks.py); parts: Aliyun's
+  (or Twilio's) billed parts of the submitted messages (`segments`, 1 when unknown).
 
 views/sms_report.py prices the parts and assembles the report.
 """
@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from core.vocabulary import SENT_STATUSES, Reason, Status
+from store.clicks import clicked_messages
 from store.effect import DELIVERED_STATUSES
 from store.portable import local_day
 from store.tables import MessageRow, SmsReplyRow, UTCDateTime
@@ -109,6 +110,8 @@ def sms_counts(
         m.status.in_(sorted({str(s) for s in (*SENT_STATUSES, *FAILED_STATUSES)})),
     )
     submitted = m.status.in_([str(s) for s in SENT_STATUSES])
+    clicks = clicked_messages(start)  # as the effect report counts them: the status, or a click
+    clicked = or_(m.status == Status.CLICKED, and_(submitted, clicks.c.message_id.is_not(None)))
     # The messages replied to, each once (a hash join, not a lookup per message); a reply comes
     # after its message: those received since the period began (ix_sms_replies_received).
     replies = (
@@ -124,14 +127,15 @@ def sms_counts(
             signature,
             template,
             _count_if(submitted),
-            _count_if(m.status.in_([str(s) for s in DELIVERED_STATUSES])),
+            _count_if(or_(m.status.in_([str(s) for s in DELIVERED_STATUSES]), clicked)),
             _count_if(m.status.in_([str(s) for s in FAILED_STATUSES])),
             _count_if(replied),
-            _count_if(m.status == Status.CLICKED),
+            _count_if(clicked),
             func.sum(case((submitted, func.coalesce(m.segments, 1)), else_=0)),
         )
         .select_from(m)
         .outerjoin(replies, replies.c.message_id == m.id)
+        .outerjoin(clicks, clicks.c.message_id == m.id)
         .where(*where)
         .group_by(day, signature, template)
     )

@@ -246,3 +246,25 @@ def test_the_api_process_serves_links_without_a_key_and_reports_the_click(pg_sto
     assert (line["signature"], line["template"], line["submitted"], line["clicked"]) == ("好店", "SMS_100001", 1, 1)
     [click] = rows_of(pg_store, LinkClickRow)
     assert click.user_agent == PHONE_UA
+
+
+async def test_a_click_still_counts_when_a_late_settlement_writes_sent_over_it(pg_store):
+    """A send in doubt (its answer lost) that the customer clicks moves to clicked; the send
+    activity settling it afterwards writes `sent` over the status (activities/journey.py writes
+    its outcome as is). The click rows still make it clicked, and delivered, in both reports."""
+    now = datetime.now(UTC)
+    message = sms("c-wu", at=now - timedelta(minutes=10), status="unknown")
+    short = link(message)
+    write(pg_store, message, short)
+    app = create_app(pg_store, shop_timezone="Asia/Shanghai", shop_name="好店")
+    async with client_for(app) as api:
+        assert (await api.get(f"/l/{short.code}")).status_code == 302
+        assert rows_of(pg_store, MessageRow)[0].status == "clicked"  # a click settles the doubt
+        with pg_store.transaction() as session:
+            session.get(MessageRow, message.id).status = "sent"  # the settlement's write
+        effect = (await api.get("/effect", params={"by": "channel"})).json()
+        report = (await api.get("/reports/sms")).json()
+    figures = effect["journeys"]["payment_reminder"]["groups"]["sms"]
+    assert (figures["sent"], figures["delivered"], figures["clicked"], figures["click_rate"]) == (1, 1, 1, 1.0)
+    [line] = report["lines"]
+    assert (line["submitted"], line["delivered"], line["clicked"]) == (1, 1, 1)
