@@ -78,22 +78,37 @@ def _follow(api: ApiContext, code: str, user_agent: str | None, count: bool):
     return work
 
 
-@router.api_route(
-    "/l/{code:path}",
-    methods=["GET", "HEAD"],
-    response_class=RedirectResponse,
-    status_code=302,
-    responses={
-        302: {"description": "To the link's URL; the click is recorded (not for HEAD)."},
-        404: {"description": "No such link, or it has expired: a small HTML page, nothing recorded."},
-    },
-    summary="Follow a tracked short link in a message (短链)",
-)
-async def follow(code: str, request: Request, api: Context) -> Response:
-    counted = request.method == "GET"
-    url, routed = await api.store.run(_follow(api, code, request.headers.get("user-agent"), counted))
+_RESPONSES = {
+    404: {"description": "No such link, or it has expired: a small HTML page, nothing recorded."},
+}
+
+
+async def _answer(api: ApiContext, code: str, request: Request, *, count: bool) -> Response:
+    url, routed = await api.store.run(_follow(api, code, request.headers.get("user-agent"), count))
     if url is None:
         return _not_found()
     if routed and api.on_accepted is not None:
         api.on_accepted()
     return RedirectResponse(url, status_code=302, headers=_HEADERS)
+
+
+@router.get(
+    "/l/{code:path}",
+    response_class=RedirectResponse,
+    status_code=302,
+    responses={302: {"description": "To the link's URL; the click is recorded."}, **_RESPONSES},
+    summary="Follow a tracked short link in a message (短链)",
+)
+async def follow(code: str, request: Request, api: Context) -> Response:
+    return await _answer(api, code, request, count=True)
+
+
+@router.head(
+    "/l/{code:path}",
+    response_class=RedirectResponse,
+    status_code=302,
+    responses={302: {"description": "To the link's URL; nothing is recorded (a link preview)."}, **_RESPONSES},
+    summary="A link previewer's look at a short link: redirected, not counted",
+)
+async def preview(code: str, request: Request, api: Context) -> Response:
+    return await _answer(api, code, request, count=False)
