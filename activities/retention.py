@@ -1,9 +1,12 @@
 """Retention: personal data older than JOURNEYS_RETENTION_DAYS leaves the store. The schedule
 that runs it is registered by the worker (journeys.retention); what is removed is
-store.queries.expire_personal_data."""
+store.queries.expire_personal_data, and store.clicks.expire_links: short links past their
+`expires_at` (made for the same period, so they redirect no more) and clicks older than the
+period (their user agents)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,9 +15,11 @@ from temporalio import activity
 
 from activities.payloads import RetentionReport, RetentionRequest
 from core.outbox import expire_lines
-from store import queries
+from store import clicks, queries
 from store.db import Store
 from store.tables import MessageRow
+
+log = logging.getLogger("journeys.retention")
 
 
 class RetentionActivities:
@@ -39,10 +44,26 @@ class RetentionActivities:
             activity.heartbeat(report.model_dump(mode="json"))
             if max(done.values()) < request.batch:
                 break
+        links = self._expire_links(request)
+        log.info("retention: %d expired short links and %d clicks deleted", links["links"], links["link_clicks"])
         self.store.checkpoint()
         before = request.before if request.before.tzinfo else request.before.replace(tzinfo=UTC)
         report.outbox_lines = expire_lines(self.outbox, before, self._sent_at)
         return report
+
+    def _expire_links(self, request: RetentionRequest) -> dict[str, int]:
+        """Expired short links and old clicks, batch after batch; the counts deleted."""
+        now = datetime.now(UTC)
+        before = request.before if request.before.tzinfo else request.before.replace(tzinfo=UTC)
+        deleted = {"links": 0, "link_clicks": 0}
+        while True:
+            with self.store.transaction() as session:
+                done = clicks.expire_links(session, now, before, request.batch)
+            for name, count in done.items():
+                deleted[name] += count
+            activity.heartbeat(deleted)
+            if max(done.values()) < request.batch:
+                return deleted
 
     def _sent_at(self, message_ids: list[str]) -> dict[str, datetime]:
         """When the ledger recorded these messages (for outbox lines written before they were dated)."""

@@ -488,6 +488,9 @@ def preview(
 
 @app.command()
 def report(
+    which: Annotated[
+        str | None, typer.Argument(help="`sms`: the SMS report (短信报表); without it, what journeys earned")
+    ] = None,
     journey: Annotated[str | None, typer.Option(help="One journey (or broadcast); all by default")] = None,
     start: Annotated[
         str | None,
@@ -496,19 +499,42 @@ def report(
     end: Annotated[str | None, typer.Option("--to", help="A date (included) or a time; default now")] = None,
     by: Annotated[str | None, typer.Option(help="Also per day, step, channel or variant")] = None,
     silent_days: Annotated[int, typer.Option(help="Reactivation: customers silent this long before a message")] = 90,
+    since: Annotated[
+        str | None, typer.Option(help="`report sms`: a date (the shop's time zone) or a time; default 30 days ago")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="`report sms`: a date (included) or a time; default now")] = None,
     definitions: Annotated[Path | None, typer.Option(help="Default: ./definitions")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV: a row per journey and per group")] = False,
 ) -> None:
-    """What each journey earned: sends, delivery, clicks, conversions, revenue, cost, ROI, holdout uplift."""
+    """What each journey earned: sends, delivery, clicks, conversions, revenue, cost, ROI, holdout uplift.
+    `journeys report sms --since --until`: the SMS report (短信报表) per day, signature and template."""
     import csv
     from datetime import UTC
 
     from store.effect import GROUPINGS
     from views.effect import Prices, csv_rows, effect_report, journeys_of, period_of, report_lines
 
+    if which not in (None, "sms"):
+        typer.echo(f"journeys report: {which!r} is not a report; give none (the effect) or sms", err=True)
+        raise typer.Exit(2)
+    # The options of one report that the other does not take: a mix-up is refused, not ignored.
+    effect_only = {"--journey": journey, "--from": start, "--to": end, "--by": by, "--csv": as_csv}
+    sms_only = {"--since": since, "--until": until}
+    mixed = [name for name, value in (effect_only if which == "sms" else sms_only).items() if value]
+    if mixed:
+        other = "`journeys report sms`" if which is None else "the effect report (`journeys report`)"
+        verb = "belongs" if len(mixed) == 1 else "belong"
+        typer.echo(
+            f"journeys {' '.join(['report', *([which] if which else [])])}: {', '.join(mixed)} {verb} to {other}",
+            err=True,
+        )
+        raise typer.Exit(2)
     settings = _settings()
     loaded = _definitions_or_exit(definitions or settings.definitions_dir)
+    if which == "sms":
+        _report_sms(settings, loaded, since, until, as_json)
+        return
     if by is not None and by not in GROUPINGS:
         typer.echo(f"--by: {by!r} is not one of {', '.join(GROUPINGS)}", err=True)
         raise typer.Exit(2)
@@ -536,6 +562,26 @@ def report(
         csv.writer(sys.stdout).writerows(csv_rows(found))
     else:
         typer.echo("\n".join(report_lines(found)))
+
+
+def _report_sms(settings: Settings, loaded, since: str | None, until: str | None, as_json: bool) -> None:
+    """`journeys report sms`: per day, signature and template, what was submitted, delivered,
+    failed (by error code), replied to and clicked, and the billed parts and their cost."""
+    from datetime import UTC
+
+    from views.effect import Prices
+    from views.sms_report import report_lines, sms_period, sms_report
+
+    try:
+        period = sms_period(since, until, settings.shop_timezone, datetime.now(UTC))
+    except ValueError as err:
+        typer.echo(f"--{err}", err=True)
+        raise typer.Exit(2) from None
+    with _opened_store(settings) as store:
+        found = sms_report(
+            store, period.start, period.end, settings.shop_timezone, settings.shop_name, loaded.sms, Prices.of(settings)
+        )
+    typer.echo(found.model_dump_json(indent=2) if as_json else "\n".join(report_lines(found)))
 
 
 @app.command()

@@ -23,6 +23,7 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from core.amounts import in_period_sql
 from core.vocabulary import SENT_STATUSES, Status
+from store.clicks import clicked_messages
 from store.orders import amount
 from store.portable import bytewise, local_day, shifted
 from store.reached import GoalRule, first_goal_event
@@ -93,7 +94,11 @@ def message_counts(
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Per (journey, group): sent, skipped, failed, in_doubt, delivered, opened, clicked,
     bounced, sms_segments (of SMS sent), emails (sent), and skipped/failed by reason
-    (`skipped:quiet_hours`), for messages due in the period."""
+    (`skipped:quiet_hours`), for messages due in the period. Clicked counts messages, each
+    once: an email by its status (SendGrid's click event moves it there), an SMS by its status
+    or a click on its short link (store/clicks.py: a click moves the status too, but a send in
+    doubt settled later may write `sent` over it; the status outlives the click rows retention
+    deletes). A message clicked was delivered, whatever its status says."""
     m = MessageRow
     group = _group(by, m, m.at, period)
     where = [m.at >= _at(period.start), m.at < _at(period.end)]
@@ -102,6 +107,8 @@ def message_counts(
     # One pass: rows per (journey, group, status, reason, channel), added up here; a few hundred
     # groups however many messages.
     sms = m.channel == "sms"
+    clicks = clicked_messages(period.start)  # a click comes after its message
+    link_clicked = clicks.c.message_id.is_not(None)
     rows = session.execute(
         select(
             m.journey,
@@ -109,11 +116,14 @@ def message_counts(
             m.status,
             m.reason,
             m.channel,
+            link_clicked.label("link_clicked"),
             func.count(),
             func.sum(case((sms, func.coalesce(m.segments, 1)), else_=0)),
         )
+        .select_from(m)
+        .outerjoin(clicks, clicks.c.message_id == m.id)
         .where(*where)
-        .group_by(*_keys(m.journey, group, by), m.status, m.reason, m.channel)
+        .group_by(*_keys(m.journey, group, by), m.status, m.reason, m.channel, link_clicked)
     )
     names = (
         "sent",
@@ -128,7 +138,7 @@ def message_counts(
         "emails",
     )
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for journey, grp, status, reason, channel, count, segments in rows:
+    for journey, grp, status, reason, channel, followed, count, segments in rows:
         counts = found.setdefault((journey, grp), dict.fromkeys(names, 0))
         count = int(count)
         if status in SENT_STATUSES:
@@ -140,10 +150,11 @@ def message_counts(
             why = f"{status}:{reason or 'unknown'}"
             counts[why] = counts.get(why, 0) + count
         counts["in_doubt"] += count if status in (Status.SENDING, Status.UNKNOWN) else 0
-        counts["delivered"] += count if status in DELIVERED_STATUSES else 0
+        clicked = status == Status.CLICKED or (bool(followed) and status in SENT_STATUSES)
+        counts["delivered"] += count if status in DELIVERED_STATUSES or clicked else 0
         counts["opened"] += count if status in OPENED_STATUSES else 0
-        counts["clicked"] += count if status == Status.CLICKED else 0
-        counts["bounced"] += count if status == Status.UNDELIVERED else 0
+        counts["clicked"] += count if clicked else 0
+        counts["bounced"] += count if status == Status.UNDELIVERED and not clicked else 0
     feedback = session.execute(
         select(
             m.journey,

@@ -97,6 +97,8 @@ class MessageRow(Base):
         Index("ix_messages_journey_at", "journey", "at"),
         # Whether a run sent before a report's period (store/effect.py).
         Index("ix_messages_run", "workflow_id", "run_id", "at"),
+        # A period's SMS, for the SMS report (store/sms_report.py).
+        Index("ix_messages_channel_at", "channel", "at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

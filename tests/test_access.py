@@ -53,6 +53,7 @@ ROUTES = [
     (Permission.READ_PROFILE, "GET", "/customers/c1/tier", None),
     (Permission.MANAGE_LOYALTY, "POST", "/customers/c1/tier", {"tier": "vip", "reason": "补偿"}),
     (Permission.READ_PROFILE, "GET", "/tiers/report", None),
+    (Permission.READ_JOURNEYS, "GET", "/reports/sms", None),
 ]
 
 
@@ -100,9 +101,12 @@ async def test_a_key_in_last_releases_format_keeps_full_access(app):
             assert answer.status_code not in (401, 403), (permission, answer.text)
 
 
-async def test_health_checks_and_webhooks_need_no_key(app):
+async def test_health_checks_webhooks_and_short_links_need_no_key(app):
     async with client_for(app) as api:
         assert (await api.get("/healthz")).status_code == 200
+        # A customer's phone follows a short link with no key: an unknown code is the link's 404 page.
+        link = await api.get("/l/unknownCode12345")
+        assert link.status_code == 404 and "链接无效或已过期" in link.text
         unsigned = await api.post("/webhooks/sendgrid/events", json=[])  # providers sign instead
         assert unsigned.status_code == 403 and unsigned.json()["detail"] == "SendGrid signature missing or invalid"
         # Aliyun signs nothing: its push URL's token is the check (none configured here: refused).

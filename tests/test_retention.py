@@ -14,13 +14,15 @@ from google.protobuf.duration_pb2 import Duration
 from temporalio.api.namespace.v1 import NamespaceConfig
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, UpdateNamespaceRequest
 from temporalio.client import ScheduleActionStartWorkflow
+from temporalio.testing import ActivityEnvironment
 
-from activities.payloads import RetentionReport
+from activities.payloads import RetentionReport, RetentionRequest
+from activities.retention import RetentionActivities
 from core.config import Settings
 from core.temporal import connect
 from instances.contract import retention_schedule_id
 from journeys.retention import ensure_retention_schedule, limit_history_retention
-from store.tables import EventRow, MessageRow, ProviderEventRow
+from store.tables import EventRow, LinkClickRow, MessageRow, ProviderEventRow, ShortLinkRow
 from tests.stack import JOURNEYS, Stack
 
 KEYS = "k1=" + "B" * 43 + "="
@@ -185,3 +187,39 @@ def test_the_schedule_follows_the_setting_and_the_namespace_keeps_histories_no_l
     assert within == "namespace 'default' keeps histories 90 days (within 120 days)"
     assert off.startswith("retention off (JOURNEYS_RETENTION_DAYS=0)")
     assert remaining == []
+
+
+def test_retention_deletes_expired_short_links_and_old_clicks(pg_store):
+    """A short link stops working at its expires_at (the retention period after its message) and
+    retention deletes it; clicks older than the period go too (their user agents), and the message
+    keeps its clicked status, which the effect report reads."""
+    now = datetime.now(UTC)
+    before = now - timedelta(days=30)
+    old, recent = message(now - timedelta(days=40), "old"), message(now - timedelta(days=2), "recent")
+    old.status = recent.status = "clicked"
+    with pg_store.transaction() as session:
+        session.add_all([
+            old, recent,
+            ShortLinkRow(code="oldcode", message_id=old.id, url="https://shop.example/a",
+                         created_at=old.at, expires_at=old.at + timedelta(days=30)),
+            ShortLinkRow(code="newcode", message_id=recent.id, url="https://shop.example/b",
+                         created_at=recent.at, expires_at=recent.at + timedelta(days=30)),
+            LinkClickRow(code="oldcode", message_id=old.id, at=old.at + timedelta(hours=1), user_agent="iPhone"),
+            LinkClickRow(code="oldcode", message_id=old.id, at=now - timedelta(days=20), user_agent="iPhone"),
+            LinkClickRow(code="newcode", message_id=recent.id, at=recent.at, user_agent="Android"),
+        ])  # fmt: skip
+    activities = RetentionActivities(pg_store)
+    report = ActivityEnvironment().run(activities.expire_personal_data, RetentionRequest(before=before, batch=1))
+    assert report.messages == 1  # the old message's body and number are gone too
+    with pg_store.transaction() as session:
+        codes = {row.code for row in session.query(ShortLinkRow)}
+        clicks = sorted((row.code, row.user_agent) for row in session.query(LinkClickRow))
+        statuses = {row.customer_id: row.status for row in session.query(MessageRow)}
+    assert codes == {"newcode"}
+    # The old link's click within the period stays until it ages out itself; the older one is gone.
+    assert clicks == [("newcode", "Android"), ("oldcode", "iPhone")]
+    assert statuses == {"old": "clicked", "recent": "clicked"}
+    again = ActivityEnvironment().run(activities.expire_personal_data, RetentionRequest(before=before))
+    assert again.messages == 0
+    with pg_store.transaction() as session:
+        assert session.query(ShortLinkRow).count() == 1 and session.query(LinkClickRow).count() == 2

@@ -71,7 +71,11 @@ class Figures(BaseModel):
     failed_by_reason: dict[str, int] = Field(default_factory=dict)
     delivered: int = 0
     opened: int = 0
-    clicked: int = 0
+    clicked: int = Field(
+        0,
+        description="Messages clicked, each once however often: SendGrid's click events for email, a followed "
+        "short link (短链, /l/{code}) for SMS.",
+    )
     bounced: int = Field(0, description="Undelivered: a bounce (退信) or a carrier's refusal.")
     unsubscribes: int = 0
     complaints: int = 0

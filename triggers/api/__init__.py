@@ -1,8 +1,9 @@
 """The HTTP API: how order systems hand events to Journeys, and how operators read what happened.
 
 One router per resource: events (`events.py`), imports of order exports (`imports.py`), history
-(`history.py`), journeys (`journeys.py`), health (`health.py`), the payload codec for the Temporal
-Web UI (`codec.py`), and the providers' webhooks (`triggers.webhooks`). What they share (the store,
+(`history.py`), journeys (`journeys.py`), the SMS report (`sms.py`), health (`health.py`), the
+payload codec for the Temporal Web UI (`codec.py`), and, with no API key, the providers' webhooks
+(`triggers.webhooks`) and the short links customers follow (`links.py`). What they share (the store,
 the Temporal connection, the API keys) comes in through FastAPI dependencies (`deps.py`). The
 OpenAPI document at `/openapi.json` (and `/docs`) is the integration contract.
 """
@@ -39,8 +40,10 @@ from triggers.api import (
     imports,
     journeys,
     lifecycle,
+    links,
     products,
     segments,
+    sms,
 )
 from triggers.api import codec as codec_routes
 from triggers.api import points as points_routes
@@ -171,6 +174,8 @@ def create_app(
         products,
         points_routes,
         tier_routes,
+        sms,
+        links,
         health,
         codec_routes,
     ):
