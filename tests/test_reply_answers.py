@@ -5,11 +5,12 @@ classified, the unsubscribe's suppression written) and calls the intake's hook,
 triggers.replies.start_reply_answer:
 
 - `TD` at 03:00 the customer's time: one confirmation at once, however often the hook runs;
-- `人工` at night: the answer at the end of the quiet hours, once;
+- `人工` at night (through Twilio's inbound webhook): the answer at the end of the quiet hours, once;
 - an unknown reply with `otherwise: webhook`: one signed POST to customer service with the order;
 - customer service refusing (4xx): the refusal recorded on the reply, nothing crashes;
 - `ignore`: nothing sent;
-- a reply whose hook never ran: the sweep starts its answer.
+- a reply whose hook never ran: the sweep starts its answer; every worker registers the sweep's
+  schedule once.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class Engine:
             session.add(
                 SmsReplyRow(
                     id=reply_id,
-                    provider="aliyun",
+                    provider=fields.pop("provider", "aliyun"),
                     provider_key=f"seq-{reply_id}",
                     number=NUMBER,
                     customer_id=fields.pop("customer_id", "c1"),
@@ -225,7 +226,7 @@ async def test_an_answer_at_night_waits_for_the_end_of_the_quiet_hours(tmp_path,
         engine.add_customer(tz)
         with engine.store.transaction() as session:
             queries.store_events(session, [event("order.created", engine.now, order="o-9", amount=88)], engine.now)
-        reply_id = engine.log_reply("人工", "answer")
+        reply_id = engine.log_reply("人工", "answer", provider="twilio")  # Twilio's inbound: the same
         outcome = await engine.answer(reply_id, times=2, skip=timedelta(hours=6))
         assert outcome.error is None
         [line] = engine.sent()
@@ -331,3 +332,24 @@ async def test_the_sweep_answers_a_reply_whose_hook_never_ran(tmp_path, pg_store
         assert (again.started, again.already) == (0, 0)  # handled: not swept again
         assert engine.reply(missed).answer_id is not None and engine.reply(fresh).handled_at is None
         assert sorted(row.step for row in engine.ledger()) == ["answer", "confirm"]
+
+
+async def test_every_worker_registers_the_sweep_schedule_once():
+    """Against a dev server (the test server has no schedules): the first worker's start creates
+    the 5-minute sweep, a restart leaves it as it is."""
+    from temporalio.client import ScheduleActionStartWorkflow
+
+    from tests.helpers import free_port, local_temporal
+    from triggers.replies import SWEEP_EVERY, ensure_reply_sweep_schedule, reply_sweep_schedule_id
+
+    async with await local_temporal(free_port()) as env:
+        said = await ensure_reply_sweep_schedule(env.client, "journeys")
+        handle = env.client.get_schedule_handle(reply_sweep_schedule_id("journeys"))
+        first = await handle.describe()
+        await ensure_reply_sweep_schedule(env.client, "journeys")  # another worker, or a restart
+        again = await handle.describe()
+    assert said == "replies whose answer never started are swept every 5 minutes (schedule journeys-replies:journeys)"
+    assert again.info.last_updated_at == first.info.last_updated_at
+    action = first.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow) and action.workflow == "ReplySweep"
+    assert [interval.every for interval in first.schedule.spec.intervals] == [SWEEP_EVERY]
