@@ -9,7 +9,7 @@ triggers.replies.start_reply_answer:
 - an unknown reply with `otherwise: webhook`: one signed POST to customer service with the order;
 - customer service refusing (4xx): the refusal recorded on the reply, nothing crashes;
 - `ignore`: nothing sent;
-- a reply whose hook never ran: the sweep starts its answer; every worker registers the sweep's
+- a reply whose hook found Temporal unreachable: the sweep starts its answer; every worker registers the sweep's
   schedule once.
 """
 
@@ -38,7 +38,7 @@ from journeys.simulate import simulation_runtime
 from journeys.worker import activity_threads, build_workers
 from store import queries
 from store.tables import MessageRow, SmsReplyRow
-from tests.helpers import customer, daytime_zone, event, write_definitions
+from tests.helpers import customer, daytime_zone, event, free_port, write_definitions
 from triggers.replies import start_reply_answer
 from workflows.replies import ReplySweepWorkflow
 
@@ -314,10 +314,13 @@ async def test_an_ignored_reply_gets_nothing(tmp_path, pg_store):
         service.close()
 
 
-async def test_the_sweep_answers_a_reply_whose_hook_never_ran(tmp_path, pg_store):
+async def test_the_sweep_answers_a_reply_whose_hook_failed(tmp_path, pg_store):
     async with Engine(tmp_path, pg_store, url=None) as engine:
         engine.add_customer(daytime_zone(engine.now))
         missed = engine.log_reply("退订", "unsubscribe", received_at=engine.now - timedelta(minutes=10))
+        gone = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=binary("temporal-test-server"))
+        await gone.shutdown()  # the API's Temporal, unreachable when the reply came in
+        await start_reply_answer(gone.client, missed, task_queue=engine.settings.task_queue)  # logged, not raised
         answered = engine.log_reply("人工", "answer", received_at=engine.now - timedelta(minutes=10))
         await engine.answer(answered)
         fresh = engine.log_reply("T", "unsubscribe")  # its hook is still on its way: left to it
@@ -339,7 +342,7 @@ async def test_every_worker_registers_the_sweep_schedule_once():
     the 5-minute sweep, a restart leaves it as it is."""
     from temporalio.client import ScheduleActionStartWorkflow
 
-    from tests.helpers import free_port, local_temporal
+    from tests.helpers import local_temporal
     from triggers.replies import SWEEP_EVERY, ensure_reply_sweep_schedule, reply_sweep_schedule_id
 
     async with await local_temporal(free_port()) as env:

@@ -14,6 +14,7 @@ in a process: it runs once however many workers there are, and catches up after 
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from temporalio.client import (
@@ -28,16 +29,24 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
+from temporalio.service import RPCError
 
 from activities.replies import start_answer
 from workflows.replies import ReplySweepWorkflow
 
 SWEEP_EVERY = timedelta(minutes=5)
 
+log = logging.getLogger("journeys.replies")
+
 
 async def start_reply_answer(client: Client, reply_id: str, *, task_queue: str) -> None:
-    """Answer the logged reply `reply_id` by the shop's rules, at most once: starting twice is a no-op."""
-    await start_answer(client, reply_id, task_queue)
+    """Answer the logged reply `reply_id` by the shop's rules, at most once: starting twice is a
+    no-op. Temporal unreachable is logged, not raised: the reply is logged, and the sweep starts
+    its answer within SWEEP_EVERY of Temporal's return (the provider's push gets its 200)."""
+    try:
+        await start_answer(client, reply_id, task_queue)
+    except RPCError as err:
+        log.error("the answer of reply %s was not started (%s): the sweep will start it", reply_id, err.message)
 
 
 def reply_sweep_schedule_id(task_queue: str) -> str:
