@@ -16,9 +16,10 @@ import re
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import requests
+import yaml
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from temporalio import activity
@@ -31,7 +32,7 @@ from core.contact_policy import EXEMPT, NO_QUIET_HOURS, PolicyOverride
 from core.orders import order_context
 from core.replies import DEFAULT_REPLIES, ReplyAction, ReplyRule, ReplyRules
 from core.signing import SIGNATURE_HEADER, sign
-from definitions.loader import DefinitionsError, load_replies, load_templates
+from definitions.loader import REPLIES_FILE, DefinitionsError, load_replies, load_templates
 from definitions.schema import Template
 from instances.start import PRIORITY
 from store import queries
@@ -127,8 +128,12 @@ def reply_definitions(directory: Path) -> tuple[ReplyRules, dict[str, Template]]
     try:
         rules = load_replies(directory)
     except DefinitionsError as err:
-        log.error("replies.yaml not used, the built-in rules apply: %s", err)
-        return DEFAULT_REPLIES, {}
+        own = [problem for problem in err.problems if REPLIES_FILE in problem]
+        if own or not (directory / REPLIES_FILE).is_file():
+            log.error("replies.yaml not used, the built-in rules apply: %s", "; ".join(own or err.problems))
+            return DEFAULT_REPLIES, {}
+        # Another template has a problem: the rules are sound, and their templates load on their own.
+        rules = ReplyRules.model_validate(yaml.safe_load((directory / REPLIES_FILE).read_text(encoding="utf-8")))
     templates, _ = load_templates(directory)
     named = {name for rule in rules.rules for name in (rule.template, rule.confirm) if name}
     return rules, {name: templates[name] for name in named if name in templates}
@@ -144,7 +149,9 @@ def _matches(rule: ReplyRule, content: str) -> bool:
     return rule.pattern is not None and re.search(rule.pattern, content.strip()) is not None
 
 
-def rule_for(rules: ReplyRules, content: str, action: str | None) -> tuple[ReplyAction, ReplyRule | None, str | None]:
+def rule_for(
+    rules: ReplyRules, content: str, action: ReplyAction | None
+) -> tuple[ReplyAction, ReplyRule | None, str | None]:
     """The rule that answers `content` (the first that matches, as the intake classified it) with
     its action, or the fallback (`otherwise`, its url). `action`: what the intake decided; a rule
     of another action is passed over (the rules changed in between: the intake's decision stands,
@@ -155,7 +162,7 @@ def rule_for(rules: ReplyRules, content: str, action: str | None) -> tuple[Reply
     fallback = rules.otherwise
     if action in (None, fallback.action):
         return fallback.action, None, fallback.url
-    return action, None, None  # type: ignore[return-value]  # decided by the intake, no rule left for it
+    return action, None, None  # decided by the intake, and no rule of it is left
 
 
 # ----------------------------------------------------------------------------- the activities
@@ -193,8 +200,9 @@ class ReplyActivities:
             if row is None:
                 return ReplyPlan(reply_id=reply_id, done=True, error=f"no reply {reply_id} is logged")
             if row.handled_at is not None:
-                return ReplyPlan(reply_id=reply_id, action=row.action, done=True)  # type: ignore[arg-type]
-            action, rule, url = rule_for(self.rules, row.content, row.action)
+                return ReplyPlan(reply_id=reply_id, action=row.action, done=True)
+            decided = row.action if row.action in get_args(ReplyAction) else None
+            action, rule, url = rule_for(self.rules, row.content, decided)
             plan = ReplyPlan(reply_id=reply_id, action=action)
             if action == "webhook":
                 plan.url = url

@@ -356,3 +356,20 @@ async def test_every_worker_registers_the_sweep_schedule_once():
     action = first.schedule.action
     assert isinstance(action, ScheduleActionStartWorkflow) and action.workflow == "ReplySweep"
     assert [interval.every for interval in first.schedule.spec.intervals] == [SWEEP_EVERY]
+
+
+def test_a_broken_template_elsewhere_leaves_the_reply_rules_in_force(tmp_path, caplog):
+    """The worker reads replies.yaml once: a typo in an unrelated template (which `journeys
+    validate` reports) must not silently turn every confirmation off; a broken replies.yaml does
+    fall back to the built-in unsubscribe words, and says why."""
+    from activities.replies import reply_definitions
+    from core.replies import DEFAULT_REPLIES
+
+    folder = write_definitions(tmp_path / "definitions", {**TEMPLATES, "promo": "sms: [unclosed\n"}, [])
+    (folder / "replies.yaml").write_text(replies_yaml(None))
+    rules, templates = reply_definitions(folder)
+    assert [rule.action for rule in rules.rules] == ["unsubscribe", "answer", "ignore"]
+    assert sorted(templates) == ["reply_service", "unsubscribe_confirm"]
+    (folder / "replies.yaml").write_text("rules: [{keywords: [人工], action: answer}]\n")
+    assert reply_definitions(folder) == (DEFAULT_REPLIES, {})
+    assert "an `answer` rule needs a template" in caplog.text
