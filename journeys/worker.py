@@ -36,6 +36,7 @@ from activities.broadcast import BroadcastActivities
 from activities.journey import JourneyActivities
 from activities.loyalty import LoyaltyActivities
 from activities.product_cycles import ProductCycleActivities
+from activities.replies import ReplyActivities, reply_definitions
 from activities.retention import RetentionActivities
 from channels import build_channels, describe_channels
 from core.channel import Channel
@@ -61,10 +62,12 @@ from journeys.product_cycles import ensure_product_cycles_schedule
 from journeys.retention import ensure_retention_schedule, limit_history_retention
 from store import queries
 from store.db import Store
+from triggers.replies import ensure_reply_sweep_schedule
 from workflows.broadcast import BroadcastWorkflow, RecurringBroadcastWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.loyalty import LoyaltyDailyWorkflow
 from workflows.product_cycles import ProductCyclesWorkflow
+from workflows.replies import ReplyAnswerWorkflow, ReplySweepWorkflow
 from workflows.retention import RetentionWorkflow
 
 log = logging.getLogger("journeys.worker")
@@ -184,6 +187,13 @@ def build_workers(
         link_days=settings.retention_days,
     )
     broadcasts = BroadcastActivities(store, client)
+    # SMS replies' answers (replies.yaml and its templates, read here): sent by `activities` above.
+    replies = ReplyActivities(
+        store,
+        *reply_definitions(Path(settings.definitions_dir or default_directory())),
+        webhook_secret=settings.webhook_secret,
+        client=client,
+    )
     options = {
         "max_concurrent_activities": settings.worker_activities,
         "graceful_shutdown_timeout": timedelta(seconds=settings.worker_shutdown_seconds),
@@ -199,6 +209,8 @@ def build_workers(
             RetentionWorkflow,
             ProductCyclesWorkflow,
             LoyaltyDailyWorkflow,
+            ReplyAnswerWorkflow,
+            ReplySweepWorkflow,
         ],
         activities=[
             activities.load_customer,
@@ -213,6 +225,10 @@ def build_workers(
             RetentionActivities(store, settings.outbox_path).expire_personal_data,
             ProductCycleActivities(store).relearn_product_cycles,
             LoyaltyActivities(store, Path(settings.definitions_dir or default_directory())).run_loyalty_daily,
+            replies.plan_reply_answer,
+            replies.post_reply,
+            replies.record_reply_outcome,
+            replies.start_unanswered_replies,
         ],
         workflow_runner=workflow_runner(fast),
         max_concurrent_workflow_tasks=settings.worker_workflow_tasks,
@@ -284,6 +300,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         log.info("loyalty: %s", await ensure_loyalty_schedule(client, settings))
     except RPCError as err:  # journeys still run; points do not lapse and no notice goes out
         log.error("loyalty: could not register the daily schedule (%s)", err.message)
+    try:
+        log.info("replies: %s", await ensure_reply_sweep_schedule(client, settings.task_queue))
+    except RPCError as err:  # replies are still answered when the API's hook starts them
+        log.error("replies: could not register the sweep schedule (%s); a missed hook is not caught up", err.message)
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
