@@ -136,6 +136,10 @@ class RetentionReport(BaseModel):
     provider_events: int = Field(0, description="Provider webhook events deleted.")
     events: int = Field(0, description="customer.* events that lost their data.")
     outbox_lines: int = Field(0, description="Lines of the local outbox file (JOURNEYS_OUTBOX) removed.")
+    links: int = Field(0, description="Short links past their expires_at deleted.")
+    link_clicks: int = Field(0, description="Link clicks older than the period deleted (their user agents).")
+    sms_replies: int = Field(0, description="SMS replies received before the period deleted (回复记录).")
+    reply_events: int = Field(0, description="sms.replied events that lost their data (the reply's text).")
 
 
 class PageRequest(BaseModel):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,6 +34,7 @@ from core.signing import SIGNATURE_HEADER, sign
 from definitions.loader import REPLIES_FILE, DefinitionsError, load_replies, load_templates
 from definitions.schema import Template
 from instances.start import PRIORITY
+from rules.replies import matches
 from store import queries
 from store.db import Store
 from store.tables import MessageRow, SmsReplyRow
@@ -53,8 +53,6 @@ SWEEP_WINDOW = timedelta(days=2)
 SWEEP_BATCH = 500
 #: Why a confirmation may pass quiet hours and the caps.
 CONFIRM_REASON = "the confirmation of an unsubscribe is required by law, at once"
-#: Punctuation a customer may end a keyword with (TD。 退订！).
-_TRAILING = " \t\r\n.。!！?？,，;；~～…"
 
 
 def reply_workflow_id(reply_id: str) -> str:
@@ -139,16 +137,6 @@ def reply_definitions(directory: Path) -> tuple[ReplyRules, dict[str, Template]]
     return rules, {name: templates[name] for name in named if name in templates}
 
 
-def _keyword(text: str) -> str:
-    return text.strip().rstrip(_TRAILING).strip().upper()
-
-
-def _matches(rule: ReplyRule, content: str) -> bool:
-    if _keyword(content) in {_keyword(word) for word in rule.keywords}:
-        return True
-    return rule.pattern is not None and re.search(rule.pattern, content.strip()) is not None
-
-
 def rule_for(
     rules: ReplyRules, content: str, action: ReplyAction | None
 ) -> tuple[ReplyAction, ReplyRule | None, str | None]:
@@ -157,7 +145,7 @@ def rule_for(
     of another action is passed over (the rules changed in between: the intake's decision stands,
     the unsubscribe above all, as its suppression is already written)."""
     for rule in rules.rules:
-        if _matches(rule, content) and action in (None, rule.action):
+        if matches(rule, content) and action in (None, rule.action):
             return rule.action, rule, rule.url
     fallback = rules.otherwise
     if action in (None, fallback.action):

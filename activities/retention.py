@@ -2,20 +2,24 @@
 that runs it is registered by the worker (journeys.retention); what is removed is
 store.queries.expire_personal_data, and store.clicks.expire_links: short links past their
 `expires_at` (made for the same period, so they redirect no more) and clicks older than the
-period (their user agents)."""
+period (their user agents), and store.replies.expire_replies: the SMS replies received before it
+and the text `sms.replied` events carry."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from temporalio import activity
 
 from activities.payloads import RetentionReport, RetentionRequest
 from core.outbox import expire_lines
 from store import clicks, queries
+from store import replies as reply_store
 from store.db import Store
 from store.tables import MessageRow
 
@@ -44,23 +48,26 @@ class RetentionActivities:
             activity.heartbeat(report.model_dump(mode="json"))
             if max(done.values()) < request.batch:
                 break
-        links = self._expire_links(request)
-        log.info("retention: %d expired short links and %d clicks deleted", links["links"], links["link_clicks"])
+        now = datetime.now(UTC)
+        before = request.before if request.before.tzinfo else request.before.replace(tzinfo=UTC)
+        links = self._until_done(lambda session: clicks.expire_links(session, now, before, request.batch), request)
+        replies = self._until_done(lambda session: reply_store.expire_replies(session, before, request.batch), request)
+        report.links, report.link_clicks = links["links"], links["link_clicks"]
+        report.sms_replies, report.reply_events = replies["sms_replies"], replies["reply_events"]
         self.store.checkpoint()
         before = request.before if request.before.tzinfo else request.before.replace(tzinfo=UTC)
         report.outbox_lines = expire_lines(self.outbox, before, self._sent_at)
         return report
 
-    def _expire_links(self, request: RetentionRequest) -> dict[str, int]:
-        """Expired short links and old clicks, batch after batch; the counts deleted."""
-        now = datetime.now(UTC)
-        before = request.before if request.before.tzinfo else request.before.replace(tzinfo=UTC)
-        deleted = {"links": 0, "link_clicks": 0}
+    def _until_done(self, work: Callable[[Session], dict[str, int]], request: RetentionRequest) -> dict[str, int]:
+        """`work` (one batch of deletions, its counts) in a transaction each, until a batch finds
+        less than a full one of anything; the counts deleted in all."""
+        deleted: dict[str, int] = {}
         while True:
             with self.store.transaction() as session:
-                done = clicks.expire_links(session, now, before, request.batch)
+                done = work(session)
             for name, count in done.items():
-                deleted[name] += count
+                deleted[name] = deleted.get(name, 0) + count
             activity.heartbeat(deleted)
             if max(done.values()) < request.batch:
                 return deleted

@@ -50,7 +50,7 @@ from core.channel import (
     RetryableChannelError,
     SendReceipt,
 )
-from core.sms_registry import BATCH_LIMIT
+from core.sms_registry import BATCH_LIMIT, settled_by_lookup
 
 #: The SDK's core logs each request (its URL holds the number) and answer at DEBUG when DEBUG=sdk
 #: is set in the environment. Logs must hold no contact data, so only its warnings pass.
@@ -370,13 +370,13 @@ class AliyunSmsChannel:
                 details = body.sms_send_detail_dtos.sms_send_detail_dto if body.sms_send_detail_dtos else None
                 for detail in details or []:
                     if detail.out_id == message.message_id:
-                        return f"aliyun-out:{detail.out_id}"
+                        return settled_by_lookup(detail.out_id)
                     if (
                         detail.template_code == message.provider_template
                         and detail.content == message.body
                         and _sent_at(detail.send_date) >= since
                     ):
-                        return f"aliyun-out:{detail.out_id or message.message_id}"
+                        return settled_by_lookup(detail.out_id or message.message_id)
                 if not details or page * LOOKUP_PAGE >= int(body.total_count or 0):
                     break
             day += timedelta(days=1)

@@ -79,3 +79,9 @@ def aliyun_parts(text: str) -> int:
     """The parts Aliyun bills for `text` (the signature included)."""
     length = len(text)
     return 1 if length <= SINGLE_PART_CHARS else ceil(length / MULTI_PART_CHARS)
+
+
+def settled_by_lookup(out_id: str) -> str:
+    """The ledger's provider id of an Aliyun send settled by QuerySendDetails, which answers with
+    the OutId but no BizId (channels/aliyun_sms.py); a later receipt's BizId replaces it."""
+    return f"aliyun-out:{out_id}"[:120]

@@ -82,6 +82,8 @@ class Definitions:
     sms: SmsRegistry = NO_REGISTRY
     #: What SMS replies get (`replies.yaml`; the built-in unsubscribe words without one).
     replies: ReplyRules = DEFAULT_REPLIES
+    #: Every template that loaded, by name (`templates/*.yaml`): what the reply rules send.
+    templates: dict[str, Template] = field(default_factory=dict)
     #: What looks wrong but may be meant (a field a declared event's schema lacks), one line each as
     #: `path:line: field: warning: ...`; never a reason not to load (`journeys validate` prints them).
     warnings: list[str] = field(default_factory=list)
@@ -412,7 +414,7 @@ def check_definitions(directory: Path | str) -> tuple[Definitions, list[str]]:
         return Definitions(), [f"{directory}: no such directory"]
     template_lines: dict[str, tuple[Path, dict[tuple, int]]] = {}
     templates, problems = load_templates(directory, template_lines)
-    loaded = Definitions()
+    loaded = Definitions(templates=templates)
     loaded.rfm = _load_rfm(directory, problems)
     loaded.events = _load_events(directory, problems)
     loaded.segments = _load_segments(directory, loaded.rfm, problems)

@@ -196,9 +196,20 @@ async def _outcome(handle: WorkflowHandle[Any, RetentionReport]) -> str:
 
 def describe_report(report: RetentionReport) -> str:
     outbox = f", {report.outbox_lines} outbox lines removed" if report.outbox_lines else ""
+    links = (
+        f", {report.links} short links and {report.link_clicks} clicks deleted"
+        if report.links or report.link_clicks
+        else ""
+    )
+    replies = (
+        f", {report.sms_replies} SMS replies deleted and {report.reply_events} reply events scrubbed"
+        if report.sms_replies or report.reply_events
+        else ""
+    )
     return (
         f"before {report.before.isoformat()}: {report.messages} messages scrubbed, "
-        f"{report.provider_events} provider events deleted, {report.events} customer events scrubbed{outbox}"
+        f"{report.provider_events} provider events deleted, {report.events} customer events scrubbed"
+        f"{outbox}{links}{replies}"
     )
 
 

@@ -219,7 +219,7 @@ class Simulation:
                 build_channels(None),
                 fast=self.fast,
                 policy=self.definitions.policy,
-                loyalty=self.definitions.loyalty,
+                definitions=self.definitions,
             )
             for worker in self.workers:
                 await worker.__aenter__()

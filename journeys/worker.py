@@ -155,6 +155,7 @@ def build_workers(
     policy: ContactPolicy | None = None,
     loyalty: Loyalty | None = None,
     sms: SmsRegistry | None = None,
+    definitions: Definitions | None = None,
 ) -> list[Worker]:
     """The journey worker and one delivery worker per channel, on `settings.task_queue`. A channel's
     rate limit is enforced by the Temporal server across all workers of its queue, so adding
@@ -166,7 +167,9 @@ def build_workers(
     and a step's overrides are in each instance's snapshot). A policy.yaml with problems stops
     the worker (DefinitionsError, each as `file:line`): it would decide every send. `loyalty`, by
     default the configured definitions' loyalty.yaml, gives templates the tiers' titles. `sms`,
-    the definitions' sms.yaml (by default read here), is what an SMS through Aliyun says."""
+    the definitions' sms.yaml (by default read here), is what an SMS through Aliyun says.
+    `definitions`, what the worker loaded at start (compile_definitions), gives the loyalty
+    programme, sms.yaml, and the reply rules with their templates, so they are not read again."""
     write_workflow_bytecode()
     if policy is None:
         policy = load_policy(settings.definitions_dir or default_directory())
@@ -181,16 +184,20 @@ def build_workers(
         opt_out=settings.sms_opt_out,
         deliver_inline=frozenset(channel for channel in CHANNELS if not settings.rate_limits.get(channel)),
         policy=policy,
-        loyalty=loyalty if loyalty is not None else _loyalty(settings),
-        sms_registry=sms if sms is not None else _sms_registry(settings),
+        loyalty=loyalty if loyalty is not None else definitions.loyalty if definitions else _loyalty(settings),
+        sms_registry=sms if sms is not None else definitions.sms if definitions else _sms_registry(settings),
         link_base=settings.short_link_base(),
         link_days=settings.retention_days,
     )
     broadcasts = BroadcastActivities(store, client)
-    # SMS replies' answers (replies.yaml and its templates, read here): sent by `activities` above.
+    # SMS replies' answers (replies.yaml and the templates it names): sent by `activities` above.
     replies = ReplyActivities(
         store,
-        *reply_definitions(Path(settings.definitions_dir or default_directory())),
+        *(
+            reply_definitions(Path(settings.definitions_dir or default_directory()))
+            if definitions is None
+            else (definitions.replies, definitions.templates)
+        ),
         webhook_secret=settings.webhook_secret,
         client=client,
     )
@@ -310,7 +317,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(activity_threads(settings), thread_name_prefix="activity") as executor:
-        workers = build_workers(client, settings, store, executor, sms=loaded.sms)
+        workers = build_workers(client, settings, store, executor, definitions=loaded)
         log.info(
             "worker polling %r on %s: %s",
             settings.task_queue,

@@ -34,17 +34,17 @@ def _pattern(source: str) -> re.Pattern[str]:
     return re.compile(source)
 
 
-def match(rules: ReplyRules, text: str) -> ReplyRule | None:
-    """The first rule that matches `text` (a keyword as the whole reply, or a pattern found in it),
-    or None: then `rules.otherwise` applies."""
+def matches(rule: ReplyRule, text: str) -> bool:
+    """Whether `rule` matches `text`: one of its keywords as the whole reply, or its pattern found in it."""
     word = normalised(text)
-    searched = unicodedata.normalize("NFKC", text).strip()
-    for rule in rules.rules:
-        if word and any(normalised(keyword) == word for keyword in rule.keywords):
-            return rule
-        if rule.pattern is not None and _pattern(rule.pattern).search(searched):
-            return rule
-    return None
+    if word and any(normalised(keyword) == word for keyword in rule.keywords):
+        return True
+    return rule.pattern is not None and _pattern(rule.pattern).search(unicodedata.normalize("NFKC", text).strip())
+
+
+def match(rules: ReplyRules, text: str) -> ReplyRule | None:
+    """The first rule that matches `text`, or None: then `rules.otherwise` applies."""
+    return next((rule for rule in rules.rules if matches(rule, text)), None)
 
 
 @dataclass(frozen=True)

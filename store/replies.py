@@ -20,6 +20,7 @@ from sqlalchemy import String, cast, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.sms_registry import settled_by_lookup
 from core.vocabulary import COUNTED_STATUSES
 from store.tables import CustomerRow, EventRow, MessageRow, SmsReplyRow
 
@@ -93,12 +94,16 @@ def message_for_receipt(
     if out_id:
         row = session.get(MessageRow, out_id[:36])
         ours = row is not None and row.channel == "sms" and (row.address is None or row.address in forms)
-        if ours and (row.provider_id is None or not biz_id or row.provider_id == biz_id):
+        if ours and (row.provider_id is None or not biz_id or row.provider_id in (biz_id, settled_by_lookup(out_id))):
             return row
-    if biz_id and forms:
+    # A send settled by QuerySendDetails, which gives no BizId: its provider id names the OutId
+    # (a batch's OutId is the batch's, so the number tells its rows apart).
+    known = [biz_id[:120]] if biz_id else []
+    known += [settled_by_lookup(out_id)] if out_id else []
+    if known and forms:
         return session.scalars(
             select(MessageRow).where(
-                MessageRow.provider_id == biz_id[:120],
+                MessageRow.provider_id.in_(known),
                 MessageRow.channel == "sms",
                 MessageRow.address.in_(list(forms)),
             )

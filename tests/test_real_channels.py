@@ -76,7 +76,7 @@ def test_reminders_through_twilio_and_sendgrid_with_callbacks_and_stop(tmp_path)
             for status in ("sent", "delivered"):
                 assert provider.status_callback(sms, status).status_code == 200
 
-            stop = provider.inbound_sms(f"{api}/webhooks/twilio/inbound", "+8613800000001", "退订")
+            stop = provider.inbound_sms(f"{api}/webhooks/twilio/inbound", "+8613800000001", "STOP")
             assert stop.status_code == 200
 
             assert httpx.post(f"{api}/events", json=order(1, "o2")).status_code == 202

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from core.config import Settings
 from core.sms_registry import RegisteredTemplate, SmsRegistry
-from definitions.loader import Definitions
+from definitions.loader import PACKAGE_DIR, Definitions
 from journeys.cli import app as cli
 from store.tables import LinkClickRow, MessageRow, ShortLinkRow, SmsReplyRow
 from tests.helpers import shipped_definitions_with
@@ -179,9 +179,9 @@ async def test_a_bad_period_is_a_422_naming_the_parameter(store):
 
 
 def test_the_cli_prints_the_report_as_a_table_and_as_json(store, ledger, monkeypatch, tmp_path):
-    folder = shipped_definitions_with(
-        tmp_path / "definitions", {"sms.yaml": "signatures: [好店旗舰店, 好店会员]\nprice_per_part: 0.045\n"}
-    )
+    # The shipped sms.yaml (the shipped templates are registered in it) with the shop's price.
+    shipped = (PACKAGE_DIR / "sms.yaml").read_text(encoding="utf-8")
+    folder = shipped_definitions_with(tmp_path / "definitions", {"sms.yaml": f"{shipped}\nprice_per_part: 0.045\n"})
     monkeypatch.setenv("DATABASE_URL", store.url)
     monkeypatch.setenv("JOURNEYS_SHOP_TIMEZONE", ZONE)
     monkeypatch.setenv("JOURNEYS_SHOP_NAME", SHOP)

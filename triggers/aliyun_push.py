@@ -52,6 +52,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
+from core.sms_registry import settled_by_lookup
 from store import queries
 from store import replies as reply_store
 from store.db import Store
@@ -215,7 +216,8 @@ def _receipt(session, item: dict, default_region: str) -> str:
         return "duplicates"
     reported = _time(_text(item, "report_time"))
     at = reported if reported is not None and abs(reported - now) <= MAX_CLOCK_SKEW else now
-    if row.provider_id is None and biz_id:  # a send whose answer was lost: Aliyun had it after all
+    # A send whose answer was lost, or settled by a lookup that gives no BizId: Aliyun's id now.
+    if biz_id and (row.provider_id is None or row.provider_id == settled_by_lookup(out_id or "")):
         row.provider_id = biz_id
     if row.status == "unknown":
         row.reason = None

@@ -19,6 +19,7 @@ from store import queries, reached
 from store.db import Store
 from triggers.api import create_app
 from triggers.dispatcher import Dispatcher
+from triggers.replies import start_reply_answer
 from triggers.webhooks import WebhookConfig
 from views.effect import Prices, goals_of, runs_of
 
@@ -78,6 +79,10 @@ def build_api(settings: Settings) -> FastAPI:
 
     dispatcher = Dispatcher(store, definitions, temporal, settings.task_queue, default_region=settings.default_region)
 
+    async def answer_reply(reply_id: str) -> None:
+        """A logged SMS reply that needs an answer: its ReplyAnswer workflow, started at most once."""
+        await start_reply_answer(await temporal(), reply_id, task_queue=settings.task_queue)
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         stop = asyncio.Event()
@@ -115,6 +120,8 @@ def build_api(settings: Settings) -> FastAPI:
         sms_opt_out=settings.sms_opt_out,
         outbox=settings.outbox_path,
         lifespan=lifespan,
+        on_reply=answer_reply,
+        link_base=settings.short_link_base(),
     )
 
 
@@ -130,6 +137,7 @@ def webhook_config(settings: Settings) -> WebhookConfig:
         twilio_auth_token=settings.twilio_auth_token,
         sendgrid_public_key=settings.sendgrid_webhook_public_key,
         unsubscribe_secret=settings.secret,
+        aliyun_push_token=settings.aliyun_sms_push_token,
         max_body_bytes=settings.api_max_body_bytes,
     )
 

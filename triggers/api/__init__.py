@@ -76,6 +76,7 @@ def create_app(
     outbox: Path | None = None,
     lifespan=None,
     max_import_bytes: int = imports.MAX_IMPORT_BYTES,
+    link_base: str | None = None,
     on_reply: OnReply | None = None,
 ) -> FastAPI:
     """The API over `store` (and Temporal, through `temporal`, for history and /journeys).
@@ -109,6 +110,7 @@ def create_app(
         sms_opt_out=sms_opt_out,
         ui_origins=tuple(ui_origins or ()),
         outbox=outbox,
+        link_base=link_base,
     )
     app.state.max_import_bytes = max_import_bytes  # POST /imports' upload limit
     if ui_origins:  # the Temporal Web UI calls the codec endpoint from the operator's browser

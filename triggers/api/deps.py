@@ -61,6 +61,8 @@ class ApiContext:
     ui_origins: tuple[str, ...] = ()
     #: The local outbox file the workers write (JOURNEYS_OUTBOX), for erasure to reach.
     outbox: Path | None = None
+    #: Where short links point (Settings.short_link_base): the preview shows them as sent.
+    link_base: str | None = None
 
 
 class Problem(BaseModel):

@@ -113,6 +113,7 @@ async def preview_step(
             shop_name=api.shop_name,
             default_region=api.default_region,
             opt_out=api.sms_opt_out,
+            link_base=api.link_base,
         )
 
     try:
