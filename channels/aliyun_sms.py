@@ -62,6 +62,11 @@ CHINA = timezone(timedelta(hours=8))
 LOOKUP_DAYS = 30
 LOOKUP_PAGE = 50
 LOOKUP_PAGES = 20  # per day: 1,000 messages to one number in a day is past any sane limit
+#: How long after a lost answer a lookup that finds nothing still waits before sending again:
+#: Aliyun lists a send in QuerySendDetails a little after taking it.
+LOOKUP_GRACE = 60.0
+#: A batch's OutId: this prefix and its first message's ledger id (a single send's is its own id).
+BATCH_OUT_ID = "batch-"
 
 #: A number's frequency limit (isv.BUSINESS_LIMIT_CONTROL: per minute, hour, day): try again in a minute.
 BUSINESS_LIMIT_BACKOFF = 60.0
@@ -144,7 +149,9 @@ def refusal(code: str, message: str | None, status: int = 200, retry_after: floa
         backoff = BUSINESS_LIMIT_BACKOFF if code == "isv.BUSINESS_LIMIT_CONTROL" else THROTTLING_BACKOFF
         return RetryableChannelError(text, code=code, retry_after=float(retry_after or backoff))
     if retryable:
-        return RetryableChannelError(text, code=code)
+        # A 5xx or a system error (isp.*) may come after Aliyun took the message: in doubt, so the
+        # retry looks it up first. A business refusal (HTTP 200, isv.*) sent nothing.
+        return RetryableChannelError(text, code=code, in_doubt=status >= 500 or code.startswith("isp."))
     return PermanentChannelError(text, code=code)
 
 
@@ -207,6 +214,7 @@ class AliyunSmsChannel:
         protocol: str = "https",
         timeout: float = 10.0,
         batch_seconds: float = 0.2,
+        lookup_grace: float = LOOKUP_GRACE,
     ):
         millis = max(1, int(timeout * 1000))
         config = Config(
@@ -223,6 +231,7 @@ class AliyunSmsChannel:
         self.runtime = RuntimeOptions(autoretry=False, max_attempts=0, read_timeout=millis, connect_timeout=millis)
         self.timeout = timeout
         self.batch_seconds = batch_seconds
+        self.lookup_grace = lookup_grace
         self._lock = threading.Lock()
         self._open: dict[tuple[str, str], _Batch] = {}
 
@@ -235,6 +244,15 @@ class AliyunSmsChannel:
             earlier = self._find_earlier(message, number)
             if earlier is not None:
                 return SendReceipt(provider_id=earlier)
+            waited = (datetime.now(UTC) - _aware(message.earlier_attempt_at)).total_seconds()
+            if waited < self.lookup_grace:  # Aliyun lists a send a little after it takes it
+                raise RetryableChannelError(
+                    f"Aliyun does not list the earlier attempt yet ({waited:.0f} of {self.lookup_grace:.0f} s); "
+                    "looking again before sending; outcome unknown",
+                    code="lookup",
+                    in_doubt=True,
+                    retry_after=max(1.0, self.lookup_grace - waited),
+                )
             return self._send_one(message, number, code, sign_name, params)  # a retry goes alone
         if self.batch_seconds <= 0:
             return self._send_one(message, number, code, sign_name, params)
@@ -282,13 +300,18 @@ class AliyunSmsChannel:
         key = (code, sign_name)
         with self._lock:
             batch = self._open.get(key)
+            # One number once a batch (its receipts are told apart by number): a second goes alone.
+            entry.alone = batch is not None and any(other.number == entry.number for other in batch.entries)
             leader = batch is None
             if leader:
                 batch = self._open[key] = _Batch()
-            batch.entries.append(entry)
+            if not entry.alone:
+                batch.entries.append(entry)
             if len(batch.entries) >= BATCH_LIMIT:  # full: it goes now, the next send opens another
                 del self._open[key]
                 batch.full.set()
+        if entry.alone:
+            return self._send_one(entry.message, entry.number, code, sign_name, entry.params)
         if leader:
             batch.full.wait(self.batch_seconds)
             with self._lock:
@@ -316,19 +339,16 @@ class AliyunSmsChannel:
                 sign_name_json=json.dumps([sign_name] * len(entries), ensure_ascii=False),
                 template_code=code,
                 template_param_json=json.dumps([e.params for e in entries], ensure_ascii=False),
-                out_id=f"batch-{entries[0].message.message_id}",
+                out_id=f"{BATCH_OUT_ID}{entries[0].message.message_id}",
             )
             try:
                 body = self._call(self.client.send_batch_sms_with_options, request)
             except ChannelError as err:
                 whole = (
-                    err.code in RATE_LIMITS
+                    err.in_doubt
+                    or err.code in RATE_LIMITS
                     or str(err.code).startswith("Throttling")
-                    or err.code
-                    in (
-                        "connection",
-                        "timeout",
-                    )
+                    or err.code in ("connection", "timeout")
                 )
                 for entry in entries:  # a rate limit or a lost answer holds for all; else each alone
                     entry.outcome, entry.alone = (_copy(err), False) if whole else (None, True)
@@ -349,9 +369,7 @@ class AliyunSmsChannel:
         """The receipt of this message if an earlier attempt reached Aliyun after all: a record
         of the number since the attempt with our OutId (a single send) or, sent in a batch (whose
         OutId is the batch's), with the same template and text."""
-        since = message.earlier_attempt_at - timedelta(minutes=1)
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
+        since = _aware(message.earlier_attempt_at) - timedelta(minutes=1)
         day, today = since.astimezone(CHINA).date(), datetime.now(CHINA).date()
         day = max(day, today - timedelta(days=LOOKUP_DAYS - 1))
         while day <= today:
@@ -372,7 +390,8 @@ class AliyunSmsChannel:
                     if detail.out_id == message.message_id:
                         return settled_by_lookup(detail.out_id)
                     if (
-                        detail.template_code == message.provider_template
+                        (detail.out_id or "").startswith(BATCH_OUT_ID)  # another message's own OutId is not ours
+                        and detail.template_code == message.provider_template
                         and detail.content == message.body
                         and _sent_at(detail.send_date) >= since
                     ):
@@ -381,6 +400,10 @@ class AliyunSmsChannel:
                     break
             day += timedelta(days=1)
         return None
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _sent_at(send_date: str | None) -> datetime:

@@ -41,7 +41,16 @@ def aliyun():
         yield fake
 
 
-def channel(fake: FakeAliyun, *, secret: str = ACCESS_KEY_SECRET, batch_seconds: float = 0.0, timeout: float = 0.5):
+def channel(
+    fake: FakeAliyun,
+    *,
+    secret: str = ACCESS_KEY_SECRET,
+    batch_seconds: float = 0.0,
+    timeout: float = 0.5,
+    lookup_grace: float = 0.0,
+):
+    """The adapter against the fake; the fake lists a send at once, so no grace is needed after a
+    lost answer (the real Aliyun gets LOOKUP_GRACE, tested on its own)."""
     return AliyunSmsChannel(
         ACCESS_KEY_ID,
         secret,
@@ -49,6 +58,7 @@ def channel(fake: FakeAliyun, *, secret: str = ACCESS_KEY_SECRET, batch_seconds:
         protocol="http",
         timeout=timeout,
         batch_seconds=batch_seconds,
+        lookup_grace=lookup_grace,
     )
 
 
@@ -137,7 +147,9 @@ def test_each_aliyun_refusal_is_retried_or_failed_with_its_reason(aliyun, code, 
         channel(aliyun).send(message(1))
     assert refused.value.code == code
     assert f"Aliyun {code}: " in str(refused.value) and why in str(refused.value)
-    assert not refused.value.in_doubt  # Aliyun answered: it did not take the message
+    # A refusal or a rate limit took nothing; a 5xx or a system error may have: its retry looks first.
+    limited = code.startswith("Throttling") or code == "isv.BUSINESS_LIMIT_CONTROL"
+    assert refused.value.in_doubt == (retried and not limited and (status >= 500 or code.startswith("isp.")))
     assert aliyun.taken() == []
 
 
@@ -284,6 +296,40 @@ def test_a_lost_answer_is_settled_by_query_send_details_without_a_second_message
     assert [call["action"] for call in aliyun.calls] == ["SendSms", "QuerySendDetails"]
     row = rows_by_id(pg_store)[message_id]
     assert (row.status, row.provider_id, row.attempted_at) == ("sent", f"aliyun-out:{message_id}", None)
+
+
+def test_a_lookup_that_finds_nothing_soon_after_the_lost_answer_looks_again_before_sending(aliyun):
+    """Aliyun lists a send a little after taking it: within the grace, not finding it is no proof it
+    was not taken, so nothing is sent and the retry comes after the rest of the grace."""
+    sms = channel(aliyun, lookup_grace=60)
+    with pytest.raises(RetryableChannelError) as waiting:
+        sms.send(message(1, earlier=datetime.now(UTC) - timedelta(seconds=5)))
+    assert waiting.value.in_doubt and waiting.value.code == "lookup"
+    assert 50 <= waiting.value.retry_after <= 56
+    assert aliyun.taken() == []
+    receipt = sms.send(message(1, earlier=datetime.now(UTC) - timedelta(seconds=61)))  # past it: sent
+    assert [entry["out_id"] for entry in aliyun.taken()] == ["m-1"] and receipt.provider_id == aliyun.taken()[0][
+        "biz_id"
+    ]
+
+
+def test_another_messages_text_does_not_settle_a_single_send(aliyun):
+    """The same registered text to the same number from another message (its own OutId) is not this
+    message: only a batch's record (whose OutId is the batch's) is matched by its text."""
+    sms = channel(aliyun)
+    sms.send(message(2, to=number(1)))
+    receipt = sms.send(message(1, earlier=datetime.now(UTC) - timedelta(seconds=5), body=message(2, to=number(1)).body,
+                                template_data={"sign_name": SIGN, "params": params(2)}))  # fmt: skip
+    assert [entry["out_id"] for entry in aliyun.taken()] == ["m-2", "m-1"]  # sent: the record was m-2's
+    assert receipt.provider_id == aliyun.taken()[1]["biz_id"]
+
+
+def test_a_gateway_error_leaves_the_message_in_doubt(aliyun):
+    """A 5xx may come after Aliyun took the message: the retry looks it up before sending."""
+    aliyun.script["13900000001"] = [AliyunAnswer(code="ServiceUnavailable", status=503)]
+    with pytest.raises(RetryableChannelError) as failed:
+        channel(aliyun).send(message(1))
+    assert failed.value.in_doubt
 
 
 def test_a_failed_lookup_keeps_the_message_in_doubt_and_sends_nothing(aliyun):

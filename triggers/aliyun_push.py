@@ -195,7 +195,7 @@ def _success(value: Any) -> bool | None:
 
 def _receipt(session, item: dict, default_region: str) -> str:
     """One SmsReport item: applied, duplicates or ignored."""
-    number, biz_id, out_id = _text(item, "phone_number", 40), _text(item, "biz_id", 120), _text(item, "out_id", 36)
+    number, biz_id, out_id = _text(item, "phone_number", 40), _text(item, "biz_id", 120), _text(item, "out_id", 120)
     success = _success(item.get("success"))
     if not number or success is None or not (biz_id or out_id):
         return "ignored"
