@@ -168,7 +168,10 @@ def _link(url: Any) -> str:
         url._fail_with_undefined_error()
     text = str(url).strip()
     if not is_link_url(text):
-        raise ValueError(f"link({text!r}): not an http(s) URL (write it in full, https://...)")
+        # Not the value: it may hold the customer's data, and the reason is logged and kept.
+        raise ValueError(
+            f"link() of something that is not an http(s) URL ({len(text)} characters; write it in full, https://...)"
+        )
     collecting = _links.get()
     return collecting.short(text) if collecting is not None else text
 
@@ -213,13 +216,14 @@ _VERIFICATION_CODE = re.compile(r"^[0-9A-Za-z]{4,6}$")
 
 
 def aliyun_param_problem(kind: str, value: str) -> str | None:
-    """Why Aliyun would refuse `value` for a parameter of a template of `kind`, or None."""
+    """Why Aliyun would refuse `value` for a parameter of a template of `kind`, or None. Never the
+    value itself: it is the customer's data, and the reason is logged and kept in the ledger."""
     if not value:
         return "is empty: Aliyun refuses an empty variable"
     if kind == "verification" and not _VERIFICATION_CODE.match(value):
-        return f"{value!r} is not a verification code of 4 to 6 letters or digits, as Aliyun requires"
+        return f"is not a verification code of 4 to 6 letters or digits ({len(value)} characters), as Aliyun requires"
     if len(value) > ALIYUN_PARAM_CHARS:
-        return f"{value!r} is {len(value)} characters, over Aliyun's limit of {ALIYUN_PARAM_CHARS} for a variable"
+        return f"is {len(value)} characters, over Aliyun's limit of {ALIYUN_PARAM_CHARS} for a variable"
     return None
 
 

@@ -148,6 +148,6 @@ def sms_counts(
         .where(*where, m.status.in_([str(s) for s in FAILED_STATUSES]))
         .group_by(day, signature, template, code)
     )
-    for d, s, t, why, n in failures:
-        found[d, s, t].failed_by_code[why or "unknown"] = int(n)
+    for d, s, t, why, n in failures:  # a group the first statement missed (a send failing in between) too
+        found.setdefault((d, s, t), SmsCounts()).failed_by_code[why or "unknown"] = int(n)
     return found

@@ -84,8 +84,9 @@ def test_without_a_link_base_the_long_url_stays_untracked_and_a_bad_url_is_named
     assert rendered.body == f"【小店】新品到了：{ITEM} 店铺：https://shop.example/"
     for bad in ("ftp://shop.example/x", "shop.example/item", "javascript:alert(1)"):
         template = Template(sms={"zh-CN": f'看看{{{{ link("{bad}") }}}}'})
-        with pytest.raises(TemplateRenderError, match=re.escape(f"link({bad!r}): not an http(s) URL")):
+        with pytest.raises(TemplateRenderError, match=r"link\(\) of something that is not an http\(s\) URL") as bad_url:
             render(template, link_base=BASE)
+        assert bad not in str(bad_url.value)  # the value may be the customer's: it is logged and kept
     missing = Template(sms={"zh-CN": "看看{{ link(order.url) }}"})
     with pytest.raises(TemplateRenderError, match="'order.url' is undefined"):
         render(missing, link_base=BASE)

@@ -220,7 +220,7 @@ class ReplyIntake:
         # unsubscribe words stop marketing only; an earlier `all` is never weakened.
         scope = "all" if reply.opt == "stop" else "marketing"
         if queries.suppression_scope(session, "sms", e164) != "all":
-            queries.add_suppression(session, "sms", e164, scope, f"replied {normalised(row.content)[:40]}"[:60], at)
+            queries.add_suppression(session, "sms", e164, scope, f"replied to {row.provider} (reply {row.id})"[:60], at)
         if row.message_id is not None:  # the effect report's unsubscribes, by the message answered
             queries.seen_provider_event(session, "journeys", f"unsubscribe:{row.message_id}", "unsubscribe",
                                         row.message_id, at)  # fmt: skip

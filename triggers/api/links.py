@@ -4,8 +4,10 @@ No API key: like the providers' webhooks, it is called by someone outside (the c
 what protects it is the code itself, random and unguessable (store/clicks.py). A live code
 answers 302 to its URL and records the click in one transaction: a `LinkClickRow` (each request
 one row: a second click is a second row), the message moved to `clicked`, and a `message.clicked`
-engine event in the event log (once per click: its id names the click), so journeys can start or
-steer on it; then the dispatcher is woken, as after `POST /events`.
+engine event in the event log at the link's first click (its id names the link: a refresh, a
+second tap or a chat app's previewer fetching it again counts as a click but starts or steers no
+journey a second time), so journeys can start or steer on it; then the dispatcher is woken, as
+after `POST /events`.
 
 An unknown, expired or malformed code is a 404 with a small page, nothing recorded. A `HEAD`
 (the link previewers of chat apps and mail scanners) gets the redirect without being counted.
@@ -45,7 +47,7 @@ def _not_found() -> HTMLResponse:
 
 def _clicked_event(click: Click, at: datetime):
     """The click as the engine's `message.clicked` event (core/message_events.py), its id made of
-    the click's own row, so one click is one event however often the write is tried."""
+    the link's code: the first click of a link is the event; later clicks find it written."""
     data = {
         "message_id": click.message_id,
         "journey": click.journey,
@@ -55,7 +57,7 @@ def _clicked_event(click: Click, at: datetime):
         "url": click.url,
         "code": click.code,
     }
-    return engine_event("message.clicked", click.customer_id, f"{click.code}:{click.id}", at, data)
+    return engine_event("message.clicked", click.customer_id, click.code, at, data)
 
 
 def _follow(api: ApiContext, code: str, user_agent: str | None, count: bool):
