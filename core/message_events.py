@@ -7,7 +7,8 @@ any event; the API refuses them from outside:
   when the reply could be linked to the message it answers, `message_id`, `journey`, `step` and
   `order_id`;
 - `message.clicked` (customer): a tracked short link in a message was followed (短链点击), once
-  per link (its first click; every click is counted in the reports): `message_id`, `journey`, `step`, `variant`, `channel`, `url`, `code`.
+  per link (its first click; every click is counted in the reports):
+  `message_id`, `journey`, `step`, `variant`, `channel`, `url`, `code`.
 """
 
 from __future__ import annotations

@@ -154,6 +154,7 @@ _PARAMETER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,24}$")
 #: Names Aliyun does not take for a variable.
 _RESERVED_PARAMETERS = frozenset({"email", "mobile", "id", "nick", "site"})
 _TEMPLATE_CODE = re.compile(r"^SMS_[0-9A-Za-z_]{1,40}$")
+_USES_LINK = re.compile(r"\blink\s*\(")
 
 
 def aliyun_problems(aliyun: AliyunSmsTemplate, registry: SmsRegistry) -> list[tuple[tuple[str, ...], str]]:
@@ -184,11 +185,14 @@ def aliyun_problems(aliyun: AliyunSmsTemplate, registry: SmsRegistry) -> list[tu
                     (("aliyun_sms", "params", name), f"{aliyun.template_code}'s text has no ${{{name}}} "
                      f"(it declares: {', '.join(declared) or 'none'})")
                 )  # fmt: skip
-        if registered.kind == "marketing" and registry.opt_out not in registered.text:
-            found.append(
-                (("aliyun_sms", "template_code"), f"{aliyun.template_code} is a marketing template and its registered "
-                 f"text lacks the opt-out text {registry.opt_out!r}")
-            )  # fmt: skip
+        for name, source in aliyun.params.items():
+            # Aliyun takes no URL in a variable: link() gives the code, the text holds its base.
+            if _USES_LINK.search(source) and f"/l/${{{name}}}" not in registered.text:
+                found.append(
+                    (("aliyun_sms", "params", name), f"link() in an Aliyun parameter gives the short link's code "
+                     f"alone (Aliyun takes no URL in a variable): {aliyun.template_code}'s registered text must "
+                     f"hold the link's base before it, e.g. https://s.shop.example/l/${{{name}}}")
+                )  # fmt: skip
     if aliyun.sign_name not in registry.signatures:
         known = ", ".join(registry.signatures) or "none"
         found.append(

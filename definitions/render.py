@@ -126,9 +126,17 @@ class _Links:
         self.base = base.rstrip("/") if base else None
         self.preview = preview
         self.codes: dict[str, str] = {}
+        #: Rendering an Aliyun parameter: Aliyun takes no URL in a variable (isv.PARAM_NOT_SUPPORT_URL),
+        #: so the parameter is the code alone and the registered text holds `{base}/l/${param}`.
+        self.code_only = False
 
     def short(self, url: str) -> str:
         if self.base is None:
+            if self.code_only:
+                raise ValueError(
+                    "link() in an Aliyun parameter needs JOURNEYS_LINK_BASE (or JOURNEYS_PUBLIC_URL): the "
+                    "parameter carries the short link's code, Aliyun takes no URL in a variable"
+                )
             return url  # no public base to serve /l/{code}: the long URL, not tracked
         code = self.codes.get(url)
         if code is None:
@@ -138,7 +146,7 @@ class _Links:
             else:
                 code = secrets.token_urlsafe(LINK_CODE_BYTES)
             self.codes[url] = code
-        return f"{self.base}/l/{code}"
+        return code if self.code_only else f"{self.base}/l/{code}"
 
     def listed(self) -> list[tuple[str, str]]:
         return [(code, url) for url, code in self.codes.items()]
@@ -272,10 +280,16 @@ def _render_aliyun(template: Template, name: str, data: Mapping[str, Any], regis
         )
     params: dict[str, str] = {}
     for param, source in aliyun.params.items():
+        links = _links.get()
         try:
+            if links is not None:
+                links.code_only = True
             value = render_limited(source, data).strip()
         except Exception as err:  # a template can fail in any way; name it and the cause
             raise TemplateRenderError(f"template {name!r} (aliyun_sms.params.{param}) failed: {err}") from err
+        finally:
+            if links is not None:
+                links.code_only = False
         problem = aliyun_param_problem(registered.kind, value)
         if problem:
             raise TemplateRenderError(f"template {name!r} (aliyun_sms.params.{param}): {problem}")

@@ -39,7 +39,8 @@ class CustomerRow(Base):
 
     customer_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200))
-    phone: Mapped[str | None] = mapped_column(String(40))
+    #: Indexed: an SMS reply is linked to its customer by the number (store/replies.py).
+    phone: Mapped[str | None] = mapped_column(String(40), index=True)
     email: Mapped[str | None] = mapped_column(String(320))
     birthday: Mapped[str | None] = mapped_column(String(10))
     timezone: Mapped[str] = mapped_column(String(64))

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from activities.journey import JourneyActivities
 from core.channel import OutgoingMessage, SendReceipt
 from core.sms_registry import RegisteredTemplate, SmsRegistry
+from definitions.lint import aliyun_problems
 from definitions.loader import PACKAGE_DIR, check_definitions, sms_json_schema, template_json_schema
 from definitions.render import TemplateRenderError, render_message
 from definitions.schema import AliyunSmsTemplate, Template
@@ -195,8 +196,7 @@ def test_validate_names_each_aliyun_mistake_at_its_line(tmp_path):
         "templates/bad.yaml:5: aliyun_sms.sign_name: '大店' is not a signature sms.yaml lists (signatures: 小店)",
         "templates/nowhere.yaml:4: aliyun_sms.template_code: 'SMS_404' is not registered in sms.yaml (registered: "
         "SMS_1, SMS_2, SMS_3, SMS_4)",
-        "templates/promo.yaml:4: aliyun_sms.template_code: SMS_3 is a marketing template and its registered text "
-        "lacks the opt-out text '回T退订'",
+        # promo.yaml uses SMS_3, whose missing opt-out text is named once, at its line in sms.yaml (above).
         "x.yaml:12: steps[1].send.template: a marketing send through Aliyun needs a marketing template: template "
         "'good' goes out as SMS_1, registered as notification (register a marketing one, with the opt-out text, "
         "or send it as transactional)",
@@ -346,3 +346,22 @@ def test_the_worker_sends_with_the_sms_yaml_it_loaded(tmp_path):
     broken.mkdir()
     (broken / "sms.yaml").write_text("templates:\n  SMS_1:\n    kind: promo\n    text: x\n")
     assert _sms_registry(Settings.embedded(definitions_dir=broken)).templates == {}
+
+
+def test_validate_wants_the_link_base_in_the_registered_text_of_a_parameter_holding_a_link():
+    """link() in an Aliyun parameter gives the code alone (Aliyun takes no URL in a variable): the
+    registered text must hold the base before it."""
+    registry = SmsRegistry(
+        signatures=["小店"],
+        templates={
+            "SMS_7": RegisteredTemplate(text="${name}，新品上架，详情 https://s.shop.cn/l/${link}"),
+            "SMS_8": RegisteredTemplate(text="${name}，新品上架，详情 ${link}"),
+        },
+    )
+    params = {"name": "{{ customer.name }}", "link": '{{ link("https://shop.cn/new") }}'}
+    good = AliyunSmsTemplate(template_code="SMS_7", sign_name="小店", params=params)
+    bad = AliyunSmsTemplate(template_code="SMS_8", sign_name="小店", params=params)
+    assert aliyun_problems(good, registry) == []
+    [(where, message)] = aliyun_problems(bad, registry)
+    assert where == ("aliyun_sms", "params", "link")
+    assert "registered text must hold the link's base before it, e.g. https://s.shop.example/l/${link}" in message

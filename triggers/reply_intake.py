@@ -33,7 +33,7 @@ from activities.engine_events import write_engine_events
 from core.contacts import canonical_phone, phone_forms
 from core.loyalty import engine_event
 from definitions.loader import Definitions
-from rules.replies import Decision, decide, normalised
+from rules.replies import Decision, decide
 from store import queries
 from store import replies as reply_store
 from store.db import Store
