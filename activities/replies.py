@@ -338,7 +338,9 @@ def _order(session, order_id: str | None) -> dict[str, Any] | None:
 
 
 def _template_context(session, row: SmsReplyRow) -> dict[str, Any]:
-    """What an answer's template may read: the reply as `event` (type sms.replied) and its order."""
+    """What an answer's template may read: the reply as `event` (type sms.replied, `data.text` as
+    the logged sms.replied event has it; no number: it would only be one more copy of it in the
+    workflow's history) and its order."""
     answered = _answered(session, row)
     order = _order(session, _order_id(session, row, answered)) or {}
     event = {
@@ -346,7 +348,7 @@ def _template_context(session, row: SmsReplyRow) -> dict[str, Any]:
         "occurred_at": row.received_at.isoformat(),
         "customer_id": row.customer_id,
         "order_id": order.get("order_id"),
-        "data": {"content": row.content, "number": row.number},
+        "data": {"text": row.content, "reply_id": row.id},
     }
     return {"event": event, "order": order}
 
