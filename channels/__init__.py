@@ -73,6 +73,7 @@ def build_channels(outbox_path: Path | None = None, settings: Settings | None = 
             protocol=settings.aliyun_sms_protocol,
             timeout=settings.aliyun_sms_timeout,
             batch_seconds=settings.aliyun_sms_batch_seconds,
+            lookup_grace=settings.aliyun_sms_lookup_seconds,
         )
         # Mainland numbers through Aliyun (its registered templates are for them); the others
         # through Twilio where it is configured, else the outbox.

@@ -213,7 +213,7 @@ class AliyunSmsChannel:
         endpoint: str = "dysmsapi.aliyuncs.com",
         protocol: str = "https",
         timeout: float = 10.0,
-        batch_seconds: float = 0.2,
+        batch_seconds: float = 0.05,
         lookup_grace: float = LOOKUP_GRACE,
     ):
         millis = max(1, int(timeout * 1000))
