@@ -32,8 +32,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import requests
 from alibabacloud_dysmsapi20170525 import models as sms_models
@@ -65,6 +67,8 @@ LOOKUP_PAGES = 20  # per day: 1,000 messages to one number in a day is past any 
 #: How long after a lost answer a lookup that finds nothing still waits before sending again:
 #: Aliyun lists a send in QuerySendDetails a little after taking it.
 LOOKUP_GRACE = 60.0
+#: How often a failed QuerySendDetails is tried at once before the send stays in doubt.
+LOOKUP_TRIES = 3
 #: A batch's OutId: this prefix and its first message's ledger id (a single send's is its own id).
 BATCH_OUT_ID = "batch-"
 
@@ -365,6 +369,24 @@ class AliyunSmsChannel:
 
     # ------------------------------------------------------------------------------ doubt
 
+    def _query(self, request) -> Any:
+        """One page of QuerySendDetails. A read changes nothing at Aliyun, so a failed one is tried
+        again at once, up to LOOKUP_TRIES, before the send stays in doubt for Temporal's next retry
+        (whose backoff grows with every attempt a failed read would spend)."""
+        for tries in range(1, LOOKUP_TRIES + 1):
+            try:
+                return self._call(self.client.query_send_details_with_options, request)
+            except ChannelError as err:
+                if tries == LOOKUP_TRIES:
+                    raise RetryableChannelError(
+                        f"cannot check Aliyun for an earlier attempt ({err}); outcome unknown",
+                        code="lookup",
+                        in_doubt=True,
+                        retry_after=err.retry_after,
+                    ) from None
+                time.sleep(min(err.retry_after or 0.2, 2.0))
+        raise AssertionError("unreachable")
+
     def _find_earlier(self, message: OutgoingMessage, number: str) -> str | None:
         """The receipt of this message if an earlier attempt reached Aliyun after all: a record
         of the number since the attempt with our OutId (a single send) or, sent in a batch (whose
@@ -377,14 +399,7 @@ class AliyunSmsChannel:
                 request = sms_models.QuerySendDetailsRequest(
                     phone_number=number, send_date=day.strftime("%Y%m%d"), page_size=LOOKUP_PAGE, current_page=page
                 )
-                try:
-                    body = self._call(self.client.query_send_details_with_options, request)
-                except ChannelError as err:
-                    raise RetryableChannelError(
-                        f"cannot check Aliyun for an earlier attempt ({err}); outcome unknown",
-                        code="lookup",
-                        in_doubt=True,
-                    ) from None
+                body = self._query(request)
                 details = body.sms_send_detail_dtos.sms_send_detail_dto if body.sms_send_detail_dtos else None
                 for detail in details or []:
                     if detail.out_id == message.message_id:

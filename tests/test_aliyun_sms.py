@@ -338,13 +338,26 @@ def test_a_failed_lookup_keeps_the_message_in_doubt_and_sends_nothing(aliyun):
     sms = channel(aliyun)
     with pytest.raises(RetryableChannelError):
         sms.send(message(1))
-    aliyun.lookup_script = [AliyunAnswer(code="InternalError", status=500)]
+    aliyun.lookup_script = [AliyunAnswer(code="InternalError", status=500)] * 3  # tried at once, up to 3 times
     retry = message(1, earlier=datetime.now(UTC) - timedelta(seconds=5))
     with pytest.raises(RetryableChannelError, match="cannot check Aliyun.*outcome unknown") as failed:
         sms.send(retry)
     assert failed.value.in_doubt and failed.value.code == "lookup"
     assert sms.send(retry).provider_id == "aliyun-out:m-1"
     assert aliyun.out_ids() == ["m-1"]
+
+
+def test_a_lookup_that_fails_once_is_tried_again_at_once(aliyun):
+    """A read changes nothing at Aliyun: a failed QuerySendDetails is asked again in the same attempt,
+    so a fault does not spend a Temporal attempt (and its growing backoff) on a read."""
+    aliyun.script["13900000001"] = [AliyunAnswer(delay=1.2)]
+    sms = channel(aliyun)
+    with pytest.raises(RetryableChannelError):
+        sms.send(message(1))
+    aliyun.lookup_script = [AliyunAnswer(code="ServiceUnavailable", status=503)]
+    assert sms.send(message(1, earlier=datetime.now(UTC) - timedelta(seconds=5))).provider_id == "aliyun-out:m-1"
+    assert aliyun.out_ids() == ["m-1"]
+    assert [call["action"] for call in aliyun.calls].count("QuerySendDetails") == 2
 
 
 def test_a_request_that_never_reached_aliyun_is_sent_after_the_lookup(pg_store, aliyun):
