@@ -807,40 +807,33 @@ def default_directory() -> Path:
     return local if local.is_dir() and any(local.glob("*.yaml")) else PACKAGE_DIR
 
 
-def json_schema() -> dict[str, Any]:
-    schema = Journey.model_json_schema(by_alias=True)
+def _schema_of(model: type[BaseModel], title: str) -> dict[str, Any]:
+    """The JSON Schema of one definitions file's model, for editors (`journeys schema ...`)."""
+    schema = model.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "Journeys journey definition"
+    schema["title"] = title
     return schema
+
+
+def json_schema() -> dict[str, Any]:
+    return _schema_of(Journey, "Journeys journey definition")
 
 
 def loyalty_json_schema() -> dict[str, Any]:
     """The JSON Schema of `loyalty.yaml` (definitions/loyalty.schema.json, for editors)."""
-    schema = Loyalty.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "Journeys loyalty programme (loyalty.yaml)"
-    return schema
+    return _schema_of(Loyalty, "Journeys loyalty programme (loyalty.yaml)")
 
 
 def policy_json_schema() -> dict[str, Any]:
     """The JSON Schema of `policy.yaml` (definitions/policy.schema.json, for editors)."""
-    schema = ContactPolicy.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "Journeys contact policy (policy.yaml)"
-    return schema
+    return _schema_of(ContactPolicy, "Journeys contact policy (policy.yaml)")
 
 
 def sms_json_schema() -> dict[str, Any]:
     """The JSON Schema of `sms.yaml` (definitions/sms.schema.json, for editors)."""
-    schema = SmsRegistry.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "Journeys SMS registry: Aliyun signatures and templates (sms.yaml)"
-    return schema
+    return _schema_of(SmsRegistry, "Journeys SMS registry: Aliyun signatures and templates (sms.yaml)")
 
 
 def template_json_schema() -> dict[str, Any]:
     """The JSON Schema of a message template (`templates/*.yaml`; definitions/template.schema.json)."""
-    schema = Template.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "Journeys message template (templates/*.yaml)"
-    return schema
+    return _schema_of(Template, "Journeys message template (templates/*.yaml)")
