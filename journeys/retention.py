@@ -72,8 +72,9 @@ def retention_schedule(settings: Settings) -> Schedule:
 async def ensure_daily_schedule(
     client: Client, schedule_id: str, wanted: Schedule, same: Callable[[Any], bool]
 ) -> None:
-    """Create the schedule, or bring it to `wanted` unless its argument is the `same` and it runs
-    at the same times already (several workers starting at once agree; a restart changes nothing)."""
+    """Create the schedule, or bring it to `wanted` unless it runs at the same times already with
+    an argument that is the `same` (or none: the daily loyalty run, the replies' sweep). Several
+    workers starting at once agree; a restart changes nothing. Any schedule's times, not only daily."""
     try:
         await client.create_schedule(schedule_id, wanted)
     except ScheduleAlreadyRunningError:
@@ -82,7 +83,8 @@ async def ensure_daily_schedule(
 
         async def update(current: ScheduleUpdateInput) -> ScheduleUpdate | None:
             held = await schedule_argument(current.description, model) if model else None
-            if held is not None and same(held) and current.description.schedule.spec.intervals == wanted.spec.intervals:
+            argument_as_wanted = model is None or (held is not None and same(held))
+            if argument_as_wanted and current.description.schedule.spec.intervals == wanted.spec.intervals:
                 return None  # already as configured
             return ScheduleUpdate(schedule=wanted)
 

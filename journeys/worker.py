@@ -59,10 +59,10 @@ from definitions.loader import (
 from instances.contract import channel_queue
 from journeys.loyalty import ensure_loyalty_schedule
 from journeys.product_cycles import ensure_product_cycles_schedule
+from journeys.replies import ensure_reply_sweep_schedule
 from journeys.retention import ensure_retention_schedule, limit_history_retention
 from store import queries
 from store.db import Store
-from triggers.replies import ensure_reply_sweep_schedule
 from workflows.broadcast import BroadcastWorkflow, RecurringBroadcastWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.loyalty import LoyaltyDailyWorkflow

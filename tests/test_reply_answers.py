@@ -342,8 +342,8 @@ async def test_every_worker_registers_the_sweep_schedule_once():
     the 5-minute sweep, a restart leaves it as it is."""
     from temporalio.client import ScheduleActionStartWorkflow
 
+    from journeys.replies import SWEEP_EVERY, ensure_reply_sweep_schedule, reply_sweep_schedule_id
     from tests.helpers import local_temporal
-    from triggers.replies import SWEEP_EVERY, ensure_reply_sweep_schedule, reply_sweep_schedule_id
 
     async with await local_temporal(free_port()) as env:
         said = await ensure_reply_sweep_schedule(env.client, "journeys")
