@@ -65,6 +65,27 @@ with workflow.unsafe.imports_passed_through():
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
 
 
+async def decide_and_deliver(request: SendRequest, task_queue: str) -> SendOutcome:
+    """One send decided under the policy (`send_message`) and, when it is left `ready` for a
+    rate-limited channel, delivered from that channel's own queue: how every workflow sends (a
+    journey's send step, a reply's answer)."""
+    outcome: SendOutcome = await workflow.execute_activity_method(
+        JourneyActivities.decide_message,
+        request,
+        start_to_close_timeout=timedelta(seconds=60),
+        retry_policy=ACTIVITY_RETRY,
+    )
+    if outcome.status == "ready":
+        outcome = await workflow.execute_activity_method(
+            JourneyActivities.deliver_message,
+            outcome.message_id,
+            task_queue=channel_queue(task_queue, outcome.channel),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=ACTIVITY_RETRY,
+        )
+    return outcome
+
+
 def exit_reason(outcome: str) -> str:
     """A run's outcome as the effect report groups it: completed, exit:EVENT, holdout,
     entry_condition, time_passed, expression_error or exit_step."""
@@ -377,20 +398,7 @@ class JourneyWorkflow:
                 **lateness,
                 **exits,
             )
-            outcome: SendOutcome = await workflow.execute_activity_method(
-                JourneyActivities.decide_message,
-                request,
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=ACTIVITY_RETRY,
-            )
-            if outcome.status == "ready":
-                outcome = await workflow.execute_activity_method(
-                    JourneyActivities.deliver_message,
-                    outcome.message_id,
-                    task_queue=channel_queue(info.task_queue, outcome.channel),
-                    start_to_close_timeout=timedelta(seconds=60),
-                    retry_policy=ACTIVITY_RETRY,
-                )
+            outcome = await decide_and_deliver(request, info.task_queue)
             if outcome.status != "deferred":
                 break
             # Quiet hours (wait for the morning), a closed send window, a full cap (wait for a slot):

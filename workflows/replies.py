@@ -23,7 +23,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.journey import JourneyActivities
     from activities.payloads import SendOutcome, SendRequest
     from activities.replies import (
         REPLY_SWEEP_WORKFLOW,
@@ -34,9 +33,8 @@ with workflow.unsafe.imports_passed_through():
         SweepRequest,
         WebhookPost,
     )
-    from instances.contract import channel_queue
+    from workflows.journey import ACTIVITY_RETRY, decide_and_deliver
 
-ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
 #: Customer service down: tried for about an hour and a half, then the reply records why it was not posted.
 WEBHOOK_ATTEMPTS = 24
 WEBHOOK_RETRY = RetryPolicy(
@@ -78,21 +76,7 @@ class ReplyAnswerWorkflow:
         until its end and decides again. The ledger row's key makes it once."""
         queue = workflow.info().task_queue
         while True:
-            request = planned.model_copy(update={"at": workflow.now()})
-            outcome: SendOutcome = await workflow.execute_activity_method(
-                JourneyActivities.decide_message,
-                request,
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=ACTIVITY_RETRY,
-            )
-            if outcome.status == "ready":
-                outcome = await workflow.execute_activity_method(
-                    JourneyActivities.deliver_message,
-                    outcome.message_id,
-                    task_queue=channel_queue(queue, outcome.channel),
-                    start_to_close_timeout=timedelta(seconds=60),
-                    retry_policy=ACTIVITY_RETRY,
-                )
+            outcome = await decide_and_deliver(planned.model_copy(update={"at": workflow.now()}), queue)
             if outcome.status != "deferred" or outcome.defer_until is None:
                 return outcome
             await workflow.sleep(max(outcome.defer_until - workflow.now(), timedelta(seconds=1)))
