@@ -103,7 +103,10 @@ def aliyun_push_routes(store: Store, push_token: str | None, intake: ReplyIntake
             return False
         return hmac.compare_digest(given.encode("utf-8", "replace"), push_token.encode("utf-8"))
 
-    async def items_of(request: Request) -> list[Any] | JSONResponse:
+    async def pushed(token: str, route: str, request: Request) -> list[Any] | JSONResponse:
+        """The items of an authenticated push, or the answer to one refused or unreadable."""
+        if not allowed(token):
+            return await refuse(route)
         body = await read_body(request, max_body_bytes)
         if body is None:
             return JSONResponse({"code": 413, "msg": f"the body is over {max_body_bytes} bytes"}, status_code=413)
@@ -122,9 +125,7 @@ def aliyun_push_routes(store: Store, push_token: str | None, intake: ReplyIntake
         summary="Aliyun SMS delivery receipts (SmsReport, HTTP batch push)",
     )
     async def aliyun_report(token: str, request: Request) -> Response:
-        if not allowed(token):
-            return await refuse("report")
-        items = await items_of(request)
+        items = await pushed(token, "report", request)
         if isinstance(items, JSONResponse):
             return items
 
@@ -145,9 +146,7 @@ def aliyun_push_routes(store: Store, push_token: str | None, intake: ReplyIntake
         summary="Aliyun SMS replies (SmsUp, HTTP batch push): 回复记录",
     )
     async def aliyun_up(token: str, request: Request) -> Response:
-        if not allowed(token):
-            return await refuse("up")
-        items = await items_of(request)
+        items = await pushed(token, "up", request)
         if isinstance(items, JSONResponse):
             return items
         replies, malformed = [], 0
