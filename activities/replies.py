@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, get_args
 
 import requests
-import yaml
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from temporalio import activity
@@ -31,7 +30,7 @@ from core.contact_policy import EXEMPT, NO_QUIET_HOURS, PolicyOverride
 from core.orders import order_context
 from core.replies import DEFAULT_REPLIES, ReplyAction, ReplyRule, ReplyRules
 from core.signing import SIGNATURE_HEADER, sign
-from definitions.loader import REPLIES_FILE, DefinitionsError, load_replies, load_templates
+from definitions.loader import DefinitionsError, load_replies, load_templates
 from definitions.schema import Template
 from instances.start import PRIORITY
 from rules.replies import matches
@@ -123,16 +122,12 @@ def reply_definitions(directory: Path) -> tuple[ReplyRules, dict[str, Template]]
     """The shop's reply rules and the templates they name, read once when the worker is built. Rules
     with problems are the built-in ones (unsubscribe words, no confirmation): an error in a file is
     no reason to stop every journey's sends; the worker logs it (`journeys validate` shows it)."""
-    try:
-        rules = load_replies(directory)
-    except DefinitionsError as err:
-        own = [problem for problem in err.problems if REPLIES_FILE in problem]
-        if own or not (directory / REPLIES_FILE).is_file():
-            log.error("replies.yaml not used, the built-in rules apply: %s", "; ".join(own or err.problems))
-            return DEFAULT_REPLIES, {}
-        # Another template has a problem: the rules are sound, and their templates load on their own.
-        rules = ReplyRules.model_validate(yaml.safe_load((directory / REPLIES_FILE).read_text(encoding="utf-8")))
     templates, _ = load_templates(directory)
+    try:
+        rules = load_replies(directory, templates)
+    except DefinitionsError as err:
+        log.error("replies.yaml not used, the built-in rules apply: %s", "; ".join(err.problems))
+        return DEFAULT_REPLIES, {}
     named = {name for rule in rules.rules for name in (rule.template, rule.confirm) if name}
     return rules, {name: templates[name] for name in named if name in templates}
 

@@ -756,10 +756,14 @@ def _load_replies(directory: Path, templates: dict[str, Template], problems: lis
     return DEFAULT_REPLIES if found else replies
 
 
-def load_replies(directory: Path | str) -> ReplyRules:
-    """What SMS replies get in `directory` (`replies.yaml`), or DefinitionsError naming its problems."""
+def load_replies(directory: Path | str, templates: dict[str, Template] | None = None) -> ReplyRules:
+    """What SMS replies get in `directory` (`replies.yaml`, its templates among `templates`, by
+    default the directory's), or DefinitionsError naming replies.yaml's own problems: a broken
+    template it does not name is `journeys validate`'s to report, no reason to drop the rules."""
     directory = Path(directory)
-    templates, problems = load_templates(directory)
+    if templates is None:
+        templates, _ = load_templates(directory)
+    problems: list[str] = []
     replies = _load_replies(directory, templates, problems)
     if problems:
         raise DefinitionsError(problems)
