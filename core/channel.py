@@ -99,3 +99,38 @@ class Channel(Protocol):
     # outbox for the rest, channels.SmsRouter): `provider_for(address) -> str` names the provider
     # a message to `address` goes through ("aliyun", "twilio", "outbox"), so it is rendered for
     # that provider (Aliyun sends a registered template, not free text). Without it, `provider`.
+    #
+    # Optional, for a provider with a bulk call: `send_many(messages) -> list[BulkResult]`, one
+    # result per message in order (see `send_bulk`). A message with `earlier_attempt_at` set is
+    # settled the adapter's way first, as `send` does.
+
+
+#: What a bulk send gives back for each message, in the order given: the provider's receipt, or
+#: the error for that message alone (a request refused as a whole gives each of its messages the
+#: same error). A message whose answer was lost is an error with `in_doubt` set.
+BulkResult = SendReceipt | ChannelError
+
+
+def send_bulk(channel: Channel, messages: list[OutgoingMessage]) -> list[BulkResult]:
+    """Hand `messages` to `channel` at once: through its `send_many` where it has one (the
+    outbox: one write; SendGrid: up to 1,000 personalizations a request; Aliyun: SendBatchSms,
+    100 numbers a call; Twilio: bounded concurrent calls), else one `send` after another. One
+    result per message, in order; never raises a ChannelError (each message carries its own)."""
+    send_many = getattr(channel, "send_many", None)
+    if callable(send_many):
+        results = send_many(messages)
+        if len(results) != len(messages):
+            raise RuntimeError(f"{channel.provider} answered {len(results)} results for {len(messages)} messages")
+        return results
+    return send_each(channel, messages)
+
+
+def send_each(channel: Channel, messages: list[OutgoingMessage]) -> list[BulkResult]:
+    """One `send` per message, each error kept with its message."""
+    results: list[BulkResult] = []
+    for message in messages:
+        try:
+            results.append(channel.send(message))
+        except ChannelError as err:
+            results.append(err)
+    return results
