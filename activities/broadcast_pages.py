@@ -48,7 +48,7 @@ from rules.contacts import address_for
 from rules.policy import decide
 from store import broadcast_pages as pages
 from store import points as ledger
-from store import queries, segments
+from store import queries, rates, segments
 from store import tiers as member_tiers
 from store.db import Store
 from store.short_links import record_links
@@ -215,6 +215,7 @@ class BroadcastPageActivities:
         page's outcome as the store then has it. Safe to retry (see the module's docstring)."""
         spec = send_spec(request.snapshot)
         self._decide(request, spec)
+        activity.heartbeat("decided")
         unanswered = self._deliver(request, spec)
         if unanswered:
             raise ApplicationError(
@@ -454,9 +455,26 @@ class BroadcastPageActivities:
             by_channel[row.channel].append(row)
         for channel_name, group in by_channel.items():
             unanswered += self._send_group(channel_name, group)
+            activity.heartbeat(channel_name)
         return unanswered
 
     def _send_group(self, channel_name: str, rows: list[MessageRow]) -> int:
+        """Hand one channel's messages of the page over in bulk, within the channel's rate limit
+        (a second's worth at a time, drawn from the bucket every worker shares: store.rates); how
+        many the provider has not taken yet."""
+        rate = self.sends.rate_limits.get(channel_name)
+        if rate is None:
+            return self._send_chunk(channel_name, rows)
+        step = max(1, int(rate))
+        unanswered = 0
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            rates.acquire(self.store, channel_name, len(chunk), rate)
+            unanswered += self._send_chunk(channel_name, chunk)
+            activity.heartbeat(start + len(chunk))
+        return unanswered
+
+    def _send_chunk(self, channel_name: str, rows: list[MessageRow]) -> int:
         channel = self.sends.channels[channel_name]
         results = send_bulk(channel, [outgoing_message(row) for row in rows])
         sent: dict[str, str] = {}

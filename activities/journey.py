@@ -27,7 +27,7 @@ from definitions.expressions import message_context
 from definitions.render import TemplateRenderError, loyalty_facts, reads_loyalty, render_message
 from rules.policy import Decision, decide
 from store import points as ledger
-from store import queries
+from store import queries, rates
 from store import tiers as member_tiers
 from store.db import Store
 from store.lookups import StoreLookups
@@ -56,8 +56,13 @@ class JourneyActivities:
         sms_registry: SmsRegistry = NO_REGISTRY,
         link_base: str | None = None,
         link_days: int = 0,
+        rate_limits: dict[str, float] | None = None,
     ):
         self.store = store
+        # Messages a second per channel (JOURNEYS_RATE_LIMITS), drawn from one bucket per channel in
+        # the store (store.rates) by every worker and both send paths: a journey's message, one at
+        # a time; a batched broadcast's page, many at once.
+        self.rate_limits = {channel: rate for channel, rate in (rate_limits or {}).items() if rate}
         self.sms_registry = sms_registry
         self.link_base = link_base  # None: link() keeps the long URL, untracked
         self.link_days = link_days  # a short link's life: the retention period (0: ten years)
@@ -289,6 +294,8 @@ class JourneyActivities:
                 return begun
             row, earlier = begun
         channel = self.channels[row.channel]
+        if row.channel in self.rate_limits:
+            rates.acquire(self.store, row.channel, 1, self.rate_limits[row.channel])
         try:
             receipt = channel.send(outgoing_message(row, earlier))
         except PermanentChannelError as err:

@@ -189,6 +189,7 @@ def build_workers(
         sms_registry=sms if sms is not None else definitions.sms if definitions else _sms_registry(settings),
         link_base=settings.short_link_base(),
         link_days=settings.retention_days,
+        rate_limits=settings.rate_limits,
     )
     broadcasts = BroadcastActivities(store, client)
     # Batched broadcasts' pages: the same policy, rendering and channels as `activities`.

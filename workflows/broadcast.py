@@ -94,7 +94,7 @@ class BroadcastWorkflow:
             already=self.already,
             after=self.after,
             cancelled_instances=self.cancelled_instances,
-            not_again=self.not_again,
+            not_again=self.counts.not_again if self.input.batched else self.not_again,
             path="batched" if self.input.batched else "instances",
             counts=self.counts if self.input.batched else None,
             next_at=self.groups[0].at if self.input.batched and self.groups else None,
@@ -235,7 +235,10 @@ class BroadcastWorkflow:
                         not_again=input.not_again,
                         first_pass=not group.resumed,
                     ),
-                    start_to_close_timeout=timedelta(minutes=10),
+                    # A rate-limited channel sends a page a second's worth at a time: long, but it
+                    # heartbeats, so a lost worker's page is taken up again within a minute.
+                    start_to_close_timeout=timedelta(hours=2),
+                    heartbeat_timeout=timedelta(minutes=1),
                     retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
                 )
                 self._count(result)
