@@ -179,6 +179,9 @@ def validate(directory: Annotated[Path | None, typer.Argument(help="Default: ./d
         f"{directory}: {len(loaded.events.own())} declared event types, {len(loaded.resources)} resources, "
         f"{len(loaded.segments)} segments, {len(loaded.broadcasts)} broadcasts OK"
     )
+    for name, (broadcast, _snapshot) in sorted(loaded.broadcasts.items()):  # how each runs (issue 29)
+        path, why = broadcast.path_taken
+        typer.echo(f"broadcast {name}: {path} ({why})")
 
 
 @app.command()
