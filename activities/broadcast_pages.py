@@ -32,7 +32,7 @@ from temporalio.exceptions import ApplicationError
 from activities.broadcast import entry_event
 from activities.journey import JourneyActivities, outgoing_message
 from activities.payloads import CloseRequest, MemberPage, PageRequest, PageResult, PlanRequest, SendPage
-from core.channel import ChannelError, PermanentChannelError, send_bulk
+from core.channel import ChannelError, PermanentChannelError, bulk_limit, send_bulk
 from core.contact_policy import CapWait, SendPolicy
 from core.contacts import UnusableContact
 from core.orders import order_context
@@ -463,13 +463,13 @@ class BroadcastPageActivities:
         (a second's worth at a time, drawn from the bucket every worker shares: store.rates); how
         many the provider has not taken yet."""
         rate = self.sends.rate_limits.get(channel_name)
-        if rate is None:
-            return self._send_chunk(channel_name, rows)
-        step = max(1, int(rate))
+        largest = bulk_limit(self.sends.channels[channel_name]) or len(rows)
+        step = max(1, min(int(rate), largest) if rate else largest)
         unanswered = 0
         for start in range(0, len(rows), step):
             chunk = rows[start : start + step]
-            rates.acquire(self.store, channel_name, len(chunk), rate)
+            if rate:
+                rates.acquire(self.store, channel_name, len(chunk), rate)
             unanswered += self._send_chunk(channel_name, chunk)
             activity.heartbeat(start + len(chunk))
         return unanswered

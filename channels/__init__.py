@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from channels.outbox import OutboxChannel
-from core.channel import BulkResult, Channel, OutgoingMessage, SendReceipt, send_bulk
+from core.channel import BulkResult, Channel, OutgoingMessage, SendReceipt, bulk_limit, send_bulk
 from core.vocabulary import CHANNELS
 
 if TYPE_CHECKING:
@@ -32,6 +32,12 @@ class SmsRouter:
         self.mainland = mainland
         self.elsewhere = elsewhere
         self.provider = f"{mainland.provider} (+86), {elsewhere.provider}"
+
+    @property
+    def bulk_limit(self) -> int | None:
+        """The smaller of its routes' (core.channel.bulk_limit)."""
+        limits = [bulk_limit(route) for route in (self.mainland, self.elsewhere)]
+        return min((limit for limit in limits if limit is not None), default=None)
 
     def route(self, address: str) -> Channel:
         return self.mainland if address.startswith("+86") else self.elsewhere

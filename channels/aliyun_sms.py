@@ -209,6 +209,8 @@ class _Batch:
 class AliyunSmsChannel:
     name = "sms"
     provider = "aliyun"
+    #: SendBatchSms takes 100 numbers a call (core.channel.bulk_limit).
+    bulk_limit: int | None = 100
     settles_doubt = "lookup"
     reconcile_seconds = 0.0
 

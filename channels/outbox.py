@@ -23,6 +23,8 @@ _MESSAGE_ID = re.compile(r'"message_id": "([^"\\]*)"')
 
 class OutboxChannel:
     provider = "outbox"
+    #: A bulk send takes any number of messages: a whole page is one write (core.channel.bulk_limit).
+    bulk_limit: int | None = None
     # A send in doubt (a worker killed between writing the line and recording it) looks for its
     # line first, so a message is in the file once, as a provider would have it once.
     settles_doubt = "lookup"

@@ -54,6 +54,8 @@ def text_of(body_html: str) -> str:
 class SendGridEmailChannel:
     name = "email"
     provider = "sendgrid"
+    #: A mail send takes 1,000 personalizations a request (core.channel.bulk_limit).
+    bulk_limit: int | None = 1000
 
     def __init__(
         self,

@@ -111,6 +111,17 @@ class Channel(Protocol):
 BulkResult = SendReceipt | ChannelError
 
 
+#: Messages handed to a channel in one bulk call when it says nothing else (`bulk_limit`): a
+#: call must end well within the heartbeat of the activity making it, also one call at a time.
+BULK_LIMIT = 100
+
+
+def bulk_limit(channel: Channel) -> int | None:
+    """How many messages one `send_bulk` call to `channel` should carry at most: its own
+    `bulk_limit` (None: any number, the outbox's one write), else BULK_LIMIT."""
+    return getattr(channel, "bulk_limit", BULK_LIMIT)
+
+
 def send_bulk(channel: Channel, messages: list[OutgoingMessage]) -> list[BulkResult]:
     """Hand `messages` to `channel` at once: through its `send_many` where it has one (the
     outbox: one write; SendGrid: up to 1,000 personalizations a request; Aliyun: SendBatchSms,

@@ -236,9 +236,9 @@ class BroadcastWorkflow:
                         first_pass=not group.resumed,
                     ),
                     # A rate-limited channel sends a page a second's worth at a time: long, but it
-                    # heartbeats, so a lost worker's page is taken up again within a minute.
+                    # heartbeats after each bulk call, so a lost worker's page is taken up again soon.
                     start_to_close_timeout=timedelta(hours=2),
-                    heartbeat_timeout=timedelta(minutes=1),
+                    heartbeat_timeout=timedelta(seconds=30),
                     retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
                 )
                 self._count(result)
