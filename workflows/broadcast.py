@@ -27,6 +27,7 @@ behind when the workflow wakes (the workers were down for days) is listed as mis
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import date, datetime, timedelta
 
@@ -56,6 +57,9 @@ with workflow.unsafe.imports_passed_through():
         RecurringProgress,
         SendGroup,
     )
+
+#: A batched broadcast's pages dealt with at once (each by its own activity, on the worker's threads).
+PARALLEL_PAGES = 2
 
 ACTIVITY = {
     "start_to_close_timeout": timedelta(minutes=10),
@@ -204,48 +208,41 @@ class BroadcastWorkflow:
             if group.resumed and not group.begun:  # its members wait no longer: they are dealt with now
                 self.counts = self.counts.model_copy(update={"deferred": self.counts.deferred - group.members})
             group.begun = True
-            ids = await workflow.execute_activity_method(
-                BroadcastPageActivities.broadcast_member_page,
-                MemberPage(
-                    segment=input.segment,
-                    rfm_table=input.rfm_table,
-                    members_at=input.members_at,
-                    zones=group.zones,
-                    after=group.after,
-                    limit=input.page,
-                    journey=input.snapshot.definition.name,
-                    run_id=run_key,
-                    step=step,
-                    due=group.at,
-                ),
-                **ACTIVITY,
-            )
-            if ids:
-                result: PageResult = await workflow.execute_activity_method(
-                    BroadcastPageActivities.send_broadcast_page,
-                    SendPage(
-                        snapshot=input.snapshot,
-                        broadcast=input.name,
-                        customer_ids=ids,
-                        run_id=run_key,
-                        at=self.now(),
-                        due=group.at,
-                        entered_at=input.members_at,
+            # The next pages of the group (PARALLEL_PAGES of them), dealt with at once: one
+            # page's database work overlaps another's Python, on the worker's threads.
+            batches: list[list[str]] = []
+            after, exhausted = group.after, False
+            while len(batches) < PARALLEL_PAGES and not exhausted:
+                ids = await workflow.execute_activity_method(
+                    BroadcastPageActivities.broadcast_member_page,
+                    MemberPage(
+                        segment=input.segment,
                         rfm_table=input.rfm_table,
-                        not_again=input.not_again,
-                        first_pass=not group.resumed,
+                        members_at=input.members_at,
+                        zones=group.zones,
+                        after=after,
+                        limit=input.page,
+                        journey=input.snapshot.definition.name,
+                        run_id=run_key,
+                        step=step,
+                        due=group.at,
                     ),
-                    # A rate-limited channel sends a page a second's worth at a time: long, but it
-                    # heartbeats after each bulk call, so a lost worker's page is taken up again soon.
-                    start_to_close_timeout=timedelta(hours=2),
-                    heartbeat_timeout=timedelta(seconds=30),
-                    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+                    **ACTIVITY,
                 )
+                exhausted = len(ids) < input.page
+                if ids:
+                    batches.append(ids)
+                    after = ids[-1]
+            at = self.now()
+            results: list[PageResult] = await asyncio.gather(
+                *(self._send_page(input, group, ids, run_key, at) for ids in batches)
+            )
+            for result in results:
                 self._count(result)
-                group.after = ids[-1]
-            if len(ids) < input.page:
+            group.after = after
+            if exhausted:
                 self.groups = [other for other in self.groups if other is not group]
-            pages += 1
+            pages += len(batches)
             if pages >= input.pages_per_run and self.groups and not self.cancel_requested:
                 workflow.continue_as_new(self._carried(input, run_key))
         if self.cancel_requested:
@@ -260,6 +257,30 @@ class BroadcastWorkflow:
         else:
             self.state = "done"
         return self.progress()
+
+    async def _send_page(
+        self, input: BroadcastInput, group: SendGroup, ids: list[str], run_key: str, at: datetime
+    ) -> PageResult:
+        return await workflow.execute_activity_method(
+            BroadcastPageActivities.send_broadcast_page,
+            SendPage(
+                snapshot=input.snapshot,
+                broadcast=input.name,
+                customer_ids=ids,
+                run_id=run_key,
+                at=at,
+                due=group.at,
+                entered_at=input.members_at,
+                rfm_table=input.rfm_table,
+                not_again=input.not_again,
+                first_pass=not group.resumed,
+            ),
+            # A rate-limited channel sends a page a second's worth at a time: long, but it
+            # heartbeats after each bulk call, so a lost worker's page is taken up again soon.
+            start_to_close_timeout=timedelta(hours=2),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+        )
 
     def _count(self, result: PageResult) -> None:
         """A page's outcome into the counts; its deferred members into the moments ahead (merged
