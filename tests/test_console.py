@@ -276,12 +276,15 @@ def test_an_operator_starts_and_cancels_a_broadcast(console, browser):
     row.get_by_role("button", name="Start spring_festival_care 启动").click()
     state = "tr[data-broadcast='spring_festival_care'] .pill.state"
     page.wait_for_function(
-        f"() => ['counting', 'starting', 'started'].includes(document.querySelector(\"{state}\").innerText)",
+        f"() => ['waiting'].includes(document.querySelector(\"{state}\").innerText)",
         timeout=60_000,
     )
     shot(page, "broadcast-started")
     row = page.locator("tr[data-broadcast='spring_festival_care']")
     assert row.count() == 1, page.locator("main").inner_text()
+    # Batched: its members wait for 10:00 in their zone, on one timer per moment, none reached yet.
+    assert row.locator("td.path").inner_text() == "batched 批量"
+    assert row.locator("td.next").inner_text().startswith("2027/2/"), row.inner_text()
     row.get_by_role("button", name="Cancel spring_festival_care 取消").click()
     deadline = time.monotonic() + 90
     while page.locator(state).inner_text() != "cancelled":

@@ -295,6 +295,7 @@ async def status(client: Client, store: Store, definitions: Definitions, name: s
         "segment": broadcast.segment,
         "schedule": found.broadcast.schedule.describe(),
         "workflow_id": broadcast_workflow_id(name),
+        "path": found.broadcast.path_taken[0],
     }
     if found.recurring:
         seen = await _progress(client, name, RecurringProgress)
@@ -330,7 +331,6 @@ async def status(client: Client, store: Store, definitions: Definitions, name: s
             not_again=counts.not_again,
             waiting=max(ahead - counts.decided - counts.not_again, 0),
             outcomes=outcomes,
-            path="batched",
             deferred=counts.deferred,
             held_out=counts.held_out,
             next_at=progress.next_at,

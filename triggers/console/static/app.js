@@ -279,10 +279,13 @@ async function broadcastsPage() {
     catch (err) { status.replaceChildren(problem(err)); }
   };
   show(h("h1", {}, L("Broadcasts", "群发")), status,
-    table([[L("Broadcast", "群发")], [L("Segment", "分群")], [L("State", "状态")], [L("Members", "人数"), "num"], [L("Started", "已启动"), "num"],
-      [L("Waiting", "等待中"), "num"], [L("Outcomes", "结果")], [L("Actions", "操作")]],
+    table([[L("Broadcast", "群发")], [L("Segment", "分群")], [L("State", "状态")], [L("Path", "方式")], [L("Members", "人数"), "num"],
+      [L("Reached", "已触达"), "num"], [L("Held out", "对照组"), "num"], [L("Deferred", "已推迟"), "num"], [L("Waiting", "等待中"), "num"],
+      [L("Next send", "下次发送")], [L("Outcomes", "结果")], [L("Actions", "操作")]],
     list.map((b) => h("tr", {"data-broadcast": b.name}, td(b.title || b.name), td(b.segment), td(h("span", {class: `pill state ${b.state.replace(/ /g, "-")}`}, b.state)),
-      td(num(b.members), "num"), td(num(b.started), "num"), td(num(b.waiting), "num"), td(reasons(b.outcomes)),
+      td(b.path === "batched" ? L("batched", "批量") : L("instances", "逐个实例"), "path"),
+      td(num(b.members), "num"), td(num(b.started), "num"), td(num(b.held_out), "num"), td(num(b.deferred), "num"), td(num(b.waiting), "num"),
+      td(b.next_at ? when(b.next_at) : "", "next"), td(reasons(b.outcomes)),
       td(h("span", {class: "actions"},
         h("button", {type: "button", onclick: run(b.name, "start"), "aria-label": `Start ${b.name} 启动`}, L("Start", "启动")), " ",
         h("button", {type: "button", class: "danger", onclick: run(b.name, "cancel"), "aria-label": `Cancel ${b.name} 取消`}, L("Cancel", "取消")))))), "Broadcasts"));
