@@ -606,16 +606,18 @@ async def _start(sim: Simulation, when: datetime, name: str) -> None:
 def _ran(definitions: Definitions, when: datetime, name: str, count: BroadcastCount) -> str:
     broadcast = definitions.broadcasts[name][0]
     segment = broadcast.segment
+    # Batched: members reached (decided, or held by a deferral); else instances started.
+    reached = "reached" if broadcast.path_taken[0] == "batched" else "instances"
     if broadcast.schedule.recurring:
         again = f", {count.not_again} not again (once_per {broadcast.once_per})" if broadcast.once_per else ""
         span = f" from {count.runs[0]} to {count.runs[-1]}" if count.runs else ""
         return (
             f"broadcast {name}: {broadcast.schedule.describe()}, {len(count.runs)} runs{span}, segment {segment}: "
-            f"{count.members} members, {count.instances} instances{again}"
+            f"{count.members} members, {count.instances} {reached}{again}"
         )
     return (
         f"broadcast {name}: started {_instant(when)}, segment {segment}: {count.members} members, "
-        f"{count.instances} instances"
+        f"{count.instances} {reached}"
     )
 
 

@@ -430,5 +430,5 @@ async def test_card_expiring_in_7_days_runs_daily_in_a_simulation(folder):
     assert skipped == [(f"card_expiring_202603{n:02d}", "unsubscribed") for n in range(3, 11)]
     assert (
         "broadcast card_expiring: every day at 10:00 (Asia/Shanghai), 31 runs from card_expiring@2026-03-01 to "
-        "card_expiring@2026-03-31, segment card_expiring: 21 members, 10 instances, 11 not again (once_per 30d)"
+        "card_expiring@2026-03-31, segment card_expiring: 21 members, 10 reached, 11 not again (once_per 30d)"
     ) in report.summary_lines()

@@ -187,6 +187,17 @@ def test_a_broadcast_reaches_each_member_once_through_the_policy_and_survives_a_
     )
     assert set(sent_to) == {c for c, o in ledger.items() if o[0] == "sent"}
     assert max(sent_to.values()) == 1  # once each, also after the kill
+    # Within the SMS rate limit (50 a second, from one bucket the pages draw a second's worth from):
+    # no second of the outbox holds more than the limit and one second's burst.
+    written = sorted(
+        datetime.fromisoformat(json.loads(line)["written_at"])
+        for line in stack.outbox.read_text().splitlines()
+        if '"spring_care"' in line
+    )
+    busiest = max(
+        sum(1 for other in written[i:] if other < moment + timedelta(seconds=1)) for i, moment in enumerate(written)
+    )
+    assert busiest <= 100, busiest
     assert all(int(c[1:]) < MEMBERS for c in sent_to)  # members who may get SMS only
     bodies = [json.loads(line)["body"] for line in stack.outbox.read_text().splitlines() if '"spring_care"' in line]
     assert bodies and all("新春快乐！none" in body for body in bodies)  # the template read customer.rfm (no purchases)

@@ -164,8 +164,8 @@ def test_broadcasts_play_in_a_simulation(tmp_path):
     lantern = next(r for r in records if r["journey"] == "lantern_care")
     assert lantern["body"].startswith("【Journeys】王芳，新春快乐！") and lantern["body"].endswith("退订回T")
     lines = result.stdout.splitlines()
-    assert "broadcast lantern_care: started 2026-02-19T20:00:00Z, segment reachable: 2 members, 2 instances" in lines
-    assert "broadcast lantern_again: started 2026-02-24T20:00:00Z, segment reachable: 2 members, 2 instances" in lines
+    assert "broadcast lantern_care: started 2026-02-19T20:00:00Z, segment reachable: 2 members, 2 reached" in lines
+    assert "broadcast lantern_again: started 2026-02-24T20:00:00Z, segment reachable: 2 members, 2 reached" in lines
     assert (
         "broadcast spring_festival_care: not run, scheduled 2027-02-06T10:00:00 local, outside the simulated "
         "2026-02-01T02:00:00Z to 2026-03-10T00:00:00Z (--broadcast spring_festival_care=TIME moves it in)"
@@ -255,7 +255,7 @@ def test_simulate_prints_no_warning_about_the_test_server_s_missing_capability(t
         ]
         assert lines[1] == (
             "broadcast member_statement: every month on day 1 at 10:00 (Asia/Shanghai), 2 runs from "
-            "member_statement@2026-02-01 to member_statement@2026-03-01, segment members: 1 members, 1 instances, "
+            "member_statement@2026-02-01 to member_statement@2026-03-01, segment members: 1 members, 1 reached, "
             "0 not again (once_per 20d)"
         )
         assert lines[2].startswith("broadcast spring_festival_care: not run") and lines[-1].startswith("wrote ")
