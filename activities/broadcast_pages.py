@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -54,11 +56,32 @@ from store.db import Store
 from store.short_links import record_links
 from store.tables import MessageRow
 
+T = TypeVar("T")
+
 
 def schedule_expression(snapshot: JourneySnapshot) -> str | None:
     """The time a broadcast's journey waits for before its send (definitions.broadcasts.journey_of)."""
     waits = [step.wait_until.at for _, step in walk_steps(snapshot.definition.steps) if isinstance(step, WaitUntilStep)]
     return waits[0] if waits else None
+
+
+#: How often a page's activity heartbeats at least while it waits (a bulk call, the rate limit):
+#: well within its heartbeat timeout (workflows.broadcast), so a live attempt is never taken for a
+#: lost one and tried again beside itself.
+HEARTBEAT_SECONDS = 5.0
+
+
+def _heartbeating(call: Callable[..., T], *args: Any) -> T:
+    """`call(*args)` on a thread of its own while this activity's thread heartbeats every
+    HEARTBEAT_SECONDS: a bulk call (a slow provider, a thousand recipients) may outlast the
+    heartbeat timeout, and the activity's heartbeat can only be sent from its own thread."""
+    with ThreadPoolExecutor(1, thread_name_prefix="bulk-send") as pool:
+        future = pool.submit(call, *args)
+        while True:
+            try:
+                return future.result(timeout=HEARTBEAT_SECONDS)
+            except FutureTimeout:
+                activity.heartbeat("handing messages to the provider")
 
 
 def send_spec(snapshot: JourneySnapshot) -> SendSpec:
@@ -436,26 +459,30 @@ class BroadcastPageActivities:
 
     def _deliver(self, request: SendPage, spec: SendSpec) -> int:
         """Hand the page's messages still `sending` to their channels, in bulk; those in doubt one
-        by one, settled first. How many are still unanswered (the page is tried again)."""
+        by one, settled first. How many are still unanswered (the page is tried again).
+
+        Each bulk call first claims its messages (`pages.claim`: marks them begun, in one
+        statement, only those nobody has begun), so a message is handed over by one attempt of
+        the page only, and a message is in doubt only once a call for it has begun: a worker lost
+        mid-page leaves the messages of its later chunks fresh, not in doubt."""
         prefix = workflow_id(request.snapshot.definition.name, "")
         with self.store.transaction() as session:
             rows = pages.sending(session, prefix, request.run_id, spec.step_id, request.customer_ids)
-            fresh = [row for row in rows if row.attempted_at is None]
-            doubtful = [row.id for row in rows if row.attempted_at is not None]
-            pages.mark_attempted(session, [row.id for row in fresh], datetime.now(UTC))
             session.expunge_all()
+        fresh = [row for row in rows if row.attempted_at is None]
+        doubtful = [row.id for row in rows if row.attempted_at is not None]
         unanswered = 0
         for message_id in doubtful:  # a lost answer: settled the channel's way, as a journey's is
             try:
                 self.sends.deliver_once(message_id)
             except ApplicationError:
                 unanswered += 1
+            activity.heartbeat(message_id)
         by_channel: dict[str, list[MessageRow]] = defaultdict(list)
         for row in fresh:
             by_channel[row.channel].append(row)
         for channel_name, group in by_channel.items():
             unanswered += self._send_group(channel_name, group)
-            activity.heartbeat(channel_name)
         return unanswered
 
     def _send_group(self, channel_name: str, rows: list[MessageRow]) -> int:
@@ -469,14 +496,24 @@ class BroadcastPageActivities:
         for start in range(0, len(rows), step):
             chunk = rows[start : start + step]
             if rate:
-                rates.acquire(self.store, channel_name, len(chunk), rate)
+                self._tokens(channel_name, len(chunk), rate)
             unanswered += self._send_chunk(channel_name, chunk)
-            activity.heartbeat(start + len(chunk))
         return unanswered
 
+    def _tokens(self, channel_name: str, wanted: int, rate: float) -> None:
+        """Wait for `wanted` of the channel's tokens, heartbeating while others hold the budget."""
+        while wanted > 0:
+            wanted -= rates.acquire(self.store, channel_name, wanted, rate, max_wait=HEARTBEAT_SECONDS)
+            activity.heartbeat(f"{channel_name}: waiting for the rate limit")
+
     def _send_chunk(self, channel_name: str, rows: list[MessageRow]) -> int:
+        with self.store.transaction() as session:
+            claimed = pages.claim(session, [row.id for row in rows], datetime.now(UTC))
+        rows = [row for row in rows if row.id in claimed]  # another attempt of the page began the rest
+        if not rows:
+            return 0
         channel = self.sends.channels[channel_name]
-        results = send_bulk(channel, [outgoing_message(row) for row in rows])
+        results = _heartbeating(send_bulk, channel, [outgoing_message(row) for row in rows])
         sent: dict[str, str] = {}
         refused: list[tuple[MessageRow, ChannelError]] = []
         retry: list[tuple[MessageRow, ChannelError]] = []

@@ -34,6 +34,9 @@ from store.lookups import StoreLookups
 from store.short_links import record_links
 from store.tables import MessageRow
 
+#: How long a message waits for its channel's rate limit before its delivery is tried again later.
+RATE_WAIT_SECONDS = 20.0
+
 
 class JourneyActivities:
     """Activities with their dependencies: the store, the channel adapters, the shop's name and
@@ -289,12 +292,13 @@ class JourneyActivities:
         if fresh is not None:
             row, earlier = fresh, None
         else:
+            self._wait_for_rate(message_id)  # before the call is marked begun: waiting is not sending
             begun = self._begin_attempt(message_id)
             if isinstance(begun, SendOutcome):
                 return begun
             row, earlier = begun
         channel = self.channels[row.channel]
-        if row.channel in self.rate_limits:
+        if fresh is not None and row.channel in self.rate_limits:  # decided and delivered in one attempt
             rates.acquire(self.store, row.channel, 1, self.rate_limits[row.channel])
         try:
             receipt = channel.send(outgoing_message(row, earlier))
@@ -315,6 +319,20 @@ class JourneyActivities:
             ) from err
         self._record_sent(row.id, receipt.provider_id)
         return SendOutcome(status="sent", channel=row.channel, message_id=row.id)
+
+    def _wait_for_rate(self, message_id: str) -> None:
+        """A token of the message's channel, if it has a rate limit (store.rates: one budget per
+        channel for every worker and both send paths). While a broadcast's pages hold the budget a
+        token may be long in coming: after RATE_WAIT_SECONDS the activity is tried again later,
+        well within its timeout, rather than waiting on."""
+        with self.store.transaction() as session:
+            channel = queries.channel_of(session, message_id)
+        rate = self.rate_limits.get(channel) if channel else None
+        if rate and not rates.acquire(self.store, channel, 1, rate, max_wait=RATE_WAIT_SECONDS):
+            raise ApplicationError(
+                f"{channel}: no send of its rate limit ({rate:g} a second) free for {message_id} yet; tried again",
+                next_retry_delay=timedelta(seconds=1),
+            )
 
     def _begin_attempt(self, message_id: str) -> SendOutcome | tuple[MessageRow, datetime | None]:
         """Mark a provider call as begun, before making it, so that if its answer is lost (a

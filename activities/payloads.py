@@ -206,7 +206,7 @@ class MemberPage(BaseModel):
     segment: Segment
     rfm_table: RfmTable
     members_at: datetime = Field(description="Membership as of the broadcast's start.")
-    zones: list[str]
+    zones: list[str] | None = Field(description="Members living in these zones; None: in any (the sweep).")
     after: str | None = None
     limit: int = 500
     journey: str

@@ -157,6 +157,11 @@ class SendGroup(BaseModel):
     members: int = Field(default=0, description="Members deferred to it (0 for a schedule's moment).")
     resumed: bool = Field(default=False, description="A deferral's end: its members were reached before.")
     begun: bool = Field(default=False, description="Its first page was asked for.")
+    sweep: bool = Field(
+        default=False,
+        description="The last moment: every member still due, whatever their zone now (one who moved to "
+        "another zone after the plan is decided then, not left out).",
+    )
 
 
 class BatchCounts(BaseModel):

@@ -257,15 +257,21 @@ def sending(session: Session, prefix: str, run_id: str, step: str, customer_ids:
     )
 
 
-def mark_attempted(session: Session, message_ids: list[str], at: datetime) -> None:
-    """The provider calls for these messages begin: a lost answer leaves them in doubt."""
-    if message_ids:
-        session.execute(
-            update(MessageRow)
-            .where(MessageRow.id.in_(message_ids), MessageRow.status == "sending")
-            .values(attempted_at=at, updated_at=at)
-            .execution_options(synchronize_session=False)
-        )
+def claim(session: Session, message_ids: list[str], at: datetime) -> set[str]:
+    """Begin the provider calls for these messages: mark them begun at `at`, in one statement,
+    only those still `sending` that no call has begun (a lost answer then leaves them in doubt).
+    The ids claimed: the caller hands over these and no others, so two attempts of a page never
+    hand one message over twice."""
+    if not message_ids:
+        return set()
+    claimed = session.execute(
+        update(MessageRow)
+        .where(MessageRow.id.in_(message_ids), MessageRow.status == "sending", MessageRow.attempted_at.is_(None))
+        .values(attempted_at=at, updated_at=at)
+        .returning(MessageRow.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(claimed.scalars())
 
 
 def record_sent(session: Session, rows: Iterable[MessageRow], provider_ids: dict[str, str], at: datetime) -> None:

@@ -500,6 +500,11 @@ def record_exit(session: Session, record: dict[str, Any]) -> None:
         close_waits(session, record["workflow_id"], record["run_id"])
 
 
+def channel_of(session: Session, message_id: str) -> str | None:
+    """The channel a ledger row goes out on (None: no such row, or nothing to send)."""
+    return session.scalar(select(MessageRow.channel).where(MessageRow.id == message_id))
+
+
 def find_ledger_row(session: Session, workflow_id: str, run_id: str, step: str) -> MessageRow | None:
     return session.scalars(
         select(MessageRow).where(

@@ -11,6 +11,7 @@ time-skipping test server (journeys.simulate.Simulation), one store each."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -21,7 +22,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
+from temporalio.testing import ActivityEnvironment
 
+from activities.broadcast_pages import BroadcastPageActivities
+from activities.journey import JourneyActivities
+from activities.payloads import PageResult, SendPage
+from channels.outbox import OutboxChannel
 from core.records import Customer
 from definitions.loader import PACKAGE_DIR, load_definitions
 from journeys.simulate import Simulation
@@ -47,14 +53,14 @@ SCHEDULES = {
 }
 
 
-def definitions_for(directory: Path, path: str, schedule: str):
+def definitions_for(directory: Path, path: str, schedule: str, holdout: float = 0.1):
     folder = directory / path / "definitions"
     shutil.copytree(PACKAGE_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     (folder / "segments" / "fans.yaml").write_text("name: fans\ntitle: 粉丝\nwhere: {tag: fan}\n")
     (folder / "broadcasts" / "care.yaml").write_text(
         "name: care\ntitle: 春季关怀\nsegment: fans\n"
         "send: {channel: sms, fallback: email, template: holiday_care, resource: spring_coupon}\n"
-        f"schedule: {schedule}\nholdout: 0.1\ngoal: order.paid\npath: {path}\npage: 7\n"
+        f"schedule: {schedule}\nholdout: {holdout}\ngoal: order.paid\npath: {path}\npage: 7\n"
     )
     return load_definitions(folder)
 
@@ -103,7 +109,7 @@ def history(store: Store) -> None:
                 queries.add_suppression(session, "sms", f"+86139{n:08d}", "all", "provider 21610", BEGIN)
 
 
-async def run(store: Store, definitions, *, cancel_at: datetime | None = None):
+async def run(store: Store, definitions, *, cancel_at: datetime | None = None, moves: tuple = ()):
     """The broadcast started at BEGIN, the clock run two days; order.paid (the goal) from a few
     members on the 11th. With `cancel_at`, cancelled then."""
     history(store)
@@ -111,6 +117,8 @@ async def run(store: Store, definitions, *, cancel_at: datetime | None = None):
         for customer in customers():
             await sim.create_customer(customer, BEGIN)
         await sim.start_broadcast("care")
+        for when, customer_id, zone in moves:  # a member moving zone after the plan
+            await sim.emit(event("customer.updated", when, customer=customer_id, timezone=zone))
         if cancel_at is not None:
             await sim.advance_to(cancel_at)
             await sim.client.get_workflow_handle("broadcast:care").signal("cancel")
@@ -286,3 +294,73 @@ def test_validate_says_which_path_each_broadcast_takes_and_why(tmp_path):
     assert refused.returncode == 1
     assert "forced.yaml" in refused.stdout + refused.stderr
     assert "path: batched cannot run this broadcast: its send has a deadline" in refused.stdout + refused.stderr
+
+
+async def test_a_member_who_moves_zone_after_the_plan_still_gets_the_broadcast_once(tmp_path):
+    """m001 lives in London when the broadcast plans its moments (07:30 in each zone) and moves to
+    Shanghai, whose 07:30 has passed, before London's comes: London's moment finds nobody of
+    theirs, and the last sweep decides them then, once."""
+    store = Store(f"sqlite:///{tmp_path}/moves.db", durable=False).migrate()
+    definitions = definitions_for(tmp_path, "batched", SCHEDULES["local"])
+    moved = (BEGIN + timedelta(hours=1), "m001", "Asia/Shanghai")
+    progress = await run(store, definitions, moves=(moved,))
+    found = records(store)
+    store.dispose()
+    assert set(found["instances"]) == {f"m{n:03d}" for n in range(MEMBERS)}  # everybody reached
+    status, reason, channel, *_, at = found["messages"]["m001"]
+    assert (status, reason, channel) == ("sent", None, "email")  # kind 1: SMS unsubscribed, so by email
+    assert at >= datetime(2026, 3, 10, 11, 30, tzinfo=UTC)  # at the sweep, after the last zone's moment
+    assert progress.state == "done" and progress.counts.decided == MEMBERS and progress.counts.deferred == 0
+
+
+class CrashingOutbox(OutboxChannel):
+    """The outbox, three messages a bulk call, whose worker dies in its second bulk call (after
+    claiming its messages, before the provider took them)."""
+
+    bulk_limit = 3
+
+    def __init__(self, path: Path, crash_on: int | None = 2):
+        super().__init__("sms", path)
+        self.calls, self.crash_on = 0, crash_on
+
+    def send_many(self, messages):
+        self.calls += 1
+        if self.calls == self.crash_on:
+            raise SystemExit("worker killed mid-page")
+        return super().send_many(messages)
+
+
+def test_a_page_tried_again_after_its_worker_died_mid_page_sends_each_member_once(store, tmp_path):
+    """The page's worker dies in its second bulk call: three members were sent, three were being
+    handed over (in doubt), four were never begun. The page tried again settles the three in
+    doubt the channel's way (the outbox looks for their lines), sends the four, and nobody twice."""
+    definitions = definitions_for(tmp_path, "batched", '{at: "2026-03-10T11:00:00+00:00"}', holdout=0)
+    _broadcast, snapshot = definitions.broadcasts["care"]
+    outbox = tmp_path / "outbox.jsonl"
+    with store.transaction() as session:
+        for n in range(10):
+            customer = Customer(customer_id=f"c{n:03d}", phone=f"+86139{n:08d}", timezone="Asia/Shanghai", tags=["fan"])
+            queries.upsert_customer(session, customer, BEGIN, "CN")
+    moment = datetime(2026, 3, 10, 11, 0, tzinfo=UTC)
+    page = SendPage(
+        snapshot=snapshot, broadcast="care", customer_ids=[f"c{n:03d}" for n in range(10)], run_id="run-1", at=moment,
+        due=moment, entered_at=BEGIN,
+    )  # fmt: skip
+
+    def attempt(channel) -> PageResult:
+        sends = JourneyActivities(store, {"sms": channel, "email": channel}, "shop", default_region="CN",
+                                  policy=definitions.policy)  # fmt: skip
+        return ActivityEnvironment().run(BroadcastPageActivities(store, sends).send_broadcast_page, page)
+
+    with pytest.raises(SystemExit):
+        attempt(CrashingOutbox(outbox))
+    with store.transaction() as session:
+        rows = session.scalars(select(MessageRow).where(MessageRow.journey == "care")).all()
+    assert Counter(row.status for row in rows) == {"sent": 3, "sending": 7}
+    assert sum(row.attempted_at is not None for row in rows if row.status == "sending") == 3  # in doubt: begun
+    result = attempt(CrashingOutbox(outbox, crash_on=None))
+    lines = Counter(json.loads(line)["customer_id"] for line in outbox.read_text().splitlines())
+    assert lines == {f"c{n:03d}": 1 for n in range(10)}
+    with store.transaction() as session:
+        rows = session.scalars(select(MessageRow).where(MessageRow.journey == "care")).all()
+    assert Counter(row.status for row in rows) == {"sent": 10} and result.counts.sent == 10

@@ -321,6 +321,7 @@ async def status(client: Client, store: Store, definitions: Definitions, name: s
     outcomes = await asyncio.to_thread(_outcomes, store, journey)
     if progress is not None and progress.counts is not None:  # batched: the workflow counts its members
         counts = progress.counts
+        shown["path"] = progress.path  # as it runs, whatever its file says since
         ahead = 0 if progress.state in ("done", "cancelled") else (progress.total or 0)
         return BroadcastStatus(
             **shown,

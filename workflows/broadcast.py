@@ -191,9 +191,10 @@ class BroadcastWorkflow:
             plan = PlanRequest(
                 snapshot=input.snapshot, segment=input.segment, rfm_table=input.rfm_table, at=input.members_at
             )
-            self.groups = await workflow.execute_activity_method(
-                BroadcastPageActivities.plan_broadcast, plan, **ACTIVITY
-            )
+            planned = await workflow.execute_activity_method(BroadcastPageActivities.plan_broadcast, plan, **ACTIVITY)
+            # ... and after the last, a sweep for anyone still due (a member who moved zone since).
+            last = max((group.at for group in planned), default=input.members_at)
+            self.groups = [*planned, SendGroup(at=last, zones=[], sweep=True)]
         pages = 0
         while self.groups and not self.cancel_requested:
             group = self.groups[0]
@@ -219,7 +220,7 @@ class BroadcastWorkflow:
                         segment=input.segment,
                         rfm_table=input.rfm_table,
                         members_at=input.members_at,
-                        zones=group.zones,
+                        zones=None if group.sweep else group.zones,
                         after=after,
                         limit=input.page,
                         journey=input.snapshot.definition.name,
@@ -253,9 +254,11 @@ class BroadcastWorkflow:
                 **ACTIVITY,
             )
             self.groups = []
+            self.counts = self.counts.model_copy(update={"deferred": 0})  # they end `cancelled`
             self.state = "cancelled"
         else:
             self.state = "done"
+            self.counts = self.counts.model_copy(update={"deferred": 0})  # every moment dealt with
         return self.progress()
 
     async def _send_page(
@@ -273,7 +276,7 @@ class BroadcastWorkflow:
                 entered_at=input.members_at,
                 rfm_table=input.rfm_table,
                 not_again=input.not_again,
-                first_pass=not group.resumed,
+                first_pass=not group.resumed and not group.sweep,
             ),
             # A rate-limited channel sends a page a second's worth at a time: long, but it
             # heartbeats after each bulk call, so a lost worker's page is taken up again soon.
@@ -293,10 +296,14 @@ class BroadcastWorkflow:
             same = next((g for g in self.groups if g.at == new.at and g.resumed and not g.begun), None)
             if same is None:
                 self.groups.append(new)
-                self.groups.sort(key=lambda group: group.at)
             else:
                 same.zones = sorted({*same.zones, *new.zones})
                 same.members += new.members
+        # The sweep stays last: after the latest moment any deferral brought.
+        for sweep in self.groups:
+            if sweep.sweep and not sweep.begun:
+                sweep.at = max(group.at for group in self.groups)
+        self.groups.sort(key=lambda group: (group.at, group.sweep))
 
     def _carried(self, input: BroadcastInput, run_key: str) -> BroadcastInput:
         return input.model_copy(
