@@ -84,6 +84,11 @@ def _heartbeating(call: Callable[..., T], *args: Any) -> T:
                 activity.heartbeat("handing messages to the provider")
 
 
+def deferred_before(request: SendPage) -> bool:
+    """Whether the page's members may have been reached before (a deferral's end, the sweep)."""
+    return not request.first_pass
+
+
 def send_spec(snapshot: JourneySnapshot) -> SendSpec:
     """The one send of a broadcast's journey (definitions.broadcasts.journey_of)."""
     sends = [step.send for _, step in walk_steps(snapshot.definition.steps) if isinstance(step, SendStep)]
@@ -429,7 +434,15 @@ class BroadcastPageActivities:
                 messages.append(row)
                 if rendered.links:
                     links.append((row["id"], rendered.links))
-            pages.write_page(session, messages=messages, instances=instances, deferrals=deferrals)
+            # Members a deferral held before have their instance row: it gets its end (or stays open).
+            again = pages.reopened(session, prefix, request.run_id, members) if deferred_before(request) else set()
+            pages.write_page(
+                session,
+                messages=messages,
+                instances=[row for row in instances if row["customer_id"] not in again],
+                ended=[row for row in instances if row["customer_id"] in again and row["ended_at"] is not None],
+                deferrals=deferrals,
+            )
             for message_id, found in links:  # written with the ledger row: a link never points at no message
                 record_links(session, message_id, found, now, self.sends.link_days)
 
