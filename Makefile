@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python -m bench.simulate_month
 	$(BIN)/python -m bench.segments
 	$(BIN)/python -m bench.broadcast
+	$(BIN)/python -m bench.broadcast_profile
 	$(BIN)/python -m bench.effect
 
 clean:
