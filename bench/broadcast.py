@@ -383,7 +383,7 @@ def main() -> None:
         )  # fmt: skip
         unfinished = "" if batched.finished else f" (stopped at {batched.bound:.0f} s: {batched.decided:,} decided)"
         times = batched.rate / instances.rate if instances.rate else 0.0
-        ratio = f" ({times:,.1f}x)" if times < 10 else f" ({times:,.0f}x)" if times else ""
+        ratio = "" if not times else f" ({times:,.1f}x)" if times < 10 else f" ({times:,.0f}x)"
         summaries.append(
             f"{label} {size:,}: {batched.figures()}{unfinished}; instances: {instances.rate:,.1f}/s{ratio}"
         )
