@@ -23,9 +23,11 @@ batched path (`path: batched`, `page: --page`). It prints, per measurement:
 - Temporal history events and billable actions of the whole broadcast: every run of the
   Broadcast workflow `broadcast:{name}` (its continue-as-new chain, listed by workflow id and
   followed run to run), and the per-recipient journey workflows it started, if any: counted in
-  the `instances` table, their history read for a sample (the first 20 ended, by workflow id)
-  and extrapolated (the output says so). The Broadcast workflow stays open until its latest
-  send moment has passed (LATE_MARGIN), so its last run is read open, its final timer started;
+  the `instances` table (less the rows the batched path writes under the Broadcast workflow's
+  run id, which are no workflows), their history read for a sample (the first 20 ended, by
+  workflow id) and extrapolated (the output says so). The Broadcast workflow stays open until
+  its latest send moment has passed (LATE_MARGIN), so its last run is read open, its final timer
+  started;
 - the worker's RSS, the maximum over the samples (bench.common.rss_mb);
 - PostgreSQL's CPU share: the CPU time (utime+stime, and cutime+cstime for backends that ended
   meanwhile, reaped by the postmaster) of every `postgres` process from /proc/<pid>/stat, from
@@ -233,14 +235,14 @@ async def read_history(address: str, schema: Schema, journey: str) -> History:
         last = history.events[-1]
         if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
             run_ids.append(last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id)
+    # The batched path writes an instance row per member too (for the effect report), under the
+    # Broadcast workflow's first run id: those are no workflows of their own.
+    workflows = "FROM instances WHERE journey = :j AND run_id <> ALL(:runs)"
     with schema.store.transaction() as session:
-        found.instances = session.scalar(text("SELECT count(*) FROM instances WHERE journey = :j"), {"j": journey})
+        found.instances = session.scalar(text(f"SELECT count(*) {workflows}"), {"j": journey, "runs": list(seen)})
         sample = session.execute(
-            text("""
-            SELECT workflow_id, run_id FROM instances WHERE journey = :j
-            ORDER BY ended_at IS NULL, workflow_id LIMIT :n
-            """),
-            {"j": journey, "n": HISTORY_SAMPLE},
+            text(f"SELECT workflow_id, run_id {workflows} ORDER BY ended_at IS NULL, workflow_id LIMIT :n"),
+            {"j": journey, "runs": list(seen), "n": HISTORY_SAMPLE},
         ).all()
     events, bills = [], []
     for instance_id, run_id in sample:
