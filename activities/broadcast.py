@@ -21,7 +21,16 @@ from core.audience import Segment
 from core.records import Customer, Event
 from core.rfm import Purchase, RfmTable
 from core.vocabulary import JOURNEY_NAME
-from definitions.broadcasts import BROADCAST_EVENT, LATE_MARGIN, Broadcast, journey_of, not_again, run_name, run_of
+from definitions.broadcasts import (
+    BROADCAST_EVENT,
+    LATE_MARGIN,
+    Broadcast,
+    broadcast_path,
+    journey_of,
+    not_again,
+    run_name,
+    run_of,
+)
 from definitions.loader import snapshot_of
 from definitions.schema import JourneySnapshot
 from instances.contract import BROADCAST_WORKFLOW, BroadcastInput, broadcast_workflow_id
@@ -29,6 +38,10 @@ from instances.start import JourneyStart, Registration, start_journey
 from store import queries, segments
 from store.db import Store
 from store.tables import InstanceRow
+
+#: A batched broadcast's pages before its workflow continues as new: two activities a page, so
+#: a run's history stays a few hundred events.
+BATCHED_PAGES_PER_RUN = 20
 
 
 def run_definition(broadcast: Broadcast, snapshot: JourneySnapshot, day: date) -> tuple[Broadcast, JourneySnapshot]:
@@ -50,15 +63,19 @@ def broadcast_input(
 ) -> BroadcastInput:
     """The Broadcast workflow's input for a one-off broadcast or a run (`broadcast` its one-off
     form), its members as of `now`: open until its latest send anywhere has passed."""
+    batched = broadcast_path(broadcast)[0] == "batched"
     return BroadcastInput(
         name=name,
         snapshot=snapshot,
         segment=segment,
         rfm_table=rfm_table,
         members_at=now,
+        page=broadcast.page,
+        pages_per_run=BATCHED_PAGES_PER_RUN if batched else BroadcastInput.model_fields["pages_per_run"].default,
         open_until=max(broadcast.schedule.latest + LATE_MARGIN, now),
         clock_offset=clock_offset,
         not_again=list(not_again),
+        batched=batched,
     )
 
 

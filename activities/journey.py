@@ -235,6 +235,16 @@ class JourneyActivities:
             record_links(session, row.id, rendered.links, datetime.now(UTC), self.link_days)
         return None, row
 
+    def deliver_once(self, message_id: str) -> SendOutcome:
+        """`deliver_message` outside its own activity: a batched broadcast's message in doubt is
+        settled and delivered one at a time, as a journey's is. Raises ApplicationError when the
+        provider's answer is still to come (the caller's activity is tried again)."""
+        return self._deliver(message_id)
+
+    def provider_of(self, channel_name: str | None, address: str | None) -> str | None:
+        """Who delivers a message on this channel to this address (see `_provider`)."""
+        return self._provider(channel_name, address)
+
     def _provider(self, channel_name: str | None, address: str | None) -> str | None:
         """Who delivers a message on this channel to this address: the adapter's `provider_for`
         (the sms channel picks Aliyun for mainland numbers), else its one provider."""
@@ -280,7 +290,7 @@ class JourneyActivities:
             row, earlier = begun
         channel = self.channels[row.channel]
         try:
-            receipt = channel.send(_outgoing(row, earlier))
+            receipt = channel.send(outgoing_message(row, earlier))
         except PermanentChannelError as err:
             self._finish(row.id, status="failed", reason="provider_rejected", error=f"{err.code}: {err}")
             if err.unsubscribed:
@@ -415,7 +425,8 @@ def _new_row(origin: SendRequest | FailureRecord, **fields) -> MessageRow:
     )
 
 
-def _outgoing(row: MessageRow, earlier_attempt_at: datetime | None) -> OutgoingMessage:
+def outgoing_message(row: MessageRow, earlier_attempt_at: datetime | None = None) -> OutgoingMessage:
+    """A ledger row as its channel takes it (`earlier_attempt_at`: an earlier call may have reached the provider)."""
     return OutgoingMessage(
         message_id=row.id,
         channel=row.channel,

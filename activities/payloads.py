@@ -11,7 +11,7 @@ from core.audience import Segment
 from core.contact_policy import PolicyOverride
 from core.rfm import RfmTable
 from definitions.schema import JourneySnapshot, Resource, Template
-from instances.contract import RecurringInput
+from instances.contract import BatchCounts, RecurringInput, SendGroup
 
 
 class SendRequest(BaseModel):
@@ -179,3 +179,60 @@ class RunRequest(BaseModel):
     recurring: RecurringInput
     day: date
     at: datetime
+
+
+class PlanRequest(BaseModel):
+    """A batched broadcast's send moments: its members' zones as of `at`, the schedule's moment
+    in each (the wait_until of its journey, as an instance computes it)."""
+
+    snapshot: JourneySnapshot
+    segment: Segment
+    rfm_table: RfmTable
+    at: datetime
+
+
+class CloseRequest(BaseModel):
+    """A cancelled batched broadcast: its members still deferred get nothing."""
+
+    journey: str
+    run_id: str
+    at: datetime
+
+
+class MemberPage(BaseModel):
+    """The next page of a batched broadcast's members due at `due`: in `zones`, by id after
+    `after`, not decided yet (store.broadcast_pages.decided)."""
+
+    segment: Segment
+    rfm_table: RfmTable
+    members_at: datetime = Field(description="Membership as of the broadcast's start.")
+    zones: list[str]
+    after: str | None = None
+    limit: int = 500
+    journey: str
+    run_id: str
+    step: str
+    due: datetime
+
+
+class SendPage(BaseModel):
+    """Decide a page of a batched broadcast's members under the contact policy, write their rows
+    and hand the messages to the channels in bulk."""
+
+    snapshot: JourneySnapshot
+    broadcast: str
+    customer_ids: list[str]
+    run_id: str = Field(description="The ledger rows' run_id: the Broadcast workflow's first run.")
+    at: datetime = Field(description="The broadcast's clock now: the moment the page is decided at.")
+    due: datetime = Field(description="The group's moment: the members' send is planned for it (max_lateness).")
+    entered_at: datetime = Field(description="When the broadcast reached its members (its start).")
+    rfm_table: RfmTable = Field(default_factory=RfmTable)
+    not_again: list[str] = Field(default_factory=list)
+    first_pass: bool = Field(default=True, description="False for a deferral's end: not_again was counted before.")
+
+
+class PageResult(BaseModel):
+    """A page's members as the store has them once it was dealt with (a retry counts the same)."""
+
+    counts: BatchCounts = Field(default_factory=BatchCounts)
+    deferred: list[SendGroup] = Field(default_factory=list, description="Members deferred, by when and zone.")

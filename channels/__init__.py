@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from channels.outbox import OutboxChannel
-from core.channel import Channel, OutgoingMessage, SendReceipt
+from core.channel import BulkResult, Channel, OutgoingMessage, SendReceipt, send_bulk
 from core.vocabulary import CHANNELS
 
 if TYPE_CHECKING:
@@ -41,6 +41,20 @@ class SmsRouter:
 
     def send(self, message: OutgoingMessage) -> SendReceipt:
         return self.route(message.to).send(message)
+
+    def send_many(self, messages: list[OutgoingMessage]) -> list[BulkResult]:
+        """A page of messages: each route gets its own messages at once (`send_bulk`: Aliyun's
+        batches for mainland numbers, the other route's bulk call or one send each), and the
+        results come back in the page's order."""
+        routes: dict[int, tuple[Channel, list[int]]] = {}
+        for index, message in enumerate(messages):
+            route = self.route(message.to)
+            routes.setdefault(id(route), (route, []))[1].append(index)
+        results: list[BulkResult | None] = [None] * len(messages)
+        for route, indexes in routes.values():
+            for index, result in zip(indexes, send_bulk(route, [messages[i] for i in indexes]), strict=True):
+                results[index] = result
+        return results
 
 
 def build_channels(outbox_path: Path | None = None, settings: Settings | None = None) -> dict[str, Channel]:

@@ -21,7 +21,9 @@ arrive within `batch_seconds` go out as one `SendBatchSms` (up to `BATCH_LIMIT` 
 caller gets its own result, the batch's `BizId` as its receipt. The first caller of a batch waits
 for the others and makes the call; no thread of our own is started. A batch refused for a reason
 that may concern one number (a bad number, a day limit) or failing in any way but a rate limit or
-a connection error is sent again one message at a time, so each ledger row settles alone.
+a connection error is sent again one message at a time, so each ledger row settles alone. A page
+of messages handed over at once (`send_many`, for broadcasts) is batched the same way without
+waiting: 100 numbers a call, each number once a call.
 
 Logs: nothing here logs a number or a text, and no error message carries one (the SDK's
 connection errors name the URL, whose query holds the number: only their kind is kept).
@@ -46,6 +48,7 @@ from darabonba.exceptions import UnretryableException
 from darabonba.runtime import RuntimeOptions
 
 from core.channel import (
+    BulkResult,
     ChannelError,
     OutgoingMessage,
     PermanentChannelError,
@@ -57,6 +60,7 @@ from core.sms_registry import BATCH_LIMIT, settled_by_lookup
 #: The SDK's core logs each request (its URL holds the number) and answer at DEBUG when DEBUG=sdk
 #: is set in the environment. Logs must hold no contact data, so only its warnings pass.
 logging.getLogger("darabonba-core").setLevel(logging.WARNING)
+logger = logging.getLogger(__name__)
 
 #: Aliyun keeps its dates (SendDate) in Beijing time.
 CHINA = timezone(timedelta(hours=8))
@@ -367,6 +371,55 @@ class AliyunSmsChannel:
                     )
                 entry.done.set()
 
+    def send_many(self, messages: list[OutgoingMessage]) -> list[BulkResult]:
+        """A page of messages, by SendBatchSms at once (no batch window to wait for): messages of
+        one template code and signature go in batches of up to `BATCH_LIMIT` numbers, each number
+        once a batch (its receipts are told apart by number: a repeated number goes in another
+        batch). Each message gets what the batched `send` gives it: the batch's `BizId`; the
+        batch's error where a rate limit or a lost answer holds for all; else, where the batch was
+        refused, its own `SendSms`. A batch of one is a `SendSms`. A message in doubt is settled
+        by `send` alone (its earlier attempt looked up first). One result per message, in order."""
+        results: list[BulkResult | None] = [None] * len(messages)
+        batches: dict[tuple[str, str], list[list[tuple[int, _Waiting]]]] = {}
+        numbers: dict[tuple[str, str], list[set[str]]] = {}  # the numbers in each of those batches
+        for index, message in enumerate(messages):
+            if message.earlier_attempt_at is not None:
+                continue  # settled by `send`, below
+            try:
+                code, sign_name, params = self._template(message)
+            except ChannelError as err:
+                results[index] = err
+                continue
+            entry = _Waiting(message, aliyun_number(message.to), params)
+            key = (code, sign_name)
+            key_batches, key_numbers = batches.setdefault(key, []), numbers.setdefault(key, [])
+            for batch, taken in zip(key_batches, key_numbers, strict=True):  # the first with room, without the number
+                if len(batch) < BATCH_LIMIT and entry.number not in taken:
+                    batch.append((index, entry))
+                    taken.add(entry.number)
+                    break
+            else:
+                key_batches.append([(index, entry)])
+                key_numbers.append({entry.number})
+        for (code, sign_name), key_batches in batches.items():
+            for batch in key_batches:
+                entries = [entry for _, entry in batch]
+                try:
+                    self._dispatch(entries, code, sign_name)
+                except Exception as err:  # a surprise: each entry has its outcome (in doubt), the page goes on
+                    logger.error("an Aliyun batch failed unexpectedly (%s)", type(err).__name__)
+                for index, entry in batch:
+                    if entry.alone:
+                        results[index] = _result(
+                            self._send_one, entry.message, entry.number, code, sign_name, entry.params
+                        )
+                    else:
+                        results[index] = entry.outcome
+        for index, message in enumerate(messages):
+            if results[index] is None:
+                results[index] = _result(self.send, message)
+        return results
+
     # ------------------------------------------------------------------------------ doubt
 
     def _query(self, request) -> Any:
@@ -415,6 +468,14 @@ class AliyunSmsChannel:
                     break
             day += timedelta(days=1)
         return None
+
+
+def _result(send, *args) -> BulkResult:
+    """What `send(*args)` gives, its ChannelError included, for one message of a page."""
+    try:
+        return send(*args)
+    except ChannelError as err:
+        return err
 
 
 def _aware(at: datetime) -> datetime:

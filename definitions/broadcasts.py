@@ -222,6 +222,18 @@ class Broadcast(BaseModel):
         description="A recurring broadcast: a customer an earlier run reached within this many days (e.g. 30d, "
         "counted in run dates) is not started again; held out counts as reached, a skipped send does not.",
     )
+    path: Literal["auto", "batched", "instances"] = Field(
+        default="auto",
+        description="How it runs: `batched` (pages of members decided and sent by one activity each), `instances` "
+        "(one journey instance per member), or `auto`: batched unless its send needs an instance "
+        "(`broadcast_path` says which, and why; `journeys validate` prints it).",
+    )
+    page: int = Field(
+        default=500,
+        ge=1,
+        le=5000,
+        description="Members per page: a batched page is decided, written and handed to the channel at once.",
+    )
 
     @model_validator(mode="after")
     def _recurring(self) -> Broadcast:
@@ -231,6 +243,8 @@ class Broadcast(BaseModel):
             length = parse_duration(self.once_per)
             if length < timedelta(days=1) or length % timedelta(days=1):
                 raise ValueError(f"once_per: {self.once_per!r} is not a whole number of days, e.g. 30d")
+        if self.path == "batched" and (needs := _needs_instances(self.send)) is not None:
+            raise ValueError(f"path: batched cannot run this broadcast: {needs}")
         if self.schedule.recurring and len(self.name) > RECURRING_NAME_MAX:
             raise ValueError(
                 f"a recurring broadcast's name has at most {RECURRING_NAME_MAX} characters (its runs' journeys "
@@ -239,8 +253,41 @@ class Broadcast(BaseModel):
         return self
 
     @property
+    def path_taken(self) -> tuple[Literal["batched", "instances"], str]:
+        """`broadcast_path` of this broadcast."""
+        return broadcast_path(self)
+
+    @property
     def once_per_days(self) -> int | None:
         return parse_duration(self.once_per).days if self.once_per else None
+
+
+#: Why a send needs an instance per member, whatever the file asks: what only a running instance does.
+def _needs_instances(send: SendSpec) -> str | None:
+    if send.deadline is not None:
+        return (
+            "its send has a deadline: a full frequency cap makes each member's message wait for a slot, ranked "
+            "with the customer's other waiting messages, which an instance per member does"
+        )
+    return None
+
+
+def broadcast_path(broadcast: Broadcast) -> tuple[Literal["batched", "instances"], str]:
+    """How a broadcast runs, and why. A broadcast is one send (after its schedule's time), so it
+    goes in pages (`batched`): one activity decides a page of members under the same contact
+    policy, writes their ledger rows in one statement and hands the messages to the channel in
+    bulk, and members whose send moment differs wait on one timer of the Broadcast workflow per
+    moment. It takes an instance per member when its file asks for it (`path: instances`), or when
+    its send does what only an instance does (`_needs_instances`)."""
+    needs = _needs_instances(broadcast.send)
+    if broadcast.path == "instances":
+        return "instances", "the file asks for it (path: instances)"
+    if needs is not None:
+        if broadcast.path == "batched":
+            raise ValueError(f"path: batched cannot run it: {needs}")
+        return "instances", needs
+    why = "one send to each member: decided a page at a time, one timer per send moment"
+    return "batched", why + (" (path: batched)" if broadcast.path == "batched" else "")
 
 
 def run_name(name: str, day: date) -> str:

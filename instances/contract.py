@@ -146,6 +146,49 @@ def broadcast_workflow_id(name: str) -> str:
     return f"broadcast:{name}"
 
 
+class SendGroup(BaseModel):
+    """Members of a batched broadcast whose send is due at one moment: those of `zones` (the
+    schedule's local time there, or a deferral's end there) not decided yet. The Broadcast
+    workflow waits for `at` on one timer, then pages through them from `after`."""
+
+    at: datetime
+    zones: list[str]
+    after: str | None = Field(default=None, description="The last customer id of the group dealt with.")
+    members: int = Field(default=0, description="Members deferred to it (0 for a schedule's moment).")
+    resumed: bool = Field(default=False, description="A deferral's end: its members were reached before.")
+    begun: bool = Field(default=False, description="Its first page was asked for.")
+
+
+class BatchCounts(BaseModel):
+    """What a batched broadcast decided so far, member by member (each counted once)."""
+
+    sent: int = 0
+    skipped: dict[str, int] = Field(default_factory=dict, description="By reason.")
+    failed: dict[str, int] = Field(default_factory=dict, description="By reason.")
+    held_out: int = Field(default=0, description="The control group (holdout): no message, counted in the effect.")
+    not_again: int = 0
+    deferred: int = Field(default=0, description="Members waiting for a deferral's end (quiet hours, a send window).")
+    unknown: int = Field(default=0, description="Messages whose provider's answer could not be settled.")
+
+    @property
+    def decided(self) -> int:
+        return self.sent + sum(self.skipped.values()) + sum(self.failed.values()) + self.held_out + self.unknown
+
+    def plus(self, other: BatchCounts) -> BatchCounts:
+        def merged(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+            return {key: a.get(key, 0) + b.get(key, 0) for key in sorted({*a, *b})}
+
+        return BatchCounts(
+            sent=self.sent + other.sent,
+            skipped=merged(self.skipped, other.skipped),
+            failed=merged(self.failed, other.failed),
+            held_out=self.held_out + other.held_out,
+            not_again=self.not_again + other.not_again,
+            deferred=self.deferred + other.deferred,
+            unknown=self.unknown + other.unknown,
+        )
+
+
 class BroadcastInput(BaseModel):
     """What the Broadcast workflow runs, and where it has got to (carried over continue-as-new)."""
 
@@ -175,6 +218,18 @@ class BroadcastInput(BaseModel):
         description="A recurring run's once_per: the journeys of earlier runs whose members it does not start.",
     )
     not_again_count: int = Field(default=0, description="Members left out so far for once_per.")
+    batched: bool = Field(
+        default=False,
+        description="Run in pages (definitions.broadcasts.broadcast_path): each page decided and sent by one "
+        "activity, members waiting on one timer per send moment; else one instance per member.",
+    )
+    groups: list[SendGroup] | None = Field(
+        default=None, description="Batched: the send moments still to deal with, earliest first (None: not planned)."
+    )
+    counts: BatchCounts = Field(default_factory=BatchCounts, description="Batched: what was decided so far.")
+    run_key: str | None = Field(
+        default=None, description="Batched: the run_id of its members' ledger rows (the workflow's first run)."
+    )
 
 
 class RecurringInput(BaseModel):
@@ -217,3 +272,6 @@ class BroadcastProgress(BaseModel):
     after: str | None
     cancelled_instances: int = 0
     not_again: int = Field(default=0, description="Members not started: an earlier run reached them (once_per).")
+    path: str = Field(default="instances", description="batched (pages) or instances (one per member).")
+    counts: BatchCounts | None = Field(default=None, description="Batched: sent, skipped and failed by reason, ...")
+    next_at: datetime | None = Field(default=None, description="Batched: the next send moment it waits for.")

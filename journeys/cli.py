@@ -1066,6 +1066,15 @@ def _broadcast_lines(found) -> list[str]:
     outcomes = ", ".join(f"{key} {count}" for key, count in sorted(found.outcomes.items())) or "nothing yet"
     members = found.members if found.members is not None else "-"
     again = f", {found.not_again} not again (once_per)" if found.not_again else ""
+    if found.path == "batched":
+        deferred = f", {found.deferred} deferred" if found.deferred else ""
+        held = f", {found.held_out} held out" if found.held_out else ""
+        upcoming = f" (next send moment {found.next_at:%Y-%m-%dT%H:%MZ})" if found.next_at else ""
+        return [
+            f"{found.name}  {found.shown_state}  segment {found.segment}: {members} members",
+            f"  batched    {found.started} reached{held}{deferred}{again}, {found.waiting} waiting{upcoming}",
+            f"  messages   {outcomes}",
+        ]
     return [
         f"{found.name}  {found.shown_state}  segment {found.segment}: {members} members",
         f"  instances  {found.started} started{again}, {found.waiting} waiting",

@@ -33,6 +33,7 @@ import workflows.broadcast as workflows_broadcast
 import workflows.journey as workflows_journey
 import workflows.retention as workflows_retention
 from activities.broadcast import BroadcastActivities
+from activities.broadcast_pages import BroadcastPageActivities
 from activities.journey import JourneyActivities
 from activities.loyalty import LoyaltyActivities
 from activities.product_cycles import ProductCycleActivities
@@ -190,6 +191,8 @@ def build_workers(
         link_days=settings.retention_days,
     )
     broadcasts = BroadcastActivities(store, client)
+    # Batched broadcasts' pages: the same policy, rendering and channels as `activities`.
+    pages = BroadcastPageActivities(store, activities)
     # SMS replies' answers (replies.yaml and the templates it names): sent by `activities` above.
     replies = ReplyActivities(
         store,
@@ -229,6 +232,10 @@ def build_workers(
             broadcasts.start_broadcast_instances,
             broadcasts.cancel_broadcast_instances,
             broadcasts.start_broadcast_run,
+            pages.plan_broadcast,
+            pages.broadcast_member_page,
+            pages.send_broadcast_page,
+            pages.close_broadcast_members,
             RetentionActivities(store, settings.outbox_path).expire_personal_data,
             ProductCycleActivities(store).relearn_product_cycles,
             LoyaltyActivities(store, Path(settings.definitions_dir or default_directory())).run_loyalty_daily,

@@ -56,7 +56,7 @@ def upsert_customer(session: Session, customer: Customer, at: datetime, default_
     return customer
 
 
-def _customer_of(row: CustomerRow) -> Customer:
+def customer_of(row: CustomerRow) -> Customer:
     return Customer.model_validate({c: getattr(row, c) for c in Customer.model_fields if hasattr(row, c)})
 
 
@@ -68,7 +68,7 @@ def customer_ids(session: Session) -> list[str]:
 def get_customers(session: Session, customer_ids: list[str]) -> dict[str, Customer | None]:
     """Many customers by id, in one query (None for an id with no record)."""
     rows = session.scalars(select(CustomerRow).where(CustomerRow.customer_id.in_(customer_ids)))
-    found = {row.customer_id: _customer_of(row) for row in rows}
+    found = {row.customer_id: customer_of(row) for row in rows}
     return {customer_id: found.get(customer_id) for customer_id in customer_ids}
 
 
@@ -79,7 +79,7 @@ def get_customer(session: Session, customer_id: str, lock: bool = False) -> Cust
     if lock:
         query = query.with_for_update()
     row = session.scalars(query).first()
-    return _customer_of(row) if row else None
+    return customer_of(row) if row else None
 
 
 def suppression_scope(session: Session, channel: str, address: str) -> str | None:
@@ -273,7 +273,7 @@ def customer_and_erasure(
     found = session.execute(query).first()
     if found is None:  # no record: only the erasures can answer
         return None, erased_at(session, customer_id)
-    return _customer_of(found[0]), found[1]
+    return customer_of(found[0]), found[1]
 
 
 def scrub_event(session: Session, event_id: str) -> None:
@@ -378,7 +378,7 @@ def cap_waits(
     query = select(d).where(d.customer_id == customer_id, d.cap == cap, d.open.is_(True))
     if exclude is not None:
         query = query.where(or_(d.workflow_id != exclude[0], d.run_id != exclude[1], d.step != exclude[2]))
-    return [_wait_of(row) for row in session.scalars(query)]
+    return [wait_of(row) for row in session.scalars(query)]
 
 
 def waiting_messages(session: Session, customer_id: str, at: datetime) -> list[DeferralRow]:
@@ -399,10 +399,10 @@ def open_wait(session: Session, workflow_id: str, run_id: str, step: str) -> Cap
     row = session.scalars(
         select(d).where(d.workflow_id == workflow_id, d.run_id == run_id, d.step == step, d.open.is_(True))
     ).first()
-    return _wait_of(row) if row else None
+    return wait_of(row) if row else None
 
 
-def _wait_of(row: DeferralRow) -> CapWait:
+def wait_of(row: DeferralRow) -> CapWait:
     return CapWait(
         priority=row.priority or 0,
         waiting_since=row.waiting_since or row.at,

@@ -603,3 +603,34 @@ def segments_of(
         if session.execute(select(CustomerRow.customer_id).select_from(source).where(where)).first() is not None:
             names.append(segment.name)
     return names
+
+
+def member_zones(session: Session, segment: Segment, at: datetime, table: RfmTable) -> dict[str, int]:
+    """How many of the segment's members at `at` live in each time zone: one grouped count (a
+    batched broadcast's send moments are those of its members' zones)."""
+    source, where, _rfm = _source(segment, at, table, _Scope(), rfm_always=False)
+    query = select(CustomerRow.timezone, func.count()).select_from(source).where(where)
+    return {zone: count for zone, count in session.execute(query.group_by(CustomerRow.timezone))}
+
+
+def member_ids(
+    session: Session,
+    segment: Segment,
+    at: datetime,
+    table: RfmTable,
+    *,
+    zones: list[str] | None = None,
+    after: str | None = None,
+    limit: int = 500,
+    unless: Any = None,
+) -> list[str]:
+    """One page of the ids of the segment's members at `at`, by id after `after`: in `zones` only
+    when given, and but those `unless` (a condition on CustomerRow.customer_id, e.g. already
+    decided) holds for. No RFM is computed unless the segment's condition reads it."""
+    source, where, _rfm = _source(segment, at, table, _Scope(after=after), rfm_always=False)
+    query = select(CustomerRow.customer_id).select_from(source).where(where)
+    if zones is not None:
+        query = query.where(CustomerRow.timezone.in_(zones))
+    if unless is not None:
+        query = query.where(~unless)
+    return list(session.scalars(query.order_by(CustomerRow.customer_id).limit(limit)))

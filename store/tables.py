@@ -509,3 +509,19 @@ class LinkClickRow(Base):
     message_id: Mapped[str] = mapped_column(String(36))
     at: Mapped[datetime] = mapped_column(index=True)
     user_agent: Mapped[str | None] = mapped_column(String(400))
+
+
+class ChannelRateRow(Base):
+    """A channel's send budget (store/rates.py): a token bucket every worker and both send paths
+    (one message, a page of messages) draw from, so the channel's rate limit holds in messages,
+    not in activities, however many workers send. Times are epoch seconds in a Double (SQLAlchemy's
+    type for `float`: an epoch time keeps its microseconds), not datetimes: the bucket counts in
+    seconds."""
+
+    __tablename__ = "channel_rates"
+
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    #: Tokens left at `at`: whole ones are messages that may go now; never above one second's worth.
+    tokens: Mapped[float]
+    #: When `tokens` was last refilled, epoch seconds; never moves back (a worker's clock behind).
+    at: Mapped[float]

@@ -110,9 +110,16 @@ class FakeProvider:
         self.signer = SendGridSigner()
         self.sms: list[dict] = []  # messages Twilio accepted
         self.mail: list[dict] = []  # requests SendGrid accepted
+        # One entry per recipient (personalization) SendGrid accepted: its address, its custom_args
+        # (the request's and the personalization's own, merged as SendGrid merges them), the
+        # request's X-Message-Id and the recipient's sg_message_id.
+        self.mail_recipients: list[dict] = []
+        self.mail_refused: list[dict] = []  # requests SendGrid refused: their status and recipients
         self.hooks: list[dict] = []  # webhook-channel requests accepted
         self.mail_log: list[dict] = []  # when each mail request arrived
         self.posts = 0
+        self.sms_in_flight = 0  # Twilio requests being answered now
+        self.sms_most_in_flight = 0  # the most Twilio requests that were being answered at once
         self.script: dict[str, list[Answer]] = {}  # recipient → the next answers, in order
         self.faults: Faults | None = None  # random faults for requests nobody scripted
         # Where SendGrid posts its signed Event Webhook: each accepted mail's `processed` event.
@@ -163,33 +170,58 @@ class FakeProvider:
         body = json.dumps(events).encode()
         return httpx.post(url, content=body, headers=self.signer.headers(body))
 
-    def answer_for(self, recipient: str) -> Answer:
+    def answer_for(self, *recipients: str) -> Answer:
+        """The next scripted answer of the first of `recipients` that has one (a request to several
+        recipients is answered as a whole), else a drawn fault or a plain acceptance."""
         with self._lock:
-            queue = self.script.get(recipient) or []
-            if queue:
-                return queue.pop(0)
+            for recipient in recipients:
+                queue = self.script.get(recipient) or []
+                if queue:
+                    return queue.pop(0)
             return self.faults.draw() if self.faults else Answer()
 
     def mail_ids(self) -> list[str]:
         """The ledger id of every mail SendGrid took, once per acceptance (a duplicate shows twice)."""
         with self._lock:
-            return [body["custom_args"]["message_id"] for body in self.mail]
+            return [recipient["custom_args"]["message_id"] for recipient in self.mail_recipients]
 
-    def _processed(self, body: dict, provider_id: str) -> None:
-        """SendGrid's `processed` event for a mail it took, posted signed to the event webhook,
-        with the mail's custom_args at the top level as SendGrid sends them."""
-        event = {
-            "event": "processed",
-            "email": body["personalizations"][0]["to"][0]["email"],
-            "timestamp": int(time.time()),
-            "sg_event_id": uuid.uuid4().hex,
-            "sg_message_id": f"{provider_id}.filter0001.1.0",
-            **body.get("custom_args", {}),
-        }
+    @staticmethod
+    def recipients_of(body: dict, provider_id: str) -> list[dict]:
+        """Each recipient of a mail-send request as SendGrid keeps it: its personalization's
+        custom_args over the request's, and an sg_message_id of the request's X-Message-Id and a
+        suffix of its own."""
+        shared = body.get("custom_args", {})
+        return [
+            {
+                "email": to["email"],
+                "custom_args": shared | personalization.get("custom_args", {}),
+                "headers": body.get("headers", {}) | personalization.get("headers", {}),
+                "provider_id": provider_id,
+                "sg_message_id": f"{provider_id}.filter0001.{number}.0",
+            }
+            for number, (personalization, to) in enumerate(
+                ((p, to) for p in body["personalizations"] for to in p.get("to", [])), start=1
+            )
+        ]
+
+    def _processed(self, recipients: list[dict]) -> None:
+        """SendGrid's `processed` event for each recipient of a mail it took, posted signed to the
+        event webhook in one batch, each with its custom_args at the top level as SendGrid sends them."""
+        events = [
+            {
+                "event": "processed",
+                "email": recipient["email"],
+                "timestamp": int(time.time()),
+                "sg_event_id": uuid.uuid4().hex,
+                "sg_message_id": recipient["sg_message_id"],
+                **recipient["custom_args"],
+            }
+            for recipient in recipients
+        ]
         time.sleep(self.sendgrid_event_delay)
         for _ in range(20):  # SendGrid retries a failed post
             try:
-                answer = self.sendgrid_events(self.sendgrid_events_url, [event])
+                answer = self.sendgrid_events(self.sendgrid_events_url, events)
                 self.event_posts.append(answer.status_code)
                 if answer.status_code < 500:
                     return
@@ -247,6 +279,16 @@ class FakeProvider:
                 self._reply(200, {"id": "push-" + uuid.uuid4().hex[:8]})
 
             def _twilio(self, form: dict) -> None:
+                with provider._lock:
+                    provider.sms_in_flight += 1
+                    provider.sms_most_in_flight = max(provider.sms_most_in_flight, provider.sms_in_flight)
+                try:
+                    self._twilio_create(form)
+                finally:
+                    with provider._lock:
+                        provider.sms_in_flight -= 1
+
+            def _twilio_create(self, form: dict) -> None:
                 answer = provider.answer_for(form.get("To", ""))
                 if answer.lost:
                     time.sleep(answer.delay)
@@ -275,20 +317,32 @@ class FakeProvider:
                 self._reply(201, message)
 
             def _sendgrid(self, body: dict) -> None:
-                answer = provider.answer_for(body["personalizations"][0]["to"][0]["email"])
+                personalizations = body.get("personalizations") or []
+                emails = [to["email"] for p in personalizations for to in p.get("to", [])]
+                answer = provider.answer_for(*emails)
                 if answer.lost:
                     time.sleep(answer.delay)
                     self._reply(503, {"errors": [{"message": "lost"}]})
                     return
                 if answer.status >= 400:
+                    with provider._lock:
+                        provider.mail_refused.append({"status": answer.status, "emails": emails})
                     self._reply(answer.status, {"errors": [{"message": f"fake {answer.status}"}]}, answer.headers)
                     return
+                if not 1 <= len(personalizations) <= 1000:  # SendGrid's limit of a request
+                    with provider._lock:
+                        provider.mail_refused.append({"status": 400, "emails": emails})
+                    error = {"message": "The personalizations field must have between 1 and 1000 items"}
+                    self._reply(400, {"errors": [error | {"field": "personalizations"}]})
+                    return
                 provider_id = "sg-" + uuid.uuid4().hex[:16]
+                recipients = provider.recipients_of(body, provider_id)
                 with provider._lock:
                     provider.mail.append(body)
+                    provider.mail_recipients.extend(recipients)
                     provider.mail_log.append({"received": time.monotonic()})
                 if provider.sendgrid_events_url:
-                    threading.Thread(target=provider._processed, args=(body, provider_id), daemon=True).start()
+                    threading.Thread(target=provider._processed, args=(recipients,), daemon=True).start()
                 time.sleep(answer.delay)
                 self._reply(202, None, {"X-Message-Id": provider_id})
 

@@ -11,8 +11,10 @@ import shutil
 import subprocess
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from core.records import apply_customer_event
@@ -39,10 +41,12 @@ def definitions_with_broadcasts(tmp_path, now: datetime):
         "name: spring_care\ntitle: 春节关怀\nsegment: vips\nsend: {channel: sms, template: holiday_care, resource: vip_coupon}\n"
         f'schedule: {{at: "{(now - timedelta(minutes=1)).isoformat()}"}}\nholdout: 0.2\n'
     )
-    (folder / "broadcasts" / "next_year.yaml").write_text(
-        "name: next_year\nsegment: vips\nsend: {channel: sms, template: holiday_care}\n"
-        f'schedule: {{local_time: "{(now + timedelta(days=30)).replace(tzinfo=None).isoformat(timespec="minutes")}"}}\n'
-    )
+    later = (now + timedelta(days=30)).replace(tzinfo=None).isoformat(timespec="minutes")
+    for name, path in (("next_year", "auto"), ("next_year_each", "instances")):
+        (folder / "broadcasts" / f"{name}.yaml").write_text(
+            f"name: {name}\nsegment: vips\nsend: {{channel: sms, template: holiday_care}}\n"
+            f'schedule: {{local_time: "{later}"}}\npath: {path}\n'
+        )
     with (folder / "resources.yaml").open("a") as resources:
         resources.write("  - {name: vip_coupon, max_unredeemed: 1, redeemed_by: coupon.redeemed}\n")
     return folder
@@ -111,9 +115,9 @@ def test_a_broadcast_reaches_each_member_once_through_the_policy_and_survives_a_
 
         def settled():
             shown = httpx.get(f"{stack.api}/broadcasts/spring_care", timeout=30).json()
-            return shown if shown["state"] == "started" and shown["waiting"] == 0 else None
+            return shown if shown["state"] == "done" and shown["waiting"] == 0 else None
 
-        status = wait_until(settled, 300, "every instance to finish")
+        status = wait_until(settled, 300, "every member to be decided")
         printed = cli(stack, "status", "spring_care").stdout
         logs = stack.worker_logs()
     members = MEMBERS + UNSUBSCRIBED + BLACKLISTED
@@ -162,42 +166,54 @@ def test_a_broadcast_reaches_each_member_once_through_the_policy_and_survives_a_
     assert all(int(c[1:]) < MEMBERS for c in sent_to)  # members who may get SMS only
     bodies = [json.loads(line)["body"] for line in stack.outbox.read_text().splitlines() if '"spring_care"' in line]
     assert bodies and all("新春快乐！none" in body for body in bodies)  # the template read customer.rfm (no purchases)
-    assert printed.splitlines()[0] == f"spring_care  started  segment vips: {members} members"
-    assert f"  instances  {members} started, 0 waiting" in printed
+    assert printed.splitlines()[0] == f"spring_care  done  segment vips: {members} members"
+    assert f"  batched    {members} reached, {len(held_out)} held out, 0 waiting" in printed
     for alarm in ("TMPRL1101", "Potential deadlock", " ERROR "):
         assert alarm not in logs
 
 
-def test_a_cancelled_broadcast_sends_nothing(pg_store, tmp_path):
+@pytest.mark.parametrize("name", ["next_year", "next_year_each"])
+def test_a_cancelled_broadcast_sends_nothing(pg_store, tmp_path, name):
+    """Batched (`next_year`: its members wait on one timer of the broadcast for their moment) and
+    through instances (`next_year_each`: each member's instance waits): cancelled, nobody gets it."""
     now = datetime.now(UTC).replace(microsecond=0)
     add_customers(pg_store, now)
     folder = definitions_with_broadcasts(tmp_path, now)
+    members = MEMBERS + UNSUBSCRIBED + BLACKLISTED
     with Stack(tmp_path, pg_store.url, extra_env={"JOURNEYS_DEFINITIONS": str(folder)}) as stack:
-        answer = httpx.post(f"{stack.api}/broadcasts/next_year/start", timeout=30)
+        answer = httpx.post(f"{stack.api}/broadcasts/{name}/start", timeout=30)
         assert answer.status_code == 202, answer.text
 
         def all_waiting():
-            shown = httpx.get(f"{stack.api}/broadcasts/next_year", timeout=30).json()
-            return (
-                shown
-                if shown["started"] == MEMBERS + UNSUBSCRIBED + BLACKLISTED and shown["waiting"] == shown["started"]
-                else None
-            )
+            shown = httpx.get(f"{stack.api}/broadcasts/{name}", timeout=30).json()
+            if name == "next_year":  # nobody reached yet: the one moment of their zone is a month away
+                return shown if shown["state"] == "waiting" and shown["waiting"] == members else None
+            return shown if shown["started"] == members and shown["waiting"] == shown["started"] else None
 
-        wait_until(all_waiting, 120, "every instance to wait for its time")
-        cancelled = httpx.post(f"{stack.api}/broadcasts/next_year/cancel", timeout=30)
+        waiting = wait_until(all_waiting, 120, "every member to wait for their time")
+        printed = cli(stack, "status", name).stdout
+        cancelled = httpx.post(f"{stack.api}/broadcasts/{name}/cancel", timeout=30)
         assert cancelled.status_code == 202, cancelled.text
 
         def done():
-            shown = httpx.get(f"{stack.api}/broadcasts/next_year", timeout=30).json()
+            shown = httpx.get(f"{stack.api}/broadcasts/{name}", timeout=30).json()
             return shown if shown["state"] == "cancelled" and shown["waiting"] == 0 else None
 
-        status = wait_until(done, 120, "the instances to be cancelled")
-        twice = httpx.post(f"{stack.api}/broadcasts/next_year/cancel", timeout=30)
+        status = wait_until(done, 120, "the broadcast to be cancelled")
+        twice = httpx.post(f"{stack.api}/broadcasts/{name}/cancel", timeout=30)
         unknown = httpx.post(f"{stack.api}/broadcasts/nope/start", timeout=30)
     assert status["outcomes"] == {}
+    assert not stack.outbox.exists() or f'"{name}"' not in stack.outbox.read_text()
     assert twice.status_code == 409 and "is no longer running (completed)" in twice.json()["detail"]
     assert unknown.status_code == 404 and unknown.json()["detail"].startswith("no broadcast 'nope'; broadcasts:")
+    if name == "next_year":
+        moment = datetime.fromisoformat(waiting["next_at"])
+        assert waiting["path"] == "batched" and waiting["started"] == 0
+        local = (now + timedelta(days=30)).replace(tzinfo=None, second=0)
+        assert moment == local.replace(tzinfo=ZoneInfo(daytime_zone(now))).astimezone(UTC)
+        assert f"  batched    0 reached, {members} waiting (next send moment {moment:%Y-%m-%dT%H:%MZ})" in printed
+    else:
+        assert waiting["path"] == "instances" and f"  instances  {members} started, {members} waiting" in printed
 
 
 def test_a_recurring_broadcast_s_runs_are_listed_with_their_progress(pg_store, tmp_path):
@@ -249,8 +265,8 @@ def test_a_recurring_broadcast_s_runs_are_listed_with_their_progress(pg_store, t
     assert run["outcomes"] == {"sent": 5, "skipped:unsubscribed": 1}
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.splitlines() == [
-        f"daily_vips@{today}  started  segment vips: 6 members",
-        "  instances  6 started, 0 waiting",
+        f"daily_vips@{today}  done  segment vips: 6 members",
+        "  batched    6 reached, 0 waiting",
         "  messages   sent 5, skipped:unsubscribed 1",
     ]
     assert status.stdout.splitlines()[:2] == [

@@ -81,7 +81,13 @@ class BroadcastStatus(BaseModel):
     not_again: int = Field(
         0, description="A recurring run's members not started: an earlier run reached them within once_per."
     )
-    waiting: int = Field(description="Instances still waiting for their time.")
+    waiting: int = Field(
+        description="Instances still waiting for their time; batched: members whose send is still ahead (their "
+        "zone's moment has not come, or a deferral holds them)."
+    )
+    path: str = Field("instances", description="batched (pages of members) or instances (one per member).")
+    deferred: int = Field(0, description="Batched: members a deferral holds (quiet hours, a send window).")
+    held_out: int = Field(0, description="Batched: members in the control group (holdout).")
     outcomes: dict[str, int] = Field(description="Ledger rows by status (and reason): sent, skipped:..., failed:...")
     workflow_id: str
     next_run: str | None = Field(None, description="A recurring broadcast's next run, e.g. card_expiring@2026-12-03.")
@@ -311,8 +317,25 @@ async def status(client: Client, store: Store, definitions: Definitions, name: s
     progress = seen.progress
     assert progress is None or isinstance(progress, BroadcastProgress)
     journey = found.snapshot.definition.name
-    waiting = await count_instances(client, f"JourneyName = '{journey}' AND ExecutionStatus = 'Running'")
     outcomes = await asyncio.to_thread(_outcomes, store, journey)
+    if progress is not None and progress.counts is not None:  # batched: the workflow counts its members
+        counts = progress.counts
+        ahead = 0 if progress.state in ("done", "cancelled") else (progress.total or 0)
+        return BroadcastStatus(
+            **shown,
+            state=seen.state(progress.state),
+            reason=seen.reason,
+            members=progress.total,
+            started=counts.decided + counts.deferred,
+            not_again=counts.not_again,
+            waiting=max(ahead - counts.decided - counts.not_again, 0),
+            outcomes=outcomes,
+            path="batched",
+            deferred=counts.deferred,
+            held_out=counts.held_out,
+            next_at=progress.next_at,
+        )
+    waiting = await count_instances(client, f"JourneyName = '{journey}' AND ExecutionStatus = 'Running'")
     return BroadcastStatus(
         **shown,
         state=seen.state(progress.state if progress else None),

@@ -35,14 +35,26 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.broadcast import BroadcastActivities
-    from activities.payloads import PageRequest, RunRequest, StartInstances
+    from activities.broadcast_pages import BroadcastPageActivities, send_spec
+    from activities.payloads import (
+        CloseRequest,
+        MemberPage,
+        PageRequest,
+        PageResult,
+        PlanRequest,
+        RunRequest,
+        SendPage,
+        StartInstances,
+    )
     from definitions.broadcasts import LATE_MARGIN, run_name
     from instances.contract import (
         BROADCAST_WORKFLOW,
+        BatchCounts,
         BroadcastInput,
         BroadcastProgress,
         RecurringInput,
         RecurringProgress,
+        SendGroup,
     )
 
 ACTIVITY = {
@@ -64,6 +76,9 @@ class BroadcastWorkflow:
         self.cancel_requested = input.cancelled
         self.cancelled_instances = 0
         self.not_again = input.not_again_count
+        # The batched path: the send moments still ahead, what was decided, the ledger's run id.
+        self.groups: list[SendGroup] = [group.model_copy() for group in input.groups or []]
+        self.counts: BatchCounts = input.counts
 
     @workflow.signal(name="cancel")
     def cancel(self) -> None:
@@ -80,6 +95,9 @@ class BroadcastWorkflow:
             after=self.after,
             cancelled_instances=self.cancelled_instances,
             not_again=self.not_again,
+            path="batched" if self.input.batched else "instances",
+            counts=self.counts if self.input.batched else None,
+            next_at=self.groups[0].at if self.input.batched and self.groups else None,
         )
 
     def _page(self, after: str | None) -> PageRequest:
@@ -93,6 +111,8 @@ class BroadcastWorkflow:
 
     @workflow.run
     async def run(self, input: BroadcastInput) -> BroadcastProgress:
+        if input.batched:
+            return await self._run_batched(input)
         if self.total is None:
             self.total = await workflow.execute_activity_method(
                 BroadcastActivities.broadcast_size, self._page(None), **ACTIVITY
@@ -147,6 +167,124 @@ class BroadcastWorkflow:
     def now(self) -> datetime:
         """The broadcast's clock: the server's, less the offset a simulation gives it."""
         return workflow.now() - self.input.clock_offset
+
+    # ------------------------------------------------------------------------------ batched
+
+    async def _run_batched(self, input: BroadcastInput) -> BroadcastProgress:
+        """One send moment after another (definitions.broadcasts.broadcast_path): wait for it on
+        one timer, then page through the members due at it, each page decided and sent by one
+        activity. Members a page defers (quiet hours in their zone, a closed send window) come
+        back as a moment of their own, with their zone. Continues as new every pages_per_run
+        pages, with the moments left and the counts, so the history stays bounded."""
+        run_key = input.run_key or workflow.info().first_execution_run_id
+        step = send_spec(input.snapshot).step_id
+        if self.total is None:
+            self.total = await workflow.execute_activity_method(
+                BroadcastActivities.broadcast_size, self._page(None), **ACTIVITY
+            )
+        if input.groups is None:
+            self.state = "planning"
+            plan = PlanRequest(
+                snapshot=input.snapshot, segment=input.segment, rfm_table=input.rfm_table, at=input.members_at
+            )
+            self.groups = await workflow.execute_activity_method(
+                BroadcastPageActivities.plan_broadcast, plan, **ACTIVITY
+            )
+        pages = 0
+        while self.groups and not self.cancel_requested:
+            group = self.groups[0]
+            left = group.at - self.now()
+            if left > timedelta(0):
+                self.state = "waiting"
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(lambda: self.cancel_requested, timeout=left)
+                if self.cancel_requested:
+                    break
+            self.state = "sending"
+            if group.resumed and not group.begun:  # its members wait no longer: they are dealt with now
+                self.counts = self.counts.model_copy(update={"deferred": self.counts.deferred - group.members})
+            group.begun = True
+            ids = await workflow.execute_activity_method(
+                BroadcastPageActivities.broadcast_member_page,
+                MemberPage(
+                    segment=input.segment,
+                    rfm_table=input.rfm_table,
+                    members_at=input.members_at,
+                    zones=group.zones,
+                    after=group.after,
+                    limit=input.page,
+                    journey=input.snapshot.definition.name,
+                    run_id=run_key,
+                    step=step,
+                    due=group.at,
+                ),
+                **ACTIVITY,
+            )
+            if ids:
+                result: PageResult = await workflow.execute_activity_method(
+                    BroadcastPageActivities.send_broadcast_page,
+                    SendPage(
+                        snapshot=input.snapshot,
+                        broadcast=input.name,
+                        customer_ids=ids,
+                        run_id=run_key,
+                        at=self.now(),
+                        due=group.at,
+                        entered_at=input.members_at,
+                        rfm_table=input.rfm_table,
+                        not_again=input.not_again,
+                        first_pass=not group.resumed,
+                    ),
+                    start_to_close_timeout=timedelta(minutes=10),
+                    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+                )
+                self._count(result)
+                group.after = ids[-1]
+            if len(ids) < input.page:
+                self.groups = [other for other in self.groups if other is not group]
+            pages += 1
+            if pages >= input.pages_per_run and self.groups and not self.cancel_requested:
+                workflow.continue_as_new(self._carried(input, run_key))
+        if self.cancel_requested:
+            self.state = "cancelling"
+            self.cancelled_instances = await workflow.execute_activity_method(
+                BroadcastPageActivities.close_broadcast_members,
+                CloseRequest(journey=input.snapshot.definition.name, run_id=run_key, at=self.now()),
+                **ACTIVITY,
+            )
+            self.groups = []
+            self.state = "cancelled"
+        else:
+            self.state = "done"
+        return self.progress()
+
+    def _count(self, result: PageResult) -> None:
+        """A page's outcome into the counts; its deferred members into the moments ahead (merged
+        with a moment already there, of the same kind)."""
+        deferred = sum(group.members for group in result.deferred)
+        counts = result.counts.model_copy(update={"deferred": deferred})
+        self.counts = self.counts.plus(counts)
+        self.started = self.counts.decided
+        for new in result.deferred:
+            same = next((g for g in self.groups if g.at == new.at and g.resumed and not g.begun), None)
+            if same is None:
+                self.groups.append(new)
+                self.groups.sort(key=lambda group: group.at)
+            else:
+                same.zones = sorted({*same.zones, *new.zones})
+                same.members += new.members
+
+    def _carried(self, input: BroadcastInput, run_key: str) -> BroadcastInput:
+        return input.model_copy(
+            update={
+                "total": self.total,
+                "started": self.started,
+                "cancelled": self.cancel_requested,
+                "groups": self.groups,
+                "counts": self.counts,
+                "run_key": run_key,
+            }
+        )
 
     async def _start_instances(self, customer_ids: list[str]) -> None:
         """One instance per member of the page, started by an activity (not as children, so
