@@ -33,7 +33,9 @@ batched path (`path: batched`, `page: --page`). It prints, per measurement:
   meanwhile, reaped by the postmaster) of every `postgres` process from /proc/<pid>/stat, from
   just before the start command to the sample that saw the last recipient decided, over that
   wall time times the machine's cores (`61% of 2 cores`: 61% of the whole machine). It includes
-  the counting queries of this benchmark, one every few seconds.
+  the counting queries of this benchmark, one every few seconds, and whatever else uses the
+  server meanwhile (the load average is printed at the start and after each measurement: run it
+  on a quiet machine).
 
 Billable actions, as Temporal Cloud counts them, read from each run's history (`billable_run`):
 1 for the run's start (WorkflowExecutionStarted: by a client, or by continue-as-new, which starts
@@ -305,7 +307,7 @@ def measure(
     try:
         filled = time.monotonic()
         fill(schema, recipients, midday_zones(now))
-        print(f"  {recipients:,} customers filled in {time.monotonic() - filled:.0f} s", flush=True)
+        print(f"  {recipients:,} customers filled in {time.monotonic() - filled:.1f} s", flush=True)
         stack.start()
         worker = stack.processes["worker0"].pid
         cpu_before, began_at, began = postgres_cpu_seconds(), datetime.now(UTC), time.monotonic()
@@ -336,6 +338,8 @@ def measure(
         result.postgres_share = (cpu_after - cpu_before) / (result.bound * result.cores) if result.bound else 0.0
         result.history = asyncio.run(read_history(stack.address, schema, name))
         print(f"  history: {result.history.describe()}", flush=True)
+        # Other work on the machine slows the run, and its queries count in PostgreSQL's CPU.
+        print(f"  load average {', '.join(f'{value:.2f}' for value in os.getloadavg())} at the end", flush=True)
         if not result.finished:
             print(f"  stopped after {result.bound:.0f} s: {result.decided:,} of {recipients:,} decided", flush=True)
     finally:
