@@ -4,7 +4,7 @@ journey instance per recipient.
 
     .venv/bin/python -m bench.broadcast [--recipients 100000,1000000] [--page 500]
                                         [--instance-recipients 3000] [--instance-minutes 3]
-                                        [--minutes 30] [--rate SENDS_PER_SECOND]
+                                        [--minutes 45] [--rate SENDS_PER_SECOND]
 
 Each measurement runs in a PostgreSQL schema and a stack of its own (tests/stack.py: a Temporal
 dev server in memory, `journeys api`, one `journeys worker`): the schema is filled with the
@@ -355,7 +355,7 @@ def main() -> None:
     parser.add_argument("--page", type=int, default=500, help="members per page of the batched path")
     parser.add_argument("--instance-recipients", type=int, default=3000, help="size of the instance-path broadcast")
     parser.add_argument("--instance-minutes", type=float, default=3, help="the instance path's bound")
-    parser.add_argument("--minutes", type=float, default=30, help="a ceiling per size")
+    parser.add_argument("--minutes", type=float, default=45, help="a ceiling per size")
     parser.add_argument("--rate", type=float, default=None, help="an SMS rate limit, sends a second (none by default)")
     args = parser.parse_args()
     sizes = [int(size.replace("_", "")) for size in args.recipients.split(",") if size.strip()]
