@@ -44,7 +44,8 @@ twice), 1 for each activity scheduled (ActivityTaskScheduled) plus 1 for each re
 ActivityTaskStarted's attempt - 1), 1 for each timer started, signal received, search-attribute
 upsert, marker recorded (local activities, side effects) and child workflow started. Workflow
 tasks, queries and history reads are not billed; activity heartbeats are, but never reach a
-history, so they are not counted (the broadcast's send activities do not heartbeat).
+history, so they are not counted (a batched page's send activity heartbeats every few seconds while it
+waits on a provider or the rate limit: a few billable actions a page at most, not in this count).
 
 `--rate 200` keeps the old rate-limit mode: the SMS limit at 200 a second (JOURNEYS_RATE_LIMITS),
 and the rate is printed against it (the ceiling a broadcast should reach).
