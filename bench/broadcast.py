@@ -291,7 +291,13 @@ class Measured:
 
 
 def measure(
-    path: str | None, recipients: int, page: int | None, minutes: float, rate: float | None, interval: float
+    path: str | None,
+    recipients: int,
+    page: int | None,
+    minutes: float,
+    rate: float | None,
+    interval: float,
+    workers: int = 1,
 ) -> Measured:
     """One broadcast to `recipients` on `path` in a schema and stack of its own."""
     now = datetime.now(UTC)
@@ -304,7 +310,7 @@ def measure(
         "JOURNEYS_DEFINITIONS": str(definitions(directory, name, now, path, page)),
         "JOURNEYS_RATE_LIMITS": limits,
     }
-    stack = Stack(directory, schema.url, workers=1, extra_env=env)
+    stack = Stack(directory, schema.url, workers=workers, extra_env=env)
     try:
         filled = time.monotonic()
         fill(schema, recipients, midday_zones(now))
@@ -353,11 +359,14 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipients", default="100000,1000000", help="sizes of the batched broadcast, e.g. 100000")
-    parser.add_argument("--page", type=int, default=500, help="members per page of the batched path")
+    parser.add_argument("--page", type=int, default=1000, help="members per page of the batched path")
     parser.add_argument("--instance-recipients", type=int, default=3000, help="size of the instance-path broadcast")
     parser.add_argument("--instance-minutes", type=float, default=3, help="the instance path's bound")
     parser.add_argument("--minutes", type=float, default=45, help="a ceiling per size")
     parser.add_argument("--rate", type=float, default=None, help="an SMS rate limit, sends a second (none by default)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes of the batched runs (RSS is the first one's)"
+    )
     args = parser.parse_args()
     sizes = [int(size.replace("_", "")) for size in args.recipients.split(",") if size.strip()]
     cores = os.cpu_count() or 1
@@ -383,10 +392,11 @@ def main() -> None:
     summaries = []
     for size in sizes:
         label = "batched" if HAS_PATHS else "instances"
-        print(f"{label}: {size:,} recipients, page {args.page}, at most {args.minutes:g} min", flush=True)
+        workers = f", {args.workers} workers" if args.workers > 1 else ""
+        print(f"{label}: {size:,} recipients, page {args.page}{workers}, at most {args.minutes:g} min", flush=True)
         batched = measure(
             "batched" if HAS_PATHS else None, size, args.page if HAS_PATHS else None, args.minutes, args.rate,
-            2 if size <= 200_000 else 5,
+            2 if size <= 200_000 else 5, args.workers,
         )  # fmt: skip
         unfinished = "" if batched.finished else f" (stopped at {batched.bound:.0f} s: {batched.decided:,} decided)"
         times = batched.rate / instances.rate if instances.rate else 0.0

@@ -7,7 +7,7 @@ Fills a schema with `--members` customers of one segment (a mainland phone each,
 daytime), then calls the batched path's two activities as the Broadcast workflow does, a page at
 a time (activities/broadcast_pages.py: the member page, then `send_broadcast_page`: decide,
 write, hand to the outbox), and prints members a second and the profile's top functions by
-cumulative time. It is one thread: the deployed worker runs two pages at once, so its database
+cumulative time. It is one thread: the deployed worker runs four pages at once, so its database
 work overlaps the other page's Python (bench.broadcast measures that, on the deployed processes).
 """
 
@@ -37,7 +37,7 @@ from definitions.loader import PACKAGE_DIR, load_definitions
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--members", type=int, default=10_000)
-    parser.add_argument("--page", type=int, default=500)
+    parser.add_argument("--page", type=int, default=1000)
     parser.add_argument("--top", type=int, default=25, help="functions of the profile to print")
     args = parser.parse_args()
     now = datetime.now(UTC)

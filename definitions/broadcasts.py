@@ -229,7 +229,7 @@ class Broadcast(BaseModel):
         "(`broadcast_path` says which, and why; `journeys validate` prints it).",
     )
     page: int = Field(
-        default=500,
+        default=1000,
         ge=1,
         le=5000,
         description="Members per page: a batched page is decided, written and handed to the channel at once.",

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy import and_, delete, event, func, or_, select, text, tuple_, update
+from sqlalchemy import and_, delete, event, func, or_, select, text, update
 from sqlalchemy.orm import Session, aliased, object_session, sessionmaker
 from sqlalchemy.sql.expression import ColumnElement, Executable
 
@@ -204,6 +204,23 @@ def _first_sent_upsert(dialect: str) -> Executable:
 # Settling, and the report's refresh
 
 
+def runs_in(runs: list[tuple[str, str]]) -> ColumnElement:
+    """ReachedRow's runs among `runs` (workflow_id, run_id). Not a row-value IN: PostgreSQL plans
+    `(a, b) IN ((..), ..)` as one OR branch a pair, and a settle's 2,000 pairs took it 0.7 s to plan
+    (executing took 9 ms). Two scalar lists instead, each one array comparison: the workflow ids
+    (the primary key's first column, so an index scan) and the pairs joined by a separator."""
+    r = ReachedRow
+    keys = [f"{workflow_id}{_PAIR}{run_id}" for workflow_id, run_id in runs]
+    return and_(
+        r.workflow_id.in_(sorted({workflow_id for workflow_id, _ in runs})),
+        (r.workflow_id + _PAIR + r.run_id).in_(keys),
+    )
+
+
+#: Between a run's workflow id and run id in `runs_in`'s keys: a character neither holds.
+_PAIR = "\x1f"
+
+
 def settle(session: Session, limit: int = 2000) -> int:
     """Compute the conversions and neighbouring purchases of up to `limit` unsettled runs (new
     or moved by a send); how many it settled. The runs are claimed first, in this transaction,
@@ -218,7 +235,7 @@ def settle(session: Session, limit: int = 2000) -> int:
     lock_customers(session, (customer for *_, customer in claimed))
     runs = [(w, run) for _, w, run, _ in claimed]
     session.execute(
-        update(r).where(tuple_(r.workflow_id, r.run_id).in_(runs)).values(settled=True),
+        update(r).where(runs_in(runs)).values(settled=True),
         execution_options={"synchronize_session": False},
     )
     by_journey: dict[str, list[tuple[str, str]]] = {}
@@ -290,7 +307,7 @@ def _convert(session: Session, journey: str, rule: GoalRule | None, runs: list[t
     if runs is not None:
         if not runs:
             return
-        where.append(tuple_(r.workflow_id, r.run_id).in_(runs))
+        where.append(runs_in(runs))
     cleared = {"converted_event": None, "converted_at": None, "converted_order": None, "converted_amount": None}
     if runs is not None and rule is None:
         return  # a journey without a goal has no conversions to move (sync_goals cleared any)
@@ -372,7 +389,7 @@ def _neighbours(
     these customers."""
     r, o = ReachedRow, OrderRow
     if runs:
-        where = tuple_(r.workflow_id, r.run_id).in_(runs)
+        where = runs_in(runs)
     elif customers:
         where = r.customer_id.in_(customers)
     else:

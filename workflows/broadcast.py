@@ -59,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 #: A batched broadcast's pages dealt with at once (each by its own activity, on the worker's threads).
-PARALLEL_PAGES = 2
+PARALLEL_PAGES = 4
 
 ACTIVITY = {
     "start_to_close_timeout": timedelta(minutes=10),
