@@ -211,6 +211,7 @@ class BroadcastWorkflow:
             group.begun = True
             # The next pages of the group (PARALLEL_PAGES of them), dealt with at once: one
             # page's database work overlaps another's Python, on the worker's threads.
+            at = self.now()  # the moment itself when its timer has just fired (the page reads take time)
             batches: list[list[str]] = []
             after, exhausted = group.after, False
             while len(batches) < PARALLEL_PAGES and not exhausted:
@@ -234,7 +235,6 @@ class BroadcastWorkflow:
                 if ids:
                     batches.append(ids)
                     after = ids[-1]
-            at = self.now()
             results: list[PageResult] = await asyncio.gather(
                 *(self._send_page(input, group, ids, run_key, at) for ids in batches)
             )
