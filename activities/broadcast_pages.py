@@ -84,11 +84,6 @@ def _heartbeating(call: Callable[..., T], *args: Any) -> T:
                 activity.heartbeat("handing messages to the provider")
 
 
-def deferred_before(request: SendPage) -> bool:
-    """Whether the page's members may have been reached before (a deferral's end, the sweep)."""
-    return not request.first_pass
-
-
 def send_spec(snapshot: JourneySnapshot) -> SendSpec:
     """The one send of a broadcast's journey (definitions.broadcasts.journey_of)."""
     sends = [step.send for _, step in walk_steps(snapshot.definition.steps) if isinstance(step, SendStep)]
@@ -435,7 +430,7 @@ class BroadcastPageActivities:
                 if rendered.links:
                     links.append((row["id"], rendered.links))
             # Members a deferral held before have their instance row: it gets its end (or stays open).
-            again = pages.reopened(session, prefix, request.run_id, members) if deferred_before(request) else set()
+            again = pages.reopened(session, prefix, request.run_id, members) if not request.first_pass else set()
             pages.write_page(
                 session,
                 messages=messages,
