@@ -9,7 +9,8 @@ records (an erasure's `requested_by`) say; without one, a key is named by its po
 | `ingest`   | send events (the order systems' key)                                    |
 | `read`     | also read histories, profiles, journeys, segments and the dead letters  |
 | `operator` | also decrypt payloads (the codec endpoint), replay dead letters, start  |
-|            | and cancel broadcasts                                                   |
+|            | and cancel broadcasts, write drafts of definitions and dry-run them     |
+| `publish`  | also approve (publish) or reject a draft (活动审核)                      |
 | `admin`    | also erase customers                                                    |
 
 A role allows everything the roles above it allow. Secrets never appear in messages or records.
@@ -36,12 +37,15 @@ class Permission(StrEnum):
     ERASE = "erase customers"
     REDEEM_POINTS = "redeem points"
     MANAGE_LOYALTY = "adjust points and set member tiers"
+    WRITE_DRAFTS = "write, check and dry-run drafts of definitions"
+    PUBLISH = "approve, publish or reject drafts of definitions"
 
 
 class Role(StrEnum):
     INGEST = "ingest"
     READ = "read"
     OPERATOR = "operator"
+    PUBLISH = "publish"
     ADMIN = "admin"
 
 
@@ -58,14 +62,17 @@ _OPERATOR = _READ | {
     Permission.DECODE_PAYLOADS,
     Permission.RUN_BROADCASTS,
     Permission.MANAGE_LOYALTY,
+    Permission.WRITE_DRAFTS,
 }
+_PUBLISH = _OPERATOR | {Permission.PUBLISH}
 
 #: The one table of what each role may do.
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.INGEST: _INGEST,
     Role.READ: _READ,
     Role.OPERATOR: _OPERATOR,
-    Role.ADMIN: _OPERATOR | {Permission.ERASE},
+    Role.PUBLISH: _PUBLISH,
+    Role.ADMIN: _PUBLISH | {Permission.ERASE},
 }
 
 
@@ -149,6 +156,8 @@ CONSOLE_PERMISSIONS = frozenset(
         Permission.READ_SEGMENTS,
         Permission.REPLAY_EVENTS,
         Permission.RUN_BROADCASTS,
+        Permission.WRITE_DRAFTS,
+        Permission.PUBLISH,
     }
 )
 SESSION_COOKIE = "journeys_session"

@@ -122,7 +122,7 @@ def test_the_key_list_is_checked_and_errors_never_show_a_secret():
         ("key 4 (read)", Role.READ),
     ]
     for entries, message in [
-        (["x:root:secret-1"], "entry 1 has the unknown role 'root'; roles are ingest, read, operator, admin"),
+        (["x:root:secret-1"], "entry 1 has the unknown role 'root'; roles are ingest, read, operator, publish, admin"),
         (["a", "read:"], "entry 2 has an empty secret"),
         (["a:b:c:secret-1"], "entry 1 is not [NAME:]ROLE:SECRET"),
         (["read:secret-1", "admin:secret-1"], "entry 2 repeats the secret of an earlier entry"),

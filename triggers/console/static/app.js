@@ -322,8 +322,11 @@ for (const link of document.querySelectorAll("header nav a")) {
   const path = new URL(link.href).pathname;
   if (path === location.pathname || (path !== "/ui/" && location.pathname.startsWith(path))) link.setAttribute("aria-current", "page");
 }
-(async () => {
-  for (const [pattern, page] of routes) {
+/* Other scripts (authoring.js) add their pages to window.ConsoleRoutes and use window.Console's helpers. */
+window.Console = {h, L, num, money, pct, when, enc, api, act, problem, table, td, kpi, show, reasons, diagram, params};
+window.ConsoleRoutes = window.ConsoleRoutes || [];
+document.addEventListener("DOMContentLoaded", async () => {
+  for (const [pattern, page] of [...routes, ...window.ConsoleRoutes]) {
     const match = location.pathname.match(pattern);
     if (match) {
       try { await page(...match.slice(1).map(decodeURIComponent)); } catch (err) { app.append(problem(err)); }
@@ -333,4 +336,4 @@ for (const link of document.querySelectorAll("header nav a")) {
   }
   show(h("h1", {}, L("Not found", "页面不存在")), h("p", {}, h("a", {href: "/ui/"}, L("Journeys", "旅程"))));
   document.body.dataset.ready = "true";
-})();
+});
