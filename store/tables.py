@@ -525,3 +525,87 @@ class ChannelRateRow(Base):
     tokens: Mapped[float]
     #: When `tokens` was last refilled, epoch seconds; never moves back (a worker's clock behind).
     at: Mapped[float]
+
+
+class DefinitionChangeRow(Base):
+    """A change of definitions (docs/publishing.md): one or more files, written as a draft,
+    submitted for review, then published or rejected. What runs is the base directory with every
+    published change's files laid over it in `seq` order."""
+
+    __tablename__ = "definition_changes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    #: draft, in_review, published or rejected.
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    #: The API key's name that wrote it (or, through `journeys publish`, the commit's author).
+    author: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    submitted_at: Mapped[datetime | None]
+    reviewed_by: Mapped[str | None] = mapped_column(String(200))
+    reviewed_at: Mapped[datetime | None]
+    published_at: Mapped[datetime | None]
+    #: The reviewer's comment (required on a reject).
+    comment: Mapped[str | None] = mapped_column(Text)
+    #: definitions.drafts.content_hash of its files.
+    hash: Mapped[str] = mapped_column(String(12))
+    #: Publication order (1, 2, ...): the latest published change of a file wins; a process polls
+    #: the largest to know when to load again.
+    seq: Mapped[int | None] = mapped_column(Integer, unique=True)
+
+
+class DefinitionFileRow(Base):
+    """One file of a change, by its path inside the definitions directory."""
+
+    __tablename__ = "definition_files"
+    __table_args__ = (Index("ix_definition_files_kind_name", "kind", "name"),)
+
+    change_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    path: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(100))
+    text: Mapped[str] = mapped_column(Text)
+    hash: Mapped[str] = mapped_column(String(12))
+
+
+class DefinitionAuditRow(Base):
+    """What happened to a change, one row each: created, edited, submitted, dry_run, approved,
+    rejected; who, when, the change's hash then, the comment and a dry run's figures."""
+
+    __tablename__ = "definition_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    action: Mapped[str] = mapped_column(String(20))
+    who: Mapped[str] = mapped_column(String(200))
+    change_id: Mapped[str] = mapped_column(String(36), index=True)
+    hash: Mapped[str] = mapped_column(String(12))
+    comment: Mapped[str | None] = mapped_column(Text)
+    figures: Mapped[dict[str, Any] | None]
+
+
+class DryRunRow(Base):
+    """A dry run (docs/publishing.md): a set of files simulated against the shop's own events of
+    the last `days` days, beside what runs now, in a process of its own; progress and the result
+    are written here for the console to poll."""
+
+    __tablename__ = "dry_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    change_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    #: The files simulated, {path: text}, as they were when it was asked for.
+    files: Mapped[dict[str, Any]]
+    days: Mapped[int]
+    #: queued, running, done or failed.
+    state: Mapped[str] = mapped_column(String(12))
+    progress: Mapped[float] = mapped_column(default=0.0)
+    message: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    #: docs/publishing.md's `result`, when done.
+    result: Mapped[dict[str, Any] | None]
+    #: The process running it: a dry run whose process is gone is failed, not left running.
+    pid: Mapped[int | None]

@@ -1,0 +1,18 @@
+"""The tables of published definitions and dry runs (migration 0025) are what the models say, on
+both databases: a difference would make a store's rows fail to load on one of them."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from store.tables import Base
+
+TABLES = ("definition_changes", "definition_files", "definition_audit", "dry_runs")
+
+
+def test_the_migration_makes_the_tables_the_models_describe(store):
+    with store.engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        differences = [d for d in compare_metadata(context, Base.metadata) if any(t in repr(d) for t in TABLES)]
+    assert differences == []
