@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 from core.config import Settings
 from core.records import Customer, Event
 from definitions.broadcasts import parse_run
-from definitions.drafts import DraftError, Problem, check_with, kind_of
+from definitions.drafts import DraftError, Problem, check_with, content_hash, kind_of
 from definitions.loader import Definitions, default_directory
 from journeys.simulate import SimulationInputError, simulate
 from store import dry_runs
@@ -239,10 +239,13 @@ async def run_dry_run(
         if row.state == "queued":
             dry_runs.claim(session, job_id, now, os.getpid())
         elif row.state == "running":
+            if row.pid not in (None, os.getpid()) and dry_runs.process_alive(row.pid):
+                raise DryRunFailed(f"dry run {job_id} is running already, in process {row.pid}")
             dry_runs.set_pid(session, job_id, os.getpid())
         else:
             raise DryRunFailed(f"dry run {job_id} is {row.state} already")
         files, days = dict(row.files), row.days
+    log.info("dry run %s: %d files over the last %d days, pid %d", job_id, len(files), days, os.getpid())
     try:
         result = await _dry_run(store, job_id, base_dir, files, days, dict(current or {}), settings, now, shards)
     except DryRunFailed as err:
@@ -253,7 +256,10 @@ async def run_dry_run(
     else:
         _end(store, job_id, result=result.model_dump(mode="json", by_alias=True))
     with store.transaction() as session:
-        return dry_runs.get(session, job_id)
+        row = dry_runs.get(session, job_id)
+        dry_runs.audit(session, row, content_hash(files), datetime.now(UTC))
+    log.info("dry run %s: %s%s", job_id, row.state, f": {row.message}" if row.message else "")
+    return row
 
 
 def _end(store: Store, job_id: str, *, result: dict[str, Any] | None = None, message: str | None = None) -> None:
@@ -336,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m journeys.dry_run", description=main.__doc__)
     parser.add_argument("job_id")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Warnings and errors of everything (each throwaway store's migrations log at INFO), this module's progress.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
     settings = Settings()
     store = Store(settings.database_url)
     try:

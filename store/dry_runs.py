@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from core.records import Customer, Event
 from store.queries import _event_of, customer_of
-from store.tables import CustomerRow, DryRunRow, ErasureRow, EventRow
+from store.tables import CustomerRow, DefinitionAuditRow, DryRunRow, ErasureRow, EventRow
 
 #: Simulations are CPU-bound; a third would only slow the other two (and the engine).
 MAX_RUNNING = 2
@@ -109,6 +109,23 @@ def fail(session: Session, job_id: str, message: str, now: datetime) -> None:
         .where(DryRunRow.id == job_id, DryRunRow.state.in_(("queued", "running")))
         .values(state="failed", message=message, finished_at=now)
     )
+
+
+def audit(session: Session, row: DryRunRow, files_hash: str, now: datetime) -> None:
+    """The change's audit row for a dry run that ended (docs/publishing.md `GET /audit`): who asked,
+    the hash of the files it ran, and its figures (the diff, per journey) or why it failed. A dry
+    run of files that are no change's is in no audit."""
+    if row.change_id is None:
+        return
+    figures = None
+    if row.result is not None:
+        figures = {key: row.result[key] for key in ("window", "events", "customers", "diff")} | {"dry_run": row.id}
+    session.add(
+        DefinitionAuditRow(
+            at=now, action="dry_run", who=row.requested_by, change_id=row.change_id, hash=files_hash,
+            comment=row.message, figures=figures,
+        )
+    )  # fmt: skip
 
 
 def get(session: Session, job_id: str, now: datetime | None = None) -> DryRunRow | None:

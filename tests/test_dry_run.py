@@ -9,14 +9,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from core.config import Settings
 from core.records import Event
-from definitions.drafts import check_with
+from definitions.drafts import check_with, content_hash
 from definitions.loader import PACKAGE_DIR
 from journeys.dry_run import run_dry_run, touched
 from store import dry_runs, queries
-from store.tables import DryRunRow
+from store.tables import DefinitionAuditRow, DefinitionChangeRow, DryRunRow
 from tests.helpers import customer, daytime_zone
 from triggers.api import create_app
 from triggers.api import dry_runs as dry_run_routes
@@ -74,9 +75,27 @@ def seed_week(store, now: datetime) -> None:
         queries.store_events(session, events, now)
 
 
-def queue(store, files, days=7, now=None) -> str:
+def queue(store, files, days=7, now=None, change_id=None) -> str:
     with store.transaction() as session:
-        return dry_runs.queue(session, files, days, "marketer [test]", None, now or datetime.now(UTC)).id
+        return dry_runs.queue(session, files, days, "marketer [test]", change_id, now or datetime.now(UTC)).id
+
+
+def a_change(store, files) -> str:
+    """A draft change holding `files`, as store/definition_changes.py writes one."""
+    now = datetime.now(UTC)
+    with store.transaction() as session:
+        session.add(
+            DefinitionChangeRow(
+                id="chg-1", title="催付晚一点", state="draft", author="marketer", created_at=now, updated_at=now,
+                hash=content_hash(files),
+            )
+        )  # fmt: skip
+    return "chg-1"
+
+
+def audit_of(store, change_id) -> list[DefinitionAuditRow]:
+    with store.transaction() as session:
+        return list(session.scalars(select(DefinitionAuditRow).where(DefinitionAuditRow.change_id == change_id)))
 
 
 def row_of(store, job_id) -> DryRunRow:
@@ -89,7 +108,8 @@ async def test_a_week_dry_run_shows_the_draft_against_what_runs(store):
     fewer; the rest of the week is the same, and nothing but the reminder is reported."""
     now = datetime.now(UTC).replace(microsecond=0)
     seed_week(store, now)
-    job_id = queue(store, LATER, now=now)
+    change_id = a_change(store, LATER)
+    job_id = queue(store, LATER, now=now, change_id=change_id)
     assert row_of(store, job_id).state == "queued"
     seen: list[tuple[str, float]] = []
 
@@ -143,17 +163,24 @@ async def test_a_week_dry_run_shows_the_draft_against_what_runs(store):
         "revenue": -199.0,
     }
     assert result["seconds"] > 0
+    # the change's audit: who asked, the hash of what ran, the figures
+    [audit] = audit_of(store, change_id)
+    assert (audit.action, audit.who, audit.hash) == ("dry_run", "marketer [test]", content_hash(LATER))
+    assert audit.figures["diff"] == result["diff"] and audit.figures["dry_run"] == job_id
 
 
 async def test_a_draft_that_does_not_load_fails_with_its_problems_at_their_lines(sqlite_store):
     broken = PAYMENT_REMINDER.replace("      channel: sms\n", "      channel: pigeon\n")
-    job_id = queue(sqlite_store, {"payment_reminder.yaml": broken, "templates/nope.yaml": "sms: [\n"})
+    files = {"payment_reminder.yaml": broken, "templates/nope.yaml": "sms: [\n"}
+    job_id = queue(sqlite_store, files, change_id=a_change(sqlite_store, files))
     row = await run_dry_run(sqlite_store, job_id, PACKAGE_DIR)
     assert row.state == "failed" and row.result is None
     assert row.message.startswith("the draft does not load:\n")
     line = broken.splitlines().index("      channel: pigeon") + 1  # 20
     assert f"payment_reminder.yaml:{line}: steps[1].send.channel: 'pigeon' is not one of sms, email" in row.message
     assert "templates/nope.yaml:2: not valid YAML: " in row.message  # where the file ended unclosed
+    [audit] = audit_of(sqlite_store, "chg-1")
+    assert audit.comment == row.message and audit.figures is None
 
 
 def test_a_dry_run_whose_process_is_gone_is_failed_when_read(sqlite_store):
@@ -200,12 +227,13 @@ def app_for(store, tmp_path: Path, **options):
 async def test_the_api_runs_a_dry_run_in_a_process_of_its_own(store, tmp_path):
     now = datetime.now(UTC).replace(microsecond=0)
     seed_week(store, now)
+    change_id = a_change(store, LATER)
     async with client_for(app_for(store, tmp_path)) as api:
-        answer = await api.post("/definitions/dry-runs", json={"files": LATER, "days": 7})
+        answer = await api.post("/definitions/dry-runs", json={"files": LATER, "days": 7, "change_id": change_id})
         assert answer.status_code == 202, answer.text
         job = answer.json()
         assert job["state"] in ("queued", "running") and job["progress"] == 0 and job["days"] == 7
-        assert job["change_id"] is None and job["result"] is None
+        assert job["change_id"] == change_id and job["result"] is None
         for _ in range(600):
             job = (await api.get(f"/definitions/dry-runs/{job['id']}")).json()
             if job["state"] in ("done", "failed"):
