@@ -4,6 +4,7 @@ beside what runs now, through the job's life and the API, on both databases."""
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -310,3 +311,32 @@ def test_policy_and_loyalty_touch_every_journey_and_broadcast(definitions):
     for path in ("policy.yaml", "loyalty.yaml"):
         text = (PACKAGE_DIR / path).read_text(encoding="utf-8")
         assert touched({path: text}, definitions, definitions, {path: text}) == every
+
+
+async def test_the_api_queues_a_third_and_a_read_starts_it_when_a_slot_is_free(sqlite_store, tmp_path):
+    busy = [queue(sqlite_store, LATER) for _ in range(2)]
+    with sqlite_store.transaction() as session:
+        for job_id in busy:  # two running, in a live process (this one)
+            assert dry_runs.claim(session, job_id, datetime.now(UTC), os.getpid())
+    async with client_for(app_for(sqlite_store, tmp_path)) as api:
+        answer = await api.post("/definitions/dry-runs", json={"files": LATER, "days": 1})
+        assert answer.status_code == 202 and answer.json()["state"] == "queued"
+        job_id = answer.json()["id"]
+        assert (await api.get(f"/definitions/dry-runs/{job_id}")).json()["state"] == "queued"
+        with sqlite_store.transaction() as session:
+            dry_runs.fail(session, busy[0], "stopped by hand", datetime.now(UTC))
+        job = (await api.get(f"/definitions/dry-runs/{job_id}")).json()
+        assert job["state"] in ("running", "done")  # the read started it
+        for _ in range(300):
+            if job["state"] in ("done", "failed"):
+                break
+            await asyncio.sleep(0.2)
+            job = (await api.get(f"/definitions/dry-runs/{job_id}")).json()
+    assert job["state"] == "done", job["message"]
+    # no event in the window: nothing played, every figure 0
+    assert (job["result"]["events"], job["result"]["customers"]) == (0, 0)
+    assert job["result"]["diff"] == {
+        "payment_reminder": {
+            "sent": 0, "skipped": {}, "deferred": {}, "failed": 0, "cost": 0.0, "converted": 0, "revenue": 0.0
+        }
+    }  # fmt: skip

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
 from core.access import Permission
 from core.config import Settings
@@ -226,12 +227,13 @@ async def get_dry_run(job_id: str, request: Request, api: Context) -> Any:
 
     def read() -> DryRunJob | None:
         with api.store.transaction() as session:
-            row = dry_runs.get(session, job_id)
-            job = job_of(row) if row is not None else None
-            queued = session.query(DryRunRow).filter(DryRunRow.state == "queued").first() is not None
-        if queued:  # a process that died left its queue behind: start the next
+            row = dry_runs.get(session, job_id)  # a running job whose process is gone: failed here
+            queued = session.scalar(select(DryRunRow.id).where(DryRunRow.state == "queued").limit(1)) is not None
+        if row is not None and queued:  # a slot may be free (a job ended, or its process died): start the next
             dispatch(api.store, _settings(request))
-        return job
+            with api.store.transaction() as session:
+                row = dry_runs.get(session, job_id)
+        return job_of(row) if row is not None else None
 
     job = await asyncio.to_thread(read)
     if job is None:
