@@ -323,7 +323,7 @@ async def _dry_run(
         seconds=round(time.monotonic() - started, 1),
         current=before,
         draft=after,
-        diff={name: after[name].minus(before[name]) for name in names},
+        diff={name: after[name].minus(before[name]) for name in sorted(names)},
     )
 
 

@@ -104,7 +104,11 @@ def check_files(files: dict[str, str]) -> None:
             kind_of(path)
         except DraftError as err:
             raise DryRunRefused(f"files: {err}") from err
-        if len(text.encode("utf-8", errors="surrogatepass")) > MAX_FILE_BYTES:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError as err:  # a lone surrogate (\ud800 in JSON): no file and no store holds it
+            raise DryRunRefused(f"files: {path}: not text (character {err.start} cannot be UTF-8)") from err
+        if size > MAX_FILE_BYTES:
             raise DryRunRefused(f"files: {path}: longer than {MAX_FILE_BYTES // 1024} KiB")
 
 
