@@ -44,7 +44,7 @@ from store import dry_runs
 from store.db import Store
 from views.effect import EffectReport, Prices
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("journeys.dry_run")  # the same name when run as __main__
 
 #: Where each run's share of the progress bar starts: reading (the first 5%), then the current
 #: run and the draft's, each played events first and then the timers that remain.
