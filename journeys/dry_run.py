@@ -175,8 +175,9 @@ def _read(path: Path) -> str | None:
 
 def read_window(
     store: Store, start: datetime, end: datetime, every_customer: bool = False
-) -> tuple[list[Customer], list[Event]]:
-    """The window's events and their customers' records (every customer with `every_customer`)."""
+) -> tuple[list[Customer], list[Event], list[Event]]:
+    """The window's events, their customers' records (every customer with `every_customer`) and
+    those customers' earlier events (store/dry_runs.py `window`)."""
     with store.transaction() as session:
         return dry_runs.window(session, start, end, every_customer)
 
@@ -296,7 +297,7 @@ async def _dry_run(
     )
     start, end = now - timedelta(days=days), now
     broadcast_touched = bool(names & (set(current_defs.broadcasts) | set(draft_defs.broadcasts)))
-    customers, events = read_window(store, start, end, every_customer=broadcast_touched)
+    customers, events, history = read_window(store, start, end, every_customer=broadcast_touched)
     _progress(store, job_id, _READ)
     prices = Prices.of(settings)
     reports = []
@@ -307,7 +308,7 @@ async def _dry_run(
             try:
                 report = await simulate(
                     definitions, customers, events, end, shop_name=settings.shop_name, prices=prices,
-                    timezone=settings.shop_timezone, shards=shards, progress=stream,  # type: ignore[arg-type]
+                    timezone=settings.shop_timezone, shards=shards, progress=stream, history=history,  # type: ignore[arg-type]
                 )  # fmt: skip
             except SimulationInputError as err:
                 raise DryRunFailed("the shop's events cannot be simulated:\n" + str(err)) from err

@@ -314,6 +314,7 @@ async def simulate(
     timezone: str = Settings.default("shop_timezone"),
     shards: int | None = None,
     progress: TextIO | None = None,
+    history: list[Event] | None = None,
 ) -> SimulationReport:
     """Play `events` (any order; played in `occurred_at` order) for `customers` up to `until`, on
     the production worker (sandboxed), with the definitions' broadcasts that fall in the window;
@@ -324,7 +325,9 @@ async def simulate(
     `shards` splits the customers across that many processes, each with its own test server,
     worker and store (journeys/shards.py), merged before anything is read, so the records are
     those of one process; None: one a core, as the work allows (`default_shards`), 1: all in
-    this process. `progress`: a stream (stderr) for a progress line, redrawn in place."""
+    this process. `progress`: a stream (stderr) for a progress line, redrawn in place. `history`:
+    events before the window (a dry run's earlier orders), written to each shard's store as
+    history for its customers before anything plays; they start nothing."""
     started = datetime.now(UTC)
     ordered = sorted(events, key=lambda e: e.occurred_at)
     begin = ordered[0].occurred_at if ordered else until
@@ -351,6 +354,7 @@ async def simulate(
                 shop_name=shop_name,
                 fast=fast,
                 database=Path(scratch) / f"shard-{index + 1}.db",
+                history=_history_of(history or [], part_customers) if shards > 1 else list(history or []),
             )
             for index, (part_customers, part_events) in enumerate(
                 [part for part in partition(customers, played, shards) if part != ([], [])]
@@ -433,6 +437,9 @@ class ShardWork:
     shop_name: str
     fast: bool
     database: Path
+    #: Its customers' events before `begin`, written to its store as history (backfill) before
+    #: anything plays: what RFM, lifecycle and past-purchase segments read of earlier orders.
+    history: list[Event] = field(default_factory=list)
 
 
 async def play_shard(work: ShardWork, tally: Tally) -> dict[str, BroadcastCount]:
@@ -442,6 +449,9 @@ async def play_shard(work: ShardWork, tally: Tally) -> dict[str, BroadcastCount]
     so everything due up to it has run. What each broadcast reached, by name."""
     definitions = _compiled(work.definitions)
     store = Store(f"sqlite:///{work.database}", durable=False).migrate()
+    if work.history:
+        with store.transaction() as session:
+            queries.store_events(session, work.history, work.begin, backfill=True, dispatched_at=work.begin)
     try:
         async with Simulation(definitions, store, work.begin, work.shop_name, fast=work.fast) as sim:
             await sim.advance_to(work.begin)
@@ -472,6 +482,12 @@ async def play_shard(work: ShardWork, tally: Tally) -> dict[str, BroadcastCount]
             return counts
     finally:
         store.dispose()
+
+
+def _history_of(history: list[Event], customers: list[Customer]) -> list[Event]:
+    """The events of `history` that belong to `customers` (one shard's)."""
+    ids = {customer.customer_id for customer in customers}
+    return [event for event in history if event.customer_id in ids]
 
 
 def created(customer: Customer, at: datetime) -> Event:

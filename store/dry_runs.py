@@ -30,6 +30,8 @@ from store.tables import CustomerRow, DefinitionAuditRow, DryRunRow, ErasureRow,
 MAX_RUNNING = 2
 #: A job claimed this recently may not have its process's pid yet (the API claims, then spawns).
 GRACE = timedelta(seconds=10)
+#: How far before a dry run's window its customers' earlier events are read (RFM looks back a year).
+HISTORY_DAYS = 400
 STATES = ("queued", "running", "done", "failed")
 
 
@@ -186,12 +188,14 @@ def _gone_message(row: DryRunRow) -> str:
 
 
 def window(
-    session: Session, start: datetime, end: datetime, every_customer: bool = False
-) -> tuple[list[Customer], list[Event]]:
+    session: Session, start: datetime, end: datetime, every_customer: bool = False, history_days: int = HISTORY_DAYS
+) -> tuple[list[Customer], list[Event], list[Event]]:
     """What a dry run plays: the events of [start, end] in time order, as the shop sent them
-    (history imported as backfill left out: it started nothing when it came), and the records of
+    (history imported as backfill left out: it started nothing when it came), the records of
     their customers as they are now (every customer with `every_customer`: a broadcast's segment
-    decides whom it reaches); a customer erased on request is in neither."""
+    decides whom it reaches), and those customers' events of the `history_days` before `start`
+    (imported ones too), which the simulation writes as history: RFM, lifecycle stages and
+    past-purchase segments read earlier orders. A customer erased on request is in none."""
     erased = set(session.scalars(select(ErasureRow.customer_id).where(ErasureRow.recreated_at.is_(None))))
     rows = session.scalars(
         select(EventRow)
@@ -203,4 +207,18 @@ def window(
     if not every_customer:
         query = query.where(CustomerRow.customer_id.in_({event.customer_id for event in events}))
     customers = [customer_of(row) for row in session.scalars(query) if row.customer_id not in erased]
-    return customers, events
+    ids = sorted(customer.customer_id for customer in customers)
+    history: list[Event] = []
+    for at in range(0, len(ids), 500):  # SQLite takes a bounded number of parameters a statement
+        history += [
+            _event_of(row)
+            for row in session.scalars(
+                select(EventRow).where(
+                    EventRow.customer_id.in_(ids[at : at + 500]),
+                    EventRow.occurred_at >= start - timedelta(days=history_days),
+                    EventRow.occurred_at < start,
+                )
+            )
+        ]
+    history.sort(key=lambda event: (event.occurred_at, event.event_id))
+    return customers, events, history

@@ -170,6 +170,24 @@ async def test_a_week_dry_run_shows_the_draft_against_what_runs(store):
     assert audit.figures["diff"] == result["diff"] and audit.figures["dry_run"] == job_id
 
 
+def test_the_window_carries_its_customers_earlier_orders_as_history(store):
+    """赵磊's order placed before the week is history the simulation writes first (RFM and
+    past-purchase segments read it); nobody outside the window's customers comes with it."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    seed_week(store, now)
+    with store.transaction() as session:
+        queries.upsert_customer(session, customer("c8", name="周杰", timezone=daytime_zone(now)), now, "CN")
+        queries.store_events(
+            session,
+            [Event(event_id="e11", type="order.created", occurred_at=now - timedelta(days=30), customer_id="c8",
+                   order_id="o8", data={"amount": 10.0})],
+            now,
+        )  # fmt: skip
+        customers, events, history = dry_runs.window(session, now - timedelta(days=7), now)
+    assert [e.event_id for e in history] == ["e8"]
+    assert "e8" not in {e.event_id for e in events} and "c8" not in {c.customer_id for c in customers}
+
+
 async def test_a_draft_that_does_not_load_fails_with_its_problems_at_their_lines(sqlite_store):
     broken = PAYMENT_REMINDER.replace("      channel: sms\n", "      channel: pigeon\n")
     files = {"payment_reminder.yaml": broken, "templates/nope.yaml": "sms: [\n"}
