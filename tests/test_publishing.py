@@ -285,3 +285,49 @@ def test_with_no_publication_what_runs_is_the_base_directory_itself(store, base)
     assert (live.seq, live.directory) == (0, base)
     assert live.current["hello"].templates["hello"].sms["en"] == "hello v1"
     assert live.refresh() is False
+
+
+def test_a_publication_that_does_not_load_is_not_swapped_in(store, base, live, caplog):
+    """A change published behind the API's checks (here: written straight to the store) that does
+    not load: every process keeps what it ran, and logs why."""
+    from datetime import UTC, datetime
+
+    from store import definition_changes
+    from triggers.live import describe_files
+
+    taken = []
+    live.on_change(lambda definitions, directory: taken.append(directory))
+    now = datetime.now(UTC)
+    with store.transaction() as session:
+        files, change_hash = describe_files({"hello.yaml": JOURNEY.replace("channel: sms", "channel: pigeon")})
+        change = definition_changes.create(session, files, change_hash, "mallory", now)
+        definition_changes.submit(session, change.id, "mallory", now)
+        definition_changes.approve(session, change.id, "mallory", now, allow_own=True)
+    assert live.refresh() is False
+    assert live.current["hello"].definition.steps[0].send.channel == "sms" and live.directory == base
+    assert taken == []
+    assert "publication 1 of the definitions does not load; still running the base definitions" in caplog.text
+    assert "hello.yaml:8: steps[0].send.channel: 'pigeon' is not one of" in caplog.text
+
+    with store.transaction() as session:
+        files, change_hash = describe_files(v2())
+        change = definition_changes.create(session, files, change_hash, "alice", now)
+        definition_changes.submit(session, change.id, "alice", now)
+        definition_changes.approve(session, change.id, "bob", now)
+        assert definition_changes.latest_seq(session) == 2
+        assert definition_changes.published_files(session) == {
+            "hello.yaml": JOURNEY.replace("channel: sms", "channel: pigeon"),
+            "templates/hello.yaml": TEMPLATE.format(version="v2"),
+        }
+    assert live.refresh() is False  # the latest of each file, the broken journey too: still not loaded
+    assert live.current["hello"].templates["hello"].sms["en"] == "hello v1"
+
+    with store.transaction() as session:
+        files, change_hash = describe_files({"hello.yaml": JOURNEY})
+        change = definition_changes.create(session, files, change_hash, "alice", now)
+        definition_changes.submit(session, change.id, "alice", now)
+        definition_changes.approve(session, change.id, "bob", now)
+    assert live.refresh() is True and live.seq == 3 and taken == [live.directory]
+    assert live.current["hello"].templates["hello"].sms["en"] == "hello v2"
+    assert (live.directory / "templates" / "hello.yaml").read_text(encoding="utf-8") == TEMPLATE.format(version="v2")
+    assert LiveDefinitions(store, base).current["hello"].templates["hello"].sms["en"] == "hello v2"  # a new process
