@@ -331,3 +331,21 @@ def test_a_publication_that_does_not_load_is_not_swapped_in(store, base, live, c
     assert live.current["hello"].templates["hello"].sms["en"] == "hello v2"
     assert (live.directory / "templates" / "hello.yaml").read_text(encoding="utf-8") == TEMPLATE.format(version="v2")
     assert LiveDefinitions(store, base).current["hello"].templates["hello"].sms["en"] == "hello v2"  # a new process
+
+
+async def test_the_console_approves_with_its_session_and_csrf_token_only(api):
+    """A console session may approve (the publish role's key signed in), but only with the page's
+    CSRF token: a page of another site riding the cookie cannot publish."""
+    import time
+
+    from core.access import SESSION_COOKIE, csrf_token, parse_api_keys, session_token
+
+    change = await in_review(api)
+    bob = next(key for key in parse_api_keys(KEYS) if key.name == "bob")
+    cookie = session_token(bob, int(time.time()) + 600)
+    api.cookies.set(SESSION_COOKIE, cookie)
+    url = f"/definitions/changes/{change['id']}/approve"
+    forged = await api.post(url, headers={"Origin": "http://journeys"})
+    assert forged.status_code == 403 and "X-CSRF-Token" in forged.json()["detail"]
+    signed = await api.post(url, headers={"Origin": "http://journeys", "X-CSRF-Token": csrf_token(bob.secret, cookie)})
+    assert signed.status_code == 200 and signed.json()["reviewed_by"].startswith("bob [")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -278,12 +280,20 @@ async def _full(api: ApiContext, change_id: str) -> Change:
     return _change(row, files, api=api, problems=problems, dry_runs=runs)
 
 
-def _refusal(err: Exception) -> JSONResponse:
-    if isinstance(err, Refused):
-        return err.answer()
-    if isinstance(err, changes.ChangeError):
-        return JSONResponse({"detail": str(err)}, status_code=err.status)
-    raise err
+def _refusing(endpoint: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """A route whose refusals (Refused, the store's ChangeError) are answered with their status
+    and message, naming what is at fault."""
+
+    @functools.wraps(endpoint)
+    async def answer(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await endpoint(*args, **kwargs)
+        except Refused as err:
+            return err.answer()
+        except changes.ChangeError as err:
+            return JSONResponse({"detail": str(err)}, status_code=err.status)
+
+    return answer
 
 
 def _kind_path(api: ApiContext, kind: str, name: str) -> str:
@@ -385,16 +395,14 @@ async def running_files(api: Context) -> list[RunningFile]:
     dependencies=[Depends(allowed(Permission.READ_JOURNEYS))],
     summary="Changes of definitions, newest first, without their texts",
 )
+@_refusing
 async def list_changes(api: Context, state: str | None = None) -> list[Change] | JSONResponse:
     def read(session):
         rows = changes.changes(session, state)
         files = changes.paths_of(session, [row.id for row in rows])
         return [_change(row, files[row.id]) for row in rows]
 
-    try:
-        return await api.store.run(read)
-    except changes.ChangeError as err:
-        return _refusal(err)
+    return await api.store.run(read)
 
 
 @router.get(
@@ -404,11 +412,9 @@ async def list_changes(api: Context, state: str | None = None) -> list[Change] |
     dependencies=[Depends(allowed(Permission.READ_JOURNEYS))],
     summary="A change with its files' texts, each one's diff against what runs, its problems and dry runs",
 )
+@_refusing
 async def show_change(change_id: str, api: Context) -> Change | JSONResponse:
-    try:
-        return await _full(api, change_id)
-    except changes.ChangeError as err:
-        return _refusal(err)
+    return await _full(api, change_id)
 
 
 @router.post(
@@ -419,15 +425,13 @@ async def show_change(change_id: str, api: Context) -> Change | JSONResponse:
     dependencies=[Depends(allowed(Permission.WRITE_DRAFTS))],
     summary="Write a draft: one or more files by their path inside the definitions directory",
 )
+@_refusing
 async def create_change(body: ChangeIn, request: Request, api: Context) -> Change | JSONResponse:
     who = requester(request)
-    try:
-        files, change_hash = _described(body.files)
-        title = body.title or ""
-        row = await api.store.run(lambda session: changes.create(session, files, change_hash, who, _now(), title))
-        return await _full(api, row.id)
-    except (Refused, changes.ChangeError) as err:
-        return _refusal(err)
+    files, change_hash = _described(body.files)
+    title = body.title or ""
+    row = await api.store.run(lambda session: changes.create(session, files, change_hash, who, _now(), title))
+    return await _full(api, row.id)
 
 
 @router.put(
@@ -437,15 +441,13 @@ async def create_change(body: ChangeIn, request: Request, api: Context) -> Chang
     dependencies=[Depends(allowed(Permission.WRITE_DRAFTS))],
     summary="Replace a draft's files (a rejected change becomes a draft again)",
 )
+@_refusing
 async def edit_change(change_id: str, body: ChangeIn, request: Request, api: Context) -> Change | JSONResponse:
     who = requester(request)
-    try:
-        files, change_hash = _described(body.files)
-        title = body.title
-        await api.store.run(lambda session: changes.edit(session, change_id, files, change_hash, who, _now(), title))
-        return await _full(api, change_id)
-    except (Refused, changes.ChangeError) as err:
-        return _refusal(err)
+    files, change_hash = _described(body.files)
+    title = body.title
+    await api.store.run(lambda session: changes.edit(session, change_id, files, change_hash, who, _now(), title))
+    return await _full(api, change_id)
 
 
 @router.post(
@@ -455,15 +457,13 @@ async def edit_change(change_id: str, body: ChangeIn, request: Request, api: Con
     dependencies=[Depends(allowed(Permission.WRITE_DRAFTS))],
     summary="Submit a draft for review; 409 while it has problems (each at its file and line)",
 )
+@_refusing
 async def submit_change(change_id: str, request: Request, api: Context) -> Change | JSONResponse:
     who = requester(request)
-    try:
-        files = await api.store.run(lambda session: changes.change_files(session, change_id))
-        await _check_loads(api, files, f"change {change_id} has")
-        await api.store.run(lambda session: changes.submit(session, change_id, who, _now()))
-        return await _full(api, change_id)
-    except (Refused, changes.ChangeError) as err:
-        return _refusal(err)
+    files = await api.store.run(lambda session: changes.change_files(session, change_id))
+    await _check_loads(api, files, f"change {change_id} has")
+    await api.store.run(lambda session: changes.submit(session, change_id, who, _now()))
+    return await _full(api, change_id)
 
 
 @router.post(
@@ -473,15 +473,13 @@ async def submit_change(change_id: str, request: Request, api: Context) -> Chang
     dependencies=[Depends(allowed(Permission.PUBLISH))],
     summary="Approve (publish) a change in review: it runs from now on, for new instances",
 )
+@_refusing
 async def approve_change(
     change_id: str, request: Request, api: Context, body: ApproveIn | None = None
 ) -> Change | JSONResponse:
     who = requester(request)
-    try:
-        await _approve(api, change_id, who, body.comment if body else None, allow_own=_allow_own(api))
-        return await _full(api, change_id)
-    except (Refused, changes.ChangeError) as err:
-        return _refusal(err)
+    await _approve(api, change_id, who, body.comment if body else None, allow_own=_allow_own(api))
+    return await _full(api, change_id)
 
 
 @router.post(
@@ -491,13 +489,11 @@ async def approve_change(
     dependencies=[Depends(allowed(Permission.PUBLISH))],
     summary="Reject a change in review, saying why (the comment is required)",
 )
+@_refusing
 async def reject_change(change_id: str, body: RejectIn, request: Request, api: Context) -> Change | JSONResponse:
     who = requester(request)
-    try:
-        await api.store.run(lambda session: changes.reject(session, change_id, who, body.comment, _now()))
-        return await _full(api, change_id)
-    except (Refused, changes.ChangeError) as err:
-        return _refusal(err)
+    await api.store.run(lambda session: changes.reject(session, change_id, who, body.comment, _now()))
+    return await _full(api, change_id)
 
 
 @router.post(
@@ -508,30 +504,28 @@ async def reject_change(change_id: str, body: RejectIn, request: Request, api: C
     dependencies=[Depends(allowed(Permission.PUBLISH))],
     summary="Make, submit and approve a change at once (`journeys publish`): `author` wrote it, the key approves",
 )
+@_refusing
 async def publish(body: PublishIn, request: Request, api: Context) -> Change | JSONResponse:
     approver = requester(request)
     author = (body.author or "").strip() or approver
-    try:
-        files, change_hash = _described(body.files)
-        if author == approver and not _allow_own(api):
-            raise Refused(
-                403,
-                f"{approver} may not publish their own change: give the author (`author`, `journeys publish "
-                "--author`), who must be someone else, or allow it (JOURNEYS_PUBLISH_OWN_CHANGES=true)",
-            )
-        await _check_loads(api, body.files, "the change has")
-        now = _now()
+    files, change_hash = _described(body.files)
+    if author == approver and not _allow_own(api):
+        raise Refused(
+            403,
+            f"{approver} may not publish their own change: give the author (`author`, `journeys publish "
+            "--author`), who must be someone else, or allow it (JOURNEYS_PUBLISH_OWN_CHANGES=true)",
+        )
+    await _check_loads(api, body.files, "the change has")
+    now = _now()
 
-        def made(session) -> str:
-            row = changes.create(session, files, change_hash, author, now, body.title or "")
-            changes.submit(session, row.id, approver, now)
-            return row.id
+    def made(session) -> str:
+        row = changes.create(session, files, change_hash, author, now, body.title or "")
+        changes.submit(session, row.id, approver, now)
+        return row.id
 
-        change_id = await api.store.run(made)
-        await _approve(api, change_id, approver, body.comment, allow_own=_allow_own(api))
-        return await _full(api, change_id)
-    except (Refused, changes.ChangeError) as err:
-        return _refusal(err)
+    change_id = await api.store.run(made)
+    await _approve(api, change_id, approver, body.comment, allow_own=_allow_own(api))
+    return await _full(api, change_id)
 
 
 @router.get(
@@ -541,13 +535,11 @@ async def publish(body: PublishIn, request: Request, api: Context) -> Change | J
     dependencies=[Depends(allowed(Permission.READ_JOURNEYS))],
     summary="What was done to changes of definitions, newest first: who, when, the hash, comment and figures",
 )
+@_refusing
 async def audit(api: Context, kind: str | None = None, name: str | None = None) -> list[AuditEntry] | JSONResponse:
-    try:
-        if kind is not None and kind not in KINDS:
-            raise Refused(422, f"{kind!r} is not a kind of definition; kinds are {', '.join(KINDS)}")
-        path = _kind_path(api, kind, name) if kind is not None and name is not None else None
-    except Refused as err:
-        return err.answer()
+    if kind is not None and kind not in KINDS:
+        raise Refused(422, f"{kind!r} is not a kind of definition; kinds are {', '.join(KINDS)}")
+    path = _kind_path(api, kind, name) if kind is not None and name is not None else None
     rows = await api.store.run(lambda session: changes.audit(session, kind=kind, name=name, path=path))
     return [
         AuditEntry(
@@ -573,15 +565,13 @@ async def audit(api: Context, kind: str | None = None, name: str | None = None) 
     dependencies=[Depends(allowed(Permission.READ_JOURNEYS))],
     summary="The file of a journey, template, segment, broadcast, policy or loyalty programme that runs",
 )
+@_refusing
 async def running_text(kind: str, name: str, api: Context) -> RunningText | JSONResponse:
-    try:
-        path = _kind_path(api, kind, name)
-        text = api.live.running_text(path)
-        if text is None:
-            there = sorted(n for p in await asyncio.to_thread(_running, api) if (n := _named(p, kind)))
-            raise Refused(404, f"no {kind} {name!r} runs; {kind}s that run: {', '.join(there) or 'none'}")
-    except Refused as err:
-        return err.answer()
+    path = _kind_path(api, kind, name)
+    text = api.live.running_text(path)
+    if text is None:
+        there = sorted(n for p in await asyncio.to_thread(_running, api) if (n := _named(p, kind)))
+        raise Refused(404, f"no {kind} {name!r} runs; {kind}s that run: {', '.join(there) or 'none'}")
     source = await api.store.run(lambda session: changes.published_sources(session).get(path))
     return RunningText(
         kind=kind, name=name, path=path, text=text, hash=content_hash({path: text}),
@@ -596,11 +586,9 @@ async def running_text(kind: str, name: str, api: Context) -> RunningText | JSON
     dependencies=[Depends(allowed(Permission.READ_JOURNEYS))],
     summary="Every change that holds this file, newest first, with who wrote, reviewed and published it",
 )
+@_refusing
 async def versions(kind: str, name: str, api: Context) -> list[Version] | JSONResponse:
-    try:
-        path = _kind_path(api, kind, name)
-    except Refused as err:
-        return err.answer()
+    path = _kind_path(api, kind, name)
 
     def read(session):
         found = changes.versions(session, path)
@@ -608,7 +596,7 @@ async def versions(kind: str, name: str, api: Context) -> list[Version] | JSONRe
 
     found = await api.store.run(read)
     if not found and api.live.running_text(path) is None:
-        return JSONResponse({"detail": f"no {kind} {name!r} runs or was ever drafted ({path})"}, status_code=404)
+        raise Refused(404, f"no {kind} {name!r} runs or was ever drafted ({path})")
     return [
         Version(
             change_id=change.id,
