@@ -5,6 +5,7 @@ an instance started before keeps its version and sends the old message."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -13,8 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import select
+from temporalio.client import Client
 
 from core.records import apply_customer_event
+from core.vocabulary import JOURNEY_VERSION
 from store import definition_changes, queries
 from store.tables import InstanceRow
 from tests.helpers import daytime_zone, event
@@ -49,6 +52,20 @@ def commit(folder, author: str) -> None:
     identity = ["-c", f"user.name={name}", "-c", f"user.email={email}"]
     for command in (["init", "-q"], ["add", "."], [*identity, "commit", "-q", "-m", "broken"]):
         subprocess.run(["git", "-C", str(folder), *command], check=True, capture_output=True, timeout=30)
+
+
+def searched_versions(stack: Stack, orders: list[str]) -> list[str | None]:
+    """Each order's instance's JourneyVersion search attribute, as Temporal holds it."""
+
+    async def ask() -> list[str | None]:
+        client = await Client.connect(stack.address)
+        found = []
+        for order in orders:
+            described = await client.get_workflow_handle(f"hello:{order}").describe()
+            found.append(described.typed_search_attributes.get(JOURNEY_VERSION))
+        return found
+
+    return asyncio.run(ask())
 
 
 def instance_version(store, order: str) -> str | None:
@@ -102,6 +119,7 @@ def test_a_published_journey_runs_for_new_instances_without_a_restart(pg_store, 
         broken = publish(stack, str(checkout), "--only", "hello.yaml", env={"JOURNEYS_API_KEY": "ci-secret"})
         versions = httpx.get(f"{stack.api}/definitions/template/hello/versions", headers=CI, timeout=30)
         api_log = stack.log("api").read_text(errors="replace")
+        searched = searched_versions(stack, ["o-early", "o-late"])
 
     assert refused.returncode == 1
     assert "GET /definitions: 403 this API key (shop, role ingest) may not read journeys" in refused.stderr
@@ -110,6 +128,7 @@ def test_a_published_journey_runs_for_new_instances_without_a_restart(pg_store, 
     assert change_line.endswith("written by Dave <dave@shop.cn>, approved by ci [" + change_line.split(" [")[-1])
     assert file_line == "  templates/hello.yaml (changed)"
     assert before != after  # the template is part of the journey's version
+    assert searched == [before, after]
     assert (bodies["early"][0], bodies["late"][0]) == ("【小店】你好 v1", "【小店】你好 v2")
     with pg_store.transaction() as session:
         [change] = definition_changes.changes(session, "published")
