@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     #: Marketing SMS opt-out text per locale: `zh-CN=回T退订;en=Text STOP to opt out`.
     sms_opt_out: Annotated[dict[str, str], NoDecode] = {}
     definitions_dir: Path | None = Field(None, validation_alias="JOURNEYS_DEFINITIONS")
+    #: Whether the author of a change of definitions may approve (publish) it themselves
+    #: (docs/publishing.md); by default another person with the `publish` role must.
+    publish_own_changes: bool = False
     outbox_path: Path | None = Field(Path(".data/outbox.jsonl"), validation_alias="JOURNEYS_OUTBOX")
 
     #: Keys the event API takes (comma-separated); none: the API listens on loopback only.

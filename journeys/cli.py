@@ -185,6 +185,126 @@ def validate(directory: Annotated[Path | None, typer.Argument(help="Default: ./d
 
 
 @app.command()
+def publish(
+    directory: Annotated[
+        Path | None, typer.Argument(help="The checkout's definitions directory (default: ./definitions)")
+    ] = None,
+    api: Annotated[str | None, typer.Option(help="The API (default: JOURNEYS_API_URL)")] = None,
+    key: Annotated[str | None, typer.Option(help="An API key of the publish role (default: JOURNEYS_API_KEY)")] = None,
+    author: Annotated[
+        str | None, typer.Option(help="Who wrote the change (default: the last Git commit's author)")
+    ] = None,
+    comment: Annotated[str | None, typer.Option(help="The approval's comment")] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Publish only this file (a path inside DIRECTORY); again for more"),
+    ] = None,
+) -> None:
+    """Publish the definition files of DIRECTORY that differ from what runs, as one change, made,
+    submitted and approved at once (POST /definitions/publish; docs/publishing.md). For a CI job with
+    a key of the publish role: the change's author is the commit's, the key approves it. Exit 1
+    when the API refuses it (its problems at their lines, or who may not)."""
+    import httpx
+
+    from definitions.drafts import DraftError, content_hash, kind_of
+
+    settings = _settings()
+    directory = directory or default_directory()
+    base_url = (api or settings.api_url).rstrip("/")
+    secret = key or settings.api_key
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    if not directory.is_dir():
+        typer.echo(f"{directory}: no such directory", err=True)
+        raise typer.Exit(2)
+    local: dict[str, str] = {}
+    for file in sorted(directory.rglob("*")):
+        relative = file.relative_to(directory).as_posix()
+        if not file.is_file() or file.suffix not in (".yaml", ".yml"):
+            continue
+        try:
+            kind_of(relative)
+        except DraftError:
+            continue  # events.yaml, sms.yaml, ...: not published through changes
+        local[relative] = file.read_text(encoding="utf-8")
+    if only:
+        wanted = {_inside(directory, path) for path in only}
+        unknown = sorted(wanted - set(local))
+        if unknown:
+            typer.echo(f"--only names no definition file of {directory}: {', '.join(unknown)}", err=True)
+            raise typer.Exit(2)
+        local = {path: text for path, text in local.items() if path in wanted}
+    try:
+        answer = httpx.get(f"{base_url}/definitions", headers=headers, timeout=30)
+    except httpx.HTTPError as err:
+        typer.echo(f"cannot reach the API at {base_url}: {err}", err=True)
+        raise typer.Exit(1) from None
+    if answer.status_code != 200:
+        typer.echo(f"GET /definitions: {answer.status_code} {_detail(answer)}", err=True)
+        raise typer.Exit(1)
+    running = {item["path"]: item["hash"] for item in answer.json()}
+    changed = {path: text for path, text in local.items() if running.get(path) != content_hash({path: text})}
+    if not changed:
+        typer.echo(f"nothing to publish: the {len(local)} definition files of {directory} are what runs")
+        return
+    body = {
+        "files": changed,
+        "title": f"journeys publish: {', '.join(sorted(changed))}"[:200],
+        "author": author or _commit_author(directory),
+        "comment": comment,
+    }
+    try:
+        answer = httpx.post(f"{base_url}/definitions/publish", json=body, headers=headers, timeout=120)
+    except httpx.HTTPError as err:
+        typer.echo(f"cannot reach the API at {base_url}: {err}", err=True)
+        raise typer.Exit(1) from None
+    if answer.status_code != 201:
+        typer.echo(f"not published ({answer.status_code}): {_detail(answer)}", err=True)
+        with contextlib.suppress(ValueError, AttributeError):
+            for problem in answer.json().get("problems", []):
+                field = f"{problem['field']}: " if problem["field"] else ""
+                typer.echo(f"  {problem['path']}:{problem['line']}: {field}{problem['message']}", err=True)
+        raise typer.Exit(1)
+    change = answer.json()
+    typer.echo(
+        f"published change {change['id']} (publication {change.get('seq')}, hash {change['hash']}), "
+        f"written by {change['author']}, approved by {change['reviewed_by']}:"
+    )
+    for path in sorted(changed):
+        typer.echo(f"  {path} ({'changed' if path in running else 'new'})")
+
+
+def _inside(directory: Path, path: str) -> str:
+    """`path` as a path inside `directory` (given relative to it, or to the working directory)."""
+    given = Path(path)
+    with contextlib.suppress(ValueError):
+        return given.resolve().relative_to(directory.resolve()).as_posix()
+    return given.as_posix()
+
+
+def _detail(answer) -> str:
+    try:
+        detail = answer.json().get("detail")
+    except (ValueError, AttributeError):
+        return answer.text[:500]
+    return detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False)
+
+
+def _commit_author(directory: Path) -> str | None:
+    """The last Git commit's author of `directory` (`Name <email>`), else None (the key is then the
+    author too, which the API refuses unless the shop allows it)."""
+    import subprocess
+
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(directory), "log", "-1", "--format=%an <%ae>"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (found.stdout.strip() or None) if found.returncode == 0 else None
+
+
+@app.command()
 def schema(
     of: Annotated[
         str,

@@ -51,7 +51,6 @@ from definitions.expressions import compiled_counts
 from definitions.loader import (
     Definitions,
     DefinitionsError,
-    check_definitions,
     default_directory,
     load_loyalty,
     load_policy,
@@ -64,6 +63,7 @@ from journeys.replies import ensure_reply_sweep_schedule
 from journeys.retention import ensure_retention_schedule, limit_history_retention
 from store import queries
 from store.db import Store
+from triggers.live import LiveDefinitions
 from workflows.broadcast import BroadcastWorkflow, RecurringBroadcastWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.loyalty import LoyaltyDailyWorkflow
@@ -128,21 +128,29 @@ def write_workflow_bytecode() -> None:
 
 
 def compile_definitions(settings: Settings) -> Definitions:
-    """Compile the expressions and templates of the configured definitions before polling, so the
+    """The configured definitions (without publications), compiled: `live_definitions`' `current`."""
+    return live_definitions(settings).current
+
+
+def live_definitions(settings: Settings, store: Store | None = None) -> LiveDefinitions:
+    """Load what runs (the configured definitions with the published changes over them, with
+    `store`; triggers/live.py), compiling their expressions and templates before polling, so the
     instances that run them never compile in workflow code. A worker whose definitions have
-    problems still runs: every instance carries its own snapshot. Returns what loaded (its
-    sms.yaml is what SMS through Aliyun say)."""
-    directory = settings.definitions_dir or default_directory()
-    loaded, problems = check_definitions(directory)
-    for problem in problems:
-        log.error("definition problem (instances of other journeys are unaffected): %s", problem)
-    for warning in loaded.warnings:
+    problems still runs: every instance carries its own snapshot. Returns the holder, whose
+    `current` is what loaded (its sms.yaml is what SMS through Aliyun say)."""
+    live = LiveDefinitions(store, settings.definitions_dir or default_directory())
+    for warning in live.current.warnings:
         log.warning("definition %s", warning)
     expressions, templates = compiled_counts()
     log.info(
-        "compiled %d expressions and %d templates of %d journeys in %s", expressions, templates, len(loaded), directory
+        "compiled %d expressions and %d templates of %d journeys in %s (publication %d)",
+        expressions,
+        templates,
+        len(live.current),
+        live.directory,
+        live.seq,
     )
-    return loaded
+    return live
 
 
 def build_workers(
@@ -157,6 +165,7 @@ def build_workers(
     loyalty: Loyalty | None = None,
     sms: SmsRegistry | None = None,
     definitions: Definitions | None = None,
+    live: LiveDefinitions | None = None,
 ) -> list[Worker]:
     """The journey worker and one delivery worker per channel, on `settings.task_queue`. A channel's
     rate limit is enforced by the Temporal server across all workers of its queue, so adding
@@ -170,10 +179,17 @@ def build_workers(
     default the configured definitions' loyalty.yaml, gives templates the tiers' titles. `sms`,
     the definitions' sms.yaml (by default read here), is what an SMS through Aliyun says.
     `definitions`, what the worker loaded at start (compile_definitions), gives the loyalty
-    programme, sms.yaml, and the reply rules with their templates, so they are not read again."""
+    programme, sms.yaml, and the reply rules with their templates, so they are not read again.
+    With `live` (what runs, triggers/live.py), a newly published version of the definitions
+    replaces the policy, the loyalty programme, sms.yaml and the reply rules the activities use,
+    without a restart; `policy`, `loyalty` and `sms` given here then stay as given."""
     write_workflow_bytecode()
+    if live is not None and definitions is None:
+        definitions = live.current
+    directory = live.directory if live is not None else Path(settings.definitions_dir or default_directory())
+    given_policy, given_loyalty, given_sms = policy is not None, loyalty is not None, sms is not None
     if policy is None:
-        policy = load_policy(settings.definitions_dir or default_directory())
+        policy = load_policy(directory)
     channels = channels if channels is not None else build_channels(settings.outbox_path, settings)
     log.info("channels: %s", describe_channels(channels))
     log.info("send rate limits per second: %s", describe_rate_limits(settings.rate_limits))
@@ -197,14 +213,27 @@ def build_workers(
     # SMS replies' answers (replies.yaml and the templates it names): sent by `activities` above.
     replies = ReplyActivities(
         store,
-        *(
-            reply_definitions(Path(settings.definitions_dir or default_directory()))
-            if definitions is None
-            else (definitions.replies, definitions.templates)
-        ),
+        *(reply_definitions(directory) if definitions is None else (definitions.replies, definitions.templates)),
         webhook_secret=settings.webhook_secret,
         client=client,
     )
+    loyalty_activities = LoyaltyActivities(store, directory)
+    if live is not None:
+
+        def take(new: Definitions, where: Path) -> None:
+            """A new publication: what sends from now on are decided and written by. Each is one
+            attribute set (atomic for the activities' threads); running instances keep their
+            journeys' snapshots, which they carry."""
+            if not given_policy:
+                activities.policy = new.policy
+            if not given_loyalty:
+                activities.loyalty = new.loyalty
+            if not given_sms:
+                activities.sms_registry = new.sms
+            replies.rules, replies.templates = new.replies, new.templates
+            loyalty_activities.directory = where
+
+        live.on_change(take)
     options = {
         "max_concurrent_activities": settings.worker_activities,
         "graceful_shutdown_timeout": timedelta(seconds=settings.worker_shutdown_seconds),
@@ -239,7 +268,7 @@ def build_workers(
             pages.close_broadcast_members,
             RetentionActivities(store, settings.outbox_path).expire_personal_data,
             ProductCycleActivities(store).relearn_product_cycles,
-            LoyaltyActivities(store, Path(settings.definitions_dir or default_directory())).run_loyalty_daily,
+            loyalty_activities.run_loyalty_daily,
             replies.plan_reply_answer,
             replies.post_reply,
             replies.record_reply_outcome,
@@ -299,7 +328,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     shuts down at once, each letting its running activities finish for the graceful timeout."""
     store = Store(settings.database_url).migrate()
     queries.configure_salt(settings.secret)  # erased addresses' suppression hashes
-    loaded = compile_definitions(settings)
+    live = live_definitions(settings, store)
     client = await connect(settings)
     await ensure_search_attributes(client)
     try:
@@ -325,7 +354,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(activity_threads(settings), thread_name_prefix="activity") as executor:
-        workers = build_workers(client, settings, store, executor, definitions=loaded)
+        workers = build_workers(client, settings, store, executor, live=live)
         log.info(
             "worker polling %r on %s: %s",
             settings.task_queue,
@@ -333,6 +362,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             describe_limits(settings),
         )
         running = [asyncio.create_task(worker.run()) for worker in workers]
+        # Newly published definitions, every couple of seconds (triggers/live.py).
+        polling = asyncio.create_task(live.keep(stop))
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopped, *running], return_when=asyncio.FIRST_COMPLETED)
         failed = [task for task in done if task is not stopped and task.exception() is not None]
@@ -340,6 +371,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         await asyncio.gather(*(worker.shutdown() for worker in workers), return_exceptions=True)
         await asyncio.gather(*running, return_exceptions=True)
         stopped.cancel()
+        polling.cancel()
     store.dispose()
     log.info("worker stopped")
     if failed:

@@ -36,6 +36,7 @@ from definitions.loader import Definitions
 from store import queries
 from store.db import Store
 from store.tables import InstanceRow
+from triggers.live import LiveDefinitions
 from triggers.router import Router, note_of
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Dispatcher:
     def __init__(
         self,
         store: Store,
-        definitions: Definitions,
+        definitions: Definitions | LiveDefinitions,
         connect: Callable[[], Awaitable[Client]],
         task_queue: str,
         *,
@@ -74,17 +75,31 @@ class Dispatcher:
     ):
         self.store = store
         self.default_region = default_region
-        self.definitions = definitions
+        #: What runs (triggers/live.py), read for each customer dispatched: a newly published
+        #: change starts the instances of events dispatched after it loads. Or fixed definitions.
+        self.live = definitions if isinstance(definitions, LiveDefinitions) else LiveDefinitions.fixed(definitions)
         self.connect = connect
+        self._urgent: tuple[Definitions | None, frozenset[str]] = (None, frozenset())
         self.task_queue = task_queue
         self.batch = batch
         self.slots = concurrency  # customers dispatched at once by `run`
         self.concurrency = asyncio.Semaphore(concurrency)
-        self.urgent = definitions.urgent_events  # their customers go first
         self.max_backoff = max_backoff
         self.wake = asyncio.Event()
         self.router: Router | None = None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    @property
+    def definitions(self) -> Definitions:
+        return self.live.current
+
+    @property
+    def urgent(self) -> frozenset[str]:
+        """Event types whose customers go first (they start a journey that sends at once)."""
+        definitions = self.definitions
+        if self._urgent[0] is not definitions:  # worked out once per version of the definitions
+            self._urgent = (definitions, definitions.urgent_events)
+        return self._urgent[1]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until `stop` is set: take up waiting customers whenever a slot is free, the
@@ -169,6 +184,8 @@ class Dispatcher:
         touched three times for the whole run of events, not per event: the claim with the read,
         each event's own reads in the router, and the marks with the release."""
         async with self.concurrency:
+            if self.router is not None and self.router.definitions is not self.definitions:
+                self.router.definitions = self.definitions  # a newly published change: new instances run it
             events = await asyncio.to_thread(self._claim, customer_id)
             if events is None:
                 return 0, False  # another dispatcher has this customer now

@@ -38,6 +38,7 @@ from store import queries
 from store import replies as reply_store
 from store.db import Store
 from store.tables import SmsReplyRow
+from triggers.live import LiveDefinitions
 
 log = logging.getLogger("journeys.replies")
 
@@ -109,7 +110,9 @@ def clean_text(text: str) -> str:
 @dataclass
 class ReplyIntake:
     store: Store
-    definitions: Definitions
+    #: What runs (triggers/live.py: read at each reply, so a published change counts at once), or
+    #: fixed definitions.
+    live: Definitions | LiveDefinitions
     default_region: str = "CN"
     #: The dispatcher's wake-up, after new events are logged.
     on_accepted: Callable[[], None] | None = None
@@ -204,6 +207,10 @@ class ReplyIntake:
         if reply.opt in ("start", "help"):
             return Decision("ignore", None)
         return decide(self.definitions.replies, text)
+
+    @property
+    def definitions(self) -> Definitions:
+        return self.live.current if isinstance(self.live, LiveDefinitions) else self.live
 
     def _apply(
         self, session, reply: IncomingReply, decision: Decision, row: SmsReplyRow, e164: str | None, at: datetime

@@ -14,11 +14,12 @@ from temporalio.client import Client
 from core.access import parse_api_keys
 from core.config import Settings
 from core.temporal import connect, payload_codec
-from definitions.loader import default_directory, load_definitions
+from definitions.loader import Definitions, default_directory
 from store import queries, reached
 from store.db import Store
 from triggers.api import create_app
 from triggers.dispatcher import Dispatcher
+from triggers.live import LiveDefinitions
 from triggers.replies import start_reply_answer
 from triggers.webhooks import WebhookConfig
 from views.effect import Prices, goals_of, runs_of
@@ -26,7 +27,7 @@ from views.effect import Prices, goals_of, runs_of
 log = logging.getLogger("journeys.api")
 
 
-def refresh_read_model(store: Store, definitions) -> None:
+def refresh_read_model(store: Store, definitions: Definitions) -> None:
     """Bring the effect report's read model up to date for the journeys' goals, the recurring
     broadcasts' runs' too (store/reached.py `refresh`); logged, never fatal."""
     try:
@@ -37,11 +38,19 @@ def refresh_read_model(store: Store, definitions) -> None:
         log.exception("effect report: the journeys' goals could not be recorded now")
 
 
-async def keep_read_model(store: Store, definitions, stop: asyncio.Event, every: float = 5.0) -> None:
+async def keep_read_model(
+    store: Store, definitions: Definitions | LiveDefinitions, stop: asyncio.Event, every: float = 5.0
+) -> None:
     """Refresh the read model once (the goals, then the runs to settle), then settle new runs
-    every `every` seconds until `stop` (store/reached.py `settle_all`)."""
-    await asyncio.to_thread(refresh_read_model, store, definitions)
+    every `every` seconds until `stop` (store/reached.py `settle_all`). With live definitions, a
+    newly published version's goals are recorded again at the next tick."""
+    live = definitions if isinstance(definitions, LiveDefinitions) else LiveDefinitions.fixed(definitions)
+    seen = live.current
+    await asyncio.to_thread(refresh_read_model, store, seen)
     while not stop.is_set():
+        if live.current is not seen:
+            seen = live.current
+            await asyncio.to_thread(refresh_read_model, store, seen)
         try:
             await asyncio.to_thread(reached.settle_all, store)
         except Exception:  # the store down, or a bug: logged, retried at the next tick; reports settle too
@@ -65,7 +74,9 @@ def build_api(settings: Settings) -> FastAPI:
         )
     store = Store(settings.database_url).migrate()
     queries.configure_salt(settings.secret)  # erased addresses' suppression hashes
-    definitions = load_definitions(settings.definitions_dir or default_directory())
+    # What runs: the base directory with the published changes over it, loaded again whenever a
+    # change is published (triggers/live.py); problems in it stop the API here, as they always did.
+    live = LiveDefinitions(store, settings.definitions_dir or default_directory(), strict=True)
     client: Client | None = None
     connecting = asyncio.Lock()
 
@@ -77,7 +88,7 @@ def build_api(settings: Settings) -> FastAPI:
                 client = await connect(settings)
         return client
 
-    dispatcher = Dispatcher(store, definitions, temporal, settings.task_queue, default_region=settings.default_region)
+    dispatcher = Dispatcher(store, live, temporal, settings.task_queue, default_region=settings.default_region)
 
     async def answer_reply(reply_id: str) -> None:
         """A logged SMS reply that needs an answer: its ReplyAnswer workflow, started at most once."""
@@ -90,7 +101,9 @@ def build_api(settings: Settings) -> FastAPI:
         # The effect report's read model, in the background: the definitions' goals (after an
         # upgrade or a changed goal the first report then need not compute every conversion),
         # then the runs sends made, every few seconds, off the send path.
-        goals = asyncio.create_task(keep_read_model(store, definitions, stop))
+        goals = asyncio.create_task(keep_read_model(store, live, stop))
+        # Newly published definitions, from this process's approvals or another's.
+        polling = asyncio.create_task(live.keep(stop))
         try:
             yield
         finally:
@@ -98,13 +111,14 @@ def build_api(settings: Settings) -> FastAPI:
             await task
             if not goals.done():
                 log.info("waiting for the effect report's conversions to be computed before stopping")
-            await asyncio.gather(goals, return_exceptions=True)
+            await asyncio.gather(goals, polling, return_exceptions=True)
             store.dispose()
 
     return create_app(
         store,
         temporal=temporal,
-        definitions=definitions,
+        live=live,
+        publish_own_changes=settings.publish_own_changes,
         ui_url=settings.temporal_ui_url,
         api_keys=settings.api_keys,
         max_body_bytes=settings.api_max_body_bytes,

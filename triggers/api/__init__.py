@@ -1,7 +1,8 @@
 """The HTTP API: how order systems hand events to Journeys, and how operators read what happened.
 
 One router per resource: events (`events.py`), imports of order exports (`imports.py`), history
-(`history.py`), journeys (`journeys.py`), the SMS report (`sms.py`), health (`health.py`), the
+(`history.py`), journeys (`journeys.py`), published definitions and their review
+(`definitions.py`), the SMS report (`sms.py`), health (`health.py`), the
 payload codec for the Temporal Web UI (`codec.py`), and, with no API key, the providers' webhooks
 (`triggers.webhooks`) and the short links customers follow (`links.py`). What they share (the store,
 the Temporal connection, the API keys) comes in through FastAPI dependencies (`deps.py`). The
@@ -46,9 +47,11 @@ from triggers.api import (
     sms,
 )
 from triggers.api import codec as codec_routes
+from triggers.api import definitions as definition_routes
 from triggers.api import points as points_routes
 from triggers.api import tiers as tier_routes
 from triggers.api.deps import ApiContext, Forbidden, NotJson, TemporalDown, Unauthorised
+from triggers.live import LiveDefinitions
 from triggers.reply_intake import OnReply, ReplyIntake
 from triggers.webhooks import WebhookConfig, webhook_routes
 from views.effect import Prices
@@ -78,25 +81,30 @@ def create_app(
     max_import_bytes: int = imports.MAX_IMPORT_BYTES,
     link_base: str | None = None,
     on_reply: OnReply | None = None,
+    live: LiveDefinitions | None = None,
+    publish_own_changes: bool = False,
 ) -> FastAPI:
     """The API over `store` (and Temporal, through `temporal`, for history and /journeys).
-    `on_accepted` is called after new events are logged (the dispatcher's wake-up); with
-    `api_keys` (`[NAME:]ROLE:SECRET` entries, core.access), every request but the health checks
-    and the provider webhooks (which carry the providers' signatures instead) needs
-    `Authorization: Bearer SECRET` with a key whose role allows it. With `codec`, `/codec/*` decrypts
-    payloads for the Temporal Web UI, which may call from `ui_origins` (CORS). Whatever the keys, a
-    body that is not JSON gets a 415; with no keys, a request from another site's page that would
-    change something gets a 403 (triggers.http, applied by `allowed` in deps.py)."""
+        `on_accepted` is called after new events are logged (the dispatcher's wake-up); with
+        `api_keys` (`[NAME:]ROLE:SECRET` entries, core.access), every request but the health checks
+        and the provider webhooks (which carry the providers' signatures instead) needs
+        `Authorization: Bearer SECRET` with a key whose role allows it. With `codec`, `/codec/*` decrypts
+        payloads for the Temporal Web UI, which may call from `ui_origins` (CORS). Whatever the keys, a
+        body that is not JSON gets a 415; with no keys, a request from another site's page that would
+        change something gets a 403 (triggers.http, applied by `allowed` in deps.py). `live` is what
+    runs and loads published changes (triggers/live.py); without it, `definitions` run, fixed."""
     app = FastAPI(
         title="Journeys event API",
         version="1",
         description="Hand order and customer events to Journeys. Each event is stored before the answer.",
         lifespan=lifespan,
     )
+    if live is None:
+        live = LiveDefinitions.fixed(definitions if definitions is not None else Definitions())
     app.state.journeys = ApiContext(
         store=store,
         temporal=temporal,
-        definitions=definitions if definitions is not None else Definitions(),
+        live=live,
         ui_url=ui_url,
         keys=parse_api_keys(api_keys or []),
         max_body_bytes=max_body_bytes,
@@ -111,6 +119,7 @@ def create_app(
         ui_origins=tuple(ui_origins or ()),
         outbox=outbox,
         link_base=link_base,
+        publish_own_changes=publish_own_changes,
     )
     app.state.max_import_bytes = max_import_bytes  # POST /imports' upload limit
     if ui_origins:  # the Temporal Web UI calls the codec endpoint from the operator's browser
@@ -180,12 +189,13 @@ def create_app(
         links,
         health,
         codec_routes,
+        definition_routes,  # last: its GET /definitions/{kind}/{name} would take other /definitions/x/y paths
     ):
         app.include_router(module.router)
     # Provider webhooks; SMS replies (Twilio's, Aliyun's) go through one intake: the reply rules, the event
     # log and the dispatcher's wake-up, then `on_reply(reply_id)` for a reply that needs an answer.
     webhook_config = webhooks or WebhookConfig(max_body_bytes=max_body_bytes)
-    intake = ReplyIntake(store, app.state.journeys.definitions, default_region, on_accepted, on_reply)
+    intake = ReplyIntake(store, app.state.journeys.live, default_region, on_accepted, on_reply)
     app.include_router(webhook_routes(store, webhook_config, intake=intake))
     app.include_router(
         aliyun_push_routes(store, webhook_config.aliyun_push_token, intake, webhook_config.max_body_bytes)

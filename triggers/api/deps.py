@@ -32,6 +32,7 @@ from core.encryption import EncryptionCodec
 from definitions.loader import Definitions
 from store.db import Store
 from triggers.http import cross_site_refusal, file_refusal, json_refusal
+from triggers.live import LiveDefinitions
 from views.effect import Prices
 from views.history import check_id
 
@@ -40,8 +41,9 @@ from views.history import check_id
 class ApiContext:
     store: Store
     temporal: Callable[[], Awaitable[Client]] | None
-    #: The loaded definitions; empty (built-in event types, the default RFM table) without any.
-    definitions: Definitions
+    #: What runs (triggers/live.py): `definitions` below reads it at each request, so a newly
+    #: published change counts from the next request without a restart.
+    live: LiveDefinitions
     ui_url: str
     keys: list[ApiKey]
     max_body_bytes: int
@@ -63,6 +65,14 @@ class ApiContext:
     outbox: Path | None = None
     #: Where short links point (Settings.short_link_base): the preview shows them as sent.
     link_base: str | None = None
+    #: Whether a change's author may approve it (Settings.publish_own_changes).
+    publish_own_changes: bool = False
+
+    @property
+    def definitions(self) -> Definitions:
+        """The definitions that run now; empty (built-in event types, the default RFM table)
+        without any."""
+        return self.live.current
 
 
 class Problem(BaseModel):
@@ -93,7 +103,9 @@ Context = Annotated[ApiContext, Depends(context)]
 
 
 #: The console's write actions: from a browser they need the session's CSRF token in a header.
-BROWSER_ACTIONS = frozenset({Permission.REPLAY_EVENTS, Permission.RUN_BROADCASTS})
+BROWSER_ACTIONS = frozenset(
+    {Permission.REPLAY_EVENTS, Permission.RUN_BROADCASTS, Permission.WRITE_DRAFTS, Permission.PUBLISH}
+)
 
 
 def _from_browser(request: Request) -> bool:

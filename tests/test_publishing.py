@@ -1,0 +1,351 @@
+"""Definitions as published versions through the API (docs/publishing.md), on both databases: a
+draft, its review (活动审核) by someone else with the publish role, what runs afterwards, each
+file's versions and the audit; and every bad request refused naming what is at fault."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from triggers.api import create_app
+from triggers.live import LiveDefinitions
+
+KEYS = [
+    "alice:operator:alice-secret",
+    "bob:publish:bob-secret",
+    "carol:publish:carol-secret",
+    "reader:read:reader-secret",
+]
+ALICE, BOB, CAROL, READER = ({"Authorization": f"Bearer {who}-secret"} for who in ("alice", "bob", "carol", "reader"))
+
+JSON = {"Content-Type": "application/json"}
+
+JOURNEY = """\
+name: hello
+title: 你好
+category: transactional
+entry:
+  event: order.created
+  key: order
+steps:
+  - send: {id: hi, channel: sms, template: hello}
+"""
+TEMPLATE = 'sms:\n  zh-CN: "你好 {version}"\n  en: "hello {version}"\n'
+
+
+def write_base(folder: Path) -> Path:
+    """A definitions directory of one journey and its template (version v1)."""
+    (folder / "templates").mkdir(parents=True)
+    (folder / "hello.yaml").write_text(JOURNEY, encoding="utf-8")
+    (folder / "templates" / "hello.yaml").write_text(TEMPLATE.format(version="v1"), encoding="utf-8")
+    return folder
+
+
+def client_for(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://journeys")
+
+
+@pytest.fixture
+def base(tmp_path) -> Path:
+    return write_base(tmp_path / "definitions")
+
+
+@pytest.fixture
+def live(store, base) -> LiveDefinitions:
+    return LiveDefinitions(store, base)
+
+
+@pytest.fixture
+def api(store, live):
+    return client_for(create_app(store, live=live, api_keys=KEYS))
+
+
+def v2() -> dict[str, str]:
+    return {"templates/hello.yaml": TEMPLATE.format(version="v2")}
+
+
+async def drafted(api, files: dict[str, str] | None = None, who=ALICE) -> dict:
+    answer = await api.post("/definitions/changes", json={"files": files or v2(), "title": "v2"}, headers=who)
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+async def in_review(api, files: dict[str, str] | None = None, who=ALICE) -> dict:
+    change = await drafted(api, files, who)
+    answer = await api.post(f"/definitions/changes/{change['id']}/submit", headers=who)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+async def test_a_draft_reviewed_and_approved_by_another_publisher_runs_at_once(api, live):
+    change = await drafted(api)
+    assert change["state"] == "draft" and change["author"].startswith("alice [")
+    [file] = change["files"]
+    assert (file["path"], file["kind"], file["name"]) == ("templates/hello.yaml", "template", "hello")
+    assert '-  zh-CN: "你好 v1"' in file["diff"] and '+  zh-CN: "你好 v2"' in file["diff"]
+    assert change["problems"] == []
+
+    submitted = await api.post(f"/definitions/changes/{change['id']}/submit", headers=ALICE)
+    assert submitted.json()["state"] == "in_review" and submitted.json()["submitted_at"]
+    assert live.current["hello"].templates["hello"].sms["zh-CN"] == "你好 v1"  # nothing runs before approval
+
+    approved = await api.post(f"/definitions/changes/{change['id']}/approve", json={"comment": "好"}, headers=BOB)
+    assert approved.status_code == 200, approved.text
+    shown = approved.json()
+    assert (shown["state"], shown["seq"], shown["comment"]) == ("published", 1, "好")
+    assert shown["reviewed_by"].startswith("bob [") and shown["published_at"]
+    assert live.current["hello"].templates["hello"].sms["zh-CN"] == "你好 v2"  # this process: at once
+
+    running = (await api.get("/definitions/template/hello", headers=READER)).json()
+    assert running["text"] == TEMPLATE.format(version="v2")
+    assert (running["source"], running["change_id"], running["hash"]) == ("published", change["id"], file["hash"])
+    listed = {item["path"]: item for item in (await api.get("/definitions", headers=READER)).json()}
+    assert listed["templates/hello.yaml"]["source"] == "published"
+    assert listed["templates/hello.yaml"]["published_by"].startswith("bob [")
+    assert (listed["hello.yaml"]["source"], listed["hello.yaml"]["kind"]) == ("base", "journey")
+
+    [version] = (await api.get("/definitions/template/hello/versions", headers=READER)).json()
+    assert (version["change_id"], version["state"], version["hash"]) == (change["id"], "published", file["hash"])
+    assert version["author"].startswith("alice [") and version["reviewed_by"].startswith("bob [")
+    audit = (await api.get("/audit", params={"kind": "template", "name": "hello"}, headers=READER)).json()
+    assert [(row["action"], row["who"].split(" ")[0]) for row in audit] == [
+        ("approved", "bob"),
+        ("submitted", "alice"),
+        ("created", "alice"),
+    ]
+    assert {row["hash"] for row in audit} == {change["hash"]} and all(row["at"] for row in audit)
+    assert audit[0]["comment"] == "好"
+    assert (await api.get("/audit", params={"kind": "journey", "name": "hello"}, headers=READER)).json() == []
+
+
+async def test_an_operator_may_draft_but_not_approve(api):
+    change = await in_review(api)
+    refused = await api.post(f"/definitions/changes/{change['id']}/approve", headers=ALICE)
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == (
+        "this API key (alice, role operator) may not approve, publish or reject drafts of definitions; "
+        "that needs the role publish or above"
+    )
+    also = await api.post("/definitions/publish", json={"files": v2(), "author": "dave"}, headers=ALICE)
+    assert also.status_code == 403 and "role publish" in also.json()["detail"]
+    reading = await api.post("/definitions/changes", json={"files": v2()}, headers=READER)
+    assert reading.status_code == 403 and "role operator" in reading.json()["detail"]
+
+
+async def test_the_author_may_not_approve_their_own_change_unless_the_shop_allows_it(store, live):
+    strict = client_for(create_app(store, live=live, api_keys=KEYS))
+    change = await in_review(strict, who=BOB)
+    refused = await strict.post(f"/definitions/changes/{change['id']}/approve", headers=BOB)
+    assert refused.status_code == 403
+    assert refused.json()["detail"].startswith("bob [") and "wrote change" in refused.json()["detail"]
+    assert "JOURNEYS_PUBLISH_OWN_CHANGES=true" in refused.json()["detail"]
+    alone = await strict.post("/definitions/publish", json={"files": v2()}, headers=BOB)
+    assert alone.status_code == 403 and "may not publish their own change" in alone.json()["detail"]
+
+    lenient = client_for(create_app(store, live=live, api_keys=KEYS, publish_own_changes=True))
+    approved = await lenient.post(f"/definitions/changes/{change['id']}/approve", headers=BOB)
+    assert approved.status_code == 200 and approved.json()["state"] == "published"
+
+
+async def test_a_reject_needs_a_comment_and_sends_the_change_back_to_its_author(api):
+    change = await in_review(api)
+    url = f"/definitions/changes/{change['id']}/reject"
+    missing = await api.post(url, json={}, headers=BOB)
+    assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "comment"]
+    blank = await api.post(url, json={"comment": "  "}, headers=BOB)
+    assert blank.status_code == 422 and blank.json()["detail"] == "a reject needs a comment saying why: {comment: ...}"
+    rejected = await api.post(url, json={"comment": "语气太生硬"}, headers=BOB)
+    assert (rejected.json()["state"], rejected.json()["comment"]) == ("rejected", "语气太生硬")
+    again = await api.post(f"/definitions/changes/{change['id']}/approve", headers=CAROL)
+    assert again.status_code == 409 and again.json()["detail"].endswith("only a change in review can be approved")
+
+    edited = await api.put(
+        f"/definitions/changes/{change['id']}", json={"files": v2() | {"hello.yaml": JOURNEY}}, headers=ALICE
+    )
+    assert edited.status_code == 200 and edited.json()["state"] == "draft"
+    assert [file["path"] for file in edited.json()["files"]] == ["hello.yaml", "templates/hello.yaml"]
+    assert edited.json()["files"][0]["diff"] == ""  # the journey as it runs
+    audit = (await api.get("/audit", headers=READER)).json()
+    assert [row["action"] for row in audit] == ["edited", "rejected", "submitted", "created"]
+    assert audit[1]["comment"] == "语气太生硬" and audit[1]["who"].startswith("bob [")
+    assert audit[0]["hash"] == edited.json()["hash"] != change["hash"]
+    [version] = (await api.get("/definitions/template/hello/versions", headers=READER)).json()
+    assert version["state"] == "draft"
+
+
+async def test_a_broken_draft_cannot_be_submitted_and_names_its_problems_at_their_lines(api):
+    broken = JOURNEY.replace("channel: sms", "channel: pigeon")
+    change = await drafted(api, {"hello.yaml": broken})
+    [problem] = [p for p in change["problems"] if not p["warning"]]
+    assert (problem["path"], problem["line"]) == ("hello.yaml", 8)
+    refused = await api.post(f"/definitions/changes/{change['id']}/submit", headers=ALICE)
+    assert refused.status_code == 409
+    assert refused.json()["detail"].startswith(f"change {change['id']} has 1 problem(s): hello.yaml:8: ")
+    assert refused.json()["problems"] == [problem]
+    published = await api.post(
+        "/definitions/publish", json={"files": {"hello.yaml": broken}, "author": "d"}, headers=BOB
+    )
+    assert published.status_code == 409 and published.json()["problems"] == [problem]
+    assert (await api.get("/definitions/changes", params={"state": "published"}, headers=READER)).json() == []
+
+
+async def test_publish_makes_submits_and_approves_at_once_for_the_commit_s_author(api, live):
+    answer = await api.post(
+        "/definitions/publish",
+        json={"files": v2(), "author": "Dave <dave@shop.cn>", "comment": "CI", "title": "hello v2"},
+        headers=CAROL,
+    )
+    assert answer.status_code == 201, answer.text
+    change = answer.json()
+    assert (change["state"], change["author"], change["title"], change["seq"]) == (
+        "published", "Dave <dave@shop.cn>", "hello v2", 1,
+    )  # fmt: skip
+    assert change["reviewed_by"].startswith("carol [") and change["files"][0]["diff"] == ""  # it runs now
+    assert live.current["hello"].templates["hello"].sms["en"] == "hello v2"
+    audit = (await api.get("/audit", headers=READER)).json()
+    assert [(row["action"], row["who"].split(" ")[0]) for row in audit] == [
+        ("approved", "carol"), ("submitted", "carol"), ("created", "Dave"),
+    ]  # fmt: skip
+
+
+async def test_two_approvers_at_once_publish_a_change_once_and_two_changes_in_order(api, store):
+    first, second = await in_review(api), await in_review(api, {"hello.yaml": JOURNEY.replace("你好", "您好")})
+    answers = await asyncio.gather(
+        api.post(f"/definitions/changes/{first['id']}/approve", headers=BOB),
+        api.post(f"/definitions/changes/{first['id']}/approve", headers=CAROL),
+        api.post(f"/definitions/changes/{second['id']}/approve", headers=CAROL),
+    )
+    assert sorted(answer.status_code for answer in answers[:2]) == [200, 409]
+    assert answers[2].status_code == 200
+    seqs = sorted(answer.json()["seq"] for answer in answers if answer.status_code == 200)
+    assert seqs == [1, 2]
+    audit = (await api.get("/audit", headers=READER)).json()
+    assert [row["action"] for row in audit].count("approved") == 2
+
+
+async def test_bad_requests_are_refused_naming_what_is_at_fault(api):
+    unknown_kind = await api.get("/definitions/campaign/hello", headers=READER)
+    assert unknown_kind.status_code == 404
+    assert unknown_kind.json()["detail"].startswith("'campaign' is not a kind of definition; kinds are journey")
+    no_such = await api.get("/definitions/journey/nope", headers=READER)
+    assert no_such.status_code == 404 and no_such.json()["detail"] == "no journey 'nope' runs; journeys that run: hello"
+    assert (await api.get("/definitions/journey/nope/versions", headers=READER)).status_code == 404
+    bad_audit = await api.get("/audit", params={"kind": "campaign"}, headers=READER)
+    assert bad_audit.status_code == 422 and "'campaign' is not a kind" in bad_audit.json()["detail"]
+
+    for files, status, detail in [
+        ({"../etc/passwd.yaml": "x: 1"}, 422, "'../etc/passwd.yaml': a draft's file is a relative path ending .yaml"),
+        ({"events.yaml": "x: 1"}, 422, "events.yaml: drafts change journeys, templates"),
+        ({"hello.txt": "x"}, 422, "'hello.txt': a draft's file is a relative path ending .yaml"),
+        ({}, 422, "a change holds at least one file"),
+        ({"hello.yaml": "x" * 300_000}, 413, "'hello.yaml': 300000 bytes, longer than the 256 KiB"),
+        ({"hello.yaml": "name: a\x00"}, 422, "'hello.yaml': holds a NUL character"),
+        ({"hello.yaml": "name: \ud800"}, 422, "'hello.yaml': not UTF-8 text"),
+    ]:
+        body = json.dumps({"files": files})  # ASCII, so a lone surrogate is sent as JSON sends it: \ud800
+        answer = await api.post("/definitions/changes", content=body, headers=ALICE | JSON)
+        assert answer.status_code == status, (files.keys(), answer.text)
+        assert answer.json()["detail"].startswith(detail), answer.json()
+    not_json = await api.post("/definitions/changes", content=b"\xff\xfe", headers=ALICE | JSON)
+    assert not_json.status_code == 422
+
+    unknown = await api.post("/definitions/changes/nope/submit", headers=ALICE)
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == "no change 'nope'; GET /definitions/changes lists them"
+    assert (await api.get("/definitions/changes/nope", headers=READER)).status_code == 404
+    wrong_state = await api.get("/definitions/changes", params={"state": "lost"}, headers=READER)
+    assert wrong_state.status_code == 422 and "'lost' is not a state of a change" in wrong_state.json()["detail"]
+    draft = await drafted(api)
+    early = await api.post(f"/definitions/changes/{draft['id']}/approve", headers=BOB)
+    assert early.status_code == 409
+    assert early.json()["detail"] == f"change {draft['id']} is draft: only a change in review can be approved"
+    await api.post(f"/definitions/changes/{draft['id']}/submit", headers=ALICE)
+    frozen = await api.put(f"/definitions/changes/{draft['id']}", json={"files": v2()}, headers=ALICE)
+    assert frozen.status_code == 409 and "only a draft or a rejected change can be edited" in frozen.json()["detail"]
+
+
+async def test_changes_are_listed_newest_first_without_their_texts(api):
+    first = await drafted(api)
+    second = await in_review(api, {"hello.yaml": JOURNEY.replace("你好", "您好")})
+    listed = (await api.get("/definitions/changes", headers=READER)).json()
+    assert [change["id"] for change in listed] == [second["id"], first["id"]]
+    assert all(file["text"] is None and file["diff"] is None for change in listed for file in change["files"])
+    in_review_only = (await api.get("/definitions/changes", params={"state": "in_review"}, headers=READER)).json()
+    assert [change["id"] for change in in_review_only] == [second["id"]]
+    running = {item["path"]: item for item in (await api.get("/definitions", headers=READER)).json()}
+    assert (running["hello.yaml"]["open_changes"], running["templates/hello.yaml"]["open_changes"]) == (1, 1)
+
+
+def test_with_no_publication_what_runs_is_the_base_directory_itself(store, base):
+    live = LiveDefinitions(store, base)
+    assert (live.seq, live.directory) == (0, base)
+    assert live.current["hello"].templates["hello"].sms["en"] == "hello v1"
+    assert live.refresh() is False
+
+
+def test_a_publication_that_does_not_load_is_not_swapped_in(store, base, live, caplog):
+    """A change published behind the API's checks (here: written straight to the store) that does
+    not load: every process keeps what it ran, and logs why."""
+    from datetime import UTC, datetime
+
+    from store import definition_changes
+    from triggers.live import describe_files
+
+    taken = []
+    live.on_change(lambda definitions, directory: taken.append(directory))
+    now = datetime.now(UTC)
+    with store.transaction() as session:
+        files, change_hash = describe_files({"hello.yaml": JOURNEY.replace("channel: sms", "channel: pigeon")})
+        change = definition_changes.create(session, files, change_hash, "mallory", now)
+        definition_changes.submit(session, change.id, "mallory", now)
+        definition_changes.approve(session, change.id, "mallory", now, allow_own=True)
+    assert live.refresh() is False
+    assert live.current["hello"].definition.steps[0].send.channel == "sms" and live.directory == base
+    assert taken == []
+    assert "publication 1 of the definitions does not load; still running the base definitions" in caplog.text
+    assert "hello.yaml:8: steps[0].send.channel: 'pigeon' is not one of" in caplog.text
+
+    with store.transaction() as session:
+        files, change_hash = describe_files(v2())
+        change = definition_changes.create(session, files, change_hash, "alice", now)
+        definition_changes.submit(session, change.id, "alice", now)
+        definition_changes.approve(session, change.id, "bob", now)
+        assert definition_changes.latest_seq(session) == 2
+        assert definition_changes.published_files(session) == {
+            "hello.yaml": JOURNEY.replace("channel: sms", "channel: pigeon"),
+            "templates/hello.yaml": TEMPLATE.format(version="v2"),
+        }
+    assert live.refresh() is False  # the latest of each file, the broken journey too: still not loaded
+    assert live.current["hello"].templates["hello"].sms["en"] == "hello v1"
+
+    with store.transaction() as session:
+        files, change_hash = describe_files({"hello.yaml": JOURNEY})
+        change = definition_changes.create(session, files, change_hash, "alice", now)
+        definition_changes.submit(session, change.id, "alice", now)
+        definition_changes.approve(session, change.id, "bob", now)
+    assert live.refresh() is True and live.seq == 3 and taken == [live.directory]
+    assert live.current["hello"].templates["hello"].sms["en"] == "hello v2"
+    assert (live.directory / "templates" / "hello.yaml").read_text(encoding="utf-8") == TEMPLATE.format(version="v2")
+    assert LiveDefinitions(store, base).current["hello"].templates["hello"].sms["en"] == "hello v2"  # a new process
+
+
+async def test_the_console_approves_with_its_session_and_csrf_token_only(api):
+    """A console session may approve (the publish role's key signed in), but only with the page's
+    CSRF token: a page of another site riding the cookie cannot publish."""
+    import time
+
+    from core.access import SESSION_COOKIE, csrf_token, parse_api_keys, session_token
+
+    change = await in_review(api)
+    bob = next(key for key in parse_api_keys(KEYS) if key.name == "bob")
+    cookie = session_token(bob, int(time.time()) + 600)
+    api.cookies.set(SESSION_COOKIE, cookie)
+    url = f"/definitions/changes/{change['id']}/approve"
+    forged = await api.post(url, headers={"Origin": "http://journeys"})
+    assert forged.status_code == 403 and "X-CSRF-Token" in forged.json()["detail"]
+    signed = await api.post(url, headers={"Origin": "http://journeys", "X-CSRF-Token": csrf_token(bob.secret, cookie)})
+    assert signed.status_code == 200 and signed.json()["reviewed_by"].startswith("bob [")
