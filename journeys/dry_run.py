@@ -40,7 +40,7 @@ from definitions.broadcasts import parse_run
 from definitions.drafts import DraftError, Problem, check_with, content_hash, kind_of
 from definitions.loader import Definitions, default_directory
 from journeys.simulate import SimulationInputError, simulate
-from store import dry_runs
+from store import definition_changes, dry_runs
 from store.db import Store
 from views.effect import EffectReport, Prices
 
@@ -349,7 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     store = Store(settings.database_url)
     try:
-        asyncio.run(drain(store, args.job_id, Path(settings.definitions_dir or default_directory()), settings))
+        with store.transaction() as session:  # what runs now: every published change over the base
+            current = definition_changes.published_files(session)
+        base = Path(settings.definitions_dir or default_directory())
+        asyncio.run(drain(store, args.job_id, base, settings, current=current))
     except DryRunFailed as err:
         print(f"journeys dry-run: {err}", file=sys.stderr)
         return 1

@@ -67,6 +67,6 @@ def test_api_refuses_a_malformed_key_list_without_showing_a_secret(tmp_path):
     refused = subprocess.run([JOURNEYS, "api"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
     assert refused.returncode == 2
     assert refused.stderr.strip() == (
-        "JOURNEYS_API_KEYS entry 2 has the unknown role 'superuser'; roles are ingest, read, operator, admin"
+        "JOURNEYS_API_KEYS entry 2 has the unknown role 'superuser'; roles are ingest, read, operator, publish, admin"
     )
     assert "s3cret" not in refused.stderr + refused.stdout

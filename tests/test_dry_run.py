@@ -21,7 +21,7 @@ from store import dry_runs, queries
 from store.tables import DefinitionAuditRow, DefinitionChangeRow, DryRunRow
 from tests.helpers import customer, daytime_zone
 from triggers.api import create_app
-from triggers.api import dry_runs as dry_run_routes
+from triggers.live import LiveDefinitions
 
 PAYMENT_REMINDER = (PACKAGE_DIR / "payment_reminder.yaml").read_text(encoding="utf-8")
 #: The draft: the reminder two hours after the order instead of fifteen minutes.
@@ -235,20 +235,21 @@ def client_for(app) -> httpx.AsyncClient:
 
 
 def app_for(store, tmp_path: Path, **options):
-    """The API with this router included, as the lead wires it (`app.include_router`), and its
-    settings (the data directory for the jobs' logs) in `app.state.settings`."""
-    app = create_app(store, **options)
-    app.include_router(dry_run_routes.router)
+    """The API with its settings (the data directory for the jobs' logs) in `app.state.settings`,
+    as triggers/serve.py sets them."""
+    app = create_app(store, live=LiveDefinitions(store, PACKAGE_DIR), **options)
     app.state.settings = Settings.embedded(data_dir=tmp_path / "data")
     return app
 
 
-async def test_the_api_runs_a_dry_run_in_a_process_of_its_own(store, tmp_path):
+async def test_the_api_runs_a_changes_dry_run_in_a_process_of_its_own_and_the_approval_records_it(store, tmp_path):
     now = datetime.now(UTC).replace(microsecond=0)
     seed_week(store, now)
-    change_id = a_change(store, LATER)
-    async with client_for(app_for(store, tmp_path)) as api:
-        answer = await api.post("/definitions/dry-runs", json={"files": LATER, "days": 7, "change_id": change_id})
+    async with client_for(app_for(store, tmp_path, publish_own_changes=True)) as api:
+        made = await api.post("/definitions/changes", json={"files": LATER, "title": "催付晚一点"})
+        assert made.status_code == 201, made.text
+        change_id = made.json()["id"]
+        answer = await api.post(f"/definitions/changes/{change_id}/dry-runs", json={"days": 7})
         assert answer.status_code == 202, answer.text
         job = answer.json()
         assert job["state"] in ("queued", "running") and job["progress"] == 0 and job["days"] == 7
@@ -258,14 +259,25 @@ async def test_the_api_runs_a_dry_run_in_a_process_of_its_own(store, tmp_path):
             if job["state"] in ("done", "failed"):
                 break
             await asyncio.sleep(0.2)
-    log = (tmp_path / "data" / "dry-runs" / f"{job['id']}.log").read_text()
-    assert job["state"] == "done", (job["message"], log)
-    assert job["progress"] == 1.0
-    assert set(job) >= {"id", "change_id", "state", "progress", "message", "days", "started_at", "finished_at"}
-    result = job["result"]
-    assert set(result) == {"window", "events", "customers", "seconds", "current", "draft", "diff"}
-    assert result["diff"]["payment_reminder"]["sent"] == -1
-    assert result["current"]["payment_reminder"]["sent"] == 4
+        log = (tmp_path / "data" / "dry-runs" / f"{job['id']}.log").read_text()
+        assert job["state"] == "done", (job["message"], log)
+        assert job["progress"] == 1.0
+        assert set(job) >= {"id", "change_id", "state", "progress", "message", "days", "started_at", "finished_at"}
+        result = job["result"]
+        assert set(result) == {"window", "events", "customers", "seconds", "current", "draft", "diff"}
+        assert result["diff"]["payment_reminder"]["sent"] == -1
+        assert result["current"]["payment_reminder"]["sent"] == 4
+        assert (await api.post(f"/definitions/changes/{change_id}/submit")).status_code == 200
+        approved = await api.post(f"/definitions/changes/{change_id}/approve", json={"comment": "看过演练"})
+        assert approved.status_code == 200, approved.text
+        audit = (await api.get("/audit", params={"kind": "journey", "name": "payment_reminder"})).json()
+        unknown = await api.post("/definitions/changes/nochange/dry-runs", json={"days": 7})
+    actions = {entry["action"]: entry for entry in audit}
+    assert {"created", "dry_run", "submitted", "approved"} <= set(actions)
+    assert actions["dry_run"]["figures"]["diff"]["payment_reminder"]["sent"] == -1
+    assert actions["approved"]["figures"]["diff"]["payment_reminder"]["sent"] == -1
+    assert actions["approved"]["hash"] == actions["created"]["hash"]
+    assert unknown.status_code == 404 and "nochange" in unknown.json()["detail"]
 
 
 @pytest.mark.parametrize(

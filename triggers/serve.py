@@ -114,7 +114,7 @@ def build_api(settings: Settings) -> FastAPI:
             await asyncio.gather(goals, polling, return_exceptions=True)
             store.dispose()
 
-    return create_app(
+    app = create_app(
         store,
         temporal=temporal,
         live=live,
@@ -137,6 +137,8 @@ def build_api(settings: Settings) -> FastAPI:
         on_reply=answer_reply,
         link_base=settings.short_link_base(),
     )
+    app.state.settings = settings  # a dry run's process is started with them (triggers/api/dry_runs.py)
+    return app
 
 
 def _origin(url: str) -> str:

@@ -48,6 +48,7 @@ from triggers.api import (
 )
 from triggers.api import codec as codec_routes
 from triggers.api import definitions as definition_routes
+from triggers.api import dry_runs as dry_run_routes
 from triggers.api import points as points_routes
 from triggers.api import tiers as tier_routes
 from triggers.api.deps import ApiContext, Forbidden, NotJson, TemporalDown, Unauthorised
@@ -189,6 +190,7 @@ def create_app(
         links,
         health,
         codec_routes,
+        dry_run_routes,
         definition_routes,  # last: its GET /definitions/{kind}/{name} would take other /definitions/x/y paths
     ):
         app.include_router(module.router)

@@ -33,7 +33,7 @@ from sqlalchemy import select
 from core.access import Permission
 from core.config import Settings
 from definitions.drafts import MAX_FILE_BYTES, DraftError, kind_of
-from store import dry_runs
+from store import definition_changes, dry_runs
 from store.db import Store
 from store.tables import DefinitionChangeRow, DryRunRow
 from triggers.api.deps import Context, Problem, allowed, requester
@@ -56,6 +56,12 @@ class DryRunRequest(BaseModel):
     )
     days: int = Field(7, ge=1, le=MAX_DAYS, description="How many days of the shop's events, up to now.")
     change_id: str | None = Field(None, max_length=36, description="The change these files are from, if any.")
+
+
+class ChangeDryRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    days: int = Field(7, ge=1, le=MAX_DAYS, description="How many days of the shop's events, up to now.")
 
 
 class DryRunJob(BaseModel):
@@ -213,6 +219,31 @@ async def post_dry_run(body: DryRunRequest, request: Request, api: Context) -> A
     try:
         return await asyncio.to_thread(
             start_dry_run, api.store, _settings(request), body.files, body.days, body.change_id, requester(request)
+        )
+    except DryRunRefused as err:
+        return _refused(err)
+
+
+@router.post(
+    "/definitions/changes/{change_id}/dry-runs",
+    response_model=DryRunJob,
+    status_code=202,
+    responses={
+        401: {"model": Problem},
+        403: {"model": Problem},
+        404: {"model": Problem, "description": "No such change."},
+    },
+    dependencies=[Depends(allowed(Permission.WRITE_DRAFTS))],
+    summary="Dry-run a change's files against the shop's events of the last N days, beside what runs now",
+)
+async def post_change_dry_run(change_id: str, body: ChangeDryRunRequest, request: Request, api: Context) -> Any:
+    try:
+        files = await api.store.run(lambda session: definition_changes.change_files(session, change_id))
+    except definition_changes.ChangeError as err:
+        return JSONResponse({"detail": str(err)}, status_code=err.status)
+    try:
+        return await asyncio.to_thread(
+            start_dry_run, api.store, _settings(request), files, body.days, change_id, requester(request)
         )
     except DryRunRefused as err:
         return _refused(err)
