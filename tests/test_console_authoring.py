@@ -265,6 +265,13 @@ def test_a_dry_run_over_a_seeded_week_shows_the_expected_counts(engine, browser)
     sent = result.locator("tr[data-outcome='sent'] td")
     # Current: the three orders never paid; draft: all six (three paid only after the reminder).
     assert sent.all_inner_texts()[1:] == ["3", "6", "+3"]
+    # The three paid after a reminder count as its conversions: their 200 + 400 + 600.
+    assert result.locator("tr[data-outcome='converted'] td").all_inner_texts()[1:] == ["0", "3", "+3"]
+    assert result.locator("tr[data-outcome='revenue'] td").all_inner_texts()[1:] == [
+        "CNY 0.00",
+        "CNY 1,200.00",
+        "+CNY 1,200.00",
+    ]
     shot(page, "dry-run")
     audit = httpx.get(f"{engine}/audit", headers=as_key(OPERATOR), timeout=30).json()
     assert any(a["action"] == "dry_run" and a["change_id"] == change["id"] for a in audit)
@@ -296,7 +303,7 @@ def test_an_operator_cannot_publish_a_publisher_can_and_the_audit_lists_it(engin
     publisher.get_by_label("Review comment 审核意见").fill("Looks right for the autumn sale")
     publisher.get_by_role("button", name="Approve and publish 批准并发布").click()
     publisher.wait_for_function(
-        "() => document.querySelector('#change-facts') && document.querySelector('#change-facts').innerText.includes('published')",
+        "() => (document.querySelector('#change-facts') || {innerText: ''}).innerText.includes('published')",
         timeout=30_000,
     )
     assert "boss" in publisher.locator("#change-facts").inner_text()  # reviewed by
@@ -324,14 +331,19 @@ def test_an_operator_cannot_publish_a_publisher_can_and_the_audit_lists_it(engin
     versions = publisher.locator("#published .versions[data-journey='autumn_nudge']")
     assert versions.get_by_role("link", name=f"Change {change_id}: definition and diff 定义与差异").count() == 1
     assert "boss" in versions.inner_text() and "Looks right for the autumn sale" in versions.inner_text()
-    actions = publisher.locator("#actions tr[data-action]")
-    kinds = [row.get_attribute("data-action") for row in actions.all()]
-    # Newest first: the approval after the submission after the creation.
-    assert kinds.index("approved") < kinds.index("submitted") < kinds.index("created")
+    actions = publisher.locator(f"#actions tr[data-change='{change_id}']")
+    # Newest first: the approval, the submission, the creation.
+    assert [row.get_attribute("data-action") for row in actions.all()] == ["approved", "submitted", "created"]
+    assert "boss" in actions.first.inner_text() and "Looks right for the autumn sale" in actions.first.inner_text()
     shot(publisher, "audit")
     versions.get_by_role("link", name=f"Change {change_id}: definition and diff 定义与差异").click()
     ready(publisher)
-    assert "+name: autumn_nudge" in publisher.locator("#files pre.diff").inner_text()
+    # Published, it is what runs: no difference left, and its definition is shown.
+    assert "No difference from what runs." in publisher.locator("#files").inner_text()
+    assert (
+        "name: autumn_nudge"
+        in publisher.locator("#files .file[data-path='autumn_nudge.yaml'] details.definition pre").inner_text()
+    )
 
 
 def test_a_published_version_starts_new_instances_and_running_ones_keep_theirs(engine, browser):
@@ -358,7 +370,8 @@ def test_a_published_version_starts_new_instances_and_running_ones_keep_theirs(e
     ready(page)
     page.get_by_role("button", name="Approve and publish 批准并发布").click()
     page.wait_for_function(
-        "() => document.querySelector('#change-facts').innerText.includes('published')", timeout=30_000
+        "() => (document.querySelector('#change-facts') || {innerText: ''}).innerText.includes('published')",
+        timeout=30_000,
     )
 
     deadline = time.monotonic() + 60

@@ -107,13 +107,20 @@ def _journeys_touched(files: Mapping[str, str], loaded: Definitions) -> dict[str
     }
 
 
-async def _check(request: Request, files: Mapping[str, str]) -> tuple[Definitions, list[Problem]]:
-    base, published = live_base(request)
-    return await asyncio.to_thread(check_with, base, {**published, **files})
-
-
 def _refusal(lines: list[str]) -> JSONResponse:
     return JSONResponse({"detail": "; ".join(lines)}, status_code=422)
+
+
+async def _check(request: Request, files: Mapping[str, str]) -> tuple[Definitions, list[Problem]] | JSONResponse:
+    """What the draft laid over what runs loads and its problems, or a 422 naming each path a
+    draft may not hold (or a file too long)."""
+    if bad := _bad_paths(files):
+        return _refusal(bad)
+    base, published = live_base(request)
+    try:
+        return await asyncio.to_thread(check_with, base, {**published, **files})
+    except DraftError as err:
+        return _refusal([str(err)])
 
 
 @router.post(
@@ -127,12 +134,10 @@ def _refusal(lines: list[str]) -> JSONResponse:
     summary="Check a draft's files laid over what runs, as `journeys validate` checks them",
 )
 async def check(body: Files, request: Request) -> CheckAnswer | JSONResponse:
-    if bad := _bad_paths(body.files):
-        return _refusal(bad)
-    try:
-        loaded, problems = await _check(request, body.files)
-    except DraftError as err:
-        return _refusal([str(err)])
+    checked = await _check(request, body.files)
+    if isinstance(checked, JSONResponse):
+        return checked
+    loaded, problems = checked
     return CheckAnswer(
         ok=not any(not p.warning for p in problems),
         problems=problems,
@@ -153,12 +158,10 @@ async def check(body: Files, request: Request) -> CheckAnswer | JSONResponse:
     summary="A draft's send step as a customer would get it now (nothing is sent or saved)",
 )
 async def preview_draft(body: PreviewRequest, request: Request, api: Context) -> Preview | JSONResponse:
-    if bad := _bad_paths(body.files):
-        return _refusal(bad)
-    try:
-        loaded, problems = await _check(request, body.files)
-    except DraftError as err:
-        return _refusal([str(err)])
+    checked = await _check(request, body.files)
+    if isinstance(checked, JSONResponse):
+        return checked
+    loaded, problems = checked
     errors = [p for p in problems if not p.warning]
     if body.journey not in loaded.journeys and errors:
         where = [f"{p.path}:{p.line}: {p.field + ': ' if p.field else ''}{p.message}" for p in errors[:5]]

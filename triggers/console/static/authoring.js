@@ -4,7 +4,9 @@
    loaded only on the editor page. */
 "use strict";
 (() => {
-  const {h, L, num, money, when, enc, api, act, problem, table, td, kpi, show, reasons, diagram, params} = window.Console;
+  const {h, L, num, money, when, enc, api, act, problem, table, td, kpi, reasons, diagram, params} = window.Console;
+  /* The page's content; the parts a page leaves out (null) are not drawn as text. */
+  const show = (...nodes) => window.Console.show(...nodes.filter((n) => n !== null && n !== undefined && n !== false));
   const CSRF = document.querySelector('meta[name="csrf-token"]').content;
   const CHECK_DELAY_MS = 500;
   const STATES = {draft: L("draft", "草稿"), in_review: L("in review", "审核中"), published: L("published", "已发布"), rejected: L("rejected", "已驳回")};
@@ -13,7 +15,9 @@
   const short = (hash) => (hash ? h("code", {}, String(hash).slice(0, 8)) : "–");
   /* The browser's title carries the page's Chinese name, as its heading does. */
   const titled = (en, zh) => { document.title = `${L(en, zh)} · Journeys`; return h("h1", {}, L(en, zh)); };
-  const changeLink = (id) => h("a", {href: `/ui/changes/${enc(id)}`}, `#${id}`);
+  /* A change by the start of its id (a UUID), the whole id in its title. */
+  const shortId = (id) => `#${String(id).slice(0, 8)}`;
+  const changeLink = (id) => h("a", {href: `/ui/changes/${enc(id)}`, title: String(id)}, shortId(id));
 
   /* A JSON request with any method, with the console's CSRF token (app.js's act() only POSTs). */
   async function send(method, path, body) {
@@ -25,7 +29,7 @@
     const found = await answer.json().catch(() => ({}));
     if (!answer.ok) {
       const detail = Array.isArray(found.detail) ? found.detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ") : found.detail;
-      throw new Error(detail || `${answer.status} ${answer.statusText}`);
+      throw Object.assign(new Error(detail || `${answer.status} ${answer.statusText}`), {status: answer.status, detail});
     }
     return found;
   }
@@ -344,7 +348,8 @@
       const signed = (key, fmt) => {
         const v = fmt ? (x[key] ?? 0) : total(d[key]) - total(c[key]);
         const shown = fmt ? fmt(Math.abs(v)) : num(Math.abs(v));
-        return h("span", {class: v > 0 ? "up" : v < 0 ? "down" : null}, `${v > 0 ? "+" : v < 0 ? "−" : "±"}${shown}`);
+        const better = key === "cost" ? v < 0 : v > 0, worse = key === "cost" ? v > 0 : v < 0; // costing more is worse
+        return h("span", {class: better ? "up" : worse ? "down" : null}, `${v > 0 ? "+" : v < 0 ? "−" : "±"}${shown}`);
       };
       return h("div", {class: "outcomes", "data-journey": name}, h("h3", {}, name),
         table([[L("Outcome", "结果")], [L("Current", "当前版本"), "num"], [L("Draft", "草稿"), "num"], [L("Difference", "差异"), "num"]],
@@ -353,9 +358,10 @@
     });
   }
 
+  const RUN_STATES = {queued: L("queued", "排队中"), running: L("running", "运行中"), done: L("done", "完成"), failed: L("failed", "失败")};
   function dryRunView(run) {
     const bar = h("progress", {max: "1", value: String(run.progress || 0), "aria-label": "Dry run progress 试运行进度"});
-    const parts = [h("p", {}, `${L("Dry run", "试运行")} #${run.id} · ${run.days} ${L("days", "天")} · `, h("span", {class: `pill ${run.state}`}, run.state),
+    const parts = [h("p", {}, `${L("Dry run", "试运行")} ${shortId(run.id)} · ${run.days} ${L("days", "天")} · `, h("span", {class: `pill ${run.state}`}, RUN_STATES[run.state] || run.state),
       run.message ? ` · ${run.message}` : "")];
     if (run.state === "queued" || run.state === "running") parts.push(bar, h("span", {class: "muted"}, ` ${Math.round((run.progress || 0) * 100)}%`));
     if (run.state === "failed") parts.push(problem(new Error(run.message || "the dry run failed")));
@@ -368,8 +374,8 @@
   }
 
   async function changePage(id) {
-    titled(`Change #${id}`, "变更审核");
-    show(h("h1", {}, `${L("Change", "变更")} #${id}`), h("p", {}, L("Loading…", "加载中…")));
+    titled(`Change ${shortId(id)}`, "变更审核");
+    show(h("h1", {}, `${L("Change", "变更")} ${shortId(id)}`), h("p", {}, L("Loading…", "加载中…")));
     const change = await api(`/definitions/changes/${enc(id)}`);
     const alerts = alertBox();
     const runs = h("div", {id: "dry-runs"});
@@ -386,10 +392,19 @@
         node = next;
       }
     }
+    /* A dry run of this change: through the change's own route (docs/publishing.md), or, where the
+       API has only the general one, POST /definitions/dry-runs with the change's files. */
+    async function startRun(n) {
+      try { return await send("POST", `/definitions/changes/${enc(id)}/dry-runs`, {days: n}); } catch (err) {
+        if (!(err.status === 404 || err.status === 405) || (err.detail && err.detail !== "Not Found" && err.detail !== "Method Not Allowed")) throw err;
+      }
+      const files = Object.fromEntries((change.files || []).map((f) => [f.path, f.text || ""]));
+      return send("POST", "/definitions/dry-runs", {files, days: n, change_id: String(change.id)});
+    }
     async function startDryRun(event) {
       event.preventDefault();
       try {
-        const run = await act(`/definitions/changes/${enc(id)}/dry-runs`, {days: Number(days.value)});
+        const run = await startRun(Number(days.value));
         const node = dryRunView(run);
         runs.prepend(node);
         await poll(run, node);
@@ -406,7 +421,7 @@
     const dryRuns = change.dry_runs || [];
     for (const run of dryRuns) runs.append(dryRunView(run));
     const editable = change.state === "draft" || change.state === "rejected";
-    show(h("h1", {}, `${L("Change", "变更")} #${change.id}${change.title ? ` · ${change.title}` : ""}`),
+    show(h("h1", {title: String(change.id)}, `${L("Change", "变更")} ${shortId(change.id)}${change.title ? ` · ${change.title}` : ""}`),
       h("div", {class: "kpis", id: "change-facts"}, kpi(L("State", "状态"), pill(change.state)), kpi(L("Author", "作者"), change.author || "–"),
         kpi(L("Updated", "更新时间"), when(change.updated_at || change.created_at)), kpi(L("Version", "版本"), short(change.hash)),
         change.reviewed_by ? kpi(L("Reviewed by", "审核人"), `${change.reviewed_by} · ${when(change.reviewed_at)}`) : null),
@@ -416,7 +431,8 @@
         editable ? h("a", {href: `/ui/definitions/edit?change=${enc(change.id)}`, class: "button"}, L("Edit", "编辑")) : null, " ",
         change.state === "draft" ? h("button", {type: "button", id: "submit-review", onclick: submit}, L("Submit for review", "提交审核")) : null),
       h("section", {class: "card", id: "files"}, h("h2", {}, L("Files and their difference from what runs", "文件及与运行版本的差异")),
-        ...(change.files || []).map((f) => h("div", {class: "file", "data-path": f.path}, h("h3", {}, `${f.path} `, h("span", {class: "muted"}, `${f.kind} · `, short(f.hash))), diffView(f.diff)))),
+        ...(change.files || []).map((f) => h("div", {class: "file", "data-path": f.path}, h("h3", {}, `${f.path} `, h("span", {class: "muted"}, `${f.kind} · `, short(f.hash))),
+          diffView(f.diff), f.text ? h("details", {class: "definition", open: !f.diff}, h("summary", {}, L("Definition", "定义")), h("pre", {}, f.text)) : null))),
       h("section", {class: "card", id: "change-problems"}, h("h2", {}, L("Problems", "问题")),
         (change.problems || []).length ? h("ul", {class: "problems"}, change.problems.map((p) => h("li", {class: p.warning ? "warning" : "error"},
           `${p.path}:${p.line} `, p.field ? h("code", {}, p.field) : null, ` ${p.message}`))) : h("p", {class: "muted"}, L("No problems.", "没有问题。"))),
@@ -456,7 +472,7 @@
         published instanceof Error ? problem(published) : published.length ? table(
           [[L("Version", "版本")], [L("Change", "变更")], [L("Author", "作者")], [L("Approved by", "批准人")], [L("Published", "发布时间")], [L("Comment", "意见")]],
           published.map((v) => h("tr", {}, td(short(v.hash)), td(h("a", {href: `/ui/changes/${enc(v.change_id)}`, "aria-label": `Change ${v.change_id}: definition and diff 定义与差异`},
-            `#${v.change_id}`)), td(v.author || "–"), td(v.reviewed_by || "–"), td(when(v.published_at)), td(v.comment || "–"))), `Versions of ${d.name}`)
+            shortId(v.change_id))), td(v.author || "–"), td(v.reviewed_by || "–"), td(when(v.published_at)), td(v.comment || "–"))), `Versions of ${d.name}`)
           : h("p", {class: "muted"}, L("Only the files it started with: no published change.", "仅有初始文件：没有已发布的变更。")));
     });
     show(heading,
@@ -465,7 +481,7 @@
       h("section", {class: "card", id: "actions"}, h("h2", {}, L("Everything done to changes, newest first", "全部操作（最新在前）")),
         actions instanceof Error ? problem(actions) : table(
           [[L("When", "时间")], [L("Action", "操作")], [L("Who", "操作人")], [L("Change", "变更")], [L("Version", "版本")], [L("Comment", "意见")], [L("Figures", "数据")]],
-          actions.map((a) => h("tr", {"data-action": a.action}, td(when(a.at)), td(ACTIONS[a.action] || a.action), td(a.who || "–"),
+          actions.map((a) => h("tr", {"data-action": a.action, "data-change": a.change_id}, td(when(a.at)), td(ACTIONS[a.action] || a.action), td(a.who || "–"),
             td(a.change_id ? changeLink(a.change_id) : "–"), td(short(a.hash)), td(a.comment || "–"), td(figures(a.figures)))), "Audit")));
   }
 
