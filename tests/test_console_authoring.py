@@ -389,3 +389,46 @@ def test_a_published_version_starts_new_instances_and_running_ones_keep_theirs(e
     assert row.locator("td").nth(1).inner_text() == versions()["version"][:8]
     assert row.locator("td").nth(2).inner_text() == "1 / 1"  # o-200 on the new version, o-100 on the old
     shot(page, "published-version")
+
+
+def test_a_marketer_edits_what_runs_saves_a_draft_and_continues_it(engine, browser):
+    page = sign_in(browser, engine, key=OPERATOR)
+    page.goto(f"{engine}/ui/definitions")
+    ready(page)
+    assert page.title().startswith("Definitions 定义")
+    running = page.locator("#running tr[data-path='payment_reminder.yaml']")
+    assert "files 文件" in running.inner_text()
+    running.get_by_role("link", name="Edit payment_reminder.yaml 编辑").click()
+    page.wait_for_url("**/ui/definitions/edit?path=payment_reminder.yaml", timeout=30_000)
+    ready(page)
+    wait_checked(page, ok=True)
+    # The template its send step names opens beside it, as it runs.
+    page.wait_for_function("() => document.querySelectorAll('[role=tab]').length === 2", timeout=30_000)
+    assert page.get_by_role("tab").all_inner_texts() == ["payment_reminder.yaml", "templates/payment_reminder.yaml"]
+    page.get_by_role("button", name="Save draft 保存草稿").click()
+    assert "Nothing changed yet" in page.locator(".alerts [role=alert]").inner_text()
+
+    select_text(page, "15m")
+    page.keyboard.type("10m")
+    wait_checked(page, ok=True)
+    assert page.locator("#draft-diagram .step.wait").first.inner_text().endswith("wait 等待 10m")
+    page.get_by_label("Title of the change 变更标题").fill("Remind at ten minutes")
+    page.get_by_role("button", name="Save draft 保存草稿").click()
+    page.wait_for_url("**/ui/definitions/edit?change=*", timeout=30_000)
+    assert "Saved as change" in page.locator("#change-id").inner_text()
+    change_id = page.url.rsplit("=", 1)[1]
+    saved = httpx.get(f"{engine}/definitions/changes/{change_id}", headers=as_key(OPERATOR), timeout=30).json()
+    assert [f["path"] for f in saved["files"]] == ["payment_reminder.yaml"]  # the untouched template is not in it
+    assert saved["state"] == "draft" and saved["title"] == "Remind at ten minutes"
+
+    page.reload()  # the draft continues where it was saved
+    ready(page)
+    wait_checked(page, ok=True)
+    assert "wait: 10m" in editor_js(page, "return cm.getValue();")
+    assert page.get_by_label("Title of the change 变更标题").input_value() == "Remind at ten minutes"
+
+    page.goto(f"{engine}/ui/definitions")
+    ready(page)
+    assert "draft 草稿" in page.locator(f"#open-changes tr[data-change='{change_id}']").inner_text()
+    assert page.locator("#running tr[data-path='payment_reminder.yaml'] td").nth(6).inner_text() == "1"
+    shot(page, "definitions")

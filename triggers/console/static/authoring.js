@@ -61,6 +61,10 @@
 
   /* ---------------------------------------------------------------- what runs, open changes */
 
+  const KINDS = ["journey", "template", "segment", "broadcast", "policy", "loyalty"];
+  /* Journeys first, then what they use, each by name. */
+  const byKind = (a, b) => (KINDS.indexOf(a.kind) - KINDS.indexOf(b.kind)) || a.name.localeCompare(b.name);
+
   async function definitionsPage() {
     const heading = titled("Definitions", "定义");
     show(heading, h("p", {}, L("Loading…", "加载中…")));
@@ -77,7 +81,7 @@
         running instanceof Error ? problem(running) : table(
           [[L("Kind", "类型")], [L("Name", "名称")], [L("Source", "来源")], [L("Version", "版本")], [L("Published by", "发布人")],
             [L("Published at", "发布时间")], [L("Open changes", "待处理变更"), "num"], [""]],
-          running.map((d) => h("tr", {"data-path": d.path}, td(d.kind), td(d.name), td(d.source === "base" ? L("files", "文件") : L("published", "已发布")),
+          [...running].sort(byKind).map((d) => h("tr", {"data-path": d.path}, td(d.kind), td(d.name), td(d.source === "base" ? L("files", "文件") : L("published", "已发布")),
             td(short(d.hash)), td(d.published_by || "–"), td(when(d.published_at)), td(num((d.open_changes || []).length ?? d.open_changes), "num"),
             td(h("a", {href: `/ui/definitions/edit?path=${enc(d.path)}`, "aria-label": `Edit ${d.path} 编辑`}, L("Edit", "编辑"))))), "What runs")),
       h("section", {class: "card", id: "open-changes"}, h("h2", {}, L("Open changes", "待处理变更")),
@@ -206,6 +210,7 @@
     function schedule() {
       clearTimeout(state.timer);
       status.textContent = L("Checking…", "检查中…");
+      delete status.dataset.ok; // until the answer for this text comes
       state.timer = setTimeout(check, CHECK_DELAY_MS);
     }
 
