@@ -432,3 +432,12 @@ def test_a_marketer_edits_what_runs_saves_a_draft_and_continues_it(engine, brows
     assert "draft 草稿" in page.locator(f"#open-changes tr[data-change='{change_id}']").inner_text()
     assert page.locator("#running tr[data-path='payment_reminder.yaml'] td").nth(6).inner_text() == "1"
     shot(page, "definitions")
+
+    # A template alone: the diagram is of the journey that sends it, its step ready to preview.
+    page.get_by_role("link", name="Edit templates/payment_reminder.yaml 编辑").click()
+    page.wait_for_url("**/ui/definitions/edit?path=templates%2Fpayment_reminder.yaml", timeout=30_000)
+    ready(page)
+    wait_checked(page, ok=True)
+    page.wait_for_selector("#draft-diagram .step.send", timeout=30_000)
+    assert "first_reminder · sms → email" in page.locator("#draft-diagram .step.send").inner_text()
+    assert page.get_by_label("Send step 发送步骤").input_value() == "first_reminder"

@@ -238,10 +238,12 @@
       problemList.replaceChildren(...found.problems.map((p) => h("li", {class: p.warning ? "warning" : "error", "data-path": p.path, "data-line": String(p.line)},
         h("button", {type: "button", class: "link", onclick: () => jump(p), "aria-label": `Go to ${p.path} line ${p.line} 跳到该行`}, `${p.path || "?"}:${p.line}`),
         " ", p.field ? h("code", {}, p.field) : null, " ", p.warning ? `${L("warning", "警告")}: ` : "", p.message)));
-      const name = journeyName();
-      if (name && found.journeys[name]) { state.lastGood = found.journeys[name]; draw(false); }
+      // The draft's journey, or (a draft of templates only) the first journey that sends them.
+      const name = journeyName() || state.shown || Object.keys(found.journeys)[0] || null;
+      if (name && found.journeys[name]) { state.shown = name; state.lastGood = found.journeys[name]; draw(false); }
       else if (state.lastGood) draw(true);
-      else { drawing.replaceChildren(h("p", {class: "muted"}, L("The journey does not load yet: fix the problems to see it.", "旅程尚未通过检查：修正问题后显示。"))); }
+      else if (!name) drawing.replaceChildren(h("p", {class: "muted"}, L("No journey in this draft.", "此草稿中没有旅程。")));
+      else drawing.replaceChildren(h("p", {class: "muted"}, L("The journey does not load yet: fix the problems to see it.", "旅程尚未通过检查：修正问题后显示。")));
     }
 
     function jump(p) {
@@ -283,7 +285,7 @@
       event.preventDefault();
       previewOut.replaceChildren(h("p", {}, L("Rendering…", "生成中…")));
       try {
-        const p = await send("POST", "/definitions/preview", {files: filesOf(), journey: journeyName(), step: stepSelect.value, customer: customer.value, order: order.value || null});
+        const p = await send("POST", "/definitions/preview", {files: filesOf(), journey: journeyName() || state.shown, step: stepSelect.value, customer: customer.value, order: order.value || null});
         previewOut.replaceChildren(h("p", {}, h("b", {}, `${p.step} → ${p.customer_id}`), ` · ${p.policy}`),
           ...p.notes.map((n) => h("p", {class: "muted"}, n)),
           ...p.channels.map((c) => h("div", {class: "card"}, h("h3", {}, c.channel), c.subject ? h("p", {}, h("b", {}, c.subject)) : null,
