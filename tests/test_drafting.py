@@ -12,7 +12,7 @@ import pytest
 from definitions.loader import PACKAGE_DIR
 from store import queries
 from tests.helpers import customer, event
-from triggers.api import create_app, drafting
+from triggers.api import create_app
 
 NOW = datetime(2026, 2, 1, 4, 0, tzinfo=UTC)
 OPERATOR, READER, PUBLISHER = "op-secret-1", "read-secret-2", "pub-secret-3"
@@ -28,8 +28,6 @@ def line_of(text: str, needle: str) -> int:
 @pytest.fixture
 def api(store):
     app = create_app(store, api_keys=[f"ops:operator:{OPERATOR}", f"reader:read:{READER}", f"boss:publish:{PUBLISHER}"])
-    app.include_router(drafting.router)  # the lead adds it to create_app's routers
-    app.state.definitions_dir = PACKAGE_DIR
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://journeys",

@@ -27,7 +27,7 @@ from core.access import parse_api_keys
 from core.config import Settings
 from core.encryption import EncryptionCodec
 from core.records import Event
-from definitions.loader import Definitions
+from definitions.loader import Definitions, default_directory
 from store.db import Store
 from triggers import console
 from triggers.aliyun_push import aliyun_push_routes
@@ -48,6 +48,7 @@ from triggers.api import (
 )
 from triggers.api import codec as codec_routes
 from triggers.api import definitions as definition_routes
+from triggers.api import drafting as drafting_routes
 from triggers.api import dry_runs as dry_run_routes
 from triggers.api import points as points_routes
 from triggers.api import tiers as tier_routes
@@ -101,7 +102,7 @@ def create_app(
         lifespan=lifespan,
     )
     if live is None:
-        live = LiveDefinitions.fixed(definitions if definitions is not None else Definitions())
+        live = LiveDefinitions.fixed(definitions if definitions is not None else Definitions(), default_directory())
     app.state.journeys = ApiContext(
         store=store,
         temporal=temporal,
@@ -191,6 +192,7 @@ def create_app(
         health,
         codec_routes,
         dry_run_routes,
+        drafting_routes,
         definition_routes,  # last: its GET /definitions/{kind}/{name} would take other /definitions/x/y paths
     ):
         app.include_router(module.router)

@@ -20,9 +20,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StringConstraints
 
 from core.access import Permission
-from core.config import Settings
 from definitions.drafts import DraftError, Problem, check_with, kind_of
-from definitions.loader import Definitions, default_directory
+from definitions.loader import Definitions
 from triggers.api.deps import Context, allowed, context
 from triggers.api.deps import Problem as ProblemAnswer
 from views.preview import Preview, PreviewError, PreviewRefused, preview
@@ -34,21 +33,9 @@ MAX_FILES = 50
 
 
 def live_base(request: Request) -> tuple[Path, dict[str, str]]:
-    """What runs, as a draft is laid over it: a definitions directory and the files of published
-    changes still to be laid over that (path to text). The one place the authoring routes learn
-    it. In order: the app's `state.definitions_dir` when set (tests); the directory of the API's
-    live definitions when it has them (`api.live`, which holds the base with every publication
-    already laid over it, so no overlay is left); else the configured directory
-    (JOURNEYS_DEFINITIONS) or the shipped one, as `journeys up` and the worker choose it."""
-    state = request.app.state
-    directory = getattr(state, "definitions_dir", None)
-    if directory is not None:
-        return Path(directory), {}
-    live = getattr(context(request), "live", None)
-    if live is not None and getattr(live, "store", None) is not None:
-        return Path(live.directory), {}
-    state.definitions_dir = Settings.from_env().definitions_dir or default_directory()
-    return Path(state.definitions_dir), {}
+    """What runs, as a draft is laid over it: the directory of the API's live definitions (the
+    base with every publication already laid over it, triggers/live.py), and no overlay left."""
+    return Path(context(request).live.directory), {}
 
 
 class Files(BaseModel):
