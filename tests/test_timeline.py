@@ -42,15 +42,15 @@ def seed_customer(store) -> str:
         queries.upsert_customer(session, apply_customer_event(None, created), created.occurred_at, "CN")
         queries.store_event(session, created, T0)
         queries.store_event(session, paid, paid.occurred_at)
-        session.add(InstanceRow(workflow_id="payment_reminder:o-tl", run_id="r1", journey="payment_reminder",
+        session.add(InstanceRow(workflow_id="review_request:o-tl", run_id="r1", journey="review_request",
                                 journey_version="v1", customer_id="c-tl", order_id="o-tl", entered_at=T0 + minute,
                                 ended_at=T0 + 10 * minute, exit_reason="exit:order.paid"))  # fmt: skip
-        session.add(MessageRow(id=message_id, workflow_id="payment_reminder:o-tl", run_id="r1", step="first_reminder",
-                               journey="payment_reminder", journey_version="v1", customer_id="c-tl", order_id="o-tl",
-                               channel="sms", address="+8613800000009", template="payment_reminder",
+        session.add(MessageRow(id=message_id, workflow_id="review_request:o-tl", run_id="r1", step="review_request",
+                               journey="review_request", journey_version="v1", customer_id="c-tl", order_id="o-tl",
+                               channel="sms", address="+8613800000009", template="review_request",
                                category="transactional", status="delivered", at=T0 + 2 * minute,
                                delivered_at=T0 + 3 * minute, updated_at=T0 + 3 * minute, segments=1,
-                               body="Tim, order o-tl is waiting for payment"))  # fmt: skip
+                               body="Tim, how do you like order o-tl?"))  # fmt: skip
         session.add(ProviderEventRow(provider="aliyun", event_key="r-tl", kind="report:DELIVERED", message_id=message_id,
                                      received_at=T0 + 3 * minute))  # fmt: skip
         session.add(LinkClickRow(code="abc123", message_id=message_id, at=T0 + 4 * minute, user_agent="test"))
@@ -80,13 +80,13 @@ async def test_a_customer_timeline_merges_every_kind_newest_first(store, definit
     assert kinds == [
         ("tier", "tier – → senior"),
         ("points", "points +88 (earn)"),
-        ("instance_ended", "payment_reminder ended"),
+        ("instance_ended", "review_request ended"),
         ("event", "order.paid"),
         ("reply", "reply: 好的"),
-        ("click", "payment_reminder · first_reminder: link clicked"),
-        ("delivery", "payment_reminder · first_reminder: report:DELIVERED"),
-        ("message", "payment_reminder · first_reminder"),
-        ("instance_started", "payment_reminder started"),
+        ("click", "review_request · review_request: link clicked"),
+        ("delivery", "review_request · review_request: report:DELIVERED"),
+        ("message", "review_request · review_request"),
+        ("instance_started", "review_request started"),
         ("event", "customer.created"),
     ]
     moments = [e["at"] for e in body["entries"]]
@@ -98,7 +98,7 @@ async def test_a_customer_timeline_merges_every_kind_newest_first(store, definit
     ended = next(e for e in body["entries"] if e["kind"] == "instance_ended")
     assert ended["detail"] == "exit:order.paid"
     # The receipt says it was delivered: no second, made-up delivery entry from delivered_at.
-    assert [e["status"] for e in body["entries"] if e["kind"] == "delivery"] == ["DELIVERED"]
+    assert [e["status"] for e in body["entries"] if e["kind"] == "delivery"] == ["delivered"]
     assert nobody.status_code == 200 and nobody.json()["entries"] == []
     assert refused.status_code == 403
     assert bad.status_code == 422

@@ -243,6 +243,13 @@ async def history(
     )
 
 
+#: How far along each order event puts an order, for events logged with one time.
+_ORDER_STAGE = {
+    "order.created": 0, "order.paid": 1, "order.shipped": 2, "order.delivered": 3, "order.confirmed": 4,
+    "order.refunded": 5, "order.closed": 5, "order.cancelled": 5,
+}  # fmt: skip
+
+
 def order_of(session: Session, order_id: str) -> OrderView | None:
     """The order from its logged events (None when none is logged): the amount by the rule of
     store/orders.py (the first payment's, else the latest creation's), the latest creation's
@@ -257,7 +264,8 @@ def order_of(session: Session, order_id: str) -> OrderView | None:
     if amount is None and created:
         amount = _amount(created[-1].data)
     items = created[-1].data.get("items") if created else None
-    latest = max(events, key=lambda e: e.occurred_at)
+    # Events of one moment (an import, a batch) are told apart by how far along each puts the order.
+    latest = max(events, key=lambda e: (e.occurred_at, _ORDER_STAGE.get(e.type, 1)))
     return OrderView(
         order_id=order_id,
         customer_id=latest.customer_id,
@@ -350,7 +358,7 @@ def customer_timeline(session: Session, customer_id: str, limit: int = TIMELINE_
             entries.append(
                 TimelineEntry(
                     at=r.received_at, kind="delivery", summary=f"{m.journey} · {m.step}: {r.kind}",
-                    journey=m.journey, step=m.step, channel=m.channel, status=r.kind.rpartition(":")[2],
+                    journey=m.journey, step=m.step, channel=m.channel, status=r.kind.rpartition(":")[2].lower(),
                     detail=f"{r.provider} receipt", message_id=m.id,
                 )
             )  # fmt: skip

@@ -118,7 +118,8 @@ async function journeysPage() {
 }
 
 const STEP_KINDS = ["send", "wait", "wait_until", "wait_for", "if", "split", "exit", "repeat"];
-function kindOf(step) { return STEP_KINDS.find((k) => k in step) || Object.keys(step)[0]; }
+/* A step's kind: its one key (an `exit` with no reason is dumped as {}). */
+function kindOf(step) { return STEP_KINDS.find((k) => k in step) || Object.keys(step)[0] || "exit"; }
 
 /* Every send step of a definition's steps, at any depth, in document order. */
 function sendSteps(steps) {
@@ -280,10 +281,10 @@ function funnel(steps) {
   if (!names.length) return h("p", {class: "muted"}, L("No messages in this period.", "此期间没有消息。"));
   const top = Math.max(1, ...names.map((s) => steps[s].sent + steps[s].skipped + steps[s].failed));
   const bar = (n, label) => h("div", {class: "bar", style: `width:${Math.max(2, (100 * n) / top)}%`, title: label}, `${label} ${num(n)}`);
-  return table([[L("Step", "步骤")], [L("Sent → delivered → clicked → converted", "发送→送达→点击→转化")], [L("Delivery", "送达率"), "num"]],
+  return table([[L("Step", "步骤")], [L("Sent → delivered → clicked → converted", "发送→送达→点击→转化")]],
     names.map((s) => h("tr", {}, td(s), td(h("div", {}, bar(steps[s].sent, "sent"),
       steps[s].delivery_rate === null && steps[s].sent > 0 ? h("div", {class: "muted"}, `delivered ${L("n/a (no receipts)", "无回执")}`) : bar(steps[s].delivered, "delivered"),
-      bar(steps[s].clicked, "clicked"), bar(steps[s].converted, "converted"))), td(delivery(steps[s]), "num"))), "Funnel");
+      bar(steps[s].clicked, "clicked"), bar(steps[s].converted, "converted"))))), "Funnel");
 }
 
 /* ---------------------------------------------------------------- customers and orders */
