@@ -406,9 +406,13 @@ def test_a_read_key_reads_but_cannot_start_a_broadcast(console, browser):
 
 def test_the_console_at_phone_width(console, browser):
     page = sign_in(browser, console, viewport={"width": 390, "height": 844}, is_mobile=True)
-    for path in ("/ui/", "/ui/journeys/payment_reminder", "/ui/customers/c-alice", "/ui/broadcasts"):
+    pages = ("/ui/", "/ui/journeys/payment_reminder", f"/ui/journeys/{AB_JOURNEY}", "/ui/customers/c-alice",
+             "/ui/customers/c-tl", "/ui/orders/o-101", "/ui/segments", "/ui/broadcasts", "/ui/events")  # fmt: skip
+    for path in pages:
         page.goto(console + path)
         ready(page)
+        drawn_whole(page)
+        assert page.title().startswith("旅程 Journeys"), path
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 392, f"{path} is {width}px wide at a 390px screen"
         assert page.get_by_role("navigation", name="Main").is_visible()
@@ -460,6 +464,7 @@ def test_a_diagram_draws_every_branch_with_its_counts(console, browser):
     assert options == ["nudge_a", "nudge_b", "thanks", "last_call", "small_cart"]
     assert "n/a (no receipts)" in page.locator(".kpis").inner_text()  # the outbox: no receipts
     drawn_whole(page)
+    assert unnamed_controls(page) == []
     shot(page, "journey-ab")
 
 

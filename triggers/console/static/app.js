@@ -305,15 +305,18 @@ const KIND_LABELS = {event: L("event", "事件"), instance_started: L("journey s
   message: L("message", "消息"), delivery: L("delivery", "送达回执"), click: L("click", "点击"), reply: L("reply", "回复"),
   points: L("points", "积分"), tier: L("tier", "等级")};
 
+const RANK = {event: 0, instance_started: 1, points: 1, tier: 2, message: 3, delivery: 4, click: 5, reply: 6, instance_ended: 7};
+
 /* One timeline, newest first: entries {at, kind, summary, status, detail, order_id, customer_time, customer_zone}. */
 function timelineTable(entries) {
   if (!entries.length) return h("p", {class: "muted"}, L("Nothing yet.", "暂无记录。"));
+  const local = entries.some((e) => e.customer_time);  // a message's moment on the customer's clock (quiet hours)
   return table([[`${L("When", "时间")} (${SHOP_TZ})`], [L("Kind", "类型")], [L("What", "内容")], [L("Status", "状态")], [L("Detail", "详情")],
-    [L("Customer's local time", "客户当地时间")]],
+    local ? [L("Customer's local time", "客户当地时间")] : null].filter(Boolean),
   entries.map((e) => h("tr", {class: "entry", "data-kind": e.kind}, td(clock(e.at)), td(h("span", {class: `pill kind-${e.kind}`}, KIND_LABELS[e.kind] || e.kind)),
     td(e.order_id ? [e.summary, " · ", h("a", {href: `/ui/orders/${enc(e.order_id)}`}, e.order_id)] : e.summary),
     td(e.status ? h("span", {class: `pill ${e.status}`}, e.status) : "–"), td(e.detail || "–"),
-    td(e.customer_time ? `${e.customer_time} (${e.customer_zone})` : ""))), "Timeline");
+    local ? td(e.customer_time ? `${e.customer_time} (${e.customer_zone})` : "") : null)), "Timeline");
 }
 
 function runningNow(history) {
@@ -370,7 +373,8 @@ function orderEntries(history) {
     entries.push({at: m.at, kind: "message", summary: `${m.journey} · ${m.step}`, status: m.status, detail: m.reason || m.error || (m.body || "").slice(0, 120) || null});
     if (m.delivered_at) entries.push({at: m.delivered_at, kind: "delivery", summary: `${m.journey} · ${m.step}: delivered`, status: "delivered"});
   }
-  return entries.sort((a, b) => new Date(b.at) - new Date(a.at));
+  // Newest first; at one moment what followed from a thing above it, as the customer's timeline does.
+  return entries.sort((a, b) => new Date(b.at) - new Date(a.at) || RANK[b.kind] - RANK[a.kind]);
 }
 
 async function orderPage(id) {
