@@ -5,7 +5,8 @@ The console's diagram shows the count beside each wait.
 Neither the store nor Temporal's visibility holds an instance's current step (the `instances`
 table records starts and ends; instances of the current revision upsert no `JourneyStep`
 search attribute), so this asks each running instance its `status` query, as the history does,
-all at once and bounded (`LIMIT` instances, `views.history.STATUS_SECONDS` each). The status
+all at once and bounded (`LIMIT` instances, `views.history.STATUS_SECONDS` each,
+`DEADLINE_SECONDS` in all: past it the counts are partial and `note` says so). The status
 names a wait by its kind (`wait`, `wait_until`, `wait_for:EVENT`) and a send held by the policy
 as `REASON:STEP_ID`; two waits of one kind are told apart by the sends the instance made
 (`sends`): it waits at the one whose preceding sends it made and whose following sends it has
@@ -38,6 +39,9 @@ from views.history import STATUS_SECONDS, executions
 LIMIT = 2000
 #: Status queries in flight at once.
 CONCURRENCY = 32
+#: How long the whole count may take: a journey with many instances, or no worker answering, gets
+#: partial counts (and a note) rather than a page that never loads.
+DEADLINE_SECONDS = 6.0
 
 
 class WaitingCounts(BaseModel):
@@ -144,7 +148,14 @@ async def waiting_counts(client: Client, journey: Journey) -> WaitingCounts:
             except (TimeoutError, RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
                 return None
 
-    answers = await asyncio.gather(*(ask(e) for e in listed))
+    tasks = [asyncio.create_task(ask(e)) for e in listed]
+    late = 0
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=DEADLINE_SECONDS)
+        for task in pending:
+            task.cancel()
+        late = len(pending)
+    answers = [t.result() for t in tasks if t.done() and not t.cancelled()]
     steps: dict[str, int] = {}
     states: dict[str, int] = {}
     answered = 0
@@ -159,8 +170,12 @@ async def waiting_counts(client: Client, journey: Journey) -> WaitingCounts:
     notes = []
     if len(listed) >= LIMIT:
         notes.append(f"only the first {LIMIT} running instances were asked")
-    if answered < len(listed):
-        notes.append(f"{len(listed) - answered} did not answer within {STATUS_SECONDS:g} s (is a worker polling?)")
+    if late:
+        notes.append(f"{late} were not asked within {DEADLINE_SECONDS:g} s")
+    if answered + late < len(listed):
+        notes.append(
+            f"{len(listed) - answered - late} did not answer within {STATUS_SECONDS:g} s (is a worker polling?)"
+        )
     return WaitingCounts(
         journey=name,
         running=len(listed),
