@@ -490,3 +490,26 @@ async def test_a_recurring_broadcast_s_effect_is_the_same_in_the_api_and_the_cli
         }
         assert not [name for name in body["journeys"] if name.startswith("card_expiring_")]
     assert list(one["journeys"]) == ["card_expiring"]
+
+
+def test_roi_and_delivery_say_unknown_rather_than_zero(store, definitions):
+    """A review request earns nothing (its goal is review.posted): its ROI is unknown, not 0×. An
+    SMS through the local outbox gets no receipt: delivery is measured over the others only, and
+    is unknown when none can come."""
+    receipted = message("review_request", "o1", T, status="delivered", provider_id="biz-1", step="review_request")
+    lost = message("review_request", "o2", T, status="undelivered", provider_id="biz-2", step="review_request")
+    outboxed = [
+        message("review_request", f"o{n}", T, provider_id=f"outbox:{n}", step="review_request") for n in range(3, 6)
+    ]
+    only_outbox = message("payment_reminder", "o9", T, provider_id="outbox:9", step="first_reminder")
+    with store.transaction() as session:
+        session.add_all([receipted, lost, *outboxed, only_outbox])
+    report = effect_report(store, definitions, FEB, PRICES)
+    review = report.journeys["review_request"]
+    assert (review.sent, review.unreceipted, review.delivered) == (5, 3, 1)
+    assert review.delivery_rate == 0.5 and review.bounce_rate == 0.5  # of the two a receipt could come for
+    assert review.cost == 0.25 and review.roi is None
+    reminder = report.journeys["payment_reminder"]
+    assert (reminder.sent, reminder.delivery_rate, reminder.roi) == (1, None, 0.0)  # a purchase goal: 0× is true
+    by_step = effect_report(store, definitions, FEB, PRICES, by="step", journey="review_request")
+    assert by_step.journeys["review_request"].groups["review_request"].delivery_rate == 0.5

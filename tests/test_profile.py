@@ -69,6 +69,11 @@ async def test_the_profile_says_who_the_customer_is_and_what_holds_messages_back
     assert body["tier"] == {"name": "senior", "title": "高级会员", "since": "2026-03-02T02:00:00Z",
                             "until": "2027-03-02T02:00:00Z"}  # fmt: skip
     assert body["points"] == 1200
+    # Every paid order with its amount, the latest payment first; the refund shows on its order.
+    assert [(p["order_id"], p["amount"], p["refunded_at"] is not None) for p in body["purchases"]] == [
+        ("o2", 900.0, True),
+        ("o1", 1200.0, False),
+    ]
     assert body["suppressions"] == [
         {"channel": "email", "address": "wang.fang@example.com", "scope": "marketing",
          "reason": "unsubscribe link", "since": body["suppressions"][0]["since"]}

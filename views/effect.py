@@ -25,8 +25,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from core.config import Settings
+from core.vocabulary import SENT_STATUSES
 from definitions.broadcasts import journey_run, run_name
 from definitions.loader import Definitions
 from definitions.schema import HOLDOUT, Journey
@@ -35,6 +38,7 @@ from store.db import Store
 from store.effect import Grouping, Period
 from store.products import SkuPrediction, prediction_errors
 from store.reached import GoalRule
+from store.tables import MessageRow
 
 #: z for a two-sided 95% interval.
 Z95 = 1.959963984540054
@@ -70,6 +74,11 @@ class Figures(BaseModel):
     )
     failed_by_reason: dict[str, int] = Field(default_factory=dict)
     delivered: int = 0
+    unreceipted: int = Field(
+        0,
+        description="Messages sent where no delivery receipt can come (the local outbox): left out of the "
+        "delivery and bounce rates, which are null when every message sent is such.",
+    )
     opened: int = 0
     clicked: int = Field(
         0,
@@ -85,22 +94,30 @@ class Figures(BaseModel):
     sms_segments: int = 0
     emails: int = 0
     cost: float = 0.0
-    delivery_rate: float | None = Field(None, description="delivered / sent (发送成功率)")
-    bounce_rate: float | None = Field(None, description="bounced / sent (退信率)")
+    delivery_rate: float | None = Field(
+        None, description="delivered / (sent - unreceipted) (发送成功率); null when no receipt can come."
+    )
+    bounce_rate: float | None = Field(None, description="bounced / (sent - unreceipted) (退信率)")
     open_rate: float | None = Field(None, description="opened / delivered")
     click_rate: float | None = Field(None, description="clicked / delivered (点击率)")
     complaint_rate: float | None = Field(None, description="complaints / sent (投诉率)")
     unsubscribe_rate: float | None = Field(None, description="unsubscribes / sent")
     conversion_rate: float | None = Field(None, description="converted / reached (购买率)")
-    roi: float | None = Field(None, description="revenue / cost")
+    roi: float | None = Field(
+        None, description="revenue / cost; null without a cost, or when the goal is not a purchase (no revenue)."
+    )
 
-    def finish(self, prices: Prices) -> Figures:
-        """Cost, ROI and the rates, from the counts."""
+    def finish(self, prices: Prices, earns: bool = True) -> Figures:
+        """Cost, ROI and the rates, from the counts. A goal that is not a purchase (`earns` False)
+        has no revenue to set against the cost: its ROI is null, not 0 (a "0×" reads as a loss).
+        Delivery is measured over the messages a receipt can come for: under the outbox none
+        can, and 0% would read as every message lost."""
         self.cost = round(self.sms_segments * prices.sms + self.emails * prices.email, 4)
         self.revenue = round(self.revenue, 2)
-        self.roi = _ratio(self.revenue, self.cost, 2)
-        self.delivery_rate = _ratio(self.delivered, self.sent)
-        self.bounce_rate = _ratio(self.bounced, self.sent)
+        self.roi = _ratio(self.revenue, self.cost, 2) if earns else None
+        receiptable = self.sent - self.unreceipted
+        self.delivery_rate = _ratio(self.delivered, receiptable)
+        self.bounce_rate = _ratio(self.bounced, receiptable)
         self.open_rate = _ratio(self.opened, self.delivered)
         self.click_rate = _ratio(self.clicked, self.delivered)
         self.complaint_rate = _ratio(self.complaints, self.sent)
@@ -378,7 +395,7 @@ def _read(
             effect.prepare(session)
         parts = {
             "ledger": lambda: (
-                effect.message_counts(ledger, period, by, only),
+                _with_unreceipted(effect.message_counts(ledger, period, by, only), ledger, period, by, only),
                 effect.entered_counts(ledger, period, by, only),
                 effect.exit_counts(ledger, period, by, only),
             ),
@@ -391,6 +408,30 @@ def _read(
         found = _run_parts(parts, store.parallel)
     (messages, entered, exits), (conversions, holdouts) = found["ledger"], found["runs"]
     return _Read(messages, entered, exits, conversions, holdouts, found["shop"])
+
+
+def _with_unreceipted(
+    counts: dict[tuple[str, str], dict[str, Any]], session: Session, period: Period, by: Grouping | None, only
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The ledger's counts with, per (journey, group), the messages sent to the local outbox
+    (channels/outbox.py gives them the provider id `outbox:...`): no receipt comes for them."""
+    m = MessageRow
+    group = effect._group(by, m, m.at, period)
+    where = [
+        m.at >= effect._at(period.start),
+        m.at < effect._at(period.end),
+        m.provider_id.like("outbox:%"),
+        m.status.in_([str(s) for s in SENT_STATUSES]),
+    ]
+    if only is not None:
+        where.append(m.journey.in_(only))
+    rows = session.execute(
+        select(m.journey, group.label("grp"), func.count()).where(*where).group_by(*effect._keys(m.journey, group, by))
+    )
+    for journey, grp, n in rows:
+        if (journey, grp) in counts:
+            counts[journey, grp]["unreceipted"] = int(n)
+    return counts
 
 
 def _figured(read: _Read) -> set[str]:
@@ -449,6 +490,7 @@ def _journey_effect(
 ) -> JourneyEffect:
     """One journey's row: its total, its groups by `by`, and its uplift over its holdout."""
     converted = read.conversions.journeys[name]
+    earns = rule is not None and rule.earns
     groups = sorted(
         {g for j, g in read.messages if j == name}
         | {g for j, g in read.entered if j == name}
@@ -478,8 +520,8 @@ def _journey_effect(
         title=definition.title if definition else None,
         goal=rule.event if rule else None,
         within=definition.conversion.within if rule and definition and definition.conversion else None,
-        groups={group: f.finish(prices) for group, f in figures.items()} if by else {},
-        **total.finish(prices).model_dump(),
+        groups={group: f.finish(prices, earns) for group, f in figures.items()} if by else {},
+        **total.finish(prices, earns).model_dump(),
     )
     if holdout is not None:
         row.uplift = uplift((total.converted, total.reached), (holdout[1], holdout[0]))

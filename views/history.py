@@ -1,14 +1,24 @@
 """What every journey did for a customer or an order: instances from Temporal's visibility,
-messages from the ledger, newest first. The API's history endpoints and `journeys history` share it."""
+messages from the ledger, newest first. The API's history endpoints and `journeys history` share it.
+
+A customer's `timeline` is the one list the console shows (newest first): their logged events,
+the starts and ends of their journey instances (the `instances` table), each message and each
+update on its delivery (the provider's receipts), clicks on its short links, SMS replies, points
+and tier changes. It reads the store only, so it answers without Temporal. An order's history
+carries the order itself (`order`): amount, items and status from its events."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 from datetime import datetime, timedelta
+from typing import Any, Literal
 from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -18,11 +28,15 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.amounts import amount_of
 from core.records import MAX_ID_BYTES, MAX_ID_CHARS, id_problem
 from instances.contract import STATUS_QUERY, JourneyStatus
+from store import points as points_store
 from store import queries
+from store import replies as reply_store
+from store import tiers as tier_store
 from store.db import Store
-from store.tables import MessageRow
+from store.tables import InstanceRow, LinkClickRow, MessageRow, ProviderEventRow
 
 #: What a history's query cannot quote; the rest of an id's rule is core.records.id_problem.
 _UNQUOTABLE = re.compile(r"['\"\\]")
@@ -97,9 +111,61 @@ class EventView(BaseModel):
     )
 
 
+class OrderView(BaseModel):
+    """An order as its logged events tell it (store/orders.py keeps the amounts the same way)."""
+
+    order_id: str
+    customer_id: str
+    status: str = Field(description="Its latest event's type without `order.`: created, paid, shipped, ...")
+    amount: float | None = Field(description="The first payment's amount, else the latest creation's.")
+    items: list[dict[str, Any]] = Field(description="The latest order.created's `data.items`, as the shop sent them.")
+    created_at: datetime | None = None
+    paid_at: datetime | None = None
+    refunded_at: datetime | None = None
+    customers: list[str] = Field(description="Every customer its events name (one, unless the shop re-assigned it).")
+
+
+TimelineKind = Literal[
+    "event", "instance_started", "instance_ended", "message", "delivery", "click", "reply", "points", "tier"
+]
+
+
+class TimelineEntry(BaseModel):
+    """One thing that happened to a customer, at its moment."""
+
+    at: datetime
+    kind: TimelineKind
+    summary: str = Field(description="What happened, in a line: `order.paid`, `payment_reminder started`, ...")
+    journey: str | None = None
+    step: str | None = None
+    order_id: str | None = None
+    channel: str | None = None
+    status: str | None = Field(None, description="A message's or an update's status; an event's dispatch state.")
+    detail: str | None = Field(None, description="The reason, the error, a reply's text, a message's body (120).")
+    message_id: str | None = None
+    customer_time: str | None = Field(
+        None,
+        description="A message's moment in the customer's own zone (`2026-12-06 09:05`): quiet hours are theirs.",
+    )
+    customer_zone: str | None = None
+
+
+_RANK = {
+    "event": 0, "instance_started": 1, "points": 1, "tier": 2, "message": 3, "delivery": 4, "click": 5,
+    "reply": 6, "instance_ended": 7,
+}  # fmt: skip
+
+
+class Timeline(BaseModel):
+    customer_id: str
+    timezone: str | None = Field(description="The customer's zone (customer_time's), if known.")
+    entries: list[TimelineEntry] = Field(description="Newest first; at most `limit`.")
+
+
 class History(BaseModel):
     customer_id: str | None = None
     order_id: str | None = None
+    order: OrderView | None = Field(None, description="The order (an order's history), when its events are logged.")
     instances: list[InstanceView]
     messages: list[MessageView]
     events: list[EventView] = Field(default_factory=list, description="The logged events, newest first (200 at most).")
@@ -156,17 +222,186 @@ async def history(
     await asyncio.gather(*(_current_step(client, view) for view in running))
     instances.sort(key=lambda i: i.started_at, reverse=True)
 
-    def records() -> tuple[list[MessageView], list[EventView]]:
+    def records() -> tuple[list[MessageView], list[EventView], OrderView | None]:
         with store.transaction() as session:
             rows = queries.list_messages(session, customer_id=customer_id, order_id=order_id)
             logged = queries.logged_events(session, customer_id=customer_id, order_id=order_id)
             return (
                 [_message_view(row) for row in reversed(rows)],
                 [EventView.model_validate(row, from_attributes=True) for row in logged],
+                order_of(session, order_id) if order_id else None,
             )
 
-    messages, events = await asyncio.to_thread(records)
-    return History(customer_id=customer_id, order_id=order_id, instances=instances, messages=messages, events=events)
+    messages, events, order = await asyncio.to_thread(records)
+    return History(
+        customer_id=customer_id,
+        order_id=order_id,
+        order=order,
+        instances=instances,
+        messages=messages,
+        events=events,
+    )
+
+
+#: How far along each order event puts an order, for events logged with one time.
+_ORDER_STAGE = {
+    "order.created": 0, "order.paid": 1, "order.shipped": 2, "order.delivered": 3, "order.confirmed": 4,
+    "order.refunded": 5, "order.closed": 5, "order.cancelled": 5,
+}  # fmt: skip
+
+
+def order_of(session: Session, order_id: str) -> OrderView | None:
+    """The order from its logged events (None when none is logged): the amount by the rule of
+    store/orders.py (the first payment's, else the latest creation's), the latest creation's
+    items, and its latest event's type as its status."""
+    events = queries.events_of_order(session, order_id)
+    if not events:
+        return None
+    created = [e for e in events if e.type == "order.created"]
+    paid = [e for e in events if e.type == "order.paid"]
+    refunded = [e for e in events if e.type == "order.refunded"]
+    amount = _amount(paid[0].data) if paid else None
+    if amount is None and created:
+        amount = _amount(created[-1].data)
+    items = created[-1].data.get("items") if created else None
+    # Events of one moment (an import, a batch) are told apart by how far along each puts the order.
+    latest = max(events, key=lambda e: (e.occurred_at, _ORDER_STAGE.get(e.type, 1)))
+    return OrderView(
+        order_id=order_id,
+        customer_id=latest.customer_id,
+        status=latest.type.removeprefix("order."),
+        amount=amount,
+        items=[item for item in items if isinstance(item, dict)] if isinstance(items, list) else [],
+        created_at=created[-1].occurred_at if created else None,
+        paid_at=paid[0].occurred_at if paid else None,
+        refunded_at=refunded[0].occurred_at if refunded else None,
+        customers=sorted({e.customer_id for e in events}),
+    )
+
+
+def _amount(data: dict[str, Any]) -> float | None:
+    return amount_of(data.get("amount")) if data.get("amount") is not None else None
+
+
+#: How many entries a timeline holds at most (the newest).
+TIMELINE_LIMIT = 500
+
+
+def _zone(name: str | None) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name) if name else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def customer_timeline(session: Session, customer_id: str, limit: int = TIMELINE_LIMIT) -> Timeline:
+    """The customer's one timeline, newest first (see the module's docstring). Each source is
+    read newest first up to `limit`, so the merge holds the newest `limit` of them all."""
+    customer = queries.get_customer(session, customer_id)
+    zone_name = customer.timezone if customer else None
+    zone = _zone(zone_name)
+    entries: list[TimelineEntry] = []
+    for e in queries.logged_events(session, customer_id=customer_id, limit=limit):
+        state = "applied" if e.dispatched_at else "failed" if e.failed_at else "pending"
+        entries.append(
+            TimelineEntry(
+                at=e.occurred_at, kind="event", summary=e.type, order_id=e.order_id, status=state,
+                detail=e.note or e.last_error,
+            )
+        )  # fmt: skip
+    runs = session.scalars(
+        select(InstanceRow)
+        .where(InstanceRow.customer_id == customer_id)
+        .order_by(InstanceRow.entered_at.desc())
+        .limit(limit)
+    )
+    for run in runs:
+        group = f" ({run.variant})" if run.variant else ""
+        entries.append(
+            TimelineEntry(
+                at=run.entered_at, kind="instance_started", summary=f"{run.journey} started{group}",
+                journey=run.journey, order_id=run.order_id, status="started",
+            )
+        )  # fmt: skip
+        if run.ended_at is not None:
+            entries.append(
+                TimelineEntry(
+                    at=run.ended_at, kind="instance_ended", summary=f"{run.journey} ended",
+                    journey=run.journey, order_id=run.order_id, status="ended", detail=run.exit_reason,
+                )
+            )  # fmt: skip
+    messages = list(
+        session.scalars(
+            select(MessageRow).where(MessageRow.customer_id == customer_id).order_by(MessageRow.at.desc()).limit(limit)
+        )
+    )
+    by_id = {m.id: m for m in messages}
+    updates: dict[str, list[ProviderEventRow]] = {}
+    clicks: list[LinkClickRow] = []
+    if by_id:
+        ids = list(by_id)
+        for row in session.scalars(select(ProviderEventRow).where(ProviderEventRow.message_id.in_(ids))):
+            updates.setdefault(row.message_id or "", []).append(row)
+        clicks = list(session.scalars(select(LinkClickRow).where(LinkClickRow.message_id.in_(ids))))
+    for m in messages:
+        local = m.at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if zone else None
+        entries.append(
+            TimelineEntry(
+                at=m.at, kind="message", summary=f"{m.journey} · {m.step}", journey=m.journey, step=m.step,
+                order_id=m.order_id, channel=m.channel, status=m.status,
+                detail=m.reason or m.error or (m.body[:120] if m.body else None), message_id=m.id,
+                customer_time=local, customer_zone=zone_name if zone else None,
+            )
+        )  # fmt: skip
+        receipts = updates.get(m.id, [])
+        for r in receipts:
+            entries.append(
+                TimelineEntry(
+                    at=r.received_at, kind="delivery", summary=f"{m.journey} · {m.step}: {r.kind}",
+                    journey=m.journey, step=m.step, channel=m.channel, status=r.kind.rpartition(":")[2].lower(),
+                    detail=f"{r.provider} receipt", message_id=m.id,
+                )
+            )  # fmt: skip
+        if m.delivered_at and not any(r.kind.rpartition(":")[2].lower() in ("delivered", "delivrd") for r in receipts):
+            entries.append(
+                TimelineEntry(
+                    at=m.delivered_at, kind="delivery", summary=f"{m.journey} · {m.step}: delivered",
+                    journey=m.journey, step=m.step, channel=m.channel, status="delivered", message_id=m.id,
+                )
+            )  # fmt: skip
+    for c in clicks:
+        m = by_id[c.message_id]
+        entries.append(
+            TimelineEntry(
+                at=c.at, kind="click", summary=f"{m.journey} · {m.step}: link clicked", journey=m.journey,
+                step=m.step, channel=m.channel, status="clicked", message_id=m.id,
+            )
+        )  # fmt: skip
+    for r in reply_store.replies_of(session, customer_id, limit):
+        entries.append(
+            TimelineEntry(
+                at=r.received_at, kind="reply", summary=f"reply: {r.content[:60]}", order_id=r.order_id,
+                status=r.action, detail=r.error, message_id=r.message_id, channel="sms",
+            )
+        )  # fmt: skip
+    for p in points_store.log(session, customer_id, limit=limit):
+        entries.append(
+            TimelineEntry(
+                at=p.at, kind="points", summary=f"points {p.points:+d} ({p.kind})", order_id=p.order_id,
+                status=p.kind, detail=p.reason,
+            )
+        )  # fmt: skip
+    for t in tier_store.changes(session, customer_id, limit):
+        entries.append(
+            TimelineEntry(
+                at=t.at, kind="tier", summary=f"tier {t.from_tier or '–'} → {t.to_tier or '–'}",
+                status=t.direction, detail=t.reason,
+            )
+        )  # fmt: skip
+    # At one moment, what followed from a thing shows above it (newest first): an event, then the
+    # instance it started, its message, the message's receipts.
+    entries.sort(key=lambda e: (e.at, _RANK[e.kind]), reverse=True)
+    return Timeline(customer_id=customer_id, timezone=zone_name, entries=entries[:limit])
 
 
 async def _version(execution: WorkflowExecution) -> str | None:

@@ -110,6 +110,15 @@ def replies(session: Session, customer_id: str, limit: int = 100) -> list[Reply]
     return out
 
 
+class ProfilePurchase(BaseModel):
+    """One paid order of the customer, as RFM counts it."""
+
+    order_id: str
+    amount: float = Field(description="The first payment's amount, else the creation's.")
+    paid_at: datetime | None
+    refunded_at: datetime | None = None
+
+
 class Profile(BaseModel):
     customer_id: str
     record: dict[str, Any] = Field(description="name, phone, email, birthday, timezone, locale, region.")
@@ -120,6 +129,9 @@ class Profile(BaseModel):
     tier: ProfileTier | None = Field(None, description="The member tier held (VIP体系), or null.")
     points: int = Field(0, description="The points balance: the ledger's sum.")
     segments: list[str] = Field(default_factory=list, description="The segments the customer is in.")
+    purchases: list[ProfilePurchase] = Field(
+        default_factory=list, description="Every paid order as of `at`, the latest payment first (RFM reads them)."
+    )
     unsubscribed: list[str]
     blacklisted: bool
     suppressions: list[Suppression] = Field(description="Suppressed addresses of the customer's contacts.")
@@ -176,6 +188,14 @@ def profile(
         tier=_tier(session, customer_id, tiers),
         points=balance(session, customer_id),
         segments=segments_of(session, customer_id, segments or [], at, table),
+        purchases=sorted(
+            (
+                ProfilePurchase(order_id=p.order_id, amount=p.amount, paid_at=p.paid_at, refunded_at=p.refunded_at)
+                for p in purchases
+            ),
+            key=lambda p: (p.paid_at is not None, p.paid_at or at),
+            reverse=True,
+        ),
         unsubscribed=list(customer.unsubscribed),
         blacklisted=customer.blacklisted,
         suppressions=suppressions,

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from core.access import Permission
 from triggers.api.deps import Context, CustomerId, Problem, Temporal, allowed, requester
 from triggers.erasure import Erasure, NoSuchCustomer, erase
+from views.history import Timeline, customer_timeline
 from views.profile import CustomerMatch, Profile, Reply, profile, replies, search_customers
 
 router = APIRouter(tags=["customers"])
@@ -58,6 +59,21 @@ async def customer_replies(
 ) -> list[Reply]:
     # An unknown or erased customer has none (erasure deletes them): an empty list, not a 404.
     return await api.store.run(lambda session: replies(session, customer_id, limit))
+
+
+@router.get(
+    "/customers/{customer_id}/timeline",
+    response_model=Timeline,
+    responses={401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Problem}},
+    dependencies=[Depends(allowed(Permission.READ_HISTORY))],
+    summary="A customer's one timeline, newest first: events, instance starts and ends, messages with their "
+    "delivery updates, clicks, replies, points and tier changes",
+)
+async def customer_timeline_of(
+    customer_id: CustomerId, api: Context, limit: Annotated[int, Query(ge=1, le=2000)] = 500
+) -> Timeline:
+    # From the store alone (no Temporal): an unknown customer has an empty timeline, not a 404.
+    return await api.store.run(lambda session: customer_timeline(session, customer_id, limit))
 
 
 @router.delete(

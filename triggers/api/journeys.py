@@ -13,6 +13,7 @@ from core.access import Permission
 from triggers.api.deps import Context, Problem, Temporal, allowed
 from views.history import count_instances
 from views.preview import Preview, PreviewError, PreviewRefused, preview
+from views.waiting import WaitingCounts, waiting_counts
 
 router = APIRouter(dependencies=[Depends(allowed(Permission.READ_JOURNEYS))], tags=["journeys"])
 
@@ -81,6 +82,19 @@ async def journey_definition(name: str, api: Context) -> DefinitionView | JSONRe
         return JSONResponse({"detail": f"no journey {name!r}"}, status_code=404)
     definition = snapshot.definition.model_dump(mode="json", exclude_none=True, by_alias=True)
     return DefinitionView(name=name, version=snapshot.version, definition=definition)
+
+
+@router.get(
+    "/journeys/{name}/waiting",
+    response_model=WaitingCounts,
+    responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}, 503: {"model": Problem}},
+    summary="Where the journey's running instances wait now: instances per wait step (by its path)",
+)
+async def journey_waiting(name: str, api: Context, client: Temporal) -> WaitingCounts | JSONResponse:
+    snapshot = _snapshot(api, name)
+    if snapshot is None:
+        return JSONResponse({"detail": f"no journey {name!r}"}, status_code=404)
+    return await waiting_counts(client, snapshot.definition)
 
 
 @router.get(

@@ -45,8 +45,10 @@ def _page(request: Request, csrf: str, who: str) -> HTMLResponse:
     shell = _template("index.html")
     shell = shell.replace("{{csrf}}", html.escape(csrf)).replace("{{who}}", html.escape(who))
     api = context(request)
-    shell = shell.replace("{{temporal_ui}}", html.escape(api.ui_url)).replace(
-        "{{currency}}", html.escape(api.prices.currency)
+    shell = (
+        shell.replace("{{temporal_ui}}", html.escape(api.ui_url))
+        .replace("{{currency}}", html.escape(api.prices.currency))
+        .replace("{{shop_timezone}}", html.escape(api.shop_timezone))  # the page shows times in it, labelled
     )
     return HTMLResponse(shell, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
 
