@@ -147,6 +147,8 @@ class InstanceRow(Base):
     __table_args__ = (
         Index("ix_instances_journey", "journey", "entered_at"),
         Index("ix_instances_ended", "journey", "ended_at"),
+        #: A customer's timeline (views/history.py) reads their instances.
+        Index("ix_instances_customer", "customer_id", "entered_at"),
     )
 
     workflow_id: Mapped[str] = mapped_column(String(300), primary_key=True)
@@ -289,6 +291,8 @@ class ProviderEventRow(Base):
     `sg_event_id`, Twilio's idempotency token): a delivery of it again is dropped."""
 
     __tablename__ = "provider_events"
+    #: A customer's timeline reads each message's delivery updates.
+    __table_args__ = (Index("ix_provider_events_message", "message_id"),)
 
     provider: Mapped[str] = mapped_column(String(20), primary_key=True)
     event_key: Mapped[str] = mapped_column(String(200), primary_key=True)

@@ -1,4 +1,5 @@
-"""The tables of published definitions and dry runs (migration 0025) are what the models say, on
+"""The tables of published definitions and dry runs (migration 0025) and the timeline's indexes (0026)
+are what the models say, on
 both databases: a difference would make a store's rows fail to load on one of them."""
 
 from __future__ import annotations
@@ -8,7 +9,14 @@ from alembic.migration import MigrationContext
 
 from store.tables import Base
 
-TABLES = ("definition_changes", "definition_files", "definition_audit", "dry_runs")
+TABLES = (
+    "definition_changes",
+    "definition_files",
+    "definition_audit",
+    "dry_runs",
+    "ix_instances_customer",
+    "ix_provider_events_message",
+)
 
 
 def test_the_migration_makes_the_tables_the_models_describe(store):
