@@ -229,8 +229,9 @@ async def run_dry_run(
     shards: int | None = None,
 ) -> dry_runs.DryRunRow:
     """Run the dry run `job_id` (claimed now if still queued): the draft's files laid over
-    `base_dir` with `current` (what runs now: the published files over the base) against the
-    same without them, over the last `days` days to `now`. The row ends done or failed; returned."""
+    `base_dir` with `current` (what runs now: the published files over the base; by default the
+    store's, read when the job starts) against the same without them, over the last `days` days
+    to `now`. The row ends done or failed; returned."""
     settings = settings or Settings.embedded()
     now = now or datetime.now(UTC)
     with store.transaction() as session:
@@ -246,6 +247,8 @@ async def run_dry_run(
         else:
             raise DryRunFailed(f"dry run {job_id} is {row.state} already")
         files, days = dict(row.files), row.days
+        if current is None:  # what runs now, as of this job (a publication since the process began counts)
+            current = definition_changes.published_files(session)
     log.info("dry run %s: %d files over the last %d days, pid %d", job_id, len(files), days, os.getpid())
     try:
         result = await _dry_run(store, job_id, base_dir, files, days, dict(current or {}), settings, now, shards)
@@ -349,10 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     store = Store(settings.database_url)
     try:
-        with store.transaction() as session:  # what runs now: every published change over the base
-            current = definition_changes.published_files(session)
         base = Path(settings.definitions_dir or default_directory())
-        asyncio.run(drain(store, args.job_id, base, settings, current=current))
+        asyncio.run(drain(store, args.job_id, base, settings))
     except DryRunFailed as err:
         print(f"journeys dry-run: {err}", file=sys.stderr)
         return 1

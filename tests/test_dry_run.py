@@ -18,7 +18,7 @@ from definitions.drafts import check_with, content_hash
 from definitions.loader import PACKAGE_DIR
 from journeys.dry_run import run_dry_run, touched
 from store import dry_runs, queries
-from store.tables import DefinitionAuditRow, DefinitionChangeRow, DryRunRow
+from store.tables import DefinitionAuditRow, DefinitionChangeRow, DefinitionFileRow, DryRunRow
 from tests.helpers import customer, daytime_zone
 from triggers.api import create_app
 from triggers.live import LiveDefinitions
@@ -186,6 +186,31 @@ def test_the_window_carries_its_customers_earlier_orders_as_history(store):
         customers, events, history = dry_runs.window(session, now - timedelta(days=7), now)
     assert [e.event_id for e in history] == ["e8"]
     assert "e8" not in {e.event_id for e in events} and "c8" not in {c.customer_id for c in customers}
+
+
+async def test_what_runs_now_is_the_published_version_read_when_the_job_starts(sqlite_store):
+    """With the later reminder published, going back to the 15-minute one is the draft: one
+    message and one conversion more than what runs now."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    seed_week(sqlite_store, now)
+    with sqlite_store.transaction() as session:
+        session.add(
+            DefinitionChangeRow(
+                id="chg-live", title="晚一点", state="published", author="marketer", created_at=now, updated_at=now,
+                hash=content_hash(LATER), seq=1, published_at=now, reviewed_by="boss",
+            )
+        )  # fmt: skip
+        session.add(
+            DefinitionFileRow(
+                change_id="chg-live", path="payment_reminder.yaml", kind="journey", name="payment_reminder",
+                text=LATER["payment_reminder.yaml"], hash=content_hash(LATER),
+            )
+        )  # fmt: skip
+    back = {"payment_reminder.yaml": PAYMENT_REMINDER}
+    row = await run_dry_run(sqlite_store, queue(sqlite_store, back, now=now), PACKAGE_DIR, now=now)
+    assert row.state == "done", row.message
+    assert row.result["current"]["payment_reminder"]["sent"] == 3
+    assert row.result["diff"]["payment_reminder"]["sent"] == 1
 
 
 async def test_a_draft_that_does_not_load_fails_with_its_problems_at_their_lines(sqlite_store):
