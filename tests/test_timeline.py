@@ -22,7 +22,7 @@ from definitions.loader import load_definitions
 from journeys.worker import run_worker
 from store import queries, tiers
 from store.tables import InstanceRow, LinkClickRow, MessageRow, PointsEntryRow, ProviderEventRow, SmsReplyRow
-from tests.ab_journey import AB_JOURNEY, WAIT_FOR_ORDER, WAIT_SMALL, definitions_with_ab
+from tests.ab_journey import AB_JOURNEY, AB_YAML, WAIT_FOR_ORDER, WAIT_SMALL, definitions_with_ab
 from tests.helpers import DEV_SERVER_STARTUP, daytime_zone, event, free_port
 from tests.test_history import eventually
 from triggers.api import create_app
@@ -176,6 +176,13 @@ async def test_waiting_counts_and_the_order_record(store, tmp_path):
                 found, held = await eventually(all_placed, 60)
                 assert found["running"] == found["answered"] == sum(1 for v in held.values() if v != "holdout")
                 assert found["note"] is None
+                # Once another version runs, these instances (still on theirs) are not placed on its steps.
+                (directory / f"{AB_JOURNEY}.yaml").write_text(
+                    AB_YAML.replace("title:", "title: v2", 1), encoding="utf-8"
+                )
+                newer = create_app(store, temporal=temporal, definitions=load_definitions(directory))
+                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=newer), base_url="http://j") as later:
+                    assert (await later.get(f"/journeys/{AB_JOURNEY}/waiting")).json()["running"] == 0
                 # Each arm's instances, as the console's diagram shows them beside the arm.
                 effect = (await api.get(f"/journeys/{AB_JOURNEY}/effect", params={"by": "variant"})).json()
                 groups = effect["journeys"][AB_JOURNEY]["groups"]

@@ -125,11 +125,14 @@ def place_of(journey: Journey, status: str, sends: set[str]) -> str | None:
     return max(fitting, key=lambda p: len(p.before)).path if fitting else None
 
 
-async def waiting_counts(client: Client, journey: Journey) -> WaitingCounts:
-    """Ask every running instance of `journey` (at most LIMIT) where it is."""
+async def waiting_counts(client: Client, journey: Journey, version: str) -> WaitingCounts:
+    """Ask every running instance of `journey` at `version` (at most LIMIT) where it is: a step's
+    path means something only in the version it was drawn from, so instances still running an
+    older version are not placed on this one's steps (GET /journeys counts them)."""
     name = journey.name
     listed = []
-    async for execution in executions(client, f"JourneyName = '{name}' AND ExecutionStatus = 'Running'"):
+    running = f"JourneyName = '{name}' AND JourneyVersion = '{version}' AND ExecutionStatus = 'Running'"
+    async for execution in executions(client, running):
         listed.append(execution)
         if len(listed) >= LIMIT:
             break

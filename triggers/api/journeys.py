@@ -94,7 +94,7 @@ async def journey_waiting(name: str, api: Context, client: Temporal) -> WaitingC
     snapshot = _snapshot(api, name)
     if snapshot is None:
         return JSONResponse({"detail": f"no journey {name!r}"}, status_code=404)
-    return await waiting_counts(client, snapshot.definition)
+    return await waiting_counts(client, snapshot.definition, snapshot.version)
 
 
 @router.get(
