@@ -164,6 +164,39 @@ def _definitions_or_exit(directory: Path | None):
     return loaded
 
 
+def _running_definitions(settings: Settings, directory: Path | None = None):
+    """What the engine runs (exit 1 on its problems): `directory` when given, else the configured
+    base with the store's published changes laid over it, as the API and the worker load it
+    (docs/publishing.md), so a broadcast or template published in the console is the one a
+    command starts, previews or reports on."""
+    if directory is not None:
+        return _definitions_or_exit(directory)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from definitions.drafts import check_with
+    from store.db import Store
+    from store.definition_changes import published_files
+
+    base = settings.definitions_dir or default_directory()
+    store = Store(settings.database_url)
+    try:
+        with store.transaction() as session:
+            overlay = published_files(session)
+    except SQLAlchemyError:  # a store not made yet (or before migration 0025): nothing published
+        overlay = {}
+    finally:
+        store.dispose()
+    if not overlay:
+        return _definitions_or_exit(base)
+    loaded, problems = check_with(Path(base), overlay)
+    errors = [problem for problem in problems if not problem.warning]
+    if errors:
+        for problem in errors:
+            typer.echo(f"{problem.path}:{problem.line}: {problem.field}: {problem.message}", err=True)
+        raise typer.Exit(1)
+    return loaded
+
+
 @app.command()
 def validate(directory: Annotated[Path | None, typer.Argument(help="Default: ./definitions")] = None) -> None:
     """Check journey definitions: one line per problem and exit 1, else exit 0. Warnings (a line
@@ -588,7 +621,7 @@ def preview(
     from views.preview import preview as build_preview
 
     settings = _settings()
-    loaded = _definitions_or_exit(definitions or settings.definitions_dir)
+    loaded = _running_definitions(settings, definitions)
     try:
         with _opened_store(settings) as store:
             found = build_preview(
@@ -654,7 +687,7 @@ def report(
         )
         raise typer.Exit(2)
     settings = _settings()
-    loaded = _definitions_or_exit(definitions or settings.definitions_dir)
+    loaded = _running_definitions(settings, definitions)
     if which == "sms":
         _report_sms(settings, loaded, since, until, as_json)
         return
@@ -779,7 +812,7 @@ def customer_show(
     from views.profile import profile
 
     settings = _settings()
-    definitions = _definitions_or_exit(settings.definitions_dir)
+    definitions = _running_definitions(settings)
     with _opened_store(settings) as store, store.transaction() as session:
         found = profile(
             session,
@@ -873,7 +906,7 @@ app.add_typer(segment_app, name="segment")
 
 def _segments_or_exit(name: str | None):
     settings = _settings()
-    definitions = _definitions_or_exit(settings.definitions_dir)
+    definitions = _running_definitions(settings)
     if name is not None and name not in definitions.segments:
         known = ", ".join(sorted(definitions.segments)) or "none"
         typer.echo(f"no segment {name!r}; segments: {known}", err=True)
@@ -947,7 +980,7 @@ def lifecycle_report(
     from journeys.lifecycle import read_report, report_json, report_lines
 
     settings = _settings()
-    definitions = _definitions_or_exit(settings.definitions_dir)
+    definitions = _running_definitions(settings)
     with _opened_store(settings) as store:
         try:
             found = read_report(store, month, settings.shop_timezone, definitions.rfm.lifecycle, datetime.now(UTC))
@@ -1067,7 +1100,7 @@ def _broadcast_call(work) -> None:
     from triggers.broadcasts import BroadcastError
 
     settings = _settings()
-    definitions = _definitions_or_exit(settings.definitions_dir)
+    definitions = _running_definitions(settings)
 
     async def run(store):
         return await work(await connect(settings), store, definitions, settings)
@@ -1088,7 +1121,7 @@ def _broadcast_call(work) -> None:
 @broadcast_app.command("list")
 def broadcast_list() -> None:
     """The broadcasts defined, with their segment and schedule."""
-    definitions = _definitions_or_exit(_settings().definitions_dir)
+    definitions = _running_definitions(_settings())
     for name, (broadcast, _snapshot) in sorted(definitions.broadcasts.items()):
         schedule = broadcast.schedule
         when = schedule.describe() if schedule.recurring else f"at {schedule.describe()}"
@@ -1106,7 +1139,7 @@ def broadcast_dry_run(name: Annotated[str, typer.Argument(help="The broadcast")]
     from triggers.broadcasts import BroadcastError, dry_run
 
     settings = _settings()
-    definitions = _definitions_or_exit(settings.definitions_dir)
+    definitions = _running_definitions(settings)
     try:
         with _opened_store(settings) as store:
             found = dry_run(store, definitions, name, datetime.now(UTC), default_region=settings.default_region)

@@ -18,10 +18,10 @@ tier_app = typer.Typer(
 
 def _opened():
     """The settings, the definitions (exit 1 on their problems) and the store's opener."""
-    from journeys.cli import _definitions_or_exit, _opened_store, _settings
+    from journeys.cli import _opened_store, _running_definitions, _settings
 
     settings = _settings()
-    return settings, _definitions_or_exit(settings.definitions_dir), _opened_store(settings)
+    return settings, _running_definitions(settings), _opened_store(settings)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:

@@ -14,8 +14,10 @@ import pytest
 from activities.journey import JourneyActivities
 from channels import build_channels
 from core.contact_policy import PolicyOverride
-from definitions.loader import load_definitions
+from definitions.drafts import kind_of
+from definitions.loader import PACKAGE_DIR, load_definitions
 from store import queries
+from store.tables import DefinitionChangeRow, DefinitionFileRow
 from tests.helpers import attempt, customer, event
 from tests.test_policy import request
 from tests.test_resources import copy_definitions
@@ -245,3 +247,35 @@ def test_preview_shows_the_aliyun_text_with_its_parts_and_the_links_as_they_woul
         line.startswith("[sms via Aliyun] (template SMS_460000204, signature 【示例商城】) cannot send: ")
         for line in describe(again)
     )
+
+
+def test_the_preview_command_shows_what_runs_with_a_published_template(sqlite_store, tmp_path):
+    """A template published through the console (a change in the store) is what `journeys preview`
+    renders, as the API and the worker run it; a published set that does not load exits 1 naming
+    the file and line."""
+    save(sqlite_store, customer(name="Amy", locale="en", phone="+14155550123", region="US"))
+    template = (PACKAGE_DIR / "templates" / "review_request.yaml").read_text(encoding="utf-8")
+    newer = template.replace('  en: "Hi ', '  en: "NEW Hi ', 1)
+    assert newer != template
+
+    def publish(seq: int, path: str, text: str) -> None:
+        now = datetime.now(UTC)
+        with sqlite_store.transaction() as session:
+            session.add(
+                DefinitionChangeRow(
+                    id=f"chg-{seq}", title="", state="published", author="a", created_at=now, updated_at=now,
+                    hash="h", seq=seq, published_at=now, reviewed_by="b",
+                )
+            )  # fmt: skip
+            kind, name = kind_of(path)
+            session.add(DefinitionFileRow(change_id=f"chg-{seq}", path=path, kind=kind, name=name, text=text, hash="h"))
+
+    publish(1, "templates/review_request.yaml", newer)
+    env = {**os.environ, "DATABASE_URL": sqlite_store.url, "JOURNEYS_SHOP_NAME": "Shop"}
+    command = [str(Path(sys.executable).parent / "journeys"), "preview", "review_request", "review_request"]
+    done = subprocess.run([*command, "--customer", "c1"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "NEW Hi Amy" in done.stdout
+    publish(2, "review_request.yaml", "name: [\n")
+    broken = subprocess.run([*command, "--customer", "c1"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert broken.returncode == 1 and "review_request.yaml:" in broken.stderr
