@@ -84,6 +84,13 @@ def record(
     )
 
 
+def person(who: str) -> str:
+    """The person behind a requester: the API key's name, without its fingerprint
+    (triggers/api/deps.py `requester` is "NAME [fingerprint]"). One person may hold several keys
+    of one name (an operator key and a publish key): they are still one person to the review."""
+    return who.split(" [", 1)[0].strip()
+
+
 def _write_files(session: Session, change_id: str, files: Iterable[NewFile]) -> None:
     session.execute(delete(DefinitionFileRow).where(DefinitionFileRow.change_id == change_id))
     session.flush()
@@ -104,9 +111,18 @@ def _check_files(files: list[NewFile]) -> None:
 
 
 def create(
-    session: Session, files: list[NewFile], change_hash: str, author: str, now: datetime, title: str = ""
+    session: Session,
+    files: list[NewFile],
+    change_hash: str,
+    author: str,
+    now: datetime,
+    title: str = "",
+    *,
+    declared_by: str | None = None,
 ) -> DefinitionChangeRow:
-    """A new change in state `draft` by `author`, with its files; audited as `created`."""
+    """A new change in state `draft` by `author`, with its files; audited as `created`. With
+    `declared_by` (`journeys publish`: a publishing key names the commit's author) the audit row
+    says which key vouched for the author."""
     _check_files(files)
     row = DefinitionChangeRow(
         id=str(uuid.uuid4()), title=title or "", state=DRAFT, author=author, created_at=now, updated_at=now,
@@ -115,7 +131,7 @@ def create(
     session.add(row)
     session.flush()
     _write_files(session, row.id, files)
-    record(session, "created", author, row, now)
+    record(session, "created", author, row, now, comment=f"author declared by {declared_by}" if declared_by else None)
     return row
 
 
@@ -170,11 +186,8 @@ def approve(
     row = _row(session, change_id)
     if row.state != IN_REVIEW:
         raise WrongState(f"change {change_id} is {row.state}: only a change in review can be approved")
-    if row.author == who and not allow_own:
-        raise NotAllowed(
-            f"{who} wrote change {change_id} and may not approve it: another person with the publish role must "
-            "(or the shop allows it: JOURNEYS_PUBLISH_OWN_CHANGES=true)"
-        )
+    if not allow_own:
+        _check_not_own(session, row, who)
     following = select(func.coalesce(func.max(DefinitionChangeRow.seq), 0) + 1).scalar_subquery()
     done = session.execute(
         update(DefinitionChangeRow)
@@ -195,6 +208,24 @@ def approve(
     session.refresh(row)
     record(session, "approved", who, row, now, comment=comment, figures=figures)
     return row
+
+
+def _check_not_own(session: Session, row: DefinitionChangeRow, who: str) -> None:
+    """NotAllowed if the approver wrote the change: created it, or edited it since (an edit keeps
+    the change's author, so the audit says who else wrote it); people compared by key name."""
+    approver = person(who)
+    wrote = select(DefinitionAuditRow.action, DefinitionAuditRow.who).where(
+        DefinitionAuditRow.change_id == row.id, DefinitionAuditRow.action.in_(("created", "edited"))
+    )
+    done = {action for action, writer in session.execute(wrote) if person(writer) == approver}
+    if person(row.author) == approver:
+        done.add("created")
+    if done:
+        how = " and ".join(sorted(done))
+        raise NotAllowed(
+            f"{who} wrote change {row.id} ({how} it) and may not approve it: another person with the publish "
+            "role must (or the shop allows it: JOURNEYS_PUBLISH_OWN_CHANGES=true)"
+        )
 
 
 def reject(session: Session, change_id: str, who: str, comment: str, now: datetime) -> DefinitionChangeRow:

@@ -151,6 +151,43 @@ async def test_the_author_may_not_approve_their_own_change_unless_the_shop_allow
     assert approved.status_code == 200 and approved.json()["state"] == "published"
 
 
+async def test_a_publisher_who_rewrote_another_s_draft_may_not_approve_it(api):
+    change = await drafted(api)
+    rewritten = await api.put(
+        f"/definitions/changes/{change['id']}",
+        json={"files": {"templates/hello.yaml": "sms: {en: mine}\n"}},
+        headers=BOB,
+    )
+    assert rewritten.status_code == 200 and rewritten.json()["author"].startswith("alice [")
+    assert (await api.post(f"/definitions/changes/{change['id']}/submit", headers=ALICE)).status_code == 200
+    refused = await api.post(f"/definitions/changes/{change['id']}/approve", headers=BOB)
+    assert refused.status_code == 403
+    assert (
+        refused.json()["detail"].startswith("bob [")
+        and "(edited it) and may not approve it" in refused.json()["detail"]
+    )
+    approved = await api.post(f"/definitions/changes/{change['id']}/approve", headers=CAROL)
+    assert approved.status_code == 200 and approved.json()["state"] == "published"
+
+
+async def test_one_person_with_an_operator_key_and_a_publish_key_is_one_person_to_the_review(store, live):
+    both = client_for(create_app(store, live=live, api_keys=[*KEYS, "bob:operator:bob-drafting-secret"]))
+    drafting = {"Authorization": "Bearer bob-drafting-secret"}
+    change = await in_review(both, who=drafting)
+    refused = await both.post(f"/definitions/changes/{change['id']}/approve", headers=BOB)
+    assert refused.status_code == 403 and "(created it) and may not approve it" in refused.json()["detail"]
+    assert (await both.post(f"/definitions/changes/{change['id']}/approve", headers=CAROL)).status_code == 200
+
+
+async def test_publish_records_the_declared_author_as_vouched_for_by_the_key_and_not_the_key_s_own_name(api):
+    itself = await api.post("/definitions/publish", json={"files": v2(), "author": "carol"}, headers=CAROL)
+    assert itself.status_code == 403 and "may not publish their own change" in itself.json()["detail"]
+    declared = await api.post("/definitions/publish", json={"files": v2(), "author": "dave"}, headers=CAROL)
+    assert declared.status_code == 201, declared.text
+    created = [row for row in (await api.get("/audit", headers=READER)).json() if row["action"] == "created"]
+    assert [(row["who"], row["comment"].split(" [")[0]) for row in created] == [("dave", "author declared by carol")]
+
+
 async def test_a_reject_needs_a_comment_and_sends_the_change_back_to_its_author(api):
     change = await in_review(api)
     url = f"/definitions/changes/{change['id']}/reject"

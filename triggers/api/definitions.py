@@ -509,7 +509,7 @@ async def publish(body: PublishIn, request: Request, api: Context) -> Change | J
     approver = requester(request)
     author = (body.author or "").strip() or approver
     files, change_hash = _described(body.files)
-    if author == approver and not _allow_own(api):
+    if changes.person(author) == changes.person(approver) and not _allow_own(api):
         raise Refused(
             403,
             f"{approver} may not publish their own change: give the author (`author`, `journeys publish "
@@ -519,7 +519,7 @@ async def publish(body: PublishIn, request: Request, api: Context) -> Change | J
     now = _now()
 
     def made(session) -> str:
-        row = changes.create(session, files, change_hash, author, now, body.title or "")
+        row = changes.create(session, files, change_hash, author, now, body.title or "", declared_by=approver)
         changes.submit(session, row.id, approver, now)
         return row.id
 
