@@ -10,6 +10,7 @@ definitions.drafts.content_hash) as a `NewFile`; triggers/live.py `describe_file
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,7 +57,20 @@ class NewFile:
     hash: str
 
 
+#: What a change's id looks like (a UUID; letters, digits, '-' and '_' at most): anything else is
+#: no change's, answered without asking the database (PostgreSQL refuses a NUL in a query).
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_id(change_id: str) -> str:
+    """`change_id` if it can be a change's id, else UnknownChange naming it."""
+    if not _ID.match(change_id or ""):
+        raise UnknownChange(f"no change {change_id!r}: a change's id is a UUID; GET /definitions/changes lists them")
+    return change_id
+
+
 def _row(session: Session, change_id: str, *, lock: bool = False) -> DefinitionChangeRow:
+    check_id(change_id)
     query = select(DefinitionChangeRow).where(DefinitionChangeRow.id == change_id)
     if lock:
         query = query.with_for_update()

@@ -305,6 +305,47 @@ async def test_bad_requests_are_refused_naming_what_is_at_fault(api):
     assert frozen.status_code == 409 and "only a draft or a rejected change can be edited" in frozen.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "body", "who", "status", "says"),
+    [
+        ("get", "/definitions/changes/a%00b", None, READER, 404, "no change 'a\\x00b': a change's id is a UUID"),
+        ("post", "/definitions/changes/a%00b/submit", None, ALICE, 404, "no change 'a\\x00b'"),
+        ("post", "/definitions/changes/a%00b/approve", None, BOB, 404, "no change 'a\\x00b'"),
+        ("post", "/definitions/changes/a%00b/dry-runs", {"days": 7}, ALICE, 404, "no change 'a\\x00b'"),
+        ("post", "/definitions/dry-runs", {"files": v2(), "change_id": "a\x00b"}, ALICE, 422, "change_id: no change"),
+        (
+            "post",
+            "/definitions/dry-runs",
+            {"files": {"hello.yaml": "a\x00"}},
+            ALICE,
+            422,
+            "files: hello.yaml: holds a NUL",
+        ),
+        ("get", "/audit?name=a%00", None, READER, 422, "name: 'a\\x00' is not a definition name"),
+        ("post", "/definitions/changes", {"files": v2(), "title": "a\x00"}, ALICE, 422, "title holds a NUL"),
+        ("post", "/definitions/publish", {"files": v2(), "author": "d\x00"}, BOB, 422, "author holds a NUL"),
+        ("post", "/definitions/publish", {"files": v2(), "author": "d", "comment": "\x00"}, BOB, 422, "comment holds"),
+    ],
+)
+async def test_a_nul_in_an_id_or_free_text_is_refused_naming_it(api, method, url, body, who, status, says):
+    """PostgreSQL refuses a NUL in a query: it must be a refusal naming the field, never a 500."""
+    answer = await api.request(method, url, json=body, headers=who)
+    assert answer.status_code == status, answer.text
+    detail = answer.json()["detail"]
+    text = detail if isinstance(detail, str) else " ".join(item["msg"] for item in detail)
+    assert says in text, text
+
+
+async def test_a_nul_in_a_reject_s_or_an_approval_s_comment_is_refused_naming_it(api):
+    change = await in_review(api)
+    for action in ("reject", "approve"):
+        answer = await api.post(
+            f"/definitions/changes/{change['id']}/{action}", json={"comment": "no\x00"}, headers=BOB
+        )
+        assert answer.status_code == 422 and "comment holds a NUL" in answer.json()["detail"][0]["msg"]
+        assert answer.json()["detail"][0]["loc"] == ["body", "comment"]
+
+
 async def test_changes_are_listed_newest_first_without_their_texts(api):
     first = await drafted(api)
     second = await in_review(api, {"hello.yaml": JOURNEY.replace("你好", "您好")})

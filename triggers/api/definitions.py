@@ -18,11 +18,21 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sqlalchemy.exc import IntegrityError
 
 from core.access import Permission
-from definitions.drafts import KINDS, MAX_FILE_BYTES, DraftError, Problem, check_with, content_hash, kind_of, path_of
+from definitions.drafts import (
+    KINDS,
+    MAX_FILE_BYTES,
+    DraftError,
+    Problem,
+    check_name,
+    check_with,
+    content_hash,
+    kind_of,
+    path_of,
+)
 from store import definition_changes as changes
 from store.tables import DefinitionChangeRow, DefinitionFileRow, DryRunRow
 from triggers.api.deps import ApiContext, Context, allowed, requester
@@ -133,11 +143,21 @@ class AuditEntry(BaseModel):
 # -- requests ------------------------------------------------------------------------------------
 
 
+def _no_nul(value: str | None, info: ValidationInfo) -> str | None:
+    """A NUL in free text is refused (422 naming the field): no record holds one (PostgreSQL
+    refuses it in a text column)."""
+    if value is not None and "\x00" in value:
+        raise ValueError(f"{info.field_name} holds a NUL character (\\u0000), which no record may")
+    return value
+
+
 class ChangeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     files: dict[str, str] = Field(description="{path inside the definitions directory: its text}")
     title: str | None = Field(None, max_length=200)
+
+    refuse_nul = field_validator("title")(_no_nul)
 
 
 class ApproveIn(BaseModel):
@@ -145,11 +165,15 @@ class ApproveIn(BaseModel):
 
     comment: str | None = Field(None, max_length=10_000)
 
+    refuse_nul = field_validator("comment")(_no_nul)
+
 
 class RejectIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     comment: str = Field(max_length=10_000, description="Why: required")
+
+    refuse_nul = field_validator("comment")(_no_nul)
 
 
 class PublishIn(BaseModel):
@@ -159,6 +183,8 @@ class PublishIn(BaseModel):
     title: str | None = Field(None, max_length=200)
     author: str | None = Field(None, max_length=200, description="Who wrote it (the commit's author); else the key")
     comment: str | None = Field(None, max_length=10_000)
+
+    refuse_nul = field_validator("title", "author", "comment")(_no_nul)
 
 
 class Refused(Exception):
@@ -539,6 +565,11 @@ async def publish(body: PublishIn, request: Request, api: Context) -> Change | J
 async def audit(api: Context, kind: str | None = None, name: str | None = None) -> list[AuditEntry] | JSONResponse:
     if kind is not None and kind not in KINDS:
         raise Refused(422, f"{kind!r} is not a kind of definition; kinds are {', '.join(KINDS)}")
+    if name is not None:
+        try:
+            check_name(name)
+        except DraftError as err:
+            raise Refused(422, f"name: {err}") from None
     path = _kind_path(api, kind, name) if kind is not None and name is not None else None
     rows = await api.store.run(lambda session: changes.audit(session, kind=kind, name=name, path=path))
     return [
