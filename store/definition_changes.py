@@ -369,10 +369,18 @@ def dry_runs_of(session: Session, change_id: str) -> list[DryRunRow]:
     return list(session.scalars(query))
 
 
+def is_current(run: DryRunRow, files: dict[str, str]) -> bool:
+    """Whether dry run `run` ran exactly `files` (a change's files now, change_files): a run of
+    the change before an edit is stale, its figures no longer the change's."""
+    return dict(run.files or {}) == files
+
+
 def latest_figures(session: Session, change_id: str) -> dict[str, Any] | None:
-    """The figures of a change's latest finished dry run (its window and its diff), for the audit."""
+    """The figures of a change's latest finished dry run of its files as they are now (its window
+    and its diff), for the audit; None when every run is of an earlier version (stale)."""
+    files = change_files(session, change_id)
     for run in dry_runs_of(session, change_id):
-        if run.state == "done" and run.result:
+        if run.state == "done" and run.result and is_current(run, files):
             return {
                 "dry_run": run.id,
                 "days": run.days,

@@ -346,6 +346,50 @@ async def test_a_nul_in_a_reject_s_or_an_approval_s_comment_is_refused_naming_it
         assert answer.json()["detail"][0]["loc"] == ["body", "comment"]
 
 
+def a_finished_dry_run(store, change_id: str, files: dict[str, str], sent: int) -> str:
+    """A dry run of `files` for the change, done with `sent` messages more (as its process ends one)."""
+    from datetime import UTC, datetime
+
+    from store import dry_runs
+
+    now = datetime.now(UTC)
+    with store.transaction() as session:
+        job_id = dry_runs.queue(session, files, 7, "alice [test]", change_id, now).id
+        assert dry_runs.claim(session, job_id, now, None)
+        dry_runs.finish(session, job_id, {"window": {}, "diff": {"hello": {"sent": sent}}}, now)
+    return job_id
+
+
+async def test_a_change_edited_after_its_dry_run_is_approved_without_the_old_figures(api, store):
+    change = await drafted(api)
+    old = a_finished_dry_run(store, change["id"], v2(), sent=5)
+    edited = {"templates/hello.yaml": TEMPLATE.format(version="v3")}
+    assert (
+        await api.put(f"/definitions/changes/{change['id']}", json={"files": edited}, headers=ALICE)
+    ).status_code == 200
+    shown = (await api.get(f"/definitions/changes/{change['id']}", headers=READER)).json()
+    assert [(run["id"], run["stale"]) for run in shown["dry_runs"]] == [(old, True)]
+    assert (await api.post(f"/definitions/changes/{change['id']}/submit", headers=ALICE)).status_code == 200
+    assert (await api.post(f"/definitions/changes/{change['id']}/approve", headers=BOB)).status_code == 200
+    [approved] = [row for row in (await api.get("/audit", headers=READER)).json() if row["action"] == "approved"]
+    assert approved["figures"] is None  # not the figures of v2, which is not what was approved
+
+    again = await drafted(api)
+    current = a_finished_dry_run(store, again["id"], v2(), sent=2)
+    shown = (await api.get(f"/definitions/changes/{again['id']}", headers=READER)).json()
+    assert [(run["id"], run["stale"]) for run in shown["dry_runs"]] == [(current, False)]
+    versions = (await api.get("/definitions/template/hello/versions", headers=READER)).json()
+    assert [v["dry_run"] and v["dry_run"]["dry_run"] for v in versions if v["change_id"] == again["id"]] == [current]
+
+
+async def test_a_dry_run_for_a_change_must_run_that_change_s_files(api):
+    change = await drafted(api)
+    other = {"templates/hello.yaml": TEMPLATE.format(version="v9")}
+    refused = await api.post("/definitions/dry-runs", json={"files": other, "change_id": change["id"]}, headers=ALICE)
+    assert refused.status_code == 422
+    assert refused.json()["detail"].startswith(f"change_id: these files are not change {change['id']}'s as it is now")
+
+
 async def test_changes_are_listed_newest_first_without_their_texts(api):
     first = await drafted(api)
     second = await in_review(api, {"hello.yaml": JOURNEY.replace("你好", "您好")})

@@ -107,6 +107,9 @@ class DryRunSummary(BaseModel):
     finished_at: datetime | None = None
     message: str | None = None
     result: dict[str, Any] | None = None
+    stale: bool = Field(
+        False, description="It ran an earlier version of the change's files: its figures are not the change's now"
+    )
 
 
 class Change(BaseModel):
@@ -263,11 +266,11 @@ def _diff(path: str, running: str | None, text: str) -> str:
     )
 
 
-def _dry_run(run: DryRunRow) -> DryRunSummary:
+def _dry_run(run: DryRunRow, files: dict[str, str]) -> DryRunSummary:
     return DryRunSummary(
         id=run.id, state=run.state, progress=run.progress, days=run.days, requested_by=run.requested_by,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at, message=run.message,
-        result=run.result,
+        result=run.result, stale=not changes.is_current(run, files),
     )  # fmt: skip
 
 
@@ -280,6 +283,7 @@ def _change(
     dry_runs: list[DryRunRow] | None = None,
 ) -> Change:
     """A change as answered; with `api`, each file's text and diff against what runs."""
+    texts = {file.path: file.text for file in files}
     shown = []
     for file in files:
         item = ChangeFile(path=file.path, kind=file.kind, name=file.name, hash=file.hash)
@@ -290,7 +294,7 @@ def _change(
         id=row.id, title=row.title, state=row.state, author=row.author, created_at=row.created_at,
         updated_at=row.updated_at, submitted_at=row.submitted_at, reviewed_by=row.reviewed_by,
         reviewed_at=row.reviewed_at, published_at=row.published_at, seq=row.seq, comment=row.comment, hash=row.hash,
-        files=shown, problems=problems, dry_runs=[_dry_run(run) for run in dry_runs or []],
+        files=shown, problems=problems, dry_runs=[_dry_run(run, texts) for run in dry_runs or []],
     )  # fmt: skip
 
 

@@ -147,6 +147,11 @@ def start_dry_run(
     with store.transaction() as session:
         if change_id is not None and session.get(DefinitionChangeRow, change_id) is None:
             raise DryRunRefused(f"change_id: no change {change_id}", status=404)
+        if change_id is not None and definition_changes.change_files(session, change_id) != files:
+            raise DryRunRefused(
+                f"change_id: these files are not change {change_id}'s as it is now (its figures would be "
+                "another version's): send its files unchanged, or POST /definitions/changes/{id}/dry-runs"
+            )
         job_id = dry_runs.queue(session, files, days, requested_by, change_id, now).id
     dispatch(store, settings)
     with store.transaction() as session:
