@@ -303,24 +303,35 @@ def versions(session: Session, path: str) -> list[tuple[DefinitionChangeRow, Def
     return sorted(rows, key=lambda pair: (pair[0].seq or 0, pair[0].created_at), reverse=True)
 
 
-def published_sources(session: Session) -> dict[str, tuple[DefinitionChangeRow, DefinitionFileRow]]:
-    """For each path a published change holds, the latest such change (by `seq`) and its file."""
+def published_sources(
+    session: Session, up_to: int | None = None
+) -> dict[str, tuple[DefinitionChangeRow, DefinitionFileRow]]:
+    """For each path a published change holds, the latest such change (by `seq`) and its file;
+    with `up_to`, of the publications up to that `seq` only (what a process that loaded it runs)."""
     query = (
         select(DefinitionChangeRow, DefinitionFileRow)
         .join(DefinitionFileRow, DefinitionFileRow.change_id == DefinitionChangeRow.id)
         .where(DefinitionChangeRow.state == PUBLISHED)
         .order_by(DefinitionChangeRow.seq)
     )
+    if up_to is not None:
+        query = query.where(DefinitionChangeRow.seq <= up_to)
     found: dict[str, tuple[DefinitionChangeRow, DefinitionFileRow]] = {}
     for change, file in session.execute(query):
         found[file.path] = (change, file)  # a later seq overwrites an earlier one
     return found
 
 
-def published_files(session: Session) -> dict[str, str]:
-    """`{path: text}` of what published changes hold, the latest change of each path winning (by
-    `seq`): what is laid over the base directory to make what runs."""
-    return {path: file.text for path, (_change, file) in published_sources(session).items()}
+def published_files(session: Session, up_to: int | None = None) -> dict[str, str]:
+    """`{path: text}` of what published changes hold (up to `seq` `up_to`, if given), the latest
+    change of each path winning (by `seq`): what is laid over the base directory to make what runs."""
+    return {path: file.text for path, (_change, file) in published_sources(session, up_to).items()}
+
+
+def published_seqs(session: Session) -> list[int]:
+    """The `seq` of every publication, newest first."""
+    query = select(DefinitionChangeRow.seq).where(DefinitionChangeRow.state == PUBLISHED)
+    return sorted((seq for seq in session.scalars(query) if seq is not None), reverse=True)
 
 
 def latest_seq(session: Session) -> int:

@@ -455,6 +455,55 @@ def test_a_publication_that_does_not_load_is_not_swapped_in(store, base, live, c
     assert LiveDefinitions(store, base).current["hello"].templates["hello"].sms["en"] == "hello v2"  # a new process
 
 
+def published_behind_the_api(store, files: dict[str, str], author: str = "mallory") -> str:
+    """A change published straight to the store, behind the API's checks (another tool, an older
+    version): it may not load."""
+    from datetime import UTC, datetime
+
+    from store import definition_changes
+    from triggers.live import describe_files
+
+    now = datetime.now(UTC)
+    with store.transaction() as session:
+        described, change_hash = describe_files(files)
+        change = definition_changes.create(session, described, change_hash, author, now)
+        definition_changes.submit(session, change.id, author, now)
+        definition_changes.approve(session, change.id, author, now, allow_own=True)
+        return change.id
+
+
+PIGEON = {"hello.yaml": JOURNEY.replace("channel: sms", "channel: pigeon")}
+
+
+def test_a_process_starting_when_the_latest_publication_does_not_load_runs_the_newest_that_does(store, base, caplog):
+    published_behind_the_api(store, v2())
+    published_behind_the_api(store, PIGEON)
+    started = LiveDefinitions(store, base)
+    assert (started.loaded_seq, started.seen_seq) == (1, 2)
+    assert started.current["hello"].templates["hello"].sms["en"] == "hello v2"  # publication 1 kept, not reverted
+    assert "publication 2 of the definitions does not load: running publication 1, the newest that does" in caplog.text
+    assert started.refresh() is False  # the broken one is not tried again until a newer publication
+
+
+async def test_an_approval_over_a_publication_that_did_not_load_is_refused_and_what_runs_says_what_loaded(
+    api, store, live
+):
+    broken = published_behind_the_api(store, PIGEON)
+    assert live.refresh() is False and (live.loaded_seq, live.seen_seq) == (0, 1)
+    running = {row["path"]: row for row in (await api.get("/definitions", headers=READER)).json()}
+    assert (running["hello.yaml"]["source"], running["hello.yaml"]["change_id"]) == ("base", None)
+    text = (await api.get("/definitions/journey/hello", headers=READER)).json()
+    assert (text["source"], text["change_id"]) == ("base", None) and broken
+
+    change = await in_review(api)  # the template alone: it loads over what this process runs
+    refused = await api.post(f"/definitions/changes/{change['id']}/approve", headers=BOB)
+    assert refused.status_code == 409, refused.text
+    assert "no longer loads over what runs now" in refused.json()["detail"]
+    assert "hello.yaml:8: steps[0].send.channel: 'pigeon' is not one of" in refused.json()["detail"]
+    shown = (await api.get(f"/definitions/changes/{change['id']}", headers=READER)).json()
+    assert shown["state"] == "in_review" and live.current["hello"].templates["hello"].sms["en"] == "hello v1"
+
+
 async def test_the_console_approves_with_its_session_and_csrf_token_only(api):
     """A console session may approve (the publish role's key signed in), but only with the page's
     CSRF token: a page of another site riding the cookie cannot publish."""

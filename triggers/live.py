@@ -54,15 +54,18 @@ def describe_files(files: Mapping[str, str]) -> tuple[list[definition_changes.Ne
 
 
 class LiveDefinitions:
-    """What runs now: `current` (the Definitions), `directory` (where its files are), `seq` (the
-    latest publication laid over the base, 0 for none). `refresh()` loads a newer publication;
+    """What runs now: `current` (the Definitions), `directory` (where its files are),
+    `loaded_seq` (also `seq`: the publication that runs, laid over the base, 0 for none) and
+    `seen_seq` (the latest publication this process tried: one that did not load is not tried
+    again until a newer one; `failure` says why it did not). `refresh()` loads a newer publication;
     `keep(stop)` does so every POLL_SECONDS. Callbacks given to `on_change` run after each swap
     with the new Definitions and directory (the worker hands them to its activities)."""
 
     def __init__(self, store: Store | None, base: Path, *, strict: bool = False):
         self.store = store
         self.base = Path(base)
-        self.seq = 0
+        self.loaded_seq = self.seen_seq = 0
+        self.failure: str | None = None
         self.directory = self.base
         self.current = Definitions()
         self._listeners: list[Callable[[Definitions, Path], None]] = []
@@ -75,17 +78,30 @@ class LiveDefinitions:
         """A holder of `definitions` that never loads anything (tests, simulations, an API
         without a store of publications)."""
         holder = cls.__new__(cls)
-        holder.store, holder.base, holder.seq = None, Path(base) if base else Path("."), 0
+        holder.store, holder.base = None, Path(base) if base else Path(".")
+        holder.loaded_seq = holder.seen_seq = 0
+        holder.failure = None
         holder.directory, holder.current = holder.base, definitions
         holder._listeners, holder._lock, holder._scratch = [], threading.Lock(), None
         return holder
 
+    @property
+    def seq(self) -> int:
+        """The publication that runs (0: the base alone)."""
+        return self.loaded_seq
+
     # -- loading -------------------------------------------------------------------------------
 
-    def _published(self) -> tuple[int, dict[str, str]]:
+    def _published(self, up_to: int | None = None) -> tuple[int, dict[str, str]]:
         assert self.store is not None
         with self.store.transaction() as session:
-            return definition_changes.latest_seq(session), definition_changes.published_files(session)
+            files = definition_changes.published_files(session, up_to)
+            return (up_to if up_to is not None else definition_changes.latest_seq(session)), files
+
+    def _seqs(self) -> list[int]:
+        assert self.store is not None
+        with self.store.transaction() as session:
+            return definition_changes.published_seqs(session)
 
     def _latest(self) -> int:
         assert self.store is not None
@@ -93,11 +109,27 @@ class LiveDefinitions:
             return definition_changes.latest_seq(session)
 
     def _load_first(self, strict: bool) -> None:
-        """At start: the base with the publications over it; if those do not load, the base alone
-        (logged); with `strict` (the API, as before), DefinitionsError when that has problems too."""
+        """At start: the base with the publications over it; if those do not load, the newest
+        publication that does (each earlier one in turn: the publications up to it laid over the
+        base), logged; the base alone only when none does. With `strict` (the API, as before),
+        DefinitionsError when the base has problems too."""
         seq, files = self._published() if self.store is not None else (0, {})
         if seq and self._try(seq, files):
             return
+        if seq:
+            newest_failure = self.failure
+            for earlier in self._seqs():
+                if earlier >= seq:
+                    continue
+                if self._try(*self._published(up_to=earlier)):
+                    self.seen_seq = seq  # the newer ones are not tried again until a newer publication
+                    self.failure = newest_failure
+                    log.error(
+                        "publication %d of the definitions does not load: running publication %d, the newest that does",
+                        seq,
+                        earlier,
+                    )
+                    return
         loaded, problems = check_definitions(self.base)
         if problems and strict:
             raise DefinitionsError(problems)
@@ -105,8 +137,8 @@ class LiveDefinitions:
             log.error("definition problem (instances of other journeys are unaffected): %s", problem)
         self.current, self.directory = loaded, self.base
         if seq:
-            log.error("running the base definitions in %s alone, without publication %d", self.base, seq)
-            self.seq = seq  # not tried again until a newer publication
+            log.error("running the base definitions in %s alone: no publication up to %d loads", self.base, seq)
+            self.seen_seq = seq  # not tried again until a newer publication
 
     def _try(self, seq: int, files: dict[str, str]) -> bool:
         """Load publication `seq` into a directory of its own; swap it in if it has no problems."""
@@ -115,18 +147,19 @@ class LiveDefinitions:
             loaded, problems = check_definitions(target)
         except Exception as err:  # a file the drafts' checks let through but the disk refused
             loaded, problems = Definitions(), [f"{type(err).__name__}: {err}"]
+        self.seen_seq = max(self.seen_seq, seq)  # not tried again until a newer publication
         if problems:
+            self.failure = f"publication {seq} does not load: {'; '.join(problems)}"
             log.error(
                 "publication %d of the definitions does not load; still running %s: %s",
                 seq,
-                f"publication {self.seq}" if self.seq else "the base definitions",
+                f"publication {self.loaded_seq}" if self.loaded_seq else "the base definitions",
                 "; ".join(problems),
             )
-            self.seq = max(self.seq, seq)  # not tried again until a newer publication
             return False
         for warning in loaded.warnings:
             log.warning("definition %s", warning)
-        self.current, self.directory, self.seq = loaded, target, seq
+        self.current, self.directory, self.loaded_seq, self.failure = loaded, target, seq, None
         log.info("running publication %d of the definitions (%d journeys, in %s)", seq, len(loaded), target)
         for listener in list(self._listeners):
             try:
@@ -140,10 +173,10 @@ class LiveDefinitions:
         if self.store is None:
             return False
         with self._lock:
-            if self._latest() <= self.seq:
+            if self._latest() <= self.seen_seq:
                 return False
             seq, files = self._published()
-            if seq <= self.seq:
+            if seq <= self.seen_seq:
                 return False
             return self._try(seq, files)
 

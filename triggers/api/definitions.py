@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,8 @@ from store.tables import DefinitionChangeRow, DefinitionFileRow, DryRunRow
 from triggers.api.deps import ApiContext, Context, allowed, requester
 from triggers.api.deps import Problem as Refusal
 from triggers.live import describe_files
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["definitions"])
 
@@ -333,10 +336,17 @@ def _kind_path(api: ApiContext, kind: str, name: str) -> str:
         raise Refused(404, str(err)) from None
 
 
-async def _check_loads(api: ApiContext, files: dict[str, str], what: str) -> None:
+async def _check_loads(
+    api: ApiContext, files: dict[str, str], what: str, *, published: dict[str, str] | None = None
+) -> None:
     """Refused (409, each problem at its file and line) unless `files` laid over what runs load
-    without problems (warnings allowed)."""
-    found = await asyncio.to_thread(_problems, api, files)
+    without problems (warnings allowed). With `published` (the store's published files now), over
+    the base with those laid over it instead: what a publication will load, even when this
+    process runs an older one (another process's approval, or one that did not load)."""
+    if published is None or api.live.store is None:
+        found = await asyncio.to_thread(_problems, api, files)
+    else:
+        _loaded, found = await asyncio.to_thread(check_with, api.live.base, {**published, **files})
     blocking = [problem for problem in found if not problem.warning]
     if not blocking:
         return
@@ -355,8 +365,12 @@ async def _approve(
     """Approve (publish) a change in review, after checking it still loads over what runs now;
     then load it in this process at once."""
     await asyncio.to_thread(api.live.refresh)  # what runs now, another process's approvals included
-    files = await api.store.run(lambda session: changes.change_files(session, change_id))
-    await _check_loads(api, files, f"change {change_id} no longer loads over what runs now:")
+
+    def read(session) -> tuple[dict[str, str], dict[str, str]]:
+        return changes.change_files(session, change_id), changes.published_files(session)
+
+    files, published = await api.store.run(read)
+    await _check_loads(api, files, f"change {change_id} no longer loads over what runs now:", published=published)
     now = _now()
 
     def publish(session) -> DefinitionChangeRow:
@@ -372,6 +386,15 @@ async def _approve(
                 raise Refused(409, f"change {change_id}: other changes are being published; try again") from None
             await asyncio.sleep(0.05 * (attempt + 1))
     await asyncio.to_thread(api.live.refresh)
+    if api.live.store is not None and row.seq is not None and api.live.loaded_seq < row.seq:
+        why = api.live.failure or "it was not loaded"
+        log.error("change %s is published (publication %d) but did not load: %s", change_id, row.seq, why)
+        raise Refused(
+            503,
+            f"change {change_id} is published in the store (publication {row.seq}) but did not load: {why}; "
+            f"still running {f'publication {api.live.loaded_seq}' if api.live.loaded_seq else 'the base definitions'}"
+            " (publish a change that mends it)",
+        )
     return row
 
 
@@ -394,8 +417,10 @@ def _allow_own(api: ApiContext) -> bool:
 async def running_files(api: Context) -> list[RunningFile]:
     texts = await asyncio.to_thread(_running, api)
 
+    loaded = api.live.loaded_seq if api.live.store is not None else None
+
     def read(session):
-        return changes.published_sources(session), changes.open_changes(session)
+        return changes.published_sources(session, up_to=loaded), changes.open_changes(session)
 
     published, open_counts = await api.store.run(read)
     answer = []
@@ -607,7 +632,8 @@ async def running_text(kind: str, name: str, api: Context) -> RunningText | JSON
     if text is None:
         there = sorted(n for p in await asyncio.to_thread(_running, api) if (n := _named(p, kind)))
         raise Refused(404, f"no {kind} {name!r} runs; {kind}s that run: {', '.join(there) or 'none'}")
-    source = await api.store.run(lambda session: changes.published_sources(session).get(path))
+    loaded = api.live.loaded_seq if api.live.store is not None else None
+    source = await api.store.run(lambda session: changes.published_sources(session, up_to=loaded).get(path))
     return RunningText(
         kind=kind, name=name, path=path, text=text, hash=content_hash({path: text}),
         source="published" if source else "base", change_id=source[0].id if source else None,
