@@ -328,6 +328,32 @@ def published_files(session: Session, up_to: int | None = None) -> dict[str, str
     return {path: file.text for path, (_change, file) in published_sources(session, up_to).items()}
 
 
+def published_journey_files(session: Session, known: Iterable[str] = ()) -> dict[str, str | None]:
+    """`{hash: text}` of every journey file any published change ever held (each version that
+    may still run an instance), the text None for the hashes in `known` (the caller parsed
+    those already)."""
+    query = (
+        select(DefinitionFileRow.hash, DefinitionFileRow.change_id)
+        .join(DefinitionChangeRow, DefinitionFileRow.change_id == DefinitionChangeRow.id)
+        .where(DefinitionChangeRow.state == PUBLISHED, DefinitionFileRow.kind == "journey")
+    )
+    skip = set(known)
+    found: dict[str, str | None] = {}
+    wanted: dict[str, str] = {}
+    for file_hash, change_id in session.execute(query):
+        found[file_hash] = None
+        if file_hash not in skip:
+            wanted.setdefault(file_hash, change_id)
+    for file_hash, change_id in wanted.items():
+        text = session.scalar(
+            select(DefinitionFileRow.text).where(
+                DefinitionFileRow.change_id == change_id, DefinitionFileRow.hash == file_hash
+            )
+        )
+        found[file_hash] = text
+    return found
+
+
 def published_seqs(session: Session) -> list[int]:
     """The `seq` of every publication, newest first."""
     query = select(DefinitionChangeRow.seq).where(DefinitionChangeRow.state == PUBLISHED)

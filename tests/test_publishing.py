@@ -504,6 +504,35 @@ async def test_an_approval_over_a_publication_that_did_not_load_is_refused_and_w
     assert shown["state"] == "in_review" and live.current["hello"].templates["hello"].sms["en"] == "hello v1"
 
 
+def test_instances_of_an_earlier_version_still_hear_what_it_exits_on_and_waits_for(store, base):
+    """v1 exits on order.paid and waits for order.shipped; v2 does neither. A v1 instance still
+    running must get the payment (else it reminds a customer who paid) and the shipment."""
+    from datetime import UTC, datetime
+
+    from tests.helpers import event
+    from triggers.router import Dispatch, plan
+
+    v1 = JOURNEY.replace(
+        "steps:\n", "exit_on: [order.paid]\nsteps:\n  - wait_for: {event: order.shipped, timeout: 1d}\n"
+    )
+    (base / "hello.yaml").write_text(v1, encoding="utf-8")
+    live = LiveDefinitions(store, base)
+    assert live.current["hello"].definition.exit_on == ["order.paid"]
+    published_behind_the_api(store, {"hello.yaml": JOURNEY}, author="alice")
+    assert live.refresh() is True and live.current["hello"].definition.exit_on == []
+    now = datetime.now(UTC)
+    reaching = [Dispatch("signal", "hello", "hello:o1", "o1")]
+    for kind in ("order.paid", "order.shipped"):
+        assert plan(event(kind, now, order="o1"), live.current) == []  # what v2 alone hears
+        assert plan(event(kind, now, order="o1"), live.current, heard=live.heard) == reaching, kind
+    assert plan(event("order.paid", now, order="o1"), live.current, backfill=True, heard=live.heard) == reaching
+    assert plan(event("order.shipped", now, order="o1"), live.current, backfill=True, heard=live.heard) == []
+    assert plan(event("order.created", now, order="o1"), live.current, heard=live.heard) == [
+        Dispatch("start", "hello", "hello:o1", "o1")
+    ]
+    assert LiveDefinitions(store, base).heard == live.heard  # a process started after it hears the same
+
+
 async def test_the_console_approves_with_its_session_and_csrf_token_only(api):
     """A console session may approve (the publish role's key signed in), but only with the page's
     CSRF token: a page of another site riding the cookie cannot publish."""

@@ -30,10 +30,15 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import yaml
+from pydantic import ValidationError
+
 from definitions.drafts import content_hash, kind_of, materialize
-from definitions.loader import Definitions, DefinitionsError, check_definitions
+from definitions.loader import RESERVED_FILES, Definitions, DefinitionsError, check_definitions
+from definitions.schema import Journey
 from store import definition_changes
 from store.db import Store
+from triggers.router import Heard
 
 log = logging.getLogger("journeys.definitions")
 
@@ -71,6 +76,10 @@ class LiveDefinitions:
         self._listeners: list[Callable[[Definitions, Path], None]] = []
         self._lock = threading.Lock()
         self._scratch: Path | None = None
+        #: What every version of each journey that may still run listens to (triggers/router.py
+        #: `plan`), and the parsed journey files behind it, by hash (each parsed once).
+        self.heard: dict[str, Heard] = {}
+        self._parsed: dict[str, tuple[str, Heard] | None] = {}
         self._load_first(strict)
 
     @classmethod
@@ -83,6 +92,7 @@ class LiveDefinitions:
         holder.failure = None
         holder.directory, holder.current = holder.base, definitions
         holder._listeners, holder._lock, holder._scratch = [], threading.Lock(), None
+        holder.heard, holder._parsed = {}, {}
         return holder
 
     @property
@@ -136,6 +146,7 @@ class LiveDefinitions:
         for problem in problems:
             log.error("definition problem (instances of other journeys are unaffected): %s", problem)
         self.current, self.directory = loaded, self.base
+        self._hear(loaded)
         if seq:
             log.error("running the base definitions in %s alone: no publication up to %d loads", self.base, seq)
             self.seen_seq = seq  # not tried again until a newer publication
@@ -160,6 +171,7 @@ class LiveDefinitions:
         for warning in loaded.warnings:
             log.warning("definition %s", warning)
         self.current, self.directory, self.loaded_seq, self.failure = loaded, target, seq, None
+        self._hear(loaded)
         log.info("running publication %d of the definitions (%d journeys, in %s)", seq, len(loaded), target)
         for listener in list(self._listeners):
             try:
@@ -167,6 +179,42 @@ class LiveDefinitions:
             except Exception:
                 log.exception("a part of this process did not take the new definitions")
         return True
+
+    # -- what running instances may hear -----------------------------------------------------
+
+    def _hear(self, loaded: Definitions) -> None:
+        """`heard`: for each journey, the union over what runs now, the base directory's version
+        and every published version of its file, of the events it waits for or exits on. An
+        instance keeps the version it started on, so the router signals it for any of them."""
+        found: dict[str, Heard] = {}
+
+        def add(name: str, heard: Heard) -> None:
+            found[name] = found[name].union(heard) if name in found else heard
+
+        for snapshot in loaded:
+            add(snapshot.definition.name, _heard_of(snapshot.definition))
+        texts: dict[str, str | None] = {}
+        if self.base.is_dir():
+            for path in sorted(self.base.glob("*.yaml")) + sorted(self.base.glob("*.yml")):
+                if path.name in RESERVED_FILES:
+                    continue
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    continue
+                texts[content_hash({path.name: text})] = text
+        if self.store is not None:
+            try:
+                with self.store.transaction() as session:
+                    texts |= definition_changes.published_journey_files(session, known=self._parsed)
+            except Exception as err:  # routing still hears what runs now
+                log.warning("could not read the published versions of the journeys (%s)", err)
+        for file_hash, text in texts.items():
+            if file_hash not in self._parsed and text is not None:
+                self._parsed[file_hash] = _parse_heard(text)
+            if parsed := self._parsed.get(file_hash):
+                add(*parsed)
+        self.heard = found
 
     def refresh(self) -> bool:
         """Load the latest publication if it is newer than what runs; True if it swapped."""
@@ -209,3 +257,17 @@ class LiveDefinitions:
             return file.read_text(encoding="utf-8") if file.is_file() else None
         except (OSError, UnicodeDecodeError):
             return None
+
+
+def _heard_of(journey: Journey) -> Heard:
+    return Heard(frozenset({journey.entry.key}), journey.listened_events, frozenset(journey.exit_on))
+
+
+def _parse_heard(text: str) -> tuple[str, Heard] | None:
+    """A journey file's name and what its instances hear; None for a file that is no journey."""
+    try:
+        data = yaml.safe_load(text)
+        journey = Journey.model_validate(data) if isinstance(data, dict) else None
+    except (yaml.YAMLError, ValidationError, ValueError, TypeError):
+        return None
+    return (journey.name, _heard_of(journey)) if journey is not None else None
