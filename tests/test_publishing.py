@@ -533,6 +533,26 @@ def test_instances_of_an_earlier_version_still_hear_what_it_exits_on_and_waits_f
     assert LiveDefinitions(store, base).heard == live.heard  # a process started after it hears the same
 
 
+async def test_an_approval_that_does_not_load_here_says_so_instead_of_published(api, live, tmp_path, caplog):
+    """The change checks out, but this process cannot load it (here its disk refuses the files):
+    it is published in the store, and the answer says it did not load rather than 200."""
+    refusing = tmp_path / "not-a-directory"
+    refusing.write_text("", encoding="utf-8")
+    live._scratch = refusing  # where this process writes each publication's files
+    change = await in_review(api)
+    answer = await api.post(f"/definitions/changes/{change['id']}/approve", headers=BOB)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["detail"].startswith(
+        f"change {change['id']} is published in the store (publication 1) but did not load: publication 1 does not "
+        "load: "
+    )
+    assert answer.json()["detail"].endswith("still running the base definitions (publish a change that mends it)")
+    assert f"change {change['id']} is published (publication 1) but did not load" in caplog.text
+    assert (live.loaded_seq, live.seen_seq) == (0, 1)
+    running = {row["path"]: row for row in (await api.get("/definitions", headers=READER)).json()}
+    assert (running["templates/hello.yaml"]["source"], running["templates/hello.yaml"]["change_id"]) == ("base", None)
+
+
 async def test_the_console_approves_with_its_session_and_csrf_token_only(api):
     """A console session may approve (the publish role's key signed in), but only with the page's
     CSRF token: a page of another site riding the cookie cannot publish."""
