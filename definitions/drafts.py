@@ -86,6 +86,8 @@ def kind_of(path: str) -> tuple[str, str]:
         return "journey", stem
     for kind, folder in _FOLDERS.items():
         if parts[0] == folder and len(parts) == 2:
+            if PurePosixPath(clean).suffix != ".yaml":  # the loader reads only *.yaml in the folders
+                raise DraftError(f"{path}: a file in {folder}/ ends .yaml ({folder}/{stem}.yaml), or it is never read")
             return kind, stem
     raise DraftError(f"{path}: not a definition file (NAME.yaml, templates/, segments/ or broadcasts/NAME.yaml)")
 
@@ -127,10 +129,14 @@ def materialize(base: Path, overlay: Mapping[str, str], target: Path) -> Path:
                 shutil.copyfile(source, target / relative)
     for path, text in overlay.items():
         clean = check_path(path)
-        if len(text.encode("utf-8")) > MAX_FILE_BYTES:
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DraftError(f"{path}: not UTF-8 text (it holds a lone surrogate)") from None
+        if len(encoded) > MAX_FILE_BYTES:
             raise DraftError(f"{path}: longer than {MAX_FILE_BYTES // 1024} KiB")
         (target / clean).parent.mkdir(parents=True, exist_ok=True)
-        (target / clean).write_text(text, encoding="utf-8")
+        (target / clean).write_bytes(encoded)
     return target
 
 

@@ -10,6 +10,7 @@ definitions.drafts.content_hash) as a `NewFile`; triggers/live.py `describe_file
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,7 +57,20 @@ class NewFile:
     hash: str
 
 
+#: What a change's id looks like (a UUID; letters, digits, '-' and '_' at most): anything else is
+#: no change's, answered without asking the database (PostgreSQL refuses a NUL in a query).
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_id(change_id: str) -> str:
+    """`change_id` if it can be a change's id, else UnknownChange naming it."""
+    if not _ID.match(change_id or ""):
+        raise UnknownChange(f"no change {change_id!r}: a change's id is a UUID; GET /definitions/changes lists them")
+    return change_id
+
+
 def _row(session: Session, change_id: str, *, lock: bool = False) -> DefinitionChangeRow:
+    check_id(change_id)
     query = select(DefinitionChangeRow).where(DefinitionChangeRow.id == change_id)
     if lock:
         query = query.with_for_update()
@@ -84,6 +98,13 @@ def record(
     )
 
 
+def person(who: str) -> str:
+    """The person behind a requester: the API key's name, without its fingerprint
+    (triggers/api/deps.py `requester` is "NAME [fingerprint]"). One person may hold several keys
+    of one name (an operator key and a publish key): they are still one person to the review."""
+    return who.split(" [", 1)[0].strip()
+
+
 def _write_files(session: Session, change_id: str, files: Iterable[NewFile]) -> None:
     session.execute(delete(DefinitionFileRow).where(DefinitionFileRow.change_id == change_id))
     session.flush()
@@ -104,9 +125,18 @@ def _check_files(files: list[NewFile]) -> None:
 
 
 def create(
-    session: Session, files: list[NewFile], change_hash: str, author: str, now: datetime, title: str = ""
+    session: Session,
+    files: list[NewFile],
+    change_hash: str,
+    author: str,
+    now: datetime,
+    title: str = "",
+    *,
+    declared_by: str | None = None,
 ) -> DefinitionChangeRow:
-    """A new change in state `draft` by `author`, with its files; audited as `created`."""
+    """A new change in state `draft` by `author`, with its files; audited as `created`. With
+    `declared_by` (`journeys publish`: a publishing key names the commit's author) the audit row
+    says which key vouched for the author."""
     _check_files(files)
     row = DefinitionChangeRow(
         id=str(uuid.uuid4()), title=title or "", state=DRAFT, author=author, created_at=now, updated_at=now,
@@ -115,7 +145,7 @@ def create(
     session.add(row)
     session.flush()
     _write_files(session, row.id, files)
-    record(session, "created", author, row, now)
+    record(session, "created", author, row, now, comment=f"author declared by {declared_by}" if declared_by else None)
     return row
 
 
@@ -170,11 +200,8 @@ def approve(
     row = _row(session, change_id)
     if row.state != IN_REVIEW:
         raise WrongState(f"change {change_id} is {row.state}: only a change in review can be approved")
-    if row.author == who and not allow_own:
-        raise NotAllowed(
-            f"{who} wrote change {change_id} and may not approve it: another person with the publish role must "
-            "(or the shop allows it: JOURNEYS_PUBLISH_OWN_CHANGES=true)"
-        )
+    if not allow_own:
+        _check_not_own(session, row, who)
     following = select(func.coalesce(func.max(DefinitionChangeRow.seq), 0) + 1).scalar_subquery()
     done = session.execute(
         update(DefinitionChangeRow)
@@ -195,6 +222,24 @@ def approve(
     session.refresh(row)
     record(session, "approved", who, row, now, comment=comment, figures=figures)
     return row
+
+
+def _check_not_own(session: Session, row: DefinitionChangeRow, who: str) -> None:
+    """NotAllowed if the approver wrote the change: created it, or edited it since (an edit keeps
+    the change's author, so the audit says who else wrote it); people compared by key name."""
+    approver = person(who)
+    wrote = select(DefinitionAuditRow.action, DefinitionAuditRow.who).where(
+        DefinitionAuditRow.change_id == row.id, DefinitionAuditRow.action.in_(("created", "edited"))
+    )
+    done = {action for action, writer in session.execute(wrote) if person(writer) == approver}
+    if person(row.author) == approver:
+        done.add("created")
+    if done:
+        how = " and ".join(sorted(done))
+        raise NotAllowed(
+            f"{who} wrote change {row.id} ({how} it) and may not approve it: another person with the publish "
+            "role must (or the shop allows it: JOURNEYS_PUBLISH_OWN_CHANGES=true)"
+        )
 
 
 def reject(session: Session, change_id: str, who: str, comment: str, now: datetime) -> DefinitionChangeRow:
@@ -258,24 +303,61 @@ def versions(session: Session, path: str) -> list[tuple[DefinitionChangeRow, Def
     return sorted(rows, key=lambda pair: (pair[0].seq or 0, pair[0].created_at), reverse=True)
 
 
-def published_sources(session: Session) -> dict[str, tuple[DefinitionChangeRow, DefinitionFileRow]]:
-    """For each path a published change holds, the latest such change (by `seq`) and its file."""
+def published_sources(
+    session: Session, up_to: int | None = None
+) -> dict[str, tuple[DefinitionChangeRow, DefinitionFileRow]]:
+    """For each path a published change holds, the latest such change (by `seq`) and its file;
+    with `up_to`, of the publications up to that `seq` only (what a process that loaded it runs)."""
     query = (
         select(DefinitionChangeRow, DefinitionFileRow)
         .join(DefinitionFileRow, DefinitionFileRow.change_id == DefinitionChangeRow.id)
         .where(DefinitionChangeRow.state == PUBLISHED)
         .order_by(DefinitionChangeRow.seq)
     )
+    if up_to is not None:
+        query = query.where(DefinitionChangeRow.seq <= up_to)
     found: dict[str, tuple[DefinitionChangeRow, DefinitionFileRow]] = {}
     for change, file in session.execute(query):
         found[file.path] = (change, file)  # a later seq overwrites an earlier one
     return found
 
 
-def published_files(session: Session) -> dict[str, str]:
-    """`{path: text}` of what published changes hold, the latest change of each path winning (by
-    `seq`): what is laid over the base directory to make what runs."""
-    return {path: file.text for path, (_change, file) in published_sources(session).items()}
+def published_files(session: Session, up_to: int | None = None) -> dict[str, str]:
+    """`{path: text}` of what published changes hold (up to `seq` `up_to`, if given), the latest
+    change of each path winning (by `seq`): what is laid over the base directory to make what runs."""
+    return {path: file.text for path, (_change, file) in published_sources(session, up_to).items()}
+
+
+def published_journey_files(session: Session, known: Iterable[str] = ()) -> dict[str, str | None]:
+    """`{hash: text}` of every journey file any published change ever held (each version that
+    may still run an instance), the text None for the hashes in `known` (the caller parsed
+    those already)."""
+    query = (
+        select(DefinitionFileRow.hash, DefinitionFileRow.change_id)
+        .join(DefinitionChangeRow, DefinitionFileRow.change_id == DefinitionChangeRow.id)
+        .where(DefinitionChangeRow.state == PUBLISHED, DefinitionFileRow.kind == "journey")
+    )
+    skip = set(known)
+    found: dict[str, str | None] = {}
+    wanted: dict[str, str] = {}
+    for file_hash, change_id in session.execute(query):
+        found[file_hash] = None
+        if file_hash not in skip:
+            wanted.setdefault(file_hash, change_id)
+    for file_hash, change_id in wanted.items():
+        text = session.scalar(
+            select(DefinitionFileRow.text).where(
+                DefinitionFileRow.change_id == change_id, DefinitionFileRow.hash == file_hash
+            )
+        )
+        found[file_hash] = text
+    return found
+
+
+def published_seqs(session: Session) -> list[int]:
+    """The `seq` of every publication, newest first."""
+    query = select(DefinitionChangeRow.seq).where(DefinitionChangeRow.state == PUBLISHED)
+    return sorted((seq for seq in session.scalars(query) if seq is not None), reverse=True)
 
 
 def latest_seq(session: Session) -> int:
@@ -324,10 +406,18 @@ def dry_runs_of(session: Session, change_id: str) -> list[DryRunRow]:
     return list(session.scalars(query))
 
 
+def is_current(run: DryRunRow, files: dict[str, str]) -> bool:
+    """Whether dry run `run` ran exactly `files` (a change's files now, change_files): a run of
+    the change before an edit is stale, its figures no longer the change's."""
+    return dict(run.files or {}) == files
+
+
 def latest_figures(session: Session, change_id: str) -> dict[str, Any] | None:
-    """The figures of a change's latest finished dry run (its window and its diff), for the audit."""
+    """The figures of a change's latest finished dry run of its files as they are now (its window
+    and its diff), for the audit; None when every run is of an earlier version (stale)."""
+    files = change_files(session, change_id)
     for run in dry_runs_of(session, change_id):
-        if run.state == "done" and run.result:
+        if run.state == "done" and run.result and is_current(run, files):
             return {
                 "dry_run": run.id,
                 "days": run.days,

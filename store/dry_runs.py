@@ -98,9 +98,11 @@ def set_progress(session: Session, job_id: str, progress: float) -> None:
 
 
 def finish(session: Session, job_id: str, result: dict[str, Any], now: datetime) -> None:
+    """A running job is done with `result`. Only a running one: a job already failed (its process
+    judged gone, fail_abandoned) stays failed, whatever a late process still writes."""
     session.execute(
         update(DryRunRow)
-        .where(DryRunRow.id == job_id)
+        .where(DryRunRow.id == job_id, DryRunRow.state == "running")
         .values(state="done", progress=1.0, result=result, finished_at=now, message=None)
     )
 

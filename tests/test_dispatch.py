@@ -176,3 +176,68 @@ async def test_two_dispatchers_share_the_log_without_reordering(definitions, pg_
     for c in range(6):
         times = [when for customer_id, _, when in routed if customer_id == f"c{c}"]
         assert times == sorted(times), f"c{c} dispatched out of order"
+
+
+async def test_an_instance_of_the_earlier_version_still_exits_on_what_a_publication_dropped(sqlite_store):
+    """A payment reminder started on v1 (exit_on: order.paid); v2 is published without that exit.
+    The payment must still end the v1 instance: else it reminds a customer who already paid."""
+    from definitions.loader import PACKAGE_DIR
+    from store import definition_changes
+    from triggers.live import LiveDefinitions, describe_files
+
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+
+    async def connect() -> Client:
+        return await Client.connect(address, data_converter=pydantic_data_converter)
+
+    def log(*items):
+        with sqlite_store.transaction() as session:
+            for item in items:
+                queries.store_event(session, item, datetime.now(UTC))
+
+    live = LiveDefinitions(sqlite_store, PACKAGE_DIR)
+    now = datetime.now(UTC)
+    with sqlite_store.transaction() as session:
+        queries.upsert_customer(session, customer(), now, "CN")
+    dispatcher = Dispatcher(sqlite_store, live, connect, "versions-test", max_backoff=0.5, default_region="CN")
+    stop = asyncio.Event()
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"),
+        dev_server_startup_timeout=DEV_SERVER_STARTUP,
+        port=port,
+        data_converter=pydantic_data_converter,
+        dev_server_extra_args=["--log-level", "error"],
+    ) as env:
+        settings = Settings(temporal_address=address, database_url=sqlite_store.url, task_queue="versions-test")
+        worker_stop = asyncio.Event()
+        worker = asyncio.create_task(run_worker(settings, worker_stop))
+        running = asyncio.create_task(dispatcher.run(stop))
+        try:
+            log(event("order.created", now, order="o1", event_id="e1"))
+            dispatcher.wake.set()
+            await wait_until(lambda: pending(sqlite_store) == 0)
+            handle = env.client.get_workflow_handle("payment_reminder:o1")
+            assert (await handle.describe()).status.name == "RUNNING"
+
+            v1 = (PACKAGE_DIR / "payment_reminder.yaml").read_text(encoding="utf-8")
+            v2 = v1.replace("exit_on: [order.paid, order.cancelled,", "exit_on: [order.cancelled,")
+            assert v2 != v1
+            with sqlite_store.transaction() as session:
+                files, change_hash = describe_files({"payment_reminder.yaml": v2})
+                change = definition_changes.create(session, files, change_hash, "alice", now)
+                definition_changes.submit(session, change.id, "alice", now)
+                definition_changes.approve(session, change.id, "bob", now)
+            assert live.refresh() is True
+            assert "order.paid" not in live.current["payment_reminder"].definition.exit_on
+
+            log(event("order.paid", now + timedelta(seconds=1), order="o1", event_id="e2"))
+            dispatcher.wake.set()
+            await wait_until(lambda: pending(sqlite_store) == 0)
+            result = await asyncio.wait_for(handle.result(), 30)
+            assert result["outcome"] == "exit on order.paid"
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, timeout=10)
+            worker_stop.set()
+            await asyncio.wait_for(worker, timeout=40)

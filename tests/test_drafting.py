@@ -4,6 +4,7 @@ as the diagram draws it, and a draft's send step renders for a real customer fro
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import httpx
@@ -118,12 +119,24 @@ async def test_a_changed_template_brings_back_the_journeys_that_send_it(api):
         ("notes.txt", "'notes.txt'"),
         ("rfm.yaml", "rfm.yaml: drafts change journeys"),
         ("deep/down/x.yaml", "deep/down/x.yaml: not a definition file"),
+        ("templates/x.yml", "templates/x.yml: a file in templates/ ends .yaml"),
+        ("segments/x.yml", "segments/x.yml: a file in segments/ ends .yaml"),
     ],
 )
 async def test_a_path_a_draft_may_not_hold_is_refused_by_name(api, path, named):
     answer = await api.post("/definitions/check", json={"files": {path: "name: x", "payment_reminder.yaml": JOURNEY}})
     assert answer.status_code == 422
     assert named in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("route", ["/definitions/check", "/definitions/preview"])
+async def test_a_file_that_is_not_utf8_text_is_refused_by_name(api, route):
+    """A lone surrogate is valid JSON but no UTF-8: the file is named, not a server error."""
+    body = {"files": {"templates/payment_reminder.yaml": TEMPLATE + "# \ud800\n"}, "journey": "payment_reminder"}
+    body |= {"step": "first_reminder", "customer": "c1"}
+    answer = await api.post(route, content=json.dumps(body), headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "templates/payment_reminder.yaml: not UTF-8 text (it holds a lone surrogate)"
 
 
 async def test_an_empty_draft_and_a_file_too_long_are_refused(api):

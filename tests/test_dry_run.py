@@ -247,6 +247,17 @@ def test_a_dry_run_whose_process_is_gone_is_failed_when_read(sqlite_store):
     assert row_of(sqlite_store, fresh).state == "running"
 
 
+def test_a_dry_run_failed_as_gone_stays_failed_when_its_process_finishes_late(store):
+    job_id = queue(store, LATER)
+    now = datetime.now(UTC)
+    with store.transaction() as session:
+        assert dry_runs.claim(session, job_id, now, os.getpid())
+        dry_runs.fail(session, job_id, "its process is gone", now)
+        dry_runs.finish(session, job_id, {"diff": {}}, now)
+    row = row_of(store, job_id)
+    assert (row.state, row.message, row.result) == ("failed", "its process is gone", None)
+
+
 def test_at_most_two_run_and_the_rest_wait(sqlite_store):
     ids = [queue(sqlite_store, LATER) for _ in range(3)]
     with sqlite_store.transaction() as session:

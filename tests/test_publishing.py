@@ -151,6 +151,43 @@ async def test_the_author_may_not_approve_their_own_change_unless_the_shop_allow
     assert approved.status_code == 200 and approved.json()["state"] == "published"
 
 
+async def test_a_publisher_who_rewrote_another_s_draft_may_not_approve_it(api):
+    change = await drafted(api)
+    rewritten = await api.put(
+        f"/definitions/changes/{change['id']}",
+        json={"files": {"templates/hello.yaml": "sms: {en: mine}\n"}},
+        headers=BOB,
+    )
+    assert rewritten.status_code == 200 and rewritten.json()["author"].startswith("alice [")
+    assert (await api.post(f"/definitions/changes/{change['id']}/submit", headers=ALICE)).status_code == 200
+    refused = await api.post(f"/definitions/changes/{change['id']}/approve", headers=BOB)
+    assert refused.status_code == 403
+    assert (
+        refused.json()["detail"].startswith("bob [")
+        and "(edited it) and may not approve it" in refused.json()["detail"]
+    )
+    approved = await api.post(f"/definitions/changes/{change['id']}/approve", headers=CAROL)
+    assert approved.status_code == 200 and approved.json()["state"] == "published"
+
+
+async def test_one_person_with_an_operator_key_and_a_publish_key_is_one_person_to_the_review(store, live):
+    both = client_for(create_app(store, live=live, api_keys=[*KEYS, "bob:operator:bob-drafting-secret"]))
+    drafting = {"Authorization": "Bearer bob-drafting-secret"}
+    change = await in_review(both, who=drafting)
+    refused = await both.post(f"/definitions/changes/{change['id']}/approve", headers=BOB)
+    assert refused.status_code == 403 and "(created it) and may not approve it" in refused.json()["detail"]
+    assert (await both.post(f"/definitions/changes/{change['id']}/approve", headers=CAROL)).status_code == 200
+
+
+async def test_publish_records_the_declared_author_as_vouched_for_by_the_key_and_not_the_key_s_own_name(api):
+    itself = await api.post("/definitions/publish", json={"files": v2(), "author": "carol"}, headers=CAROL)
+    assert itself.status_code == 403 and "may not publish their own change" in itself.json()["detail"]
+    declared = await api.post("/definitions/publish", json={"files": v2(), "author": "dave"}, headers=CAROL)
+    assert declared.status_code == 201, declared.text
+    created = [row for row in (await api.get("/audit", headers=READER)).json() if row["action"] == "created"]
+    assert [(row["who"], row["comment"].split(" [")[0]) for row in created] == [("dave", "author declared by carol")]
+
+
 async def test_a_reject_needs_a_comment_and_sends_the_change_back_to_its_author(api):
     change = await in_review(api)
     url = f"/definitions/changes/{change['id']}/reject"
@@ -268,6 +305,91 @@ async def test_bad_requests_are_refused_naming_what_is_at_fault(api):
     assert frozen.status_code == 409 and "only a draft or a rejected change can be edited" in frozen.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "body", "who", "status", "says"),
+    [
+        ("get", "/definitions/changes/a%00b", None, READER, 404, "no change 'a\\x00b': a change's id is a UUID"),
+        ("post", "/definitions/changes/a%00b/submit", None, ALICE, 404, "no change 'a\\x00b'"),
+        ("post", "/definitions/changes/a%00b/approve", None, BOB, 404, "no change 'a\\x00b'"),
+        ("post", "/definitions/changes/a%00b/dry-runs", {"days": 7}, ALICE, 404, "no change 'a\\x00b'"),
+        ("post", "/definitions/dry-runs", {"files": v2(), "change_id": "a\x00b"}, ALICE, 422, "change_id: no change"),
+        (
+            "post",
+            "/definitions/dry-runs",
+            {"files": {"hello.yaml": "a\x00"}},
+            ALICE,
+            422,
+            "files: hello.yaml: holds a NUL",
+        ),
+        ("get", "/audit?name=a%00", None, READER, 422, "name: 'a\\x00' is not a definition name"),
+        ("post", "/definitions/changes", {"files": v2(), "title": "a\x00"}, ALICE, 422, "title holds a NUL"),
+        ("post", "/definitions/publish", {"files": v2(), "author": "d\x00"}, BOB, 422, "author holds a NUL"),
+        ("post", "/definitions/publish", {"files": v2(), "author": "d", "comment": "\x00"}, BOB, 422, "comment holds"),
+    ],
+)
+async def test_a_nul_in_an_id_or_free_text_is_refused_naming_it(api, method, url, body, who, status, says):
+    """PostgreSQL refuses a NUL in a query: it must be a refusal naming the field, never a 500."""
+    answer = await api.request(method, url, json=body, headers=who)
+    assert answer.status_code == status, answer.text
+    detail = answer.json()["detail"]
+    text = detail if isinstance(detail, str) else " ".join(item["msg"] for item in detail)
+    assert says in text, text
+
+
+async def test_a_nul_in_a_reject_s_or_an_approval_s_comment_is_refused_naming_it(api):
+    change = await in_review(api)
+    for action in ("reject", "approve"):
+        answer = await api.post(
+            f"/definitions/changes/{change['id']}/{action}", json={"comment": "no\x00"}, headers=BOB
+        )
+        assert answer.status_code == 422 and "comment holds a NUL" in answer.json()["detail"][0]["msg"]
+        assert answer.json()["detail"][0]["loc"] == ["body", "comment"]
+
+
+def a_finished_dry_run(store, change_id: str, files: dict[str, str], sent: int) -> str:
+    """A dry run of `files` for the change, done with `sent` messages more (as its process ends one)."""
+    from datetime import UTC, datetime
+
+    from store import dry_runs
+
+    now = datetime.now(UTC)
+    with store.transaction() as session:
+        job_id = dry_runs.queue(session, files, 7, "alice [test]", change_id, now).id
+        assert dry_runs.claim(session, job_id, now, None)
+        dry_runs.finish(session, job_id, {"window": {}, "diff": {"hello": {"sent": sent}}}, now)
+    return job_id
+
+
+async def test_a_change_edited_after_its_dry_run_is_approved_without_the_old_figures(api, store):
+    change = await drafted(api)
+    old = a_finished_dry_run(store, change["id"], v2(), sent=5)
+    edited = {"templates/hello.yaml": TEMPLATE.format(version="v3")}
+    assert (
+        await api.put(f"/definitions/changes/{change['id']}", json={"files": edited}, headers=ALICE)
+    ).status_code == 200
+    shown = (await api.get(f"/definitions/changes/{change['id']}", headers=READER)).json()
+    assert [(run["id"], run["stale"]) for run in shown["dry_runs"]] == [(old, True)]
+    assert (await api.post(f"/definitions/changes/{change['id']}/submit", headers=ALICE)).status_code == 200
+    assert (await api.post(f"/definitions/changes/{change['id']}/approve", headers=BOB)).status_code == 200
+    [approved] = [row for row in (await api.get("/audit", headers=READER)).json() if row["action"] == "approved"]
+    assert approved["figures"] is None  # not the figures of v2, which is not what was approved
+
+    again = await drafted(api)
+    current = a_finished_dry_run(store, again["id"], v2(), sent=2)
+    shown = (await api.get(f"/definitions/changes/{again['id']}", headers=READER)).json()
+    assert [(run["id"], run["stale"]) for run in shown["dry_runs"]] == [(current, False)]
+    versions = (await api.get("/definitions/template/hello/versions", headers=READER)).json()
+    assert [v["dry_run"] and v["dry_run"]["dry_run"] for v in versions if v["change_id"] == again["id"]] == [current]
+
+
+async def test_a_dry_run_for_a_change_must_run_that_change_s_files(api):
+    change = await drafted(api)
+    other = {"templates/hello.yaml": TEMPLATE.format(version="v9")}
+    refused = await api.post("/definitions/dry-runs", json={"files": other, "change_id": change["id"]}, headers=ALICE)
+    assert refused.status_code == 422
+    assert refused.json()["detail"].startswith(f"change_id: these files are not change {change['id']}'s as it is now")
+
+
 async def test_changes_are_listed_newest_first_without_their_texts(api):
     first = await drafted(api)
     second = await in_review(api, {"hello.yaml": JOURNEY.replace("你好", "您好")})
@@ -331,6 +453,104 @@ def test_a_publication_that_does_not_load_is_not_swapped_in(store, base, live, c
     assert live.current["hello"].templates["hello"].sms["en"] == "hello v2"
     assert (live.directory / "templates" / "hello.yaml").read_text(encoding="utf-8") == TEMPLATE.format(version="v2")
     assert LiveDefinitions(store, base).current["hello"].templates["hello"].sms["en"] == "hello v2"  # a new process
+
+
+def published_behind_the_api(store, files: dict[str, str], author: str = "mallory") -> str:
+    """A change published straight to the store, behind the API's checks (another tool, an older
+    version): it may not load."""
+    from datetime import UTC, datetime
+
+    from store import definition_changes
+    from triggers.live import describe_files
+
+    now = datetime.now(UTC)
+    with store.transaction() as session:
+        described, change_hash = describe_files(files)
+        change = definition_changes.create(session, described, change_hash, author, now)
+        definition_changes.submit(session, change.id, author, now)
+        definition_changes.approve(session, change.id, author, now, allow_own=True)
+        return change.id
+
+
+PIGEON = {"hello.yaml": JOURNEY.replace("channel: sms", "channel: pigeon")}
+
+
+def test_a_process_starting_when_the_latest_publication_does_not_load_runs_the_newest_that_does(store, base, caplog):
+    published_behind_the_api(store, v2())
+    published_behind_the_api(store, PIGEON)
+    started = LiveDefinitions(store, base)
+    assert (started.loaded_seq, started.seen_seq) == (1, 2)
+    assert started.current["hello"].templates["hello"].sms["en"] == "hello v2"  # publication 1 kept, not reverted
+    assert "publication 2 of the definitions does not load: running publication 1, the newest that does" in caplog.text
+    assert started.refresh() is False  # the broken one is not tried again until a newer publication
+
+
+async def test_an_approval_over_a_publication_that_did_not_load_is_refused_and_what_runs_says_what_loaded(
+    api, store, live
+):
+    broken = published_behind_the_api(store, PIGEON)
+    assert live.refresh() is False and (live.loaded_seq, live.seen_seq) == (0, 1)
+    running = {row["path"]: row for row in (await api.get("/definitions", headers=READER)).json()}
+    assert (running["hello.yaml"]["source"], running["hello.yaml"]["change_id"]) == ("base", None)
+    text = (await api.get("/definitions/journey/hello", headers=READER)).json()
+    assert (text["source"], text["change_id"]) == ("base", None) and broken
+
+    change = await in_review(api)  # the template alone: it loads over what this process runs
+    refused = await api.post(f"/definitions/changes/{change['id']}/approve", headers=BOB)
+    assert refused.status_code == 409, refused.text
+    assert "no longer loads over what runs now" in refused.json()["detail"]
+    assert "hello.yaml:8: steps[0].send.channel: 'pigeon' is not one of" in refused.json()["detail"]
+    shown = (await api.get(f"/definitions/changes/{change['id']}", headers=READER)).json()
+    assert shown["state"] == "in_review" and live.current["hello"].templates["hello"].sms["en"] == "hello v1"
+
+
+def test_instances_of_an_earlier_version_still_hear_what_it_exits_on_and_waits_for(store, base):
+    """v1 exits on order.paid and waits for order.shipped; v2 does neither. A v1 instance still
+    running must get the payment (else it reminds a customer who paid) and the shipment."""
+    from datetime import UTC, datetime
+
+    from tests.helpers import event
+    from triggers.router import Dispatch, plan
+
+    v1 = JOURNEY.replace(
+        "steps:\n", "exit_on: [order.paid]\nsteps:\n  - wait_for: {event: order.shipped, timeout: 1d}\n"
+    )
+    (base / "hello.yaml").write_text(v1, encoding="utf-8")
+    live = LiveDefinitions(store, base)
+    assert live.current["hello"].definition.exit_on == ["order.paid"]
+    published_behind_the_api(store, {"hello.yaml": JOURNEY}, author="alice")
+    assert live.refresh() is True and live.current["hello"].definition.exit_on == []
+    now = datetime.now(UTC)
+    reaching = [Dispatch("signal", "hello", "hello:o1", "o1")]
+    for kind in ("order.paid", "order.shipped"):
+        assert plan(event(kind, now, order="o1"), live.current) == []  # what v2 alone hears
+        assert plan(event(kind, now, order="o1"), live.current, heard=live.heard) == reaching, kind
+    assert plan(event("order.paid", now, order="o1"), live.current, backfill=True, heard=live.heard) == reaching
+    assert plan(event("order.shipped", now, order="o1"), live.current, backfill=True, heard=live.heard) == []
+    assert plan(event("order.created", now, order="o1"), live.current, heard=live.heard) == [
+        Dispatch("start", "hello", "hello:o1", "o1")
+    ]
+    assert LiveDefinitions(store, base).heard == live.heard  # a process started after it hears the same
+
+
+async def test_an_approval_that_does_not_load_here_says_so_instead_of_published(api, live, tmp_path, caplog):
+    """The change checks out, but this process cannot load it (here its disk refuses the files):
+    it is published in the store, and the answer says it did not load rather than 200."""
+    refusing = tmp_path / "not-a-directory"
+    refusing.write_text("", encoding="utf-8")
+    live._scratch = refusing  # where this process writes each publication's files
+    change = await in_review(api)
+    answer = await api.post(f"/definitions/changes/{change['id']}/approve", headers=BOB)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["detail"].startswith(
+        f"change {change['id']} is published in the store (publication 1) but did not load: publication 1 does not "
+        "load: "
+    )
+    assert answer.json()["detail"].endswith("still running the base definitions (publish a change that mends it)")
+    assert f"change {change['id']} is published (publication 1) but did not load" in caplog.text
+    assert (live.loaded_seq, live.seen_seq) == (0, 1)
+    running = {row["path"]: row for row in (await api.get("/definitions", headers=READER)).json()}
+    assert (running["templates/hello.yaml"]["source"], running["templates/hello.yaml"]["change_id"]) == ("base", None)
 
 
 async def test_the_console_approves_with_its_session_and_csrf_token_only(api):

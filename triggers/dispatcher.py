@@ -186,6 +186,8 @@ class Dispatcher:
         async with self.concurrency:
             if self.router is not None and self.router.definitions is not self.definitions:
                 self.router.definitions = self.definitions  # a newly published change: new instances run it
+            if self.router is not None:
+                self.router.heard = self.live.heard  # what instances of every version still running hear
             events = await asyncio.to_thread(self._claim, customer_id)
             if events is None:
                 return 0, False  # another dispatcher has this customer now

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -67,23 +67,62 @@ class DispatchResult:
     detail: str | None = None
 
 
-def plan(event: Event, definitions: Definitions, backfill: bool = False) -> list[Dispatch]:
+@dataclass(frozen=True)
+class Heard:
+    """What the instances of a journey may still hear, over every version of it that may still
+    run (the base's and every published one, triggers/live.py `LiveDefinitions.heard`): an
+    instance started on an older version keeps that version's waits and exits, so a publication
+    that drops `exit_on: [order.paid]` must not leave it deaf to the payment."""
+
+    #: `order` or `customer` for each version (the instance id's key).
+    keys: frozenset[str]
+    #: The event types some version exits on or waits for.
+    listened: frozenset[str]
+    #: The event types some version exits on (history, `backfill`, only ends instances).
+    exits: frozenset[str]
+
+    def union(self, other: Heard) -> Heard:
+        return Heard(self.keys | other.keys, self.listened | other.listened, self.exits | other.exits)
+
+
+NOTHING_HEARD = Heard(frozenset(), frozenset(), frozenset())
+
+
+def plan(
+    event: Event, definitions: Definitions, backfill: bool = False, heard: Mapping[str, Heard] | None = None
+) -> list[Dispatch]:
     """What this event means for each journey, without touching Temporal. History (`backfill`)
-    only ends the instances that exit on it: it starts nothing, and a wait never hears it."""
+    only ends the instances that exit on it: it starts nothing, and a wait never hears it. With
+    `heard`, an instance is signalled when any version of its journey that may still run listens
+    to the event (one that is not waiting for it answers not_running: harmless), and so are the
+    instances of a journey no longer defined."""
+    heard = heard or {}
     out = []
     for snapshot in definitions:
         definition = snapshot.definition
-        key = event.order_id if definition.entry.key == "order" else event.customer_id
-        if not key:
-            continue
-        wid = workflow_id(definition.name, key)
-        if backfill:
-            if event.type in definition.exit_on:
+        also = heard.get(definition.name, NOTHING_HEARD)
+        keys = {definition.entry.key} | also.keys
+        for key_kind in sorted(keys):
+            key = event.order_id if key_kind == "order" else event.customer_id
+            if not key:
+                continue
+            wid = workflow_id(definition.name, key)
+            current = key_kind == definition.entry.key
+            if backfill:
+                if (current and event.type in definition.exit_on) or event.type in also.exits:
+                    out.append(Dispatch("signal", definition.name, wid, key))
+            elif current and event.type in definition.entry.events:
+                out.append(Dispatch("start", definition.name, wid, key))
+            elif (current and event.type in definition.listened_events) or event.type in also.listened:
                 out.append(Dispatch("signal", definition.name, wid, key))
-        elif event.type in definition.entry.events:
-            out.append(Dispatch("start", definition.name, wid, key))
-        elif event.type in definition.listened_events:
-            out.append(Dispatch("signal", definition.name, wid, key))
+    for name in sorted(set(heard) - set(definitions.journeys)):  # a journey no longer defined
+        gone = heard[name]
+        if event.type not in (gone.exits if backfill else gone.listened):
+            continue
+        for key_kind in sorted(gone.keys):
+            key = event.order_id if key_kind == "order" else event.customer_id
+            if key:
+                out.append(Dispatch("signal", name, workflow_id(name, key), key))
     return out
 
 
@@ -136,6 +175,8 @@ class Router:
         #: simulation's (the time-skipping server's) clock.
         self.clock = clock or self._wall_clock
         self.registration = Registration()
+        #: What every version of each journey that may still run listens to (plan's `heard`).
+        self.heard: Mapping[str, Heard] = {}
         self._fact_readers: dict[tuple[str, str], tuple[bool, bool]] = {}  # (journey, version): see _reads_facts
 
     async def _wall_clock(self) -> datetime:
@@ -146,7 +187,7 @@ class Router:
         every instance it concerns (concurrently: they are different workflows). With `mark`, the
         event is marked dispatched here (with its note, `note_of`); the dispatcher marks a
         customer's events together. A `backfill` event (history) starts nothing."""
-        dispatches = plan(event, self.definitions, backfill)
+        dispatches = plan(event, self.definitions, backfill, self.heard)
         aged = [d for d in dispatches if d.action == "start" and self.definitions[d.journey].definition.entry.oldest]
         now = await self.clock() if aged else None  # a simulation's clock is a call to its server
         stale = {d.journey: why for d in aged if (why := self._too_old(d, event, now))}

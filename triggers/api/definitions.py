@@ -12,22 +12,35 @@ from __future__ import annotations
 import asyncio
 import difflib
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sqlalchemy.exc import IntegrityError
 
 from core.access import Permission
-from definitions.drafts import KINDS, MAX_FILE_BYTES, DraftError, Problem, check_with, content_hash, kind_of, path_of
+from definitions.drafts import (
+    KINDS,
+    MAX_FILE_BYTES,
+    DraftError,
+    Problem,
+    check_name,
+    check_with,
+    content_hash,
+    kind_of,
+    path_of,
+)
 from store import definition_changes as changes
 from store.tables import DefinitionChangeRow, DefinitionFileRow, DryRunRow
 from triggers.api.deps import ApiContext, Context, allowed, requester
 from triggers.api.deps import Problem as Refusal
 from triggers.live import describe_files
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["definitions"])
 
@@ -97,6 +110,9 @@ class DryRunSummary(BaseModel):
     finished_at: datetime | None = None
     message: str | None = None
     result: dict[str, Any] | None = None
+    stale: bool = Field(
+        False, description="It ran an earlier version of the change's files: its figures are not the change's now"
+    )
 
 
 class Change(BaseModel):
@@ -133,11 +149,21 @@ class AuditEntry(BaseModel):
 # -- requests ------------------------------------------------------------------------------------
 
 
+def _no_nul(value: str | None, info: ValidationInfo) -> str | None:
+    """A NUL in free text is refused (422 naming the field): no record holds one (PostgreSQL
+    refuses it in a text column)."""
+    if value is not None and "\x00" in value:
+        raise ValueError(f"{info.field_name} holds a NUL character (\\u0000), which no record may")
+    return value
+
+
 class ChangeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     files: dict[str, str] = Field(description="{path inside the definitions directory: its text}")
     title: str | None = Field(None, max_length=200)
+
+    refuse_nul = field_validator("title")(_no_nul)
 
 
 class ApproveIn(BaseModel):
@@ -145,11 +171,15 @@ class ApproveIn(BaseModel):
 
     comment: str | None = Field(None, max_length=10_000)
 
+    refuse_nul = field_validator("comment")(_no_nul)
+
 
 class RejectIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     comment: str = Field(max_length=10_000, description="Why: required")
+
+    refuse_nul = field_validator("comment")(_no_nul)
 
 
 class PublishIn(BaseModel):
@@ -159,6 +189,8 @@ class PublishIn(BaseModel):
     title: str | None = Field(None, max_length=200)
     author: str | None = Field(None, max_length=200, description="Who wrote it (the commit's author); else the key")
     comment: str | None = Field(None, max_length=10_000)
+
+    refuse_nul = field_validator("title", "author", "comment")(_no_nul)
 
 
 class Refused(Exception):
@@ -237,11 +269,11 @@ def _diff(path: str, running: str | None, text: str) -> str:
     )
 
 
-def _dry_run(run: DryRunRow) -> DryRunSummary:
+def _dry_run(run: DryRunRow, files: dict[str, str]) -> DryRunSummary:
     return DryRunSummary(
         id=run.id, state=run.state, progress=run.progress, days=run.days, requested_by=run.requested_by,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at, message=run.message,
-        result=run.result,
+        result=run.result, stale=not changes.is_current(run, files),
     )  # fmt: skip
 
 
@@ -254,6 +286,7 @@ def _change(
     dry_runs: list[DryRunRow] | None = None,
 ) -> Change:
     """A change as answered; with `api`, each file's text and diff against what runs."""
+    texts = {file.path: file.text for file in files}
     shown = []
     for file in files:
         item = ChangeFile(path=file.path, kind=file.kind, name=file.name, hash=file.hash)
@@ -264,7 +297,7 @@ def _change(
         id=row.id, title=row.title, state=row.state, author=row.author, created_at=row.created_at,
         updated_at=row.updated_at, submitted_at=row.submitted_at, reviewed_by=row.reviewed_by,
         reviewed_at=row.reviewed_at, published_at=row.published_at, seq=row.seq, comment=row.comment, hash=row.hash,
-        files=shown, problems=problems, dry_runs=[_dry_run(run) for run in dry_runs or []],
+        files=shown, problems=problems, dry_runs=[_dry_run(run, texts) for run in dry_runs or []],
     )  # fmt: skip
 
 
@@ -303,10 +336,17 @@ def _kind_path(api: ApiContext, kind: str, name: str) -> str:
         raise Refused(404, str(err)) from None
 
 
-async def _check_loads(api: ApiContext, files: dict[str, str], what: str) -> None:
+async def _check_loads(
+    api: ApiContext, files: dict[str, str], what: str, *, published: dict[str, str] | None = None
+) -> None:
     """Refused (409, each problem at its file and line) unless `files` laid over what runs load
-    without problems (warnings allowed)."""
-    found = await asyncio.to_thread(_problems, api, files)
+    without problems (warnings allowed). With `published` (the store's published files now), over
+    the base with those laid over it instead: what a publication will load, even when this
+    process runs an older one (another process's approval, or one that did not load)."""
+    if published is None or api.live.store is None:
+        found = await asyncio.to_thread(_problems, api, files)
+    else:
+        _loaded, found = await asyncio.to_thread(check_with, api.live.base, {**published, **files})
     blocking = [problem for problem in found if not problem.warning]
     if not blocking:
         return
@@ -325,8 +365,12 @@ async def _approve(
     """Approve (publish) a change in review, after checking it still loads over what runs now;
     then load it in this process at once."""
     await asyncio.to_thread(api.live.refresh)  # what runs now, another process's approvals included
-    files = await api.store.run(lambda session: changes.change_files(session, change_id))
-    await _check_loads(api, files, f"change {change_id} no longer loads over what runs now:")
+
+    def read(session) -> tuple[dict[str, str], dict[str, str]]:
+        return changes.change_files(session, change_id), changes.published_files(session)
+
+    files, published = await api.store.run(read)
+    await _check_loads(api, files, f"change {change_id} no longer loads over what runs now:", published=published)
     now = _now()
 
     def publish(session) -> DefinitionChangeRow:
@@ -342,6 +386,15 @@ async def _approve(
                 raise Refused(409, f"change {change_id}: other changes are being published; try again") from None
             await asyncio.sleep(0.05 * (attempt + 1))
     await asyncio.to_thread(api.live.refresh)
+    if api.live.store is not None and row.seq is not None and api.live.loaded_seq < row.seq:
+        why = api.live.failure or "it was not loaded"
+        log.error("change %s is published (publication %d) but did not load: %s", change_id, row.seq, why)
+        raise Refused(
+            503,
+            f"change {change_id} is published in the store (publication {row.seq}) but did not load: {why}; "
+            f"still running {f'publication {api.live.loaded_seq}' if api.live.loaded_seq else 'the base definitions'}"
+            " (publish a change that mends it)",
+        )
     return row
 
 
@@ -364,8 +417,10 @@ def _allow_own(api: ApiContext) -> bool:
 async def running_files(api: Context) -> list[RunningFile]:
     texts = await asyncio.to_thread(_running, api)
 
+    loaded = api.live.loaded_seq if api.live.store is not None else None
+
     def read(session):
-        return changes.published_sources(session), changes.open_changes(session)
+        return changes.published_sources(session, up_to=loaded), changes.open_changes(session)
 
     published, open_counts = await api.store.run(read)
     answer = []
@@ -509,7 +564,7 @@ async def publish(body: PublishIn, request: Request, api: Context) -> Change | J
     approver = requester(request)
     author = (body.author or "").strip() or approver
     files, change_hash = _described(body.files)
-    if author == approver and not _allow_own(api):
+    if changes.person(author) == changes.person(approver) and not _allow_own(api):
         raise Refused(
             403,
             f"{approver} may not publish their own change: give the author (`author`, `journeys publish "
@@ -519,7 +574,7 @@ async def publish(body: PublishIn, request: Request, api: Context) -> Change | J
     now = _now()
 
     def made(session) -> str:
-        row = changes.create(session, files, change_hash, author, now, body.title or "")
+        row = changes.create(session, files, change_hash, author, now, body.title or "", declared_by=approver)
         changes.submit(session, row.id, approver, now)
         return row.id
 
@@ -539,6 +594,11 @@ async def publish(body: PublishIn, request: Request, api: Context) -> Change | J
 async def audit(api: Context, kind: str | None = None, name: str | None = None) -> list[AuditEntry] | JSONResponse:
     if kind is not None and kind not in KINDS:
         raise Refused(422, f"{kind!r} is not a kind of definition; kinds are {', '.join(KINDS)}")
+    if name is not None:
+        try:
+            check_name(name)
+        except DraftError as err:
+            raise Refused(422, f"name: {err}") from None
     path = _kind_path(api, kind, name) if kind is not None and name is not None else None
     rows = await api.store.run(lambda session: changes.audit(session, kind=kind, name=name, path=path))
     return [
@@ -572,7 +632,8 @@ async def running_text(kind: str, name: str, api: Context) -> RunningText | JSON
     if text is None:
         there = sorted(n for p in await asyncio.to_thread(_running, api) if (n := _named(p, kind)))
         raise Refused(404, f"no {kind} {name!r} runs; {kind}s that run: {', '.join(there) or 'none'}")
-    source = await api.store.run(lambda session: changes.published_sources(session).get(path))
+    loaded = api.live.loaded_seq if api.live.store is not None else None
+    source = await api.store.run(lambda session: changes.published_sources(session, up_to=loaded).get(path))
     return RunningText(
         kind=kind, name=name, path=path, text=text, hash=content_hash({path: text}),
         source="published" if source else "base", change_id=source[0].id if source else None,

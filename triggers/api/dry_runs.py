@@ -114,6 +114,8 @@ def check_files(files: dict[str, str]) -> None:
             size = len(text.encode("utf-8"))
         except UnicodeEncodeError as err:  # a lone surrogate (\ud800 in JSON): no file and no store holds it
             raise DryRunRefused(f"files: {path}: not text (character {err.start} cannot be UTF-8)") from err
+        if "\x00" in text:
+            raise DryRunRefused(f"files: {path}: holds a NUL character, which no definition file may")
         if size > MAX_FILE_BYTES:
             raise DryRunRefused(f"files: {path}: longer than {MAX_FILE_BYTES // 1024} KiB")
 
@@ -136,10 +138,20 @@ def start_dry_run(
     check_files(files)
     if not 1 <= days <= MAX_DAYS:
         raise DryRunRefused(f"days: {days}; a dry run covers 1 to {MAX_DAYS} days")
+    if change_id is not None:
+        try:
+            definition_changes.check_id(change_id)
+        except definition_changes.ChangeError as err:
+            raise DryRunRefused(f"change_id: {err}") from err
     now = datetime.now(UTC)
     with store.transaction() as session:
         if change_id is not None and session.get(DefinitionChangeRow, change_id) is None:
             raise DryRunRefused(f"change_id: no change {change_id}", status=404)
+        if change_id is not None and definition_changes.change_files(session, change_id) != files:
+            raise DryRunRefused(
+                f"change_id: these files are not change {change_id}'s as it is now (its figures would be "
+                "another version's): send its files unchanged, or POST /definitions/changes/{id}/dry-runs"
+            )
         job_id = dry_runs.queue(session, files, days, requested_by, change_id, now).id
     dispatch(store, settings)
     with store.transaction() as session:
