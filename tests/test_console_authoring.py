@@ -275,6 +275,15 @@ def test_a_dry_run_over_a_seeded_week_shows_the_expected_counts(engine, browser)
     shot(page, "dry-run")
     audit = httpx.get(f"{engine}/audit", headers=as_key(OPERATOR), timeout=30).json()
     assert any(a["action"] == "dry_run" and a["change_id"] == change["id"] for a in audit)
+    # Edited after its dry run: the run is marked as one of an earlier version, not this one's.
+    edited = httpx.put(
+        f"{engine}/definitions/changes/{change['id']}", headers=as_key(OPERATOR), timeout=30,
+        json={"files": {"payment_reminder.yaml": draft.replace("  - wait: 2m\n", "  - wait: 3m\n")}},
+    )  # fmt: skip
+    assert edited.status_code == 200, edited.text
+    page.reload()
+    ready(page)
+    assert page.locator(".dry-run[data-state='done'] .pill.stale").count() == 1
 
 
 def test_an_operator_cannot_publish_a_publisher_can_and_the_audit_lists_it(engine, browser):

@@ -369,6 +369,7 @@
   function dryRunView(run) {
     const bar = h("progress", {max: "1", value: String(run.progress || 0), "aria-label": "Dry run progress 试运行进度"});
     const parts = [h("p", {}, `${L("Dry run", "试运行")} ${shortId(run.id)} · ${run.days} ${L("days", "天")} · `, h("span", {class: `pill ${run.state}`}, RUN_STATES[run.state] || run.state),
+      run.stale ? [" · ", h("span", {class: "pill stale", title: "It ran an earlier version of this change's files 运行的是此变更的旧版本"}, L("stale: an earlier version", "已过期：旧版本"))] : null,
       run.message ? ` · ${run.message}` : "")];
     if (run.state === "queued" || run.state === "running") parts.push(bar, h("span", {class: "muted"}, ` ${Math.round((run.progress || 0) * 100)}%`));
     if (run.state === "failed") parts.push(problem(new Error(run.message || "the dry run failed")));
@@ -399,15 +400,8 @@
         node = next;
       }
     }
-    /* A dry run of this change: through the change's own route (docs/publishing.md), or, where the
-       API has only the general one, POST /definitions/dry-runs with the change's files. */
-    async function startRun(n) {
-      try { return await send("POST", `/definitions/changes/${enc(id)}/dry-runs`, {days: n}); } catch (err) {
-        if (!(err.status === 404 || err.status === 405) || (err.detail && err.detail !== "Not Found" && err.detail !== "Method Not Allowed")) throw err;
-      }
-      const files = Object.fromEntries((change.files || []).map((f) => [f.path, f.text || ""]));
-      return send("POST", "/definitions/dry-runs", {files, days: n, change_id: String(change.id)});
-    }
+    /* A dry run of this change, through the change's own route (docs/publishing.md). */
+    const startRun = (n) => send("POST", `/definitions/changes/${enc(id)}/dry-runs`, {days: n});
     async function startDryRun(event) {
       event.preventDefault();
       try {
