@@ -24,7 +24,8 @@ from definitions.drafts import DraftError, Problem, check_with, kind_of
 from definitions.loader import Definitions
 from triggers.api.deps import Context, allowed, context
 from triggers.api.deps import Problem as ProblemAnswer
-from views.preview import Preview, PreviewError, PreviewRefused, preview
+from triggers.api.journeys import answer_preview
+from views.preview import Preview
 
 router = APIRouter(dependencies=[Depends(allowed(Permission.WRITE_DRAFTS))], tags=["definitions"])
 
@@ -154,23 +155,4 @@ async def preview_draft(body: PreviewRequest, request: Request, api: Context) ->
         where = [f"{p.path}:{p.line}: {p.field + ': ' if p.field else ''}{p.message}" for p in errors[:5]]
         return _refusal([f"journey {body.journey!r} does not load with the draft", *where])
 
-    def build() -> Preview:
-        return preview(
-            loaded,
-            api.store,
-            journey=body.journey,
-            step=body.step,
-            customer_id=body.customer,
-            order_id=body.order or None,
-            shop_name=api.shop_name,
-            default_region=api.default_region,
-            opt_out=api.sms_opt_out,
-            link_base=api.link_base,
-        )
-
-    try:
-        return await asyncio.to_thread(build)
-    except PreviewRefused as err:
-        return JSONResponse({"detail": str(err)}, status_code=422)
-    except PreviewError as err:
-        return JSONResponse({"detail": str(err)}, status_code=404)
+    return await answer_preview(api, loaded, body.journey, body.step, body.customer, body.order)

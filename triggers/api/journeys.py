@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from core.access import Permission
-from triggers.api.deps import Context, Problem, Temporal, allowed
+from definitions.loader import Definitions
+from triggers.api.deps import ApiContext, Context, Problem, Temporal, allowed
 from views.history import count_instances
 from views.preview import Preview, PreviewError, PreviewRefused, preview
 from views.waiting import WaitingCounts, waiting_counts
@@ -116,11 +117,20 @@ async def preview_step(
     customer: Annotated[str, Query(max_length=200)],
     order: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Preview | JSONResponse:
+    return await answer_preview(api, api.definitions, name, step, customer, order)
+
+
+async def answer_preview(
+    api: ApiContext, definitions: Definitions, journey: str, step: str, customer: str, order: str | None
+) -> Preview | JSONResponse:
+    """A send step of `definitions` (what runs, or a draft laid over it) previewed for a customer,
+    off the event loop: 404 for no such journey, step or customer, 422 when it cannot be as asked."""
+
     def build() -> Preview:
         return preview(
-            api.definitions,
+            definitions,
             api.store,
-            journey=name,
+            journey=journey,
             step=step,
             customer_id=customer,
             order_id=order or None,
