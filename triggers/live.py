@@ -71,6 +71,9 @@ class LiveDefinitions:
         self.base = Path(base)
         self.loaded_seq = self.seen_seq = 0
         self.failure: str | None = None
+        #: Why the latest publication could not be tried just now (it is tried again at the next look).
+        self.trouble: str | None = None
+        self._rehear = False  # reading the published journeys for `heard` failed: read them again
         self.directory = self.base
         self.current = Definitions()
         self._listeners: list[Callable[[Definitions, Path], None]] = []
@@ -89,7 +92,8 @@ class LiveDefinitions:
         holder = cls.__new__(cls)
         holder.store, holder.base = None, Path(base) if base else Path(".")
         holder.loaded_seq = holder.seen_seq = 0
-        holder.failure = None
+        holder.failure = holder.trouble = None
+        holder._rehear = False
         holder.directory, holder.current = holder.base, definitions
         holder._listeners, holder._lock, holder._scratch = [], threading.Lock(), None
         holder.heard, holder._parsed = {}, {}
@@ -108,38 +112,18 @@ class LiveDefinitions:
             files = definition_changes.published_files(session, up_to)
             return (up_to if up_to is not None else definition_changes.latest_seq(session)), files
 
-    def _seqs(self) -> list[int]:
-        assert self.store is not None
-        with self.store.transaction() as session:
-            return definition_changes.published_seqs(session)
-
     def _latest(self) -> int:
         assert self.store is not None
         with self.store.transaction() as session:
             return definition_changes.latest_seq(session)
 
     def _load_first(self, strict: bool) -> None:
-        """At start: the base with the publications over it; if those do not load, the newest
-        publication that does (each earlier one in turn: the publications up to it laid over the
-        base), logged; the base alone only when none does. With `strict` (the API, as before),
-        DefinitionsError when the base has problems too."""
-        seq, files = self._published() if self.store is not None else (0, {})
-        if seq and self._try(seq, files):
+        """At start: the newest publication that loads (`_newest_that_loads`), logged; the base
+        alone only when none does. With `strict` (the API, as before), DefinitionsError when the
+        base has problems too."""
+        latest = self._latest() if self.store is not None else 0
+        if latest and self._newest_that_loads(latest):
             return
-        if seq:
-            newest_failure = self.failure
-            for earlier in self._seqs():
-                if earlier >= seq:
-                    continue
-                if self._try(*self._published(up_to=earlier)):
-                    self.seen_seq = seq  # the newer ones are not tried again until a newer publication
-                    self.failure = newest_failure
-                    log.error(
-                        "publication %d of the definitions does not load: running publication %d, the newest that does",
-                        seq,
-                        earlier,
-                    )
-                    return
         loaded, problems = check_definitions(self.base)
         if problems and strict:
             raise DefinitionsError(problems)
@@ -147,17 +131,49 @@ class LiveDefinitions:
             log.error("definition problem (instances of other journeys are unaffected): %s", problem)
         self.current, self.directory = loaded, self.base
         self._hear(loaded)
-        if seq:
-            log.error("running the base definitions in %s alone: no publication up to %d loads", self.base, seq)
-            self.seen_seq = seq  # not tried again until a newer publication
+        if latest and self.seen_seq >= latest:
+            log.error("running the base definitions in %s alone: no publication up to %d loads", self.base, latest)
 
-    def _try(self, seq: int, files: dict[str, str]) -> bool:
-        """Load publication `seq` into a directory of its own; swap it in if it has no problems."""
+    def _newest_that_loads(self, latest: int) -> bool:
+        """Swap in the newest publication from `latest` down to the one after what runs that loads
+        (each the publications up to it laid over the base): the same rule at start and on every
+        poll, so every process runs the same one. True if one swapped in. A passing failure (the
+        disk, the store) stops the search without marking anything: the next poll tries again."""
+        newest_failure: str | None = None
+        for seq in range(latest, self.loaded_seq, -1):
+            _seq, files = self._published(up_to=seq)
+            loads = self._try(seq, files)
+            if loads is None:
+                return False
+            if loads:
+                self.seen_seq = max(self.seen_seq, latest)  # the newer ones: not tried again until a newer one
+                if seq < latest:
+                    self.failure = newest_failure
+                    log.error(
+                        "publication %d of the definitions does not load: running publication %d, the newest that does",
+                        latest,
+                        seq,
+                    )
+                return True
+            newest_failure = newest_failure or self.failure
+        self.seen_seq, self.failure = max(self.seen_seq, latest), newest_failure
+        return False
+
+    def _try(self, seq: int, files: dict[str, str]) -> bool | None:
+        """Load publication `seq` into a directory of its own; swap it in if it has no problems.
+        True if swapped in, False if it does not load, None if it could not be tried now (the
+        disk refused: an OSError, which passes) — then nothing is marked and the next poll tries
+        again."""
         try:
             target = materialize(self.base, files, self._scratch_dir() / f"seq-{seq}")
             loaded, problems = check_definitions(target)
-        except Exception as err:  # a file the drafts' checks let through but the disk refused
+        except OSError as err:  # a full or refusing disk passes: not a fault of the publication
+            self.trouble = f"publication {seq} could not be loaded now: {type(err).__name__}: {err}"
+            log.warning("%s; trying again at the next look", self.trouble)
+            return None
+        except Exception as err:  # a file the drafts' checks let through but the loader refused
             loaded, problems = Definitions(), [f"{type(err).__name__}: {err}"]
+        self.trouble = None
         self.seen_seq = max(self.seen_seq, seq)  # not tried again until a newer publication
         if problems:
             self.failure = f"publication {seq} does not load: {'; '.join(problems)}"
@@ -207,8 +223,13 @@ class LiveDefinitions:
             try:
                 with self.store.transaction() as session:
                     texts |= definition_changes.published_journey_files(session, known=self._parsed)
-            except Exception as err:  # routing still hears what runs now
-                log.warning("could not read the published versions of the journeys (%s)", err)
+            except Exception as err:  # routing still hears what runs now and what it heard before
+                log.warning("could not read the published versions of the journeys (%s); trying again", err)
+                for name, heard in self.heard.items():
+                    add(name, heard)
+                self._rehear = True
+            else:
+                self._rehear = False
         for file_hash, text in texts.items():
             if file_hash not in self._parsed and text is not None:
                 self._parsed[file_hash] = _parse_heard(text)
@@ -217,16 +238,17 @@ class LiveDefinitions:
         self.heard = found
 
     def refresh(self) -> bool:
-        """Load the latest publication if it is newer than what runs; True if it swapped."""
+        """Load the newest publication that loads if one is newer than what was tried (the same
+        fallback as at start); rebuild `heard` if reading the published journeys failed last time.
+        True if it swapped."""
         if self.store is None:
             return False
         with self._lock:
-            if self._latest() <= self.seen_seq:
-                return False
-            seq, files = self._published()
-            if seq <= self.seen_seq:
-                return False
-            return self._try(seq, files)
+            latest = self._latest()
+            swapped = latest > self.seen_seq and self._newest_that_loads(latest)
+            if self._rehear and not swapped:
+                self._hear(self.current)
+            return swapped
 
     async def keep(self, stop: asyncio.Event, every: float = POLL_SECONDS) -> None:
         """Look for a new publication every `every` seconds until `stop`; a failure to read the
