@@ -46,6 +46,10 @@ class NotAllowed(ChangeError):
     status = 403
 
 
+class PublishedMeanwhile(WrongState):
+    """Another publication landed after the change was checked: check it again over it."""
+
+
 @dataclass(frozen=True)
 class NewFile:
     """One file of a change, described by the caller (the store does not parse definitions)."""
@@ -192,17 +196,30 @@ def approve(
     comment: str | None = None,
     allow_own: bool = False,
     figures: dict[str, Any] | None = None,
+    expected_seq: int | None = None,
 ) -> DefinitionChangeRow:
     """Publish a change in review: the next `seq`, so it is laid over every change published
     before it. One conditional UPDATE does it: of two approvers at once, one finds the change no
     longer in review (409); two changes approved at once that pick the same `seq` collide on its
-    unique index, and the caller retries the loser in a new transaction (IntegrityError)."""
+    unique index, and the caller retries the loser in a new transaction (IntegrityError).
+
+    With `expected_seq` (the latest publication the caller checked the change against), the
+    change takes `expected_seq + 1` or nothing: PublishedMeanwhile if another publication landed
+    since (or IntegrityError if it lands at the same moment), so a change is never published over
+    a set it was not checked with."""
     row = _row(session, change_id)
     if row.state != IN_REVIEW:
         raise WrongState(f"change {change_id} is {row.state}: only a change in review can be approved")
     if not allow_own:
         _check_not_own(session, row, who)
-    following = select(func.coalesce(func.max(DefinitionChangeRow.seq), 0) + 1).scalar_subquery()
+    following: Any = select(func.coalesce(func.max(DefinitionChangeRow.seq), 0) + 1).scalar_subquery()
+    if expected_seq is not None:
+        if (latest := latest_seq(session)) != expected_seq:
+            raise PublishedMeanwhile(
+                f"change {change_id} was checked over publication {expected_seq}, but publication {latest} "
+                "was published since"
+            )
+        following = expected_seq + 1  # taken by a publication at the same moment: the unique index refuses
     done = session.execute(
         update(DefinitionChangeRow)
         .where(DefinitionChangeRow.id == change_id, DefinitionChangeRow.state == IN_REVIEW)

@@ -10,6 +10,7 @@ workers, other API processes) loads it within a couple of seconds (they poll the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import functools
 import logging
@@ -366,34 +367,48 @@ async def _approve(
     then load it in this process at once."""
     await asyncio.to_thread(api.live.refresh)  # what runs now, another process's approvals included
 
-    def read(session) -> tuple[dict[str, str], dict[str, str]]:
-        return changes.change_files(session, change_id), changes.published_files(session)
+    def read(session) -> tuple[dict[str, str], dict[str, str], int]:
+        # In one transaction: the published files and the publication they make agree.
+        return changes.change_files(session, change_id), changes.published_files(session), changes.latest_seq(session)
 
-    files, published = await api.store.run(read)
-    await _check_loads(api, files, f"change {change_id} no longer loads over what runs now:", published=published)
     now = _now()
-
-    def publish(session) -> DefinitionChangeRow:
-        figures = changes.latest_figures(session, change_id)
-        return changes.approve(session, change_id, who, now, comment=comment, allow_own=allow_own, figures=figures)
-
     for attempt in range(5):
+        # The check and the publication agree: the change is published as the one right after the
+        # publication it was checked over, or checked again over whatever landed meanwhile.
+        files, published, latest = await api.store.run(read)
+        await _check_loads(api, files, f"change {change_id} no longer loads over what runs now:", published=published)
+
+        def publish(session, latest: int = latest) -> DefinitionChangeRow:
+            figures = changes.latest_figures(session, change_id)
+            return changes.approve(
+                session,
+                change_id,
+                who,
+                now,
+                comment=comment,
+                allow_own=allow_own,
+                figures=figures,
+                expected_seq=latest,
+            )
+
         try:
             row = await api.store.run(publish)
             break
-        except IntegrityError:  # another change was published with the same seq at the same moment
+        except (IntegrityError, changes.PublishedMeanwhile):  # another change was published meanwhile
             if attempt == 4:
                 raise Refused(409, f"change {change_id}: other changes are being published; try again") from None
             await asyncio.sleep(0.05 * (attempt + 1))
     await asyncio.to_thread(api.live.refresh)
     if api.live.store is not None and row.seq is not None and api.live.loaded_seq < row.seq:
-        why = api.live.failure or "it was not loaded"
+        why = api.live.failure or api.live.trouble or "it was not loaded"
         log.error("change %s is published (publication %d) but did not load: %s", change_id, row.seq, why)
         raise Refused(
             503,
             f"change {change_id} is published in the store (publication {row.seq}) but did not load: {why}; "
             f"still running {f'publication {api.live.loaded_seq}' if api.live.loaded_seq else 'the base definitions'}"
-            " (publish a change that mends it)",
+            + (" (publish a change that mends it)" if api.live.failure else " (it is tried again at the next look)"),
+            change_id=change_id,
+            seq=row.seq,
         )
     return row
 
@@ -579,7 +594,20 @@ async def publish(body: PublishIn, request: Request, api: Context) -> Change | J
         return row.id
 
     change_id = await api.store.run(made)
-    await _approve(api, change_id, approver, body.comment, allow_own=_allow_own(api))
+    try:
+        await _approve(api, change_id, approver, body.comment, allow_own=_allow_own(api))
+    except (Refused, changes.ChangeError) as err:
+        status = err.status
+        if status == 503:  # published in the store, not loaded here: the answer says so
+            raise
+        # Not published: the change this request made must not stay in review with no one to
+        # review it (its author ran a command, not the console); it is rejected with the reason.
+        detail = err.detail if isinstance(err, Refused) else str(err)
+        why = f"not published: {detail}"
+        with contextlib.suppress(changes.ChangeError):
+            await api.store.run(lambda session: changes.reject(session, change_id, approver, why, _now()))
+        extra = err.extra if isinstance(err, Refused) else {}
+        raise Refused(status, f"{detail} (change {change_id} was rejected)", **extra) from None
     return await _full(api, change_id)
 
 
