@@ -19,6 +19,7 @@ restart loses nothing because the log is the queue. An error Temporal will repea
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import socket
@@ -184,16 +185,19 @@ class Dispatcher:
         touched three times for the whole run of events, not per event: the claim with the read,
         each event's own reads in the router, and the marks with the release."""
         async with self.concurrency:
-            if self.router is not None and self.router.definitions is not self.definitions:
-                self.router.definitions = self.definitions  # a newly published change: new instances run it
-            if self.router is not None:
-                self.router.heard = self.live.heard  # what instances of every version still running hear
+            # This task's own view of the definitions, set once: tasks share the router, and a
+            # publication swapped in while another task's event is routed must not change what
+            # that route reads between its awaits (a journey gone mid-route would dead-letter it).
+            router = copy.copy(self.router)
+            if router is not None:
+                router.definitions = self.definitions  # a newly published change: new instances run it
+                router.heard = self.live.heard  # what instances of every version still running hear
             events = await asyncio.to_thread(self._claim, customer_id)
             if events is None:
                 return 0, False  # another dispatcher has this customer now
             run = _Run()
             try:
-                await self._dispatch_in_order(customer_id, events, run)
+                await self._dispatch_in_order(customer_id, events, run, router)
             finally:
                 await asyncio.to_thread(self._finish, customer_id, run)
             return len(run.done), run.blocked
@@ -205,7 +209,11 @@ class Dispatcher:
             # Read after the claim: each statement sees what was committed before it began.
             return queries.pending_events_of(session, customer_id)
 
-    async def _dispatch_in_order(self, customer_id: str, events: list[tuple[Event, bool]], run: _Run) -> None:
+    async def _dispatch_in_order(
+        self, customer_id: str, events: list[tuple[Event, bool]], run: _Run, router: Router | None = None
+    ) -> None:
+        router = router or self.router
+        assert router is not None  # connected before customers are taken up
         renewed = time.monotonic()
         for event, backfill in events:
             if time.monotonic() - renewed > LEASE.total_seconds() / 2:
@@ -213,7 +221,7 @@ class Dispatcher:
                     return  # the lease ran out and another dispatcher took over
                 renewed = time.monotonic()
             try:
-                results = await self.router.route(event, mark=False, backfill=backfill)
+                results = await router.route(event, mark=False, backfill=backfill)
             except Exception as err:
                 transient = passing(err)
                 run.failed(event, describe(err), transient)
