@@ -171,30 +171,29 @@ def _running_definitions(settings: Settings, directory: Path | None = None):
     command starts, previews or reports on."""
     if directory is not None:
         return _definitions_or_exit(directory)
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from definitions.drafts import check_with
     from store.db import Store
-    from store.definition_changes import published_files
+    from triggers.live import LiveDefinitions
 
-    base = settings.definitions_dir or default_directory()
+    base = Path(settings.definitions_dir or default_directory())
     store = Store(settings.database_url)
     try:
-        with store.transaction() as session:
-            overlay = published_files(session)
-    except SQLAlchemyError:  # a store not made yet (or before migration 0025): nothing published
-        overlay = {}
+        if not inspect(store.engine).has_table("definition_changes"):
+            return _definitions_or_exit(base)  # a store not made yet (or before migration 0025): nothing published
+        # What the engine runs: the newest publication that loads, by the same rule as its processes.
+        live = LiveDefinitions(store, base)
+    except SQLAlchemyError as err:  # the database is down or refuses: not "nothing published"
+        shown = make_url(settings.database_url).render_as_string(hide_password=True)
+        typer.echo(f"cannot read the published definitions from the database {shown}: {err}", err=True)
+        raise typer.Exit(1) from None
     finally:
         store.dispose()
-    if not overlay:
-        return _definitions_or_exit(base)
-    loaded, problems = check_with(Path(base), overlay)
-    errors = [problem for problem in problems if not problem.warning]
-    if errors:
-        for problem in errors:
-            typer.echo(f"{problem.path}:{problem.line}: {problem.field}: {problem.message}", err=True)
-        raise typer.Exit(1)
-    return loaded
+    if not live.loaded_seq:
+        return _definitions_or_exit(base)  # no publication loads: the base alone, its problems shown
+    return live.current
 
 
 @app.command()
@@ -290,6 +289,15 @@ def publish(
     except httpx.HTTPError as err:
         typer.echo(f"cannot reach the API at {base_url}: {err}", err=True)
         raise typer.Exit(1) from None
+    if answer.status_code == 503:  # in the store, so every process loads it once it can
+        with contextlib.suppress(ValueError, AttributeError, KeyError, TypeError):
+            shown = answer.json()
+            typer.echo(
+                f"published as change {shown['change_id']}, publication {shown['seq']}, but not loaded: "
+                f"{_detail(answer)}",
+                err=True,
+            )
+            raise typer.Exit(1)
     if answer.status_code != 201:
         typer.echo(f"not published ({answer.status_code}): {_detail(answer)}", err=True)
         with contextlib.suppress(ValueError, AttributeError):
