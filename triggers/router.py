@@ -93,9 +93,10 @@ def plan(
 ) -> list[Dispatch]:
     """What this event means for each journey, without touching Temporal. History (`backfill`)
     only ends the instances that exit on it: it starts nothing, and a wait never hears it. With
-    `heard`, an instance is signalled when any version of its journey that may still run listens
-    to the event (one that is not waiting for it answers not_running: harmless), and so are the
-    instances of a journey no longer defined."""
+    `heard`, an instance is signalled when any version of its journey that may still run (the
+    current base's and every published one) listens to the event, and so are the instances of a
+    journey no longer defined. A running instance whose version does not listen still takes the
+    signal (signalled) and folds the event into its state; only an ended one answers not_running."""
     heard = heard or {}
     out = []
     for snapshot in definitions:
