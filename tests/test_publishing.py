@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
+import typer
+from sqlalchemy.exc import OperationalError
 
+from store import definition_changes
 from triggers.api import create_app
-from triggers.live import LiveDefinitions
+from triggers.live import LiveDefinitions, describe_files
 
 KEYS = [
     "alice:operator:alice-secret",
@@ -534,23 +539,33 @@ def test_instances_of_an_earlier_version_still_hear_what_it_exits_on_and_waits_f
 
 
 async def test_an_approval_that_does_not_load_here_says_so_instead_of_published(api, live, tmp_path, caplog):
-    """The change checks out, but this process cannot load it (here its disk refuses the files):
-    it is published in the store, and the answer says it did not load rather than 200."""
+    """The change checks out, but this process cannot load it now (its disk refuses the files):
+    it is published in the store, the answer says it did not load rather than 200, and the
+    publication is not marked as one that does not load: the next look loads it once the disk
+    takes the files again."""
     refusing = tmp_path / "not-a-directory"
     refusing.write_text("", encoding="utf-8")
     live._scratch = refusing  # where this process writes each publication's files
     change = await in_review(api)
     answer = await api.post(f"/definitions/changes/{change['id']}/approve", headers=BOB)
     assert answer.status_code == 503, answer.text
-    assert answer.json()["detail"].startswith(
-        f"change {change['id']} is published in the store (publication 1) but did not load: publication 1 does not "
-        "load: "
+    shown = answer.json()
+    assert (shown["change_id"], shown["seq"]) == (change["id"], 1)
+    assert shown["detail"].startswith(
+        f"change {change['id']} is published in the store (publication 1) but did not load: publication 1 could not "
+        "be loaded now: NotADirectoryError"
     )
-    assert answer.json()["detail"].endswith("still running the base definitions (publish a change that mends it)")
+    assert shown["detail"].endswith("still running the base definitions (it is tried again at the next look)")
     assert f"change {change['id']} is published (publication 1) but did not load" in caplog.text
-    assert (live.loaded_seq, live.seen_seq) == (0, 1)
+    assert (live.loaded_seq, live.seen_seq, live.failure) == (0, 0, None)  # a passing failure marks nothing
     running = {row["path"]: row for row in (await api.get("/definitions", headers=READER)).json()}
     assert (running["templates/hello.yaml"]["source"], running["templates/hello.yaml"]["change_id"]) == ("base", None)
+
+    assert live.refresh() is False and live.seen_seq == 0  # the disk still refuses: tried again next time
+    live._scratch = tmp_path / "mended"
+    live._scratch.mkdir()
+    assert live.refresh() is True and (live.loaded_seq, live.seen_seq) == (1, 1)
+    assert live.current["hello"].templates["hello"].sms["en"] == "hello v2"
 
 
 async def test_the_console_approves_with_its_session_and_csrf_token_only(api):
@@ -569,3 +584,142 @@ async def test_the_console_approves_with_its_session_and_csrf_token_only(api):
     assert forged.status_code == 403 and "X-CSRF-Token" in forged.json()["detail"]
     signed = await api.post(url, headers={"Origin": "http://journeys", "X-CSRF-Token": csrf_token(bob.secret, cookie)})
     assert signed.status_code == 200 and signed.json()["reviewed_by"].startswith("bob [")
+
+
+# -- every process agrees on what runs, and says so --------------------------------------------
+
+
+def test_a_change_checked_over_one_publication_is_not_published_over_a_newer_one(store):
+    now = datetime.now(UTC)
+    with store.transaction() as session:
+        files, change_hash = describe_files(v2())
+        change = definition_changes.create(session, files, change_hash, "alice", now)
+        definition_changes.submit(session, change.id, "alice", now)
+    published_behind_the_api(store, {"hello.yaml": JOURNEY})  # lands after the change was checked over 0
+    meanwhile = "checked over publication 0, but publication 1"
+    with store.transaction() as session, pytest.raises(definition_changes.PublishedMeanwhile, match=meanwhile):
+        definition_changes.approve(session, change.id, "bob", now, expected_seq=0)
+    with store.transaction() as session:
+        assert definition_changes.get(session, change.id).state == "in_review"  # nothing published
+        row = definition_changes.approve(session, change.id, "bob", now, expected_seq=1)
+        assert (row.state, row.seq) == ("published", 2)
+
+
+async def test_an_approval_racing_another_publication_is_checked_again_over_it(api, store, live, monkeypatch):
+    """Another process publishes a journey that breaks with this change between this approval's
+    check and its publication: the approval checks again over it and refuses, instead of
+    publishing a set that does not load."""
+    from triggers.api import definitions as routes
+
+    change = await in_review(
+        api, {"templates/hello.yaml": TEMPLATE.format(version="v2"), "templates/bye.yaml": TEMPLATE}
+    )
+    checked = routes._check_loads
+    raced: list[str] = []
+
+    async def racing_check(*args, **kwargs):
+        await checked(*args, **kwargs)
+        if not raced:  # the other process's approval lands right after this one's check
+            raced.append(
+                published_behind_the_api(store, {"hello.yaml": JOURNEY.replace("template: hello", "template: gone")})
+            )
+
+    monkeypatch.setattr(routes, "_check_loads", racing_check)
+    answer = await api.post(f"/definitions/changes/{change['id']}/approve", headers=BOB)
+    assert answer.status_code == 409, answer.text
+    assert "no longer loads over what runs now" in answer.json()["detail"] and "gone" in answer.json()["detail"]
+    shown = (await api.get(f"/definitions/changes/{change['id']}", headers=READER)).json()
+    assert (shown["state"], shown["seq"]) == ("in_review", None)
+
+
+def test_a_running_process_falls_back_to_the_newest_publication_that_loads_as_a_starting_one_does(store, base):
+    live = LiveDefinitions(store, base)
+    published_behind_the_api(store, v2())
+    published_behind_the_api(store, PIGEON)  # both land between two looks
+    assert live.refresh() is True
+    assert (live.loaded_seq, live.seen_seq) == (1, 2) and live.failure and "publication 2 does not load" in live.failure
+    assert live.current["hello"].templates["hello"].sms["en"] == "hello v2"
+    started = LiveDefinitions(store, base)
+    assert (started.loaded_seq, started.seen_seq) == (live.loaded_seq, live.seen_seq)  # every process agrees
+    assert live.refresh() is False
+
+
+def test_a_failed_read_of_the_published_journeys_keeps_what_was_heard_and_is_read_again(store, base, monkeypatch):
+    """A journey published with `exit_on: [order.paid]`, then a version without it: if the store
+    cannot be read while hearing, instances of the first still get the payment, and the next look
+    reads the published journeys again even with no new publication."""
+    live = LiveDefinitions(store, base)
+    published_behind_the_api(store, {"hello.yaml": JOURNEY.replace("steps:\n", "exit_on: [order.paid]\nsteps:\n")})
+    assert live.refresh() is True and "order.paid" in live.heard["hello"].exits
+
+    reads = []
+    reading = definition_changes.published_journey_files
+
+    def down(*args, **kwargs):
+        reads.append("down")
+        raise OperationalError("SELECT", {}, Exception("the database went away"))
+
+    monkeypatch.setattr(definition_changes, "published_journey_files", down)
+    live._parsed.clear()  # as a process that has not parsed the first version yet
+    published_behind_the_api(store, {"hello.yaml": JOURNEY}, author="alice")
+    assert live.refresh() is True and live.current["hello"].definition.exit_on == []
+    assert reads == ["down"] and "order.paid" in live.heard["hello"].exits
+
+    def up(*args, **kwargs):
+        reads.append("up")
+        return reading(*args, **kwargs)
+
+    monkeypatch.setattr(definition_changes, "published_journey_files", up)
+    assert live.refresh() is False and reads == ["down", "up"]  # read again without a new publication
+    assert "order.paid" in live.heard["hello"].exits
+    assert live.refresh() is False and reads == ["down", "up"]  # and only once
+
+
+def test_commands_run_the_newest_publication_that_loads_as_the_engine_does(store, base):
+    from journeys.cli import _running_definitions
+
+    settings = SimpleNamespace(
+        database_url=store.engine.url.render_as_string(hide_password=False), definitions_dir=base
+    )
+    published_behind_the_api(store, v2())
+    published_behind_the_api(store, PIGEON)
+    loaded = _running_definitions(settings)  # type: ignore[arg-type]
+    assert loaded["hello"].templates["hello"].sms["en"] == "hello v2"
+    assert loaded["hello"].definition.steps[0].send.channel == "sms"
+
+
+def test_commands_name_a_database_they_cannot_reach_instead_of_running_the_base(base, capsys):
+    from journeys.cli import _running_definitions
+
+    settings = SimpleNamespace(
+        database_url="postgresql+psycopg2://nobody:secret@127.0.0.1:1/journeys", definitions_dir=base
+    )
+    with pytest.raises(typer.Exit) as stopped:
+        _running_definitions(settings)  # type: ignore[arg-type]
+    assert stopped.value.exit_code == 1
+    said = capsys.readouterr().err
+    assert (
+        "cannot read the published definitions from the database postgresql+psycopg2://nobody:***@127.0.0.1:1/journeys"
+        in said
+    )
+    assert "secret" not in said
+
+
+def test_commands_on_a_store_without_publications_run_the_base(tmp_path, base):
+    from journeys.cli import _running_definitions
+
+    settings = SimpleNamespace(database_url=f"sqlite:///{tmp_path / 'empty.db'}", definitions_dir=base)
+    assert _running_definitions(settings)["hello"].templates["hello"].sms["en"] == "hello v1"  # type: ignore[arg-type]
+
+
+async def test_a_publish_whose_approval_is_refused_leaves_no_change_in_review(api, store, live):
+    """`POST /definitions/publish` over a publication that does not load: refused (409), and the
+    change it made is rejected with the reason, not left in review with no one to review it."""
+    published_behind_the_api(store, PIGEON)
+    live.refresh()
+    answer = await api.post("/definitions/publish", json={"files": v2(), "author": "alice", "title": "v2"}, headers=BOB)
+    assert answer.status_code == 409, answer.text
+    detail = answer.json()["detail"]
+    assert "no longer loads over what runs now" in detail and "was rejected)" in detail
+    listed = (await api.get("/definitions/changes", headers=READER)).json()
+    assert [row["state"] for row in listed if row["author"].startswith("alice")] == ["rejected"]
