@@ -241,3 +241,47 @@ async def test_an_instance_of_the_earlier_version_still_exits_on_what_a_publicat
             await asyncio.wait_for(running, timeout=10)
             worker_stop.set()
             await asyncio.wait_for(worker, timeout=40)
+
+
+async def test_a_publication_swapped_in_while_an_event_is_routed_does_not_change_what_that_route_reads(
+    definitions, sqlite_store, monkeypatch
+):
+    """Customers are dispatched at once on one router. A task that starts after a publication was
+    swapped in must not change the definitions another task's route reads after its awaits (a
+    journey gone between two reads dead-letters the event; else it starts on another version)."""
+    from definitions.loader import PACKAGE_DIR, load_definitions
+    from triggers.live import LiveDefinitions
+
+    now = datetime.now(UTC)
+    with sqlite_store.transaction() as session:
+        for who in ("c1", "c2"):
+            queries.upsert_customer(session, customer(who, phone=f"+861380000000{who[-1]}"), now, "CN")
+            queries.store_event(session, event("order.created", now, customer=who, order=f"o-{who}"), now)
+    live = LiveDefinitions.fixed(definitions)
+
+    async def no_temporal() -> Client:
+        raise AssertionError("routing here reads the definitions only")
+
+    dispatcher = Dispatcher(sqlite_store, live, no_temporal, "swap-test", default_region="CN")
+    dispatcher.router = Router(None, definitions, sqlite_store, "swap-test", default_region="CN")  # type: ignore[arg-type]
+    read: dict[str, tuple[object, object]] = {}
+    mid_route = asyncio.Event()
+
+    async def route(self, event, mark=True, backfill=False):  # what a route reads before and after an await
+        before = self.definitions
+        if event.customer_id == "c1":
+            await mid_route.wait()
+        read[event.customer_id] = (before, self.definitions)
+        return []
+
+    monkeypatch.setattr(Router, "route", route)
+    first = asyncio.create_task(dispatcher._dispatch_customer("c1"))
+    await wait_until(lambda: "c1" not in read and pending(sqlite_store) == 2, 5)
+    await asyncio.sleep(0.2)  # c1's route is at its await
+    published = load_definitions(PACKAGE_DIR)  # a publication swapped in meanwhile
+    live.current = published
+    assert await dispatcher._dispatch_customer("c2") == (1, False)
+    mid_route.set()
+    assert await first == (1, False)
+    assert read["c1"][0] is read["c1"][1] is definitions  # one version for the whole route
+    assert read["c2"][1] is published  # a task started after the swap runs the new one
