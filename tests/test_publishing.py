@@ -723,3 +723,42 @@ async def test_a_publish_whose_approval_is_refused_leaves_no_change_in_review(ap
     assert "no longer loads over what runs now" in detail and "was rejected)" in detail
     listed = (await api.get("/definitions/changes", headers=READER)).json()
     assert [row["state"] for row in listed if row["author"].startswith("alice")] == ["rejected"]
+
+
+def test_journeys_publish_says_a_change_published_but_not_loaded_is_published(store, live, base, tmp_path):
+    """The API answers 503 (in the store, not loaded by it): the command says which change and
+    publication went out and why it did not load, not "not published" (a rerun would publish it
+    again), and exits 1."""
+    import threading
+    import time
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from journeys.cli import app
+    from tests.helpers import free_port
+
+    refusing = tmp_path / "not-a-directory"
+    refusing.write_text("", encoding="utf-8")
+    live._scratch = refusing  # this API process's disk refuses the publication's files
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(store, live=live, api_keys=KEYS), port=port, log_level="error"))
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        checkout = write_base(tmp_path / "checkout")
+        (checkout / "templates" / "hello.yaml").write_text(TEMPLATE.format(version="v2"), encoding="utf-8")
+        result = CliRunner().invoke(
+            app,
+            ["publish", str(checkout), "--api", f"http://127.0.0.1:{port}", "--key", "bob-secret", "--author", "alice"],
+        )
+    finally:
+        server.should_exit = True
+        serving.join(10)
+    assert result.exit_code == 1, result.output
+    with store.transaction() as session:
+        [change] = definition_changes.changes(session, "published")
+    assert f"published as change {change.id}, publication 1, but not loaded: " in result.output
+    assert "not published" not in result.output
