@@ -371,12 +371,6 @@ def published_journey_files(session: Session, known: Iterable[str] = ()) -> dict
     return found
 
 
-def published_seqs(session: Session) -> list[int]:
-    """The `seq` of every publication, newest first."""
-    query = select(DefinitionChangeRow.seq).where(DefinitionChangeRow.state == PUBLISHED)
-    return sorted((seq for seq in session.scalars(query) if seq is not None), reverse=True)
-
-
 def latest_seq(session: Session) -> int:
     """The `seq` of the latest published change, 0 for none: what each process polls."""
     return session.scalar(select(func.coalesce(func.max(DefinitionChangeRow.seq), 0))) or 0

@@ -12,7 +12,8 @@ two seconds) and loads again when it grows; the API process also right after its
 The files are written to a directory of their own per publication (under one temporary directory
 per process, removed at exit), which stays while the process runs: activities read files from the
 directory later (the loyalty programme's daily run). A published set that does not load without
-problems is never swapped in: the process logs it and keeps what it ran. With no published change
+problems is never swapped in: the process logs it and runs the newest publication that loads (at
+start and on every look alike, so every process runs the same one). With no published change
 what runs is the base directory itself, exactly as before publishing existed. Running instances
 keep the snapshot they started with (it is in their input, instances/start.py): only instances
 started after a swap run the new version.
@@ -62,7 +63,8 @@ class LiveDefinitions:
     """What runs now: `current` (the Definitions), `directory` (where its files are),
     `loaded_seq` (also `seq`: the publication that runs, laid over the base, 0 for none) and
     `seen_seq` (the latest publication this process tried: one that did not load is not tried
-    again until a newer one; `failure` says why it did not). `refresh()` loads a newer publication;
+    again until a newer one; `failure` says why it did not, `trouble` why one could not be tried
+    just now). `refresh()` loads the newest publication that loads;
     `keep(stop)` does so every POLL_SECONDS. Callbacks given to `on_change` run after each swap
     with the new Definitions and directory (the worker hands them to its activities)."""
 
