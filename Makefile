@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python -m bench.broadcast
 	$(BIN)/python -m bench.broadcast_profile
 	$(BIN)/python -m bench.effect
+	$(BIN)/python -m bench.dry_run
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache
