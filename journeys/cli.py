@@ -175,10 +175,12 @@ def _running_definitions(settings: Settings, directory: Path | None = None):
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from store.db import Store
+    from store.db import Store, missing_database
     from triggers.live import LiveDefinitions
 
     base = Path(settings.definitions_dir or default_directory())
+    if missing_database(settings.database_url) is not None:
+        return _definitions_or_exit(base)  # no store yet: nothing published (and a read makes no database file)
     store = Store(settings.database_url)
     try:
         if not inspect(store.engine).has_table("definition_changes"):

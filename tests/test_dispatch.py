@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -285,3 +286,27 @@ async def test_a_publication_swapped_in_while_an_event_is_routed_does_not_change
     assert await first == (1, False)
     assert read["c1"][0] is read["c1"][1] is definitions  # one version for the whole route
     assert read["c2"][1] is published  # a task started after the swap runs the new one
+
+
+async def test_a_customer_waiting_for_a_slot_when_temporal_went_away_is_left_for_after_the_pause(
+    definitions, sqlite_store
+):
+    """A customer taken up just before Temporal became unreachable (the router dropped) waits for
+    the pause: nothing claimed, nothing marked failed, still pending for the next look."""
+    from triggers.live import LiveDefinitions
+
+    now = datetime.now(UTC)
+    with sqlite_store.transaction() as session:
+        queries.upsert_customer(session, customer("c1"), now, "CN")
+        queries.store_event(session, event("order.created", now, customer="c1", order="o-1"), now)
+
+    async def no_temporal() -> Client:
+        raise AssertionError("not connected again here")
+
+    dispatcher = Dispatcher(sqlite_store, LiveDefinitions.fixed(definitions), no_temporal, "gone", default_region="CN")
+    assert dispatcher.router is None
+    assert await dispatcher._dispatch_customer("c1") == (0, True)
+    assert pending(sqlite_store) == 1
+    with sqlite_store.transaction() as session:
+        row = session.scalars(select(EventRow)).one()
+    assert row.failed_at is None and row.attempts == 0

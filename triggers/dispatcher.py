@@ -189,9 +189,10 @@ class Dispatcher:
             # publication swapped in while another task's event is routed must not change what
             # that route reads between its awaits (a journey gone mid-route would dead-letter it).
             router = copy.copy(self.router)
-            if router is not None:
-                router.definitions = self.definitions  # a newly published change: new instances run it
-                router.heard = self.live.heard  # what instances of every version still running hear
+            if router is None:  # Temporal went away while this customer waited for a slot
+                return 0, True  # nothing claimed: taken up again after the pause
+            router.definitions = self.definitions  # a newly published change: new instances run it
+            router.heard = self.live.heard  # what instances of every version still running hear
             events = await asyncio.to_thread(self._claim, customer_id)
             if events is None:
                 return 0, False  # another dispatcher has this customer now
@@ -210,10 +211,8 @@ class Dispatcher:
             return queries.pending_events_of(session, customer_id)
 
     async def _dispatch_in_order(
-        self, customer_id: str, events: list[tuple[Event, bool]], run: _Run, router: Router | None = None
+        self, customer_id: str, events: list[tuple[Event, bool]], run: _Run, router: Router
     ) -> None:
-        router = router or self.router
-        assert router is not None  # connected before customers are taken up
         renewed = time.monotonic()
         for event, backfill in events:
             if time.monotonic() - renewed > LEASE.total_seconds() / 2:
