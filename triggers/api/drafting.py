@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
@@ -31,12 +30,6 @@ router = APIRouter(dependencies=[Depends(allowed(Permission.WRITE_DRAFTS))], tag
 
 #: The most files one check takes: a journey with its templates is a handful.
 MAX_FILES = 50
-
-
-def live_base(request: Request) -> tuple[Path, dict[str, str]]:
-    """What runs, as a draft is laid over it: the directory of the API's live definitions (the
-    base with every publication already laid over it, triggers/live.py), and no overlay left."""
-    return Path(context(request).live.directory), {}
 
 
 class Files(BaseModel):
@@ -104,9 +97,8 @@ async def _check(request: Request, files: Mapping[str, str]) -> tuple[Definition
     draft may not hold (or a file too long)."""
     if bad := _bad_paths(files):
         return _refusal(bad)
-    base, published = live_base(request)
-    try:
-        return await asyncio.to_thread(check_with, base, {**published, **files})
+    try:  # over the live definitions' directory: the base with every publication laid over it
+        return await asyncio.to_thread(check_with, context(request).live.directory, files)
     except DraftError as err:
         return _refusal([str(err)])
 
