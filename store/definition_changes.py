@@ -88,16 +88,24 @@ def record(
     session: Session,
     action: str,
     who: str,
-    change: DefinitionChangeRow,
+    change: DefinitionChangeRow | str,
     now: datetime,
     *,
+    hash: str | None = None,
     comment: str | None = None,
     figures: dict[str, Any] | None = None,
 ) -> None:
-    """One audit row: `action` (created, edited, submitted, approved, rejected, dry_run) by `who`."""
+    """One audit row, the only writer of them: `action` (created, edited, submitted, approved,
+    rejected, dry_run) by `who` on `change` (the row, or its id with the `hash` of the files the
+    action was about: a dry run records the files it ran, which an edit may since have changed)."""
+    change_id = change if isinstance(change, str) else change.id
+    if hash is None:
+        if isinstance(change, str):
+            raise ValueError("an audit row by change id needs the hash of the files it is about")
+        hash = change.hash
     session.add(
         DefinitionAuditRow(
-            at=now, action=action, who=who, change_id=change.id, hash=change.hash, comment=comment, figures=figures
+            at=now, action=action, who=who, change_id=change_id, hash=hash, comment=comment, figures=figures
         )
     )
 

@@ -23,8 +23,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.records import Customer, Event
+from store import definition_changes
+from store.portable import in_slices
 from store.queries import _event_of, customer_of
-from store.tables import CustomerRow, DefinitionAuditRow, DryRunRow, ErasureRow, EventRow
+from store.tables import CustomerRow, DryRunRow, ErasureRow, EventRow
 
 #: Simulations are CPU-bound; a third would only slow the other two (and the engine).
 MAX_RUNNING = 2
@@ -124,12 +126,9 @@ def audit(session: Session, row: DryRunRow, files_hash: str, now: datetime) -> N
     figures = None
     if row.result is not None:
         figures = {key: row.result[key] for key in ("window", "events", "customers", "diff")} | {"dry_run": row.id}
-    session.add(
-        DefinitionAuditRow(
-            at=now, action="dry_run", who=row.requested_by, change_id=row.change_id, hash=files_hash,
-            comment=row.message, figures=figures,
-        )
-    )  # fmt: skip
+    definition_changes.record(
+        session, "dry_run", row.requested_by, row.change_id, now, hash=files_hash, comment=row.message, figures=figures
+    )
 
 
 def get(session: Session, job_id: str, now: datetime | None = None) -> DryRunRow | None:
@@ -211,12 +210,12 @@ def window(
     customers = [customer_of(row) for row in session.scalars(query) if row.customer_id not in erased]
     ids = sorted(customer.customer_id for customer in customers)
     history: list[Event] = []
-    for at in range(0, len(ids), 500):  # SQLite takes a bounded number of parameters a statement
+    for chunk in in_slices(ids):
         history += [
             _event_of(row)
             for row in session.scalars(
                 select(EventRow).where(
-                    EventRow.customer_id.in_(ids[at : at + 500]),
+                    EventRow.customer_id.in_(chunk),
                     EventRow.occurred_at >= start - timedelta(days=history_days),
                     EventRow.occurred_at < start,
                 )
