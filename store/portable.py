@@ -1,10 +1,12 @@
 """SQL that PostgreSQL and SQLite write differently, behind one name: an INSERT with ON CONFLICT,
 a time plus a fixed duration and a time's date in a time zone (SQLite gets the functions from
-store/db.py), and text compared byte by byte."""
+store/db.py), text compared byte by byte, and a long `IN (...)` list cut to the size SQLite takes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
+from typing import TypeVar
 
 from sqlalchemy import Float, String, Table, literal
 from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
@@ -16,6 +18,18 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from store.tables import UTCDateTime
+
+T = TypeVar("T")
+
+#: Values bound in one `IN (...)`: SQLite takes a bounded number of parameters a statement (999
+#: before 3.32), so a list of ids of any length is queried a slice at a time.
+IN_LIST_SIZE = 500
+
+
+def in_slices(values: Sequence[T], size: int = IN_LIST_SIZE) -> Iterator[Sequence[T]]:
+    """`values` a slice of at most `size` at a time, each for one `column.in_(slice)`."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def upsert_insert(session: Session, table: Table) -> PostgresqlInsert | SqliteInsert:

@@ -40,7 +40,7 @@ from core.products import (
     skus_of,
 )
 from core.records import Event
-from store.portable import upsert_insert
+from store.portable import in_slices, upsert_insert
 from store.tables import EventRow, ProductCycleRow, ProductRow
 
 _PURCHASE_TYPES = ("order.created", "order.paid", "order.refunded")
@@ -100,8 +100,7 @@ def products_of(session: Session, skus: Iterable[str]) -> dict[str, Product]:
     """The catalogue's products of these SKUs (those it has)."""
     wanted = sorted(set(skus))
     found: dict[str, Product] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
+    for chunk in in_slices(wanted):
         found.update(
             (row.sku, _product(row)) for row in session.scalars(select(ProductRow).where(ProductRow.sku.in_(chunk)))
         )

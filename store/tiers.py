@@ -27,7 +27,7 @@ from sqlalchemy.orm.util import identity_key
 from core.amounts import held_sql
 from core.products import quantity_of
 from store.orders import amount
-from store.portable import upsert_insert
+from store.portable import in_slices, upsert_insert
 from store.tables import CustomerRow, EventRow, MemberTierRow, OrderRow, PointsEntryRow, TierChangeRow, UTCDateTime
 
 #: The ledger's kinds that count as points earned in a window (a reversal takes its earning back).
@@ -89,10 +89,10 @@ def window_measures(
     # Items: the order's latest `items` among its creation and payment events (as the order context merges them).
     latest: dict[str, tuple[datetime, object]] = {}
     ids = sorted(orders)
-    for start in range(0, len(ids), 500):
+    for chunk in in_slices(ids):
         rows = session.execute(
             select(EventRow.order_id, EventRow.customer_id, EventRow.occurred_at, EventRow.data).where(
-                EventRow.order_id.in_(ids[start : start + 500]),
+                EventRow.order_id.in_(chunk),
                 EventRow.type.in_(("order.created", "order.paid")),
             )
         )
