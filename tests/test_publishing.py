@@ -407,6 +407,19 @@ async def test_changes_are_listed_newest_first_without_their_texts(api):
     assert (running["hello.yaml"]["open_changes"], running["templates/hello.yaml"]["open_changes"]) == (1, 1)
 
 
+async def test_what_runs_is_shown_as_loaded_not_as_a_file_edited_on_disk_since(api, live, base):
+    """The base directory is read when the process loads it: a file edited there afterwards (not
+    published, no restart) does not run, so the console neither lists it as running nor diffs a
+    change against it."""
+    (base / "templates" / "hello.yaml").write_text(TEMPLATE.format(version="edited on disk"), encoding="utf-8")
+    running = (await api.get("/definitions/template/hello", headers=READER)).json()
+    assert running["text"] == TEMPLATE.format(version="v1")
+    assert live.current["hello"].templates["hello"].sms["en"] == "hello v1"
+    change = await drafted(api)
+    [file] = change["files"]
+    assert '-  zh-CN: "你好 v1"' in file["diff"] and "edited on disk" not in file["diff"]
+
+
 def test_with_no_publication_what_runs_is_the_base_directory_itself(store, base):
     live = LiveDefinitions(store, base)
     assert (live.seq, live.directory) == (0, base)

@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from definitions.drafts import content_hash, kind_of, materialize
+from definitions.drafts import DraftError, content_hash, kind_of, materialize
 from definitions.loader import RESERVED_FILES, Definitions, DefinitionsError, check_definitions
 from definitions.schema import Journey
 from store import definition_changes
@@ -78,6 +78,9 @@ class LiveDefinitions:
         self._rehear = False  # reading the published journeys for `heard` failed: read them again
         self.directory = self.base
         self.current = Definitions()
+        #: `{path: text}` of the draftable files that run (read when they were loaded): what
+        #: `GET /definitions` lists and a change's diff is against, not what a file on disk says later.
+        self._files: dict[str, str] | None = None
         self._listeners: list[Callable[[Definitions, Path], None]] = []
         self._lock = threading.Lock()
         self._scratch: Path | None = None
@@ -96,7 +99,7 @@ class LiveDefinitions:
         holder.loaded_seq = holder.seen_seq = 0
         holder.failure = holder.trouble = None
         holder._rehear = False
-        holder.directory, holder.current = holder.base, definitions
+        holder.directory, holder.current, holder._files = holder.base, definitions, None
         holder._listeners, holder._lock, holder._scratch = [], threading.Lock(), None
         holder.heard, holder._parsed = {}, {}
         return holder
@@ -131,7 +134,7 @@ class LiveDefinitions:
             raise DefinitionsError(problems)
         for problem in problems:
             log.error("definition problem (instances of other journeys are unaffected): %s", problem)
-        self.current, self.directory = loaded, self.base
+        self.current, self.directory, self._files = loaded, self.base, draftable_files(self.base)
         self._hear(loaded)
         if latest and self.seen_seq >= latest:
             log.error("running the base definitions in %s alone: no publication up to %d loads", self.base, latest)
@@ -168,6 +171,7 @@ class LiveDefinitions:
         again."""
         try:
             target = materialize(self.base, files, self._scratch_dir() / f"seq-{seq}")
+            texts = draftable_files(target)
             loaded, problems = check_definitions(target)
         except OSError as err:  # a full or refusing disk passes: not a fault of the publication
             self.trouble = f"publication {seq} could not be loaded now: {type(err).__name__}: {err}"
@@ -188,7 +192,7 @@ class LiveDefinitions:
             return False
         for warning in loaded.warnings:
             log.warning("definition %s", warning)
-        self.current, self.directory, self.loaded_seq, self.failure = loaded, target, seq, None
+        self.current, self.directory, self._files, self.loaded_seq, self.failure = loaded, target, texts, seq, None
         self._hear(loaded)
         log.info("running publication %d of the definitions (%d journeys, in %s)", seq, len(loaded), target)
         for listener in list(self._listeners):
@@ -274,13 +278,34 @@ class LiveDefinitions:
             atexit.register(shutil.rmtree, self._scratch, True)
         return self._scratch
 
+    def running_files(self) -> dict[str, str]:
+        """`{path: text}` of every draftable file that runs now (journeys, templates, segments,
+        broadcasts, policy.yaml, loyalty.yaml; not events.yaml, sms.yaml, ...), as loaded."""
+        files = self._files
+        if files is None:  # a fixed holder: its directory read once, when first asked
+            files = self._files = draftable_files(self.directory)
+        return files
+
     def running_text(self, path: str) -> str | None:
         """The text of the file at `path` that runs now, None if there is none."""
-        file = self.directory / path
+        return self.running_files().get(path)
+
+
+def draftable_files(root: Path) -> dict[str, str]:
+    """`{path: text}` of the files under `root` a change may hold (definitions/drafts.py `kind_of`)."""
+    found: dict[str, str] = {}
+    if not root.is_dir():
+        return found
+    for file in sorted(root.rglob("*")):
+        if not file.is_file() or file.suffix not in (".yaml", ".yml"):
+            continue
+        relative = file.relative_to(root).as_posix()
         try:
-            return file.read_text(encoding="utf-8") if file.is_file() else None
-        except (OSError, UnicodeDecodeError):
-            return None
+            kind_of(relative)
+            found[relative] = file.read_text(encoding="utf-8")
+        except (DraftError, OSError, UnicodeDecodeError):
+            continue
+    return found
 
 
 def _heard_of(journey: Journey) -> Heard:

@@ -241,24 +241,6 @@ def _problems(api: ApiContext, files: dict[str, str]) -> list[Problem]:
     return found
 
 
-def _running(api: ApiContext) -> dict[str, str]:
-    """`{path: text}` of every draftable file that runs (not events.yaml, sms.yaml, ...)."""
-    root = api.live.directory
-    found: dict[str, str] = {}
-    if not root.is_dir():
-        return found
-    for file in sorted(root.rglob("*")):
-        if not file.is_file() or file.suffix not in (".yaml", ".yml"):
-            continue
-        relative = file.relative_to(root).as_posix()
-        try:
-            kind_of(relative)
-            found[relative] = file.read_text(encoding="utf-8")
-        except (DraftError, OSError, UnicodeDecodeError):
-            continue
-    return found
-
-
 def _diff(path: str, running: str | None, text: str) -> str:
     return "".join(
         difflib.unified_diff(
@@ -430,7 +412,7 @@ def _allow_own(api: ApiContext) -> bool:
     summary="Every definition file that runs: from the base directory or a published change",
 )
 async def running_files(api: Context) -> list[RunningFile]:
-    texts = await asyncio.to_thread(_running, api)
+    texts = api.live.running_files()
 
     loaded = api.live.loaded_seq if api.live.store is not None else None
 
@@ -658,7 +640,7 @@ async def running_text(kind: str, name: str, api: Context) -> RunningText | JSON
     path = _kind_path(api, kind, name)
     text = api.live.running_text(path)
     if text is None:
-        there = sorted(n for p in await asyncio.to_thread(_running, api) if (n := _named(p, kind)))
+        there = sorted(n for p in api.live.running_files() if (n := _named(p, kind)))
         raise Refused(404, f"no {kind} {name!r} runs; {kind}s that run: {', '.join(there) or 'none'}")
     loaded = api.live.loaded_seq if api.live.store is not None else None
     source = await api.store.run(lambda session: changes.published_sources(session, up_to=loaded).get(path))
