@@ -97,7 +97,8 @@ def server_command(db_file: Path, port: int, ui_port: int) -> list[str]:
 
 
 async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:
-    from journeys.worker import run_worker
+    from journeys.worker import live_definitions, run_worker
+    from store.db import Store
     from triggers.serve import api_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -134,17 +135,22 @@ async def run_up(data_dir: Path, port: int, ui_port: int, api_port: int) -> int:
         print(f"Outbox        {settings.outbox_path}", flush=True)
         print(f"Webhooks      {_webhooks_line(settings)}", flush=True)
         print(f"Retention     {_retention_line(settings)}", flush=True)
-        api = api_server(settings, embedded=True)
+        # What runs, loaded once for the API and the worker of this process: the API polls for
+        # publications (and loads its own approvals at once), the worker's activities take each.
+        store = Store(settings.database_url).migrate()
+        live = live_definitions(settings, store, strict=True)
+        api = api_server(settings, embedded=True, live=live)
         serving = asyncio.create_task(api.serve())
         print(f"Event API     http://{settings.api_host}:{api_port} (OpenAPI at /docs)", flush=True)
         print(f"Console       http://{settings.api_host}:{api_port}/ui/{_login_line(settings)}", flush=True)
         print(f"Recorded in   {record} (other commands: --data-dir {data_dir})", flush=True)
         print(f"Worker        task queue {settings.task_queue!r}; Ctrl-C stops everything", flush=True)
         try:
-            await run_worker(settings, stop)
+            await run_worker(settings, stop, live=live)
         finally:
             api.should_exit = True
             await serving
+            store.dispose()
         return 0
     finally:
         if server.returncode is None:

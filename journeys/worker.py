@@ -132,13 +132,14 @@ def compile_definitions(settings: Settings) -> Definitions:
     return live_definitions(settings).current
 
 
-def live_definitions(settings: Settings, store: Store | None = None) -> LiveDefinitions:
+def live_definitions(settings: Settings, store: Store | None = None, *, strict: bool = False) -> LiveDefinitions:
     """Load what runs (the configured definitions with the published changes over them, with
     `store`; triggers/live.py), compiling their expressions and templates before polling, so the
     instances that run them never compile in workflow code. A worker whose definitions have
     problems still runs: every instance carries its own snapshot. Returns the holder, whose
-    `current` is what loaded (its sms.yaml is what SMS through Aliyun say)."""
-    live = LiveDefinitions(store, settings.definitions_dir or default_directory())
+    `current` is what loaded (its sms.yaml is what SMS through Aliyun say). With `strict` (a
+    process that also serves the API), DefinitionsError when nothing loads without problems."""
+    live = LiveDefinitions(store, settings.definitions_dir or default_directory(), strict=strict)
     for warning in live.current.warnings:
         log.warning("definition %s", warning)
     expressions, templates = compiled_counts()
@@ -323,12 +324,18 @@ def describe_rate_limits(limits: dict[str, float]) -> str:
     return ", ".join(f"{channel}: {limits.get(channel) or 'unlimited'}" for channel in CHANNELS)
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run_worker(
+    settings: Settings, stop: asyncio.Event | None = None, live: LiveDefinitions | None = None
+) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM when none is given), then drain: every worker
-    shuts down at once, each letting its running activities finish for the graceful timeout."""
+    shuts down at once, each letting its running activities finish for the graceful timeout.
+    `live`: what runs, held and polled by another part of this process (`journeys up`'s API), so
+    one process loads each publication once; by default the worker loads and polls its own."""
     store = Store(settings.database_url).migrate()
     queries.configure_salt(settings.secret)  # erased addresses' suppression hashes
-    live = live_definitions(settings, store)
+    polls = live is None
+    if live is None:
+        live = live_definitions(settings, store)
     client = await connect(settings)
     await ensure_search_attributes(client)
     try:
@@ -363,7 +370,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         )
         running = [asyncio.create_task(worker.run()) for worker in workers]
         # Newly published definitions, every couple of seconds (triggers/live.py).
-        polling = asyncio.create_task(live.keep(stop))
+        polling = asyncio.create_task(live.keep(stop) if polls else stop.wait())
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopped, *running], return_when=asyncio.FIRST_COMPLETED)
         failed = [task for task in done if task is not stopped and task.exception() is not None]

@@ -63,9 +63,11 @@ class UnsafeBinding(ValueError):
     """An API without keys may only listen on the loopback interface."""
 
 
-def build_api(settings: Settings) -> FastAPI:
+def build_api(settings: Settings, live: LiveDefinitions | None = None) -> FastAPI:
     """The API over the configured store, with a dispatcher that runs as long as the API does.
-    Raises ApiKeyError for a malformed JOURNEYS_API_KEYS before anything starts."""
+    Raises ApiKeyError for a malformed JOURNEYS_API_KEYS before anything starts. `live`: what runs,
+    when another part of the process holds it already (`journeys up`'s worker shares it); by
+    default the API loads its own."""
     parse_api_keys(settings.api_keys)
     if not settings.api_keys and settings.api_host not in ("127.0.0.1", "localhost", "::1"):
         raise UnsafeBinding(
@@ -76,7 +78,8 @@ def build_api(settings: Settings) -> FastAPI:
     queries.configure_salt(settings.secret)  # erased addresses' suppression hashes
     # What runs: the base directory with the published changes over it, loaded again whenever a
     # change is published (triggers/live.py); problems in it stop the API here, as they always did.
-    live = LiveDefinitions(store, settings.definitions_dir or default_directory(), strict=True)
+    if live is None:
+        live = LiveDefinitions(store, settings.definitions_dir or default_directory(), strict=True)
     client: Client | None = None
     connecting = asyncio.Lock()
 
@@ -166,10 +169,10 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def api_server(settings: Settings, embedded: bool = False) -> uvicorn.Server:
+def api_server(settings: Settings, embedded: bool = False, live: LiveDefinitions | None = None) -> uvicorn.Server:
     if not settings.api_keys:
         log.warning("no API keys configured (JOURNEYS_API_KEYS): listening on %s only", settings.api_host)
     config = uvicorn.Config(
-        build_api(settings), host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="on"
+        build_api(settings, live), host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="on"
     )
     return (_EmbeddedServer if embedded else uvicorn.Server)(config)
