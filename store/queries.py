@@ -288,9 +288,28 @@ def recreate_customer(session: Session, customer_id: str, at: datetime) -> None:
 
 
 def add_suppression(session: Session, channel: str, address: str, scope: str, reason: str, at: datetime) -> None:
-    row = session.get(SuppressionRow, (channel, address)) or SuppressionRow(channel=channel, address=address)
-    row.scope, row.reason, row.created_at = scope, reason, at
-    session.add(row)
+    """Suppress `address` on `channel` for `scope` ('all' or 'marketing'), in one statement: two
+    writers of one address at once (a reply pushed twice, two clicks of an unsubscribe link) meet
+    in one row instead of one failing. An 'all' (an SMS STOP, a hard bounce) is never weakened to
+    'marketing' by a later unsubscribe; it stays as it was written. Only a START reply lifts it
+    (`remove_suppression`)."""
+    table = SuppressionRow.__table__
+    session.flush()  # what this session wrote before goes first, as the ORM would order it
+    statement = upsert_insert(session, table).values(
+        channel=channel, address=address, scope=scope, reason=reason[:60], created_at=at
+    )
+    proposed = statement.excluded
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[table.c.channel, table.c.address],
+            set_={"scope": proposed.scope, "reason": proposed.reason, "created_at": proposed.created_at},
+            where=or_(table.c.scope != "all", proposed.scope == "all"),
+        )
+    )
+    # A row this session read before is read again, not answered from what it held.
+    held = session.identity_map.get(session.identity_key(SuppressionRow, (channel, address)))
+    if held is not None:
+        session.expire(held)
 
 
 def remove_suppression(session: Session, channel: str, address: str) -> bool:
@@ -338,14 +357,16 @@ def advance_status(
 def seen_provider_event(
     session: Session, provider: str, key: str, kind: str, message_id: str | None, at: datetime
 ) -> bool:
-    """Record a provider event by its id; True when it was recorded before (a duplicate delivery)."""
-    if session.get(ProviderEventRow, (provider, key[:200])) is not None:
-        return True
-    session.add(
-        ProviderEventRow(provider=provider, event_key=key[:200], kind=kind, message_id=message_id, received_at=at)
+    """Record a provider event by its id; True when it was recorded before (a duplicate delivery,
+    also one applied at this moment by a concurrent request: one statement, which inserts or not)."""
+    table = ProviderEventRow.__table__
+    session.flush()  # what this session wrote before (the message it is about) goes first
+    inserted = session.execute(
+        upsert_insert(session, table)
+        .values(provider=provider, event_key=key[:200], kind=kind, message_id=message_id, received_at=at)
+        .on_conflict_do_nothing(index_elements=[table.c.provider, table.c.event_key])
     )
-    session.flush()
-    return False
+    return inserted.rowcount == 0
 
 
 def capped_at(

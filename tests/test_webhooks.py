@@ -4,9 +4,12 @@ requests are refused and change nothing; the next send obeys an opt-out."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import threading
 import time
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import httpx
@@ -368,6 +371,65 @@ async def test_the_list_unsubscribe_link_stops_marketing_email(api, store, provi
     assert kinds == [("unsubscribe", offer.id)]
     assert send(request(step="next_offer", category="marketing")).reason == "unsubscribed"
     assert send(request(step="receipt")).status == "sent"  # transactional mail still goes
+
+
+async def test_clicks_of_an_unsubscribe_link_at_once_are_one_unsubscribe(api, store, provider, send):
+    """A mail client and its user clicking at the same moment: every click is answered, one
+    suppression and one unsubscribe for the effect report, and no error."""
+    save(store, customer(phone=None))
+    send(request(step="offer", category="marketing"))
+    [mail] = provider.mail
+    link = mail["headers"]["List-Unsubscribe"].strip("<>").removeprefix(PUBLIC)
+    answers = await asyncio.gather(*(api.post(link, content="List-Unsubscribe=One-Click") for _ in range(6)))
+    assert [answer.status_code for answer in answers] == [200] * 6
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "email", EMAIL) == "marketing"
+        assert [e.kind for e in session.scalars(select(ProviderEventRow))] == ["unsubscribe"]
+
+
+def test_two_writers_of_one_suppression_at_once_meet_in_one_row(store):
+    """The second writer reads no row, then waits for the first one's insert: it must not fail
+    when the first commits (a reply pushed twice, a STOP and a bounce of one address)."""
+    failures: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with store.transaction() as session:
+                queries.add_suppression(session, "sms", PHONE, "all", "replied STOP", datetime.now(UTC))
+                assert queries.seen_provider_event(session, "journeys", "unsubscribe:m1", "unsubscribe", None,
+                                                   datetime.now(UTC)) in (True, False)  # fmt: skip
+        except BaseException as err:  # the thread's failure, for the test to report
+            failures.append(err)
+
+    with store.transaction() as first:
+        queries.add_suppression(first, "sms", PHONE, "marketing", "replied TD", datetime.now(UTC))
+        queries.seen_provider_event(first, "journeys", "unsubscribe:m1", "unsubscribe", None, datetime.now(UTC))
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(0.5)  # the second writer is waiting for this transaction's rows (or done, on SQLite's lock)
+    thread.join(30)
+    assert not thread.is_alive() and failures == []
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "sms", PHONE) == "all"  # the later, stronger one
+        assert len(list(session.scalars(select(ProviderEventRow)))) == 1
+
+
+async def test_an_unsubscribe_link_never_weakens_a_hard_bounce(api, store, provider, send, signer):
+    """A bounced address stops every email; clicking an older mail's unsubscribe link afterwards
+    must not let transactional mail go to it again."""
+    save(store, customer(phone=None))
+    send(request(step="offer", category="marketing"))
+    row = by_step(store)["offer"]
+    [mail] = provider.mail
+    link = mail["headers"]["List-Unsubscribe"].strip("<>").removeprefix(PUBLIC)
+    await sendgrid_post(
+        api, signer, [sg_event("bounce", row, "e1", type="bounce", status="5.1.1", reason="no such user")]
+    )
+    assert (await api.post(link, content="List-Unsubscribe=One-Click")).status_code == 200
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "email", EMAIL) == "all"
+    outcome = send(request(step="receipt"))
+    assert (outcome.status, outcome.reason) == ("skipped", "unsubscribed")
 
 
 # ------------------------------------------------------------------ SendGrid sends in doubt

@@ -224,10 +224,9 @@ class ReplyIntake:
         if decision.action != "unsubscribe":
             return
         # Twilio's own opt-out blocks every message from the sender: so does ours. The shop's
-        # unsubscribe words stop marketing only; an earlier `all` is never weakened.
+        # unsubscribe words stop marketing only; an earlier `all` is never weakened (add_suppression).
         scope = "all" if reply.opt == "stop" else "marketing"
-        if queries.suppression_scope(session, "sms", e164) != "all":
-            queries.add_suppression(session, "sms", e164, scope, f"replied to {row.provider} (reply {row.id})"[:60], at)
+        queries.add_suppression(session, "sms", e164, scope, f"replied to {row.provider} (reply {row.id})", at)
         if row.message_id is not None:  # the effect report's unsubscribes, by the message answered
             queries.seen_provider_event(session, "journeys", f"unsubscribe:{row.message_id}", "unsubscribe",
                                         row.message_id, at)  # fmt: skip
