@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.helpers import free_port
+from tests.stack import wait_until
 
 JOURNEYS = str(Path(sys.executable).parent / "journeys")
 
@@ -29,12 +29,14 @@ def test_api_takes_events_while_temporal_is_down(tmp_path):
         [JOURNEYS, "api"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        for _ in range(100):
+
+        def healthy() -> bool:
             try:
-                httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=1)
-                break
+                return httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
-                time.sleep(0.1)
+                return False
+
+        wait_until(healthy, 90, "the API process's /healthz")  # its start-up is slow on a loaded machine
         event = {
             "event_id": "down-1", "type": "order.created", "occurred_at": "2026-02-01T10:00:00+08:00",
             "customer_id": "c1", "order_id": "o1",

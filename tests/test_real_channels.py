@@ -17,7 +17,7 @@ from tests.helpers import daytime_zone, free_port
 from tests.test_up import run, start_up, stop_up, until_printed
 
 
-def wait_for(check, seconds: float = 30):
+def wait_for(check, seconds: float = 90):  # a send through a just-started `journeys up` on a loaded machine
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         found = check()

@@ -103,6 +103,18 @@ def test_a_notice_goes_out_as_its_registered_template_and_a_td_reply_is_confirme
     assert confirmations[0]["content"].startswith("【示例商城】您已成功退订营销短信")
 
     wait_until(lambda: pending(pg_store) == 0, 60, "every event dispatched")
+
+    def answered() -> bool:
+        """The reply's answer written as sent and the reply marked handled: the steps after the
+        provider took the confirmation."""
+        with pg_store.transaction() as session:
+            rows = session.scalars(select(SmsReplyRow)).all()
+            if not rows or rows[0].handled_at is None or rows[0].answer_id is None:
+                return False
+            answer = session.get(MessageRow, rows[0].answer_id)
+            return answer is not None and answer.status == "sent"
+
+    wait_until(answered, 60, "the reply's outcome recorded")
     with pg_store.transaction() as session:
         [logged] = session.scalars(select(SmsReplyRow)).all()
         assert (logged.customer_id, logged.message_id, logged.order_id, logged.action) == (

@@ -58,10 +58,14 @@ def run(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def until_printed(tmp_path: Path, env: dict, args: list[str], wanted: str) -> str:
+def until_printed(tmp_path: Path, env: dict, args: list[str], wanted: str | list[str]) -> str:
+    """The command's output once it prints every one of `wanted` in one run: what Temporal's
+    visibility lists, and a status query a freshly started worker answers, settle a moment later
+    on a loaded machine."""
+    wanted = [wanted] if isinstance(wanted, str) else wanted
     for _ in range(100):
         out = run(tmp_path, env, *args)
-        if wanted in out.stdout:
+        if all(text in out.stdout for text in wanted):
             return out.stdout
         time.sleep(0.1)
     raise AssertionError(f"{wanted!r} never appeared in: {out.stdout}{out.stderr}")
@@ -86,8 +90,12 @@ def test_up_emit_history_restart(tmp_path):
         )
         assert emitted.returncode == 0, emitted.stderr
         assert emitted.stdout.startswith("202 ")
-        printed = until_printed(tmp_path, env, ["history", "--order", "o1"], "payment_reminder:o1  running at wait")
-        assert "next wake-up" in printed and "pre_close_reminder:o1  running at wait_until" in printed
+        until_printed(
+            tmp_path,
+            env,
+            ["history", "--order", "o1"],
+            ["payment_reminder:o1  running at wait", "next wake-up", "pre_close_reminder:o1  running at wait_until"],
+        )
         listed = run(tmp_path, env, "events")
         assert "order.created  customer c1  order o1  dispatched" in listed.stdout
         assert run(tmp_path, env, "events", "--pending").stdout.startswith("0 pending events")
@@ -105,10 +113,14 @@ def test_up_emit_history_restart(tmp_path):
     process, output = start_up(tmp_path, port, ui_port, api_port)
     try:
         assert "worker polling" in output, output
-        assert "payment_reminder:o1  running at wait" in run(tmp_path, env, "history", "--order", "o1").stdout
+        until_printed(tmp_path, env, ["history", "--order", "o1"], "payment_reminder:o1  running at wait")
         assert run(tmp_path, env, "emit", "order.paid", "--customer", "c1", "--order", "o1").returncode == 0
-        printed = until_printed(tmp_path, env, ["history", "--order", "o1"], "payment_reminder:o1  completed")
-        assert "pre_close_reminder:o1  completed" in printed
+        until_printed(
+            tmp_path,
+            env,
+            ["history", "--order", "o1"],
+            ["payment_reminder:o1  completed", "pre_close_reminder:o1  completed"],
+        )
     finally:
         stop_up(process)
 
