@@ -21,8 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ReplyAction = Literal["unsubscribe", "answer", "webhook", "ignore"]
 
-#: The unsubscribe words of the practice and of Twilio's STOP handling.
-UNSUBSCRIBE_WORDS = ("TD", "T", "退订", "退订回T", "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
+#: Twilio's own opt-out and opt-in words (its default Advanced Opt-Out keywords, compared as the
+#: reply rules compare keywords): Twilio blocks or unblocks the sender on them and confirms itself
+#: (triggers/webhooks.py); through Aliyun, the built-in rule below unsubscribes on them too.
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "STOP ALL", "OPTOUT", "REVOKE"})
+START_WORDS = frozenset({"START", "UNSTOP"})
+#: The practice's unsubscribe words (回T退订): marketing SMS stop.
+PRACTICE_UNSUBSCRIBE_WORDS = ("TD", "T", "退订", "退订回T")
+#: The unsubscribe words of the practice and of Twilio's STOP handling: the built-in rule's.
+UNSUBSCRIBE_WORDS = PRACTICE_UNSUBSCRIBE_WORDS + tuple(sorted(STOP_WORDS))
 
 
 class _Strict(BaseModel):

@@ -18,7 +18,15 @@ from sqlalchemy import select, update
 from activities.journey import JourneyActivities
 from channels import build_channels
 from core.records import Event
-from core.replies import DEFAULT_REPLIES, Otherwise, ReplyRule, ReplyRules
+from core.replies import (
+    DEFAULT_REPLIES,
+    PRACTICE_UNSUBSCRIBE_WORDS,
+    STOP_WORDS,
+    UNSUBSCRIBE_WORDS,
+    Otherwise,
+    ReplyRule,
+    ReplyRules,
+)
 from definitions.loader import PACKAGE_DIR, load_definitions
 from rules.replies import decide, match
 from store import queries
@@ -91,6 +99,18 @@ def test_the_rules_compare_replies_as_customers_type_them():
     assert match(RULES, "TDX") is None and decide(RULES, "TDX").url == "https://service.shop.example/sms"
     assert not decide(ReplyRules(), "hello").needs_answer  # the default otherwise: nothing to do
     assert decide(RULES, "TD").needs_answer and not decide(DEFAULT_REPLIES, "TD").needs_answer  # no confirm template
+
+
+def test_every_stop_word_twilio_acts_on_unsubscribes_through_aliyun_too():
+    """One list of Twilio's STOP words (core/replies.py): the built-in rule and the shipped
+    replies.yaml unsubscribe on each of them, as Twilio itself does."""
+    shipped = load_definitions(PACKAGE_DIR).replies
+    for word in sorted(STOP_WORDS):
+        for rules in (DEFAULT_REPLIES, shipped):
+            decided = decide(rules, word.lower() + "。")
+            assert decided.action == "unsubscribe", (word, decided)
+        assert not decide(shipped, word).needs_answer  # Twilio confirms these itself: no second confirmation
+    assert set(PRACTICE_UNSUBSCRIBE_WORDS) | STOP_WORDS == set(UNSUBSCRIBE_WORDS)
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
 from sqlalchemy.exc import IntegrityError
 from twilio.request_validator import RequestValidator
 
+from core.replies import START_WORDS, STOP_WORDS
 from core.signing import unsubscribe_token
 from definitions.loader import Definitions
 from rules.replies import normalised
@@ -46,11 +47,9 @@ from triggers.reply_intake import IncomingReply, ReplyIntake
 
 log = logging.getLogger("journeys.webhooks")
 
-#: Twilio's own opt-out and opt-in words (its default Advanced Opt-Out keywords, compared as the
-#: reply rules compare keywords): Twilio blocks or unblocks the sender on them and confirms itself.
-#: Every other reply, 退订 and TD among them, is the shop's reply rules' to decide.
-STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "STOP ALL", "OPTOUT", "REVOKE"})
-START_WORDS = frozenset({"START", "UNSTOP"})
+# Twilio's own opt-out and opt-in words are core/replies.py's STOP_WORDS and START_WORDS: Twilio
+# blocks or unblocks the sender on them and confirms itself. Every other reply, 退订 and TD among
+# them, is the shop's reply rules' to decide.
 
 #: Twilio message statuses as ledger statuses (the rest, such as queued or sending, say nothing new).
 TWILIO_STATUS = {
