@@ -100,6 +100,8 @@ class MessageRow(Base):
         Index("ix_messages_run", "workflow_id", "run_id", "at"),
         # A period's SMS, for the SMS report (store/sms_report.py).
         Index("ix_messages_channel_at", "channel", "at"),
+        # The latest messages to a number, for a reply from it (store/replies.py latest_messages_to).
+        Index("ix_messages_address_at", "address", "at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

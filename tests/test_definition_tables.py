@@ -1,6 +1,6 @@
-"""The tables of published definitions and dry runs (migration 0025) and the timeline's indexes (0026)
-are what the models say, on
-both databases: a difference would make a store's rows fail to load on one of them."""
+"""The tables of published definitions and dry runs (migration 0025), the timeline's indexes (0026)
+and the messages' index by number (0027) are what the models say, on both databases: a difference
+would make a store's rows fail to load on one of them, or a read scan its table."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ TABLES = (
     "dry_runs",
     "ix_instances_customer",
     "ix_provider_events_message",
+    "ix_messages_address_at",
 )
 
 

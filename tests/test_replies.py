@@ -142,6 +142,21 @@ async def test_an_unsubscribe_reply_stops_marketing_sms_and_is_handed_on_once(st
     assert (notice.status, notice.channel) == ("sent", "sms")
 
 
+async def test_a_reply_from_a_number_the_customer_no_longer_holds_is_theirs_through_the_ledger(store, tmp_path, hook):
+    """The customer changed their number after the reminder went out; a reply from the old one is
+    still put down to them and to the message it answers (the ledger's latest SMS to that number,
+    read by the number alone through its index, migration 0027), among other numbers' messages."""
+    save(store, customer())
+    answered = sent_sms(store, tmp_path, template_data={"sign_name": "小店", "params": {}})
+    save(store, customer(customer_id="c2", phone="+8613800000002"))
+    sent_sms(store, tmp_path, step="other", customer_id="c2", at=answered.at + timedelta(minutes=1))
+    save(store, customer(phone="+8613900000009"))  # c1's new number
+    async with app_for(store, replies=RULES, on_reply=hook) as api:
+        assert (await push(api, "up", [up("好的", 4242)])).json()["applied"] == 1
+    [reply] = logged_replies(store)
+    assert (reply.number, reply.customer_id, reply.message_id, reply.order_id) == (PHONE, "c1", answered.id, "o1")
+
+
 async def test_the_reply_event_carries_the_message_journey_and_order(store, tmp_path, hook):
     save(store, customer())
     older = sent_sms(store, tmp_path, step="remind", template_data={"sign_name": "小店", "params": {}})
