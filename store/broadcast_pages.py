@@ -81,8 +81,8 @@ def still_due(
 
 
 def suppression_scopes(session: Session, wanted: Collection[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """`queries.suppression_scope` for many (channel, address) pairs, in one query: the address's
-    own row, else the salted hash an erasure left of it."""
+    """`queries.suppression_scope` for many (channel, address) pairs, in one query: the stronger of
+    the address's own row and the salted hash an erasure left of it."""
     if not wanted:
         return {}
     hashed = {(channel, queries.suppression_hash(channel, address)): (channel, address) for channel, address in wanted}
@@ -100,7 +100,8 @@ def suppression_scopes(session: Session, wanted: Collection[tuple[str, str]]) ->
             own[(channel, address)] = scope
         if (channel, address) in hashed:
             erased[hashed[(channel, address)]] = scope
-    return erased | own
+    # Of the address's own row and its erasure's hash, the stronger (queries.suppression_of).
+    return {key: queries.stronger_scope(own.get(key), erased.get(key)) for key in own.keys() | erased.keys()}
 
 
 def capped_at(

@@ -90,15 +90,26 @@ def suppression_scope(session: Session, channel: str, address: str) -> str | Non
 
 
 def suppression_of(session: Session, channel: str, address: str) -> SuppressionRow | None:
-    """The row suppressing `address`: its own, else the salted hash an erasure left of it. One
-    query for both (on every send's path)."""
+    """The row suppressing `address`: of its own row and the salted hash an erasure left of it,
+    the stronger (`stronger_scope`), its own on a tie. One query for both (on every send's path)."""
     rows = session.scalars(
         select(SuppressionRow).where(
             SuppressionRow.channel == channel,
             SuppressionRow.address.in_((address, suppression_hash(channel, address))),
         )
     ).all()
-    return next((row for row in rows if row.address == address), rows[0] if rows else None)
+    return max(rows, key=lambda row: (SCOPE_STRENGTH.get(row.scope, 0), row.address == address), default=None)
+
+
+#: How far a suppression reaches: 'all' (an SMS STOP, a hard bounce) over 'marketing' (an
+#: unsubscribe). Of an address's own row and an erasure's hash of it, the stronger decides, and
+#: nothing but a START (or the hash's own lifting) weakens an 'all'.
+SCOPE_STRENGTH = {"marketing": 1, "all": 2}
+
+
+def stronger_scope(first: str | None, second: str | None) -> str | None:
+    """The stronger of two suppression scopes (None: no suppression)."""
+    return max((first, second), key=lambda scope: SCOPE_STRENGTH.get(scope, 0) if scope else -1)
 
 
 #: The salt of erased addresses' suppression hashes. `configure_salt` sets it from JOURNEYS_SECRET.
@@ -180,10 +191,9 @@ def erase_customer(
         row = session.get(SuppressionRow, (channel, address))
         if row is None:
             continue
-        key = suppression_hash(channel, address)
-        if session.get(SuppressionRow, (channel, key)) is None:
-            session.add(SuppressionRow(channel=channel, address=key, scope=row.scope, reason=row.reason[:60],
-                                       created_at=row.created_at))  # fmt: skip
+        # Into the hash's row, never weakening it (an earlier erasure's 'all' stays), in one
+        # statement (two erasures sharing an address meet in one row).
+        add_suppression(session, channel, suppression_hash(channel, address), row.scope, row.reason, row.created_at)
         session.delete(row)
         hashed += 1
     removed = {
@@ -312,13 +322,20 @@ def add_suppression(session: Session, channel: str, address: str, scope: str, re
         session.expire(held)
 
 
-def remove_suppression(session: Session, channel: str, address: str) -> bool:
-    """Lift a suppression (an SMS START reply); False when there was none."""
-    row = session.get(SuppressionRow, (channel, address))
-    if row is None:
-        return False
-    session.delete(row)
-    return True
+def remove_suppression(session: Session, channel: str, address: str, *, scope: str | None = None) -> bool:
+    """Lift the suppression of `address`, its own row and the hash an erasure left of it (an SMS
+    START reply: the number's holder asks for messages again); with `scope`, only a suppression of
+    that scope (a SendGrid resubscribe to the marketing group lifts an unsubscribe, never a hard
+    bounce). False when there was none to lift."""
+    session.flush()  # the ORM's pending writes first
+    query = delete(SuppressionRow).where(
+        SuppressionRow.channel == channel,
+        SuppressionRow.address.in_((address, suppression_hash(channel, address))),
+    )
+    if scope is not None:
+        query = query.where(SuppressionRow.scope == scope)
+    removed = session.execute(query.execution_options(synchronize_session="fetch")).rowcount
+    return removed > 0
 
 
 def message_for_provider(session: Session, message_id: str | None, provider_id: str | None) -> MessageRow | None:

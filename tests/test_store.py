@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import inspect, select
 
+from store import broadcast_pages as pages
 from store import queries
 from store.tables import ErasureRow, InstanceRow, SuppressionRow
 from tests.helpers import at, customer, event
@@ -124,7 +125,9 @@ def test_a_runs_end_is_put_on_its_instance_row_or_on_a_new_one(store):
     assert rows["payment_reminder:o2"].entered_at == entered
 
 
-def test_a_suppression_of_the_address_itself_wins_over_its_erased_hash(store):
+def test_of_an_address_s_own_suppression_and_its_erased_hash_the_stronger_decides(store):
+    """An erased number that sent STOP stays out of every SMS whatever its own row says later (a TD
+    reply writes 'marketing'); an own 'all' is not weakened by a hash's 'marketing' either."""
     at_ = datetime(2026, 2, 1, tzinfo=UTC)
     with store.transaction() as session:
         session.add(
@@ -136,11 +139,48 @@ def test_a_suppression_of_the_address_itself_wins_over_its_erased_hash(store):
     with store.transaction() as session:
         assert queries.suppression_scope(session, "sms", "+8613800000001") == "all"
         assert queries.suppression_scope(session, "sms", "+8613800000002") is None
-        session.add(
-            SuppressionRow(channel="sms", address="+8613800000001", scope="marketing", reason="STOP", created_at=at_)
-        )
+        queries.add_suppression(session, "sms", "+8613800000001", "marketing", "replied TD", at_)
     with store.transaction() as session:
-        assert queries.suppression_of(session, "sms", "+8613800000001").reason == "STOP"
+        assert queries.suppression_of(session, "sms", "+8613800000001").reason == "erased"
+        assert queries.suppression_scope(session, "sms", "+8613800000001") == "all"
+        assert pages.suppression_scopes(session, [("sms", "+8613800000001")]) == {("sms", "+8613800000001"): "all"}
+        queries.add_suppression(session, "sms", "+8613800000003", "all", "STOP", at_)
+        session.add(
+            SuppressionRow(
+                channel="sms", address=queries.suppression_hash("sms", "+8613800000003"), scope="marketing",
+                reason="erased", created_at=at_,
+            )
+        )  # fmt: skip
+    with store.transaction() as session:
+        assert queries.suppression_of(session, "sms", "+8613800000003").reason == "STOP"
+        assert pages.suppression_scopes(session, [("sms", "+8613800000003")]) == {("sms", "+8613800000003"): "all"}
+        # A START from the number lifts both: its holder asks for messages again.
+        assert queries.remove_suppression(session, "sms", "+8613800000001") is True
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "sms", "+8613800000001") is None
+
+
+def test_an_erasure_never_weakens_what_an_earlier_erasure_of_the_address_left(store):
+    """An address unsubscribed (marketing) and its customer was erased; a later customer with the
+    same address hard-bounced (all) and was erased too: the hash keeps 'all'."""
+    at_ = datetime(2026, 2, 1, tzinfo=UTC)
+    for number, (customer_id, scope) in enumerate((("c1", "marketing"), ("c2", "all")), start=1):
+        with store.transaction() as session:
+            queries.upsert_customer(session, customer(customer_id, phone=None), at_, "CN")
+            queries.add_suppression(session, "email", "wangfang@example.com", scope, f"reason {number}", at_)
+        with store.transaction() as session:
+            queries.erase_customer(session, customer_id, at_ + timedelta(days=number), "dpo", "CN")
+        with store.transaction() as session:
+            assert queries.suppression_scope(session, "email", "wangfang@example.com") == scope
+    with store.transaction() as session:
+        queries.upsert_customer(session, customer("c3", phone=None), at_, "CN")
+        queries.add_suppression(session, "email", "wangfang@example.com", "marketing", "unsubscribe link", at_)
+        queries.erase_customer(session, "c3", at_ + timedelta(days=5), "dpo", "CN")
+    with store.transaction() as session:
+        assert queries.suppression_scope(session, "email", "wangfang@example.com") == "all"
+        # A resubscribe to the marketing group lifts an unsubscribe only, never the bounce.
+        assert queries.remove_suppression(session, "email", "wangfang@example.com", scope="marketing") is False
+        assert queries.suppression_scope(session, "email", "wangfang@example.com") == "all"
 
 
 def test_a_customer_and_their_erasure_are_read_together(store):

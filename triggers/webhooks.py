@@ -264,7 +264,8 @@ def _sendgrid_event(session, event: dict) -> str:
         queries.add_suppression(session, "email", address, "marketing", f"sendgrid {kind}", at)
         return "applied"
     if kind == "group_resubscribe" and address:
-        return "applied" if queries.remove_suppression(session, "email", address) else "ignored"
+        # A resubscribe to the marketing group lifts an unsubscribe, never a hard bounce.
+        return "applied" if queries.remove_suppression(session, "email", address, scope="marketing") else "ignored"
     if kind == "bounce":
         hard = event.get("type", "bounce") != "blocked"  # "blocked" is a soft bounce: the address may work later
         if hard and address:
