@@ -185,6 +185,7 @@ def build_workers(
     replaces the policy, the loyalty programme, sms.yaml and the reply rules the activities use,
     without a restart; `policy`, `loyalty` and `sms` given here then stay as given."""
     write_workflow_bytecode()
+    built_from = live.current if live is not None else None
     if live is not None and definitions is None:
         definitions = live.current
     directory = live.directory if live is not None else Path(settings.definitions_dir or default_directory())
@@ -235,6 +236,10 @@ def build_workers(
             loyalty_activities.directory = where
 
         live.on_change(take)
+        # A holder another part of the process polls (`journeys up`'s API) may have swapped in a
+        # publication while these were built, before `take` listened: take it now.
+        if live.current is not built_from:
+            take(live.current, live.directory)
     options = {
         "max_concurrent_activities": settings.worker_activities,
         "graceful_shutdown_timeout": timedelta(seconds=settings.worker_shutdown_seconds),
