@@ -412,8 +412,12 @@ async def test_what_runs_is_shown_as_loaded_not_as_a_file_edited_on_disk_since(a
     published, no restart) does not run, so the console neither lists it as running nor diffs a
     change against it."""
     (base / "templates" / "hello.yaml").write_text(TEMPLATE.format(version="edited on disk"), encoding="utf-8")
+    (base / "hello.yaml").write_text(JOURNEY.replace("name: hello", "name: renamed"), encoding="utf-8")
     running = (await api.get("/definitions/template/hello", headers=READER)).json()
     assert running["text"] == TEMPLATE.format(version="v1")
+    journey = await api.get("/definitions/journey/hello", headers=READER)  # found by the name it runs under
+    assert journey.status_code == 200 and journey.json()["text"] == JOURNEY
+    assert (await api.get("/definitions/journey/renamed", headers=READER)).status_code == 404
     assert live.current["hello"].templates["hello"].sms["en"] == "hello v1"
     change = await drafted(api)
     [file] = change["files"]

@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from definitions.drafts import DraftError, content_hash, kind_of, materialize
+from definitions.drafts import DraftError, content_hash, journey_paths, kind_of, materialize
 from definitions.loader import RESERVED_FILES, Definitions, DefinitionsError, check_definitions
 from definitions.schema import Journey
 from store import definition_changes
@@ -81,6 +81,7 @@ class LiveDefinitions:
         #: `{path: text}` of the draftable files that run (read when they were loaded): what
         #: `GET /definitions` lists and a change's diff is against, not what a file on disk says later.
         self._files: dict[str, str] | None = None
+        self._journey_paths: tuple[dict[str, str], dict[str, str]] | None = None
         self._listeners: list[Callable[[Definitions, Path], None]] = []
         self._lock = threading.Lock()
         self._scratch: Path | None = None
@@ -99,7 +100,7 @@ class LiveDefinitions:
         holder.loaded_seq = holder.seen_seq = 0
         holder.failure = holder.trouble = None
         holder._rehear = False
-        holder.directory, holder.current, holder._files = holder.base, definitions, None
+        holder.directory, holder.current, holder._files, holder._journey_paths = holder.base, definitions, None, None
         holder._listeners, holder._lock, holder._scratch = [], threading.Lock(), None
         holder.heard, holder._parsed = {}, {}
         return holder
@@ -285,6 +286,15 @@ class LiveDefinitions:
         if files is None:  # a fixed holder: its directory read once, when first asked
             files = self._files = draftable_files(self.directory)
         return files
+
+    def journey_paths(self) -> dict[str, str]:
+        """`{journey name: path}` of the journey files that run (definitions/drafts.py
+        `journey_paths`), found once per loaded set."""
+        files = self.running_files()
+        cached = self._journey_paths
+        if cached is None or cached[0] is not files:
+            cached = self._journey_paths = (files, journey_paths(files))
+        return cached[1]
 
     def running_text(self, path: str) -> str | None:
         """The text of the file at `path` that runs now, None if there is none."""

@@ -314,7 +314,7 @@ def _refusing(endpoint: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitabl
 
 def _kind_path(api: ApiContext, kind: str, name: str) -> str:
     try:
-        return path_of(kind, name, api.live.directory)
+        return path_of(kind, name, api.live.journey_paths())
     except DraftError as err:
         raise Refused(404, str(err)) from None
 
