@@ -50,7 +50,6 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
 
 from core.sms_registry import settled_by_lookup
 from store import queries
@@ -206,12 +205,8 @@ def _receipt(session, item: dict, default_region: str) -> str:
     err_code = _text(item, "err_code", 100)
     now = datetime.now(UTC)
     key = f"report:{row.id}:{status}:{err_code or ''}"
-    try:
-        with session.begin_nested():
-            duplicate = queries.seen_provider_event(session, "aliyun", key, f"report:{status}", row.id, now)
-    except IntegrityError:  # the same receipt, applied by a concurrent delivery
-        duplicate = True
-    if duplicate:
+    # The same receipt again, or applied by a concurrent delivery at this moment: a duplicate.
+    if queries.seen_provider_event(session, "aliyun", key, f"report:{status}", row.id, now):
         return "duplicates"
     reported = _time(_text(item, "report_time"))
     at = reported if reported is not None and abs(reported - now) <= MAX_CLOCK_SKEW else now

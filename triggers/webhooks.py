@@ -33,7 +33,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
-from sqlalchemy.exc import IntegrityError
 from twilio.request_validator import RequestValidator
 
 from core.replies import START_WORDS, STOP_WORDS
@@ -153,7 +152,7 @@ def webhook_routes(
             changed = queries.advance_status(row, new_status, _now(), reason=reason, error=error)
             return "applied" if changed else "ignored"
 
-        return _answer(await _apply(store, apply))
+        return _answer(await store.run(apply))
 
     @router.post("/webhooks/twilio/inbound", responses=refused, summary="Twilio inbound SMS: a reply (回复记录)")
     async def twilio_inbound(request: Request) -> Response:
@@ -250,14 +249,9 @@ def _sendgrid_event(session, event: dict) -> str:
     key = str(event.get("sg_event_id") or "")
     provider_id = str(event.get("sg_message_id") or "").split(".", 1)[0] or None
     row = queries.message_for_provider(session, event.get("message_id"), provider_id)
-    if key:
-        try:
-            with session.begin_nested():
-                duplicate = queries.seen_provider_event(session, "sendgrid", key, kind, row.id if row else None, _now())
-        except IntegrityError:  # the same event, applied by a concurrent delivery
-            duplicate = True
-        if duplicate:
-            return "duplicates"
+    # The same event again, or applied by a concurrent delivery at this moment: a duplicate.
+    if key and queries.seen_provider_event(session, "sendgrid", key, kind, row.id if row else None, _now()):
+        return "duplicates"
     address = str(event.get("email") or "").strip().lower() or (row.address if row else None)
     at = _event_time(event)
     if kind in ("unsubscribe", "group_unsubscribe", "spamreport") and address:
@@ -329,14 +323,6 @@ def _event_time(event: dict) -> datetime:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-async def _apply(store: Store, work) -> str:
-    """Run `work` in a transaction; a concurrent delivery of the same event is a duplicate."""
-    try:
-        return await store.run(work)
-    except IntegrityError:
-        return "duplicates"
 
 
 def _answer(outcome: str) -> JSONResponse:
