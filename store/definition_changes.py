@@ -88,24 +88,19 @@ def record(
     session: Session,
     action: str,
     who: str,
-    change: DefinitionChangeRow | str,
+    change_id: str,
+    files_hash: str,
     now: datetime,
     *,
-    hash: str | None = None,
     comment: str | None = None,
     figures: dict[str, Any] | None = None,
 ) -> None:
     """One audit row, the only writer of them: `action` (created, edited, submitted, approved,
-    rejected, dry_run) by `who` on `change` (the row, or its id with the `hash` of the files the
-    action was about: a dry run records the files it ran, which an edit may since have changed)."""
-    change_id = change if isinstance(change, str) else change.id
-    if hash is None:
-        if isinstance(change, str):
-            raise ValueError("an audit row by change id needs the hash of the files it is about")
-        hash = change.hash
+    rejected, dry_run) by `who` on change `change_id`, with the hash of the files the action was
+    about (the change's own; a dry run's, the files it ran, which an edit may since have changed)."""
     session.add(
         DefinitionAuditRow(
-            at=now, action=action, who=who, change_id=change_id, hash=hash, comment=comment, figures=figures
+            at=now, action=action, who=who, change_id=change_id, hash=files_hash, comment=comment, figures=figures
         )
     )
 
@@ -157,7 +152,8 @@ def create(
     session.add(row)
     session.flush()
     _write_files(session, row.id, files)
-    record(session, "created", author, row, now, comment=f"author declared by {declared_by}" if declared_by else None)
+    declared = f"author declared by {declared_by}" if declared_by else None
+    record(session, "created", author, row.id, row.hash, now, comment=declared)
     return row
 
 
@@ -181,7 +177,7 @@ def edit(
     if title is not None:
         row.title = title
     _write_files(session, row.id, files)
-    record(session, "edited", who, row, now)
+    record(session, "edited", who, row.id, row.hash, now)
     return row
 
 
@@ -191,7 +187,7 @@ def submit(session: Session, change_id: str, who: str, now: datetime) -> Definit
     if row.state != DRAFT:
         raise WrongState(f"change {change_id} is {row.state}: only a draft can be submitted")
     row.state, row.submitted_at, row.updated_at = IN_REVIEW, now, now
-    record(session, "submitted", who, row, now)
+    record(session, "submitted", who, row.id, row.hash, now)
     return row
 
 
@@ -245,7 +241,7 @@ def approve(
     if done.rowcount != 1:
         raise WrongState(f"change {change_id} was approved or rejected by someone else just now")
     session.refresh(row)
-    record(session, "approved", who, row, now, comment=comment, figures=figures)
+    record(session, "approved", who, row.id, row.hash, now, comment=comment, figures=figures)
     return row
 
 
@@ -275,7 +271,7 @@ def reject(session: Session, change_id: str, who: str, comment: str, now: dateti
     if row.state != IN_REVIEW:
         raise WrongState(f"change {change_id} is {row.state}: only a change in review can be rejected")
     row.state, row.reviewed_by, row.reviewed_at, row.updated_at, row.comment = REJECTED, who, now, now, comment
-    record(session, "rejected", who, row, now, comment=comment)
+    record(session, "rejected", who, row.id, row.hash, now, comment=comment)
     return row
 
 

@@ -127,7 +127,7 @@ def audit(session: Session, row: DryRunRow, files_hash: str, now: datetime) -> N
     if row.result is not None:
         figures = {key: row.result[key] for key in ("window", "events", "customers", "diff")} | {"dry_run": row.id}
     definition_changes.record(
-        session, "dry_run", row.requested_by, row.change_id, now, hash=files_hash, comment=row.message, figures=figures
+        session, "dry_run", row.requested_by, row.change_id, files_hash, now, comment=row.message, figures=figures
     )
 
 
