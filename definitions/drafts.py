@@ -54,11 +54,11 @@ def check_name(name: str) -> str:
     return name
 
 
-def path_of(kind: str, name: str, base: Path | Mapping[str, str] | None = None) -> str:
+def path_of(kind: str, name: str, journeys: Mapping[str, str] | None = None) -> str:
     """The file a definition of `kind` named `name` lives in, relative to the definitions
-    directory. A journey's file is the one of `base` (a directory, or `{journey name: path}` of
-    what is loaded, `journey_paths`) whose `name:` is `name` (files need not be named after their
-    journey), else `NAME.yaml`; `policy` and `loyalty` have one file each."""
+    directory. A journey's file is the one `journeys` (`{journey name: path}` of what is loaded,
+    `journey_paths`) names for it (files need not be named after their journey), else `NAME.yaml`;
+    `policy` and `loyalty` have one file each."""
     if kind not in KINDS:
         raise DraftError(f"{kind!r} is not a kind of definition; kinds are {', '.join(KINDS)}")
     if kind in _SINGLE:
@@ -66,18 +66,12 @@ def path_of(kind: str, name: str, base: Path | Mapping[str, str] | None = None) 
     check_name(name)
     if kind in _FOLDERS:
         return f"{_FOLDERS[kind]}/{name}.yaml"
-    if isinstance(base, Mapping):
-        return base.get(name, f"{name}.yaml")
-    if base is not None:
-        for path in sorted(base.glob("*.yaml")) + sorted(base.glob("*.yml")):
-            if path.name not in RESERVED_FILES and _journey_name(path) == name:
-                return path.name
-    return f"{name}.yaml"
+    return (journeys or {}).get(name, f"{name}.yaml")
 
 
 def journey_paths(files: Mapping[str, str]) -> dict[str, str]:
     """`{journey name: path}` of the journey files among `files` (`{path: text}`), by their `name:`;
-    of two files naming one journey, the first in path order (as `path_of` finds it on disk)."""
+    of two files naming one journey, the first in path order."""
     found: dict[str, str] = {}
     for path in sorted(files):
         if "/" in path or path in RESERVED_FILES or path in _SINGLE.values():
@@ -115,13 +109,6 @@ def check_path(path: str) -> str:
         raise DraftError(f"{path!r}: a draft's file is a relative path ending .yaml inside the definitions")
     check_name(clean.stem)
     return str(clean)
-
-
-def _journey_name(path: Path) -> str | None:
-    try:
-        return _name_in(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def _name_in(text: str) -> str | None:
